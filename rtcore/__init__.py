@@ -1,0 +1,32 @@
+"""rtcore: a realtime messaging server for Python, built on trio.
+
+``rtcore.Server`` is the embeddable server; ``rtcore.client`` the trio client library;
+``protocol.md`` the wire format any client can implement.
+"""
+
+from rtcore.config import Config, ConfigError, Limits
+from rtcore.protocol import CloseCode, ErrorCode, RtcoreError
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The server (and with it trio) is imported on first use, so that importing the sans-IO
+    # core -- rtcore.session, rtcore.protocol, ... -- never pulls in trio.
+    if name in ("Server", "UnknownAppError"):
+        from rtcore import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'rtcore' has no attribute {name!r}")
+
+
+__all__ = [
+    "CloseCode",
+    "Config",
+    "ConfigError",
+    "ErrorCode",
+    "Limits",
+    "RtcoreError",
+    "Server",
+    "UnknownAppError",
+]

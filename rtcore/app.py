@@ -1,0 +1,124 @@
+"""One app (tenant): its channel table and the operations on it (sans-IO).
+
+Client sessions, the host application (in-process API) and, later, the server API all go
+through these methods, so a message looks the same whoever sent it. Each operation encodes
+and frames its message once and fans the same bytes out through the channel table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from rtcore.hub import ChannelTable, Member
+from rtcore.outbox import Pending
+from rtcore.protocol import codec, wsframe
+from rtcore.protocol import frames as f
+
+
+class MessageIds:
+    """Unique message ids: ``<node>-<hex counter>``; the node id keeps nodes apart."""
+
+    __slots__ = ("_node", "_next")
+
+    def __init__(self, node: str) -> None:
+        self._node = node
+        self._next = 0
+
+    def __call__(self) -> str:
+        self._next += 1
+        return f"{self._node}-{self._next:x}"
+
+
+@attrs.frozen
+class Delivery:
+    """What a send or broadcast did: its message id, timestamp and recipient count."""
+
+    mid: str
+    ts: int
+    recipients: int
+
+
+def framed(frame: Any) -> bytes:
+    """A server frame encoded and WebSocket-framed, ready for any number of outboxes."""
+    return wsframe.binary_frame(codec.encode(frame))
+
+
+class App:
+    """An app's channels, members and the operations clients and the host app perform."""
+
+    def __init__(self, name: str, pending: Pending, ids: MessageIds) -> None:
+        self.name = name
+        self.table = ChannelTable(pending)
+        self._pending = pending
+        self._ids = ids
+
+    # -- messages -------------------------------------------------------------------------
+
+    def send(
+        self, channel: str, event: str, data: Any, *, now: float,
+        sender: Member | None = None, echo: bool = True,
+    ) -> Delivery:
+        """Deliver an event to the channel's members (the sender too if ``echo``)."""
+        group = self.table.members(channel)
+        return self._deliver(group, channel, event, data, now, sender, echo)
+
+    def broadcast(
+        self, event: str, data: Any, *, now: float,
+        sender: Member | None = None, echo: bool = True,
+    ) -> Delivery:
+        """Deliver an event to every connection of the app (the sender too if ``echo``)."""
+        return self._deliver(self.table.everyone, None, event, data, now, sender, echo)
+
+    def _deliver(
+        self, group: Any, channel: str | None, event: str, data: Any, now: float,
+        sender: Member | None, echo: bool,
+    ) -> Delivery:
+        mid, ts = self._ids(), int(now * 1000)
+        frame = f.Msg(channel, event, data, sender.id if sender else None, ts, mid)
+        count = self.table.deliver(group, framed(frame), None if echo else sender)
+        return Delivery(mid, ts, count)
+
+    # -- presence -------------------------------------------------------------------------
+
+    def connect(self, member: Member) -> None:
+        self.table.connect(member)
+
+    def disconnect(self, member: Member) -> None:
+        """Drop the member; every channel it was in hears a member_leave."""
+        for channel, last in self.table.disconnect(member):
+            self._presence("member_leave", channel, member, None, last=last)
+
+    def join(self, member: Member, channel: str, echo: bool) -> bool:
+        """Join; returns False if already a member (then nothing is sent)."""
+        first = self.table.join(member, channel)
+        if first is None:
+            return False
+        self._presence("member_join", channel, member, None if echo else member, first=first)
+        return True
+
+    def leave(self, member: Member, channel: str, echo: bool) -> bool:
+        """Leave; returns False if not a member (then nothing is sent)."""
+        last = self.table.leave(member, channel)
+        if last is None:
+            return False
+        data = self._presence("member_leave", channel, member, None, last=last)
+        if echo:
+            self._pending.push(member.outbox, data)
+        return True
+
+    def update_profile(self, member: Member, profile: Any, echo: bool) -> int:
+        """Store the profile; each channel of the member hears a member_update."""
+        member.profile = profile
+        for channel in member.channels:
+            self._presence("member_update", channel, member, None if echo else member)
+        return len(member.channels)
+
+    def _presence(
+        self, kind: str, channel: str, member: Member, skip: Member | None,
+        first: bool | None = None, last: bool | None = None,
+    ) -> bytes:
+        data = framed(f.MemberEvent(kind, channel, member.info(), first=first, last=last))
+        self.table.deliver(self.table.members(channel), data, skip)
+        return data

@@ -1,0 +1,40 @@
+"""The trio client library: ``async with rtcore.client.open_client(url) as client: ...``."""
+
+from rtcore.client._client import (
+    FATAL_CLOSE_CODES,
+    Client,
+    Connected,
+    Disconnected,
+    Event,
+    open_client,
+)
+from rtcore.client.errors import (
+    BufferFullError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectionLostError,
+    EventOverflowError,
+    NotConnectedError,
+    RequestError,
+    RequestTimeout,
+)
+from rtcore.protocol.frames import MemberEvent, Msg
+
+__all__ = [
+    "FATAL_CLOSE_CODES",
+    "BufferFullError",
+    "Client",
+    "ClientError",
+    "Connected",
+    "ConnectionClosedError",
+    "ConnectionLostError",
+    "Disconnected",
+    "Event",
+    "EventOverflowError",
+    "MemberEvent",
+    "Msg",
+    "NotConnectedError",
+    "RequestError",
+    "RequestTimeout",
+    "open_client",
+]

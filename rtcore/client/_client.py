@@ -1,0 +1,488 @@
+"""The trio client library (the protocol.md client, with reconnects).
+
+Theory of operation: one manager task owns the connection. It connects, sends ``hello``
+(carrying the latest profile), waits for ``welcome``, rejoins the remembered channels, then
+reads frames until the connection ends, dispatching each: replies resolve the waiting request,
+events go to the registered handlers and to every open event iterator. The reader never waits
+on the application: handlers are plain functions called inline, and an iterator that falls
+``maxsize`` events behind is stopped with :class:`EventOverflowError` rather than blocking
+the reader (which would stop pings being answered) or skipping events silently.
+
+After an unexpected close the manager reconnects with jittered exponential backoff. Close
+codes that reconnecting cannot fix (``FATAL_CLOSE_CODES``) end the client with
+:class:`ConnectionClosedError`. While disconnected, requests wait for the connection (at most
+``buffer_limit`` of them) or, with ``fail_fast``, raise :class:`NotConnectedError` at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
+
+from rtcore.client.errors import (
+    BufferFullError,
+    ConnectionClosedError,
+    ConnectionLostError,
+    EventOverflowError,
+    NotConnectedError,
+    RequestError,
+    RequestTimeout,
+)
+from rtcore.protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError, codec
+from rtcore.protocol import frames as f
+
+log = logging.getLogger("rtcore.client")
+
+FATAL_CLOSE_CODES = frozenset({
+    CloseCode.UNSUPPORTED_DATA, CloseCode.PROTOCOL_ERROR, CloseCode.HELLO_EXPECTED,
+    CloseCode.UNSUPPORTED_VERSION, CloseCode.DUPLICATE_HELLO, CloseCode.UNKNOWN_APP,
+})
+"""Close codes after which reconnecting would fail again the same way."""
+
+
+@attrs.frozen
+class Connected:
+    """Iterator event: the client is connected (again) as member ``conn``."""
+
+    conn: str
+    reconnected: bool
+
+
+@attrs.frozen
+class Disconnected:
+    """Iterator event: the connection ended with this close code (1006 if none was received)."""
+
+    code: int
+    reason: str
+
+
+Event = f.Msg | f.MemberEvent | Connected | Disconnected
+Handler = Callable[..., Any]
+
+
+class _Reply:
+    __slots__ = ("done", "frame", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.frame: f.Ok | f.Err | None = None
+        self.error: Exception | None = None
+
+
+class _Stream:
+    __slots__ = ("send", "receive", "overflowed")
+
+    def __init__(self, maxsize: int) -> None:
+        self.send, self.receive = trio.open_memory_channel[Any](maxsize)
+        self.overflowed = False
+
+
+class Client:
+    """A connection to an rtcore server, kept open across network failures.
+
+    Args:
+        url: ``ws://host:port/`` (or ``wss://``).
+        app: the app to connect to; the server's default app when None.
+        key: the app's client API key, if it requires one.
+        token: a session token identifying the signed-in user.
+        profile: the initial member profile, shown to other members.
+        echo: default for receiving one's own sends and presence events.
+        reconnect: reconnect after unexpected disconnects.
+        backoff_initial: first reconnect delay bound, seconds; doubles per attempt...
+        backoff_max: ...up to this bound. Each delay is drawn uniformly below the bound.
+        request_timeout: seconds to wait for a reply once a request is sent.
+        buffer_limit: requests that may wait for the connection while disconnected.
+        fail_fast: raise NotConnectedError instead of waiting while disconnected.
+        connect_timeout: seconds for one connection attempt (TCP, upgrade, hello, welcome).
+        max_message_size: largest server message accepted, bytes.
+    """
+
+    def __init__(
+        self, url: str, *, app: str | None = None, key: str | None = None,
+        token: str | None = None, profile: Any = None, echo: bool = True,
+        reconnect: bool = True, backoff_initial: float = 0.5, backoff_max: float = 30.0,
+        request_timeout: float = 10.0, buffer_limit: int = 100, fail_fast: bool = False,
+        connect_timeout: float = 10.0, max_message_size: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.url = url
+        self.app, self.key, self.token = app, key, token
+        self.profile = profile
+        self.echo = echo
+        self.reconnect = reconnect
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.request_timeout = request_timeout
+        self.buffer_limit = buffer_limit
+        self.fail_fast = fail_fast
+        self.connect_timeout = connect_timeout
+        self.max_message_size = max_message_size
+        self.id: str | None = None
+        """This connection's member id (changes on reconnect)."""
+        self.welcome: f.Welcome | None = None
+        self.channels: dict[str, bool | None] = {}
+        """Channels to rejoin after a reconnect, with their join echo option."""
+        self._ws: Any = None
+        self._ready = trio.Event()
+        self._closed = False
+        self._fatal: ConnectionClosedError | None = None
+        self._ids = itertools.count(1)
+        self._replies: dict[int, _Reply] = {}
+        self._waiting = 0
+        self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._streams: set[_Stream] = set()
+        self._cancel = trio.CancelScope()
+        self._stopped = trio.Event()
+        self._was_ready = False
+        self._connections = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self, nursery: trio.Nursery) -> None:
+        """Start the connection in ``nursery``; returns once connected.
+
+        Raises:
+            ConnectionClosedError: the server refused the connection with a fatal close code.
+            OSError, trio_websocket.HandshakeError: the first attempt failed and
+                ``reconnect`` is off.
+        """
+        first: list[BaseException] = []
+        nursery.start_soon(self._run, first)
+        await self._wait_ready_or_stopped()
+        if not self._ready.is_set():
+            raise self._fatal or (first[0] if first else NotConnectedError("client closed"))
+
+    async def _wait_ready_or_stopped(self) -> None:
+        async with trio.open_nursery() as n:
+            async def stop_when(event: trio.Event) -> None:
+                await event.wait()
+                n.cancel_scope.cancel()
+            n.start_soon(stop_when, self._ready)
+            n.start_soon(stop_when, self._stopped)
+
+    async def aclose(self) -> None:
+        """Close the connection (code 1000) and stop reconnecting."""
+        self._closed = True
+        ws = self._ws
+        if ws is not None:
+            with trio.move_on_after(2):
+                await ws.aclose()
+        self._cancel.cancel()
+        for stream in list(self._streams):
+            stream.send.close()
+
+    def is_connected(self) -> bool:
+        return self._ready.is_set()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def join(self, channel: str, echo: bool | None = None) -> bool:
+        """Join a channel; returns False if already a member. Rejoined after reconnects."""
+        data = await self._request(lambda rid: f.Join(rid, channel, echo))
+        self.channels[channel] = echo
+        return bool(data["joined"])
+
+    async def leave(self, channel: str, echo: bool | None = None) -> bool:
+        """Leave a channel; returns False if not a member."""
+        self.channels.pop(channel, None)
+        data = await self._request(lambda rid: f.Leave(rid, channel, echo))
+        return bool(data["left"])
+
+    async def get_members(self, channel: str, page_size: int = 1000) -> list[dict[str, Any]]:
+        """Every member of the channel as ``{"id", "user", "data"}`` (fetched page by page)."""
+        members: list[dict[str, Any]] = []
+        after = None
+        while True:
+            data = await self._request(lambda rid: f.GetMembers(rid, channel, after, page_size))
+            members.extend(data["members"])
+            after = data["next"]
+            if after is None:
+                return members
+
+    async def update_profile(self, data: Any, echo: bool | None = None) -> int:
+        """Replace the profile; returns how many channels were told. Kept across reconnects."""
+        self.profile = data
+        result = await self._request(lambda rid: f.UpdateProfile(rid, data, echo))
+        return int(result["channels"])
+
+    async def send(
+        self, channel: str, event: str, data: Any = None, echo: bool | None = None
+    ) -> dict[str, Any]:
+        """Send an event to a joined channel; returns ``{"mid", "ts", "recipients"}``."""
+        return await self._request(lambda rid: f.Send(rid, channel, event, data, echo))  # type: ignore[no-any-return]
+
+    async def broadcast(self, event: str, data: Any = None, echo: bool | None = None) -> dict[str, Any]:
+        """Send an event to every connection of the app; returns ``{"mid", "ts", "recipients"}``."""
+        return await self._request(lambda rid: f.Broadcast(rid, event, data, echo))  # type: ignore[no-any-return]
+
+    async def _request(self, make: Callable[[int], Any], *, buffered: bool = True) -> Any:
+        if buffered:
+            await self._wait_connected()
+        ws = self._ws
+        if ws is None:
+            raise NotConnectedError("not connected")
+        rid = next(self._ids)
+        reply = self._replies[rid] = _Reply()
+        try:
+            with trio.move_on_after(self.request_timeout) as scope:
+                try:
+                    await ws.send_message(codec.encode(make(rid)))
+                except ConnectionClosed as exc:
+                    raise ConnectionLostError("the connection closed while sending") from exc
+                await reply.done.wait()
+            if scope.cancelled_caught:
+                raise RequestTimeout(f"no reply within {self.request_timeout} s")
+        finally:
+            del self._replies[rid]
+        if reply.error is not None:
+            raise reply.error
+        if isinstance(reply.frame, f.Err):
+            raise RequestError(reply.frame.code, reply.frame.message)
+        assert reply.frame is not None
+        return reply.frame.data
+
+    async def _wait_connected(self) -> None:
+        if self._ready.is_set():
+            return
+        if self._closed or self._fatal is not None:
+            raise self._fatal or NotConnectedError("the client is closed")
+        if self.fail_fast:
+            raise NotConnectedError("not connected (fail_fast is on)")
+        if self._waiting >= self.buffer_limit:
+            raise BufferFullError(f"{self.buffer_limit} requests already wait for the connection")
+        self._waiting += 1
+        try:
+            await self._wait_ready_or_stopped()
+        finally:
+            self._waiting -= 1
+        if not self._ready.is_set():
+            raise self._fatal or NotConnectedError("the client is closed")
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    def on(self, event: str, handler: Handler) -> None:
+        """Call ``handler(msg)`` for every app event named ``event`` (``"*"``: all of them)."""
+        self._handlers["msg:" + event].append(handler)
+
+    def once(self, event: str, handler: Handler) -> None:
+        """Like :meth:`on`, for the next such event only."""
+
+        def one_shot(msg: f.Msg) -> None:
+            self.off(event, one_shot)
+            handler(msg)
+
+        self.on(event, one_shot)
+
+    def off(self, event: str | None = None, handler: Handler | None = None) -> None:
+        """Remove one handler, every handler of an event, or (no arguments) all app handlers."""
+        if event is None:
+            for key in [k for k in self._handlers if k.startswith("msg:")]:
+                del self._handlers[key]
+        elif handler is None:
+            self._handlers.pop("msg:" + event, None)
+        else:
+            handlers = self._handlers.get("msg:" + event, [])
+            if handler in handlers:
+                handlers.remove(handler)
+
+    def on_join(self, handler: Handler) -> None:
+        """``handler(event: MemberEvent)`` when a member joins one of our channels."""
+        self._handlers["member_join"].append(handler)
+
+    def on_leave(self, handler: Handler) -> None:
+        self._handlers["member_leave"].append(handler)
+
+    def on_update(self, handler: Handler) -> None:
+        self._handlers["member_update"].append(handler)
+
+    def on_connect(self, handler: Handler) -> None:
+        """``handler(conn_id)`` after every successful (re)connection."""
+        self._handlers["connect"].append(handler)
+
+    def on_disconnect(self, handler: Handler) -> None:
+        """``handler(code, reason)`` when a connection ends."""
+        self._handlers["disconnect"].append(handler)
+
+    def on_reconnect_attempt(self, handler: Handler) -> None:
+        """``handler(attempt)`` before each reconnection attempt (1, 2, ...)."""
+        self._handlers["reconnect_attempt"].append(handler)
+
+    def on_error(self, handler: Handler) -> None:
+        """``handler(exc)`` when a connection attempt fails or a rejoin is refused."""
+        self._handlers["error"].append(handler)
+
+    def _emit(self, key: str, *args: Any) -> None:
+        for handler in list(self._handlers.get(key, ())):
+            try:
+                handler(*args)
+            except Exception:
+                log.exception("rtcore client: %s handler %r raised", key, handler)
+
+    # -- iteration ----------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self.events()
+
+    async def events(self, maxsize: int = 1000) -> AsyncIterator[Event]:
+        """Every event from now on: messages, member events, Connected, Disconnected.
+
+        Raises:
+            EventOverflowError: the loop fell ``maxsize`` events behind.
+            ConnectionClosedError: the server closed the connection for good.
+        """
+        stream = _Stream(maxsize)
+        self._streams.add(stream)
+        try:
+            async for event in stream.receive:
+                yield event
+        finally:
+            self._streams.discard(stream)
+        if stream.overflowed:
+            raise EventOverflowError(f"the iterator fell {maxsize} events behind")
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _publish(self, event: Event) -> None:
+        for stream in list(self._streams):
+            try:
+                stream.send.send_nowait(event)
+            except trio.WouldBlock:
+                stream.overflowed = True
+                stream.send.close()
+                self._streams.discard(stream)
+            except trio.ClosedResourceError:
+                self._streams.discard(stream)
+
+    # -- the connection manager ---------------------------------------------------------------
+
+    async def _run(self, first_error: list[BaseException]) -> None:
+        attempt = 0
+        try:
+            with self._cancel:
+                while not self._closed:
+                    code, reason = await self._connect_once(first_error)
+                    if code in FATAL_CLOSE_CODES:
+                        self._fatal = ConnectionClosedError(code, reason)
+                        self._emit("error", self._fatal)
+                        return
+                    if self._closed or not self.reconnect:
+                        return
+                    # A connection that got as far as ready resets the backoff.
+                    attempt = 1 if self._was_ready else attempt + 1
+                    self._was_ready = False
+                    bound = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+                    await trio.sleep(random.uniform(0, bound))
+                    self._emit("reconnect_attempt", attempt)
+        finally:
+            self._stopped.set()
+            for stream in list(self._streams):
+                stream.send.close()
+
+    async def _connect_once(self, first_error: list[BaseException]) -> tuple[int, str]:
+        """One connection's life; returns its close code and reason."""
+        code, reason = 1006, "connection failed"
+        try:
+            async with trio.open_nursery() as nursery:
+                try:
+                    with trio.fail_after(self.connect_timeout):
+                        ws = await connect_websocket_url(
+                            nursery, self.url, max_message_size=self.max_message_size
+                        )
+                        self._ws = ws
+                        await self._handshake(ws)
+                    nursery.start_soon(self._rejoin, self._connections > 0)
+                    self._connections += 1
+                    await self._read(ws)
+                except ConnectionClosed as exc:
+                    if exc.reason is not None:
+                        code, reason = exc.reason.code, exc.reason.reason or ""
+                except (OSError, HandshakeError, trio.TooSlowError, RemoteProtocolError) as exc:
+                    if not first_error:
+                        first_error.append(exc)
+                    reason = str(exc) or type(exc).__name__
+                    self._emit("error", exc)
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            was_ready = self._ready.is_set()
+            self._ws = None
+            if was_ready:
+                self._ready = trio.Event()
+            for reply in self._replies.values():
+                reply.error = ConnectionLostError(f"connection lost ({code}): {reason}")
+                reply.done.set()
+        self._emit("disconnect", code, reason)
+        self._publish(Disconnected(code, reason))
+        return code, reason
+
+    async def _handshake(self, ws: Any) -> None:
+        hello = f.Hello(PROTOCOL_VERSION, self.app, self.key, self.token, self.profile, self.echo)
+        await ws.send_message(codec.encode(hello))
+        welcome = codec.decode(await ws.get_message(), allowed=codec.SERVER_TYPES)
+        if not isinstance(welcome, f.Welcome):
+            raise RemoteProtocolError(f"expected welcome, got {type(welcome).__name__}")
+        self.welcome, self.id = welcome, welcome.conn
+
+    async def _rejoin(self, reconnected: bool) -> None:
+        """Rejoin remembered channels, then release buffered requests."""
+        for channel, echo in list(self.channels.items()):
+            try:
+                await self._request(lambda rid: f.Join(rid, channel, echo), buffered=False)
+            except RequestError as exc:
+                self.channels.pop(channel, None)
+                self._emit("error", exc)
+            except (ConnectionLostError, RequestTimeout, NotConnectedError):
+                return
+        self._was_ready = True
+        self._ready.set()
+        assert self.id is not None
+        self._emit("connect", self.id)
+        self._publish(Connected(self.id, reconnected))
+
+    async def _read(self, ws: Any) -> None:
+        while True:
+            data = await ws.get_message()
+            if isinstance(data, str):
+                raise RemoteProtocolError("the server sent a text frame")
+            self._dispatch(codec.decode(data, allowed=codec.SERVER_TYPES))
+
+    def _dispatch(self, frame: Any) -> None:
+        if isinstance(frame, f.Ok | f.Err):
+            reply = self._replies.get(frame.id) if frame.id is not None else None
+            if reply is not None:
+                reply.frame = frame
+                reply.done.set()
+            elif isinstance(frame, f.Err):
+                self._emit("error", RequestError(frame.code, frame.message))
+        elif isinstance(frame, f.Msg):
+            self._emit("msg:" + frame.event, frame)
+            self._emit("msg:*", frame)
+            self._publish(frame)
+        elif isinstance(frame, f.MemberEvent):
+            self._emit(frame.kind, frame)
+            self._publish(frame)
+
+
+@asynccontextmanager
+async def open_client(url: str, **options: Any) -> AsyncIterator[Client]:
+    """Connect to ``url`` and yield a :class:`Client`; closes it on exit.
+
+    ``options`` are :class:`Client`'s keyword arguments.
+    """
+    client = Client(url, **options)
+    async with trio.open_nursery() as nursery:
+        await client.open(nursery)
+        try:
+            yield client
+        finally:
+            with trio.CancelScope(shield=True):
+                await client.aclose()
+            nursery.cancel_scope.cancel()
+

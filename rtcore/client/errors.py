@@ -1,0 +1,72 @@
+"""Exceptions of the client library::
+
+    ClientError
+    ├── RequestError          the server refused a request (``code`` from protocol.md §6)
+    ├── RequestTimeout        no reply within ``request_timeout``
+    ├── NotConnectedError     disconnected and fail-fast, or the client is closed
+    ├── BufferFullError       disconnected and the send buffer is full
+    ├── ConnectionLostError   the connection dropped while the request awaited its reply
+    └── ConnectionClosedError the server closed the connection for good (fatal close code)
+"""
+
+from __future__ import annotations
+
+from rtcore.protocol.errors import RtcoreError
+
+
+class ClientError(RtcoreError):
+    """Base of the client library's exceptions."""
+
+
+class RequestError(ClientError):
+    """An ``err`` reply: the server refused the request.
+
+    Attributes:
+        code: the error code (see ``rtcore.ErrorCode``).
+        message: the server's explanation.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RequestTimeout(ClientError):
+    """The server did not answer within the client's ``request_timeout``."""
+
+
+class NotConnectedError(ClientError):
+    """The request cannot be sent: not connected (fail-fast mode) or the client is closed."""
+
+
+class BufferFullError(ClientError):
+    """Disconnected, and ``buffer_limit`` requests are already waiting for the connection."""
+
+
+class ConnectionLostError(ClientError):
+    """The connection dropped after the request was sent and before its reply arrived.
+
+    The request may or may not have taken effect.
+    """
+
+
+class ConnectionClosedError(ClientError):
+    """The server closed the connection with a code that reconnecting cannot fix.
+
+    Attributes:
+        code: the WebSocket close code (protocol.md §7).
+        reason: the server's close reason.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"closed by the server ({code}): {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class EventOverflowError(ClientError):
+    """An event iterator fell more than its ``maxsize`` events behind; it was stopped.
+
+    Events are never dropped silently: the iterator raises this instead of skipping.
+    """

@@ -1,0 +1,62 @@
+"""Outbound queues and the record of what awaits a flush (sans-IO).
+
+Fan-out appends the *same* framed ``bytes`` object to each target's :class:`Outbox`; nothing
+is copied or awaited per subscriber. :class:`Pending` records which outboxes (or whole groups
+of members, for a channel or broadcast fan-out) gained data since the last flush, so the
+server's flusher visits only those. The byte budget is enforced by the flusher, which is the
+only place that knows what the socket has accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rtcore.hub import Member
+
+
+class Outbox:
+    """One connection's queue of framed bytes that the socket has not accepted yet.
+
+    Attributes:
+        items: framed messages in send order; the flusher empties it.
+        owner: the transport's object for this connection (opaque to the core).
+        closed: set once the connection is gone; later appends are harmless garbage.
+    """
+
+    __slots__ = ("items", "owner", "closed")
+
+    def __init__(self, owner: Any = None) -> None:
+        self.items: list[bytes | memoryview] = []
+        self.owner = owner
+        self.closed = False
+
+
+class Pending:
+    """What was queued since the last flush: single outboxes and member groups."""
+
+    __slots__ = ("outboxes", "groups")
+
+    def __init__(self) -> None:
+        self.outboxes: set[Outbox] = set()
+        # id(group) -> group; the group object is kept alive here, so its id stays unique.
+        self.groups: dict[int, Mapping[str, Member]] = {}
+
+    def push(self, outbox: Outbox, data: bytes) -> None:
+        """Queue ``data`` on one connection."""
+        outbox.items.append(data)
+        self.outboxes.add(outbox)
+
+    def mark_group(self, group: Mapping[str, Member]) -> None:
+        self.groups[id(group)] = group
+
+    def __bool__(self) -> bool:
+        return bool(self.outboxes or self.groups)
+
+    def take(self) -> tuple[set[Outbox], list[Mapping[str, Member]]]:
+        """Everything marked so far, resetting the record."""
+        outboxes, groups = self.outboxes, list(self.groups.values())
+        self.outboxes = set()
+        self.groups = {}
+        return outboxes, groups

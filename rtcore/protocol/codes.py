@@ -1,0 +1,60 @@
+"""Error codes and close codes of the wire protocol (protocol.md §6 and §7).
+
+Every refusal the server can answer with is an :class:`ErrorCode`; every reason it can close
+a connection for is a :class:`CloseCode`. protocol.md has the same two tables; a unit test
+checks that the tables and these enums agree.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``code`` of an ``err`` reply. The connection stays open."""
+
+    BAD_REQUEST = "bad_request"
+    """A field is missing or has the wrong type or range (the message names the field)."""
+    UNKNOWN_TYPE = "unknown_type"
+    """The frame's ``t`` is not a request type this protocol version knows."""
+    INVALID_CHANNEL = "invalid_channel"
+    """The channel name breaks the charset or length rule (protocol.md §4.1)."""
+    INVALID_EVENT = "invalid_event"
+    """The event name breaks the length rule (protocol.md §4.1)."""
+    NOT_MEMBER = "not_member"
+    """The operation needs the connection to have joined the channel first."""
+    TOO_MANY_CHANNELS = "too_many_channels"
+    """Joining would exceed the connection's channel limit."""
+    PROFILE_TOO_LARGE = "profile_too_large"
+    """The encoded profile exceeds the profile size limit."""
+    INTERNAL_ERROR = "internal_error"
+    """The server failed while handling the request; it was logged."""
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (protocol.md §7)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    """The server is shutting down; reconnect to another node or later."""
+    UNSUPPORTED_DATA = 1003
+    """A text frame was sent; the protocol is binary msgpack only."""
+    MESSAGE_TOO_BIG = 1009
+    """A message exceeded ``max_message_bytes``."""
+    INTERNAL_ERROR = 1011
+    PROTOCOL_ERROR = 4000
+    """A binary message that is not a msgpack map with a string ``t``."""
+    HELLO_TIMEOUT = 4001
+    """No valid ``hello`` within the handshake timeout."""
+    HELLO_EXPECTED = 4002
+    """The first frame was not a valid ``hello``."""
+    UNSUPPORTED_VERSION = 4003
+    """The ``hello`` asked for a protocol version the server does not speak."""
+    DUPLICATE_HELLO = 4004
+    """A second ``hello`` on an established connection."""
+    UNKNOWN_APP = 4005
+    """The ``hello`` named an app this server does not host."""
+    SLOW_CONSUMER = 4008
+    """The connection's outbound buffer exceeded its byte budget."""
+    HEARTBEAT_TIMEOUT = 4009
+    """The peer stopped answering pings."""

@@ -1,0 +1,158 @@
+"""Frame types of protocol version 1 (protocol.md §3 and §5).
+
+Each class is one msgpack map on the wire; ``TYPE`` is its ``t`` value. Client frames are
+what a client sends (decoded by the server); server frames are what the server sends (decoded
+by the client library). Fields use Python names here; protocol.md gives the wire keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+PROTOCOL_VERSION = 1
+
+
+# --- client -> server -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Hello:
+    """First frame of every connection: credentials, initial profile, options."""
+
+    TYPE: ClassVar[str] = "hello"
+    version: int
+    app: str | None = None
+    """The app (tenant) to connect to; ``None`` means the server's default app."""
+    key: str | None = None
+    """The app's client API key."""
+    token: str | None = None
+    """A session token identifying the signed-in user."""
+    profile: Any = None
+    """Initial member profile shown to other channel members."""
+    echo: bool = True
+    """Default for whether this connection receives its own sends and presence events."""
+
+
+@attrs.frozen
+class Join:
+    TYPE: ClassVar[str] = "join"
+    id: int
+    channel: str
+    echo: bool | None = None
+
+
+@attrs.frozen
+class Leave:
+    TYPE: ClassVar[str] = "leave"
+    id: int
+    channel: str
+    echo: bool | None = None
+
+
+@attrs.frozen
+class GetMembers:
+    TYPE: ClassVar[str] = "members"
+    id: int
+    channel: str
+    after: int | None = None
+    """Page cursor: the ``next`` value of the previous page."""
+    limit: int | None = None
+
+
+@attrs.frozen
+class UpdateProfile:
+    TYPE: ClassVar[str] = "profile"
+    id: int
+    data: Any
+    echo: bool | None = None
+
+
+@attrs.frozen
+class Send:
+    TYPE: ClassVar[str] = "send"
+    id: int
+    channel: str
+    event: str
+    data: Any = None
+    echo: bool | None = None
+
+
+@attrs.frozen
+class Broadcast:
+    TYPE: ClassVar[str] = "broadcast"
+    id: int
+    event: str
+    data: Any = None
+    echo: bool | None = None
+
+
+Request = Join | Leave | GetMembers | UpdateProfile | Send | Broadcast
+ClientFrame = Hello | Request
+
+
+# --- server -> client -------------------------------------------------------------------
+
+
+@attrs.frozen
+class Welcome:
+    """The server's answer to a valid ``hello``."""
+
+    TYPE: ClassVar[str] = "welcome"
+    version: int
+    conn: str
+    """This connection's id: its member id in every channel."""
+    time: int
+    """Server wall-clock time, milliseconds since the Unix epoch."""
+    heartbeat: int
+    """Ping interval in milliseconds; a peer silent for two intervals is closed."""
+    limits: dict[str, int]
+    user: str | None = None
+
+
+@attrs.frozen
+class Ok:
+    TYPE: ClassVar[str] = "ok"
+    id: int
+    data: Any = None
+
+
+@attrs.frozen
+class Err:
+    TYPE: ClassVar[str] = "err"
+    id: int | None
+    code: str
+    message: str
+
+
+@attrs.frozen
+class Msg:
+    """An app event delivered to a channel's members (or to everyone, for a broadcast)."""
+
+    TYPE: ClassVar[str] = "msg"
+    channel: str | None
+    event: str
+    data: Any
+    sender: str | None
+    """Member id of the sending connection; ``None`` when the host app or backend sent it."""
+    ts: int
+    mid: str
+
+
+@attrs.frozen
+class MemberEvent:
+    """Presence: a member joined, left, or updated its profile in a channel."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ("member_join", "member_leave", "member_update")
+    kind: str
+    channel: str
+    member: dict[str, Any]
+    """``{"id": conn id, "user": user id or None, "data": profile}``."""
+    first: bool | None = None
+    """On join: this is the user's first connection in the channel."""
+    last: bool | None = None
+    """On leave: this was the user's last connection in the channel."""
+
+
+ServerFrame = Welcome | Ok | Err | Msg | MemberEvent

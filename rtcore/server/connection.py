@@ -1,0 +1,276 @@
+"""One WebSocket connection: handshake, reader, on-demand drain, close (trio).
+
+Theory of operation:
+
+* The connection's task runs its nursery: the reader is the task itself; a drain task is
+  started only when the socket refuses bytes (its send buffer is full). Idle connections hold
+  no task besides the reader and no timer: the server's heartbeat task covers them all.
+* Outbound bytes never go through wsproto: they are queued, already framed, on the session's
+  outbox, and written by the server's flusher (one non-blocking write of everything pending,
+  per flush round) or, while the socket is full, by the drain task. ``outbox.items[0]`` may be
+  the unwritten tail of a partly written frame, so the queue stays a valid byte stream if any
+  writer is cancelled.
+* The reader hands each complete binary message to the sans-IO session and never waits on
+  fan-out, so pings are answered however busy the app is.
+* Every way out -- peer close, EOF, protocol error, slow consumer, heartbeat, shutdown, a bug --
+  passes through ``run``'s ``finally``: the session leaves its channels and the socket closes.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+import trio
+import wsproto
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
+
+from rtcore.protocol import CloseCode, wsframe
+from rtcore.session import Close, Session
+
+if TYPE_CHECKING:
+    from rtcore.server.server import Server
+
+log = logging.getLogger("rtcore.connection")
+
+RECEIVE_SIZE = 64 * 1024
+
+
+class Connection:
+    """The transport side of one client connection."""
+
+    def __init__(self, server: Server, stream: trio.SocketStream, conn_id: str) -> None:
+        self.server = server
+        self.stream = stream
+        self.id = conn_id
+        self.fd = stream.socket.fileno()
+        self.remote = _peer(stream)
+        self.session = Session(conn_id, server.apps, server.config, server.pending, owner=self)
+        self.outbox = self.session.outbox
+        self.last_seen = trio.current_time()
+        self.pinged = False
+        self.blocked = False
+        """A drain task owns the socket until the outbox is empty."""
+        self.queued = 0
+        """Bytes in the outbox counted so far (kept while blocked; the flusher's budget check)."""
+        self.counted = 0
+        """How many outbox items ``queued`` covers."""
+        self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        self.established = False
+        """A valid hello was received: the heartbeat watches it."""
+        self._close: Close | None = None
+        self._eof = False
+        self._drain_done = trio.Event()
+        self._discard = False
+        self._read_scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it ends; never raises (except Cancelled)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._serve()
+        except Exception:
+            log.exception("connection %s (%s) failed", self.id, self.remote)
+        finally:
+            self.session.disconnected()
+            self.outbox.closed = True
+            self.outbox.items.clear()
+            self.server.forget(self)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+
+    async def _serve(self) -> None:
+        limits = self.server.config.limits
+        with trio.move_on_after(limits.handshake_timeout) as handshake:
+            if not await self._upgrade():
+                return
+            await self._read(until_hello=True)
+        if handshake.cancelled_caught and self._close is None:
+            self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
+        if self._close is None:
+            self.established = True
+            with self._read_scope:
+                await self._read(until_hello=False)
+        if not self._eof:
+            await self._finish()
+
+    def request_close(self, code: int, reason: str, *, discard_pending: bool = False) -> None:
+        """Ask the connection to close (from the flusher, heartbeat or shutdown)."""
+        if self._close is None:
+            self._close = Close(code, reason)
+            self._discard = discard_pending
+        self._read_scope.cancel()
+
+    # -- handshake ----------------------------------------------------------------------------
+
+    async def _upgrade(self) -> bool:
+        """The HTTP upgrade; returns False if it was refused or the peer went away."""
+        while True:
+            data = await self._receive()
+            if not data:
+                return False
+            try:
+                self._ws.receive_data(data)
+                for event in self._ws.events():
+                    if isinstance(event, Request):
+                        await self.stream.send_all(self._ws.send(AcceptConnection()))
+                        # Frames that came with the request are queued in wsproto already.
+                        return True
+            except WSRemoteProtocolError as exc:
+                hint = exc.event_hint or RejectConnection(status_code=400)
+                with trio.move_on_after(1):
+                    await self.stream.send_all(self._ws.send(hint))
+                return False
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _receive(self) -> bytes:
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+        self.last_seen = trio.current_time()
+        self.pinged = False
+        return data
+
+    async def _read(self, *, until_hello: bool) -> None:
+        """Read and handle frames until a close is decided, the peer leaves, or hello arrives."""
+        while self._close is None:
+            self._handle_events()
+            self.server.flusher.poke()
+            if self._close is not None or (until_hello and self.session.established):
+                return
+            data = await self._receive()
+            if not data:
+                self._close = Close(CloseCode.NORMAL, "peer closed the TCP connection")
+                self._eof = True
+                return
+            self._ws.receive_data(data)
+
+    def _handle_events(self) -> None:
+        for event in self._ws.events():
+            if isinstance(event, BytesMessage):
+                self._size += len(event.data)
+                if self._size > self.server.config.limits.max_message_bytes:
+                    self._close = Close(
+                        CloseCode.MESSAGE_TOO_BIG,
+                        f"message exceeds {self.server.config.limits.max_message_bytes} bytes",
+                    )
+                    return
+                self._parts.append(event.data)
+                if event.message_finished:
+                    message = b"".join(self._parts)
+                    self._parts.clear()
+                    self._size = 0
+                    self._close = self.session.receive(message, time.time())
+            elif isinstance(event, TextMessage):
+                self._close = Close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted")
+            elif isinstance(event, Ping):
+                self.server.pending.push(self.outbox, self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self._close = Close(event.code, event.reason or "")
+            if self._close is not None:
+                return
+
+    # -- closing ------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        """Send our close frame (or answer the peer's), flush it, then wait for the peer."""
+        assert self._close is not None
+        close = self._close
+        self.session.disconnected()
+        if self._discard:
+            del self.outbox.items[1 if self._partial_head() else 0 :]
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            self.outbox.items.append(self._ws.send(CloseConnection(close.code, close.reason)))
+        with trio.move_on_after(self.server.config.limits.close_timeout):
+            self.start_drain()
+            await self._drain_done.wait()
+            while self._ws.state is ConnectionState.LOCAL_CLOSING:
+                data = await self._receive()
+                if not data:
+                    break
+                self._ws.receive_data(data)
+                for _ in self._ws.events():
+                    pass
+
+    def _partial_head(self) -> bool:
+        items = self.outbox.items
+        return bool(items) and isinstance(items[0], memoryview)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write_now(self, data: bytes | memoryview) -> int:
+        """One non-blocking write; returns bytes written, -1 if the peer is gone."""
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF, errno.ENOTCONN):
+                log.warning("connection %s: write failed: %s", self.id, exc)
+            return -1
+
+    def start_drain(self) -> None:
+        """The socket is full (or we are closing): a drain task owns it until the outbox is empty.
+
+        Only one task may wait for the socket to become writable, so the flusher leaves a
+        blocked connection alone (it only counts its bytes against the budget).
+        """
+        if not self.blocked and self._nursery is not None:
+            self.blocked = True
+            self._drain_done = trio.Event()
+            self._nursery.start_soon(self._drain_task)
+
+    async def _drain_task(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            self.blocked = False
+            self._drain_done.set()
+
+    async def _drain(self) -> None:
+        outbox = self.outbox
+        while outbox.items and not outbox.closed:
+            items = outbox.items
+            k = len(items)
+            data = items[0] if k == 1 else b"".join(items)
+            n = self.write_now(data)
+            if n < 0:
+                outbox.closed = True
+                self.request_close(CloseCode.NORMAL, "peer is gone")
+                return
+            if n == len(data):
+                del items[:k]
+                self.counted, self.queued = 0, 0
+            else:
+                rest = memoryview(data)[n:]
+                items[:k] = [rest]
+                self.counted, self.queued = 1, len(rest)
+                await trio.lowlevel.wait_writable(self.fd)
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return "?"

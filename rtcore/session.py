@@ -1,0 +1,230 @@
+"""One connection's protocol logic (sans-IO): frames in, replies and fan-out out.
+
+Theory of operation: a :class:`Session` starts waiting for ``hello``. A valid hello makes it
+a member of its app (welcome reply); anything else closes the connection (protocol.md §3.1).
+After that every request gets exactly one reply, ``ok`` or ``err``, queued on the session's own
+outbox in request order; deliveries to other connections go through the app's channel table.
+``receive`` never raises for anything the peer sends: it returns a :class:`Close` when the
+connection must end, and ``None`` otherwise. ``now`` is wall-clock seconds, passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from rtcore.app import App, framed
+from rtcore.config import Config
+from rtcore.hub import Member
+from rtcore.outbox import Outbox, Pending
+from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
+from rtcore.protocol import frames as f
+
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:@/=+~-]{1,128}")
+"""protocol.md §4.1: channel names are 1-128 characters of this set."""
+MAX_EVENT_NAME = 128
+DEFAULT_MEMBERS_PAGE = 100
+
+
+@attrs.frozen
+class Close:
+    """The connection must be closed with this code and reason."""
+
+    code: int
+    reason: str
+
+
+def _refuse(code: ErrorCode, message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(message, code=code)
+
+
+def check_channel(name: str) -> None:
+    if not CHANNEL_NAME.fullmatch(name):
+        raise _refuse(
+            ErrorCode.INVALID_CHANNEL,
+            f"channel name {name[:140]!r} must be 1-128 characters of A-Z a-z 0-9 _ . : @ / = + ~ -",
+        )
+
+
+def check_event(name: str) -> None:
+    if not 1 <= len(name) <= MAX_EVENT_NAME:
+        raise _refuse(ErrorCode.INVALID_EVENT, f"event name must be 1-{MAX_EVENT_NAME} characters")
+
+
+class Session:
+    """The protocol state of one connection.
+
+    Args:
+        conn_id: the connection's id, unique in the server; its member id.
+        apps: the apps this server hosts, by name.
+        config: limits and the default app.
+        pending: where queued outboxes are recorded for the flusher.
+        owner: the transport's object for this connection (stored on the outbox).
+    """
+
+    def __init__(
+        self, conn_id: str, apps: Mapping[str, App], config: Config, pending: Pending,
+        owner: Any = None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.outbox = Outbox(owner)
+        self.app: App | None = None
+        self.member: Member | None = None
+        self._apps = apps
+        self._config = config
+        self._limits = config.limits
+        self._pending = pending
+        self._handlers: dict[type, Callable[[Any, float], Any]] = {
+            f.Join: self._join,
+            f.Leave: self._leave,
+            f.GetMembers: self._members,
+            f.UpdateProfile: self._profile,
+            f.Send: self._send,
+            f.Broadcast: self._broadcast,
+        }
+
+    @property
+    def established(self) -> bool:
+        return self.member is not None
+
+    def receive(self, data: bytes, now: float) -> Close | None:
+        """Handle one complete binary WebSocket message from the peer."""
+        try:
+            frame = codec.decode(data)
+        except RemoteProtocolError as exc:
+            if exc.close_code is not None:
+                return Close(exc.close_code, exc.message)
+            if self.member is None:
+                return Close(CloseCode.HELLO_EXPECTED, exc.message)
+            self._error(exc.request_id, exc.code, exc.message)
+            return None
+        if self.member is None:
+            return self._hello(frame, now)
+        if isinstance(frame, f.Hello):
+            return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
+        try:
+            result = self._handlers[type(frame)](frame, now)
+        except RemoteProtocolError as exc:
+            self._error(frame.id, exc.code, exc.message)
+        else:
+            self._reply(f.Ok(frame.id, result))
+        return None
+
+    def disconnected(self) -> None:
+        """The connection is ending: leave every channel (members hear member_leave).
+
+        Idempotent. Called before the close frame is queued, so that no fan-out can queue a
+        message behind it.
+        """
+        if self.member is not None and self.app is not None:
+            self.app.disconnect(self.member)
+            self.member = None
+
+    # -- hello ----------------------------------------------------------------------------
+
+    def _hello(self, frame: Any, now: float) -> Close | None:
+        if not isinstance(frame, f.Hello):
+            return Close(CloseCode.HELLO_EXPECTED, "the first frame must be hello")
+        if frame.version != PROTOCOL_VERSION:
+            return Close(
+                CloseCode.UNSUPPORTED_VERSION,
+                f"protocol version {frame.version} is not supported; this server speaks "
+                f"{PROTOCOL_VERSION}",
+            )
+        name = frame.app if frame.app is not None else self._config.default_app
+        app = self._apps.get(name) if name is not None else None
+        if app is None:
+            return Close(CloseCode.UNKNOWN_APP, f"unknown app {name!r}" if name else "app required")
+        if not self._profile_fits(frame.profile):
+            return Close(
+                CloseCode.HELLO_EXPECTED,
+                f"profile exceeds {self._limits.max_profile_bytes} bytes",
+            )
+        self.app = app
+        self.member = Member(self.conn_id, None, frame.profile, self.outbox, echo=frame.echo)
+        app.connect(self.member)
+        self._reply(
+            f.Welcome(
+                PROTOCOL_VERSION, self.conn_id, int(now * 1000),
+                int(self._limits.heartbeat_interval * 1000), self._limits.for_clients(),
+            )
+        )
+        return None
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _echo(self, echo: bool | None) -> bool:
+        assert self.member is not None
+        return self.member.echo if echo is None else echo
+
+    def _join(self, frame: f.Join, now: float) -> dict[str, Any]:
+        assert self.app is not None and self.member is not None
+        check_channel(frame.channel)
+        if frame.channel not in self.member.channels and (
+            len(self.member.channels) >= self._limits.max_channels
+        ):
+            raise _refuse(
+                ErrorCode.TOO_MANY_CHANNELS,
+                f"a connection may be in at most {self._limits.max_channels} channels",
+            )
+        return {"joined": self.app.join(self.member, frame.channel, self._echo(frame.echo))}
+
+    def _leave(self, frame: f.Leave, now: float) -> dict[str, Any]:
+        assert self.app is not None and self.member is not None
+        check_channel(frame.channel)
+        return {"left": self.app.leave(self.member, frame.channel, self._echo(frame.echo))}
+
+    def _members(self, frame: f.GetMembers, now: float) -> dict[str, Any]:
+        assert self.app is not None
+        check_channel(frame.channel)
+        limit = DEFAULT_MEMBERS_PAGE if frame.limit is None else frame.limit
+        if not 1 <= limit <= self._limits.max_members_page:
+            raise _refuse(
+                ErrorCode.BAD_REQUEST,
+                f"members: 'limit' must be from 1 to {self._limits.max_members_page}",
+            )
+        page, cursor = self.app.table.page(frame.channel, frame.after, limit)
+        return {"members": [m.info() for m in page], "next": cursor}
+
+    def _profile(self, frame: f.UpdateProfile, now: float) -> dict[str, Any]:
+        assert self.app is not None and self.member is not None
+        if not self._profile_fits(frame.data):
+            raise _refuse(
+                ErrorCode.PROFILE_TOO_LARGE,
+                f"profile exceeds {self._limits.max_profile_bytes} bytes",
+            )
+        return {"channels": self.app.update_profile(self.member, frame.data, self._echo(frame.echo))}
+
+    def _send(self, frame: f.Send, now: float) -> dict[str, Any]:
+        assert self.app is not None and self.member is not None
+        check_channel(frame.channel)
+        check_event(frame.event)
+        if frame.channel not in self.member.channels:
+            raise _refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
+        sent = self.app.send(
+            frame.channel, frame.event, frame.data, now=now, sender=self.member,
+            echo=self._echo(frame.echo),
+        )
+        return {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
+
+    def _broadcast(self, frame: f.Broadcast, now: float) -> dict[str, Any]:
+        assert self.app is not None and self.member is not None
+        check_event(frame.event)
+        sent = self.app.broadcast(
+            frame.event, frame.data, now=now, sender=self.member, echo=self._echo(frame.echo)
+        )
+        return {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
+
+    # -- replies --------------------------------------------------------------------------
+
+    def _profile_fits(self, profile: Any) -> bool:
+        return len(codec.pack(profile)) <= self._limits.max_profile_bytes
+
+    def _reply(self, frame: Any) -> None:
+        self._pending.push(self.outbox, framed(frame))
+
+    def _error(self, request_id: int | None, code: ErrorCode, message: str) -> None:
+        self._reply(f.Err(request_id, code.value, message))
