@@ -6,6 +6,7 @@ from rtcore.client._client import (
     Connected,
     Disconnected,
     Event,
+    EventStream,
     open_client,
 )
 from rtcore.client.errors import (
@@ -31,6 +32,7 @@ __all__ = [
     "Disconnected",
     "Event",
     "EventOverflowError",
+    "EventStream",
     "MemberEvent",
     "Msg",
     "NotConnectedError",

@@ -78,12 +78,55 @@ class _Reply:
         self.error: Exception | None = None
 
 
-class _Stream:
-    __slots__ = ("send", "receive", "overflowed")
+class EventStream:
+    """An async iterator over a client's events, registered from the moment it is created.
 
-    def __init__(self, maxsize: int) -> None:
-        self.send, self.receive = trio.open_memory_channel[Any](maxsize)
+    Raises ``EventOverflowError`` when it falls ``maxsize`` events behind (rather than
+    blocking the reader or skipping events), and ``ConnectionClosedError`` when the server
+    closed the connection for good. Ends when the client is closed.
+    """
+
+    def __init__(self, client: Client, maxsize: int) -> None:
+        self._client = client
+        self._send, self._receive = trio.open_memory_channel[Any](maxsize)
+        self._maxsize = maxsize
         self.overflowed = False
+        client._streams.add(self)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self.close()
+            if self.overflowed:
+                raise EventOverflowError(
+                    f"the iterator fell {self._maxsize} events behind"
+                ) from None
+            if self._client._fatal is not None:
+                raise self._client._fatal from None
+            raise StopAsyncIteration from None
+
+    def put(self, event: Any) -> None:
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.overflowed = True
+            self.end()
+        except trio.ClosedResourceError:
+            self._client._streams.discard(self)
+
+    def end(self) -> None:
+        """No more events: the iterator finishes once it has read what is queued."""
+        self._send.close()
+        self._client._streams.discard(self)
+
+    def close(self) -> None:
+        """Stop listening and drop what is queued."""
+        self.end()
+        self._receive.close()
 
 
 class Client:
@@ -137,11 +180,12 @@ class Client:
         self._replies: dict[int, _Reply] = {}
         self._waiting = 0
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
-        self._streams: set[_Stream] = set()
+        self._streams: set[EventStream] = set()
         self._cancel = trio.CancelScope()
         self._stopped = trio.Event()
         self._was_ready = False
         self._connections = 0
+        self._close_done = trio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -171,12 +215,15 @@ class Client:
         """Close the connection (code 1000) and stop reconnecting."""
         self._closed = True
         ws = self._ws
-        if ws is not None:
-            with trio.move_on_after(2):
-                await ws.aclose()
+        try:
+            if ws is not None:
+                with trio.move_on_after(self.connect_timeout):
+                    await ws.aclose()
+        finally:
+            self._close_done.set()
         self._cancel.cancel()
         for stream in list(self._streams):
-            stream.send.close()
+            stream.end()
 
     def is_connected(self) -> bool:
         return self._ready.is_set()
@@ -327,38 +374,16 @@ class Client:
 
     # -- iteration ----------------------------------------------------------------------------
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> EventStream:
         return self.events()
 
-    async def events(self, maxsize: int = 1000) -> AsyncIterator[Event]:
-        """Every event from now on: messages, member events, Connected, Disconnected.
-
-        Raises:
-            EventOverflowError: the loop fell ``maxsize`` events behind.
-            ConnectionClosedError: the server closed the connection for good.
-        """
-        stream = _Stream(maxsize)
-        self._streams.add(stream)
-        try:
-            async for event in stream.receive:
-                yield event
-        finally:
-            self._streams.discard(stream)
-        if stream.overflowed:
-            raise EventOverflowError(f"the iterator fell {maxsize} events behind")
-        if self._fatal is not None:
-            raise self._fatal
+    def events(self, maxsize: int = 1000) -> EventStream:
+        """An iterator over every event from now on: Msg, MemberEvent, Connected, Disconnected."""
+        return EventStream(self, maxsize)
 
     def _publish(self, event: Event) -> None:
         for stream in list(self._streams):
-            try:
-                stream.send.send_nowait(event)
-            except trio.WouldBlock:
-                stream.overflowed = True
-                stream.send.close()
-                self._streams.discard(stream)
-            except trio.ClosedResourceError:
-                self._streams.discard(stream)
+            stream.put(event)
 
     # -- the connection manager ---------------------------------------------------------------
 
@@ -383,7 +408,7 @@ class Client:
         finally:
             self._stopped.set()
             for stream in list(self._streams):
-                stream.send.close()
+                stream.end()
 
     async def _connect_once(self, first_error: list[BaseException]) -> tuple[int, str]:
         """One connection's life; returns its close code and reason."""
@@ -403,6 +428,10 @@ class Client:
                 except ConnectionClosed as exc:
                     if exc.reason is not None:
                         code, reason = exc.reason.code, exc.reason.reason or ""
+                    if self._closed:
+                        # aclose() is completing the close handshake, which needs
+                        # trio-websocket's reader task in this nursery: let it finish.
+                        await self._close_done.wait()
                 except (OSError, HandshakeError, trio.TooSlowError, RemoteProtocolError) as exc:
                     if not first_error:
                         first_error.append(exc)
@@ -474,15 +503,28 @@ class Client:
 async def open_client(url: str, **options: Any) -> AsyncIterator[Client]:
     """Connect to ``url`` and yield a :class:`Client`; closes it on exit.
 
-    ``options`` are :class:`Client`'s keyword arguments.
+    ``options`` are :class:`Client`'s keyword arguments. Exceptions come out as raised (not
+    wrapped in an exception group by the client's internal nursery).
     """
     client = Client(url, **options)
-    async with trio.open_nursery() as nursery:
-        await client.open(nursery)
-        try:
-            yield client
-        finally:
-            with trio.CancelScope(shield=True):
-                await client.aclose()
-            nursery.cancel_scope.cancel()
-
+    failure: Exception | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                await client.open(nursery)
+            except Exception as exc:
+                failure = exc
+                nursery.cancel_scope.cancel()
+            else:
+                try:
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await client.aclose()
+                    nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    if failure is not None:
+        raise failure

@@ -92,6 +92,7 @@ class Connection:
             log.exception("connection %s (%s) failed", self.id, self.remote)
         finally:
             self.session.disconnected()
+            self.server.flusher.poke()
             self.outbox.closed = True
             self.outbox.items.clear()
             self.server.forget(self)
@@ -198,6 +199,7 @@ class Connection:
         assert self._close is not None
         close = self._close
         self.session.disconnected()
+        self.server.flusher.poke()
         if self._discard:
             del self.outbox.items[1 if self._partial_head() else 0 :]
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):

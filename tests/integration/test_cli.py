@@ -1,0 +1,37 @@
+"""`rtcore serve` as a user runs it: starts, serves, and on SIGTERM closes clients with 1001."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import trio
+
+from rtcore import CloseCode
+from tests.integration.raw import RawClient
+
+
+async def test_serve_then_sigterm_closes_clients_with_going_away() -> None:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "rtcore.cli", "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with trio.fail_after(20):
+            assert proc.stderr is not None
+            log = b""
+            while (m := re.search(rb"serving on 127\.0\.0\.1:(\d+)", log)) is None:
+                chunk = await proc.stderr.receive_some(4096)
+                assert chunk, log
+                log += chunk
+            raw = await RawClient.connect(("127.0.0.1", int(m.group(1))))
+            await raw.hello()
+            proc.send_signal(signal.SIGTERM)
+            assert (await raw.closed()).code == CloseCode.GOING_AWAY
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
