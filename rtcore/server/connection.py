@@ -134,13 +134,24 @@ class Connection:
                 for event in self._ws.events():
                     if isinstance(event, Request):
                         await self.stream.send_all(self._ws.send(AcceptConnection()))
-                        # Frames that came with the request are queued in wsproto already.
+                        self._feed_trailing_data()
                         return True
             except WSRemoteProtocolError as exc:
                 hint = exc.event_hint or RejectConnection(status_code=400)
                 with trio.move_on_after(1):
                     await self.stream.send_all(self._ws.send(hint))
                 return False
+
+    def _feed_trailing_data(self) -> None:
+        """Bytes that came after the upgrade request, in the same read, are frames.
+
+        wsproto's server handshake (1.2, 1.3) leaves them in its h11 connection and does not
+        pass them on, which would silently drop a hello sent without waiting for the 101.
+        """
+        h11_conn = getattr(self._ws.handshake, "_h11_connection", None)
+        trailing = getattr(h11_conn, "trailing_data", (b"", False))[0]
+        if trailing:
+            self._ws.receive_data(bytes(trailing))
 
     # -- reading ------------------------------------------------------------------------------
 

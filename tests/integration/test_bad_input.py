@@ -193,3 +193,20 @@ async def send_random(server: Server, frames: list[bytes], hello_first: bool) ->
         except Closed:
             pass
     await raw.aclose()
+
+
+async def test_a_hello_sent_in_the_same_write_as_the_upgrade_is_not_lost(server: Server) -> None:
+    """Regression: wsproto's server handshake drops bytes that follow the upgrade request."""
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(*server.addresses[0])
+        upgrade = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        hello = msgpack.packb({"t": "hello", "v": 1})
+        masked = bytes([0x82, 0x80 | len(hello)]) + b"\0\0\0\0" + hello  # all-zero mask
+        await stream.send_all(upgrade + masked)
+        data = b""
+        while b"welcome" not in data:
+            chunk = await stream.receive_some(4096)
+            assert chunk, data
+            data += chunk
+        await stream.aclose()

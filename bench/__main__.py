@@ -1,0 +1,374 @@
+"""rtcore benchmark harness: ``python -m bench {burst,steady,connect,churn,all} --help``.
+
+Every scenario starts each server under test in its own process (``bench.servers``), drives it
+from separate load processes (``bench.load``), and prints a markdown table with the ratio to
+the naive trio-websocket baseline measured in the same invocation. The ``raw`` server shows
+the load generator's own ceiling on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench import load
+
+CTX = mp.get_context("fork")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+class ServerProc:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.servers", kind], stdout=subprocess.PIPE, text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise RuntimeError(f"{kind} server did not start: {line!r}")
+        self.address = ("127.0.0.1", int(line.split()[1]))
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class LoadProc:
+    def __init__(self, target: Any, *args: Any) -> None:
+        self.pipe, child = CTX.Pipe()
+        self.proc = CTX.Process(target=target, args=(child, *args), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def call(self, cmd: str, **args: Any) -> None:
+        self.pipe.send((cmd, args))
+
+    def result(self, timeout: float = 600.0) -> Any:
+        if not self.pipe.poll(timeout):
+            raise TimeoutError("a load process did not answer")
+        kind, value = self.pipe.recv()
+        if kind == "error":
+            raise RuntimeError(f"load process failed: {value}")
+        return value
+
+    def stop(self) -> None:
+        try:
+            self.pipe.send(("quit", {}))
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def split(n: int, procs: int) -> list[int]:
+    return [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+
+
+@contextmanager
+def fleet(kind: str, subscribers: int, procs: int, channel: str | None,
+          publisher: str | None = None) -> Iterator[tuple[ServerProc, list[LoadProc], LoadProc | None]]:
+    """A server, subscriber processes (ready and quiet), and optionally a publisher/churner."""
+    server = ServerProc(kind)
+    subs: list[LoadProc] = []
+    pub = None
+    try:
+        for n in split(subscribers, procs):
+            subs.append(LoadProc(load.subscriber_main, server.address, n, channel))
+        for s in subs:
+            s.result()
+        if publisher is not None:
+            pub = LoadProc(load.publisher_main, server.address, channel, publisher == "publisher")
+            pub.result()
+        for p in [*subs, *([pub] if pub else [])]:
+            p.call("quiesce")
+        for p in [*subs, *([pub] if pub else [])]:
+            p.result()
+        yield server, subs, pub
+    finally:
+        for p in [*subs, *([pub] if pub else [])]:
+            p.stop()
+        server.stop()
+
+
+def gather(subs: list[LoadProc], timeout: float) -> dict[str, Any]:
+    results = [s.result(timeout + 30) for s in subs]
+    return {
+        "total": sum(r["total"] for r in results),
+        "last": max(r["last"] for r in results),
+        "latencies": [x for r in results for x in r["latencies"]],
+        "closed": sum(r["closed"] for r in results),
+    }
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+
+def pad_for(size: int) -> int:
+    # A delivered msg frame without data padding is ~106 bytes (ids, timestamps, the t0 float);
+    # the padding tops it up to about ``size``.
+    return max(0, size - 106)
+
+
+def run_burst(kind: str, n: int, messages: int, size: int, procs: int) -> dict[str, Any]:
+    with fleet(kind, n, procs, "bench", publisher="publisher") as (server, subs, pub):
+        assert pub is not None
+        expected = n * messages
+        timeout = expected / 20_000 + 30
+        cpu0 = server.cpu_seconds()
+        for s, share in zip(subs, split(n, procs)):
+            s.call("count", expected=share * messages, timeout=timeout)
+        pub.call("burst", messages=messages, pad=pad_for(size), timeout=timeout)
+        started = pub.result(timeout + 30)["start"]
+        got = gather(subs, timeout)
+        seconds = got["last"] - started
+        return {
+            "server": kind, "N": n, "M": messages, "size": size,
+            "deliveries": got["total"], "expected": expected, "seconds": seconds,
+            "rate": got["total"] / seconds, "cpu": (server.cpu_seconds() - cpu0) / seconds,
+            "rss_mb": server.rss_bytes() / 2**20,
+        }
+
+
+def run_steady(kind: str, n: int, rate: float, seconds: float, size: int, procs: int) -> dict[str, Any]:
+    with fleet(kind, n, procs, "bench", publisher="publisher") as (server, subs, pub):
+        assert pub is not None
+        expected = int(rate * seconds) * n
+        cpu0 = server.cpu_seconds()
+        for s, share in zip(subs, split(n, procs)):
+            s.call("count", expected=share * int(rate * seconds), timeout=seconds + 15,
+                   sample_every=7)
+        pub.call("steady", rate=rate, seconds=seconds, pad=pad_for(size))
+        sent = pub.result(seconds + 60)
+        got = gather(subs, seconds + 15)
+        elapsed = got["last"] - sent["start"]
+        lat = sorted(got["latencies"])
+        return {
+            "server": kind, "N": n, "rate_in": rate, "size": size, "expected": expected,
+            "deliveries": got["total"], "rate": got["total"] / elapsed,
+            "p50": pct(lat, 50), "p99": pct(lat, 99), "p999": pct(lat, 99.9), "samples": len(lat),
+            "cpu": (server.cpu_seconds() - cpu0) / elapsed, "rss_mb": server.rss_bytes() / 2**20,
+        }
+
+
+def pct(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return math.nan
+    k = min(len(sorted_values) - 1, max(0, math.ceil(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[k] * 1000
+
+
+def run_connect(kind: str, n: int, procs: int) -> dict[str, Any]:
+    server = ServerProc(kind)
+    subs: list[LoadProc] = []
+    try:
+        warm = LoadProc(load.subscriber_main, server.address, 10, None)
+        warm.result()
+        time.sleep(0.5)
+        rss0 = server.rss_bytes()
+        start = time.monotonic()
+        for share in split(n, procs):
+            subs.append(LoadProc(load.subscriber_main, server.address, share, None))
+        setup = max(s.result() for s in subs)
+        elapsed = time.monotonic() - start
+        time.sleep(1.0)
+        rss1 = server.rss_bytes()
+        warm.stop()
+        return {"server": kind, "N": n, "seconds": elapsed, "setup": setup, "rate": n / elapsed,
+                "rss_per_conn": (rss1 - rss0) / n, "rss_mb": rss1 / 2**20}
+    finally:
+        for s in subs:
+            s.stop()
+        server.stop()
+
+
+def run_churn(kind: str, n: int, pairs: int, procs: int) -> dict[str, Any]:
+    with fleet(kind, n, procs, "churn", publisher="churner") as (server, subs, pub):
+        assert pub is not None
+        expected = 2 * pairs * n
+        timeout = expected / 20_000 + 30
+        cpu0 = server.cpu_seconds()
+        for s, share in zip(subs, split(n, procs)):
+            s.call("count", expected=2 * pairs * share, timeout=timeout)
+        pub.call("churn", channel="churn", pairs=pairs, timeout=timeout)
+        started = pub.result(timeout + 30)["start"]
+        got = gather(subs, timeout)
+        seconds = got["last"] - started
+        return {"server": kind, "N": n, "pairs": pairs, "expected": expected,
+                "deliveries": got["total"], "seconds": seconds, "joins": pairs / seconds,
+                "rate": got["total"] / seconds, "cpu": (server.cpu_seconds() - cpu0) / seconds}
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]], baseline: str = "naive") -> str:
+    base = next((r for r in rows if r["server"] == baseline), None)
+    head = [c[1] for c in cols] + ([f"vs {baseline}"] if base else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [format(r[key], fmt) if isinstance(r[key], (int, float)) else str(r[key])
+                 for key, _, fmt in cols]
+        if base:
+            cells.append(f"{r['rate'] / base['rate']:.1f}x")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    return (f"{platform.python_implementation()} {platform.python_version()}, "
+            f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}")
+
+
+def median_run(runs: int, fn: Any, *args: Any) -> dict[str, Any]:
+    """Run ``runs`` times; return the run with the median delivery rate (noisy machines)."""
+    results = [fn(*args) for _ in range(runs)]
+    results.sort(key=lambda r: r["rate"])
+    chosen = dict(results[len(results) // 2])
+    if runs > 1:
+        chosen["runs"] = "/".join(f"{r['rate']:,.0f}" for r in results)
+    return chosen
+
+
+def check_complete(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if r.get("deliveries") != r.get("expected"):
+            print(f"WARNING: {r['server']} delivered {r['deliveries']:,} of {r['expected']:,}",
+                  file=sys.stderr)
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default="rtcore,naive,raw",
+                        help="servers to run, comma-separated (rtcore, naive, raw)")
+    parser.add_argument("--procs", type=int, default=1, help="subscriber load processes")
+    parser.add_argument("--runs", type=int, default=1, help="runs per server; the median is shown")
+    sub = parser.add_subparsers(dest="scenario", required=True)
+    b = sub.add_parser("burst", help="N subscribers, a burst of M messages")
+    b.add_argument("-n", "--subscribers", type=int, default=1000)
+    b.add_argument("-m", "--messages", type=int, default=2000)
+    b.add_argument("--baseline-messages", type=int, default=200,
+                   help="messages for the naive baseline (it is ~50x slower; rates compare)")
+    b.add_argument("--size", type=int, default=110, help="delivered frame size, bytes")
+    s = sub.add_parser("steady", help="a steady publish rate; latency percentiles")
+    s.add_argument("-n", "--subscribers", type=int, default=1000)
+    s.add_argument("--rate", type=float, default=200.0, help="messages per second published")
+    s.add_argument("--seconds", type=float, default=10.0)
+    s.add_argument("--size", type=int, default=110)
+    c = sub.add_parser("connect", help="connection rate and RSS per idle connection")
+    c.add_argument("--counts", default="1000,5000,10000")
+    h = sub.add_parser("churn", help="joins/leaves per second into an N-member channel")
+    h.add_argument("-n", "--members", type=int, default=1000)
+    h.add_argument("--pairs", type=int, default=1000, help="join+leave pairs")
+    h.add_argument("--baseline-pairs", type=int, default=100)
+    sub.add_parser("all", help="every scenario with its defaults")
+    sub.add_parser("smoke", help="every scenario at tiny N (the test suite runs this)")
+    args = parser.parse_args(argv)
+    servers = args.servers.split(",")
+    print(f"machine: {machine()}\n")
+    if args.scenario in ("all", "smoke"):
+        tiny = args.scenario == "smoke"
+        burst(servers, args, 20 if tiny else 1000, 50 if tiny else 2000, 110,
+              20 if tiny else 200)
+        steady(servers, args, 20 if tiny else 1000, 50.0 if tiny else 200.0,
+               1.0 if tiny else 10.0, 110)
+        connect([s for s in servers if s != "raw"], args, [50] if tiny else [1000, 5000, 10000])
+        churn([s for s in servers if s != "raw"], args, 20 if tiny else 1000,
+              20 if tiny else 1000, 10 if tiny else 100)
+    elif args.scenario == "burst":
+        burst(servers, args, args.subscribers, args.messages, args.size, args.baseline_messages)
+    elif args.scenario == "steady":
+        steady(servers, args, args.subscribers, args.rate, args.seconds, args.size)
+    elif args.scenario == "connect":
+        connect([s for s in servers if s != "raw"], args, [int(x) for x in args.counts.split(",")])
+    elif args.scenario == "churn":
+        churn([s for s in servers if s != "raw"], args, args.members, args.pairs, args.baseline_pairs)
+    return 0
+
+
+def burst(servers: list[str], args: Any, n: int, m: int, size: int, m_base: int) -> None:
+    rows = [median_run(args.runs, run_burst, k, n, m_base if k == "naive" else m, size, args.procs)
+            for k in servers]
+    check_complete(rows)
+    print(f"## burst: {n} subscribers in one channel, ~{size}-byte messages\n")
+    print(table(rows, [("server", "server", ""), ("M", "messages", "d"),
+                       ("deliveries", "deliveries", ",d"), ("seconds", "s", ".3f"),
+                       ("rate", "deliveries/s", ",.0f"), ("cpu", "server CPU", ".0%"),
+                       ("rss_mb", "server RSS MB", ".0f")]))
+    _runs_note(rows)
+
+
+def steady(servers: list[str], args: Any, n: int, rate: float, seconds: float, size: int) -> None:
+    rows = [median_run(args.runs, run_steady, k, n, rate, seconds, size, args.procs) for k in servers]
+    check_complete(rows)
+    print(f"\n## steady: {n} subscribers, {rate:g} msgs/s for {seconds:g} s "
+          f"(offered {n * rate:,.0f} deliveries/s), ~{size}-byte messages\n")
+    print(table(rows, [("server", "server", ""), ("deliveries", "deliveries", ",d"),
+                       ("rate", "deliveries/s", ",.0f"), ("p50", "p50 ms", ".2f"),
+                       ("p99", "p99 ms", ".2f"), ("p999", "p99.9 ms", ".2f"),
+                       ("samples", "samples", "d"), ("cpu", "server CPU", ".0%")]))
+    _runs_note(rows)
+
+
+def connect(servers: list[str], args: Any, counts: list[int]) -> None:
+    rows = []
+    for n in counts:
+        procs = max(args.procs, math.ceil(n / 5000))
+        rows += [run_connect(k, n, procs) for k in servers]
+    print("\n## connect: connections opened (upgrade + hello), RSS per idle connection\n")
+    print(table(rows, [("server", "server", ""), ("N", "connections", ",d"),
+                       ("rate", "connections/s", ",.0f"), ("rss_per_conn", "RSS/conn bytes", ",.0f"),
+                       ("rss_mb", "server RSS MB", ".0f")], baseline=""))
+
+
+def churn(servers: list[str], args: Any, n: int, pairs: int, pairs_base: int) -> None:
+    rows = [median_run(args.runs, run_churn, k, n, pairs_base if k == "naive" else pairs, args.procs)
+            for k in servers]
+    check_complete(rows)
+    print(f"\n## presence churn: join+leave pairs into a {n}-member channel\n")
+    print(table(rows, [("server", "server", ""), ("pairs", "pairs", "d"),
+                       ("joins", "joins/s", ",.0f"), ("rate", "presence deliveries/s", ",.0f"),
+                       ("cpu", "server CPU", ".0%")]))
+    _runs_note(rows)
+
+
+def _runs_note(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if "runs" in r:
+            print(f"\n{r['server']}: runs {r['runs']} deliveries/s (median shown)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Server processes for the harness: ``python -m bench.servers {rtcore,naive,raw} --port P``.
+
+Prints ``PORT <n>`` once listening; runs until killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import trio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["rtcore", "naive", "raw"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--flush-window", type=float, default=0.002)
+    parser.add_argument("--outbound-buffer", type=int, default=1024 * 1024)
+    args = parser.parse_args()
+
+    def ready(port: int) -> None:
+        print(f"PORT {port}", flush=True)
+
+    if args.kind == "raw":
+        from bench import rawfanout
+
+        rawfanout.serve(args.host, args.port, ready)
+    elif args.kind == "naive":
+        from bench.naive import NaiveServer
+
+        async def run_naive() -> None:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(NaiveServer().serve, args.host, args.port)
+                ready(server.port)
+
+        trio.run(run_naive)
+    else:
+        import attrs
+
+        import rtcore
+
+        # The load generator never answers pings (it only counts frames), so the heartbeat is
+        # pushed past any run's length; everything else is the default configuration.
+        limits = attrs.evolve(rtcore.Limits(), outbound_buffer_bytes=args.outbound_buffer,
+                              heartbeat_interval=600.0)
+        config = rtcore.Config(host=args.host, port=args.port, limits=limits)
+
+        async def run_rtcore() -> None:
+            server = rtcore.Server(config, flush_window=args.flush_window)
+            async with trio.open_nursery() as nursery:
+                (_, port), *_ = await nursery.start(server.serve)
+                ready(port)
+
+        trio.run(run_rtcore)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
