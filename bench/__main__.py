@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench import load
+from bench import load, wire
 
 CTX = mp.get_context("fork")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -30,11 +30,15 @@ TICK = os.sysconf("SC_CLK_TCK")
 # -- processes --------------------------------------------------------------------------------
 
 
+SERVER_ARGS: list[str] = []
+
+
 class ServerProc:
     def __init__(self, kind: str) -> None:
         self.kind = kind
+        extra = SERVER_ARGS if kind == "rtcore" else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", kind], stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "bench.servers", kind, *extra], stdout=subprocess.PIPE, text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
         assert self.proc.stdout is not None
@@ -89,6 +93,79 @@ class LoadProc:
             self.proc.kill()
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSUB = os.path.join(HERE, "out", "csub")
+
+
+def build_csub() -> bool:
+    """Compile the C subscriber (bench/csub.c) if needed; False if there is no C compiler."""
+    source = os.path.join(HERE, "csub.c")
+    if os.path.exists(CSUB) and os.path.getmtime(CSUB) >= os.path.getmtime(source):
+        return True
+    os.makedirs(os.path.dirname(CSUB), exist_ok=True)
+    try:
+        subprocess.run(["cc", "-O2", "-o", CSUB, source], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"note: no C subscriber ({exc}); using the Python one", file=sys.stderr)
+        return False
+    return True
+
+
+class CSubscriber:
+    """bench/csub.c driven over stdin/stdout, with LoadProc's interface."""
+
+    def __init__(self, address: tuple[str, int], n: int, channel: str | None) -> None:
+        first = wire.request(t="hello", v=1, echo=False)
+        if channel:
+            first += wire.request(t="join", id=1, ch=channel)
+        self.proc = subprocess.Popen([CSUB, address[0], str(address[1]), str(n), first.hex()],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pending: str | None = "ready"
+
+    def call(self, cmd: str, **args: Any) -> None:
+        assert self.proc.stdin is not None
+        if cmd == "count":
+            line = f"count {args['expected']} {args['timeout']} {args.get('sample_every', 0)}"
+        else:
+            line = cmd
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        self.pending = cmd
+
+    def result(self, timeout: float = 600.0) -> Any:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] == "error":
+            raise RuntimeError(f"C subscriber failed: {' '.join(line) or 'exited'}")
+        if line[0] == "ready":
+            return float(line[1])
+        if line[0] == "quiet":
+            return int(line[1])
+        total, first, last, closed, minpeer, nsamples = line[1:]
+        latencies = [float(self.proc.stdout.readline()) for _ in range(int(nsamples))]
+        return {"total": int(total), "first": float(first), "last": float(last),
+                "closed": int(closed), "min_per_peer": int(minpeer), "latencies": latencies}
+
+    def stop(self) -> None:
+        try:
+            self.call("quit")
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+LOAD = {"c": True}
+
+
+def subscriber(address: tuple[str, int], n: int, channel: str | None) -> Any:
+    if LOAD["c"]:
+        return CSubscriber(address, n, channel)
+    return LoadProc(load.subscriber_main, address, n, channel)
+
+
 def split(n: int, procs: int) -> list[int]:
     return [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
 
@@ -102,7 +179,7 @@ def fleet(kind: str, subscribers: int, procs: int, channel: str | None,
     pub = None
     try:
         for n in split(subscribers, procs):
-            subs.append(LoadProc(load.subscriber_main, server.address, n, channel))
+            subs.append(subscriber(server.address, n, channel))
         for s in subs:
             s.result()
         if publisher is not None:
@@ -190,13 +267,13 @@ def run_connect(kind: str, n: int, procs: int) -> dict[str, Any]:
     server = ServerProc(kind)
     subs: list[LoadProc] = []
     try:
-        warm = LoadProc(load.subscriber_main, server.address, 10, None)
+        warm = subscriber(server.address, 10, None)
         warm.result()
         time.sleep(0.5)
         rss0 = server.rss_bytes()
         start = time.monotonic()
         for share in split(n, procs):
-            subs.append(LoadProc(load.subscriber_main, server.address, share, None))
+            subs.append(subscriber(server.address, share, None))
         setup = max(s.result() for s in subs)
         elapsed = time.monotonic() - start
         time.sleep(1.0)
@@ -275,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="servers to run, comma-separated (rtcore, naive, raw)")
     parser.add_argument("--procs", type=int, default=1, help="subscriber load processes")
     parser.add_argument("--runs", type=int, default=1, help="runs per server; the median is shown")
+    parser.add_argument("--flush-window", type=float, default=0.002,
+                        help="rtcore's flush batching window, seconds")
+    parser.add_argument("--load", choices=["c", "python"], default="c",
+                        help="subscriber load generator: C (bench/csub.c, built with cc) or Python")
     sub = parser.add_subparsers(dest="scenario", required=True)
     b = sub.add_parser("burst", help="N subscribers, a burst of M messages")
     b.add_argument("-n", "--subscribers", type=int, default=1000)
@@ -297,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("smoke", help="every scenario at tiny N (the test suite runs this)")
     args = parser.parse_args(argv)
     servers = args.servers.split(",")
-    print(f"machine: {machine()}\n")
+    LOAD["c"] = args.load == "c" and build_csub()
+    SERVER_ARGS[:] = ["--flush-window", str(args.flush_window)]
+    print(f"machine: {machine()}; load: {'C' if LOAD['c'] else 'Python'} subscribers, "
+          f"{args.procs} process(es)\n")
     if args.scenario in ("all", "smoke"):
         tiny = args.scenario == "smoke"
         burst(servers, args, 20 if tiny else 1000, 50 if tiny else 2000, 110,

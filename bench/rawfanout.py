@@ -27,6 +27,7 @@ def serve(host: str, port: int, ready: object) -> None:
     sel.register(listener, selectors.EVENT_READ, None)
     channels: dict[str, list[socket.socket]] = {}
     conns: dict[socket.socket, wsproto.WSConnection] = {}
+    parts: dict[socket.socket, list[bytes]] = {}
     seq = 0
     while True:
         for key, _ in sel.select():
@@ -53,7 +54,10 @@ def serve(host: str, port: int, ready: object) -> None:
                 if isinstance(event, Request):
                     sock.sendall(ws.send(AcceptConnection()))
                 elif isinstance(event, BytesMessage):
-                    frame = codec.decode(bytes(event.data))
+                    parts.setdefault(sock, []).append(bytes(event.data))
+                    if not event.message_finished:
+                        continue
+                    frame = codec.decode(b"".join(parts.pop(sock)))
                     if isinstance(frame, f.Hello):
                         out.append(codec.encode(f.Welcome(1, f"r{sock.fileno()}", 0, 25000, {})))
                     elif isinstance(frame, f.Join):

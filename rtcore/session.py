@@ -65,6 +65,8 @@ class Session:
         owner: the transport's object for this connection (stored on the outbox).
     """
 
+    __slots__ = ("conn_id", "outbox", "app", "member", "_apps", "_config", "_limits", "_pending")
+
     def __init__(
         self, conn_id: str, apps: Mapping[str, App], config: Config, pending: Pending,
         owner: Any = None,
@@ -77,14 +79,6 @@ class Session:
         self._config = config
         self._limits = config.limits
         self._pending = pending
-        self._handlers: dict[type, Callable[[Any, float], Any]] = {
-            f.Join: self._join,
-            f.Leave: self._leave,
-            f.GetMembers: self._members,
-            f.UpdateProfile: self._profile,
-            f.Send: self._send,
-            f.Broadcast: self._broadcast,
-        }
 
     @property
     def established(self) -> bool:
@@ -106,7 +100,7 @@ class Session:
         if isinstance(frame, f.Hello):
             return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
         try:
-            result = self._handlers[type(frame)](frame, now)
+            result = _HANDLERS[type(frame)](self, frame, now)
         except RemoteProtocolError as exc:
             self._error(frame.id, exc.code, exc.message)
         else:
@@ -228,3 +222,14 @@ class Session:
 
     def _error(self, request_id: int | None, code: ErrorCode, message: str) -> None:
         self._reply(f.Err(request_id, code.value, message))
+
+
+# One table for all sessions (not per session: idle connections must stay small).
+_HANDLERS: dict[type, Callable[[Session, Any, float], Any]] = {
+    f.Join: Session._join,
+    f.Leave: Session._leave,
+    f.GetMembers: Session._members,
+    f.UpdateProfile: Session._profile,
+    f.Send: Session._send,
+    f.Broadcast: Session._broadcast,
+}

@@ -22,7 +22,7 @@ import errno
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 import wsproto
@@ -50,14 +50,25 @@ RECEIVE_SIZE = 64 * 1024
 
 
 class Connection:
-    """The transport side of one client connection."""
+    """The transport side of one client connection.
 
-    def __init__(self, server: Server, stream: trio.SocketStream, conn_id: str) -> None:
+    Slotted, and holding nothing it does not need once established (the upgrade's HTTP
+    state is dropped), because idle connections are what a server has most of.
+    """
+
+    __slots__ = (
+        "server", "sock", "id", "fd", "session", "outbox", "last_seen", "pinged",
+        "blocked", "queued", "counted", "established", "_ws", "_close", "_abort",
+        "_discard", "_nursery", "_parts", "_size",
+    )
+
+    def __init__(self, server: Server, sock: trio.socket.SocketType, conn_id: str) -> None:
         self.server = server
-        self.stream = stream
+        # The bare trio socket, not a SocketStream: the flusher writes to the file descriptor,
+        # and the stream wrapper would only cost memory on every idle connection.
+        self.sock = sock
         self.id = conn_id
-        self.fd = stream.socket.fileno()
-        self.remote = _peer(stream)
+        self.fd = sock.fileno()
         self.session = Session(conn_id, server.apps, server.config, server.pending, owner=self)
         self.outbox = self.session.outbox
         self.last_seen = trio.current_time()
@@ -68,16 +79,16 @@ class Connection:
         """Bytes in the outbox counted so far (kept while blocked; the flusher's budget check)."""
         self.counted = 0
         """How many outbox items ``queued`` covers."""
-        self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        # The handshake object until the upgrade is accepted, then its inner frame connection.
+        self._ws: Any = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
         self.established = False
         """A valid hello was received: the heartbeat watches it."""
         self._close: Close | None = None
-        self._eof = False
-        self._drain_done = trio.Event()
+        self._abort = False
+        """End without a closing handshake (the peer is gone, or never upgraded)."""
         self._discard = False
-        self._read_scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
-        self._parts: list[bytes] = []
+        self._parts: list[bytes] | None = None
         self._size = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -88,6 +99,9 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await self._serve()
+            self._nursery = None  # no drain task runs from here on
+            if not self._abort:
+                await self._finish()
         except Exception:
             log.exception("connection %s (%s) failed", self.id, self.remote)
         finally:
@@ -96,30 +110,40 @@ class Connection:
             self.outbox.closed = True
             self.outbox.items.clear()
             self.server.forget(self)
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self.stream)
+            self.sock.close()
 
     async def _serve(self) -> None:
+        """Upgrade, hello, then read until a close is decided (or requested: then cancelled)."""
         limits = self.server.config.limits
         with trio.move_on_after(limits.handshake_timeout) as handshake:
             if not await self._upgrade():
+                self._abort = True
                 return
             await self._read(until_hello=True)
         if handshake.cancelled_caught and self._close is None:
             self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
         if self._close is None:
             self.established = True
-            with self._read_scope:
-                await self._read(until_hello=False)
-        if not self._eof:
-            await self._finish()
+            await self._read(until_hello=False)
 
     def request_close(self, code: int, reason: str, *, discard_pending: bool = False) -> None:
-        """Ask the connection to close (from the flusher, heartbeat or shutdown)."""
+        """Ask the connection to close (from the flusher, heartbeat or shutdown).
+
+        Cancels the connection's nursery (its reader and any drain task); ``run`` then
+        performs the closing handshake.
+        """
         if self._close is None:
             self._close = Close(code, reason)
             self._discard = discard_pending
-        self._read_scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    @property
+    def remote(self) -> str:
+        try:
+            return str(self.sock.getpeername()[0])
+        except OSError:
+            return "?"
 
     # -- handshake ----------------------------------------------------------------------------
 
@@ -133,23 +157,25 @@ class Connection:
                 self._ws.receive_data(data)
                 for event in self._ws.events():
                     if isinstance(event, Request):
-                        await self.stream.send_all(self._ws.send(AcceptConnection()))
-                        self._feed_trailing_data()
+                        await self._write_through(self._ws.send(AcceptConnection()))
+                        self._drop_handshake()
                         return True
             except WSRemoteProtocolError as exc:
                 hint = exc.event_hint or RejectConnection(status_code=400)
                 with trio.move_on_after(1):
-                    await self.stream.send_all(self._ws.send(hint))
+                    await self._write_through(self._ws.send(hint))
                 return False
 
-    def _feed_trailing_data(self) -> None:
-        """Bytes that came after the upgrade request, in the same read, are frames.
+    def _drop_handshake(self) -> None:
+        """Keep only the frame-level connection; feed it the bytes that followed the request.
 
-        wsproto's server handshake (1.2, 1.3) leaves them in its h11 connection and does not
-        pass them on, which would silently drop a hello sent without waiting for the 101.
+        wsproto's server handshake (1.2, 1.3) leaves bytes that came after the upgrade request
+        in its h11 connection and does not pass them on, which would silently drop a hello
+        sent without waiting for the 101.
         """
         h11_conn = getattr(self._ws.handshake, "_h11_connection", None)
         trailing = getattr(h11_conn, "trailing_data", (b"", False))[0]
+        self._ws = self._ws.connection
         if trailing:
             self._ws.receive_data(bytes(trailing))
 
@@ -157,8 +183,8 @@ class Connection:
 
     async def _receive(self) -> bytes:
         try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = await self.sock.recv(RECEIVE_SIZE)
+        except (OSError, trio.ClosedResourceError):
             return b""
         self.last_seen = trio.current_time()
         self.pinged = False
@@ -174,25 +200,15 @@ class Connection:
             data = await self._receive()
             if not data:
                 self._close = Close(CloseCode.NORMAL, "peer closed the TCP connection")
-                self._eof = True
+                self._abort = True
                 return
             self._ws.receive_data(data)
 
     def _handle_events(self) -> None:
         for event in self._ws.events():
             if isinstance(event, BytesMessage):
-                self._size += len(event.data)
-                if self._size > self.server.config.limits.max_message_bytes:
-                    self._close = Close(
-                        CloseCode.MESSAGE_TOO_BIG,
-                        f"message exceeds {self.server.config.limits.max_message_bytes} bytes",
-                    )
-                    return
-                self._parts.append(event.data)
-                if event.message_finished:
-                    message = b"".join(self._parts)
-                    self._parts.clear()
-                    self._size = 0
+                message = self._assemble(event)
+                if message is not None:
                     self._close = self.session.receive(message, time.time())
             elif isinstance(event, TextMessage):
                 self._close = Close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted")
@@ -203,21 +219,39 @@ class Connection:
             if self._close is not None:
                 return
 
+    def _assemble(self, event: BytesMessage) -> bytes | None:
+        """The complete message once its last part arrives; enforces the size limit."""
+        limit = self.server.config.limits.max_message_bytes
+        self._size += len(event.data)
+        if self._size > limit:
+            self._close = Close(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
+            return None
+        if event.message_finished and self._parts is None:
+            self._size = 0
+            return bytes(event.data)  # the usual case: a message in one piece
+        if self._parts is None:
+            self._parts = []
+        self._parts.append(bytes(event.data))
+        if not event.message_finished:
+            return None
+        message = b"".join(self._parts)
+        self._parts, self._size = None, 0
+        return message
+
     # -- closing ------------------------------------------------------------------------------
 
     async def _finish(self) -> None:
         """Send our close frame (or answer the peer's), flush it, then wait for the peer."""
         assert self._close is not None
         close = self._close
-        self.session.disconnected()
+        self.session.disconnected()  # first: no fan-out may queue anything behind the close
         self.server.flusher.poke()
         if self._discard:
             del self.outbox.items[1 if self._partial_head() else 0 :]
         if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             self.outbox.items.append(self._ws.send(CloseConnection(close.code, close.reason)))
         with trio.move_on_after(self.server.config.limits.close_timeout):
-            self.start_drain()
-            await self._drain_done.wait()
+            await self._write_through()
             while self._ws.state is ConnectionState.LOCAL_CLOSING:
                 data = await self._receive()
                 if not data:
@@ -244,14 +278,13 @@ class Connection:
             return -1
 
     def start_drain(self) -> None:
-        """The socket is full (or we are closing): a drain task owns it until the outbox is empty.
+        """The socket is full: a drain task owns it until the outbox is empty.
 
         Only one task may wait for the socket to become writable, so the flusher leaves a
         blocked connection alone (it only counts its bytes against the budget).
         """
         if not self.blocked and self._nursery is not None:
             self.blocked = True
-            self._drain_done = trio.Event()
             self._nursery.start_soon(self._drain_task)
 
     async def _drain_task(self) -> None:
@@ -259,7 +292,16 @@ class Connection:
             await self._drain()
         finally:
             self.blocked = False
-            self._drain_done.set()
+
+    async def _write_through(self, data: bytes = b"") -> None:
+        """Queue ``data`` and write the whole outbox now, with no other writer running."""
+        if data:
+            self.outbox.items.append(data)
+        self.blocked = True
+        try:
+            await self._drain()
+        finally:
+            self.blocked = False
 
     async def _drain(self) -> None:
         outbox = self.outbox
@@ -280,10 +322,3 @@ class Connection:
                 items[:k] = [rest]
                 self.counted, self.queued = 1, len(rest)
                 await trio.lowlevel.wait_writable(self.fd)
-
-
-def _peer(stream: trio.SocketStream) -> str:
-    try:
-        return str(stream.socket.getpeername()[0])
-    except OSError:
-        return "?"

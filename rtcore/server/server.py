@@ -72,19 +72,20 @@ class Server:
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()
 
-                async def accept() -> None:
+                async def accept(listener: trio.SocketListener) -> None:
                     with accept_scope:
-                        await trio.serve_listeners(
-                            self._handle, listeners, handler_nursery=conn_nursery
-                        )
+                        while True:  # SocketListener.accept retries on EMFILE and the like
+                            stream = await listener.accept()
+                            conn_nursery.start_soon(self._handle, stream.socket)
 
-                nursery.start_soon(accept)
+                for listener in listeners:
+                    nursery.start_soon(accept, listener)
                 log.info("rtcore serving on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
                 task_status.started(self.addresses)
                 await self._stop.wait()
                 accept_scope.cancel()
-                for lst in listeners:
-                    await trio.aclose_forcefully(lst)
+                for listener in listeners:
+                    await trio.aclose_forcefully(listener)
                 await self._close_all()
                 conn_nursery.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
@@ -102,14 +103,14 @@ class Server:
         if self.connections:
             log.warning("%d connections did not close within the grace period", len(self.connections))
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
+    async def _handle(self, sock: trio.socket.SocketType) -> None:
         if self._stop.is_set():
-            await trio.aclose_forcefully(stream)
+            sock.close()
             return
         conn_id = secrets.token_urlsafe(9)
         while conn_id in self.connections:  # pragma: no cover - 72 random bits
             conn_id = secrets.token_urlsafe(9)
-        conn = Connection(self, stream, conn_id)
+        conn = Connection(self, sock, conn_id)
         self.connections[conn_id] = conn
         self._idle = trio.Event()
         await conn.run()
