@@ -236,20 +236,32 @@ def _send_frame(i: int, channel: str, pad: bytes) -> bytes:
     return wire.request(t="send", id=i, ch=channel, ev="b", data={"t0": time.monotonic(), "p": pad})
 
 
-def _await_replies(peer: Peer, expected: int, timeout: float) -> float:
-    """Count reply frames on the publisher until ``expected``; returns when the last came."""
+def _await_replies(peer: Peer, expected: int, timeout: float) -> tuple[float, int]:
+    """Count reply frames on the publisher until ``expected`` or ``timeout`` seconds in all.
+
+    Returns when the last one came and how many came.
+    """
+    deadline = time.monotonic() + timeout
     peer.sock.setblocking(True)
-    peer.sock.settimeout(timeout)
     got = 0
     skip, left = 0, b""
-    while got < expected:
-        data = peer.sock.recv(RECV)
-        if not data:
-            raise ConnectionError("server closed the publisher")
-        n, skip, left = wire.count_frames(left + data, skip)
-        got += n
-    peer.sock.setblocking(False)
-    return time.monotonic()
+    try:
+        while got < expected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            peer.sock.settimeout(remaining)
+            try:
+                data = peer.sock.recv(RECV)
+            except TimeoutError:
+                break
+            if not data:
+                raise ConnectionError("server closed the publisher")
+            n, skip, left = wire.count_frames(left + data, skip)
+            got += n
+    finally:
+        peer.sock.setblocking(False)
+    return time.monotonic(), got
 
 
 def burst(peer: Peer, channel: str, messages: int, pad: int, timeout: float) -> dict[str, float]:
@@ -258,8 +270,8 @@ def burst(peer: Peer, channel: str, messages: int, pad: int, timeout: float) -> 
     peer.sock.setblocking(True)
     start = time.monotonic()
     peer.sock.sendall(frames)
-    acked = _await_replies(peer, messages, timeout)
-    return {"start": start, "acked": acked}
+    acked, replies = _await_replies(peer, messages, timeout)
+    return {"start": start, "acked": acked, "replies": replies}
 
 
 def steady(peer: Peer, channel: str, rate: float, seconds: float, pad: int) -> dict[str, float]:
@@ -284,8 +296,9 @@ def steady(peer: Peer, channel: str, rate: float, seconds: float, pad: int) -> d
             pass
         time.sleep(0.0005)
     end = time.monotonic()
-    _await_replies(peer, total - replies, 30.0) if replies < total else None
-    return {"start": start, "end": end, "sent": sent}
+    if replies < total:  # a server that fell behind gets 15 s to catch up, no more
+        replies += _await_replies(peer, total - replies, 15.0)[1]
+    return {"start": start, "end": end, "sent": sent, "replies": replies}
 
 
 def churn(peer: Peer, channel: str, pairs: int, timeout: float) -> dict[str, float]:
@@ -297,5 +310,5 @@ def churn(peer: Peer, channel: str, pairs: int, timeout: float) -> dict[str, flo
     peer.sock.setblocking(True)
     start = time.monotonic()
     peer.sock.sendall(frames)
-    acked = _await_replies(peer, 2 * pairs, timeout)
-    return {"start": start, "acked": acked}
+    acked, replies = _await_replies(peer, 2 * pairs, timeout)
+    return {"start": start, "acked": acked, "replies": replies}
