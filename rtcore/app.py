@@ -11,7 +11,9 @@ from typing import Any
 
 import attrs
 
+from rtcore.config import AppConfig
 from rtcore.hub import ChannelTable, Member
+from rtcore.limiter import Chain
 from rtcore.outbox import Pending
 from rtcore.protocol import codec, wsframe
 from rtcore.protocol import frames as f
@@ -48,11 +50,19 @@ def framed(frame: Any) -> bytes:
 class App:
     """An app's channels, members and the operations clients and the host app perform."""
 
-    def __init__(self, name: str, pending: Pending, ids: MessageIds) -> None:
-        self.name = name
+    def __init__(self, settings: AppConfig, pending: Pending, ids: MessageIds) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self.limiter = Chain(settings.rate_limits)
         self.table = ChannelTable(pending)
         self._pending = pending
         self._ids = ids
+
+    def apply(self, settings: AppConfig) -> None:
+        """New settings (a reload). Limiter buckets survive only for unchanged limiters."""
+        assert settings.name == self.name
+        self.settings = settings
+        self.limiter.replace_rules(settings.rate_limits)
 
     # -- messages -------------------------------------------------------------------------
 

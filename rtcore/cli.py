@@ -1,4 +1,9 @@
-"""``rtcore`` command line: ``rtcore serve [--host --port --config]``, ``rtcore check-config``."""
+"""``rtcore`` command line.
+
+    rtcore serve [--config FILE] [--host H] [--port P]   run the server (SIGHUP reloads FILE)
+    rtcore check-config FILE                            validate a config file
+    rtcore token --config FILE --app A --user U         mint a development session token
+"""
 
 from __future__ import annotations
 
@@ -6,29 +11,43 @@ import argparse
 import logging
 import signal
 import sys
+import time
+from pathlib import Path
 
 import attrs
 import trio
 
+from rtcore import auth
 from rtcore import config as cfg
+
+log = logging.getLogger("rtcore")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rtcore", description="rtcore realtime server")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server (embedded defaults without --config)")
-    serve.add_argument("--config", help="TOML config file")
+    serve.add_argument("--config", help="TOML config file (SIGHUP reloads it)")
     serve.add_argument("--host", help="listen address (overrides the config)")
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
+    token = sub.add_parser("token", help="mint a session token for development")
+    token.add_argument("--config", required=True, help="the config holding the app's secret")
+    token.add_argument("--app", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--session", help="session id claim")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
+    token.add_argument("--private-key", help="PEM file, for RS*/ES* apps")
     args = parser.parse_args(argv)
     try:
         if args.command == "check-config":
             conf = cfg.load(args.file)
             print(f"{args.file}: ok ({len(conf.apps)} apps)")
             return 0
+        if args.command == "token":
+            return _token(args)
         conf = cfg.load(args.config) if args.config else cfg.Config()
     except cfg.ConfigError as exc:
         print(f"rtcore: config error: {exc}", file=sys.stderr)
@@ -36,26 +55,59 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     conf = attrs.evolve(conf, **overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    trio.run(_serve, conf)
+    trio.run(_serve, conf, args.config, overrides)
     return 0
 
 
-async def _serve(conf: cfg.Config) -> None:
+def _token(args: argparse.Namespace) -> int:
+    conf = cfg.load(args.config)
+    app = next((a for a in conf.apps if a.name == args.app), None)
+    if app is None or app.session is None:
+        print(f"rtcore: app {args.app!r} has no [apps.session] settings in {args.config}",
+              file=sys.stderr)
+        return 2
+    private = Path(args.private_key).read_text() if args.private_key else None
+    try:
+        print(auth.mint_token(app.session, args.user, time.time(), args.ttl,
+                              private_key=private, session=args.session))
+    except ValueError as exc:
+        print(f"rtcore: {exc} (--private-key)", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, object]) -> None:
     from rtcore.server import Server
 
     server = Server(conf)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    with trio.open_signal_receiver(*signals) as received:
         async with trio.open_nursery() as nursery:
 
-            async def stop_on_signal() -> None:
-                async for signum in signals:
-                    logging.getLogger("rtcore").info("signal %d: shutting down", signum)
+            async def on_signals() -> None:
+                async for signum in received:
+                    if signum == signal.SIGHUP:
+                        _reload(server, path, overrides)
+                        continue
+                    log.info("signal %d: shutting down", signum)
                     server.shutdown()
                     return
 
-            nursery.start_soon(stop_on_signal)
+            nursery.start_soon(on_signals)
             await server.serve()  # returns after shutdown's going-away closes
             nursery.cancel_scope.cancel()
+
+
+def _reload(server: object, path: str | None, overrides: dict[str, object]) -> None:
+    if path is None:
+        log.warning("SIGHUP: no --config file to reload")
+        return
+    try:
+        conf = attrs.evolve(cfg.load(path), **overrides)
+    except cfg.ConfigError as exc:
+        log.error("SIGHUP: %s: the old settings stay in force", exc)
+        return
+    server.reload(conf)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -1,22 +1,35 @@
-"""Settings: a TOML file and command-line flags, validated into frozen objects.
+"""Settings: a TOML file, environment variables for secrets, command-line flags.
 
-A bad file fails at start-up with a :class:`ConfigError` naming the key and the rule. Without
-any file the embedded defaults serve one app, ``default``, on 127.0.0.1:8765.
+Everything is validated at load into frozen objects; a bad file fails with a
+:class:`ConfigError` naming the key and the rule it breaks. Without any file the embedded
+defaults serve one app, ``default``, on 127.0.0.1:8765, with no API key.
+
+Secrets need not be in the file: wherever a secret is accepted (``key``, ``secret``), a
+``*_env`` variant names an environment variable to read it from (``key_env = "CHAT_KEY"``),
+and ``*_file`` a file (``public_key_file``), so the file can be committed without them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import fnmatch
 import math
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from rtcore.auth import ApiKey, SessionSettings
+from rtcore.limiter import OPERATIONS, Rule
 from rtcore.protocol.errors import RtcoreError
 
 APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+POLICIES = ("anyone", "signed_in", "nobody")
+ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 
 class ConfigError(RtcoreError):
@@ -25,7 +38,7 @@ class ConfigError(RtcoreError):
 
 @attrs.frozen
 class Limits:
-    """Bounds on what one connection may use (protocol.md §4.2). Sent to clients in welcome."""
+    """Server-wide bounds (protocol.md §4.2). The per-connection ones are sent in welcome."""
 
     max_message_bytes: int = 64 * 1024
     """Largest WebSocket message the server accepts; over it the connection closes with 1009."""
@@ -37,6 +50,12 @@ class Limits:
     """Largest page of a member listing."""
     outbound_buffer_bytes: int = 1024 * 1024
     """Bytes queued for one connection before it is closed as a slow consumer (4008)."""
+    max_connections_per_ip: int = 1024
+    """Open connections from one IP address; more are closed with 4020."""
+    connect_rate_per_ip: float = 50.0
+    """New connections per second from one IP (a token bucket)..."""
+    connect_burst_per_ip: int = 200
+    """...with this burst; beyond it connections are closed with 4029."""
     handshake_timeout: float = 10.0
     """Seconds from TCP accept to a valid hello before closing with 4001."""
     heartbeat_interval: float = 25.0
@@ -58,95 +77,333 @@ class Limits:
 
 
 @attrs.frozen
+class ChannelRule:
+    """Who may join and send to the channels whose name matches ``pattern`` (a glob)."""
+
+    pattern: str
+    join: str = "anyone"
+    """``anyone``, ``signed_in`` (a valid session token) or ``nobody``."""
+    send: str = "anyone"
+
+    def matches(self, channel: str) -> bool:
+        return fnmatch.fnmatchcase(channel, self.pattern)
+
+
+@attrs.frozen
 class AppConfig:
-    """One app (tenant). Per-app settings grow here."""
+    """One app (tenant) and its realtime settings."""
 
     name: str
+    enabled: bool = True
+    """False: new connections are closed with 4006, existing ones on reload."""
+    api_keys: tuple[ApiKey, ...] = ()
+    api_key_required: bool = False
+    session_required: bool = False
+    """Only signed-in users (a valid session token in the hello) may connect."""
+    session: SessionSettings | None = None
+    allow_client_join: bool = True
+    allow_client_send: bool = True
+    allow_client_broadcast: bool = True
+    channels: tuple[ChannelRule, ...] = ()
+    """Channel rules, first match wins; a channel no rule matches follows allow_client_*."""
+    rate_limits: tuple[Rule, ...] = ()
+    refusals_before_disconnect: int = 100
+    """Rate-limited requests in a row after which the connection is closed (4030)."""
+    max_connections: int = 100_000
+
+    def channel_rule(self, channel: str) -> ChannelRule | None:
+        return next((r for r in self.channels if r.matches(channel)), None)
 
 
 @attrs.frozen
 class Config:
     """The whole server configuration."""
 
-    host: str = "127.0.0.1"
+    host: str | tuple[str, ...] = "127.0.0.1"
+    """Listen address(es); all on ``port``."""
     port: int = 8765
     limits: Limits = Limits()
     apps: tuple[AppConfig, ...] = (AppConfig("default"),)
     default_app: str | None = "default"
     """The app a hello without ``app`` connects to; None makes ``app`` mandatory."""
+    allowed_origins: tuple[str, ...] = ()
+    """If set, browser handshakes (with an Origin header) from other origins get HTTP 403."""
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def app_names(self) -> list[str]:
         return [a.name for a in self.apps]
 
+    def hosts(self) -> tuple[str, ...]:
+        return (self.host,) if isinstance(self.host, str) else self.host
 
-def load(path: str | Path) -> Config:
-    """Read and validate a TOML config file."""
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file (``env``: where ``*_env`` keys look; os.environ)."""
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return from_dict(raw)
+    return from_dict(raw, env=os.environ if env is None else env, base=Path(path).parent)
 
 
-def from_dict(raw: dict[str, Any]) -> Config:
+def from_dict(raw: dict[str, Any], env: Mapping[str, str] | None = None,
+              base: Path | None = None) -> Config:
     """Validate a parsed config (the TOML document as a dict)."""
-    _no_unknown(raw, "", {"server", "limits", "apps"})
-    server = _table(raw, "server")
-    _no_unknown(server, "server.", {"host", "port", "default_app"})
-    limits = _limits(_table(raw, "limits"))
-    apps_raw = raw.get("apps", [{"name": "default"}])
-    if not isinstance(apps_raw, list) or not apps_raw:
-        raise ConfigError("apps: must be a non-empty array of tables ([[apps]])")
-    apps = tuple(_app(a, i) for i, a in enumerate(apps_raw))
-    names = [a.name for a in apps]
-    if len(set(names)) != len(names):
-        raise ConfigError("apps: app names must be unique")
-    default_app = server.get("default_app", names[0] if len(names) == 1 else None)
-    if default_app is not None and default_app not in names:
-        raise ConfigError(f"server.default_app: {default_app!r} is not one of the apps")
-    host = server.get("host", "127.0.0.1")
-    if not isinstance(host, str) or not host:
-        raise ConfigError("server.host: must be a non-empty string")
-    port = server.get("port", 8765)
-    if type(port) is not int or not 0 <= port <= 65535:
-        raise ConfigError("server.port: must be an integer from 0 to 65535")
-    return Config(host=host, port=port, limits=limits, apps=apps, default_app=default_app)
+    reader = _Reader(os.environ if env is None else env, base or Path("."))
+    return reader.config(raw)
 
 
-def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
+class _Reader:
+    def __init__(self, env: Mapping[str, str], base: Path) -> None:
+        self.env = env
+        self.base = base
+
+    def config(self, raw: dict[str, Any]) -> Config:
+        _known(raw, "", {"server", "limits", "apps"})
+        server = _table(raw, "server", "server")
+        _known(server, "server.", {"host", "port", "default_app", "allowed_origins",
+                                   "tls_cert", "tls_key"})
+        limits = self.limits(_table(raw, "limits", "limits"))
+        apps_raw = raw.get("apps", [{"name": "default"}])
+        if not isinstance(apps_raw, list) or not apps_raw:
+            raise ConfigError("apps: must be a non-empty array of tables ([[apps]])")
+        apps = tuple(self.app(a, f"apps[{i}]") for i, a in enumerate(apps_raw))
+        names = [a.name for a in apps]
+        if len(set(names)) != len(names):
+            raise ConfigError("apps: app names must be unique")
+        default_app = server.get("default_app", names[0] if len(names) == 1 else None)
+        if default_app is not None and default_app not in names:
+            raise ConfigError(f"server.default_app: {default_app!r} is not one of the apps")
+        host = server.get("host", "127.0.0.1")
+        hosts = [host] if isinstance(host, str) else host
+        if not isinstance(hosts, list) or not hosts or not all(
+                isinstance(h, str) and h for h in hosts):
+            raise ConfigError("server.host: must be an address or a non-empty list of them")
+        port = server.get("port", 8765)
+        if type(port) is not int or not 0 <= port <= 65535:
+            raise ConfigError("server.port: must be an integer from 0 to 65535")
+        origins = _strings(server.get("allowed_origins", []), "server.allowed_origins")
+        cert, key = server.get("tls_cert"), server.get("tls_key")
+        if (cert is None) != (key is None):
+            raise ConfigError("server.tls_cert, server.tls_key: give both or neither")
+        for k, v in (("tls_cert", cert), ("tls_key", key)):
+            if v is not None and not (self.base / str(v)).is_file():
+                raise ConfigError(f"server.{k}: {v!r} is not a readable file")
+        return Config(
+            host=host if isinstance(host, str) else tuple(hosts), port=port, limits=limits,
+            apps=apps, default_app=default_app, allowed_origins=tuple(origins),
+            tls_cert=str(self.base / cert) if cert else None,
+            tls_key=str(self.base / key) if key else None,
+        )
+
+    def limits(self, table: dict[str, Any]) -> Limits:
+        fields = {a.name: a for a in attrs.fields(Limits)}
+        _known(table, "limits.", set(fields))
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if fields[key].type in ("int", int):
+                _positive_int(value, f"limits.{key}")
+            else:
+                _positive_number(value, f"limits.{key}")
+            values[key] = value
+        return Limits(**values)
+
+    def app(self, raw: Any, where: str) -> AppConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _known(raw, f"{where}.", {
+            "name", "enabled", "api_keys", "api_key_required", "session_required", "session",
+            "allow_client_join", "allow_client_send", "allow_client_broadcast", "channels",
+            "rate_limits", "refusals_before_disconnect", "max_connections"})
+        name = raw.get("name")
+        if not isinstance(name, str) or not APP_NAME.fullmatch(name):
+            raise ConfigError(f"{where}.name: must be 1-64 characters of A-Z a-z 0-9 _ . -")
+        flags = {k: _bool(raw.get(k, d), f"{where}.{k}") for k, d in (
+            ("enabled", True), ("allow_client_join", True), ("allow_client_send", True),
+            ("allow_client_broadcast", True), ("session_required", False))}
+        keys = tuple(self.api_key(k, f"{where}.api_keys[{i}]")
+                     for i, k in enumerate(_array(raw.get("api_keys", []), f"{where}.api_keys")))
+        required = _bool(raw.get("api_key_required", bool(keys)), f"{where}.api_key_required")
+        if required and not keys:
+            raise ConfigError(f"{where}.api_key_required: true, but {where}.api_keys is empty")
+        session = self.session(raw["session"], f"{where}.session") if "session" in raw else None
+        if flags["session_required"] and session is None:
+            raise ConfigError(f"{where}.session_required: true, but there is no {where}.session")
+        channels = tuple(self.channel_rule(c, f"{where}.channels[{i}]")
+                         for i, c in enumerate(_array(raw.get("channels", []), f"{where}.channels")))
+        limits = tuple(self.rule(r, f"{where}.rate_limits[{i}]")
+                       for i, r in enumerate(_array(raw.get("rate_limits", []), f"{where}.rate_limits")))
+        if len({r.name for r in limits}) != len(limits):
+            raise ConfigError(f"{where}.rate_limits: limiter names must be unique")
+        return AppConfig(
+            name=name, api_keys=keys, api_key_required=required, session=session,
+            channels=channels, rate_limits=limits,
+            refusals_before_disconnect=_positive_int(
+                raw.get("refusals_before_disconnect", 100), f"{where}.refusals_before_disconnect"),
+            max_connections=_positive_int(raw.get("max_connections", 100_000),
+                                          f"{where}.max_connections"),
+            **flags,
+        )
+
+    def secret(self, raw: dict[str, Any], where: str, name: str) -> str | None:
+        """``name``, ``name_env`` (an environment variable) or ``name_file``: at most one."""
+        given = [k for k in (name, f"{name}_env", f"{name}_file") if k in raw]
+        if len(given) > 1:
+            raise ConfigError(f"{where}: give only one of {', '.join(given)}")
+        if not given:
+            return None
+        key = given[0]
+        value = raw[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}.{key}: must be a non-empty string")
+        if key.endswith("_env"):
+            if value not in self.env:
+                raise ConfigError(f"{where}.{key}: environment variable {value} is not set")
+            return self.env[value]
+        if key.endswith("_file"):
+            try:
+                return (self.base / value).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"{where}.{key}: cannot read {value!r}: {exc.strerror}") from exc
+        return value
+
+    def api_key(self, raw: Any, where: str) -> ApiKey:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table with key (or key_env) and expires")
+        _known(raw, f"{where}.", {"key", "key_env", "key_file", "expires", "name"})
+        key = self.secret(raw, where, "key")
+        if key is None:
+            raise ConfigError(f"{where}: needs key, key_env or key_file")
+        expires = raw.get("expires")
+        if expires is not None:
+            if not isinstance(expires, dt.datetime) or expires.tzinfo is None:
+                raise ConfigError(f"{where}.expires: must be a TOML date-time with a time zone "
+                                  "(e.g. 2027-01-31T00:00:00Z)")
+            expires = expires.timestamp()
+        label = raw.get("name", "")
+        if not isinstance(label, str):
+            raise ConfigError(f"{where}.name: must be a string")
+        return ApiKey(key=key, expires=expires, name=label)
+
+    def session(self, raw: Any, where: str) -> SessionSettings:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _known(raw, f"{where}.", {"algorithms", "secret", "secret_env", "secret_file",
+                                  "public_key", "public_key_env", "public_key_file", "leeway",
+                                  "issuer", "audience", "session_claim"})
+        algorithms = _strings(raw.get("algorithms", ["HS256"]), f"{where}.algorithms")
+        if not algorithms or any(a not in ALGORITHMS for a in algorithms):
+            raise ConfigError(f"{where}.algorithms: must be some of {', '.join(ALGORITHMS)}")
+        families = {a[:2] for a in algorithms}
+        if "HS" in families and len(families) > 1:
+            raise ConfigError(f"{where}.algorithms: do not mix HS* with RS*/ES* "
+                              "(a public key must never be usable as an HMAC secret)")
+        if "HS" in families:
+            key = self.secret(raw, where, "secret")
+            if key is None:
+                raise ConfigError(f"{where}: HS* algorithms need secret (or secret_env, secret_file)")
+            if len(key) < 32:
+                raise ConfigError(f"{where}.secret: must be at least 32 characters")
+        else:
+            key = self.secret(raw, where, "public_key")
+            if key is None or "BEGIN PUBLIC KEY" not in key:
+                raise ConfigError(f"{where}: RS*/ES* algorithms need public_key (PEM), "
+                                  "public_key_env or public_key_file")
+        leeway = raw.get("leeway", 30)
+        if type(leeway) not in (int, float) or not 0 <= leeway < math.inf:
+            raise ConfigError(f"{where}.leeway: must be a number of seconds >= 0")
+        for k in ("issuer", "audience", "session_claim"):
+            if k in raw and not isinstance(raw[k], str):
+                raise ConfigError(f"{where}.{k}: must be a string")
+        return SessionSettings(
+            algorithms=tuple(algorithms), key=key, leeway=float(leeway),
+            issuer=raw.get("issuer"), audience=raw.get("audience"),
+            session_claim=raw.get("session_claim", "sid"),
+        )
+
+    def channel_rule(self, raw: Any, where: str) -> ChannelRule:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _known(raw, f"{where}.", {"pattern", "join", "send"})
+        pattern = raw.get("pattern")
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"{where}.pattern: must be a glob such as \"public-*\"")
+        for k in ("join", "send"):
+            if raw.get(k, "anyone") not in POLICIES:
+                raise ConfigError(f"{where}.{k}: must be one of {', '.join(POLICIES)}")
+        return ChannelRule(pattern, raw.get("join", "anyone"), raw.get("send", "anyone"))
+
+    def rule(self, raw: Any, where: str) -> Rule:
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table")
+        _known(raw, f"{where}.", {"name", "rate", "per_seconds", "burst", "error_message",
+                                  "scope", "operations"})
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.name: must be a non-empty string")
+        rate = _positive_number(raw.get("rate"), f"{where}.rate")
+        per = _positive_number(raw.get("per_seconds", 1), f"{where}.per_seconds")
+        burst = raw.get("burst")
+        if burst is not None:
+            _positive_number(burst, f"{where}.burst")
+            if burst < 1:
+                raise ConfigError(f"{where}.burst: must be at least 1")
+        elif rate < 1:
+            raise ConfigError(f"{where}.burst: needed when rate < 1 (the bucket must hold a token)")
+        message = raw.get("error_message", "rate limit exceeded")
+        if not isinstance(message, str):
+            raise ConfigError(f"{where}.error_message: must be a string")
+        scope = raw.get("scope", "client")
+        if scope not in ("client", "connection"):
+            raise ConfigError(f"{where}.scope: must be client or connection")
+        ops = _strings(raw.get("operations", sorted(OPERATIONS)), f"{where}.operations")
+        if not ops or not set(ops) <= OPERATIONS:
+            raise ConfigError(f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}")
+        return Rule(name, float(rate), float(per), None if burst is None else float(burst),
+                    message, scope, frozenset(ops))
+
+
+def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{key}: must be a table")
+        raise ConfigError(f"{where}: must be a table")
     return value
 
 
-def _no_unknown(table: dict[str, Any], prefix: str, known: set[str]) -> None:
+def _array(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be an array")
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: must be an array of strings")
+    return value
+
+
+def _known(table: dict[str, Any], prefix: str, known: set[str]) -> None:
     for key in table:
         if key not in known:
             raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
 
 
-def _limits(table: dict[str, Any]) -> Limits:
-    fields = {a.name: a for a in attrs.fields(Limits)}
-    _no_unknown(table, "limits.", set(fields))
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if fields[key].type in ("int", int):
-            if type(value) is not int or value <= 0:
-                raise ConfigError(f"limits.{key}: must be a positive integer")
-        elif type(value) not in (int, float) or not (value > 0 and math.isfinite(value)):
-            raise ConfigError(f"limits.{key}: must be a positive number of seconds")
-        values[key] = value
-    return Limits(**values)
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false")
+    return value
 
 
-def _app(raw: Any, index: int) -> AppConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"apps[{index}]: must be a table")
-    _no_unknown(raw, f"apps[{index}].", {"name"})
-    name = raw.get("name")
-    if not isinstance(name, str) or not APP_NAME.fullmatch(name):
-        raise ConfigError(f"apps[{index}].name: must be 1-64 characters of A-Z a-z 0-9 _ . -")
-    return AppConfig(name=name)
+def _positive_int(value: Any, where: str) -> int:
+    if type(value) is not int or value <= 0:
+        raise ConfigError(f"{where}: must be a positive integer")
+    return value
+
+
+def _positive_number(value: Any, where: str) -> float:
+    if type(value) not in (int, float) or not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{where}: must be a positive number")
+    return float(value)

@@ -10,6 +10,7 @@ connection must end, and ``None`` otherwise. ``now`` is wall-clock seconds, pass
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,8 +18,10 @@ from typing import Any
 import attrs
 
 from rtcore.app import App, framed
+from rtcore.auth import CredentialError, Principal, check_api_key, verify_session
 from rtcore.config import Config
 from rtcore.hub import Member
+from rtcore.limiter import Refusal
 from rtcore.outbox import Outbox, Pending
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
@@ -65,20 +68,27 @@ class Session:
         owner: the transport's object for this connection (stored on the outbox).
     """
 
-    __slots__ = ("conn_id", "outbox", "app", "member", "_apps", "_config", "_limits", "_pending")
+    __slots__ = ("conn_id", "outbox", "app", "member", "principal", "remote", "_apps",
+                 "_config", "_limits", "_pending", "_key", "_refusals")
 
     def __init__(
         self, conn_id: str, apps: Mapping[str, App], config: Config, pending: Pending,
-        owner: Any = None,
+        owner: Any = None, remote: str = "?",
     ) -> None:
         self.conn_id = conn_id
         self.outbox = Outbox(owner)
         self.app: App | None = None
         self.member: Member | None = None
+        self.principal: Principal | None = None
+        """The signed-in user, when the hello carried a valid session token."""
+        self.remote = remote
+        """The peer's IP address: the rate-limit key of anonymous clients."""
         self._apps = apps
         self._config = config
         self._limits = config.limits
         self._pending = pending
+        self._key: str | None = None
+        self._refusals = 0
 
     @property
     def established(self) -> bool:
@@ -99,6 +109,11 @@ class Session:
             return self._hello(frame, now)
         if isinstance(frame, f.Hello):
             return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
+        operation = _OPERATIONS.get(type(frame))
+        if operation is not None and self.app is not None and self.app.limiter:
+            refusal = self._charge(self.app, operation, now)
+            if refusal is not None:
+                return self._refused(self.app, frame.id, refusal)
         try:
             result = _HANDLERS[type(frame)](self, frame, now)
         except RemoteProtocolError as exc:
@@ -106,6 +121,33 @@ class Session:
         else:
             self._reply(f.Ok(frame.id, result))
         return None
+
+    def _charge(self, app: App, operation: str, now: float) -> Refusal | None:
+        """Take a token from each of the app's limiters for this client, or refuse."""
+        client_key = f"u:{self.principal.user}" if self.principal else f"ip:{self.remote}"
+        refusal = app.limiter.check(operation, client_key, self.conn_id, now)
+        if refusal is None:
+            self._refusals = 0
+        return refusal
+
+    def _refused(self, app: App, request_id: int, refusal: Refusal) -> Close | None:
+        """Reply rate_limited; a client that keeps going past the threshold is closed."""
+        self._refusals += 1
+        if self._refusals > app.settings.refusals_before_disconnect:
+            return Close(CloseCode.RATE_LIMIT_ABUSE,
+                         f"{self._refusals - 1} rate-limited requests in a row")
+        self._reply(f.Err(request_id, ErrorCode.RATE_LIMITED.value, refusal.message,
+                          refusal.rule, math.ceil(refusal.retry_after * 1000)))
+        return None
+
+    def revalidate(self, now: float) -> Close | None:
+        """Check the connection against the app's current settings (after a reload, and
+        periodically for key expiry): a Close if it may no longer stay."""
+        if self.app is None:
+            return None
+        if self._apps.get(self.app.name) is not self.app:
+            return Close(CloseCode.UNKNOWN_APP, f"app {self.app.name!r} was removed")
+        return self._admit(self.app, now, self._key, self.principal, reconnect=False)
 
     def disconnected(self) -> None:
         """The connection is ending: leave every channel (members hear member_leave).
@@ -132,20 +174,52 @@ class Session:
         app = self._apps.get(name) if name is not None else None
         if app is None:
             return Close(CloseCode.UNKNOWN_APP, f"unknown app {name!r}" if name else "app required")
+        principal = None
+        if frame.token is not None and app.settings.session is not None:
+            try:
+                principal = verify_session(app.settings.session, frame.token, now)
+            except CredentialError as exc:
+                return Close(exc.code, exc.message)
+        elif frame.token is not None:
+            return Close(CloseCode.SESSION_INVALID, "this app accepts no session tokens")
+        close = self._admit(app, now, frame.key, principal, reconnect=True)
+        if close is not None:
+            return close
         if not self._profile_fits(frame.profile):
             return Close(
                 CloseCode.HELLO_EXPECTED,
                 f"profile exceeds {self._limits.max_profile_bytes} bytes",
             )
-        self.app = app
-        self.member = Member(self.conn_id, None, frame.profile, self.outbox, echo=frame.echo)
+        self.app, self.principal, self._key = app, principal, frame.key
+        user = principal.user if principal else None
+        self.member = Member(self.conn_id, user, frame.profile, self.outbox, echo=frame.echo)
         app.connect(self.member)
         self._reply(
             f.Welcome(
                 PROTOCOL_VERSION, self.conn_id, int(now * 1000),
-                int(self._limits.heartbeat_interval * 1000), self._limits.for_clients(),
+                int(self._limits.heartbeat_interval * 1000), self._limits.for_clients(), user,
             )
         )
+        return None
+
+    def _admit(
+        self, app: App, now: float, key: str | None, principal: Principal | None, *,
+        reconnect: bool,
+    ) -> Close | None:
+        """The app's connection rules: enabled, API key, session, connection count."""
+        settings = app.settings
+        if not settings.enabled:
+            return Close(CloseCode.APP_DISABLED, f"realtime is disabled for app {app.name!r}")
+        if settings.api_key_required:
+            try:
+                check_api_key(settings.api_keys, key, now)
+            except CredentialError as exc:
+                return Close(exc.code, exc.message)
+        if settings.session_required and principal is None:
+            return Close(CloseCode.SESSION_MISSING, "this app requires a signed-in user")
+        if reconnect and len(app.table) >= settings.max_connections:
+            return Close(CloseCode.TOO_MANY_CONNECTIONS,
+                         f"app {app.name!r} has reached its {settings.max_connections} connections")
         return None
 
     # -- requests -------------------------------------------------------------------------
@@ -154,9 +228,21 @@ class Session:
         assert self.member is not None
         return self.member.echo if echo is None else echo
 
+    def _allowed(self, policy: str, what: str) -> None:
+        if policy == "anyone" or (policy == "signed_in" and self.principal is not None):
+            return
+        raise _refuse(
+            ErrorCode.FORBIDDEN,
+            f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
+        )
+
     def _join(self, frame: f.Join, now: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
+        settings = self.app.settings
+        rule = settings.channel_rule(frame.channel)
+        default = "anyone" if settings.allow_client_join else "nobody"
+        self._allowed(rule.join if rule else default, f"joining {frame.channel!r}")
         if frame.channel not in self.member.channels and (
             len(self.member.channels) >= self._limits.max_channels
         ):
@@ -196,6 +282,12 @@ class Session:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         check_event(frame.event)
+        settings = self.app.settings
+        if not settings.allow_client_send:
+            raise _refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client sends")
+        rule = settings.channel_rule(frame.channel)
+        if rule is not None:
+            self._allowed(rule.send, f"sending to {frame.channel!r}")
         if frame.channel not in self.member.channels:
             raise _refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
         sent = self.app.send(
@@ -207,6 +299,9 @@ class Session:
     def _broadcast(self, frame: f.Broadcast, now: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_event(frame.event)
+        if not self.app.settings.allow_client_broadcast:
+            raise _refuse(ErrorCode.FORBIDDEN,
+                          f"app {self.app.name!r} does not allow client broadcasts")
         sent = self.app.broadcast(
             frame.event, frame.data, now=now, sender=self.member, echo=self._echo(frame.echo)
         )
@@ -223,6 +318,12 @@ class Session:
     def _error(self, request_id: int | None, code: ErrorCode, message: str) -> None:
         self._reply(f.Err(request_id, code.value, message))
 
+
+_OPERATIONS: dict[type, str] = {
+    f.Join: "join", f.GetMembers: "members", f.UpdateProfile: "profile", f.Send: "send",
+    f.Broadcast: "broadcast",
+}
+"""Requests subject to rate limits, by limiter operation name (leave never is)."""
 
 # One table for all sessions (not per session: idle connections must stay small).
 _HANDLERS: dict[type, Callable[[Session, Any, float], Any]] = {

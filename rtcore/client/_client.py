@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import ssl
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -45,6 +46,9 @@ log = logging.getLogger("rtcore.client")
 FATAL_CLOSE_CODES = frozenset({
     CloseCode.UNSUPPORTED_DATA, CloseCode.PROTOCOL_ERROR, CloseCode.HELLO_EXPECTED,
     CloseCode.UNSUPPORTED_VERSION, CloseCode.DUPLICATE_HELLO, CloseCode.UNKNOWN_APP,
+    CloseCode.APP_DISABLED, CloseCode.API_KEY_MISSING, CloseCode.API_KEY_INVALID,
+    CloseCode.API_KEY_EXPIRED, CloseCode.SESSION_MISSING, CloseCode.SESSION_INVALID,
+    CloseCode.SESSION_EXPIRED,
 })
 """Close codes after which reconnecting would fail again the same way."""
 
@@ -147,6 +151,7 @@ class Client:
         fail_fast: raise NotConnectedError instead of waiting while disconnected.
         connect_timeout: seconds for one connection attempt (TCP, upgrade, hello, welcome).
         max_message_size: largest server message accepted, bytes.
+        ssl_context: for ``wss://`` URLs, the TLS context (default: the system's trust store).
     """
 
     def __init__(
@@ -155,6 +160,7 @@ class Client:
         reconnect: bool = True, backoff_initial: float = 0.5, backoff_max: float = 30.0,
         request_timeout: float = 10.0, buffer_limit: int = 100, fail_fast: bool = False,
         connect_timeout: float = 10.0, max_message_size: int = 16 * 1024 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
         self.app, self.key, self.token = app, key, token
@@ -167,6 +173,7 @@ class Client:
         self.fail_fast = fail_fast
         self.connect_timeout = connect_timeout
         self.max_message_size = max_message_size
+        self.ssl_context = ssl_context
         self.id: str | None = None
         """This connection's member id (changes on reconnect)."""
         self.welcome: f.Welcome | None = None
@@ -291,7 +298,9 @@ class Client:
         if reply.error is not None:
             raise reply.error
         if isinstance(reply.frame, f.Err):
-            raise RequestError(reply.frame.code, reply.frame.message)
+            err = reply.frame
+            retry = None if err.retry_after is None else err.retry_after / 1000
+            raise RequestError(err.code, err.message, err.limiter, retry)
         assert reply.frame is not None
         return reply.frame.data
 
@@ -418,7 +427,8 @@ class Client:
                 try:
                     with trio.fail_after(self.connect_timeout):
                         ws = await connect_websocket_url(
-                            nursery, self.url, max_message_size=self.max_message_size
+                            nursery, self.url, max_message_size=self.max_message_size,
+                            ssl_context=self.ssl_context,
                         )
                         self._ws = ws
                         await self._handshake(ws)

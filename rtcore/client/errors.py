@@ -26,10 +26,16 @@ class RequestError(ClientError):
         message: the server's explanation.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(
+        self, code: str, message: str, limiter: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.limiter = limiter
+        """For ``rate_limited``: the limiter that refused."""
+        self.retry_after = retry_after
+        """For ``rate_limited``: seconds until the request would be admitted."""
 
 
 class RequestTimeout(ClientError):

@@ -112,7 +112,10 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
     "ok": (f.Ok, _spec(_ID, ("data", "data", "any", False))),
     "err": (
         f.Err,
-        _spec(("id", "id", "uint", True, True), ("code", "code", "str"), ("msg", "message", "str")),
+        _spec(
+            ("id", "id", "uint", True, True), ("code", "code", "str"), ("msg", "message", "str"),
+            ("limiter", "limiter", "str", False), ("retry_after", "retry_after", "uint", False),
+        ),
     ),
     "msg": (
         f.Msg,

@@ -27,6 +27,10 @@ class ErrorCode(enum.StrEnum):
     """Joining would exceed the connection's channel limit."""
     PROFILE_TOO_LARGE = "profile_too_large"
     """The encoded profile exceeds the profile size limit."""
+    FORBIDDEN = "forbidden"
+    """The app's settings or channel rules do not allow this client the operation."""
+    RATE_LIMITED = "rate_limited"
+    """A rate limiter refused the operation; the reply names it and says when to retry."""
     INTERNAL_ERROR = "internal_error"
     """The server failed while handling the request; it was logged."""
 
@@ -54,7 +58,24 @@ class CloseCode(enum.IntEnum):
     """A second ``hello`` on an established connection."""
     UNKNOWN_APP = 4005
     """The ``hello`` named an app this server does not host."""
+    APP_DISABLED = 4006
+    """Realtime is disabled for the app."""
     SLOW_CONSUMER = 4008
     """The connection's outbound buffer exceeded its byte budget."""
     HEARTBEAT_TIMEOUT = 4009
     """The peer stopped answering pings."""
+    API_KEY_MISSING = 4010
+    API_KEY_INVALID = 4011
+    """Unknown (or revoked) API key."""
+    API_KEY_EXPIRED = 4012
+    SESSION_MISSING = 4013
+    """The app requires a signed-in user and the hello had no session token."""
+    SESSION_INVALID = 4014
+    """The session token does not verify (signature, algorithm, claims, another app's)."""
+    SESSION_EXPIRED = 4015
+    TOO_MANY_CONNECTIONS = 4020
+    """The per-IP or per-app connection limit is reached."""
+    CONNECTION_RATE_LIMITED = 4029
+    """Too many new connections from this IP address in a short time."""
+    RATE_LIMIT_ABUSE = 4030
+    """The client kept sending after being rate limited."""

@@ -124,6 +124,10 @@ class Err:
     id: int | None
     code: str
     message: str
+    limiter: str | None = None
+    """For ``rate_limited``: the name of the first limiter that refused."""
+    retry_after: int | None = None
+    """For ``rate_limited``: milliseconds until the operation would be admitted."""
 
 
 @attrs.frozen

@@ -57,19 +57,26 @@ class Connection:
     """
 
     __slots__ = (
-        "server", "sock", "id", "fd", "session", "outbox", "last_seen", "pinged",
-        "blocked", "queued", "counted", "established", "_ws", "_close", "_abort",
+        "server", "sock", "tls", "id", "fd", "session", "outbox", "last_seen", "pinged",
+        "blocked", "queued", "counted", "established", "admitted", "_ws", "_close", "_abort",
         "_discard", "_nursery", "_parts", "_size",
     )
 
-    def __init__(self, server: Server, sock: trio.socket.SocketType, conn_id: str) -> None:
+    def __init__(
+        self, server: Server, sock: trio.socket.SocketType, conn_id: str,
+        tls: trio.SSLStream[Any] | None = None,
+    ) -> None:
         self.server = server
         # The bare trio socket, not a SocketStream: the flusher writes to the file descriptor,
         # and the stream wrapper would only cost memory on every idle connection.
         self.sock = sock
+        self.tls = tls
+        """With TLS, all I/O goes through the SSLStream and its drain task (no fd writes)."""
         self.id = conn_id
-        self.fd = sock.fileno()
-        self.session = Session(conn_id, server.apps, server.config, server.pending, owner=self)
+        self.fd = sock.fileno() if tls is None else -1
+        self.admitted = False
+        self.session = Session(conn_id, server.apps, server.config, server.pending, owner=self,
+                               remote=_peer_ip(sock))
         self.outbox = self.session.outbox
         self.last_seen = trio.current_time()
         self.pinged = False
@@ -96,20 +103,30 @@ class Connection:
     async def run(self) -> None:
         """Serve the connection until it ends; never raises (except Cancelled)."""
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await self._serve()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    await self._serve()
+            except Exception:
+                # A bug of ours, confined to this connection: say so to the peer with 1011.
+                log.exception("connection %s (%s) failed", self.id, self.remote)
+                self._close = Close(CloseCode.INTERNAL_ERROR, "internal error (logged)")
+                self._discard = True
             self._nursery = None  # no drain task runs from here on
             if not self._abort:
                 await self._finish()
         except Exception:
-            log.exception("connection %s (%s) failed", self.id, self.remote)
+            log.exception("connection %s (%s) failed while closing", self.id, self.remote)
         finally:
             self.session.disconnected()
             self.server.flusher.poke()
             self.outbox.closed = True
             self.outbox.items.clear()
+            if self.admitted:
+                self.server.admission.release(self.remote)
             self.server.forget(self)
+            if self.tls is not None:
+                await trio.aclose_forcefully(self.tls)
             self.sock.close()
 
     async def _serve(self) -> None:
@@ -119,6 +136,10 @@ class Connection:
             if not await self._upgrade():
                 self._abort = True
                 return
+            self._close = self.server.admission.admit(self.remote, time.time())
+            if self._close is not None:
+                return
+            self.admitted = True
             await self._read(until_hello=True)
         if handshake.cancelled_caught and self._close is None:
             self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
@@ -140,10 +161,8 @@ class Connection:
 
     @property
     def remote(self) -> str:
-        try:
-            return str(self.sock.getpeername()[0])
-        except OSError:
-            return "?"
+        """The peer's IP address."""
+        return self.session.remote
 
     # -- handshake ----------------------------------------------------------------------------
 
@@ -157,6 +176,9 @@ class Connection:
                 self._ws.receive_data(data)
                 for event in self._ws.events():
                     if isinstance(event, Request):
+                        if not self._origin_allowed(event):
+                            await self._write_through(self._ws.send(RejectConnection(status_code=403)))
+                            return False
                         await self._write_through(self._ws.send(AcceptConnection()))
                         self._drop_handshake()
                         return True
@@ -165,6 +187,18 @@ class Connection:
                 with trio.move_on_after(1):
                     await self._write_through(self._ws.send(hint))
                 return False
+
+    def _origin_allowed(self, request: Request) -> bool:
+        """Browsers send Origin; with allowed_origins set, other origins are refused (403).
+
+        Clients that send no Origin (not browsers) are not subject to it: the check protects
+        users' browsers from other sites, not the server from programs.
+        """
+        allowed = self.server.config.allowed_origins
+        if not allowed:
+            return True
+        origins = [v for k, v in request.extra_headers if k.lower() == b"origin"]
+        return all(o.decode("latin-1") in allowed for o in origins)
 
     def _drop_handshake(self) -> None:
         """Keep only the frame-level connection; feed it the bytes that followed the request.
@@ -183,8 +217,11 @@ class Connection:
 
     async def _receive(self) -> bytes:
         try:
-            data = await self.sock.recv(RECEIVE_SIZE)
-        except (OSError, trio.ClosedResourceError):
+            if self.tls is not None:
+                data = await self.tls.receive_some(RECEIVE_SIZE)
+            else:
+                data = await self.sock.recv(RECEIVE_SIZE)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
         self.last_seen = trio.current_time()
         self.pinged = False
@@ -267,7 +304,12 @@ class Connection:
     # -- writing ------------------------------------------------------------------------------
 
     def write_now(self, data: bytes | memoryview) -> int:
-        """One non-blocking write; returns bytes written, -1 if the peer is gone."""
+        """One non-blocking write; returns bytes written, -1 if the peer is gone.
+
+        A TLS connection cannot write without awaiting: 0, so its drain task does it.
+        """
+        if self.tls is not None:
+            return 0
         try:
             return os.write(self.fd, data)
         except BlockingIOError:
@@ -309,6 +351,9 @@ class Connection:
             items = outbox.items
             k = len(items)
             data = items[0] if k == 1 else b"".join(items)
+            if self.tls is not None:
+                await self._send_tls(items, k, data)
+                continue
             n = self.write_now(data)
             if n < 0:
                 outbox.closed = True
@@ -322,3 +367,19 @@ class Connection:
                 items[:k] = [rest]
                 self.counted, self.queued = 1, len(rest)
                 await trio.lowlevel.wait_writable(self.fd)
+
+    async def _send_tls(self, items: list[bytes | memoryview], k: int, data: bytes | memoryview) -> None:
+        del items[:k]
+        self.counted, self.queued = 0, 0
+        try:
+            await self.tls.send_all(data)  # type: ignore[union-attr]
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.outbox.closed = True
+            self.request_close(CloseCode.NORMAL, "peer is gone")
+
+
+def _peer_ip(sock: trio.socket.SocketType) -> str:
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return "?"

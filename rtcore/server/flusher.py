@@ -38,7 +38,8 @@ class Flusher:
 
     def __init__(self, pending: Pending, budget: int, window: float = 0.002) -> None:
         self._pending = pending
-        self._budget = budget
+        self.budget = budget
+        """Outbound bytes a connection may have queued (limits.outbound_buffer_bytes)."""
         self._window = window
         self._wake = trio.Event()
         self._last_pass = -1e9
@@ -102,7 +103,7 @@ class Flusher:
         rest = memoryview(data)[n:]
         items[:k] = [rest]
         conn.counted, conn.queued = 1, len(rest)
-        if conn.queued > self._budget:
+        if conn.queued > self.budget:
             self._slow(conn)
         else:
             conn.start_drain()
@@ -112,7 +113,7 @@ class Flusher:
         if len(items) > conn.counted:
             conn.queued += sum(map(len, _tail(items, conn.counted)))
             conn.counted = len(items)
-            if conn.queued > self._budget:
+            if conn.queued > self.budget:
                 self._slow(conn)
 
     def _slow(self, conn: Connection) -> None:
@@ -120,7 +121,7 @@ class Flusher:
         log.info("connection %s (%s) is a slow consumer: closing", conn.id, conn.remote)
         conn.request_close(
             CloseCode.SLOW_CONSUMER,
-            f"outbound buffer exceeded {self._budget} bytes",
+            f"outbound buffer exceeded {self.budget} bytes",
             discard_pending=True,
         )
 

@@ -15,15 +15,19 @@ Embedding::
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from rtcore.admission import Admission
 from rtcore.app import App, Delivery, MessageIds
-from rtcore.config import Config
+from rtcore.config import Config, load
 from rtcore.outbox import Pending
 from rtcore.protocol import CloseCode, RtcoreError, wsframe
 from rtcore.server.connection import Connection
@@ -51,9 +55,11 @@ class Server:
         self.pending = Pending()
         ids = MessageIds(self.node)
         self.apps: dict[str, App] = {
-            a.name: App(a.name, self.pending, ids) for a in self.config.apps
+            a.name: App(a, self.pending, ids) for a in self.config.apps
         }
         self.flusher = Flusher(self.pending, self.config.limits.outbound_buffer_bytes, flush_window)
+        self.admission = Admission(self.config.limits)
+        self._ids = ids
         self.connections: dict[str, Connection] = {}
         self._stop = trio.Event()
         self._idle = trio.Event()
@@ -64,8 +70,14 @@ class Server:
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen and serve until :meth:`shutdown`; reports the bound addresses when ready."""
-        listeners = await trio.open_tcp_listeners(self.config.port, host=self.config.host)
+        listeners: list[Any] = []
+        for host in self.config.hosts():
+            listeners += await trio.open_tcp_listeners(self.config.port, host=host)
         self.addresses = [_address(lst) for lst in listeners]
+        tls = self._tls_context()
+        if tls is not None:
+            listeners = [trio.SSLListener(lst, tls, https_compatible=True) for lst in listeners]
+        self._warn_if_exposed()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self._heartbeat)
@@ -76,7 +88,11 @@ class Server:
                     with accept_scope:
                         while True:  # SocketListener.accept retries on EMFILE and the like
                             stream = await listener.accept()
-                            conn_nursery.start_soon(self._handle, stream.socket)
+                            if isinstance(stream, trio.SSLStream):
+                                sock = stream.transport_stream.socket  # type: ignore[attr-defined]
+                                conn_nursery.start_soon(self._handle, sock, stream)
+                            else:
+                                conn_nursery.start_soon(self._handle, stream.socket, None)
 
                 for listener in listeners:
                     nursery.start_soon(accept, listener)
@@ -103,14 +119,14 @@ class Server:
         if self.connections:
             log.warning("%d connections did not close within the grace period", len(self.connections))
 
-    async def _handle(self, sock: trio.socket.SocketType) -> None:
+    async def _handle(self, sock: trio.socket.SocketType, tls: trio.SSLStream[Any] | None) -> None:
         if self._stop.is_set():
             sock.close()
             return
         conn_id = secrets.token_urlsafe(9)
         while conn_id in self.connections:  # pragma: no cover - 72 random bits
             conn_id = secrets.token_urlsafe(9)
-        conn = Connection(self, sock, conn_id)
+        conn = Connection(self, sock, conn_id, tls)
         self.connections[conn_id] = conn
         self._idle = trio.Event()
         await conn.run()
@@ -127,8 +143,16 @@ class Server:
         while True:
             await trio.sleep(interval / 2)
             now = trio.current_time()
+            wall = time.time()
+            for app in self.apps.values():
+                app.limiter.sweep(wall)
+            self.admission.sweep(wall)
             for conn in list(self.connections.values()):
                 if not conn.established:
+                    continue
+                close = conn.session.revalidate(wall)  # e.g. an API key that just expired
+                if close is not None:
+                    conn.request_close(close.code, close.reason)
                     continue
                 silent = now - conn.last_seen
                 if silent >= 2 * interval:
@@ -137,6 +161,65 @@ class Server:
                     conn.pinged = True
                     self.pending.push(conn.outbox, ping)
             self.flusher.poke()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None or self.config.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
+
+    def _warn_if_exposed(self) -> None:
+        exposed = [h for h, _ in self.addresses if not _is_loopback(h)]
+        open_apps = [a.name for a in self.config.apps if not a.api_key_required]
+        if exposed and open_apps:
+            log.warning(
+                "SECURITY: serving on %s beyond this machine, and app(s) %s require no API key: "
+                "anyone who can reach this port can connect. Configure api_keys, or listen on "
+                "127.0.0.1.", ", ".join(exposed), ", ".join(open_apps),
+            )
+
+    # -- reload -------------------------------------------------------------------------------
+
+    def reload(self, config: Config) -> None:
+        """Apply new settings without a restart.
+
+        Apps, API keys, sessions, permissions, rate limits and per-IP limits take effect at once,
+        for new and existing connections: a connection its new settings refuse (revoked key,
+        disabled or removed app, a session now required) is closed with the matching code.
+        The outbound budget applies at once; the other connection limits (message size,
+        timeouts, channels) to new connections; listen addresses and TLS need a restart.
+        """
+        if (config.hosts(), config.port, config.tls_cert, config.tls_key) != (
+            self.config.hosts(), self.config.port, self.config.tls_cert, self.config.tls_key
+        ):
+            log.warning("reload: listen addresses and TLS changes take effect on restart")
+        names = {a.name for a in config.apps}
+        for name in [n for n in self.apps if n not in names]:
+            del self.apps[name]
+        for settings in config.apps:
+            if settings.name in self.apps:
+                self.apps[settings.name].apply(settings)
+            else:
+                self.apps[settings.name] = App(settings, self.pending, self._ids)
+        self.config = config
+        self.admission.apply(config.limits)
+        self.flusher.budget = config.limits.outbound_buffer_bytes
+        now = time.time()
+        closed = 0
+        for conn in list(self.connections.values()):
+            close = conn.session.revalidate(now) if conn.established else None
+            if close is not None:
+                conn.request_close(close.code, close.reason)
+                closed += 1
+        self.flusher.poke()
+        log.info("reloaded: %d apps; %d connections closed by the new settings",
+                 len(self.apps), closed)
+
+    def reload_file(self, path: str | Path) -> None:
+        """Load, validate and apply a config file; a bad file raises ConfigError and changes
+        nothing."""
+        self.reload(load(path))
 
     # -- in-process API for the host application --------------------------------------------
 
@@ -180,3 +263,10 @@ class Server:
 def _address(listener: trio.SocketListener) -> tuple[str, int]:
     host, port = listener.socket.getsockname()[:2]
     return str(host), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -15,13 +15,18 @@ StartServer = Callable[..., Awaitable[Server]]
 
 @pytest.fixture
 async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
-    """Start servers on 127.0.0.1, port 0: ``await start_server(apps=..., **limits)``."""
+    """Start servers on 127.0.0.1, port 0:
+    ``await start_server(apps=("a", AppConfig(...)), config={...Config fields}, **limits)``."""
     servers: list[Server] = []
 
-    async def start(apps: tuple[str, ...] = ("default",), port: int = 0, **limits: Any) -> Server:
-        config = Config(host="127.0.0.1", port=port, limits=attrs.evolve(Limits(), **limits),
-                        apps=tuple(AppConfig(a) for a in apps), default_app=apps[0])
-        server = Server(config)
+    async def start(
+        apps: tuple[str | AppConfig, ...] = ("default",), port: int = 0,
+        config: dict[str, Any] | None = None, **limits: Any,
+    ) -> Server:
+        settings = tuple(AppConfig(a) if isinstance(a, str) else a for a in apps)
+        conf = Config(host="127.0.0.1", port=port, limits=attrs.evolve(Limits(), **limits),
+                      apps=settings, default_app=settings[0].name, **(config or {}))
+        server = Server(conf)
         await nursery.start(server.serve)
         servers.append(server)
         return server

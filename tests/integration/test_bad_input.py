@@ -210,3 +210,21 @@ async def test_a_hello_sent_in_the_same_write_as_the_upgrade_is_not_lost(server:
             assert chunk, data
             data += chunk
         await stream.aclose()
+
+
+async def test_a_server_bug_closes_only_that_connection_with_1011(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtcore import session
+
+    def broken_join(self: object, frame: object, now: float) -> None:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(session._HANDLERS, f.Join, broken_join)
+    with trio.fail_after(10):
+        async with open_client(url(server)) as bystander:
+            raw = await RawClient.connect(server.addresses[0])
+            await raw.hello()
+            await raw.send(t="join", id=1, ch="room")
+            assert (await raw.closed()).code == CloseCode.INTERNAL_ERROR
+            assert (await bystander.broadcast("still-here"))["recipients"] == 1

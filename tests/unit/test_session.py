@@ -21,17 +21,18 @@ NOW = 1_700_000_000.0
 class World:
     """A server's core without a server: apps, pending record, sessions."""
 
-    def __init__(self, limits: Limits | None = None, apps: tuple[str, ...] = ("default",)) -> None:
-        self.config = Config(limits=limits or Limits(), apps=tuple(AppConfig(a) for a in apps),
-                             default_app=apps[0])
+    def __init__(self, limits: Limits | None = None, apps: tuple[str | AppConfig, ...] = ("default",)) -> None:
+        settings = tuple(AppConfig(a) if isinstance(a, str) else a for a in apps)
+        self.config = Config(limits=limits or Limits(), apps=settings,
+                             default_app=settings[0].name)
         self.pending = Pending()
         ids = MessageIds("n1")
-        self.apps = {a: App(a, self.pending, ids) for a in apps}
+        self.apps = {a.name: App(a, self.pending, ids) for a in self.config.apps}
         self.count = 0
 
-    def session(self, hello: dict[str, Any] | None = None) -> Session:
+    def session(self, hello: dict[str, Any] | None = None, remote: str = "10.0.0.1") -> Session:
         self.count += 1
-        s = Session(f"c{self.count}", self.apps, self.config, self.pending)
+        s = Session(f"c{self.count}", self.apps, self.config, self.pending, remote=remote)
         assert s.receive(msgpack.packb({"t": "hello", "v": 1, **(hello or {})}), NOW) is None
         assert isinstance(take(s)[0], f.Welcome)
         return s

@@ -1,0 +1,137 @@
+"""Credentials: API keys and session tokens, checked against an app's settings (sans-IO).
+
+API keys are compared in constant time against every configured key (so timing reveals
+neither whether nor which key matched). Session tokens are JWTs verified with PyJWT; time
+claims (``exp``, ``nbf``) are checked here against the ``now`` passed in, with the app's leeway,
+so that expired can be told apart from invalid and no clock is read.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import attrs
+import jwt
+
+from rtcore.protocol import CloseCode
+
+
+@attrs.frozen
+class ApiKey:
+    """One client API key of an app; several may be valid at once, for rotation."""
+
+    key: str = attrs.field(repr=False)
+    expires: float | None = None
+    """Unix time after which the key is refused (4012); None: never."""
+    name: str = ""
+    """A label for logs (the key itself is never logged)."""
+
+
+@attrs.frozen
+class SessionSettings:
+    """How an app's session tokens are verified."""
+
+    algorithms: tuple[str, ...] = ("HS256",)
+    key: str | None = attrs.field(default=None, repr=False)
+    """The HMAC secret (HS*) or the PEM public key (RS*, ES*)."""
+    leeway: float = 30.0
+    """Seconds of clock skew tolerated on ``exp`` and ``nbf``."""
+    issuer: str | None = None
+    audience: str | None = None
+    session_claim: str = "sid"
+    """The claim naming the session (for user events and revocation)."""
+
+
+@attrs.frozen
+class Principal:
+    """Who a connection is, from a verified session token."""
+
+    user: str
+    session: str | None
+    expires: float | None
+
+
+class CredentialError(Exception):
+    """A credential was refused; ``code`` is the close code (protocol.md §7)."""
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_api_key(keys: tuple[ApiKey, ...], presented: str | None, now: float) -> ApiKey:
+    """The matching key, or CredentialError: missing (4010), unknown (4011), expired (4012)."""
+    if not presented:
+        raise CredentialError(CloseCode.API_KEY_MISSING, "this app requires an API key")
+    match: ApiKey | None = None
+    given = presented.encode()
+    for candidate in keys:  # no early exit: the time taken does not depend on the match
+        if hmac.compare_digest(candidate.key.encode(), given):
+            match = candidate
+    if match is None:
+        raise CredentialError(CloseCode.API_KEY_INVALID, "unknown API key")
+    if match.expires is not None and now >= match.expires:
+        raise CredentialError(CloseCode.API_KEY_EXPIRED, "the API key has expired")
+    return match
+
+
+def verify_session(settings: SessionSettings, token: str, now: float) -> Principal:
+    """Verify a session token; CredentialError: invalid (4014) or expired (4015)."""
+    if settings.key is None:
+        raise CredentialError(CloseCode.SESSION_INVALID, "this app accepts no session tokens")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            settings.key,
+            algorithms=list(settings.algorithms),
+            audience=settings.audience,
+            issuer=settings.issuer,
+            options={
+                "verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                "verify_aud": settings.audience is not None,
+                "require": ["sub"],
+            },
+        )
+    except jwt.PyJWTError as exc:
+        raise CredentialError(CloseCode.SESSION_INVALID, f"invalid session token: {exc}") from exc
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise CredentialError(CloseCode.SESSION_INVALID, "the token's 'sub' must be a user id")
+    exp = _number(claims.get("exp"), "exp")
+    nbf = _number(claims.get("nbf"), "nbf")
+    if exp is not None and now > exp + settings.leeway:
+        raise CredentialError(CloseCode.SESSION_EXPIRED, "the session token has expired")
+    if nbf is not None and now < nbf - settings.leeway:
+        raise CredentialError(CloseCode.SESSION_INVALID, "the session token is not valid yet")
+    session = claims.get(settings.session_claim)
+    return Principal(sub, session if isinstance(session, str) else None, exp)
+
+
+def _number(value: Any, claim: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CredentialError(CloseCode.SESSION_INVALID, f"the token's '{claim}' must be a number")
+    return float(value)
+
+
+def mint_token(
+    settings: SessionSettings, user: str, now: float, ttl: float, *, private_key: str | None = None,
+    session: str | None = None,
+) -> str:
+    """A session token for development (``rtcore token``): HS* with the app's secret, or
+    RS*/ES* with ``private_key``."""
+    claims: dict[str, Any] = {"sub": user, "iat": int(now), "exp": int(now + ttl)}
+    if session:
+        claims[settings.session_claim] = session
+    if settings.issuer:
+        claims["iss"] = settings.issuer
+    if settings.audience:
+        claims["aud"] = settings.audience
+    algorithm = settings.algorithms[0]
+    key = private_key if not algorithm.startswith("HS") else settings.key
+    if key is None:
+        raise ValueError(f"{algorithm} tokens need a private key")
+    return jwt.encode(claims, key, algorithm=algorithm)

@@ -1,0 +1,130 @@
+"""Token-bucket rate limiters, chained (sans-IO: ``now`` is passed in).
+
+Theory of operation: a :class:`Rule` describes one bucket per key: capacity ``burst`` tokens,
+refilled continuously at ``rate / per_seconds`` tokens a second. A :class:`Chain` holds an app's
+ordered rules and the buckets of every key. An operation is admitted only if **every** bucket it
+is subject to holds a token; then (and only then) one token is taken from each -- a refused
+operation charges nobody. The refusal names the first refusing rule in order, and says when
+the whole chain would admit again.
+
+Buckets are created on first use and are indistinguishable from absent once full again, so
+:meth:`Chain.sweep` drops full ones: memory is bounded by the keys active within a refill
+period. Every rule has its own buckets, so two limiters never share a counter.
+
+Invariant (property-tested): over any interval of length T, a key is admitted at most
+``burst + rate * T / per_seconds`` operations by each of its rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+OPERATIONS = frozenset({"join", "members", "profile", "send", "broadcast"})
+"""The operations rate limiters apply to (leave never is: a client may always shed load)."""
+
+
+@attrs.frozen
+class Rule:
+    """One limiter of a chain (the ``[[apps.rate_limits]]`` config table)."""
+
+    name: str
+    rate: float
+    """Tokens added per ``per_seconds``."""
+    per_seconds: float
+    burst: float | None = None
+    """Bucket capacity; defaults to ``rate``."""
+    error_message: str = "rate limit exceeded"
+    scope: str = "client"
+    """``client``: one bucket per signed-in user, else per remote IP (more connections do not
+    buy more capacity); ``connection``: one bucket per connection."""
+    operations: frozenset[str] = OPERATIONS
+
+    @property
+    def capacity(self) -> float:
+        return self.rate if self.burst is None else self.burst
+
+    @property
+    def refill_per_second(self) -> float:
+        return self.rate / self.per_seconds
+
+
+@attrs.frozen
+class Refusal:
+    """Why an operation was refused, and when it would be admitted."""
+
+    rule: str
+    message: str
+    retry_after: float
+    """Seconds until every bucket of the chain would admit the operation."""
+
+
+class _Bucket:
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class Chain:
+    """An app's ordered limiters and their buckets."""
+
+    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        self.rules = tuple(rules)
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def __len__(self) -> int:
+        """Buckets held (for tests and stats)."""
+        return len(self._buckets)
+
+    def check(self, operation: str, client_key: str, conn_key: str, now: float) -> Refusal | None:
+        """Admit (taking a token from each bucket) or refuse (taking none)."""
+        buckets: list[_Bucket] = []
+        refusal: Refusal | None = None
+        wait = 0.0
+        for rule in self.rules:
+            if operation not in rule.operations:
+                continue
+            key = (rule.name, client_key if rule.scope == "client" else conn_key)
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = _Bucket(rule.capacity, now)
+            else:
+                elapsed = max(0.0, now - bucket.stamp)
+                bucket.tokens = min(rule.capacity, bucket.tokens + elapsed * rule.refill_per_second)
+                bucket.stamp = max(bucket.stamp, now)
+            if bucket.tokens < 1.0:
+                wait = max(wait, (1.0 - bucket.tokens) / rule.refill_per_second)
+                if refusal is None:
+                    refusal = Refusal(rule.name, rule.error_message, 0.0)
+            buckets.append(bucket)
+        if refusal is not None:
+            return attrs.evolve(refusal, retry_after=wait)
+        for bucket in buckets:
+            bucket.tokens -= 1.0
+        return None
+
+    def sweep(self, now: float) -> int:
+        """Drop buckets that have refilled completely; returns how many were dropped."""
+        rules = {r.name: r for r in self.rules}
+        full = [
+            key for key, b in self._buckets.items()
+            if key[0] not in rules
+            or b.tokens + max(0.0, now - b.stamp) * rules[key[0]].refill_per_second
+            >= rules[key[0]].capacity
+        ]
+        for key in full:
+            del self._buckets[key]
+        return len(full)
+
+    def replace_rules(self, rules: Iterable[Rule]) -> None:
+        """New rules (a config reload): buckets of rules that changed or went away are dropped."""
+        new = tuple(rules)
+        kept = {r.name for r in new} & {r.name for r in self.rules if r in new}
+        self._buckets = {k: b for k, b in self._buckets.items() if k[0] in kept}
+        self.rules = new
