@@ -13,7 +13,6 @@ import math
 import multiprocessing as mp
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +37,9 @@ class ServerProc:
         self.kind = kind
         extra = SERVER_ARGS if kind == "rtcore" else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", kind, *extra], stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "bench.servers", kind, *extra],
+            stdout=subprocess.PIPE,
+            text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
         assert self.proc.stdout is not None
@@ -118,8 +119,12 @@ class CSubscriber:
         first = wire.request(t="hello", v=1, echo=False)
         if channel:
             first += wire.request(t="join", id=1, ch=channel)
-        self.proc = subprocess.Popen([CSUB, address[0], str(address[1]), str(n), first.hex()],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [CSUB, address[0], str(address[1]), str(n), first.hex()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.pending: str | None = "ready"
 
     def call(self, cmd: str, **args: Any) -> None:
@@ -143,8 +148,14 @@ class CSubscriber:
             return int(line[1])
         total, first, last, closed, minpeer, nsamples = line[1:]
         latencies = [float(self.proc.stdout.readline()) for _ in range(int(nsamples))]
-        return {"total": int(total), "first": float(first), "last": float(last),
-                "closed": int(closed), "min_per_peer": int(minpeer), "latencies": latencies}
+        return {
+            "total": int(total),
+            "first": float(first),
+            "last": float(last),
+            "closed": int(closed),
+            "min_per_peer": int(minpeer),
+            "latencies": latencies,
+        }
 
     def stop(self) -> None:
         try:
@@ -171,8 +182,9 @@ def split(n: int, procs: int) -> list[int]:
 
 
 @contextmanager
-def fleet(kind: str, subscribers: int, procs: int, channel: str | None,
-          publisher: str | None = None) -> Iterator[tuple[ServerProc, list[LoadProc], LoadProc | None]]:
+def fleet(
+    kind: str, subscribers: int, procs: int, channel: str | None, publisher: str | None = None
+) -> Iterator[tuple[ServerProc, list[LoadProc], LoadProc | None]]:
     """A server, subscriber processes (ready and quiet), and optionally a publisher/churner."""
     server = ServerProc(kind)
     subs: list[LoadProc] = []
@@ -221,38 +233,56 @@ def run_burst(kind: str, n: int, messages: int, size: int, procs: int) -> dict[s
         expected = n * messages
         timeout = expected / 20_000 + 30
         cpu0 = server.cpu_seconds()
-        for s, share in zip(subs, split(n, procs)):
+        for s, share in zip(subs, split(n, procs), strict=True):
             s.call("count", expected=share * messages, timeout=timeout)
         pub.call("burst", messages=messages, pad=pad_for(size), timeout=timeout)
         started = pub.result(timeout + 30)["start"]
         got = gather(subs, timeout)
         seconds = got["last"] - started
         return {
-            "server": kind, "N": n, "M": messages, "size": size,
-            "deliveries": got["total"], "expected": expected, "seconds": seconds,
-            "rate": got["total"] / seconds, "cpu": (server.cpu_seconds() - cpu0) / seconds,
+            "server": kind,
+            "N": n,
+            "M": messages,
+            "size": size,
+            "deliveries": got["total"],
+            "expected": expected,
+            "seconds": seconds,
+            "rate": got["total"] / seconds,
+            "cpu": (server.cpu_seconds() - cpu0) / seconds,
             "rss_mb": server.rss_bytes() / 2**20,
         }
 
 
-def run_steady(kind: str, n: int, rate: float, seconds: float, size: int, procs: int) -> dict[str, Any]:
+def run_steady(
+    kind: str, n: int, rate: float, seconds: float, size: int, procs: int
+) -> dict[str, Any]:
     with fleet(kind, n, procs, "bench", publisher="publisher") as (server, subs, pub):
         assert pub is not None
         expected = int(rate * seconds) * n
         cpu0 = server.cpu_seconds()
-        for s, share in zip(subs, split(n, procs)):
-            s.call("count", expected=share * int(rate * seconds), timeout=seconds + 15,
-                   sample_every=7)
+        for s, share in zip(subs, split(n, procs), strict=True):
+            s.call(
+                "count", expected=share * int(rate * seconds), timeout=seconds + 15, sample_every=7
+            )
         pub.call("steady", rate=rate, seconds=seconds, pad=pad_for(size))
         sent = pub.result(seconds + 60)
         got = gather(subs, seconds + 15)
         elapsed = got["last"] - sent["start"]
         lat = sorted(got["latencies"])
         return {
-            "server": kind, "N": n, "rate_in": rate, "size": size, "expected": expected,
-            "deliveries": got["total"], "rate": got["total"] / elapsed,
-            "p50": pct(lat, 50), "p99": pct(lat, 99), "p999": pct(lat, 99.9), "samples": len(lat),
-            "cpu": (server.cpu_seconds() - cpu0) / elapsed, "rss_mb": server.rss_bytes() / 2**20,
+            "server": kind,
+            "N": n,
+            "rate_in": rate,
+            "size": size,
+            "expected": expected,
+            "deliveries": got["total"],
+            "rate": got["total"] / elapsed,
+            "p50": pct(lat, 50),
+            "p99": pct(lat, 99),
+            "p999": pct(lat, 99.9),
+            "samples": len(lat),
+            "cpu": (server.cpu_seconds() - cpu0) / elapsed,
+            "rss_mb": server.rss_bytes() / 2**20,
         }
 
 
@@ -279,8 +309,15 @@ def run_connect(kind: str, n: int, procs: int) -> dict[str, Any]:
         time.sleep(1.0)
         rss1 = server.rss_bytes()
         warm.stop()
-        return {"server": kind, "N": n, "seconds": elapsed, "setup": setup, "rate": n / elapsed,
-                "rss_per_conn": (rss1 - rss0) / n, "rss_mb": rss1 / 2**20}
+        return {
+            "server": kind,
+            "N": n,
+            "seconds": elapsed,
+            "setup": setup,
+            "rate": n / elapsed,
+            "rss_per_conn": (rss1 - rss0) / n,
+            "rss_mb": rss1 / 2**20,
+        }
     finally:
         for s in subs:
             s.stop()
@@ -293,27 +330,39 @@ def run_churn(kind: str, n: int, pairs: int, procs: int) -> dict[str, Any]:
         expected = 2 * pairs * n
         timeout = expected / 20_000 + 30
         cpu0 = server.cpu_seconds()
-        for s, share in zip(subs, split(n, procs)):
+        for s, share in zip(subs, split(n, procs), strict=True):
             s.call("count", expected=2 * pairs * share, timeout=timeout)
         pub.call("churn", channel="churn", pairs=pairs, timeout=timeout)
         started = pub.result(timeout + 30)["start"]
         got = gather(subs, timeout)
         seconds = got["last"] - started
-        return {"server": kind, "N": n, "pairs": pairs, "expected": expected,
-                "deliveries": got["total"], "seconds": seconds, "joins": pairs / seconds,
-                "rate": got["total"] / seconds, "cpu": (server.cpu_seconds() - cpu0) / seconds}
+        return {
+            "server": kind,
+            "N": n,
+            "pairs": pairs,
+            "expected": expected,
+            "deliveries": got["total"],
+            "seconds": seconds,
+            "joins": pairs / seconds,
+            "rate": got["total"] / seconds,
+            "cpu": (server.cpu_seconds() - cpu0) / seconds,
+        }
 
 
 # -- output -----------------------------------------------------------------------------------
 
 
-def table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]], baseline: str = "naive") -> str:
+def table(
+    rows: list[dict[str, Any]], cols: list[tuple[str, str, str]], baseline: str = "naive"
+) -> str:
     base = next((r for r in rows if r["server"] == baseline), None)
     head = [c[1] for c in cols] + ([f"vs {baseline}"] if base else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [format(r[key], fmt) if isinstance(r[key], (int, float)) else str(r[key])
-                 for key, _, fmt in cols]
+        cells = [
+            format(r[key], fmt) if isinstance(r[key], (int, float)) else str(r[key])
+            for key, _, fmt in cols
+        ]
         if base:
             cells.append(f"{r['rate'] / base['rate']:.1f}x")
         lines.append("| " + " | ".join(cells) + " |")
@@ -321,8 +370,10 @@ def table(rows: list[dict[str, Any]], cols: list[tuple[str, str, str]], baseline
 
 
 def machine() -> str:
-    return (f"{platform.python_implementation()} {platform.python_version()}, "
-            f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}")
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}"
+    )
 
 
 def median_run(runs: int, fn: Any, *args: Any) -> dict[str, Any]:
@@ -338,30 +389,47 @@ def median_run(runs: int, fn: Any, *args: Any) -> dict[str, Any]:
 def check_complete(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if r.get("deliveries") != r.get("expected"):
-            print(f"WARNING: {r['server']} delivered {r['deliveries']:,} of {r['expected']:,}",
-                  file=sys.stderr)
+            print(
+                f"WARNING: {r['server']} delivered {r['deliveries']:,} of {r['expected']:,}",
+                file=sys.stderr,
+            )
 
 
 # -- CLI --------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="rtcore,naive,raw",
-                        help="servers to run, comma-separated (rtcore, naive, raw)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--servers",
+        default="rtcore,naive,raw",
+        help="servers to run, comma-separated (rtcore, naive, raw)",
+    )
     parser.add_argument("--procs", type=int, default=1, help="subscriber load processes")
     parser.add_argument("--runs", type=int, default=1, help="runs per server; the median is shown")
-    parser.add_argument("--flush-window", type=float, default=0.002,
-                        help="rtcore's flush batching window, seconds")
-    parser.add_argument("--load", choices=["c", "python"], default="c",
-                        help="subscriber load generator: C (bench/csub.c, built with cc) or Python")
+    parser.add_argument(
+        "--flush-window", type=float, default=0.002, help="rtcore's flush batching window, seconds"
+    )
+    parser.add_argument(
+        "--load",
+        choices=["c", "python"],
+        default="c",
+        help="subscriber load generator: C (bench/csub.c, built with cc) or Python",
+    )
     sub = parser.add_subparsers(dest="scenario", required=True)
     b = sub.add_parser("burst", help="N subscribers, a burst of M messages")
     b.add_argument("-n", "--subscribers", type=int, default=1000)
     b.add_argument("-m", "--messages", type=int, default=2000)
-    b.add_argument("--baseline-messages", type=int, default=200,
-                   help="messages for the naive baseline (it is ~50x slower; rates compare)")
+    b.add_argument(
+        "--baseline-messages",
+        type=int,
+        default=200,
+        help="messages for the naive baseline (it is ~50x slower; rates compare)",
+    )
     b.add_argument("--size", type=int, default=110, help="delivered frame size, bytes")
     s = sub.add_parser("steady", help="a steady publish rate; latency percentiles")
     s.add_argument("-n", "--subscribers", type=int, default=1000)
@@ -380,17 +448,24 @@ def main(argv: list[str] | None = None) -> int:
     servers = args.servers.split(",")
     LOAD["c"] = args.load == "c" and build_csub()
     SERVER_ARGS[:] = ["--flush-window", str(args.flush_window)]
-    print(f"machine: {machine()}; load: {'C' if LOAD['c'] else 'Python'} subscribers, "
-          f"{args.procs} process(es)\n")
+    print(
+        f"machine: {machine()}; load: {'C' if LOAD['c'] else 'Python'} subscribers, "
+        f"{args.procs} process(es)\n"
+    )
     if args.scenario in ("all", "smoke"):
         tiny = args.scenario == "smoke"
-        burst(servers, args, 20 if tiny else 1000, 50 if tiny else 2000, 110,
-              20 if tiny else 200)
-        steady(servers, args, 20 if tiny else 1000, 50.0 if tiny else 200.0,
-               1.0 if tiny else 10.0, 110)
+        burst(servers, args, 20 if tiny else 1000, 50 if tiny else 2000, 110, 20 if tiny else 200)
+        steady(
+            servers, args, 20 if tiny else 1000, 50.0 if tiny else 200.0, 1.0 if tiny else 10.0, 110
+        )
         connect([s for s in servers if s != "raw"], args, [50] if tiny else [1000, 5000, 10000])
-        churn([s for s in servers if s != "raw"], args, 20 if tiny else 1000,
-              20 if tiny else 1000, 10 if tiny else 100)
+        churn(
+            [s for s in servers if s != "raw"],
+            args,
+            20 if tiny else 1000,
+            20 if tiny else 1000,
+            10 if tiny else 100,
+        )
     elif args.scenario == "burst":
         burst(servers, args, args.subscribers, args.messages, args.size, args.baseline_messages)
     elif args.scenario == "steady":
@@ -398,31 +473,60 @@ def main(argv: list[str] | None = None) -> int:
     elif args.scenario == "connect":
         connect([s for s in servers if s != "raw"], args, [int(x) for x in args.counts.split(",")])
     elif args.scenario == "churn":
-        churn([s for s in servers if s != "raw"], args, args.members, args.pairs, args.baseline_pairs)
+        churn(
+            [s for s in servers if s != "raw"], args, args.members, args.pairs, args.baseline_pairs
+        )
     return 0
 
 
 def burst(servers: list[str], args: Any, n: int, m: int, size: int, m_base: int) -> None:
-    rows = [median_run(args.runs, run_burst, k, n, m_base if k == "naive" else m, size, args.procs)
-            for k in servers]
+    rows = [
+        median_run(args.runs, run_burst, k, n, m_base if k == "naive" else m, size, args.procs)
+        for k in servers
+    ]
     check_complete(rows)
     print(f"## burst: {n} subscribers in one channel, ~{size}-byte messages\n")
-    print(table(rows, [("server", "server", ""), ("M", "messages", "d"),
-                       ("deliveries", "deliveries", ",d"), ("seconds", "s", ".3f"),
-                       ("rate", "deliveries/s", ",.0f"), ("cpu", "server CPU", ".0%"),
-                       ("rss_mb", "server RSS MB", ".0f")]))
+    print(
+        table(
+            rows,
+            [
+                ("server", "server", ""),
+                ("M", "messages", "d"),
+                ("deliveries", "deliveries", ",d"),
+                ("seconds", "s", ".3f"),
+                ("rate", "deliveries/s", ",.0f"),
+                ("cpu", "server CPU", ".0%"),
+                ("rss_mb", "server RSS MB", ".0f"),
+            ],
+        )
+    )
     _runs_note(rows)
 
 
 def steady(servers: list[str], args: Any, n: int, rate: float, seconds: float, size: int) -> None:
-    rows = [median_run(args.runs, run_steady, k, n, rate, seconds, size, args.procs) for k in servers]
+    rows = [
+        median_run(args.runs, run_steady, k, n, rate, seconds, size, args.procs) for k in servers
+    ]
     check_complete(rows)
-    print(f"\n## steady: {n} subscribers, {rate:g} msgs/s for {seconds:g} s "
-          f"(offered {n * rate:,.0f} deliveries/s), ~{size}-byte messages\n")
-    print(table(rows, [("server", "server", ""), ("deliveries", "deliveries", ",d"),
-                       ("rate", "deliveries/s", ",.0f"), ("p50", "p50 ms", ".2f"),
-                       ("p99", "p99 ms", ".2f"), ("p999", "p99.9 ms", ".2f"),
-                       ("samples", "samples", "d"), ("cpu", "server CPU", ".0%")]))
+    print(
+        f"\n## steady: {n} subscribers, {rate:g} msgs/s for {seconds:g} s "
+        f"(offered {n * rate:,.0f} deliveries/s), ~{size}-byte messages\n"
+    )
+    print(
+        table(
+            rows,
+            [
+                ("server", "server", ""),
+                ("deliveries", "deliveries", ",d"),
+                ("rate", "deliveries/s", ",.0f"),
+                ("p50", "p50 ms", ".2f"),
+                ("p99", "p99 ms", ".2f"),
+                ("p999", "p99.9 ms", ".2f"),
+                ("samples", "samples", "d"),
+                ("cpu", "server CPU", ".0%"),
+            ],
+        )
+    )
     _runs_note(rows)
 
 
@@ -432,19 +536,40 @@ def connect(servers: list[str], args: Any, counts: list[int]) -> None:
         procs = max(args.procs, math.ceil(n / 5000))
         rows += [run_connect(k, n, procs) for k in servers]
     print("\n## connect: connections opened (upgrade + hello), RSS per idle connection\n")
-    print(table(rows, [("server", "server", ""), ("N", "connections", ",d"),
-                       ("rate", "connections/s", ",.0f"), ("rss_per_conn", "RSS/conn bytes", ",.0f"),
-                       ("rss_mb", "server RSS MB", ".0f")], baseline=""))
+    print(
+        table(
+            rows,
+            [
+                ("server", "server", ""),
+                ("N", "connections", ",d"),
+                ("rate", "connections/s", ",.0f"),
+                ("rss_per_conn", "RSS/conn bytes", ",.0f"),
+                ("rss_mb", "server RSS MB", ".0f"),
+            ],
+            baseline="",
+        )
+    )
 
 
 def churn(servers: list[str], args: Any, n: int, pairs: int, pairs_base: int) -> None:
-    rows = [median_run(args.runs, run_churn, k, n, pairs_base if k == "naive" else pairs, args.procs)
-            for k in servers]
+    rows = [
+        median_run(args.runs, run_churn, k, n, pairs_base if k == "naive" else pairs, args.procs)
+        for k in servers
+    ]
     check_complete(rows)
     print(f"\n## presence churn: join+leave pairs into a {n}-member channel\n")
-    print(table(rows, [("server", "server", ""), ("pairs", "pairs", "d"),
-                       ("joins", "joins/s", ",.0f"), ("rate", "presence deliveries/s", ",.0f"),
-                       ("cpu", "server CPU", ".0%")]))
+    print(
+        table(
+            rows,
+            [
+                ("server", "server", ""),
+                ("pairs", "pairs", "d"),
+                ("joins", "joins/s", ",.0f"),
+                ("rate", "presence deliveries/s", ",.0f"),
+                ("cpu", "server CPU", ".0%"),
+            ],
+        )
+    )
     _runs_note(rows)
 
 

@@ -171,8 +171,14 @@ def count_deliveries(
                 p.count += n
                 last = received
     sel.close()
-    return {"total": total, "first": first, "last": last, "latencies": latencies,
-            "closed": closed, "min_per_peer": min((p.count for p in peers), default=0)}
+    return {
+        "total": total,
+        "first": first,
+        "last": last,
+        "latencies": latencies,
+        "closed": closed,
+        "min_per_peer": min((p.count for p in peers), default=0),
+    }
 
 
 def _sample(data: bytes, received: float) -> list[float]:
@@ -190,7 +196,9 @@ def _sample(data: bytes, received: float) -> list[float]:
 # -- process entry points -------------------------------------------------------------------
 
 
-def subscriber_main(pipe: Connection, address: tuple[str, int], n: int, channel: str | None) -> None:
+def subscriber_main(
+    pipe: Connection, address: tuple[str, int], n: int, channel: str | None
+) -> None:
     """A subscriber process: open, report, then count deliveries as told, until 'quit'."""
     try:
         peers, took = open_peers(address, n, channel)
@@ -286,7 +294,9 @@ def steady(peer: Peer, channel: str, rate: float, seconds: float, pad: int) -> d
     while sent < total:
         due = min(total, math.ceil((time.monotonic() - start) * rate))
         if due > sent:
-            peer.sock.sendall(b"".join(_send_frame(i + 2, channel, padding) for i in range(sent, due)))
+            peer.sock.sendall(
+                b"".join(_send_frame(i + 2, channel, padding) for i in range(sent, due))
+            )
             sent = due
         try:
             data = peer.sock.recv(RECV)
@@ -304,7 +314,8 @@ def steady(peer: Peer, channel: str, rate: float, seconds: float, pad: int) -> d
 def churn(peer: Peer, channel: str, pairs: int, timeout: float) -> dict[str, float]:
     """Join and leave ``channel`` ``pairs`` times, pipelined; every one is acked."""
     frames = b"".join(
-        wire.request(t="join", id=2 * i + 10, ch=channel) + wire.request(t="leave", id=2 * i + 11, ch=channel)
+        wire.request(t="join", id=2 * i + 10, ch=channel)
+        + wire.request(t="leave", id=2 * i + 11, ch=channel)
         for i in range(pairs)
     )
     peer.sock.setblocking(True)

@@ -22,9 +22,18 @@ class NaiveServer:
         self.channels: dict[str, dict[str, WebSocketConnection]] = {}
         self.seq = 0
 
-    async def serve(self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_websocket(self.handler, host, port, None, task_status=task_status,
-                              message_queue_size=64, max_message_size=1 << 20)
+    async def serve(
+        self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await serve_websocket(
+            self.handler,
+            host,
+            port,
+            None,
+            task_status=task_status,
+            message_queue_size=64,
+            max_message_size=1 << 20,
+        )
 
     async def handler(self, request: WebSocketRequest) -> None:
         ws = await request.accept()
@@ -32,7 +41,9 @@ class NaiveServer:
         joined: set[str] = set()
         try:
             await ws.get_message()  # hello
-            await ws.send_message(codec.encode(f.Welcome(1, conn_id, int(time.time() * 1000), 25000, {})))
+            await ws.send_message(
+                codec.encode(f.Welcome(1, conn_id, int(time.time() * 1000), 25000, {}))
+            )
             while True:
                 frame = codec.decode(await ws.get_message())
                 if isinstance(frame, f.Join):
@@ -47,8 +58,14 @@ class NaiveServer:
                     await ws.send_message(codec.encode(f.Ok(frame.id, {"left": True})))
                 elif isinstance(frame, f.Send):
                     self.seq += 1
-                    msg = f.Msg(frame.channel, frame.event, frame.data, conn_id,
-                                int(time.time() * 1000), f"naive-{self.seq:x}")
+                    msg = f.Msg(
+                        frame.channel,
+                        frame.event,
+                        frame.data,
+                        conn_id,
+                        int(time.time() * 1000),
+                        f"naive-{self.seq:x}",
+                    )
                     data = codec.encode(msg)
                     members = self.channels.get(frame.channel, {})
                     for member in list(members.values()):
@@ -57,7 +74,9 @@ class NaiveServer:
                                 await member.send_message(data)
                             except ConnectionClosed:
                                 pass
-                    await ws.send_message(codec.encode(f.Ok(frame.id, {"recipients": len(members) - 1})))
+                    await ws.send_message(
+                        codec.encode(f.Ok(frame.id, {"recipients": len(members) - 1}))
+                    )
         except ConnectionClosed:
             pass
         finally:
@@ -65,9 +84,15 @@ class NaiveServer:
                 self.channels.get(ch, {}).pop(conn_id, None)
 
     async def fanout(self, channel: str, kind: str, conn_id: str, ws: Any, skip: Any) -> None:
-        data = codec.encode(f.MemberEvent(kind, channel, {"id": conn_id, "user": None, "data": None},
-                                          first=True if kind == "member_join" else None,
-                                          last=True if kind == "member_leave" else None))
+        data = codec.encode(
+            f.MemberEvent(
+                kind,
+                channel,
+                {"id": conn_id, "user": None, "data": None},
+                first=True if kind == "member_join" else None,
+                last=True if kind == "member_leave" else None,
+            )
+        )
         for member in list(self.channels.get(channel, {}).values()):
             if member is not skip:
                 try:

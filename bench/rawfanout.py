@@ -65,10 +65,17 @@ def serve(host: str, port: int, ready: object) -> None:
                         out.append(codec.encode(f.Ok(frame.id, {"joined": True})))
                     elif isinstance(frame, f.Send):
                         seq += 1
-                        msg = f.Msg(frame.channel, frame.event, frame.data, "raw",
-                                    int(time.time() * 1000), f"raw-{seq:x}")
+                        msg = f.Msg(
+                            frame.channel,
+                            frame.event,
+                            frame.data,
+                            "raw",
+                            int(time.time() * 1000),
+                            f"raw-{seq:x}",
+                        )
                         fanout.setdefault(frame.channel, []).append(
-                            wsframe.binary_frame(codec.encode(msg)))
+                            wsframe.binary_frame(codec.encode(msg))
+                        )
                         out.append(codec.encode(f.Ok(frame.id, {})))
             for channel, frames in fanout.items():
                 joined = b"".join(frames)

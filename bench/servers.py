@@ -43,8 +43,9 @@ def main() -> None:
 
         # The load generator never answers pings (it only counts frames), so the heartbeat is
         # pushed past any run's length; everything else is the default configuration.
-        limits = attrs.evolve(rtcore.Limits(), outbound_buffer_bytes=args.outbound_buffer,
-                              heartbeat_interval=600.0)
+        limits = attrs.evolve(
+            rtcore.Limits(), outbound_buffer_bytes=args.outbound_buffer, heartbeat_interval=600.0
+        )
         config = rtcore.Config(host=args.host, port=args.port, limits=limits)
 
         async def run_rtcore() -> None:

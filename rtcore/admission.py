@@ -23,21 +23,32 @@ class Admission:
     def apply(self, limits: Limits) -> None:
         """New limits (a reload)."""
         self.limits = limits
-        self._rate.replace_rules([Rule(
-            "connect", limits.connect_rate_per_ip, 1.0, float(limits.connect_burst_per_ip),
-            operations=frozenset({"connect"}),
-        )])
+        self._rate.replace_rules(
+            [
+                Rule(
+                    "connect",
+                    limits.connect_rate_per_ip,
+                    1.0,
+                    float(limits.connect_burst_per_ip),
+                    operations=frozenset({"connect"}),
+                )
+            ]
+        )
 
     def admit(self, ip: str, now: float) -> Close | None:
         """Count a new connection from ``ip``, or say why it must be closed."""
         if self.counts.get(ip, 0) >= self.limits.max_connections_per_ip:
-            return Close(CloseCode.TOO_MANY_CONNECTIONS,
-                         f"{self.limits.max_connections_per_ip} connections from {ip} already")
+            return Close(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                f"{self.limits.max_connections_per_ip} connections from {ip} already",
+            )
         refusal = self._rate.check("connect", ip, ip, now)
         if refusal is not None:
-            return Close(CloseCode.CONNECTION_RATE_LIMITED,
-                         f"too many new connections from {ip}; retry in "
-                         f"{math.ceil(refusal.retry_after * 1000)} ms")
+            return Close(
+                CloseCode.CONNECTION_RATE_LIMITED,
+                f"too many new connections from {ip}; retry in "
+                f"{math.ceil(refusal.retry_after * 1000)} ms",
+            )
         self.counts[ip] = self.counts.get(ip, 0) + 1
         return None
 

@@ -67,23 +67,40 @@ class App:
     # -- messages -------------------------------------------------------------------------
 
     def send(
-        self, channel: str, event: str, data: Any, *, now: float,
-        sender: Member | None = None, echo: bool = True,
+        self,
+        channel: str,
+        event: str,
+        data: Any,
+        *,
+        now: float,
+        sender: Member | None = None,
+        echo: bool = True,
     ) -> Delivery:
         """Deliver an event to the channel's members (the sender too if ``echo``)."""
         group = self.table.members(channel)
         return self._deliver(group, channel, event, data, now, sender, echo)
 
     def broadcast(
-        self, event: str, data: Any, *, now: float,
-        sender: Member | None = None, echo: bool = True,
+        self,
+        event: str,
+        data: Any,
+        *,
+        now: float,
+        sender: Member | None = None,
+        echo: bool = True,
     ) -> Delivery:
         """Deliver an event to every connection of the app (the sender too if ``echo``)."""
         return self._deliver(self.table.everyone, None, event, data, now, sender, echo)
 
     def _deliver(
-        self, group: Any, channel: str | None, event: str, data: Any, now: float,
-        sender: Member | None, echo: bool,
+        self,
+        group: Any,
+        channel: str | None,
+        event: str,
+        data: Any,
+        now: float,
+        sender: Member | None,
+        echo: bool,
     ) -> Delivery:
         mid, ts = self._ids(), int(now * 1000)
         frame = f.Msg(channel, event, data, sender.id if sender else None, ts, mid)
@@ -126,8 +143,13 @@ class App:
         return len(member.channels)
 
     def _presence(
-        self, kind: str, channel: str, member: Member, skip: Member | None,
-        first: bool | None = None, last: bool | None = None,
+        self,
+        kind: str,
+        channel: str,
+        member: Member,
+        skip: Member | None,
+        first: bool | None = None,
+        last: bool | None = None,
     ) -> bytes:
         data = framed(f.MemberEvent(kind, channel, member.info(), first=first, last=last))
         self.table.deliver(self.table.members(channel), data, skip)

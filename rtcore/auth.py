@@ -89,7 +89,9 @@ def verify_session(settings: SessionSettings, token: str, now: float) -> Princip
             audience=settings.audience,
             issuer=settings.issuer,
             options={
-                "verify_exp": False, "verify_nbf": False, "verify_iat": False,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
                 "verify_aud": settings.audience is not None,
                 "require": ["sub"],
             },
@@ -118,7 +120,12 @@ def _number(value: Any, claim: str) -> float | None:
 
 
 def mint_token(
-    settings: SessionSettings, user: str, now: float, ttl: float, *, private_key: str | None = None,
+    settings: SessionSettings,
+    user: str,
+    now: float,
+    ttl: float,
+    *,
+    private_key: str | None = None,
     session: str | None = None,
 ) -> str:
     """A session token for development (``rtcore token``): HS* with the app's secret, or

@@ -1,8 +1,8 @@
 """``rtcore`` command line.
 
-    rtcore serve [--config FILE] [--host H] [--port P]   run the server (SIGHUP reloads FILE)
-    rtcore check-config FILE                            validate a config file
-    rtcore token --config FILE --app A --user U         mint a development session token
+rtcore serve [--config FILE] [--host H] [--port P]   run the server (SIGHUP reloads FILE)
+rtcore check-config FILE                            validate a config file
+rtcore token --config FILE --app A --user U         mint a development session token
 """
 
 from __future__ import annotations
@@ -63,13 +63,23 @@ def _token(args: argparse.Namespace) -> int:
     conf = cfg.load(args.config)
     app = next((a for a in conf.apps if a.name == args.app), None)
     if app is None or app.session is None:
-        print(f"rtcore: app {args.app!r} has no [apps.session] settings in {args.config}",
-              file=sys.stderr)
+        print(
+            f"rtcore: app {args.app!r} has no [apps.session] settings in {args.config}",
+            file=sys.stderr,
+        )
         return 2
     private = Path(args.private_key).read_text() if args.private_key else None
     try:
-        print(auth.mint_token(app.session, args.user, time.time(), args.ttl,
-                              private_key=private, session=args.session))
+        print(
+            auth.mint_token(
+                app.session,
+                args.user,
+                time.time(),
+                args.ttl,
+                private_key=private,
+                session=args.session,
+            )
+        )
     except ValueError as exc:
         print(f"rtcore: {exc} (--private-key)", file=sys.stderr)
         return 2

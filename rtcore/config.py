@@ -149,8 +149,9 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     return from_dict(raw, env=os.environ if env is None else env, base=Path(path).parent)
 
 
-def from_dict(raw: dict[str, Any], env: Mapping[str, str] | None = None,
-              base: Path | None = None) -> Config:
+def from_dict(
+    raw: dict[str, Any], env: Mapping[str, str] | None = None, base: Path | None = None
+) -> Config:
     """Validate a parsed config (the TOML document as a dict)."""
     reader = _Reader(os.environ if env is None else env, base or Path("."))
     return reader.config(raw)
@@ -164,8 +165,11 @@ class _Reader:
     def config(self, raw: dict[str, Any]) -> Config:
         _known(raw, "", {"server", "limits", "apps"})
         server = _table(raw, "server", "server")
-        _known(server, "server.", {"host", "port", "default_app", "allowed_origins",
-                                   "tls_cert", "tls_key"})
+        _known(
+            server,
+            "server.",
+            {"host", "port", "default_app", "allowed_origins", "tls_cert", "tls_key"},
+        )
         limits = self.limits(_table(raw, "limits", "limits"))
         apps_raw = raw.get("apps", [{"name": "default"}])
         if not isinstance(apps_raw, list) or not apps_raw:
@@ -179,8 +183,11 @@ class _Reader:
             raise ConfigError(f"server.default_app: {default_app!r} is not one of the apps")
         host = server.get("host", "127.0.0.1")
         hosts = [host] if isinstance(host, str) else host
-        if not isinstance(hosts, list) or not hosts or not all(
-                isinstance(h, str) and h for h in hosts):
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or not all(isinstance(h, str) and h for h in hosts)
+        ):
             raise ConfigError("server.host: must be an address or a non-empty list of them")
         port = server.get("port", 8765)
         if type(port) is not int or not 0 <= port <= 65535:
@@ -193,8 +200,12 @@ class _Reader:
             if v is not None and not (self.base / str(v)).is_file():
                 raise ConfigError(f"server.{k}: {v!r} is not a readable file")
         return Config(
-            host=host if isinstance(host, str) else tuple(hosts), port=port, limits=limits,
-            apps=apps, default_app=default_app, allowed_origins=tuple(origins),
+            host=host if isinstance(host, str) else tuple(hosts),
+            port=port,
+            limits=limits,
+            apps=apps,
+            default_app=default_app,
+            allowed_origins=tuple(origins),
             tls_cert=str(self.base / cert) if cert else None,
             tls_key=str(self.base / key) if key else None,
         )
@@ -214,37 +225,71 @@ class _Reader:
     def app(self, raw: Any, where: str) -> AppConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(raw, f"{where}.", {
-            "name", "enabled", "api_keys", "api_key_required", "session_required", "session",
-            "allow_client_join", "allow_client_send", "allow_client_broadcast", "channels",
-            "rate_limits", "refusals_before_disconnect", "max_connections"})
+        _known(
+            raw,
+            f"{where}.",
+            {
+                "name",
+                "enabled",
+                "api_keys",
+                "api_key_required",
+                "session_required",
+                "session",
+                "allow_client_join",
+                "allow_client_send",
+                "allow_client_broadcast",
+                "channels",
+                "rate_limits",
+                "refusals_before_disconnect",
+                "max_connections",
+            },
+        )
         name = raw.get("name")
         if not isinstance(name, str) or not APP_NAME.fullmatch(name):
             raise ConfigError(f"{where}.name: must be 1-64 characters of A-Z a-z 0-9 _ . -")
-        flags = {k: _bool(raw.get(k, d), f"{where}.{k}") for k, d in (
-            ("enabled", True), ("allow_client_join", True), ("allow_client_send", True),
-            ("allow_client_broadcast", True), ("session_required", False))}
-        keys = tuple(self.api_key(k, f"{where}.api_keys[{i}]")
-                     for i, k in enumerate(_array(raw.get("api_keys", []), f"{where}.api_keys")))
+        flags = {
+            k: _bool(raw.get(k, d), f"{where}.{k}")
+            for k, d in (
+                ("enabled", True),
+                ("allow_client_join", True),
+                ("allow_client_send", True),
+                ("allow_client_broadcast", True),
+                ("session_required", False),
+            )
+        }
+        keys = tuple(
+            self.api_key(k, f"{where}.api_keys[{i}]")
+            for i, k in enumerate(_array(raw.get("api_keys", []), f"{where}.api_keys"))
+        )
         required = _bool(raw.get("api_key_required", bool(keys)), f"{where}.api_key_required")
         if required and not keys:
             raise ConfigError(f"{where}.api_key_required: true, but {where}.api_keys is empty")
         session = self.session(raw["session"], f"{where}.session") if "session" in raw else None
         if flags["session_required"] and session is None:
             raise ConfigError(f"{where}.session_required: true, but there is no {where}.session")
-        channels = tuple(self.channel_rule(c, f"{where}.channels[{i}]")
-                         for i, c in enumerate(_array(raw.get("channels", []), f"{where}.channels")))
-        limits = tuple(self.rule(r, f"{where}.rate_limits[{i}]")
-                       for i, r in enumerate(_array(raw.get("rate_limits", []), f"{where}.rate_limits")))
+        channels = tuple(
+            self.channel_rule(c, f"{where}.channels[{i}]")
+            for i, c in enumerate(_array(raw.get("channels", []), f"{where}.channels"))
+        )
+        limits = tuple(
+            self.rule(r, f"{where}.rate_limits[{i}]")
+            for i, r in enumerate(_array(raw.get("rate_limits", []), f"{where}.rate_limits"))
+        )
         if len({r.name for r in limits}) != len(limits):
             raise ConfigError(f"{where}.rate_limits: limiter names must be unique")
         return AppConfig(
-            name=name, api_keys=keys, api_key_required=required, session=session,
-            channels=channels, rate_limits=limits,
+            name=name,
+            api_keys=keys,
+            api_key_required=required,
+            session=session,
+            channels=channels,
+            rate_limits=limits,
             refusals_before_disconnect=_positive_int(
-                raw.get("refusals_before_disconnect", 100), f"{where}.refusals_before_disconnect"),
-            max_connections=_positive_int(raw.get("max_connections", 100_000),
-                                          f"{where}.max_connections"),
+                raw.get("refusals_before_disconnect", 100), f"{where}.refusals_before_disconnect"
+            ),
+            max_connections=_positive_int(
+                raw.get("max_connections", 100_000), f"{where}.max_connections"
+            ),
             **flags,
         )
 
@@ -280,8 +325,10 @@ class _Reader:
         expires = raw.get("expires")
         if expires is not None:
             if not isinstance(expires, dt.datetime) or expires.tzinfo is None:
-                raise ConfigError(f"{where}.expires: must be a TOML date-time with a time zone "
-                                  "(e.g. 2027-01-31T00:00:00Z)")
+                raise ConfigError(
+                    f"{where}.expires: must be a TOML date-time with a time zone "
+                    "(e.g. 2027-01-31T00:00:00Z)"
+                )
             expires = expires.timestamp()
         label = raw.get("name", "")
         if not isinstance(label, str):
@@ -291,27 +338,47 @@ class _Reader:
     def session(self, raw: Any, where: str) -> SessionSettings:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(raw, f"{where}.", {"algorithms", "secret", "secret_env", "secret_file",
-                                  "public_key", "public_key_env", "public_key_file", "leeway",
-                                  "issuer", "audience", "session_claim"})
+        _known(
+            raw,
+            f"{where}.",
+            {
+                "algorithms",
+                "secret",
+                "secret_env",
+                "secret_file",
+                "public_key",
+                "public_key_env",
+                "public_key_file",
+                "leeway",
+                "issuer",
+                "audience",
+                "session_claim",
+            },
+        )
         algorithms = _strings(raw.get("algorithms", ["HS256"]), f"{where}.algorithms")
         if not algorithms or any(a not in ALGORITHMS for a in algorithms):
             raise ConfigError(f"{where}.algorithms: must be some of {', '.join(ALGORITHMS)}")
         families = {a[:2] for a in algorithms}
         if "HS" in families and len(families) > 1:
-            raise ConfigError(f"{where}.algorithms: do not mix HS* with RS*/ES* "
-                              "(a public key must never be usable as an HMAC secret)")
+            raise ConfigError(
+                f"{where}.algorithms: do not mix HS* with RS*/ES* "
+                "(a public key must never be usable as an HMAC secret)"
+            )
         if "HS" in families:
             key = self.secret(raw, where, "secret")
             if key is None:
-                raise ConfigError(f"{where}: HS* algorithms need secret (or secret_env, secret_file)")
+                raise ConfigError(
+                    f"{where}: HS* algorithms need secret (or secret_env, secret_file)"
+                )
             if len(key) < 32:
                 raise ConfigError(f"{where}.secret: must be at least 32 characters")
         else:
             key = self.secret(raw, where, "public_key")
             if key is None or "BEGIN PUBLIC KEY" not in key:
-                raise ConfigError(f"{where}: RS*/ES* algorithms need public_key (PEM), "
-                                  "public_key_env or public_key_file")
+                raise ConfigError(
+                    f"{where}: RS*/ES* algorithms need public_key (PEM), "
+                    "public_key_env or public_key_file"
+                )
         leeway = raw.get("leeway", 30)
         if type(leeway) not in (int, float) or not 0 <= leeway < math.inf:
             raise ConfigError(f"{where}.leeway: must be a number of seconds >= 0")
@@ -319,8 +386,11 @@ class _Reader:
             if k in raw and not isinstance(raw[k], str):
                 raise ConfigError(f"{where}.{k}: must be a string")
         return SessionSettings(
-            algorithms=tuple(algorithms), key=key, leeway=float(leeway),
-            issuer=raw.get("issuer"), audience=raw.get("audience"),
+            algorithms=tuple(algorithms),
+            key=key,
+            leeway=float(leeway),
+            issuer=raw.get("issuer"),
+            audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),
         )
 
@@ -330,7 +400,7 @@ class _Reader:
         _known(raw, f"{where}.", {"pattern", "join", "send"})
         pattern = raw.get("pattern")
         if not isinstance(pattern, str) or not pattern:
-            raise ConfigError(f"{where}.pattern: must be a glob such as \"public-*\"")
+            raise ConfigError(f'{where}.pattern: must be a glob such as "public-*"')
         for k in ("join", "send"):
             if raw.get(k, "anyone") not in POLICIES:
                 raise ConfigError(f"{where}.{k}: must be one of {', '.join(POLICIES)}")
@@ -339,8 +409,11 @@ class _Reader:
     def rule(self, raw: Any, where: str) -> Rule:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(raw, f"{where}.", {"name", "rate", "per_seconds", "burst", "error_message",
-                                  "scope", "operations"})
+        _known(
+            raw,
+            f"{where}.",
+            {"name", "rate", "per_seconds", "burst", "error_message", "scope", "operations"},
+        )
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}.name: must be a non-empty string")
@@ -361,9 +434,18 @@ class _Reader:
             raise ConfigError(f"{where}.scope: must be client or connection")
         ops = _strings(raw.get("operations", sorted(OPERATIONS)), f"{where}.operations")
         if not ops or not set(ops) <= OPERATIONS:
-            raise ConfigError(f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}")
-        return Rule(name, float(rate), float(per), None if burst is None else float(burst),
-                    message, scope, frozenset(ops))
+            raise ConfigError(
+                f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}"
+            )
+        return Rule(
+            name,
+            float(rate),
+            float(per),
+            None if burst is None else float(burst),
+            message,
+            scope,
+            frozenset(ops),
+        )
 
 
 def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

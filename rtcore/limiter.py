@@ -113,7 +113,8 @@ class Chain:
         """Drop buckets that have refilled completely; returns how many were dropped."""
         rules = {r.name: r for r in self.rules}
         full = [
-            key for key, b in self._buckets.items()
+            key
+            for key, b in self._buckets.items()
             if key[0] not in rules
             or b.tokens + max(0.0, now - b.stamp) * rules[key[0]].refill_per_second
             >= rules[key[0]].capacity

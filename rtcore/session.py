@@ -48,7 +48,8 @@ def check_channel(name: str) -> None:
     if not CHANNEL_NAME.fullmatch(name):
         raise _refuse(
             ErrorCode.INVALID_CHANNEL,
-            f"channel name {name[:140]!r} must be 1-128 characters of A-Z a-z 0-9 _ . : @ / = + ~ -",
+            f"channel name {name[:140]!r} must be 1-128 characters of "
+            "A-Z a-z 0-9 _ . : @ / = + ~ -",
         )
 
 
@@ -68,12 +69,29 @@ class Session:
         owner: the transport's object for this connection (stored on the outbox).
     """
 
-    __slots__ = ("conn_id", "outbox", "app", "member", "principal", "remote", "_apps",
-                 "_config", "_limits", "_pending", "_key", "_refusals")
+    __slots__ = (
+        "conn_id",
+        "outbox",
+        "app",
+        "member",
+        "principal",
+        "remote",
+        "_apps",
+        "_config",
+        "_limits",
+        "_pending",
+        "_key",
+        "_refusals",
+    )
 
     def __init__(
-        self, conn_id: str, apps: Mapping[str, App], config: Config, pending: Pending,
-        owner: Any = None, remote: str = "?",
+        self,
+        conn_id: str,
+        apps: Mapping[str, App],
+        config: Config,
+        pending: Pending,
+        owner: Any = None,
+        remote: str = "?",
     ) -> None:
         self.conn_id = conn_id
         self.outbox = Outbox(owner)
@@ -134,10 +152,18 @@ class Session:
         """Reply rate_limited; a client that keeps going past the threshold is closed."""
         self._refusals += 1
         if self._refusals > app.settings.refusals_before_disconnect:
-            return Close(CloseCode.RATE_LIMIT_ABUSE,
-                         f"{self._refusals - 1} rate-limited requests in a row")
-        self._reply(f.Err(request_id, ErrorCode.RATE_LIMITED.value, refusal.message,
-                          refusal.rule, math.ceil(refusal.retry_after * 1000)))
+            return Close(
+                CloseCode.RATE_LIMIT_ABUSE, f"{self._refusals - 1} rate-limited requests in a row"
+            )
+        self._reply(
+            f.Err(
+                request_id,
+                ErrorCode.RATE_LIMITED.value,
+                refusal.message,
+                refusal.rule,
+                math.ceil(refusal.retry_after * 1000),
+            )
+        )
         return None
 
     def revalidate(self, now: float) -> Close | None:
@@ -196,14 +222,23 @@ class Session:
         app.connect(self.member)
         self._reply(
             f.Welcome(
-                PROTOCOL_VERSION, self.conn_id, int(now * 1000),
-                int(self._limits.heartbeat_interval * 1000), self._limits.for_clients(), user,
+                PROTOCOL_VERSION,
+                self.conn_id,
+                int(now * 1000),
+                int(self._limits.heartbeat_interval * 1000),
+                self._limits.for_clients(),
+                user,
             )
         )
         return None
 
     def _admit(
-        self, app: App, now: float, key: str | None, principal: Principal | None, *,
+        self,
+        app: App,
+        now: float,
+        key: str | None,
+        principal: Principal | None,
+        *,
         reconnect: bool,
     ) -> Close | None:
         """The app's connection rules: enabled, API key, session, connection count."""
@@ -218,8 +253,10 @@ class Session:
         if settings.session_required and principal is None:
             return Close(CloseCode.SESSION_MISSING, "this app requires a signed-in user")
         if reconnect and len(app.table) >= settings.max_connections:
-            return Close(CloseCode.TOO_MANY_CONNECTIONS,
-                         f"app {app.name!r} has reached its {settings.max_connections} connections")
+            return Close(
+                CloseCode.TOO_MANY_CONNECTIONS,
+                f"app {app.name!r} has reached its {settings.max_connections} connections",
+            )
         return None
 
     # -- requests -------------------------------------------------------------------------
@@ -276,7 +313,9 @@ class Session:
                 ErrorCode.PROFILE_TOO_LARGE,
                 f"profile exceeds {self._limits.max_profile_bytes} bytes",
             )
-        return {"channels": self.app.update_profile(self.member, frame.data, self._echo(frame.echo))}
+        return {
+            "channels": self.app.update_profile(self.member, frame.data, self._echo(frame.echo))
+        }
 
     def _send(self, frame: f.Send, now: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
@@ -291,7 +330,11 @@ class Session:
         if frame.channel not in self.member.channels:
             raise _refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
         sent = self.app.send(
-            frame.channel, frame.event, frame.data, now=now, sender=self.member,
+            frame.channel,
+            frame.event,
+            frame.data,
+            now=now,
+            sender=self.member,
             echo=self._echo(frame.echo),
         )
         return {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
@@ -300,8 +343,9 @@ class Session:
         assert self.app is not None and self.member is not None
         check_event(frame.event)
         if not self.app.settings.allow_client_broadcast:
-            raise _refuse(ErrorCode.FORBIDDEN,
-                          f"app {self.app.name!r} does not allow client broadcasts")
+            raise _refuse(
+                ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client broadcasts"
+            )
         sent = self.app.broadcast(
             frame.event, frame.data, now=now, sender=self.member, echo=self._echo(frame.echo)
         )
@@ -320,7 +364,10 @@ class Session:
 
 
 _OPERATIONS: dict[type, str] = {
-    f.Join: "join", f.GetMembers: "members", f.UpdateProfile: "profile", f.Send: "send",
+    f.Join: "join",
+    f.GetMembers: "members",
+    f.UpdateProfile: "profile",
+    f.Send: "send",
     f.Broadcast: "broadcast",
 }
 """Requests subject to rate limits, by limiter operation name (leave never is)."""

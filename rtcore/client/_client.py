@@ -43,13 +43,23 @@ from rtcore.protocol import frames as f
 
 log = logging.getLogger("rtcore.client")
 
-FATAL_CLOSE_CODES = frozenset({
-    CloseCode.UNSUPPORTED_DATA, CloseCode.PROTOCOL_ERROR, CloseCode.HELLO_EXPECTED,
-    CloseCode.UNSUPPORTED_VERSION, CloseCode.DUPLICATE_HELLO, CloseCode.UNKNOWN_APP,
-    CloseCode.APP_DISABLED, CloseCode.API_KEY_MISSING, CloseCode.API_KEY_INVALID,
-    CloseCode.API_KEY_EXPIRED, CloseCode.SESSION_MISSING, CloseCode.SESSION_INVALID,
-    CloseCode.SESSION_EXPIRED,
-})
+FATAL_CLOSE_CODES = frozenset(
+    {
+        CloseCode.UNSUPPORTED_DATA,
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.HELLO_EXPECTED,
+        CloseCode.UNSUPPORTED_VERSION,
+        CloseCode.DUPLICATE_HELLO,
+        CloseCode.UNKNOWN_APP,
+        CloseCode.APP_DISABLED,
+        CloseCode.API_KEY_MISSING,
+        CloseCode.API_KEY_INVALID,
+        CloseCode.API_KEY_EXPIRED,
+        CloseCode.SESSION_MISSING,
+        CloseCode.SESSION_INVALID,
+        CloseCode.SESSION_EXPIRED,
+    }
+)
 """Close codes after which reconnecting would fail again the same way."""
 
 
@@ -155,11 +165,22 @@ class Client:
     """
 
     def __init__(
-        self, url: str, *, app: str | None = None, key: str | None = None,
-        token: str | None = None, profile: Any = None, echo: bool = True,
-        reconnect: bool = True, backoff_initial: float = 0.5, backoff_max: float = 30.0,
-        request_timeout: float = 10.0, buffer_limit: int = 100, fail_fast: bool = False,
-        connect_timeout: float = 10.0, max_message_size: int = 16 * 1024 * 1024,
+        self,
+        url: str,
+        *,
+        app: str | None = None,
+        key: str | None = None,
+        token: str | None = None,
+        profile: Any = None,
+        echo: bool = True,
+        reconnect: bool = True,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        request_timeout: float = 10.0,
+        buffer_limit: int = 100,
+        fail_fast: bool = False,
+        connect_timeout: float = 10.0,
+        max_message_size: int = 16 * 1024 * 1024,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
@@ -212,9 +233,11 @@ class Client:
 
     async def _wait_ready_or_stopped(self) -> None:
         async with trio.open_nursery() as n:
+
             async def stop_when(event: trio.Event) -> None:
                 await event.wait()
                 n.cancel_scope.cancel()
+
             n.start_soon(stop_when, self._ready)
             n.start_soon(stop_when, self._stopped)
 
@@ -254,7 +277,9 @@ class Client:
         members: list[dict[str, Any]] = []
         after = None
         while True:
-            data = await self._request(lambda rid: f.GetMembers(rid, channel, after, page_size))
+            data = await self._request(
+                lambda rid, after=after: f.GetMembers(rid, channel, after, page_size)
+            )
             members.extend(data["members"])
             after = data["next"]
             if after is None:
@@ -272,7 +297,9 @@ class Client:
         """Send an event to a joined channel; returns ``{"mid", "ts", "recipients"}``."""
         return await self._request(lambda rid: f.Send(rid, channel, event, data, echo))  # type: ignore[no-any-return]
 
-    async def broadcast(self, event: str, data: Any = None, echo: bool | None = None) -> dict[str, Any]:
+    async def broadcast(
+        self, event: str, data: Any = None, echo: bool | None = None
+    ) -> dict[str, Any]:
         """Send an event to every connection of the app; returns ``{"mid", "ts", "recipients"}``."""
         return await self._request(lambda rid: f.Broadcast(rid, event, data, echo))  # type: ignore[no-any-return]
 
@@ -427,7 +454,9 @@ class Client:
                 try:
                     with trio.fail_after(self.connect_timeout):
                         ws = await connect_websocket_url(
-                            nursery, self.url, max_message_size=self.max_message_size,
+                            nursery,
+                            self.url,
+                            max_message_size=self.max_message_size,
                             ssl_context=self.ssl_context,
                         )
                         self._ws = ws
@@ -473,7 +502,9 @@ class Client:
         """Rejoin remembered channels, then release buffered requests."""
         for channel, echo in list(self.channels.items()):
             try:
-                await self._request(lambda rid: f.Join(rid, channel, echo), buffered=False)
+                await self._request(
+                    lambda rid, ch=channel, e=echo: f.Join(rid, ch, e), buffered=False
+                )
             except RequestError as exc:
                 self.channels.pop(channel, None)
                 self._emit("error", exc)

@@ -1,12 +1,12 @@
 """Exceptions of the client library::
 
-    ClientError
-    ├── RequestError          the server refused a request (``code`` from protocol.md §6)
-    ├── RequestTimeout        no reply within ``request_timeout``
-    ├── NotConnectedError     disconnected and fail-fast, or the client is closed
-    ├── BufferFullError       disconnected and the send buffer is full
-    ├── ConnectionLostError   the connection dropped while the request awaited its reply
-    └── ConnectionClosedError the server closed the connection for good (fatal close code)
+ClientError
+├── RequestError          the server refused a request (``code`` from protocol.md §6)
+├── RequestTimeout        no reply within ``request_timeout``
+├── NotConnectedError     disconnected and fail-fast, or the client is closed
+├── BufferFullError       disconnected and the send buffer is full
+├── ConnectionLostError   the connection dropped while the request awaited its reply
+└── ConnectionClosedError the server closed the connection for good (fatal close code)
 """
 
 from __future__ import annotations

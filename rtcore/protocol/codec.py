@@ -113,8 +113,11 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
     "err": (
         f.Err,
         _spec(
-            ("id", "id", "uint", True, True), ("code", "code", "str"), ("msg", "message", "str"),
-            ("limiter", "limiter", "str", False), ("retry_after", "retry_after", "uint", False),
+            ("id", "id", "uint", True, True),
+            ("code", "code", "str"),
+            ("msg", "message", "str"),
+            ("limiter", "limiter", "str", False),
+            ("retry_after", "retry_after", "uint", False),
         ),
     ),
     "msg": (
@@ -142,9 +145,7 @@ for _kind in f.MemberEvent.TYPES:
 
 CLIENT_TYPES = frozenset({"hello", "join", "leave", "members", "profile", "send", "broadcast"})
 SERVER_TYPES = frozenset(_SPECS) - CLIENT_TYPES
-_WIRE_TYPE: dict[type, str] = {
-    cls: t for t, (cls, _) in _SPECS.items() if cls is not f.MemberEvent
-}
+_WIRE_TYPE: dict[type, str] = {cls: t for t, (cls, _) in _SPECS.items() if cls is not f.MemberEvent}
 
 
 def unpack(data: bytes) -> Any:
@@ -180,7 +181,9 @@ def decode(data: bytes, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
     """
     obj = unpack(data)
     if type(obj) is not dict:
-        raise RemoteProtocolError("a frame must be a msgpack map", close_code=CloseCode.PROTOCOL_ERROR)
+        raise RemoteProtocolError(
+            "a frame must be a msgpack map", close_code=CloseCode.PROTOCOL_ERROR
+        )
     t = obj.get("t")
     if type(t) is not str:
         raise RemoteProtocolError(
@@ -197,9 +200,7 @@ def decode(data: bytes, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
     for fld in fields:
         if fld.wire not in obj:
             if fld.required:
-                raise RemoteProtocolError(
-                    f"{t}: missing field {fld.wire!r}", request_id=request_id
-                )
+                raise RemoteProtocolError(f"{t}: missing field {fld.wire!r}", request_id=request_id)
             continue
         value = obj[fld.wire]
         check, what = _KINDS[fld.kind]

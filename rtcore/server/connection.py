@@ -38,7 +38,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
-from rtcore.protocol import CloseCode, wsframe
+from rtcore.protocol import CloseCode
 from rtcore.session import Close, Session
 
 if TYPE_CHECKING:
@@ -57,13 +57,34 @@ class Connection:
     """
 
     __slots__ = (
-        "server", "sock", "tls", "id", "fd", "session", "outbox", "last_seen", "pinged",
-        "blocked", "queued", "counted", "established", "admitted", "_ws", "_close", "_abort",
-        "_discard", "_nursery", "_parts", "_size",
+        "server",
+        "sock",
+        "tls",
+        "id",
+        "fd",
+        "session",
+        "outbox",
+        "last_seen",
+        "pinged",
+        "blocked",
+        "queued",
+        "counted",
+        "established",
+        "admitted",
+        "_ws",
+        "_close",
+        "_abort",
+        "_discard",
+        "_nursery",
+        "_parts",
+        "_size",
     )
 
     def __init__(
-        self, server: Server, sock: trio.socket.SocketType, conn_id: str,
+        self,
+        server: Server,
+        sock: trio.socket.SocketType,
+        conn_id: str,
         tls: trio.SSLStream[Any] | None = None,
     ) -> None:
         self.server = server
@@ -75,8 +96,9 @@ class Connection:
         self.id = conn_id
         self.fd = sock.fileno() if tls is None else -1
         self.admitted = False
-        self.session = Session(conn_id, server.apps, server.config, server.pending, owner=self,
-                               remote=_peer_ip(sock))
+        self.session = Session(
+            conn_id, server.apps, server.config, server.pending, owner=self, remote=_peer_ip(sock)
+        )
         self.outbox = self.session.outbox
         self.last_seen = trio.current_time()
         self.pinged = False
@@ -177,7 +199,9 @@ class Connection:
                 for event in self._ws.events():
                     if isinstance(event, Request):
                         if not self._origin_allowed(event):
-                            await self._write_through(self._ws.send(RejectConnection(status_code=403)))
+                            await self._write_through(
+                                self._ws.send(RejectConnection(status_code=403))
+                            )
                             return False
                         await self._write_through(self._ws.send(AcceptConnection()))
                         self._drop_handshake()
@@ -368,7 +392,9 @@ class Connection:
                 self.counted, self.queued = 1, len(rest)
                 await trio.lowlevel.wait_writable(self.fd)
 
-    async def _send_tls(self, items: list[bytes | memoryview], k: int, data: bytes | memoryview) -> None:
+    async def _send_tls(
+        self, items: list[bytes | memoryview], k: int, data: bytes | memoryview
+    ) -> None:
         del items[:k]
         self.counted, self.queued = 0, 0
         try:

@@ -54,9 +54,7 @@ class Server:
         self.node = secrets.token_hex(4)
         self.pending = Pending()
         ids = MessageIds(self.node)
-        self.apps: dict[str, App] = {
-            a.name: App(a, self.pending, ids) for a in self.config.apps
-        }
+        self.apps: dict[str, App] = {a.name: App(a, self.pending, ids) for a in self.config.apps}
         self.flusher = Flusher(self.pending, self.config.limits.outbound_buffer_bytes, flush_window)
         self.admission = Admission(self.config.limits)
         self._ids = ids
@@ -117,7 +115,9 @@ class Server:
         with trio.move_on_after(self.config.limits.shutdown_grace):
             await self._idle.wait()
         if self.connections:
-            log.warning("%d connections did not close within the grace period", len(self.connections))
+            log.warning(
+                "%d connections did not close within the grace period", len(self.connections)
+            )
 
     async def _handle(self, sock: trio.socket.SocketType, tls: trio.SSLStream[Any] | None) -> None:
         if self._stop.is_set():
@@ -176,7 +176,9 @@ class Server:
             log.warning(
                 "SECURITY: serving on %s beyond this machine, and app(s) %s require no API key: "
                 "anyone who can reach this port can connect. Configure api_keys, or listen on "
-                "127.0.0.1.", ", ".join(exposed), ", ".join(open_apps),
+                "127.0.0.1.",
+                ", ".join(exposed),
+                ", ".join(open_apps),
             )
 
     # -- reload -------------------------------------------------------------------------------
@@ -191,7 +193,10 @@ class Server:
         timeouts, channels) to new connections; listen addresses and TLS need a restart.
         """
         if (config.hosts(), config.port, config.tls_cert, config.tls_key) != (
-            self.config.hosts(), self.config.port, self.config.tls_cert, self.config.tls_key
+            self.config.hosts(),
+            self.config.port,
+            self.config.tls_cert,
+            self.config.tls_key,
         ):
             log.warning("reload: listen addresses and TLS changes take effect on restart")
         names = {a.name for a in config.apps}
@@ -213,8 +218,9 @@ class Server:
                 conn.request_close(close.code, close.reason)
                 closed += 1
         self.flusher.poke()
-        log.info("reloaded: %d apps; %d connections closed by the new settings",
-                 len(self.apps), closed)
+        log.info(
+            "reloaded: %d apps; %d connections closed by the new settings", len(self.apps), closed
+        )
 
     def reload_file(self, path: str | Path) -> None:
         """Load, validate and apply a config file; a bad file raises ConfigError and changes

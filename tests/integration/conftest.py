@@ -20,12 +20,20 @@ async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
     servers: list[Server] = []
 
     async def start(
-        apps: tuple[str | AppConfig, ...] = ("default",), port: int = 0,
-        config: dict[str, Any] | None = None, **limits: Any,
+        apps: tuple[str | AppConfig, ...] = ("default",),
+        port: int = 0,
+        config: dict[str, Any] | None = None,
+        **limits: Any,
     ) -> Server:
         settings = tuple(AppConfig(a) if isinstance(a, str) else a for a in apps)
-        conf = Config(host="127.0.0.1", port=port, limits=attrs.evolve(Limits(), **limits),
-                      apps=settings, default_app=settings[0].name, **(config or {}))
+        conf = Config(
+            host="127.0.0.1",
+            port=port,
+            limits=attrs.evolve(Limits(), **limits),
+            apps=settings,
+            default_app=settings[0].name,
+            **(config or {}),
+        )
         server = Server(conf)
         await nursery.start(server.serve)
         servers.append(server)

@@ -18,20 +18,25 @@ from tests.integration.raw import RawClient
 
 A_SECRET, B_SECRET = "a" * 32, "b" * 32
 APP_A = AppConfig(
-    "a", api_keys=(ApiKey("key-a"), ApiKey("key-a-old", expires=1.0)), api_key_required=True,
+    "a",
+    api_keys=(ApiKey("key-a"), ApiKey("key-a-old", expires=1.0)),
+    api_key_required=True,
     session=SessionSettings(key=A_SECRET),
     channels=(ChannelRule("staff-*", join="signed_in"),),
-    rate_limits=(Rule("joins", 5, 60, operations=frozenset({"join"}),
-                      error_message="too many joins"),),
+    rate_limits=(
+        Rule("joins", 5, 60, operations=frozenset({"join"}), error_message="too many joins"),
+    ),
     refusals_before_disconnect=5,
 )
-APP_B = AppConfig("b", api_keys=(ApiKey("key-b"),), api_key_required=True,
-                  session=SessionSettings(key=B_SECRET))
+APP_B = AppConfig(
+    "b", api_keys=(ApiKey("key-b"),), api_key_required=True, session=SessionSettings(key=B_SECRET)
+)
 
 
 def token(secret: str, user: str = "mallory", **claims: object) -> str:
-    return jwt.encode({"sub": user, "exp": trio.current_time() * 0 + 4_000_000_000, **claims},
-                      secret, "HS256")
+    return jwt.encode(
+        {"sub": user, "exp": trio.current_time() * 0 + 4_000_000_000, **claims}, secret, "HS256"
+    )
 
 
 @pytest.fixture
@@ -54,10 +59,14 @@ async def test_credentials_are_refused_with_their_codes(two_apps: Server) -> Non
                 ({"app": "a", "key": "key-b"}, CloseCode.API_KEY_INVALID),  # another app's key
                 ({"app": "a", "key": "key-a-old"}, CloseCode.API_KEY_EXPIRED),
                 ({"app": "a", "key": "key-a", "token": token(B_SECRET)}, CloseCode.SESSION_INVALID),
-                ({"app": "a", "key": "key-a", "token": token(A_SECRET, exp=1)},
-                 CloseCode.SESSION_EXPIRED),
-                ({"app": "a", "key": "key-a", "token": token(A_SECRET)[:-4] + "AAAA"},
-                 CloseCode.SESSION_INVALID),  # tampered signature
+                (
+                    {"app": "a", "key": "key-a", "token": token(A_SECRET, exp=1)},
+                    CloseCode.SESSION_EXPIRED,
+                ),
+                (
+                    {"app": "a", "key": "key-a", "token": token(A_SECRET)[:-4] + "AAAA"},
+                    CloseCode.SESSION_INVALID,
+                ),  # tampered signature
                 ({"app": "a", "key": "key-a", "profile": "x" * 10_000}, CloseCode.HELLO_EXPECTED),
                 ({"app": "../b", "key": "key-b"}, CloseCode.UNKNOWN_APP),
             ]
@@ -68,8 +77,10 @@ async def test_credentials_are_refused_with_their_codes(two_apps: Server) -> Non
 
 async def test_no_reach_across_apps_whatever_the_names(two_apps: Server) -> None:
     with trio.fail_after(15):
-        async with open_client(url(two_apps), app="b", key="key-b") as victim, \
-                open_client(url(two_apps), app="a", key="key-a") as attacker:
+        async with (
+            open_client(url(two_apps), app="b", key="key-b") as victim,
+            open_client(url(two_apps), app="a", key="key-a") as attacker,
+        ):
             await victim.join("room")
             seen = victim.events()
             for name in ("room", "b:room", "b.room", "b/room"):
@@ -104,7 +115,8 @@ async def test_join_floods_are_rate_limited_then_disconnected(two_apps: Server) 
                 assert getattr(exc, "code", None) == CloseCode.RATE_LIMIT_ABUSE
             assert len(refused) == 5
             assert {(e.code, e.limiter, e.message) for e in refused} == {
-                ("rate_limited", "joins", "too many joins")}
+                ("rate_limited", "joins", "too many joins")
+            }
             assert all(0 < (e.retry_after or 0) <= 60_000 for e in refused)
             # the bystander shares the IP but not the connection, and joined earlier
             assert (await bystander.send("lobby", "fine", 1))["recipients"] == 1
@@ -112,8 +124,9 @@ async def test_join_floods_are_rate_limited_then_disconnected(two_apps: Server) 
 
 async def test_rate_limited_requests_raise_request_error_with_retry_after(two_apps: Server) -> None:
     with trio.fail_after(15):
-        async with open_client(url(two_apps), app="a", key="key-a",
-                               token=token(A_SECRET, user="u-limited")) as c:
+        async with open_client(
+            url(two_apps), app="a", key="key-a", token=token(A_SECRET, user="u-limited")
+        ) as c:
             for i in range(5):
                 await c.join(f"ch-{i}")
             with pytest.raises(RequestError) as info:
@@ -124,8 +137,10 @@ async def test_rate_limited_requests_raise_request_error_with_retry_after(two_ap
 
 async def test_channel_rules_need_a_signed_in_user(two_apps: Server) -> None:
     with trio.fail_after(15):
-        async with open_client(url(two_apps), app="a", key="key-a") as anon, \
-                open_client(url(two_apps), app="a", key="key-a", token=token(A_SECRET, "ann")) as ann:
+        async with (
+            open_client(url(two_apps), app="a", key="key-a") as anon,
+            open_client(url(two_apps), app="a", key="key-a", token=token(A_SECRET, "ann")) as ann,
+        ):
             with pytest.raises(RequestError) as info:
                 await anon.join("staff-room")
             assert info.value.code == "forbidden"
@@ -150,7 +165,9 @@ async def test_origins_are_checked_for_browsers(start_server: StartServer) -> No
         await stream.send_all(
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            + headers + b"\r\n")
+            + headers
+            + b"\r\n"
+        )
         response = await stream.receive_some(1000)
         await stream.aclose()
         return response
@@ -162,8 +179,9 @@ async def test_origins_are_checked_for_browsers(start_server: StartServer) -> No
 
 
 async def test_connection_floods_per_ip(start_server: StartServer) -> None:
-    server = await start_server(max_connections_per_ip=2, connect_rate_per_ip=0.001,
-                                connect_burst_per_ip=2)
+    server = await start_server(
+        max_connections_per_ip=2, connect_rate_per_ip=0.001, connect_burst_per_ip=2
+    )
     with trio.fail_after(10):
         first = await RawClient.connect(server.addresses[0])
         await first.hello()

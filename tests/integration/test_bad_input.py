@@ -30,6 +30,7 @@ Action = Callable[[RawClient], Awaitable[None]]
 def raw_send(data: bytes) -> Action:
     async def act(c: RawClient) -> None:
         await c.send_bytes(data)
+
     return act
 
 
@@ -42,21 +43,43 @@ CLOSE_CASES: list[tuple[str, Action, int]] = [
     ("malformed msgpack before hello", raw_send(b"\xc1\xc1"), CloseCode.PROTOCOL_ERROR),
     ("malformed msgpack after hello", lambda c: hello_then(c, b"\xc1"), CloseCode.PROTOCOL_ERROR),
     ("a non-map", lambda c: hello_then(c, msgpack.packb([1, 2, 3])), CloseCode.PROTOCOL_ERROR),
-    ("a map without t", lambda c: hello_then(c, msgpack.packb({"id": 1})), CloseCode.PROTOCOL_ERROR),
-    ("a request before hello", raw_send(msgpack.packb({"t": "join", "id": 1, "ch": "a"})),
-     CloseCode.HELLO_EXPECTED),
-    ("a hello with a wrong type", raw_send(msgpack.packb({"t": "hello", "v": "1"})),
-     CloseCode.HELLO_EXPECTED),
-    ("a hello of another version", raw_send(msgpack.packb({"t": "hello", "v": 9})),
-     CloseCode.UNSUPPORTED_VERSION),
-    ("a hello for an unknown app", raw_send(msgpack.packb({"t": "hello", "v": 1, "app": "zz"})),
-     CloseCode.UNKNOWN_APP),
-    ("a duplicate hello", lambda c: hello_then(c, msgpack.packb({"t": "hello", "v": 1})),
-     CloseCode.DUPLICATE_HELLO),
-    ("a text frame", lambda c: c.send_text("{\"t\": \"hello\"}"), CloseCode.UNSUPPORTED_DATA),
+    (
+        "a map without t",
+        lambda c: hello_then(c, msgpack.packb({"id": 1})),
+        CloseCode.PROTOCOL_ERROR,
+    ),
+    (
+        "a request before hello",
+        raw_send(msgpack.packb({"t": "join", "id": 1, "ch": "a"})),
+        CloseCode.HELLO_EXPECTED,
+    ),
+    (
+        "a hello with a wrong type",
+        raw_send(msgpack.packb({"t": "hello", "v": "1"})),
+        CloseCode.HELLO_EXPECTED,
+    ),
+    (
+        "a hello of another version",
+        raw_send(msgpack.packb({"t": "hello", "v": 9})),
+        CloseCode.UNSUPPORTED_VERSION,
+    ),
+    (
+        "a hello for an unknown app",
+        raw_send(msgpack.packb({"t": "hello", "v": 1, "app": "zz"})),
+        CloseCode.UNKNOWN_APP,
+    ),
+    (
+        "a duplicate hello",
+        lambda c: hello_then(c, msgpack.packb({"t": "hello", "v": 1})),
+        CloseCode.DUPLICATE_HELLO,
+    ),
+    ("a text frame", lambda c: c.send_text('{"t": "hello"}'), CloseCode.UNSUPPORTED_DATA),
     ("an oversized frame", raw_send(b"\x00" * 70_000), CloseCode.MESSAGE_TOO_BIG),
-    ("an invalid websocket frame (reserved opcode)", lambda c: c.send_raw(b"\x83\x80\x00\x00\x00\x00"),
-     1002),
+    (
+        "an invalid websocket frame (reserved opcode)",
+        lambda c: c.send_raw(b"\x83\x80\x00\x00\x00\x00"),
+        1002,
+    ),
 ]
 
 
@@ -76,7 +99,9 @@ async def test_broken_input_gets_its_close_code(
         await assert_still_serving(server)
 
 
-async def test_bad_requests_get_coded_error_replies_and_the_connection_stays(server: Server) -> None:
+async def test_bad_requests_get_coded_error_replies_and_the_connection_stays(
+    server: Server,
+) -> None:
     with trio.fail_after(10):
         raw = await RawClient.connect(server.addresses[0])
         await raw.hello()
@@ -99,7 +124,9 @@ async def test_bad_requests_get_coded_error_replies_and_the_connection_stays(ser
         assert await raw.recv() == f.Ok(9, {"joined": True})
 
 
-async def test_no_hello_within_the_handshake_timeout_closes_with_4001(start_server: StartServer) -> None:
+async def test_no_hello_within_the_handshake_timeout_closes_with_4001(
+    start_server: StartServer,
+) -> None:
     server = await start_server(handshake_timeout=0.2)
     with trio.fail_after(10):
         raw = await RawClient.connect(server.addresses[0])
@@ -107,7 +134,9 @@ async def test_no_hello_within_the_handshake_timeout_closes_with_4001(start_serv
         await assert_still_serving(server)
 
 
-async def test_a_silent_tcp_peer_is_dropped_after_the_handshake_timeout(start_server: StartServer) -> None:
+async def test_a_silent_tcp_peer_is_dropped_after_the_handshake_timeout(
+    start_server: StartServer,
+) -> None:
     server = await start_server(handshake_timeout=0.2)
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream(*server.addresses[0])
@@ -125,7 +154,9 @@ async def test_a_bad_http_upgrade_gets_400(server: Server) -> None:
         await assert_still_serving(server)
 
 
-async def test_a_peer_that_stops_answering_pings_is_closed_with_4009(start_server: StartServer) -> None:
+async def test_a_peer_that_stops_answering_pings_is_closed_with_4009(
+    start_server: StartServer,
+) -> None:
     server = await start_server(heartbeat_interval=0.2)
     with trio.fail_after(10):
         async with open_client(url(server)) as healthy:  # trio-websocket answers pings
@@ -151,9 +182,16 @@ client_frames = st.one_of(
     st.binary(max_size=64),
     st.dictionaries(
         st.sampled_from(["t", "id", "ch", "ev", "data", "echo", "limit", "after", "v"]),
-        st.one_of(st.sampled_from(["hello", "join", "leave", "send", "broadcast", "members",
-                                   "profile", "x"]), st.integers(-2, 2**64 - 1), st.text(max_size=8),
-                  st.none(), st.booleans(), st.lists(st.integers(-(2**63), 2**64 - 1), max_size=3)),
+        st.one_of(
+            st.sampled_from(
+                ["hello", "join", "leave", "send", "broadcast", "members", "profile", "x"]
+            ),
+            st.integers(-2, 2**64 - 1),
+            st.text(max_size=8),
+            st.none(),
+            st.booleans(),
+            st.lists(st.integers(-(2**63), 2**64 - 1), max_size=3),
+        ),
         max_size=6,
     ).map(lambda d: msgpack.packb(d)),
 )
@@ -199,8 +237,10 @@ async def test_a_hello_sent_in_the_same_write_as_the_upgrade_is_not_lost(server:
     """Regression: wsproto's server handshake drops bytes that follow the upgrade request."""
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream(*server.addresses[0])
-        upgrade = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        upgrade = (
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         hello = msgpack.packb({"t": "hello", "v": 1})
         masked = bytes([0x82, 0x80 | len(hello)]) + b"\0\0\0\0" + hello  # all-zero mask
         await stream.send_all(upgrade + masked)

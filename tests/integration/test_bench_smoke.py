@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_harness_smoke_run_completes_every_scenario(load: str) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench", "--load", load, "smoke"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "WARNING" not in out.stderr, out.stderr  # every expected delivery arrived

@@ -26,10 +26,10 @@ from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer, url
 
 
-async def wait_until(predicate: object, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # type: ignore[operator]
-            await trio.sleep(0.005)
+async def wait_until(predicate: object) -> None:
+    """Poll client state that has no event of its own (bounded by the test's fail_after)."""
+    while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
+        await trio.sleep(0.005)
 
 
 async def test_error_replies_raise_request_error_with_the_code(server: Server) -> None:
@@ -58,8 +58,10 @@ async def test_no_server_and_no_reconnect_raises_the_network_error() -> None:
 
 async def test_reconnect_rejoins_channels_with_the_latest_profile(server: Server) -> None:
     with trio.fail_after(10):
-        async with open_client(url(server)) as watcher, \
-                open_client(url(server), profile={"v": 1}, backoff_initial=0.01) as c:
+        async with (
+            open_client(url(server)) as watcher,
+            open_client(url(server), profile={"v": 1}, backoff_initial=0.01) as c,
+        ):
             attempts: list[int] = []
             connects: list[str] = []
             disconnects: list[tuple[int, str]] = []
@@ -90,10 +92,12 @@ async def test_requests_wait_for_the_connection_or_fail_fast(start_server: Start
     first = await start_server()
     port = first.addresses[0][1]
     with trio.fail_after(20):
-        async with open_client(url(first), backoff_initial=0.05, backoff_max=0.1,
-                               buffer_limit=1) as buffered, \
-                open_client(url(first), fail_fast=True, backoff_initial=0.05,
-                            backoff_max=0.1) as fast:
+        async with (
+            open_client(
+                url(first), backoff_initial=0.05, backoff_max=0.1, buffer_limit=1
+            ) as buffered,
+            open_client(url(first), fail_fast=True, backoff_initial=0.05, backoff_max=0.1) as fast,
+        ):
             await buffered.join("room")
             first.shutdown()
             await wait_until(lambda: not buffered.is_connected() and not fast.is_connected())
@@ -136,8 +140,6 @@ async def test_iteration_sees_disconnect_and_connect(server: Server) -> None:
             second = await events.__anext__()
             assert first == Disconnected(CloseCode.GOING_AWAY, "test")
             assert isinstance(second, Connected) and second.reconnected
-
-
 
 
 async def test_requests_time_out_and_in_flight_requests_fail_on_connection_loss(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from rtcore import Server
 from rtcore.client import Client, Connected, MemberEvent, Msg, open_client
@@ -21,15 +22,24 @@ async def next_of(it: Any, kind: type) -> Any:
 
 async def test_the_tour(server: Server) -> None:
     with trio.fail_after(10):
-        async with open_client(url(server), profile={"name": "ann"}) as ann, \
-                open_client(url(server), profile={"name": "bob"}, echo=False) as bob:
+        async with (
+            open_client(url(server), profile={"name": "ann"}) as ann,
+            open_client(url(server), profile={"name": "bob"}, echo=False) as bob,
+        ):
             ann_events = ann.events()
             bob_joins: list[MemberEvent] = []
             bob_leaves: list[MemberEvent] = []
             bob_updates: list[MemberEvent] = []
             bob_msgs: list[Msg] = []
             bob.on_join(bob_joins.append)
-            bob.on_leave(bob_leaves.append)
+            two_leaves = trio.Event()
+
+            def on_leave(event: MemberEvent) -> None:
+                bob_leaves.append(event)
+                if len(bob_leaves) == 2:
+                    two_leaves.set()
+
+            bob.on_leave(on_leave)
             bob.on_update(bob_updates.append)
             bob.on("chat", bob_msgs.append)
 
@@ -53,32 +63,44 @@ async def test_the_tour(server: Server) -> None:
             r2 = await ann.send("lobby", "chat", {"text": "quiet"}, echo=False)
             assert (r1["recipients"], r2["recipients"]) == (2, 1)
             own_msg = await next_of(ann_events, Msg)
-            assert (own_msg.data, own_msg.mid, own_msg.sender) == ({"text": "hi"}, r1["mid"], ann.id)
+            assert (own_msg.data, own_msg.mid, own_msg.sender) == (
+                {"text": "hi"},
+                r1["mid"],
+                ann.id,
+            )
             # bob sends without echo (his default), then broadcasts with echo forced on
             await bob.send("lobby", "chat", {"text": "yo"})
             b = await bob.broadcast("alert", [1, 2], echo=True)
             got = await next_of(ann_events, Msg)
-            assert (got.channel, got.event, got.data, got.sender) == ("lobby", "chat", {"text": "yo"}, bob.id)
+            assert (got.channel, got.event, got.data, got.sender) == (
+                "lobby",
+                "chat",
+                {"text": "yo"},
+                bob.id,
+            )
             got = await next_of(ann_events, Msg)
             assert (got.channel, got.event, got.data, got.mid) == (None, "alert", [1, 2], b["mid"])
             # leave: bob hears it
             assert await ann.leave("lobby") is True
             assert await ann.get_members("lobby") == [
-                {"id": bob.id, "user": None, "data": {"name": "bob"}}]
+                {"id": bob.id, "user": None, "data": {"name": "bob"}}
+            ]
             await ann.join("lobby")
-            await trio.sleep(0)  # let bob's reader catch up before ann disconnects
+            await trio.lowlevel.checkpoint()  # let bob's reader catch up before ann disconnects
             ann_id = ann.id
             await ann.aclose()  # disconnect counts as leaving
-            with trio.fail_after(5):
-                while len(bob_leaves) < 2:
-                    await trio.sleep(0.01)
+            await two_leaves.wait()
 
     assert [(e.kind, e.member["id"]) for e in bob_joins] == [
-        ("member_join", ann_id), ("member_join", ann_id)]
+        ("member_join", ann_id),
+        ("member_join", ann_id),
+    ]
     assert [e.member["data"] for e in bob_updates] == [{"name": "ann", "status": "busy"}]
     assert [m.data for m in bob_msgs] == [{"text": "hi"}, {"text": "quiet"}]
     assert [(e.kind, e.member["id"], e.last) for e in bob_leaves] == [
-        ("member_leave", ann_id, True), ("member_leave", ann_id, True)]
+        ("member_leave", ann_id, True),
+        ("member_leave", ann_id, True),
+    ]
 
 
 async def test_the_host_app_sends_broadcasts_and_lists_members_in_process(server: Server) -> None:
@@ -89,7 +111,12 @@ async def test_the_host_app_sends_broadcasts_and_lists_members_in_process(server
             sent = server.send("default", "news", "headline", {"n": 1})
             assert sent.recipients == 1
             msg = await next_of(events, Msg)
-            assert (msg.event, msg.data, msg.sender, msg.mid) == ("headline", {"n": 1}, None, sent.mid)
+            assert (msg.event, msg.data, msg.sender, msg.mid) == (
+                "headline",
+                {"n": 1},
+                None,
+                sent.mid,
+            )
             server.broadcast("default", "all", None)
             msg = await next_of(events, Msg)
             assert (msg.channel, msg.event) == (None, "all")

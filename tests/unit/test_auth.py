@@ -87,12 +87,19 @@ def test_a_tampered_payload_or_alg_none_is_invalid() -> None:
 
 
 def pem_pair(kind: str) -> tuple[str, str]:
-    key = rsa.generate_private_key(65537, 2048) if kind == "RS256" else ec.generate_private_key(
-        ec.SECP256R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    key = (
+        rsa.generate_private_key(65537, 2048)
+        if kind == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     return private, public
 
 
@@ -105,8 +112,13 @@ def test_public_key_algorithms(alg: str) -> None:
     other_private, _ = pem_pair(alg)
     forged = mint_token(settings, "u9", NOW, 60, private_key=other_private)
     assert code_of(verify_session, settings, forged, NOW) == CloseCode.SESSION_INVALID
-    wrong_aud = mint_token(SessionSettings(algorithms=(alg,), audience="other", issuer="auth"),
-                           "u9", NOW, 60, private_key=private)
+    wrong_aud = mint_token(
+        SessionSettings(algorithms=(alg,), audience="other", issuer="auth"),
+        "u9",
+        NOW,
+        60,
+        private_key=private,
+    )
     assert code_of(verify_session, settings, wrong_aud, NOW) == CloseCode.SESSION_INVALID
     # an HS256 token whose secret is the public key must not pass (algorithm confusion)
     confused = jwt.encode({"sub": "u9", "aud": "chat", "iss": "auth"}, "k" * 40, "HS256")
@@ -115,6 +127,7 @@ def test_public_key_algorithms(alg: str) -> None:
 
 def test_mint_token_round_trips_and_needs_a_private_key_for_rs() -> None:
     assert verify_session(HS, mint_token(HS, "dev", NOW, 30, session="s"), NOW + 10) == Principal(
-        "dev", "s", NOW + 30)
+        "dev", "s", NOW + 30
+    )
     with pytest.raises(ValueError):
         mint_token(SessionSettings(algorithms=("RS256",), key="pem"), "dev", NOW, 30)

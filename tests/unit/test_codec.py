@@ -13,9 +13,15 @@ from rtcore.protocol import frames as f
 ALL_TYPES = codec.CLIENT_TYPES | codec.SERVER_TYPES
 
 values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
-    | st.text(max_size=20) | st.binary(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 uint = st.integers(0, codec.MAX_REQUEST_ID)
@@ -23,21 +29,35 @@ text = st.text(max_size=30)
 opt_bool = st.none() | st.booleans()
 
 frames = st.one_of(
-    st.builds(f.Hello, uint, st.none() | text, st.none() | text, st.none() | text, values, st.booleans()),
+    st.builds(
+        f.Hello, uint, st.none() | text, st.none() | text, st.none() | text, values, st.booleans()
+    ),
     st.builds(f.Join, uint, text, opt_bool),
     st.builds(f.Leave, uint, text, opt_bool),
     st.builds(f.GetMembers, uint, text, st.none() | uint, st.none() | uint),
     st.builds(f.UpdateProfile, uint, values, opt_bool),
     st.builds(f.Send, uint, text, text, values, opt_bool),
     st.builds(f.Broadcast, uint, text, values, opt_bool),
-    st.builds(f.Welcome, uint, text, uint, uint, st.dictionaries(text, st.integers(0, 2**31)),
-              st.none() | text),
+    st.builds(
+        f.Welcome,
+        uint,
+        text,
+        uint,
+        uint,
+        st.dictionaries(text, st.integers(0, 2**31)),
+        st.none() | text,
+    ),
     st.builds(f.Ok, uint, values),
     st.builds(f.Err, st.none() | uint, text, text),
     st.builds(f.Msg, st.none() | text, text, values, st.none() | text, uint, text),
-    st.builds(f.MemberEvent, st.sampled_from(f.MemberEvent.TYPES), text,
-              st.fixed_dictionaries({"id": text, "user": st.none() | text, "data": values}),
-              opt_bool, opt_bool),
+    st.builds(
+        f.MemberEvent,
+        st.sampled_from(f.MemberEvent.TYPES),
+        text,
+        st.fixed_dictionaries({"id": text, "user": st.none() | text, "data": values}),
+        opt_bool,
+        opt_bool,
+    ),
 )
 
 
@@ -54,13 +74,36 @@ def test_decoding_any_bytes_gives_a_frame_or_a_protocol_error(data: bytes) -> No
         pass
 
 
-@given(st.dictionaries(st.sampled_from(["t", "id", "ch", "ev", "data", "echo", "v", "after",
-                                        "limit", "app", "key", "token", "profile"]), values))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "t",
+                "id",
+                "ch",
+                "ev",
+                "data",
+                "echo",
+                "v",
+                "after",
+                "limit",
+                "app",
+                "key",
+                "token",
+                "profile",
+            ]
+        ),
+        values,
+    )
+)
 def test_decoding_any_map_gives_a_frame_or_a_protocol_error(obj: dict[str, object]) -> None:
     try:
         frame = codec.decode(msgpack.packb(obj))
     except RemoteProtocolError as exc:
-        assert exc.close_code is not None or exc.code in (ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_TYPE)
+        assert exc.close_code is not None or exc.code in (
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.UNKNOWN_TYPE,
+        )
     else:
         assert type(frame).TYPE == obj["t"]
 

@@ -20,19 +20,29 @@ def es256_public_pem() -> str:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
-EXAMPLE_ENV = {"CHAT_KEY_2026": "k-2026", "CHAT_KEY_2027": "k-2027",
-               "CHAT_JWT_SECRET": "s" * 32, "DASHBOARD_JWT_PUBLIC_KEY": es256_public_pem()}
+EXAMPLE_ENV = {
+    "CHAT_KEY_2026": "k-2026",
+    "CHAT_KEY_2027": "k-2027",
+    "CHAT_JWT_SECRET": "s" * 32,
+    "DASHBOARD_JWT_PUBLIC_KEY": es256_public_pem(),
+}
 
 
 def test_the_example_config_is_valid_and_means_what_it_says() -> None:
     conf = cfg.load(ROOT / "rtcore.example.toml", env=EXAMPLE_ENV)
     assert conf.limits == cfg.Limits()  # the [limits] it shows are the defaults
     chat, dashboard = conf.apps
-    assert [(k.name, k.key) for k in chat.api_keys] == [("web-2026", "k-2026"), ("web-2027", "k-2027")]
+    assert [(k.name, k.key) for k in chat.api_keys] == [
+        ("web-2026", "k-2026"),
+        ("web-2027", "k-2027"),
+    ]
     assert chat.api_keys[0].expires == 1801353600.0 and chat.api_keys[1].expires is None
     assert chat.api_key_required and not chat.session_required and not chat.allow_client_broadcast
     assert chat.session is not None and chat.session.key == "s" * 32
@@ -53,7 +63,11 @@ def test_defaults_without_a_file_are_the_documented_ones() -> None:
 def test_no_file_means_one_default_app_on_loopback() -> None:
     conf = cfg.from_dict({})
     assert (conf.host, conf.port, conf.app_names(), conf.default_app) == (
-        "127.0.0.1", 8765, ["default"], "default")
+        "127.0.0.1",
+        8765,
+        ["default"],
+        "default",
+    )
 
 
 def test_several_apps_need_an_explicit_default() -> None:
@@ -74,39 +88,85 @@ def test_several_apps_need_an_explicit_default() -> None:
         ({"server": {"host": ""}}, "server.host: must be an address or a non-empty list"),
         ({"server": {"host": []}}, "server.host: must be an address or a non-empty list"),
         ({"server": {"tls_cert": "x.pem"}}, "server.tls_cert, server.tls_key: give both"),
-        ({"server": {"tls_cert": "nope.pem", "tls_key": "nope.key"}},
-         "server.tls_cert: 'nope.pem' is not a readable file"),
+        (
+            {"server": {"tls_cert": "nope.pem", "tls_key": "nope.key"}},
+            "server.tls_cert: 'nope.pem' is not a readable file",
+        ),
         ({"server": {"allowed_origins": "x"}}, "server.allowed_origins: must be an array"),
-        ({"apps": [{"name": "a", "api_key_required": True}]},
-         "apps[0].api_key_required: true, but apps[0].api_keys is empty"),
-        ({"apps": [{"name": "a", "api_keys": [{"key_env": "NOPE"}]}]},
-         "apps[0].api_keys[0].key_env: environment variable NOPE is not set"),
-        ({"apps": [{"name": "a", "api_keys": [{"key": "k", "key_env": "K"}]}]},
-         "apps[0].api_keys[0]: give only one of key, key_env"),
-        ({"apps": [{"name": "a", "api_keys": [{"key": "k", "expires": "2027"}]}]},
-         "apps[0].api_keys[0].expires: must be a TOML date-time with a time zone"),
-        ({"apps": [{"name": "a", "session_required": True}]},
-         "apps[0].session_required: true, but there is no apps[0].session"),
-        ({"apps": [{"name": "a", "session": {"secret": "short"}}]},
-         "apps[0].session.secret: must be at least 32 characters"),
-        ({"apps": [{"name": "a", "session": {"algorithms": ["none"], "secret": "s" * 32}}]},
-         "apps[0].session.algorithms: must be some of"),
-        ({"apps": [{"name": "a", "session": {"algorithms": ["HS256", "RS256"]}}]},
-         "apps[0].session.algorithms: do not mix HS"),
-        ({"apps": [{"name": "a", "session": {"algorithms": ["RS256"], "public_key": "x"}}]},
-         "apps[0].session: RS*/ES* algorithms need public_key (PEM)"),
-        ({"apps": [{"name": "a", "channels": [{"pattern": "p-*", "join": "maybe"}]}]},
-         "apps[0].channels[0].join: must be one of anyone, signed_in, nobody"),
-        ({"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 0}]}]},
-         "apps[0].rate_limits[0].rate: must be a positive number"),
-        ({"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 0.5}]}]},
-         "apps[0].rate_limits[0].burst: needed when rate < 1"),
-        ({"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 1, "scope": "ip"}]}]},
-         "apps[0].rate_limits[0].scope: must be client or connection"),
-        ({"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 1, "operations": ["leave"]}]}]},
-         "apps[0].rate_limits[0].operations: must be some of"),
-        ({"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 1}, {"name": "r", "rate": 2}]}]},
-         "apps[0].rate_limits: limiter names must be unique"),
+        (
+            {"apps": [{"name": "a", "api_key_required": True}]},
+            "apps[0].api_key_required: true, but apps[0].api_keys is empty",
+        ),
+        (
+            {"apps": [{"name": "a", "api_keys": [{"key_env": "NOPE"}]}]},
+            "apps[0].api_keys[0].key_env: environment variable NOPE is not set",
+        ),
+        (
+            {"apps": [{"name": "a", "api_keys": [{"key": "k", "key_env": "K"}]}]},
+            "apps[0].api_keys[0]: give only one of key, key_env",
+        ),
+        (
+            {"apps": [{"name": "a", "api_keys": [{"key": "k", "expires": "2027"}]}]},
+            "apps[0].api_keys[0].expires: must be a TOML date-time with a time zone",
+        ),
+        (
+            {"apps": [{"name": "a", "session_required": True}]},
+            "apps[0].session_required: true, but there is no apps[0].session",
+        ),
+        (
+            {"apps": [{"name": "a", "session": {"secret": "short"}}]},
+            "apps[0].session.secret: must be at least 32 characters",
+        ),
+        (
+            {"apps": [{"name": "a", "session": {"algorithms": ["none"], "secret": "s" * 32}}]},
+            "apps[0].session.algorithms: must be some of",
+        ),
+        (
+            {"apps": [{"name": "a", "session": {"algorithms": ["HS256", "RS256"]}}]},
+            "apps[0].session.algorithms: do not mix HS",
+        ),
+        (
+            {"apps": [{"name": "a", "session": {"algorithms": ["RS256"], "public_key": "x"}}]},
+            "apps[0].session: RS*/ES* algorithms need public_key (PEM)",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "p-*", "join": "maybe"}]}]},
+            "apps[0].channels[0].join: must be one of anyone, signed_in, nobody",
+        ),
+        (
+            {"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 0}]}]},
+            "apps[0].rate_limits[0].rate: must be a positive number",
+        ),
+        (
+            {"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 0.5}]}]},
+            "apps[0].rate_limits[0].burst: needed when rate < 1",
+        ),
+        (
+            {"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 1, "scope": "ip"}]}]},
+            "apps[0].rate_limits[0].scope: must be client or connection",
+        ),
+        (
+            {
+                "apps": [
+                    {
+                        "name": "a",
+                        "rate_limits": [{"name": "r", "rate": 1, "operations": ["leave"]}],
+                    }
+                ]
+            },
+            "apps[0].rate_limits[0].operations: must be some of",
+        ),
+        (
+            {
+                "apps": [
+                    {
+                        "name": "a",
+                        "rate_limits": [{"name": "r", "rate": 1}, {"name": "r", "rate": 2}],
+                    }
+                ]
+            },
+            "apps[0].rate_limits: limiter names must be unique",
+        ),
         ({"apps": [{"name": "a", "enabled": "yes"}]}, "apps[0].enabled: must be true or false"),
         ({"server": {"default_app": "zz"}}, "server.default_app: 'zz' is not one of the apps"),
         ({"apps": []}, "apps: must be a non-empty array"),
@@ -130,12 +190,18 @@ def test_unreadable_and_invalid_toml_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_check_config_command(tmp_path: Path) -> None:
-    good = subprocess.run([sys.executable, "-m", "rtcore.cli", "check-config",
-                           str(ROOT / "rtcore.example.toml")], capture_output=True, text=True,
-                          env={**os.environ, **EXAMPLE_ENV})
+    good = subprocess.run(
+        [sys.executable, "-m", "rtcore.cli", "check-config", str(ROOT / "rtcore.example.toml")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **EXAMPLE_ENV},
+    )
     assert good.returncode == 0 and "ok (2 apps)" in good.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text("[limits]\nmax_channels = -3\n")
-    out = subprocess.run([sys.executable, "-m", "rtcore.cli", "check-config", str(bad)],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "rtcore.cli", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "limits.max_channels" in out.stderr

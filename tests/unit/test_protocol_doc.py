@@ -24,7 +24,9 @@ def test_the_doc_has_an_example_of_every_frame_type() -> None:
     assert shown == ALL_TYPES
 
 
-@pytest.mark.parametrize(("kind", "hexdump", "value"), EXAMPLES, ids=[v[:40] for _, _, v in EXAMPLES])
+@pytest.mark.parametrize(
+    ("kind", "hexdump", "value"), EXAMPLES, ids=[v[:40] for _, _, v in EXAMPLES]
+)
 def test_each_example_decodes_to_its_stated_value(kind: str, hexdump: str, value: str) -> None:
     data = bytes.fromhex(hexdump.replace("\n", " "))
     expected: dict[str, Any] = json.loads(value)

@@ -5,8 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-CORE = ["rtcore", "rtcore.protocol", "rtcore.protocol.codec", "rtcore.protocol.wsframe",
-        "rtcore.session", "rtcore.hub", "rtcore.app", "rtcore.outbox", "rtcore.config"]
+CORE = [
+    "rtcore",
+    "rtcore.protocol",
+    "rtcore.protocol.codec",
+    "rtcore.protocol.wsframe",
+    "rtcore.session",
+    "rtcore.hub",
+    "rtcore.app",
+    "rtcore.outbox",
+    "rtcore.config",
+]
 
 
 def test_importing_the_core_leaves_trio_out() -> None:

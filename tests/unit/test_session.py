@@ -21,10 +21,11 @@ NOW = 1_700_000_000.0
 class World:
     """A server's core without a server: apps, pending record, sessions."""
 
-    def __init__(self, limits: Limits | None = None, apps: tuple[str | AppConfig, ...] = ("default",)) -> None:
+    def __init__(
+        self, limits: Limits | None = None, apps: tuple[str | AppConfig, ...] = ("default",)
+    ) -> None:
         settings = tuple(AppConfig(a) if isinstance(a, str) else a for a in apps)
-        self.config = Config(limits=limits or Limits(), apps=settings,
-                             default_app=settings[0].name)
+        self.config = Config(limits=limits or Limits(), apps=settings, default_app=settings[0].name)
         self.pending = Pending()
         ids = MessageIds("n1")
         self.apps = {a.name: App(a, self.pending, ids) for a in self.config.apps}
@@ -162,7 +163,9 @@ def test_presence_events_carry_member_and_first_last_per_user() -> None:
     ok(tab2, t="join", id=1, ch="a")
     joins = take(watcher)
     assert [(e.kind, e.member["id"], e.first) for e in joins] == [
-        ("member_join", tab1.conn_id, True), ("member_join", tab2.conn_id, False)]
+        ("member_join", tab1.conn_id, True),
+        ("member_join", tab2.conn_id, False),
+    ]
     assert joins[0].member == {"id": tab1.conn_id, "user": "alice", "data": {"n": 1}}
     ok(tab2, t="profile", id=2, data={"n": 22})
     (update,) = take(watcher)
@@ -171,7 +174,9 @@ def test_presence_events_carry_member_and_first_last_per_user() -> None:
     tab2.disconnected()
     leaves = take(watcher)
     assert [(e.kind, e.member["id"], e.last) for e in leaves] == [
-        ("member_leave", tab1.conn_id, False), ("member_leave", tab2.conn_id, True)]
+        ("member_leave", tab1.conn_id, False),
+        ("member_leave", tab2.conn_id, True),
+    ]
 
 
 def test_echo_defaults_to_the_hello_option_and_can_be_overridden_per_call() -> None:
@@ -184,8 +189,15 @@ def test_echo_defaults_to_the_hello_option_and_can_be_overridden_per_call() -> N
     take(loud)
 
     def send(s: Session, data: int, **echo: bool) -> None:
-        assert s.receive(msgpack.packb({"t": "send", "id": data, "ch": "a", "ev": "e",
-                                        "data": data, **echo}), NOW) is None
+        assert (
+            s.receive(
+                msgpack.packb(
+                    {"t": "send", "id": data, "ch": "a", "ev": "e", "data": data, **echo}
+                ),
+                NOW,
+            )
+            is None
+        )
 
     send(quiet, 1)  # quiet's default: no echo
     send(quiet, 2, echo=True)  # overridden
@@ -207,7 +219,8 @@ def test_a_send_reaches_members_once_with_sender_timestamp_and_unique_id() -> No
     msgs = [m for m in take(b) if isinstance(m, f.Msg)]
     assert [(m.channel, m.event, m.data, m.sender, m.ts) for m in msgs] == [
         ("a", "chat", {"x": 1}, a.conn_id, int(NOW * 1000)),
-        ("a", "chat", {"x": 2}, a.conn_id, int(NOW * 1000))]
+        ("a", "chat", {"x": 2}, a.conn_id, int(NOW * 1000)),
+    ]
     assert [m.mid for m in msgs] == [r1["mid"], r2["mid"]]
     assert take(outsider) == []
 
@@ -228,7 +241,9 @@ def test_members_are_paged_in_join_order() -> None:
         ok(s, t="join", id=1, ch="big", echo=False)
     seen, after = [], None
     while True:
-        page = ok(sessions[0], t="members", id=2, ch="big", limit=3, **({"after": after} if after else {}))
+        page = ok(
+            sessions[0], t="members", id=2, ch="big", limit=3, **({"after": after} if after else {})
+        )
         seen += [(m["id"], m["data"]) for m in page["members"]]
         after = page["next"]
         if after is None:

@@ -28,8 +28,12 @@ def hello_close(world: World, **hello: object) -> int | None:
     return None if close is None else int(close.code)
 
 
-KEYED = AppConfig("a", api_keys=(ApiKey("good"), ApiKey("old", expires=NOW - 1)),
-                  api_key_required=True, session=SESSIONS)
+KEYED = AppConfig(
+    "a",
+    api_keys=(ApiKey("good"), ApiKey("old", expires=NOW - 1)),
+    api_key_required=True,
+    session=SESSIONS,
+)
 
 
 @pytest.mark.parametrize(
@@ -42,13 +46,23 @@ KEYED = AppConfig("a", api_keys=(ApiKey("good"), ApiKey("old", expires=NOW - 1))
         (AppConfig("a", enabled=False), {}, CloseCode.APP_DISABLED),
         (AppConfig("a", session=SESSIONS, session_required=True), {}, CloseCode.SESSION_MISSING),
         (AppConfig("a", session=SESSIONS, session_required=True), {"token": token()}, None),
-        (AppConfig("a", session=SESSIONS), {"token": token(exp=NOW - 60)}, CloseCode.SESSION_EXPIRED),
-        (AppConfig("a", session=SESSIONS), {"token": token(secret="o" * 32)}, CloseCode.SESSION_INVALID),
+        (
+            AppConfig("a", session=SESSIONS),
+            {"token": token(exp=NOW - 60)},
+            CloseCode.SESSION_EXPIRED,
+        ),
+        (
+            AppConfig("a", session=SESSIONS),
+            {"token": token(secret="o" * 32)},
+            CloseCode.SESSION_INVALID,
+        ),
         (AppConfig("a"), {"token": token()}, CloseCode.SESSION_INVALID),  # app takes no tokens
         (AppConfig("a", max_connections=1), {}, CloseCode.TOO_MANY_CONNECTIONS),
     ],
 )
-def test_hello_is_checked_against_the_app(app: AppConfig, hello: dict[str, object], code: int | None) -> None:
+def test_hello_is_checked_against_the_app(
+    app: AppConfig, hello: dict[str, object], code: int | None
+) -> None:
     world = World(apps=(app,))
     if app.max_connections == 1:
         world.session()
@@ -67,10 +81,15 @@ def test_a_valid_token_identifies_the_user_in_welcome_and_presence() -> None:
 
 def test_permissions_and_channel_rules() -> None:
     app = AppConfig(
-        "a", session=SESSIONS, allow_client_join=False, allow_client_broadcast=False,
-        channels=(ChannelRule("public-*", join="anyone", send="signed_in"),
-                  ChannelRule("vip-*", join="signed_in"),
-                  ChannelRule("admin-*", join="nobody", send="nobody")),
+        "a",
+        session=SESSIONS,
+        allow_client_join=False,
+        allow_client_broadcast=False,
+        channels=(
+            ChannelRule("public-*", join="anyone", send="signed_in"),
+            ChannelRule("vip-*", join="signed_in"),
+            ChannelRule("admin-*", join="nobody", send="nobody"),
+        ),
     )
     world = World(apps=(app,))
     anon = world.session()
@@ -78,7 +97,10 @@ def test_permissions_and_channel_rules() -> None:
     e = err(anon, ErrorCode.FORBIDDEN, t="join", id=1, ch="random")  # no rule: allow_client_join
     assert "joining 'random' is not allowed" in e.message
     err(anon, ErrorCode.FORBIDDEN, t="join", id=2, ch="vip-room")
-    assert "needs a signed-in user" in err(anon, ErrorCode.FORBIDDEN, t="join", id=3, ch="vip-x").message
+    assert (
+        "needs a signed-in user"
+        in err(anon, ErrorCode.FORBIDDEN, t="join", id=3, ch="vip-x").message
+    )
     ok(user, t="join", id=1, ch="vip-room")
     err(user, ErrorCode.FORBIDDEN, t="join", id=2, ch="admin-panel")
     ok(anon, t="join", id=4, ch="public-lobby")
@@ -96,8 +118,13 @@ def test_client_sends_can_be_turned_off() -> None:
 
 
 def test_rate_limited_requests_get_the_limiter_message_and_retry_after() -> None:
-    app = AppConfig("a", rate_limits=(Rule("sends", 2, 1, error_message="easy"),
-                                      Rule("joins", 1, 60, operations=frozenset({"join"}))))
+    app = AppConfig(
+        "a",
+        rate_limits=(
+            Rule("sends", 2, 1, error_message="easy"),
+            Rule("joins", 1, 60, operations=frozenset({"join"})),
+        ),
+    )
     world = World(apps=(app,))
     s = world.session()
     ok(s, t="join", id=1, ch="room", echo=False)
