@@ -13,12 +13,16 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from rtcore import auth
 from rtcore import config as cfg
+
+if TYPE_CHECKING:
+    from rtcore.server import Server
 
 log = logging.getLogger("rtcore")
 
@@ -86,8 +90,8 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, object]) -> None:
-    from rtcore.server import Server
+async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, Any]) -> None:
+    from rtcore.server import Server  # imported only when serving
 
     server = Server(conf)
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
@@ -108,7 +112,7 @@ async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, object
             nursery.cancel_scope.cancel()
 
 
-def _reload(server: object, path: str | None, overrides: dict[str, object]) -> None:
+def _reload(server: Server, path: str | None, overrides: dict[str, Any]) -> None:
     if path is None:
         log.warning("SIGHUP: no --config file to reload")
         return
@@ -117,7 +121,7 @@ def _reload(server: object, path: str | None, overrides: dict[str, object]) -> N
     except cfg.ConfigError as exc:
         log.error("SIGHUP: %s: the old settings stay in force", exc)
         return
-    server.reload(conf)  # type: ignore[attr-defined]
+    server.reload(conf)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ codes that reconnecting cannot fix (``FATAL_CLOSE_CODES``) end the client with
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -275,11 +276,10 @@ class Client:
     async def get_members(self, channel: str, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every member of the channel as ``{"id", "user", "data"}`` (fetched page by page)."""
         members: list[dict[str, Any]] = []
-        after = None
+        after: int | None = None
         while True:
-            data = await self._request(
-                lambda rid, after=after: f.GetMembers(rid, channel, after, page_size)
-            )
+            page = functools.partial(_members_request, channel, after, page_size)
+            data = await self._request(page)
             members.extend(data["members"])
             after = data["next"]
             if after is None:
@@ -502,9 +502,7 @@ class Client:
         """Rejoin remembered channels, then release buffered requests."""
         for channel, echo in list(self.channels.items()):
             try:
-                await self._request(
-                    lambda rid, ch=channel, e=echo: f.Join(rid, ch, e), buffered=False
-                )
+                await self._request(functools.partial(_join_request, channel, echo), buffered=False)
             except RequestError as exc:
                 self.channels.pop(channel, None)
                 self._emit("error", exc)
@@ -538,6 +536,14 @@ class Client:
         elif isinstance(frame, f.MemberEvent):
             self._emit(frame.kind, frame)
             self._publish(frame)
+
+
+def _members_request(channel: str, after: int | None, limit: int, rid: int) -> f.GetMembers:
+    return f.GetMembers(rid, channel, after, limit)
+
+
+def _join_request(channel: str, echo: bool | None, rid: int) -> f.Join:
+    return f.Join(rid, channel, echo)
 
 
 @asynccontextmanager

@@ -249,7 +249,7 @@ class Connection:
             return b""
         self.last_seen = trio.current_time()
         self.pinged = False
-        return data
+        return bytes(data)  # receive_some may hand out a bytearray
 
     async def _read(self, *, until_hello: bool) -> None:
         """Read and handle frames until a close is decided, the peer leaves, or hello arrives."""

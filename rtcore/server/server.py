@@ -87,7 +87,7 @@ class Server:
                         while True:  # SocketListener.accept retries on EMFILE and the like
                             stream = await listener.accept()
                             if isinstance(stream, trio.SSLStream):
-                                sock = stream.transport_stream.socket  # type: ignore[attr-defined]
+                                sock = stream.transport_stream.socket
                                 conn_nursery.start_soon(self._handle, sock, stream)
                             else:
                                 conn_nursery.start_soon(self._handle, stream.socket, None)
