@@ -13,6 +13,9 @@ CORE = [
     "rtcore.session",
     "rtcore.hub",
     "rtcore.app",
+    "rtcore.auth",
+    "rtcore.limiter",
+    "rtcore.admission",
     "rtcore.outbox",
     "rtcore.config",
 ]
