@@ -46,7 +46,7 @@ def main() -> None:
         limits = attrs.evolve(
             rtcore.Limits(), outbound_buffer_bytes=args.outbound_buffer, heartbeat_interval=600.0
         )
-        config = rtcore.Config(host=args.host, port=args.port, limits=limits)
+        config = rtcore.Config(host=args.host, port=args.port, limits=limits, api_port=None)
 
         async def run_rtcore() -> None:
             server = rtcore.Server(config, flush_window=args.flush_window)

@@ -17,6 +17,10 @@ def __getattr__(name: str) -> object:
         from rtcore import server
 
         return getattr(server, name)
+    if name in ("ServerAPI", "AsyncServerAPI", "ServerAPIError"):
+        from rtcore import server_api
+
+        return getattr(server_api, name)
     raise AttributeError(f"module 'rtcore' has no attribute {name!r}")
 
 
@@ -27,6 +31,9 @@ __all__ = [
     "ErrorCode",
     "Limits",
     "RtcoreError",
+    "AsyncServerAPI",
     "Server",
+    "ServerAPI",
+    "ServerAPIError",
     "UnknownAppError",
 ]

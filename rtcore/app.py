@@ -42,6 +42,15 @@ class Delivery:
     recipients: int
 
 
+@attrs.frozen
+class UserEventOutcome:
+    """What a user event did: connections reached, sessions ended, connections to close."""
+
+    delivered: int
+    ended_sessions: list[str]
+    closing: list[Member]
+
+
 def framed(frame: Any) -> bytes:
     """A server frame encoded and WebSocket-framed, ready for any number of outboxes."""
     return wsframe.binary_frame(codec.encode(frame))
@@ -57,6 +66,56 @@ class App:
         self.table = ChannelTable(pending)
         self._pending = pending
         self._ids = ids
+        self._revoked: dict[str, float] = {}
+        """Ended sessions -> until when their tokens are refused."""
+
+    # -- user events and sessions ----------------------------------------------------------
+
+    def publish_user_event(
+        self,
+        user: str,
+        kind: str,
+        session: dict[str, Any] | None,
+        data: dict[str, Any] | None,
+        now: float,
+    ) -> UserEventOutcome:
+        """Deliver a user event to ``user``'s connections only, then apply what it means:
+        a sign-out ends its session; a password change may end the user's other sessions;
+        a profile update may replace the user's member profiles."""
+        frame = framed(f.UserEvent(kind, session, data, int(now * 1000)))
+        conns = self.table.user(user)
+        delivered = self.table.deliver(conns, frame)
+        sid = session.get("id") if session else None
+        ended: list[str] = []
+        if kind == "signout" and isinstance(sid, str):
+            ended = [sid]
+        elif kind == "password_change" and self.settings.end_sessions_on_password_change:
+            ended = sorted({m.session for m in conns.values() if m.session and m.session != sid})
+        elif kind == "profile_update" and self.settings.profile_updates_member and data is not None:
+            for member in list(conns.values()):
+                self.update_profile(member, data, echo=True)
+        closing = [m for s in ended for m in self.end_session(s, now)]
+        return UserEventOutcome(delivered, ended, closing)
+
+    def end_session(self, session: str, now: float) -> list[Member]:
+        """Refuse ``session`` from now on; returns its connections, which must be closed."""
+        self._revoked[session] = now + self.settings.revocation_ttl
+        return list(self.table.session(session).values())
+
+    def session_ended(self, session: str | None, now: float) -> bool:
+        if session is None:
+            return False
+        until = self._revoked.get(session)
+        if until is not None and now >= until:
+            del self._revoked[session]
+            return False
+        return until is not None
+
+    def sweep(self, now: float) -> None:
+        """Forget revocations past their time, and full limiter buckets."""
+        for session in [s for s, until in self._revoked.items() if now >= until]:
+            del self._revoked[session]
+        self.limiter.sweep(now)
 
     def apply(self, settings: AppConfig) -> None:
         """New settings (a reload). Limiter buckets survive only for unchanged limiters."""

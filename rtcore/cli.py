@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", help="TOML config file (SIGHUP reloads it)")
     serve.add_argument("--host", help="listen address (overrides the config)")
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
+    serve.add_argument("--api-port", type=int, help="server API port (overrides the config)")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
@@ -56,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except cfg.ConfigError as exc:
         print(f"rtcore: config error: {exc}", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("host", args.host), ("port", args.port), ("api_port", args.api_port))
+        if v is not None
+    }
     conf = attrs.evolve(conf, **overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     trio.run(_serve, conf, args.config, overrides)

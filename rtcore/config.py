@@ -64,6 +64,8 @@ class Limits:
     """Seconds to wait for the peer's close frame before dropping the TCP connection."""
     shutdown_grace: float = 5.0
     """Seconds that connections get to close cleanly on shutdown."""
+    max_api_body_bytes: int = 1024 * 1024
+    """Largest server-API request body (HTTP 413 beyond)."""
 
     def for_clients(self) -> dict[str, int]:
         """The limits a client needs to know, as sent in the welcome frame."""
@@ -110,6 +112,14 @@ class AppConfig:
     refusals_before_disconnect: int = 100
     """Rate-limited requests in a row after which the connection is closed (4030)."""
     max_connections: int = 100_000
+    server_secret: str | None = attrs.field(default=None, repr=False)
+    """The backend's credential for the server API (never the client API key)."""
+    end_sessions_on_password_change: bool = False
+    """A password_change user event also ends every other session of the user."""
+    profile_updates_member: bool = False
+    """A profile_update user event also replaces the member profile of the user's connections."""
+    revocation_ttl: float = 86_400.0
+    """How long an ended session stays refused when its token has no (or a later) ``exp``."""
 
     def channel_rule(self, channel: str) -> ChannelRule | None:
         return next((r for r in self.channels if r.matches(channel)), None)
@@ -130,6 +140,9 @@ class Config:
     """If set, browser handshakes (with an Origin header) from other origins get HTTP 403."""
     tls_cert: str | None = None
     tls_key: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int | None = 8766
+    """The server API's HTTP port (docs/api.md); None: no HTTP API."""
 
     def app_names(self) -> list[str]:
         return [a.name for a in self.apps]
@@ -168,7 +181,16 @@ class _Reader:
         _known(
             server,
             "server.",
-            {"host", "port", "default_app", "allowed_origins", "tls_cert", "tls_key"},
+            {
+                "host",
+                "port",
+                "default_app",
+                "allowed_origins",
+                "tls_cert",
+                "tls_key",
+                "api_host",
+                "api_port",
+            },
         )
         limits = self.limits(_table(raw, "limits", "limits"))
         apps_raw = raw.get("apps", [{"name": "default"}])
@@ -181,6 +203,17 @@ class _Reader:
         default_app = server.get("default_app", names[0] if len(names) == 1 else None)
         if default_app is not None and default_app not in names:
             raise ConfigError(f"server.default_app: {default_app!r} is not one of the apps")
+        origins = _strings(server.get("allowed_origins", []), "server.allowed_origins")
+        return Config(
+            limits=limits,
+            apps=apps,
+            default_app=default_app,
+            allowed_origins=tuple(origins),
+            **self.listen(server),
+        )
+
+    def listen(self, server: dict[str, Any]) -> dict[str, Any]:
+        """The addresses: client port (with TLS), server-API port."""
         host = server.get("host", "127.0.0.1")
         hosts = [host] if isinstance(host, str) else host
         if (
@@ -192,23 +225,28 @@ class _Reader:
         port = server.get("port", 8765)
         if type(port) is not int or not 0 <= port <= 65535:
             raise ConfigError("server.port: must be an integer from 0 to 65535")
-        origins = _strings(server.get("allowed_origins", []), "server.allowed_origins")
         cert, key = server.get("tls_cert"), server.get("tls_key")
         if (cert is None) != (key is None):
             raise ConfigError("server.tls_cert, server.tls_key: give both or neither")
         for k, v in (("tls_cert", cert), ("tls_key", key)):
             if v is not None and not (self.base / str(v)).is_file():
                 raise ConfigError(f"server.{k}: {v!r} is not a readable file")
-        return Config(
-            host=host if isinstance(host, str) else tuple(hosts),
-            port=port,
-            limits=limits,
-            apps=apps,
-            default_app=default_app,
-            allowed_origins=tuple(origins),
-            tls_cert=str(self.base / cert) if cert else None,
-            tls_key=str(self.base / key) if key else None,
-        )
+        api_host = server.get("api_host", "127.0.0.1")
+        if not isinstance(api_host, str) or not api_host:
+            raise ConfigError("server.api_host: must be an address")
+        api_port = server.get("api_port", 8766)
+        if api_port is False:
+            api_port = None
+        elif type(api_port) is not int or not 0 <= api_port <= 65535:
+            raise ConfigError("server.api_port: must be an integer from 0 to 65535, or false")
+        return {
+            "host": host if isinstance(host, str) else tuple(hosts),
+            "port": port,
+            "tls_cert": str(self.base / cert) if cert else None,
+            "tls_key": str(self.base / key) if key else None,
+            "api_host": api_host,
+            "api_port": api_port,
+        }
 
     def limits(self, table: dict[str, Any]) -> Limits:
         fields = {a.name: a for a in attrs.fields(Limits)}
@@ -242,6 +280,12 @@ class _Reader:
                 "rate_limits",
                 "refusals_before_disconnect",
                 "max_connections",
+                "server_secret",
+                "server_secret_env",
+                "server_secret_file",
+                "end_sessions_on_password_change",
+                "profile_updates_member",
+                "revocation_ttl",
             },
         )
         name = raw.get("name")
@@ -255,6 +299,8 @@ class _Reader:
                 ("allow_client_send", True),
                 ("allow_client_broadcast", True),
                 ("session_required", False),
+                ("end_sessions_on_password_change", False),
+                ("profile_updates_member", False),
             )
         }
         keys = tuple(
@@ -290,6 +336,10 @@ class _Reader:
             max_connections=_positive_int(
                 raw.get("max_connections", 100_000), f"{where}.max_connections"
             ),
+            server_secret=self.server_secret(raw, where),
+            revocation_ttl=_positive_number(
+                raw.get("revocation_ttl", 86_400), f"{where}.revocation_ttl"
+            ),
             **flags,
         )
 
@@ -314,6 +364,12 @@ class _Reader:
             except OSError as exc:
                 raise ConfigError(f"{where}.{key}: cannot read {value!r}: {exc.strerror}") from exc
         return value
+
+    def server_secret(self, raw: dict[str, Any], where: str) -> str | None:
+        secret = self.secret(raw, where, "server_secret")
+        if secret is not None and len(secret) < 32:
+            raise ConfigError(f"{where}.server_secret: must be at least 32 characters")
+        return secret
 
     def api_key(self, raw: Any, where: str) -> ApiKey:
         if not isinstance(raw, dict):

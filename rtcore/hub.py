@@ -38,6 +38,8 @@ class Member:
     outbox: Outbox
     echo: bool = True
     """The connection's default echo option (from its hello)."""
+    session: str | None = None
+    """The session id of the signed-in user's token (for sign-out and revocation)."""
     channels: dict[str, int] = attrs.field(factory=dict)
     """Channel -> join sequence number (the paging cursor of member listings)."""
 
@@ -54,18 +56,34 @@ class ChannelTable:
         self._channels: dict[str, dict[str, Member]] = {}
         self._everyone: dict[str, Member] = {}
         self._user_conns: dict[tuple[str, str], int] = {}
+        self._users: dict[str, dict[str, Member]] = {}
+        self._sessions: dict[str, dict[str, Member]] = {}
         self._seq = itertools.count(1)
 
     # -- connections ----------------------------------------------------------------------
 
     def connect(self, member: Member) -> None:
         self._everyone[member.id] = member
+        if member.user is not None:
+            self._users.setdefault(member.user, {})[member.id] = member
+        if member.session is not None:
+            self._sessions.setdefault(member.session, {})[member.id] = member
 
     def disconnect(self, member: Member) -> list[tuple[str, bool]]:
         """Remove the member everywhere; returns ``(channel, last)`` for each channel left."""
         left = [(ch, self.leave(member, ch)) for ch in list(member.channels)]
         self._everyone.pop(member.id, None)
+        _unindex(self._users, member.user, member)
+        _unindex(self._sessions, member.session, member)
         return [(ch, last) for ch, last in left if last is not None]
+
+    def user(self, user: str) -> Mapping[str, Member]:
+        """The connections signed in as ``user``."""
+        return self._users.get(user, _EMPTY)
+
+    def session(self, session: str) -> Mapping[str, Member]:
+        """The connections whose token names ``session``."""
+        return self._sessions.get(session, _EMPTY)
 
     @property
     def everyone(self) -> Mapping[str, Member]:
@@ -150,3 +168,13 @@ class ChannelTable:
 
 
 _EMPTY: Mapping[str, Member] = {}
+
+
+def _unindex(index: dict[str, dict[str, Member]], key: str | None, member: Member) -> None:
+    if key is None:
+        return
+    members = index.get(key)
+    if members is not None:
+        members.pop(member.id, None)
+        if not members:
+            del index[key]

@@ -211,6 +211,8 @@ class Session:
         close = self._admit(app, now, frame.key, principal, reconnect=True)
         if close is not None:
             return close
+        if principal is not None and app.session_ended(principal.session, now):
+            return Close(CloseCode.SESSION_ENDED, "this session was ended; sign in again")
         if not self._profile_fits(frame.profile):
             return Close(
                 CloseCode.HELLO_EXPECTED,
@@ -218,7 +220,14 @@ class Session:
             )
         self.app, self.principal, self._key = app, principal, frame.key
         user = principal.user if principal else None
-        self.member = Member(self.conn_id, user, frame.profile, self.outbox, echo=frame.echo)
+        self.member = Member(
+            self.conn_id,
+            user,
+            frame.profile,
+            self.outbox,
+            echo=frame.echo,
+            session=principal.session if principal else None,
+        )
         app.connect(self.member)
         self._reply(
             f.Welcome(

@@ -19,7 +19,7 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
-from rtcore.protocol.frames import MemberEvent, Msg
+from rtcore.protocol.frames import MemberEvent, Msg, UserEvent
 
 __all__ = [
     "FATAL_CLOSE_CODES",
@@ -38,5 +38,6 @@ __all__ = [
     "NotConnectedError",
     "RequestError",
     "RequestTimeout",
+    "UserEvent",
     "open_client",
 ]

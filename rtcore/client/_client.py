@@ -59,6 +59,8 @@ FATAL_CLOSE_CODES = frozenset(
         CloseCode.SESSION_MISSING,
         CloseCode.SESSION_INVALID,
         CloseCode.SESSION_EXPIRED,
+        CloseCode.SESSION_ENDED,
+        CloseCode.DISCONNECTED,
     }
 )
 """Close codes after which reconnecting would fail again the same way."""
@@ -80,7 +82,7 @@ class Disconnected:
     reason: str
 
 
-Event = f.Msg | f.MemberEvent | Connected | Disconnected
+Event = f.Msg | f.MemberEvent | f.UserEvent | Connected | Disconnected
 Handler = Callable[..., Any]
 
 
@@ -401,6 +403,17 @@ class Client:
         """``handler(exc)`` when a connection attempt fails or a rejoin is refused."""
         self._handlers["error"].append(handler)
 
+    def on_user_event(self, handler: Handler) -> None:
+        """``handler(event: UserEvent)`` for events about this connection's own user
+        (``event.kind``: signin, signout, profile_update, password_change, ...)."""
+        self._handlers["user_event"].append(handler)
+
+    def on_session_ended(self, handler: Handler) -> None:
+        """``handler(exc: ConnectionClosedError)`` when the server ends this client's session
+        (4016) or disconnects it (4017). The client stops: it does not reconnect with a token
+        the server will refuse; open a new client with a new token."""
+        self._handlers["session_ended"].append(handler)
+
     def _emit(self, key: str, *args: Any) -> None:
         for handler in list(self._handlers.get(key, ())):
             try:
@@ -431,6 +444,8 @@ class Client:
                     code, reason = await self._connect_once(first_error)
                     if code in FATAL_CLOSE_CODES:
                         self._fatal = ConnectionClosedError(code, reason)
+                        if code in (CloseCode.SESSION_ENDED, CloseCode.DISCONNECTED):
+                            self._emit("session_ended", self._fatal)
                         self._emit("error", self._fatal)
                         return
                     if self._closed or not self.reconnect:
@@ -535,6 +550,9 @@ class Client:
             self._publish(frame)
         elif isinstance(frame, f.MemberEvent):
             self._emit(frame.kind, frame)
+            self._publish(frame)
+        elif isinstance(frame, f.UserEvent):
+            self._emit("user_event", frame)
             self._publish(frame)
 
 

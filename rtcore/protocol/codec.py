@@ -131,6 +131,15 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
             ("mid", "mid", "str"),
         ),
     ),
+    "user": (
+        f.UserEvent,
+        _spec(
+            ("ev", "kind", "str"),
+            ("session", "session", "map", True, True),
+            ("user", "user", "map", True, True),
+            ("ts", "ts", "uint"),
+        ),
+    ),
 }
 for _kind in f.MemberEvent.TYPES:
     _SPECS[_kind] = (

@@ -73,6 +73,10 @@ class CloseCode(enum.IntEnum):
     SESSION_INVALID = 4014
     """The session token does not verify (signature, algorithm, claims, another app's)."""
     SESSION_EXPIRED = 4015
+    SESSION_ENDED = 4016
+    """The app's backend ended (signed out, revoked) the connection's session."""
+    DISCONNECTED = 4017
+    """The app's backend disconnected this user or connection."""
     TOO_MANY_CONNECTIONS = 4020
     """The per-IP or per-app connection limit is reached."""
     CONNECTION_RATE_LIMITED = 4029

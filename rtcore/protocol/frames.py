@@ -159,4 +159,19 @@ class MemberEvent:
     """On leave: this was the user's last connection in the channel."""
 
 
-ServerFrame = Welcome | Ok | Err | Msg | MemberEvent
+@attrs.frozen
+class UserEvent:
+    """An event about the connection's own user (sign-in, sign-out, ...), from the backend."""
+
+    TYPE: ClassVar[str] = "user"
+    kind: str
+    """``signin``, ``signout``, ``profile_update``, ``password_change``, ``email_change``,
+    ``phone_change``, or another name the app's backend uses."""
+    session: dict[str, Any] | None
+    """The session it concerns: ``{"id": ..., other public fields}`` (never a token)."""
+    user: dict[str, Any] | None
+    """The user's public fields, as the backend gave them."""
+    ts: int
+
+
+ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | UserEvent

@@ -25,14 +25,17 @@ from typing import Any
 
 import trio
 
+from rtcore import api
 from rtcore.admission import Admission
-from rtcore.app import App, Delivery, MessageIds
+from rtcore.app import App, MessageIds
 from rtcore.config import Config, load
+from rtcore.hub import Member
 from rtcore.outbox import Pending
 from rtcore.protocol import CloseCode, RtcoreError, wsframe
+from rtcore.server import http
 from rtcore.server.connection import Connection
 from rtcore.server.flusher import Flusher
-from rtcore.session import check_channel, check_event
+from rtcore.session import Close
 
 log = logging.getLogger("rtcore.server")
 
@@ -63,6 +66,8 @@ class Server:
         self._idle = trio.Event()
         self._idle.set()
         self.addresses: list[tuple[str, int]] = []
+        self.api_addresses: list[tuple[str, int]] = []
+        """Where the server API (HTTP) listens; empty when it is off."""
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -79,6 +84,15 @@ class Server:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self._heartbeat)
+            if self.config.api_port is not None:
+                api_listeners = await trio.open_tcp_listeners(
+                    self.config.api_port, host=self.config.api_host
+                )
+                self.api_addresses = [_address(lst) for lst in api_listeners]
+                nursery.start_soon(self._serve_api, api_listeners)
+                log.info(
+                    "server API on %s", ", ".join(f"http://{h}:{p}" for h, p in self.api_addresses)
+                )
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()
 
@@ -145,7 +159,7 @@ class Server:
             now = trio.current_time()
             wall = time.time()
             for app in self.apps.values():
-                app.limiter.sweep(wall)
+                app.sweep(wall)
             self.admission.sweep(wall)
             for conn in list(self.connections.values()):
                 if not conn.established:
@@ -227,7 +241,21 @@ class Server:
         nothing."""
         self.reload(load(path))
 
-    # -- in-process API for the host application --------------------------------------------
+    # -- the server API: HTTP and in-process share rtcore.api --------------------------------
+
+    async def _serve_api(self, listeners: list[trio.SocketListener]) -> None:
+        async def handle(stream: trio.SocketStream) -> None:
+            await http.serve_connection(self, stream)
+
+        await trio.serve_listeners(handle, listeners)
+
+    def close_members(self, closing: list[tuple[Member, Close]]) -> None:
+        """Close the connections an operation ended (after what it queued for them)."""
+        for member, close in closing:
+            conn = member.outbox.owner
+            if conn is not None:
+                conn.request_close(close.code, close.reason)
+        self.flusher.poke()
 
     def app(self, name: str) -> App:
         try:
@@ -235,34 +263,55 @@ class Server:
         except KeyError:
             raise UnknownAppError(f"this server hosts no app {name!r}") from None
 
-    def send(self, app: str, channel: str, event: str, data: Any = None) -> Delivery:
-        """Deliver an event to every member of ``channel`` (sender: none, the host app)."""
-        check_channel(channel)
-        check_event(event)
-        sent = self.app(app).send(channel, event, data, now=time.time())
-        self.flusher.poke()
-        return sent
+    def _run(self, outcome: api.Outcome) -> dict[str, Any]:
+        self.close_members(outcome.closing)
+        return outcome.result
 
-    def broadcast(self, app: str, event: str, data: Any = None) -> Delivery:
+    def send(self, app: str, channel: str, event: str, data: Any = None) -> dict[str, Any]:
+        """Deliver an event to every member of ``channel`` (sender: none, the host app).
+
+        Returns ``{"mid", "ts", "recipients"}``. Raises ``rtcore.api.ApiError`` for an invalid
+        channel or event name, and ``UnknownAppError``.
+        """
+        return self._run(api.send(self.app(app), channel, event, data, time.time()))
+
+    def broadcast(self, app: str, event: str, data: Any = None) -> dict[str, Any]:
         """Deliver an event to every connection of ``app``."""
-        check_event(event)
-        sent = self.app(app).broadcast(event, data, now=time.time())
-        self.flusher.poke()
-        return sent
+        return self._run(api.broadcast(self.app(app), event, data, time.time()))
 
     def members(self, app: str, channel: str) -> list[dict[str, Any]]:
         """Every member of ``channel`` as ``{"id", "user", "data"}``, in join order."""
-        check_channel(channel)
-        return [m.info() for m in self.app(app).table.members(channel).values()]
+        members = self.app(app).table.members(api.valid_channel(channel))
+        return [m.info() for m in members.values()]
+
+    def publish_user_event(
+        self,
+        app: str,
+        user: str,
+        event: str,
+        session: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Deliver a user event to ``user``'s connections (docs/api.md); ``signout`` ends
+        ``session`` (its connections close with 4016 and its token is refused)."""
+        return self._run(
+            api.publish_user_event(self.app(app), user, event, session, data, time.time())
+        )
+
+    def disconnect_user(self, app: str, user: str) -> dict[str, Any]:
+        """Close every connection of ``user`` with 4017."""
+        return self._run(api.disconnect_user(self.app(app), user))
+
+    def disconnect_session(self, app: str, session: str, revoke: bool = False) -> dict[str, Any]:
+        """Close the session's connections (4017), or with ``revoke`` end it (4016)."""
+        return self._run(api.disconnect_session(self.app(app), session, revoke, time.time()))
 
     def stats(self) -> dict[str, Any]:
+        """Server-wide counts, and each app's (as the HTTP stats endpoint gives them)."""
         return {
             "connections": len(self.connections),
             "slow_consumers": self.flusher.slow_consumers,
-            "apps": {
-                name: {"connections": len(a.table), "channels": len(a.table.channels())}
-                for name, a in self.apps.items()
-            },
+            "apps": {name: api.stats(a).result for name, a in self.apps.items()},
         }
 
 

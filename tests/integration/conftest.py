@@ -32,7 +32,7 @@ async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
             limits=attrs.evolve(Limits(), **limits),
             apps=settings,
             default_app=settings[0].name,
-            **(config or {}),
+            **{"api_port": 0, **(config or {})},  # the server API on a free port
         )
         server = Server(conf)
         await nursery.start(server.serve)

@@ -203,7 +203,7 @@ def test_random_frames_never_take_the_server_down(frames: list[bytes], hello_fir
     # A synchronous test running its own trio loop per example: hypothesis examples cannot
     # share pytest-trio's per-test fixtures.
     async def scenario() -> None:
-        server = Server(Config(port=0))
+        server = Server(Config(port=0, api_port=None))
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             with trio.fail_after(10):

@@ -15,7 +15,7 @@ from tests.integration.raw import RawClient
 
 async def test_serve_then_sigterm_closes_clients_with_going_away() -> None:
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "rtcore.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "rtcore.cli", "serve", "--port", "0", "--api-port", "0"],
         stderr=subprocess.PIPE,
     )
     try:

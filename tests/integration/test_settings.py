@@ -92,6 +92,7 @@ async def closed_code(server: Server, **hello: object) -> int:
 CONFIG = """
 [server]
 port = 0
+api_port = 0
 [[apps]]
 name = "a"
 [[apps.api_keys]]
@@ -248,6 +249,7 @@ def test_serving_beyond_loopback_without_keys_is_announced(
 ) -> None:
     server = Server(
         Config(
+            api_port=None,
             apps=(
                 AppConfig("open"),
                 AppConfig("closed", api_keys=(ApiKey("k"),), api_key_required=True),

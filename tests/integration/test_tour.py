@@ -109,13 +109,13 @@ async def test_the_host_app_sends_broadcasts_and_lists_members_in_process(server
             await c.join("news")
             events = c.events()
             sent = server.send("default", "news", "headline", {"n": 1})
-            assert sent.recipients == 1
+            assert sent["recipients"] == 1
             msg = await next_of(events, Msg)
             assert (msg.event, msg.data, msg.sender, msg.mid) == (
                 "headline",
                 {"n": 1},
                 None,
-                sent.mid,
+                sent["mid"],
             )
             server.broadcast("default", "all", None)
             msg = await next_of(events, Msg)

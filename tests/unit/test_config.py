@@ -31,6 +31,7 @@ EXAMPLE_ENV = {
     "CHAT_KEY_2026": "k-2026",
     "CHAT_KEY_2027": "k-2027",
     "CHAT_JWT_SECRET": "s" * 32,
+    "CHAT_SERVER_SECRET": "z" * 40,
     "DASHBOARD_JWT_PUBLIC_KEY": es256_public_pem(),
 }
 
@@ -54,6 +55,8 @@ def test_the_example_config_is_valid_and_means_what_it_says() -> None:
     assert dashboard.session_required and not dashboard.api_key_required
     assert dashboard.session is not None and dashboard.session.algorithms == ("ES256",)
     assert conf.allowed_origins == ("https://chat.example.com",)
+    assert chat.server_secret == "z" * 40 and chat.end_sessions_on_password_change
+    assert (conf.api_host, conf.api_port) == ("127.0.0.1", 8766)
 
 
 def test_defaults_without_a_file_are_the_documented_ones() -> None:

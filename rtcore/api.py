@@ -1,0 +1,157 @@
+"""The server API's operations, shared by the HTTP API and the in-process API (sans-IO).
+
+Each operation validates its arguments (an :class:`ApiError` with an HTTP status and a code
+from protocol.md otherwise), acts on one app, and returns an :class:`Outcome`: the result the
+caller gets, and the connections the transport must close (with which close code). Server
+operations are never rate limited: the backend is trusted, clients are not.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+
+from rtcore.app import App
+from rtcore.hub import Member
+from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, RtcoreError
+from rtcore.session import DEFAULT_MEMBERS_PAGE, Close, check_channel, check_event
+
+USER_EVENT_KINDS = (
+    "signin",
+    "signout",
+    "profile_update",
+    "password_change",
+    "email_change",
+    "phone_change",
+)
+"""The kinds rtcore knows; others matching ``USER_EVENT_NAME`` are delivered as they are."""
+USER_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+SECRET_FIELDS = frozenset(
+    {"token", "access_token", "refresh_token", "id_token", "password", "password_hash", "secret"}
+)
+"""Fields a user event may not carry to clients: the backend must leave them out."""
+
+
+class ApiError(RtcoreError):
+    """A server-API request was refused: ``status`` is its HTTP status, ``code`` its code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@attrs.frozen
+class Outcome:
+    """The result for the caller, and connections to close (member, close)."""
+
+    result: dict[str, Any]
+    closing: list[tuple[Member, Close]] = attrs.field(factory=list)
+
+
+def _checked(check: Any, value: str) -> None:
+    try:
+        check(value)
+    except RemoteProtocolError as exc:
+        raise ApiError(422, exc.code.value, exc.message) from None
+
+
+def valid_channel(channel: str) -> str:
+    """The channel name, or ApiError 422 ``invalid_channel``."""
+    _checked(check_channel, channel)
+    return channel
+
+
+def send(app: App, channel: str, event: str, data: Any, now: float) -> Outcome:
+    valid_channel(channel)
+    _checked(check_event, event)
+    sent = app.send(channel, event, data, now=now)
+    return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
+
+
+def broadcast(app: App, event: str, data: Any, now: float) -> Outcome:
+    _checked(check_event, event)
+    sent = app.broadcast(event, data, now=now)
+    return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
+
+
+def members(app: App, channel: str, after: int | None, limit: int | None, page_max: int) -> Outcome:
+    valid_channel(channel)
+    limit = DEFAULT_MEMBERS_PAGE if limit is None else limit
+    if not 1 <= limit <= page_max:
+        raise ApiError(400, ErrorCode.BAD_REQUEST.value, f"limit must be from 1 to {page_max}")
+    page, cursor = app.table.page(channel, after, limit)
+    return Outcome({"members": [m.info() for m in page], "next": cursor})
+
+
+def publish_user_event(
+    app: App,
+    user: str,
+    kind: str,
+    session: dict[str, Any] | None,
+    data: dict[str, Any] | None,
+    now: float,
+) -> Outcome:
+    """Deliver a user event to ``user``'s connections; a sign-out ends the session."""
+    if not isinstance(user, str) or not user:
+        raise ApiError(400, "bad_request", "user must be a non-empty string")
+    if not isinstance(kind, str) or not USER_EVENT_NAME.fullmatch(kind):
+        raise ApiError(400, "bad_request", "event must be 1-64 characters of a-z 0-9 _")
+    for name, value in (("session", session), ("data", data)):
+        if value is not None and not isinstance(value, dict):
+            raise ApiError(400, "bad_request", f"{name} must be an object")
+        secret = SECRET_FIELDS & set(value or ())
+        if secret:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"{name}.{min(secret)}: secrets are never sent to clients; leave it out",
+            )
+    if session is not None and not isinstance(session.get("id"), str):
+        raise ApiError(400, "bad_request", "session.id must be a string")
+    if kind == "signout" and session is None:
+        raise ApiError(400, "bad_request", "a signout needs the session it ends")
+    done = app.publish_user_event(user, kind, session, data, now)
+    reason = Close(CloseCode.SESSION_ENDED, f"the session was ended ({kind})")
+    return Outcome(
+        {
+            "delivered": done.delivered,
+            "ended_sessions": done.ended_sessions,
+            "closed": len(done.closing),
+        },
+        [(m, reason) for m in done.closing],
+    )
+
+
+def disconnect_user(app: App, user: str) -> Outcome:
+    """Close every connection of ``user`` (4017). Their sessions stay valid."""
+    conns = list(app.table.user(user).values())
+    reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
+    return Outcome({"closed": len(conns)}, [(m, reason) for m in conns])
+
+
+def disconnect_session(app: App, session: str, revoke: bool, now: float) -> Outcome:
+    """Close the session's connections: with ``revoke``, end it (4016), else 4017."""
+    if revoke:
+        conns = app.end_session(session, now)
+        reason = Close(CloseCode.SESSION_ENDED, "the session was ended by the app")
+    else:
+        conns = list(app.table.session(session).values())
+        reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
+    return Outcome({"closed": len(conns), "revoked": revoke}, [(m, reason) for m in conns])
+
+
+def stats(app: App, top: int = 100) -> Outcome:
+    """Connections, channels, and the members of the ``top`` largest channels."""
+    channels = app.table.channels()
+    largest = sorted(channels.items(), key=lambda kv: len(kv[1]), reverse=True)[:top]
+    return Outcome(
+        {
+            "connections": len(app.table),
+            "channels": len(channels),
+            "members": {name: len(group) for name, group in largest},
+        }
+    )
