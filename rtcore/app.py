@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from rtcore.broker import Broker, MemoryBroker, Publication, Target
 from rtcore.config import AppConfig
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Chain
@@ -59,11 +60,16 @@ def framed(frame: Any) -> bytes:
 class App:
     """An app's channels, members and the operations clients and the host app perform."""
 
-    def __init__(self, settings: AppConfig, pending: Pending, ids: MessageIds) -> None:
+    def __init__(
+        self, settings: AppConfig, pending: Pending, ids: MessageIds, broker: Broker | None = None
+    ) -> None:
         self.name = settings.name
         self.settings = settings
         self.limiter = Chain(settings.rate_limits)
         self.table = ChannelTable(pending)
+        self.broker: Broker = broker if broker is not None else MemoryBroker()
+        """Where every publication goes (messages, presence, user events)."""
+        self.broker.register(self.name, self.table)
         self._pending = pending
         self._ids = ids
         self._revoked: dict[str, float] = {}
@@ -84,7 +90,7 @@ class App:
         a profile update may replace the user's member profiles."""
         frame = framed(f.UserEvent(kind, session, data, int(now * 1000)))
         conns = self.table.user(user)
-        delivered = self.table.deliver(conns, frame)
+        delivered = self._publish(Target.USER, user, frame)
         sid = session.get("id") if session else None
         ended: list[str] = []
         if kind == "signout" and isinstance(sid, str):
@@ -136,8 +142,7 @@ class App:
         echo: bool = True,
     ) -> Delivery:
         """Deliver an event to the channel's members (the sender too if ``echo``)."""
-        group = self.table.members(channel)
-        return self._deliver(group, channel, event, data, now, sender, echo)
+        return self._deliver(Target.CHANNEL, channel, event, data, now, sender, echo)
 
     def broadcast(
         self,
@@ -149,11 +154,11 @@ class App:
         echo: bool = True,
     ) -> Delivery:
         """Deliver an event to every connection of the app (the sender too if ``echo``)."""
-        return self._deliver(self.table.everyone, None, event, data, now, sender, echo)
+        return self._deliver(Target.APP, None, event, data, now, sender, echo)
 
     def _deliver(
         self,
-        group: Any,
+        target: Target,
         channel: str | None,
         event: str,
         data: Any,
@@ -163,8 +168,16 @@ class App:
     ) -> Delivery:
         mid, ts = self._ids(), int(now * 1000)
         frame = f.Msg(channel, event, data, sender.id if sender else None, ts, mid)
-        count = self.table.deliver(group, framed(frame), None if echo else sender)
+        skip = None if echo else sender
+        count = self._publish(target, channel, framed(frame), skip)
         return Delivery(mid, ts, count)
+
+    def _publish(
+        self, target: Target, name: str | None, data: bytes, skip: Member | None = None
+    ) -> int:
+        return self.broker.publish(
+            Publication(self.name, target, name, data, skip.id if skip else None)
+        )
 
     # -- presence -------------------------------------------------------------------------
 
@@ -211,5 +224,5 @@ class App:
         last: bool | None = None,
     ) -> bytes:
         data = framed(f.MemberEvent(kind, channel, member.info(), first=first, last=last))
-        self.table.deliver(self.table.members(channel), data, skip)
+        self._publish(Target.CHANNEL, channel, data, skip)
         return data

@@ -28,6 +28,7 @@ import trio
 from rtcore import api
 from rtcore.admission import Admission
 from rtcore.app import App, MessageIds
+from rtcore.broker import MemoryBroker
 from rtcore.config import Config, load
 from rtcore.hub import Member
 from rtcore.outbox import Pending
@@ -57,7 +58,10 @@ class Server:
         self.node = secrets.token_hex(4)
         self.pending = Pending()
         ids = MessageIds(self.node)
-        self.apps: dict[str, App] = {a.name: App(a, self.pending, ids) for a in self.config.apps}
+        self.broker = MemoryBroker()
+        self.apps: dict[str, App] = {
+            a.name: App(a, self.pending, ids, self.broker) for a in self.config.apps
+        }
         self.flusher = Flusher(self.pending, self.config.limits.outbound_buffer_bytes, flush_window)
         self.admission = Admission(self.config.limits)
         self._ids = ids
@@ -220,7 +224,7 @@ class Server:
             if settings.name in self.apps:
                 self.apps[settings.name].apply(settings)
             else:
-                self.apps[settings.name] = App(settings, self.pending, self._ids)
+                self.apps[settings.name] = App(settings, self.pending, self._ids, self.broker)
         self.config = config
         self.admission.apply(config.limits)
         self.flusher.budget = config.limits.outbound_buffer_bytes

@@ -16,6 +16,7 @@ CORE = [
     "rtcore.auth",
     "rtcore.limiter",
     "rtcore.admission",
+    "rtcore.broker",
     "rtcore.outbox",
     "rtcore.config",
 ]

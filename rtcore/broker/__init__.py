@@ -1,0 +1,87 @@
+"""Brokers: how a publication reaches its recipients (sans-IO for the in-memory one).
+
+A :class:`Publication` is one framed message for one *target* of an app -- a channel, every
+connection of the app, a user's connections, or a session's -- plus the member not to deliver
+it to (a sender without echo). An :class:`~rtcore.app.App` hands every publication it makes
+(messages, presence, user events) to its broker and never touches another connection's outbox
+itself; that is the seam where a networked broker slots in without changing the session code.
+
+:class:`MemoryBroker`, the default, is a single node: it delivers at once, in the caller's
+stack, to the node's channel table with :func:`deliver_local`. A networked broker (the Redis
+issue) implements the same :meth:`Broker.publish` by delivering locally and forwarding the
+publication -- already encoded and framed -- to the other nodes, which call
+:func:`deliver_local` on theirs. Member listings and first/last presence counts stay local in
+this version: across nodes they need a shared presence store, which comes with that broker.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Protocol
+
+import attrs
+
+from rtcore.hub import ChannelTable, Member
+
+
+class Target(enum.Enum):
+    CHANNEL = "channel"
+    APP = "app"
+    USER = "user"
+    SESSION = "session"
+
+
+@attrs.frozen
+class Publication:
+    """One framed message for one target of one app."""
+
+    app: str
+    target: Target
+    name: str | None
+    """The channel, user or session name (None for the whole app)."""
+    data: bytes
+    """The WebSocket-framed message: the same bytes for every recipient on every node."""
+    skip: str | None = None
+    """The member id that must not receive it (the sender, when echo is off)."""
+
+
+class Broker(Protocol):
+    """What an app needs from a broker."""
+
+    def register(self, app: str, table: ChannelTable) -> None:
+        """The local channel table of ``app`` (on this node)."""
+
+    def publish(self, publication: Publication) -> int:
+        """Deliver ``publication`` to its recipients; returns how many are on this node.
+
+        Must not block: a networked broker queues what it forwards (bounded).
+        """
+
+
+def deliver_local(table: ChannelTable, publication: Publication) -> int:
+    """Queue a publication on the recipients in ``table``; returns how many."""
+    group: Mapping[str, Member]
+    if publication.target is Target.CHANNEL:
+        group = table.members(publication.name or "")
+    elif publication.target is Target.APP:
+        group = table.everyone
+    elif publication.target is Target.USER:
+        group = table.user(publication.name or "")
+    else:
+        group = table.session(publication.name or "")
+    skip = group.get(publication.skip) if publication.skip is not None else None
+    return table.deliver(group, publication.data, skip)
+
+
+class MemoryBroker:
+    """A broker for one process: publications are delivered at once to the local tables."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, ChannelTable] = {}
+
+    def register(self, app: str, table: ChannelTable) -> None:
+        self._tables[app] = table
+
+    def publish(self, publication: Publication) -> int:
+        return deliver_local(self._tables[publication.app], publication)
