@@ -495,23 +495,19 @@ def burst(servers: list[str], args: Any, n: int, m: int, size: int, m_base: int)
         median_run(args.runs, run_burst, k, n, m_base if k == "naive" else m, size, args.procs)
         for k in servers
     ]
-    check_complete(rows)
-    print(f"## burst: {n} subscribers in one channel, ~{size}-byte messages\n")
-    print(
-        table(
-            rows,
-            [
-                ("server", "server", ""),
-                ("M", "messages", "d"),
-                ("deliveries", "deliveries", ",d"),
-                ("seconds", "s", ".3f"),
-                ("rate", "deliveries/s", ",.0f"),
-                ("cpu", "server CPU", ".0%"),
-                ("rss_mb", "server RSS MB", ".0f"),
-            ],
-        )
+    report(
+        f"## burst: {n} subscribers in one channel, ~{size}-byte messages\n",
+        rows,
+        [
+            ("server", "server", ""),
+            ("M", "messages", "d"),
+            ("deliveries", "deliveries", ",d"),
+            ("seconds", "s", ".3f"),
+            ("rate", "deliveries/s", ",.0f"),
+            ("cpu", "server CPU", ".0%"),
+            ("rss_mb", "server RSS MB", ".0f"),
+        ],
     )
-    _runs_note(rows)
 
 
 def steady(servers: list[str], args: Any, n: int, rate: float, seconds: float, size: int) -> None:
@@ -519,27 +515,21 @@ def steady(servers: list[str], args: Any, n: int, rate: float, seconds: float, s
         median_run(args.runs, run_steady, k, n, rate, seconds, size, args.procs, key="p99")
         for k in servers
     ]
-    check_complete(rows)
-    print(
+    report(
         f"\n## steady: {n} subscribers, {rate:g} msgs/s for {seconds:g} s "
-        f"(offered {n * rate:,.0f} deliveries/s), ~{size}-byte messages\n"
+        f"(offered {n * rate:,.0f} deliveries/s), ~{size}-byte messages\n",
+        rows,
+        [
+            ("server", "server", ""),
+            ("deliveries", "deliveries", ",d"),
+            ("rate", "deliveries/s", ",.0f"),
+            ("p50", "p50 ms", ".2f"),
+            ("p99", "p99 ms", ".2f"),
+            ("p999", "p99.9 ms", ".2f"),
+            ("samples", "samples", "d"),
+            ("cpu", "server CPU", ".0%"),
+        ],
     )
-    print(
-        table(
-            rows,
-            [
-                ("server", "server", ""),
-                ("deliveries", "deliveries", ",d"),
-                ("rate", "deliveries/s", ",.0f"),
-                ("p50", "p50 ms", ".2f"),
-                ("p99", "p99 ms", ".2f"),
-                ("p999", "p99.9 ms", ".2f"),
-                ("samples", "samples", "d"),
-                ("cpu", "server CPU", ".0%"),
-            ],
-        )
-    )
-    _runs_note(rows)
 
 
 def connect(servers: list[str], args: Any, counts: list[int]) -> None:
@@ -568,20 +558,24 @@ def churn(servers: list[str], args: Any, n: int, pairs: int, pairs_base: int) ->
         median_run(args.runs, run_churn, k, n, pairs_base if k == "naive" else pairs, args.procs)
         for k in servers
     ]
-    check_complete(rows)
-    print(f"\n## presence churn: join+leave pairs into a {n}-member channel\n")
-    print(
-        table(
-            rows,
-            [
-                ("server", "server", ""),
-                ("pairs", "pairs", "d"),
-                ("joins", "joins/s", ",.0f"),
-                ("rate", "presence deliveries/s", ",.0f"),
-                ("cpu", "server CPU", ".0%"),
-            ],
-        )
+    report(
+        f"\n## presence churn: join+leave pairs into a {n}-member channel\n",
+        rows,
+        [
+            ("server", "server", ""),
+            ("pairs", "pairs", "d"),
+            ("joins", "joins/s", ",.0f"),
+            ("rate", "presence deliveries/s", ",.0f"),
+            ("cpu", "server CPU", ".0%"),
+        ],
     )
+
+
+def report(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> None:
+    """Check the counts, print the section's table and every run's value."""
+    check_complete(rows)
+    print(title)
+    print(table(rows, cols))
     _runs_note(rows)
 
 
