@@ -223,6 +223,9 @@ class Client:
     async def open(self, nursery: trio.Nursery) -> None:
         """Start the connection in ``nursery``; returns once connected.
 
+        With ``reconnect`` on, a server that is not up yet is retried with backoff until it
+        is: bound the wait with ``trio.move_on_after`` if it matters.
+
         Raises:
             ConnectionClosedError: the server refused the connection with a fatal close code.
             OSError, trio_websocket.HandshakeError: the first attempt failed and
