@@ -45,7 +45,6 @@ class Flusher:
         self._last_pass = -1e9
         self.slow_consumers = 0
         """Connections closed for exceeding their outbound budget, since start."""
-        self.passes = 0
 
     def poke(self) -> None:
         """Wake the flusher if anything is pending (cheap; called after each read)."""
@@ -64,7 +63,6 @@ class Flusher:
 
     def flush(self) -> None:
         """One pass over everything pending."""
-        self.passes += 1
         outboxes, groups = self._pending.take()
         last: list[bytes | memoryview] = []
         joined = b""

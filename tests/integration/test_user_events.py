@@ -36,7 +36,9 @@ def token(user: str, sid: str) -> str:
 
 @pytest.fixture
 async def server(start_server: StartServer) -> Server:
-    return await start_server(apps=(APP, AppConfig("other", server_secret="o" * 32)))
+    return await start_server(
+        apps=(APP, AppConfig("other", server_secret="o" * 32), AppConfig("no-api"))
+    )
 
 
 def api_url(server: Server) -> str:
@@ -277,6 +279,7 @@ AUTH = {"Authorization": f"Bearer {SERVER_SECRET}", "Content-Type": "application
         ),
         ("POST", "/v1/apps/other/send", b'{"channel":"r","event":"e"}', AUTH, 401, "unauthorized"),
         ("POST", "/v1/apps/nope/send", b"{}", AUTH, 404, "unknown_app"),
+        ("POST", "/v1/apps/no-api/send", b"{}", AUTH, 403, "server_api_disabled"),
         ("POST", "/v1/apps/app/send", b"{not json", AUTH, 400, "bad_request"),
         ("POST", "/v1/apps/app/send", b"[1]", AUTH, 400, "bad_request"),
         ("POST", "/v1/apps/app/send", b'{"channel":"r"}', AUTH, 400, "bad_request"),
