@@ -78,7 +78,17 @@ async def test_each_kind_reaches_exactly_the_users_connections(server: Server) -
             for i, kind in enumerate(kinds):
                 session = {"id": "s-a1", "device": "phone"}
                 data = {"id": "alice", "name": f"Alice {i}"}
-                if i % 2:  # half through the async library, half through the sync one
+                # through the HTTP API as any backend would, then through the library
+                # (alternately the async and the sync one)
+                body = {"user": "alice", "event": kind, "session": session, "data": data}
+                status, result = await http(
+                    server, "POST", "/v1/apps/app/user-events", json.dumps(body).encode(), AUTH
+                )
+                assert (status, result) == (
+                    200,
+                    {"delivered": 2, "ended_sessions": [], "closed": 0},
+                )
+                if i % 2:
                     result = await backend.publish_user_event("alice", kind, session, data)
                 else:
                     result = await trio.to_thread.run_sync(
@@ -91,7 +101,9 @@ async def test_each_kind_reaches_exactly_the_users_connections(server: Server) -
                         fr for fr in await drain(raw, f"marker-{i}") if isinstance(fr, f.UserEvent)
                     ]
                     if raw in (alice1, alice2):
-                        assert [(e.kind, e.session, e.user) for e in got] == [(kind, session, data)]
+                        assert [(e.kind, e.session, e.user) for e in got] == [
+                            (kind, session, data)
+                        ] * 2
                     else:
                         assert got == []
             sync.close()
