@@ -1,14 +1,19 @@
 """Admission of new connections per IP address: a cap on open connections and a connection
-rate (flood protection). Sans-IO: ``now`` is passed in."""
+rate (flood protection); and which IP address a connection is from, behind trusted proxies.
+Sans-IO: ``now`` is passed in."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
+from collections.abc import Iterable
 
 from rtcore.config import Limits
 from rtcore.limiter import Chain, Rule
 from rtcore.protocol import CloseCode
 from rtcore.session import Close
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Admission:
@@ -62,3 +67,34 @@ class Admission:
 
     def sweep(self, now: float) -> None:
         self._rate.sweep(now)
+
+
+def client_address(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network, ...]) -> str:
+    """The client's IP address: the TCP peer, unless the peer is a trusted proxy.
+
+    Then ``X-Forwarded-For`` is read from the right (each proxy appends the address it got
+    the request from), skipping trusted proxies: the first address that is not one is the
+    client. Entries an untrusted hop could have written further left are ignored, so a client
+    cannot choose its own address. An unparsable entry stops the walk at the last good one.
+    """
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    client = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        client = hop
+        if not _within(hop, trusted):
+            break
+    return client
+
+
+def _within(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import ipaddress
 import math
 import os
 import re
@@ -138,6 +139,8 @@ class Config:
     """The app a hello without ``app`` connects to; None makes ``app`` mandatory."""
     allowed_origins: tuple[str, ...] = ()
     """If set, browser handshakes (with an Origin header) from other origins get HTTP 403."""
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    """Proxies whose X-Forwarded-For is believed (so per-IP limits see the real clients)."""
     tls_cert: str | None = None
     tls_key: str | None = None
     api_host: str = "127.0.0.1"
@@ -186,6 +189,7 @@ class _Reader:
                 "port",
                 "default_app",
                 "allowed_origins",
+                "trusted_proxies",
                 "tls_cert",
                 "tls_key",
                 "api_host",
@@ -204,11 +208,20 @@ class _Reader:
         if default_app is not None and default_app not in names:
             raise ConfigError(f"server.default_app: {default_app!r} is not one of the apps")
         origins = _strings(server.get("allowed_origins", []), "server.allowed_origins")
+        proxies = []
+        for net in _strings(server.get("trusted_proxies", []), "server.trusted_proxies"):
+            try:
+                proxies.append(ipaddress.ip_network(net))
+            except ValueError:
+                raise ConfigError(
+                    f"server.trusted_proxies: {net!r} is not an address or network (CIDR)"
+                ) from None
         return Config(
             limits=limits,
             apps=apps,
             default_app=default_app,
             allowed_origins=tuple(origins),
+            trusted_proxies=tuple(proxies),
             **self.listen(server),
         )
 

@@ -38,6 +38,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
+from rtcore.admission import client_address
 from rtcore.protocol import CloseCode
 from rtcore.session import Close, Session
 
@@ -198,6 +199,15 @@ class Connection:
                 self._ws.receive_data(data)
                 for event in self._ws.events():
                     if isinstance(event, Request):
+                        self.session.remote = client_address(
+                            self.session.remote,
+                            (
+                                v.decode("latin-1")
+                                for k, v in event.extra_headers
+                                if k.lower() == b"x-forwarded-for"
+                            ),
+                            self.server.config.trusted_proxies,
+                        )
                         if not self._origin_allowed(event):
                             await self._write_through(
                                 self._ws.send(RejectConnection(status_code=403))

@@ -38,14 +38,20 @@ class RawClient:
 
     @classmethod
     async def connect(
-        cls, address: tuple[str, int], *, answer_pings: bool = True, rcvbuf: int | None = None
+        cls,
+        address: tuple[str, int],
+        *,
+        answer_pings: bool = True,
+        rcvbuf: int | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> RawClient:
         sock = trio.socket.socket()
         if rcvbuf is not None:  # before connect, so the TCP window is negotiated small
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         await sock.connect(address)
         client = cls(trio.SocketStream(sock), answer_pings=answer_pings)
-        await client.stream.send_all(client.ws.send(Request(host=address[0], target="/")))
+        request = Request(host=address[0], target="/", extra_headers=headers or [])
+        await client.stream.send_all(client.ws.send(request))
         while True:
             event = await client._next_event()
             if isinstance(event, AcceptConnection):

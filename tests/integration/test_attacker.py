@@ -197,3 +197,31 @@ async def test_connection_floods_per_ip(start_server: StartServer) -> None:
         assert (await fourth.closed()).code == CloseCode.CONNECTION_RATE_LIMITED
         await first.send(t="members", id=1, ch="x")
         assert isinstance(await first.recv(), f.Ok)  # the admitted one is served throughout
+
+
+async def test_forwarded_for_is_believed_only_from_trusted_proxies(
+    start_server: StartServer,
+) -> None:
+    import ipaddress
+
+    def behind(ip: str) -> list[tuple[bytes, bytes]]:
+        return [(b"x-forwarded-for", ip.encode())]
+
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)
+    trusting = await start_server(config={"trusted_proxies": loopback}, max_connections_per_ip=1)
+    with trio.fail_after(10):
+        one = await RawClient.connect(trusting.addresses[0], headers=behind("198.51.100.1"))
+        await one.hello()
+        two = await RawClient.connect(trusting.addresses[0], headers=behind("198.51.100.2"))
+        assert isinstance(await two.hello(), f.Welcome)  # another client behind the proxy
+        again = await RawClient.connect(trusting.addresses[0], headers=behind("198.51.100.1"))
+        assert (await again.closed()).code == CloseCode.TOO_MANY_CONNECTIONS
+        assert trusting.admission.counts == {"198.51.100.1": 1, "198.51.100.2": 1}
+
+    elsewhere = (ipaddress.ip_network("10.0.0.0/8"),)
+    wary = await start_server(config={"trusted_proxies": elsewhere}, max_connections_per_ip=1)
+    with trio.fail_after(10):
+        first = await RawClient.connect(wary.addresses[0], headers=behind("198.51.100.1"))
+        await first.hello()
+        spoof = await RawClient.connect(wary.addresses[0], headers=behind("198.51.100.2"))
+        assert (await spoof.closed()).code == CloseCode.TOO_MANY_CONNECTIONS  # header ignored

@@ -55,6 +55,7 @@ def test_the_example_config_is_valid_and_means_what_it_says() -> None:
     assert dashboard.session_required and not dashboard.api_key_required
     assert dashboard.session is not None and dashboard.session.algorithms == ("ES256",)
     assert conf.allowed_origins == ("https://chat.example.com",)
+    assert [str(n) for n in conf.trusted_proxies] == ["10.0.0.0/8"]
     assert chat.server_secret == "z" * 40 and chat.end_sessions_on_password_change
     assert (conf.api_host, conf.api_port) == ("127.0.0.1", 8766)
 
@@ -96,6 +97,10 @@ def test_several_apps_need_an_explicit_default() -> None:
             "server.tls_cert: 'nope.pem' is not a readable file",
         ),
         ({"server": {"allowed_origins": "x"}}, "server.allowed_origins: must be an array"),
+        (
+            {"server": {"trusted_proxies": ["10.0.0.0/33"]}},
+            "server.trusted_proxies: '10.0.0.0/33' is not an address or network",
+        ),
         (
             {"apps": [{"name": "a", "api_key_required": True}]},
             "apps[0].api_key_required: true, but apps[0].api_keys is empty",
