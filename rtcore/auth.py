@@ -41,6 +41,9 @@ class SessionSettings:
     audience: str | None = None
     session_claim: str = "sid"
     """The claim naming the session (for user events and revocation)."""
+    expire_connections: bool = False
+    """Close a connection (4015) once its token expires, unless the client sent a fresh one
+    with a ``refresh`` request. Off: a token is checked when the connection opens."""
 
 
 @attrs.frozen

@@ -422,6 +422,7 @@ class _Reader:
                 "issuer",
                 "audience",
                 "session_claim",
+                "expire_connections",
             },
         )
         algorithms = _strings(raw.get("algorithms", ["HS256"]), f"{where}.algorithms")
@@ -461,6 +462,9 @@ class _Reader:
             issuer=raw.get("issuer"),
             audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),
+            expire_connections=_bool(
+                raw.get("expire_connections", False), f"{where}.expire_connections"
+            ),
         )
 
     def channel_rule(self, raw: Any, where: str) -> ChannelRule:

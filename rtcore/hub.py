@@ -81,6 +81,14 @@ class ChannelTable:
         """The connections signed in as ``user``."""
         return self._users.get(user, _EMPTY)
 
+    def set_session(self, member: Member, session: str | None) -> None:
+        """The member's session id changed (a refreshed token)."""
+        if session != member.session:
+            _unindex(self._sessions, member.session, member)
+            member.session = session
+            if session is not None and member.id in self._everyone:
+                self._sessions.setdefault(session, {})[member.id] = member
+
     def session(self, session: str) -> Mapping[str, Member]:
         """The connections whose token names ``session``."""
         return self._sessions.get(session, _EMPTY)

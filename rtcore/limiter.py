@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import attrs
 
-OPERATIONS = frozenset({"join", "members", "profile", "send", "broadcast"})
+OPERATIONS = frozenset({"join", "members", "profile", "send", "broadcast", "refresh"})
 """The operations rate limiters apply to (leave never is: a client may always shed load)."""
 
 

@@ -173,7 +173,20 @@ class Session:
             return None
         if self._apps.get(self.app.name) is not self.app:
             return Close(CloseCode.UNKNOWN_APP, f"app {self.app.name!r} was removed")
-        return self._admit(self.app, now, self._key, self.principal, reconnect=False)
+        close = self._admit(self.app, now, self._key, self.principal, reconnect=False)
+        if close is None and self._token_expired(self.app, now):
+            close = Close(CloseCode.SESSION_EXPIRED, "the session token expired (send refresh)")
+        return close
+
+    def _token_expired(self, app: App, now: float) -> bool:
+        settings = app.settings.session
+        return (
+            settings is not None
+            and settings.expire_connections
+            and self.principal is not None
+            and self.principal.expires is not None
+            and now > self.principal.expires + settings.leeway
+        )
 
     def disconnected(self) -> None:
         """The connection is ending: leave every channel (members hear member_leave).
@@ -348,6 +361,28 @@ class Session:
         )
         return {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
 
+    def _refresh(self, frame: f.Refresh, now: float) -> dict[str, Any]:
+        """A fresh token for the same user: the connection lives on past the old one."""
+        assert self.app is not None and self.member is not None
+        settings = self.app.settings.session
+        if settings is None:
+            raise _refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} takes no session tokens")
+        try:
+            principal = verify_session(settings, frame.token, now)
+        except CredentialError as exc:
+            raise _refuse(ErrorCode.INVALID_TOKEN, exc.message) from None
+        if self.principal is None or principal.user != self.principal.user:
+            raise _refuse(
+                ErrorCode.FORBIDDEN,
+                "a refresh must be for the connection's own user (to sign in, reconnect)",
+            )
+        if self.app.session_ended(principal.session, now):
+            raise _refuse(ErrorCode.INVALID_TOKEN, "that session was ended; sign in again")
+        self.app.table.set_session(self.member, principal.session)
+        self.principal = principal
+        expires = None if principal.expires is None else int(principal.expires * 1000)
+        return {"expires": expires}
+
     def _broadcast(self, frame: f.Broadcast, now: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_event(frame.event)
@@ -378,6 +413,7 @@ _OPERATIONS: dict[type, str] = {
     f.UpdateProfile: "profile",
     f.Send: "send",
     f.Broadcast: "broadcast",
+    f.Refresh: "refresh",
 }
 """Requests subject to rate limits, by limiter operation name (leave never is)."""
 
@@ -389,4 +425,5 @@ _HANDLERS: dict[type, Callable[[Session, Any, float], Any]] = {
     f.UpdateProfile: Session._profile,
     f.Send: Session._send,
     f.Broadcast: Session._broadcast,
+    f.Refresh: Session._refresh,
 }

@@ -308,6 +308,14 @@ class Client:
         """Send an event to every connection of the app; returns ``{"mid", "ts", "recipients"}``."""
         return await self._request(lambda rid: f.Broadcast(rid, event, data, echo))  # type: ignore[no-any-return]
 
+    async def refresh(self, token: str) -> float | None:
+        """Hand the server a fresh session token for the same user, before the current one
+        expires (apps with ``expire_connections`` close connections whose token expired).
+        It is also used for later reconnects. Returns the new expiry (Unix time) or None."""
+        result = await self._request(functools.partial(_refresh_request, token))
+        self.token = token
+        return None if result["expires"] is None else result["expires"] / 1000
+
     async def _request(self, make: Callable[[int], Any], *, buffered: bool = True) -> Any:
         if buffered:
             await self._wait_connected()
@@ -561,6 +569,10 @@ class Client:
 
 def _members_request(channel: str, after: int | None, limit: int, rid: int) -> f.GetMembers:
     return f.GetMembers(rid, channel, after, limit)
+
+
+def _refresh_request(token: str, rid: int) -> f.Refresh:
+    return f.Refresh(rid, token)
 
 
 def _join_request(channel: str, echo: bool | None, rid: int) -> f.Join:

@@ -93,6 +93,7 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
         f.Send,
         _spec(_ID, _CH, ("ev", "event", "str"), ("data", "data", "any", False), _ECHO),
     ),
+    "refresh": (f.Refresh, _spec(_ID, ("token", "token", "str"))),
     "broadcast": (
         f.Broadcast,
         _spec(_ID, ("ev", "event", "str"), ("data", "data", "any", False), _ECHO),
@@ -152,7 +153,9 @@ for _kind in f.MemberEvent.TYPES:
         ),
     )
 
-CLIENT_TYPES = frozenset({"hello", "join", "leave", "members", "profile", "send", "broadcast"})
+CLIENT_TYPES = frozenset(
+    {"hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh"}
+)
 SERVER_TYPES = frozenset(_SPECS) - CLIENT_TYPES
 _WIRE_TYPE: dict[type, str] = {cls: t for t, (cls, _) in _SPECS.items() if cls is not f.MemberEvent}
 

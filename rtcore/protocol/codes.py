@@ -27,6 +27,8 @@ class ErrorCode(enum.StrEnum):
     """Joining would exceed the connection's channel limit."""
     PROFILE_TOO_LARGE = "profile_too_large"
     """The encoded profile exceeds the profile size limit."""
+    INVALID_TOKEN = "invalid_token"
+    """A ``refresh`` carried a token that does not verify or has expired."""
     FORBIDDEN = "forbidden"
     """The app's settings or channel rules do not allow this client the operation."""
     RATE_LIMITED = "rate_limited"

@@ -88,7 +88,16 @@ class Broadcast:
     echo: bool | None = None
 
 
-Request = Join | Leave | GetMembers | UpdateProfile | Send | Broadcast
+@attrs.frozen
+class Refresh:
+    """A fresh session token for the connection's user (before the old one expires)."""
+
+    TYPE: ClassVar[str] = "refresh"
+    id: int
+    token: str
+
+
+Request = Join | Leave | GetMembers | UpdateProfile | Send | Broadcast | Refresh
 ClientFrame = Hello | Request
 
 

@@ -225,3 +225,20 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
         await first.hello()
         spoof = await RawClient.connect(wary.addresses[0], headers=behind("198.51.100.2"))
         assert (await spoof.closed()).code == CloseCode.TOO_MANY_CONNECTIONS  # header ignored
+
+
+async def test_expired_tokens_end_connections_unless_refreshed(start_server: StartServer) -> None:
+    import time
+
+    app = AppConfig("a", session=SessionSettings(key=A_SECRET, leeway=0, expire_connections=True))
+    server = await start_server(apps=(app,), heartbeat_interval=0.2)
+    with trio.fail_after(15):
+        short = token(A_SECRET, "u1", exp=time.time() + 1)
+        stale = await RawClient.connect(server.addresses[0])
+        assert isinstance(await stale.hello(token=short), f.Welcome)
+        async with open_client(url(server), token=short) as fresh:
+            expires = await fresh.refresh(token(A_SECRET, "u1", exp=time.time() + 60))
+            assert expires is not None and expires > time.time() + 50
+            assert (await stale.closed()).code == CloseCode.SESSION_EXPIRED
+            assert fresh.is_connected()
+            assert (await fresh.broadcast("still-here"))["recipients"] == 1

@@ -38,6 +38,7 @@ frames = st.one_of(
     st.builds(f.UpdateProfile, uint, values, opt_bool),
     st.builds(f.Send, uint, text, text, values, opt_bool),
     st.builds(f.Broadcast, uint, text, values, opt_bool),
+    st.builds(f.Refresh, uint, text),
     st.builds(
         f.Welcome,
         uint,

@@ -190,3 +190,39 @@ def test_system_frames_cannot_be_forged_with_event_names() -> None:
     ok(b, t="send", id=2, ch="room", ev="member_join", data={"id": "fake"})
     (msg,) = take(a)
     assert isinstance(msg, f.Msg) and msg.event == "member_join"  # an app event, not presence
+
+
+EXPIRING = AppConfig("a", session=SessionSettings(key=SECRET, expire_connections=True, leeway=5))
+
+
+def test_connections_close_when_their_token_expires_unless_refreshed() -> None:
+    world = World(apps=(EXPIRING,))
+    s = world.session({"token": token("alice", exp=NOW + 60)})
+    assert s.revalidate(NOW + 64) is None  # within the leeway
+    assert s.revalidate(NOW + 66).code == CloseCode.SESSION_EXPIRED  # type: ignore[union-attr]
+    fresh = token("alice", exp=NOW + 600, sid="sess-2")
+    assert ok(s, t="refresh", id=1, token=fresh) == {"expires": int((NOW + 600) * 1000)}
+    assert s.revalidate(NOW + 66) is None
+    app = world.apps["a"]
+    assert list(app.table.session("sess-2")) == [s.conn_id] and not app.table.session("sess-1")
+
+
+def test_token_expiry_is_ignored_unless_configured() -> None:
+    world = World(apps=(AppConfig("a", session=SESSIONS),))
+    s = world.session({"token": token("alice", exp=NOW + 60)})
+    assert s.revalidate(NOW + 3600) is None
+
+
+def test_refresh_refusals() -> None:
+    world = World(apps=(EXPIRING, AppConfig("b")))
+    s = world.session({"token": token("alice")})
+    err(s, ErrorCode.FORBIDDEN, t="refresh", id=1, token=token("mallory"))
+    err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=2, token=token("alice", secret="o" * 32))
+    err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=3, token=token("alice", exp=NOW - 60))
+    world.apps["a"].end_session("sess-9", NOW)
+    err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=4, token=token("alice", sid="sess-9"))
+    anon = world.session()
+    e = err(anon, ErrorCode.FORBIDDEN, t="refresh", id=1, token=token("alice"))
+    assert "reconnect" in e.message
+    plain = World(apps=(AppConfig("b"),)).session()
+    err(plain, ErrorCode.FORBIDDEN, t="refresh", id=1, token=token("alice"))
