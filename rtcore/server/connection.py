@@ -70,7 +70,6 @@ class Connection:
         "blocked",
         "queued",
         "counted",
-        "established",
         "admitted",
         "_ws",
         "_close",
@@ -111,8 +110,6 @@ class Connection:
         """How many outbox items ``queued`` covers."""
         # The handshake object until the upgrade is accepted, then its inner frame connection.
         self._ws: Any = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
-        self.established = False
-        """A valid hello was received: the heartbeat watches it."""
         self._close: Close | None = None
         self._abort = False
         """End without a closing handshake (the peer is gone, or never upgraded)."""
@@ -167,7 +164,6 @@ class Connection:
         if handshake.cancelled_caught and self._close is None:
             self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
         if self._close is None:
-            self.established = True
             await self._read(until_hello=False)
 
     def request_close(self, code: int, reason: str, *, discard_pending: bool = False) -> None:
@@ -181,6 +177,16 @@ class Connection:
             self._discard = discard_pending
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    @property
+    def established(self) -> bool:
+        """A valid hello was received and the connection is not closing yet."""
+        return self.session.established
+
+    @property
+    def closing(self) -> bool:
+        """A close was decided or requested."""
+        return self._close is not None
 
     @property
     def remote(self) -> str:

@@ -18,8 +18,8 @@ it is closed with 4008 and counted, and its queue is dropped.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import trio
@@ -109,12 +109,14 @@ class Flusher:
 
     def _account(self, conn: Connection, items: list[bytes | memoryview]) -> None:
         if len(items) > conn.counted:
-            conn.queued += sum(map(len, _tail(items, conn.counted)))
+            conn.queued += sum(map(len, itertools.islice(items, conn.counted, None)))
             conn.counted = len(items)
             if conn.queued > self.budget:
                 self._slow(conn)
 
     def _slow(self, conn: Connection) -> None:
+        if conn.closing:  # already on its way out: count it once
+            return
         self.slow_consumers += 1
         log.info("connection %s (%s) is a slow consumer: closing", conn.id, conn.remote)
         conn.request_close(
@@ -122,7 +124,3 @@ class Flusher:
             f"outbound buffer exceeded {self.budget} bytes",
             discard_pending=True,
         )
-
-
-def _tail(items: list[bytes | memoryview], start: int) -> Iterable[bytes | memoryview]:
-    return (items[i] for i in range(start, len(items)))

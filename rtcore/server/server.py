@@ -146,7 +146,8 @@ class Server:
             conn_id = secrets.token_urlsafe(9)
         conn = Connection(self, sock, conn_id, tls)
         self.connections[conn_id] = conn
-        self._idle = trio.Event()
+        if self._idle.is_set():  # no longer idle
+            self._idle = trio.Event()
         await conn.run()
 
     def forget(self, conn: Connection) -> None:

@@ -59,3 +59,4 @@ async def test_a_stalled_subscriber_is_closed_as_slow_and_others_get_everything(
             members = await healthy.get_members("feed")
             assert [m["id"] for m in members] == [healthy.id]
             assert (await healthy.send("feed", "after", 1, echo=True))["recipients"] == 1
+            assert server.flusher.slow_consumers == 1  # counted once, however long it took
