@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args)
         conf = cfg.load(args.config) if args.config else cfg.Config()
     except cfg.ConfigError as exc:
-        print(f"rtcore: config error: {exc}", file=sys.stderr)
+        for line in exc.errors:
+            print(f"rtcore: config error: {line}", file=sys.stderr)
         return 2
     overrides = {
         k: v
@@ -64,20 +65,47 @@ def main(argv: list[str] | None = None) -> int:
     }
     conf = attrs.evolve(conf, **overrides)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    trio.run(_serve, conf, args.config, overrides)
+    try:
+        trio.run(_serve, conf, args.config, overrides)
+    except (OSError, BaseExceptionGroup) as exc:
+        reason = _listen_failure(exc)
+        if reason is None:
+            raise
+        print(f"rtcore: {reason}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _listen_failure(exc: BaseException) -> str | None:
+    """The reason, if ``exc`` is (a group of) failures to listen; else None (a bug: re-raise)."""
+    from rtcore.server import ListenError
+
+    if isinstance(exc, BaseExceptionGroup):
+        reasons = [_listen_failure(inner) for inner in exc.exceptions]
+        return None if None in reasons else "; ".join(r for r in reasons if r)
+    return str(exc.args[1]) if isinstance(exc, ListenError) else None
 
 
 def _token(args: argparse.Namespace) -> int:
     conf = cfg.load(args.config)
     app = next((a for a in conf.apps if a.name == args.app), None)
-    if app is None or app.session is None:
+    if app is None:
+        names = ", ".join(conf.app_names())
+        print(f"rtcore: {args.config} has no app {args.app!r} (its apps: {names})", file=sys.stderr)
+        return 2
+    if app.session is None:
         print(
             f"rtcore: app {args.app!r} has no [apps.session] settings in {args.config}",
             file=sys.stderr,
         )
         return 2
-    private = Path(args.private_key).read_text() if args.private_key else None
+    try:
+        private = Path(args.private_key).read_text() if args.private_key else None
+    except OSError as exc:
+        print(
+            f"rtcore: cannot read --private-key {args.private_key}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
     try:
         print(
             auth.mint_token(

@@ -1,7 +1,8 @@
 """Settings: a TOML file, environment variables for secrets, command-line flags.
 
 Everything is validated at load into frozen objects; a bad file fails with a
-:class:`ConfigError` naming the key and the rule it breaks. Without any file the embedded
+:class:`ConfigError` naming the key and the rule it breaks — every broken rule of the file at
+once, so that one ``rtcore check-config`` run lists them all. Without any file the embedded
 defaults serve one app, ``default``, on 127.0.0.1:8765, with no API key.
 
 Secrets need not be in the file: wherever a secret is accepted (``key``, ``secret``), a
@@ -18,9 +19,9 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -33,8 +34,19 @@ POLICIES = ("anyone", "signed_in", "nobody")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 
+T = TypeVar("T")
+
+
 class ConfigError(RtcoreError):
-    """The configuration is invalid; the message names the key and the rule it breaks."""
+    """The configuration is invalid; the message names the key and the rule it breaks.
+
+    Attributes:
+        errors: every broken rule, one line each (the message is them joined by newlines).
+    """
+
+    def __init__(self, *errors: str) -> None:
+        super().__init__("\n".join(errors))
+        self.errors: tuple[str, ...] = errors
 
 
 @attrs.frozen
@@ -170,63 +182,99 @@ def from_dict(
 ) -> Config:
     """Validate a parsed config (the TOML document as a dict)."""
     reader = _Reader(os.environ if env is None else env, base or Path("."))
-    return reader.config(raw)
+    conf = reader.attempt(lambda: reader.config(raw), None)
+    if reader.errors:
+        raise ConfigError(*reader.errors)
+    assert conf is not None
+    return conf
 
 
 class _Reader:
+    """Validates a parsed file. Each independent rule is checked through :meth:`attempt`, which
+    records a broken rule and goes on with a stand-in value, so one run finds every error."""
+
     def __init__(self, env: Mapping[str, str], base: Path) -> None:
         self.env = env
         self.base = base
+        self.errors: list[str] = []
+
+    def attempt(self, check: Callable[[], T], instead: T) -> T:
+        """``check()``, or — when it breaks a rule — ``instead``, with the error recorded."""
+        try:
+            return check()
+        except ConfigError as exc:
+            self.errors.extend(exc.errors)
+            return instead
+
+    def each(self, items: Iterable[Any], read: Callable[[Any, str], T], where: str) -> list[T]:
+        """``read(item, where[i])`` for every item that reads without error."""
+        out: list[T] = []
+        for i, item in enumerate(items):
+            value = self.attempt(lambda item=item, i=i: read(item, f"{where}[{i}]"), None)
+            if value is not None:
+                out.append(value)
+        return out
 
     def config(self, raw: dict[str, Any]) -> Config:
-        _known(raw, "", {"server", "limits", "apps"})
-        server = _table(raw, "server", "server")
-        _known(
-            server,
-            "server.",
-            {
-                "host",
-                "port",
-                "default_app",
-                "allowed_origins",
-                "trusted_proxies",
-                "tls_cert",
-                "tls_key",
-                "api_host",
-                "api_port",
-            },
+        self.attempt(lambda: _known(raw, "", {"server", "limits", "apps"}), None)
+        server = self.attempt(lambda: _table(raw, "server", "server"), {})
+        self.attempt(
+            lambda: _known(
+                server,
+                "server.",
+                {
+                    "host",
+                    "port",
+                    "default_app",
+                    "allowed_origins",
+                    "trusted_proxies",
+                    "tls_cert",
+                    "tls_key",
+                    "api_host",
+                    "api_port",
+                },
+            ),
+            None,
         )
-        limits = self.limits(_table(raw, "limits", "limits"))
-        apps_raw = raw.get("apps", [{"name": "default"}])
-        if not isinstance(apps_raw, list) or not apps_raw:
-            raise ConfigError("apps: must be a non-empty array of tables ([[apps]])")
-        apps = tuple(self.app(a, f"apps[{i}]") for i, a in enumerate(apps_raw))
+        listen = self.listen(server)
+        limits = self.attempt(lambda: self.limits(_table(raw, "limits", "limits")), Limits())
+        apps = tuple(self.apps(raw.get("apps", [{"name": "default"}])))
         names = [a.name for a in apps]
-        if len(set(names)) != len(names):
-            raise ConfigError("apps: app names must be unique")
         default_app = server.get("default_app", names[0] if len(names) == 1 else None)
-        if default_app is not None and default_app not in names:
-            raise ConfigError(f"server.default_app: {default_app!r} is not one of the apps")
-        origins = _strings(server.get("allowed_origins", []), "server.allowed_origins")
-        proxies = []
-        for net in _strings(server.get("trusted_proxies", []), "server.trusted_proxies"):
-            try:
-                proxies.append(ipaddress.ip_network(net))
-            except ValueError:
-                raise ConfigError(
-                    f"server.trusted_proxies: {net!r} is not an address or network (CIDR)"
-                ) from None
+        if default_app is not None and default_app not in names and apps:
+            self.errors.append(f"server.default_app: {default_app!r} is not one of the apps")
+        origins = self.attempt(
+            lambda: _strings(server.get("allowed_origins", []), "server.allowed_origins"), []
+        )
+        proxies = self.each(
+            self.attempt(
+                lambda: _strings(server.get("trusted_proxies", []), "server.trusted_proxies"), []
+            ),
+            _network,
+            "server.trusted_proxies",
+        )
         return Config(
             limits=limits,
             apps=apps,
             default_app=default_app,
             allowed_origins=tuple(origins),
             trusted_proxies=tuple(proxies),
-            **self.listen(server),
+            **listen,
         )
+
+    def apps(self, raw: Any) -> list[AppConfig]:
+        if not isinstance(raw, list) or not raw:
+            self.errors.append("apps: must be a non-empty array of tables ([[apps]])")
+            return []
+        apps = self.each(raw, self.app, "apps")
+        names = [a.name for a in apps]
+        if len(set(names)) != len(names):
+            self.errors.append("apps: app names must be unique")
+        return apps
 
     def listen(self, server: dict[str, Any]) -> dict[str, Any]:
         """The addresses: client port (with TLS), server-API port."""
+        fail = self.errors.append
         host = server.get("host", "127.0.0.1")
         hosts = [host] if isinstance(host, str) else host
         if (
@@ -234,24 +282,24 @@ class _Reader:
             or not hosts
             or not all(isinstance(h, str) and h for h in hosts)
         ):
-            raise ConfigError("server.host: must be an address or a non-empty list of them")
+            fail("server.host: must be an address or a non-empty list of them")
         port = server.get("port", 8765)
         if type(port) is not int or not 0 <= port <= 65535:
-            raise ConfigError("server.port: must be an integer from 0 to 65535")
+            fail("server.port: must be an integer from 0 to 65535")
         cert, key = server.get("tls_cert"), server.get("tls_key")
         if (cert is None) != (key is None):
-            raise ConfigError("server.tls_cert, server.tls_key: give both or neither")
+            fail("server.tls_cert, server.tls_key: give both or neither")
         for k, v in (("tls_cert", cert), ("tls_key", key)):
             if v is not None and not (self.base / str(v)).is_file():
-                raise ConfigError(f"server.{k}: {v!r} is not a readable file")
+                fail(f"server.{k}: {v!r} is not a readable file")
         api_host = server.get("api_host", "127.0.0.1")
         if not isinstance(api_host, str) or not api_host:
-            raise ConfigError("server.api_host: must be an address")
+            fail("server.api_host: must be an address")
         api_port = server.get("api_port", 8766)
         if api_port is False:
             api_port = None
         elif type(api_port) is not int or not 0 <= api_port <= 65535:
-            raise ConfigError("server.api_port: must be an integer from 0 to 65535, or false")
+            fail("server.api_port: must be an integer from 0 to 65535, or false")
         return {
             "host": host if isinstance(host, str) else tuple(hosts),
             "port": port,
@@ -263,49 +311,54 @@ class _Reader:
 
     def limits(self, table: dict[str, Any]) -> Limits:
         fields = {a.name: a for a in attrs.fields(Limits)}
-        _known(table, "limits.", set(fields))
+        self.attempt(lambda: _known(table, "limits.", set(fields)), None)
         values: dict[str, Any] = {}
         for key, value in table.items():
-            if fields[key].type in ("int", int):
-                _positive_int(value, f"limits.{key}")
-            else:
-                _positive_number(value, f"limits.{key}")
-            values[key] = value
+            if key not in fields:
+                continue
+            check = _positive_int if fields[key].type in ("int", int) else _positive_number
+            if self.attempt(lambda k=key, v=value, c=check: c(v, f"limits.{k}"), None) is not None:
+                values[key] = value
         return Limits(**values)
 
     def app(self, raw: Any, where: str) -> AppConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(
-            raw,
-            f"{where}.",
-            {
-                "name",
-                "enabled",
-                "api_keys",
-                "api_key_required",
-                "session_required",
-                "session",
-                "allow_client_join",
-                "allow_client_send",
-                "allow_client_broadcast",
-                "channels",
-                "rate_limits",
-                "refusals_before_disconnect",
-                "max_connections",
-                "server_secret",
-                "server_secret_env",
-                "server_secret_file",
-                "end_sessions_on_password_change",
-                "profile_updates_member",
-                "revocation_ttl",
-            },
+        get = self.attempt
+        get(
+            lambda: _known(
+                raw,
+                f"{where}.",
+                {
+                    "name",
+                    "enabled",
+                    "api_keys",
+                    "api_key_required",
+                    "session_required",
+                    "session",
+                    "allow_client_join",
+                    "allow_client_send",
+                    "allow_client_broadcast",
+                    "channels",
+                    "rate_limits",
+                    "refusals_before_disconnect",
+                    "max_connections",
+                    "server_secret",
+                    "server_secret_env",
+                    "server_secret_file",
+                    "end_sessions_on_password_change",
+                    "profile_updates_member",
+                    "revocation_ttl",
+                },
+            ),
+            None,
         )
         name = raw.get("name")
         if not isinstance(name, str) or not APP_NAME.fullmatch(name):
-            raise ConfigError(f"{where}.name: must be 1-64 characters of A-Z a-z 0-9 _ . -")
+            self.errors.append(f"{where}.name: must be 1-64 characters of A-Z a-z 0-9 _ . -")
+            name = where
         flags = {
-            k: _bool(raw.get(k, d), f"{where}.{k}")
+            k: get(lambda k=k, d=d: _bool(raw.get(k, d), f"{where}.{k}"), d)
             for k, d in (
                 ("enabled", True),
                 ("allow_client_join", True),
@@ -316,45 +369,57 @@ class _Reader:
                 ("profile_updates_member", False),
             )
         }
-        keys = tuple(
-            self.api_key(k, f"{where}.api_keys[{i}]")
-            for i, k in enumerate(_array(raw.get("api_keys", []), f"{where}.api_keys"))
+        known_errors = len(self.errors)
+        keys = self.list_of(raw, "api_keys", self.api_key, where)
+        keys_broken = len(self.errors) > known_errors
+        required = get(
+            lambda: _bool(raw.get("api_key_required", bool(keys)), f"{where}.api_key_required"),
+            False,
         )
-        required = _bool(raw.get("api_key_required", bool(keys)), f"{where}.api_key_required")
-        if required and not keys:
-            raise ConfigError(f"{where}.api_key_required: true, but {where}.api_keys is empty")
-        session = self.session(raw["session"], f"{where}.session") if "session" in raw else None
-        if flags["session_required"] and session is None:
-            raise ConfigError(f"{where}.session_required: true, but there is no {where}.session")
-        channels = tuple(
-            self.channel_rule(c, f"{where}.channels[{i}]")
-            for i, c in enumerate(_array(raw.get("channels", []), f"{where}.channels"))
-        )
-        limits = tuple(
-            self.rule(r, f"{where}.rate_limits[{i}]")
-            for i, r in enumerate(_array(raw.get("rate_limits", []), f"{where}.rate_limits"))
-        )
+        if required and not keys and not keys_broken:
+            self.errors.append(f"{where}.api_key_required: true, but {where}.api_keys is empty")
+        session = None
+        if "session" in raw:
+            session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
+        elif flags["session_required"]:
+            self.errors.append(f"{where}.session_required: true, but there is no {where}.session")
+        limits = self.list_of(raw, "rate_limits", self.rule, where)
         if len({r.name for r in limits}) != len(limits):
-            raise ConfigError(f"{where}.rate_limits: limiter names must be unique")
+            self.errors.append(f"{where}.rate_limits: limiter names must be unique")
         return AppConfig(
             name=name,
-            api_keys=keys,
+            api_keys=tuple(keys),
             api_key_required=required,
             session=session,
-            channels=channels,
-            rate_limits=limits,
-            refusals_before_disconnect=_positive_int(
-                raw.get("refusals_before_disconnect", 100), f"{where}.refusals_before_disconnect"
+            channels=tuple(self.list_of(raw, "channels", self.channel_rule, where)),
+            rate_limits=tuple(limits),
+            refusals_before_disconnect=self.number(
+                raw, "refusals_before_disconnect", 100, _positive_int, where
             ),
-            max_connections=_positive_int(
-                raw.get("max_connections", 100_000), f"{where}.max_connections"
-            ),
-            server_secret=self.server_secret(raw, where),
-            revocation_ttl=_positive_number(
-                raw.get("revocation_ttl", 86_400), f"{where}.revocation_ttl"
-            ),
+            max_connections=self.number(raw, "max_connections", 100_000, _positive_int, where),
+            server_secret=get(lambda: self.server_secret(raw, where), None),
+            revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, _positive_number, where),
             **flags,
         )
+
+    def list_of(
+        self, raw: dict[str, Any], key: str, read: Callable[[Any, str], T], where: str
+    ) -> list[T]:
+        """The array of tables ``raw[key]``, each read by ``read``."""
+        items = self.attempt(lambda: _array(raw.get(key, []), f"{where}.{key}"), [])
+        return self.each(items, read, f"{where}.{key}")
+
+    def number(
+        self,
+        raw: dict[str, Any],
+        key: str,
+        default: T,
+        check: Callable[[Any, str], Any],
+        where: str,
+    ) -> T:
+        """``raw[key]`` (or ``default``) if ``check`` accepts it."""
+        value = raw.get(key, default)
+        return self.attempt(lambda: check(value, f"{where}.{key}"), default)
 
     def secret(self, raw: dict[str, Any], where: str, name: str) -> str | None:
         """``name``, ``name_env`` (an environment variable) or ``name_file``: at most one."""
@@ -541,9 +606,19 @@ def _strings(value: Any, where: str) -> list[str]:
 
 
 def _known(table: dict[str, Any], prefix: str, known: set[str]) -> None:
-    for key in table:
-        if key not in known:
-            raise ConfigError(f"{prefix}{key}: unknown key (known: {', '.join(sorted(known))})")
+    unknown = [key for key in table if key not in known]
+    if unknown:
+        listed = ", ".join(sorted(known))
+        raise ConfigError(*(f"{prefix}{key}: unknown key (known: {listed})" for key in unknown))
+
+
+def _network(value: str, where: str) -> Any:
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError:
+        raise ConfigError(
+            f"{where.rsplit('[', 1)[0]}: {value!r} is not an address or network (CIDR)"
+        ) from None
 
 
 def _bool(value: Any, where: str) -> bool:

@@ -1,5 +1,5 @@
 """The trio layer: the only place that does network I/O or reads clocks."""
 
-from rtcore.server.server import Server, UnknownAppError
+from rtcore.server.server import ListenError, Server, UnknownAppError
 
-__all__ = ["Server", "UnknownAppError"]
+__all__ = ["ListenError", "Server", "UnknownAppError"]

@@ -15,6 +15,7 @@ Embedding::
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import secrets
@@ -43,6 +44,10 @@ log = logging.getLogger("rtcore.server")
 
 class UnknownAppError(RtcoreError, LookupError):
     """The host app named an app this server does not host."""
+
+
+class ListenError(RtcoreError, OSError):
+    """An address to listen on could not be bound; the message names it and why."""
 
 
 class Server:
@@ -79,7 +84,7 @@ class Server:
         """Listen and serve until :meth:`shutdown`; reports the bound addresses when ready."""
         listeners: list[Any] = []
         for host in self.config.hosts():
-            listeners += await trio.open_tcp_listeners(self.config.port, host=host)
+            listeners += await _open_listeners(self.config.port, host, "WebSocket")
         self.addresses = [_address(lst) for lst in listeners]
         tls = self._tls_context()
         if tls is not None:
@@ -89,8 +94,8 @@ class Server:
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self._heartbeat)
             if self.config.api_port is not None:
-                api_listeners = await trio.open_tcp_listeners(
-                    self.config.api_port, host=self.config.api_host
+                api_listeners = await _open_listeners(
+                    self.config.api_port, self.config.api_host, "server API"
                 )
                 self.api_addresses = [_address(lst) for lst in api_listeners]
                 nursery.start_soon(self._serve_api, api_listeners)
@@ -318,6 +323,26 @@ class Server:
             "slow_consumers": self.flusher.slow_consumers,
             "apps": {name: api.stats(a).result for name, a in self.apps.items()},
         }
+
+
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another process listens there: stop it or choose another port",
+    errno.EADDRNOTAVAIL: "this machine has no such address",
+    errno.EACCES: "ports below 1024 need privileges: choose a port of 1024 or more",
+}
+
+
+async def _open_listeners(port: int, host: str, what: str) -> list[trio.SocketListener]:
+    """trio.open_tcp_listeners, with a failure to bind translated once into ListenError."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        hint = _LISTEN_HINTS.get(exc.errno or 0, "")
+        raise ListenError(
+            exc.errno,
+            f"cannot listen on {host}:{port} ({what}): {exc.strerror or exc}"
+            + (f"; {hint}" if hint else ""),
+        ) from exc
 
 
 def _address(listener: trio.SocketListener) -> tuple[str, int]:

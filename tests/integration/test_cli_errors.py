@@ -1,0 +1,111 @@
+"""Common mistakes get one clear line and an exit status, never a traceback (issue: friendly
+errors). Each test runs ``rtcore.cli.main`` as the ``rtcore`` command would."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtcore.cli import main
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag", ["--port", "--api-port"])
+def test_a_busy_port_names_the_address_and_exits_1(
+    flag: str, busy_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = "--api-port" if flag == "--port" else "--port"
+    assert main(["serve", flag, str(busy_port), other, "0"]) == 1
+    line = one_line(capsys.readouterr().err)
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in line
+    assert ("WebSocket" if flag == "--port" else "server API") in line
+    assert "another port" in line
+
+
+def test_check_config_reports_every_error_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[server]\nport = "x"\ncolour = 3\n\n[limits]\nmax_channels = -1\n\n'
+        '[[apps]]\nname = "a b"\nenabled = "yes"\n\n'
+        '[[apps.rate_limits]]\nname = "r"\nrate = 0\n\n'
+        '[[apps]]\nname = "ok"\nmax_connections = 0\n'
+    )
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("rtcore: config error: ") for line in lines), lines
+    keys = sorted(line.removeprefix("rtcore: config error: ").split(":")[0] for line in lines)
+    assert keys == sorted(
+        [
+            "server.colour",
+            "server.port",
+            "limits.max_channels",
+            "apps[0].name",
+            "apps[0].enabled",
+            "apps[0].rate_limits[0].rate",
+            "apps[1].max_connections",
+        ]
+    )
+
+
+def test_check_config_gives_the_line_of_a_toml_syntax_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server]\nport = 1\n[limits\n")
+    assert main(["check-config", str(path)]) == 2
+    assert "line 3" in one_line(capsys.readouterr().err)
+
+
+SESSION_APP = '[[apps]]\nname = "chat"\n[apps.session]\nsecret = "' + "s" * 32 + '"\n'
+
+
+def test_token_for_an_unknown_app_names_the_apps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rtcore.toml"
+    path.write_text(SESSION_APP)
+    assert main(["token", "--config", str(path), "--app", "nope", "--user", "u1"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "no app 'nope'" in line and "chat" in line
+
+
+def test_token_with_a_missing_key_file_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rtcore.toml"
+    path.write_text(SESSION_APP)
+    missing = tmp_path / "nope.pem"
+    code = main(
+        ["token", "--config", str(path), "--app", "chat", "--user", "u1"]
+        + ["--private-key", str(missing)]
+    )
+    assert code == 2
+    line = one_line(capsys.readouterr().err)
+    assert f"cannot read --private-key {missing}" in line
+
+
+def test_a_missing_secret_file_in_the_config_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "rtcore.toml"
+    path.write_text('[[apps]]\nname = "chat"\nserver_secret_file = "gone.txt"\n')
+    assert main(["check-config", str(path)]) == 2
+    assert "apps[0].server_secret_file: cannot read 'gone.txt'" in one_line(capsys.readouterr().err)
