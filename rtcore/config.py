@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import functools
 import ipaddress
 import math
 import os
@@ -210,14 +211,16 @@ class _Reader:
         """``read(item, where[i])`` for every item that reads without error."""
         out: list[T] = []
         for i, item in enumerate(items):
-            value = self.attempt(lambda item=item, i=i: read(item, f"{where}[{i}]"), None)
-            if value is not None:
-                out.append(value)
+            try:
+                out.append(read(item, f"{where}[{i}]"))
+            except ConfigError as exc:
+                self.errors.extend(exc.errors)
         return out
 
     def config(self, raw: dict[str, Any]) -> Config:
         self.attempt(lambda: _known(raw, "", {"server", "limits", "apps"}), None)
-        server = self.attempt(lambda: _table(raw, "server", "server"), {})
+        no_table: dict[str, Any] = {}
+        server = self.attempt(lambda: _table(raw, "server", "server"), no_table)
         self.attempt(
             lambda: _known(
                 server,
@@ -243,12 +246,15 @@ class _Reader:
         default_app = server.get("default_app", names[0] if len(names) == 1 else None)
         if default_app is not None and default_app not in names and apps:
             self.errors.append(f"server.default_app: {default_app!r} is not one of the apps")
+        no_strings: list[str] = []
         origins = self.attempt(
-            lambda: _strings(server.get("allowed_origins", []), "server.allowed_origins"), []
+            lambda: _strings(server.get("allowed_origins", []), "server.allowed_origins"),
+            no_strings,
         )
         proxies = self.each(
             self.attempt(
-                lambda: _strings(server.get("trusted_proxies", []), "server.trusted_proxies"), []
+                lambda: _strings(server.get("trusted_proxies", []), "server.trusted_proxies"),
+                no_strings,
             ),
             _network,
             "server.trusted_proxies",
@@ -317,7 +323,11 @@ class _Reader:
             if key not in fields:
                 continue
             check = _positive_int if fields[key].type in ("int", int) else _positive_number
-            if self.attempt(lambda k=key, v=value, c=check: c(v, f"limits.{k}"), None) is not None:
+            try:
+                check(value, f"limits.{key}")
+            except ConfigError as exc:
+                self.errors.extend(exc.errors)
+            else:
                 values[key] = value
         return Limits(**values)
 
@@ -358,7 +368,7 @@ class _Reader:
             self.errors.append(f"{where}.name: must be 1-64 characters of A-Z a-z 0-9 _ . -")
             name = where
         flags = {
-            k: get(lambda k=k, d=d: _bool(raw.get(k, d), f"{where}.{k}"), d)
+            k: get(functools.partial(_bool, raw.get(k, d), f"{where}.{k}"), d)
             for k, d in (
                 ("enabled", True),
                 ("allow_client_join", True),
@@ -406,7 +416,8 @@ class _Reader:
         self, raw: dict[str, Any], key: str, read: Callable[[Any, str], T], where: str
     ) -> list[T]:
         """The array of tables ``raw[key]``, each read by ``read``."""
-        items = self.attempt(lambda: _array(raw.get(key, []), f"{where}.{key}"), [])
+        no_items: list[Any] = []
+        items = self.attempt(lambda: _array(raw.get(key, []), f"{where}.{key}"), no_items)
         return self.each(items, read, f"{where}.{key}")
 
     def number(
