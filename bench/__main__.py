@@ -382,10 +382,21 @@ def machine() -> str:
     )
 
 
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout keeps only the tables)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def median_run(runs: int, fn: Any, *args: Any, key: str = "rate") -> dict[str, Any]:
     """Run ``runs`` times; return the run with the median ``key`` (noisy machines), noting
     every run's value."""
-    results = [fn(*args) for _ in range(runs)]
+    results = []
+    for i in range(runs):
+        what = f"{fn.__name__.removeprefix('run_')} {args[0]}, run {i + 1}/{runs}"
+        progress(f"{what} ...")
+        started = time.monotonic()
+        results.append(fn(*args))
+        progress(f"{what} done in {time.monotonic() - started:.1f} s")
     results.sort(key=lambda r: r[key])
     chosen = dict(results[len(results) // 2])
     if runs > 1:
@@ -395,6 +406,27 @@ def median_run(runs: int, fn: Any, *args: Any, key: str = "rate") -> dict[str, A
             + f" {unit}"
         )
     return chosen
+
+
+MIN_SECONDS = 1.0
+"""A measured interval shorter than this says more about start-up noise than throughput."""
+MIN_SAMPLES = 1000
+"""Fewer latency samples than this make p99.9 a guess."""
+
+
+def not_meaningful(row: dict[str, Any]) -> str | None:
+    """Why a row's numbers should not be quoted, or None."""
+    if "seconds" in row and row["seconds"] < MIN_SECONDS:
+        return f"measured over {row['seconds']:.3f} s (< {MIN_SECONDS:g} s)"
+    if "samples" in row and row["samples"] < MIN_SAMPLES:
+        return f"{row['samples']} latency samples (< {MIN_SAMPLES})"
+    return None
+
+
+def check_meaningful(rows: list[dict[str, Any]]) -> None:
+    notes = [f"{r['server']} {why}" for r in rows if (why := not_meaningful(r)) is not None]
+    if notes:
+        print(f"\nNOT MEANINGFUL: {'; '.join(notes)}: use a larger -n/-m/--seconds")
 
 
 def check_complete(rows: list[dict[str, Any]]) -> None:
@@ -465,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.scenario in ("all", "smoke"):
         tiny = args.scenario == "smoke"
+        if tiny:
+            print("smoke: tiny sizes that check the harness runs; NOT MEANINGFUL as numbers\n")
         burst(servers, args, 20 if tiny else 1000, 50 if tiny else 2000, 110, 20 if tiny else 200)
         steady(
             servers, args, 20 if tiny else 1000, 50.0 if tiny else 200.0, 1.0 if tiny else 10.0, 110
@@ -536,7 +570,9 @@ def connect(servers: list[str], args: Any, counts: list[int]) -> None:
     rows = []
     for n in counts:
         procs = max(args.procs, math.ceil(n / 5000))
-        rows += [run_connect(k, n, procs) for k in servers]
+        for k in servers:
+            progress(f"connect {k}, {n:,} connections ...")
+            rows.append(run_connect(k, n, procs))
     print("\n## connect: connections opened (upgrade + hello), RSS per idle connection\n")
     print(
         table(
@@ -551,6 +587,7 @@ def connect(servers: list[str], args: Any, counts: list[int]) -> None:
             baseline="",
         )
     )
+    check_meaningful(rows)
 
 
 def churn(servers: list[str], args: Any, n: int, pairs: int, pairs_base: int) -> None:
@@ -577,6 +614,7 @@ def report(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str, st
     print(title)
     print(table(rows, cols))
     _runs_note(rows)
+    check_meaningful(rows)
 
 
 def _runs_note(rows: list[dict[str, Any]]) -> None:
