@@ -1,6 +1,7 @@
 """``rtcore`` command line.
 
-rtcore serve [--config FILE] [--host H] [--port P]   run the server (SIGHUP reloads FILE)
+rtcore serve [--config FILE] [--host H] [--port P] [--api-host H] [--api-port P]
+                                                    run the server (SIGHUP reloads FILE)
 rtcore check-config FILE                            validate a config file
 rtcore token --config FILE --app A --user U         mint a development session token
 """
@@ -27,13 +28,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("rtcore")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``rtcore serve | check-config | token``."""
     parser = argparse.ArgumentParser(prog="rtcore", description="rtcore realtime server")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server (embedded defaults without --config)")
     serve.add_argument("--config", help="TOML config file (SIGHUP reloads it)")
     serve.add_argument("--host", help="listen address (overrides the config)")
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
+    serve.add_argument("--api-host", help="server API address (overrides the config)")
     serve.add_argument("--api-port", type=int, help="server API port (overrides the config)")
     serve.add_argument("--log-level", default="INFO")
     check = sub.add_parser("check-config", help="validate a config file and exit")
@@ -45,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--session", help="session id claim")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
     token.add_argument("--private-key", help="PEM file, for RS*/ES* apps")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "check-config":
             conf = cfg.load(args.file)
@@ -60,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     overrides = {
         k: v
-        for k, v in (("host", args.host), ("port", args.port), ("api_port", args.api_port))
+        for k, v in (
+            ("host", args.host),
+            ("port", args.port),
+            ("api_host", args.api_host),
+            ("api_port", args.api_port),
+        )
         if v is not None
     }
     conf = attrs.evolve(conf, **overrides)
