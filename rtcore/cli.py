@@ -139,6 +139,8 @@ async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, Any]) 
     from rtcore.server import Server  # imported only when serving
 
     server = Server(conf)
+    server.config_path = Path(path) if path is not None else None
+    server.config_overrides = overrides
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
     with trio.open_signal_receiver(*signals) as received:
         async with trio.open_nursery() as nursery:
@@ -146,7 +148,7 @@ async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, Any]) 
             async def on_signals() -> None:
                 async for signum in received:
                     if signum == signal.SIGHUP:
-                        _reload(server, path, overrides)
+                        _reload(server)
                         continue
                     log.info("signal %d: shutting down", signum)
                     server.shutdown()
@@ -157,16 +159,14 @@ async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, Any]) 
             nursery.cancel_scope.cancel()
 
 
-def _reload(server: Server, path: str | None, overrides: dict[str, Any]) -> None:
-    if path is None:
+def _reload(server: Server) -> None:
+    if server.config_path is None:
         log.warning("SIGHUP: no --config file to reload")
         return
     try:
-        conf = attrs.evolve(cfg.load(path), **overrides)
+        server.reload_file(server.config_path)
     except cfg.ConfigError as exc:
         log.error("SIGHUP: %s: the old settings stay in force", exc)
-        return
-    server.reload(conf)
 
 
 if __name__ == "__main__":

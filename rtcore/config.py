@@ -159,6 +159,9 @@ class Config:
     api_host: str = "127.0.0.1"
     api_port: int | None = 8766
     """The server API's HTTP port (docs/api.md); None: no HTTP API."""
+    admin_secret: str | None = attrs.field(default=None, repr=False)
+    """The operators' credential for the settings page at ``/admin`` on the API port (None:
+    the page is off)."""
 
     def app_names(self) -> list[str]:
         return [a.name for a in self.apps]
@@ -235,11 +238,17 @@ class _Reader:
                     "tls_key",
                     "api_host",
                     "api_port",
+                    "admin_secret",
+                    "admin_secret_env",
+                    "admin_secret_file",
                 },
             ),
             None,
         )
         listen = self.listen(server)
+        admin_secret = self.attempt(
+            lambda: self.long_secret(server, "server", "admin_secret"), None
+        )
         limits = self.attempt(lambda: self.limits(_table(raw, "limits", "limits")), Limits())
         apps = tuple(self.apps(raw.get("apps", [{"name": "default"}])))
         names = [a.name for a in apps]
@@ -265,6 +274,7 @@ class _Reader:
             default_app=default_app,
             allowed_origins=tuple(origins),
             trusted_proxies=tuple(proxies),
+            admin_secret=admin_secret,
             **listen,
         )
 
@@ -455,9 +465,13 @@ class _Reader:
         return value
 
     def server_secret(self, raw: dict[str, Any], where: str) -> str | None:
-        secret = self.secret(raw, where, "server_secret")
+        return self.long_secret(raw, where, "server_secret")
+
+    def long_secret(self, raw: dict[str, Any], where: str, name: str) -> str | None:
+        """A secret that guards an HTTP interface: at least 32 characters."""
+        secret = self.secret(raw, where, name)
         if secret is not None and len(secret) < 32:
-            raise ConfigError(f"{where}.server_secret: must be at least 32 characters")
+            raise ConfigError(f"{where}.{name}: must be at least 32 characters")
         return secret
 
     def api_key(self, raw: Any, where: str) -> ApiKey:

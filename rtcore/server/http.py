@@ -23,6 +23,7 @@ import trio
 from rtcore import api
 from rtcore.app import App
 from rtcore.protocol import RtcoreError, codec
+from rtcore.server import admin
 
 if TYPE_CHECKING:
     from rtcore.server.server import Server
@@ -157,10 +158,12 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
 ]
 
 
-def dispatch(server: Server, req: Request) -> tuple[int, dict[str, Any]]:
+def dispatch(server: Server, req: Request) -> tuple[int, dict[str, Any] | admin.Raw]:
     """Route, authenticate and run one request; returns the status and the response object."""
     if req.path == "/healthz":
         return 200, {"ok": True}
+    if admin.is_admin(req.path):
+        return admin.answer(server, req)
     allowed = []
     for method, pattern, handler in ROUTES:
         match = pattern.fullmatch(req.path)
@@ -235,7 +238,7 @@ async def serve_connection(server: Server, stream: trio.SocketStream) -> None:
 
 async def _one_request(
     server: Server, stream: trio.SocketStream, conn: h11.Connection
-) -> tuple[int, dict[str, Any], str]:
+) -> tuple[int, dict[str, Any] | admin.Raw, str]:
     limit = server.config.limits.max_api_body_bytes
     head: h11.Request | None = None
     body = bytearray()
@@ -297,14 +300,17 @@ async def _respond(
     stream: trio.SocketStream,
     conn: h11.Connection,
     status: int,
-    payload: dict[str, Any],
+    payload: dict[str, Any] | admin.Raw,
     accept: str,
 ) -> None:
-    if any(kind in accept for kind in MSGPACK):
+    extra: tuple[tuple[str, str], ...] = ()
+    if isinstance(payload, admin.Raw):
+        body, kind, extra = payload.body, payload.content_type, payload.headers
+    elif any(kind in accept for kind in MSGPACK):
         body, kind = codec.pack(payload), "application/msgpack"
     else:
         body, kind = json.dumps(payload, default=_json_default).encode(), "application/json"
-    headers = [("content-type", kind), ("content-length", str(len(body)))]
+    headers = [("content-type", kind), ("content-length", str(len(body))), *extra]
     if conn.their_state is not h11.DONE:  # e.g. a 413 before the body ended: do not read on
         headers.append(("connection", "close"))
     await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers)))

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from rtcore import api
@@ -77,6 +78,10 @@ class Server:
         self.addresses: list[tuple[str, int]] = []
         self.api_addresses: list[tuple[str, int]] = []
         """Where the server API (HTTP) listens; empty when it is off."""
+        self.config_path: Path | None = None
+        """The file the settings came from, if any: reloads and the settings page use it."""
+        self.config_overrides: dict[str, Any] = {}
+        """Settings given on the command line, which win over the file's on every reload."""
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -207,7 +212,7 @@ class Server:
 
     # -- reload -------------------------------------------------------------------------------
 
-    def reload(self, config: Config) -> None:
+    def reload(self, config: Config) -> int:
         """Apply new settings without a restart.
 
         Apps, API keys, sessions, permissions, rate limits and per-IP limits take effect at once,
@@ -245,11 +250,12 @@ class Server:
         log.info(
             "reloaded: %d apps; %d connections closed by the new settings", len(self.apps), closed
         )
+        return closed
 
-    def reload_file(self, path: str | Path) -> None:
-        """Load, validate and apply a config file; a bad file raises ConfigError and changes
-        nothing."""
-        self.reload(load(path))
+    def reload_file(self, path: str | Path) -> int:
+        """Load, validate and apply a config file (with :attr:`config_overrides`); a bad file
+        raises ConfigError and changes nothing. Returns the connections the new settings closed."""
+        return self.reload(attrs.evolve(load(path), **self.config_overrides))
 
     # -- the server API: HTTP and in-process share rtcore.api --------------------------------
 

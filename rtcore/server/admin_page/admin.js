@@ -1,0 +1,233 @@
+// The Realtime settings page. Plain ES module, no framework, no third-party code.
+// Every data request carries the admin secret as a bearer header (never a cookie), so another
+// site cannot make this browser change settings; the secret lives in this tab's sessionStorage.
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const OPERATIONS = ["join", "members", "profile", "send", "broadcast", "refresh"];
+const POLICIES = ["anyone", "signed_in", "nobody"];
+const FLAGS = ["enabled", "api_key_required", "session_required",
+  "allow_client_join", "allow_client_send", "allow_client_broadcast"];
+
+let state = null;          // the last /admin/api/state
+let selected = null;       // the selected app's name
+let form = null;           // the edited settings of the selected app
+let dirty = false;
+
+function secret() { return sessionStorage.getItem("rtcore-admin-secret"); }
+
+async function call(method, path, body) {
+  const headers = { Authorization: `Bearer ${secret()}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await res.json().catch(() => ({ code: "bad_response", message: `HTTP ${res.status}` }));
+  if (res.status === 401 || res.status === 403) { signOut(data.message); throw new Error(data.message); }
+  return { status: res.status, data };
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "checked" || k === "value" || k === "disabled") node[k] = v;
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function markDirty() { dirty = true; $("#dirty").textContent = "unsaved changes"; }
+
+// -- sign in ------------------------------------------------------------------------------
+
+function signOut(message = "") {
+  sessionStorage.removeItem("rtcore-admin-secret");
+  $("#app").hidden = true; $("#stats").hidden = true; $("#login").hidden = false;
+  $("#login-error").textContent = message;
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem("rtcore-admin-secret", $("#secret").value);
+  $("#secret").value = "";
+  await refresh(true).catch(() => {});
+});
+$("#signout").addEventListener("click", () => signOut());
+
+// -- state --------------------------------------------------------------------------------
+
+async function refresh(resetForm = false) {
+  const { status, data } = await call("GET", "/admin/api/state");
+  if (status !== 200) throw new Error(data.message);
+  state = data;
+  $("#login").hidden = true; $("#app").hidden = false; $("#stats").hidden = false;
+  $("#stat-connections").textContent = data.server.connections.toLocaleString();
+  $("#stat-slow").textContent = data.server.slow_consumers.toLocaleString();
+  $("#stat-file").textContent = data.config_file ? `config: ${data.config_file}` : "no config file";
+  if (!selected || !data.apps.some((a) => a.name === selected)) { selected = data.apps[0]?.name; resetForm = true; }
+  renderApps();
+  renderChannels();
+  if (resetForm || !dirty) loadForm();
+}
+
+function app() { return state.apps.find((a) => a.name === selected); }
+
+function renderApps() {
+  $("#app-list").replaceChildren(...state.apps.map((a) => el("li", {
+    class: a.name === selected ? "active" : "", "data-app": a.name,
+    onclick: () => { if (dirty && !confirm("Discard unsaved changes?")) return; selected = a.name; dirty = false; refresh(true); },
+  }, el("span", {}, a.name), el("span", { class: "count" }, `${a.connections} conn`))));
+}
+
+function renderChannels() {
+  const a = app();
+  $("#channel-count").textContent = `(${a.channels} in all; the ${a.top_channels.length} largest)`;
+  $("#channels tbody").replaceChildren(...a.top_channels.map((ch) => el("tr", { onclick: () => showMembers(ch.name) },
+    el("td", {}, ch.name), el("td", {}, String(ch.members)))));
+}
+
+async function showMembers(channel) {
+  const { data } = await call("GET", `/admin/api/apps/${encodeURIComponent(selected)}/channels/${encodeURIComponent(channel)}/members`);
+  $("#members").replaceChildren(el("h2", {}, `Members of ${channel}`), el("pre", {}, JSON.stringify(data.members, null, 2)));
+}
+
+// -- the settings form -----------------------------------------------------------------------
+
+function loadForm() {
+  form = structuredClone(app().settings);
+  form.api_keys = form.api_keys.map((k, i) => ({ ...k, keep: i }));
+  dirty = false; $("#dirty").textContent = ""; $("#result").replaceChildren();
+  $("#settings-title").textContent = `Settings of ${selected}`;
+  const editable = state.editable;
+  $("#readonly-note").hidden = editable;
+  for (const flag of FLAGS) {
+    const input = $(`input[name=${flag}]`);
+    input.checked = Boolean(form[flag] ?? form.api_keys.length > 0);
+    input.disabled = !editable;
+    input.onchange = () => { form[flag] = input.checked; markDirty(); };
+  }
+  for (const id of ["#add-key", "#add-rule", "#add-limiter", "#save"]) $(id).disabled = !editable;
+  renderKeys(); renderRules(); renderLimiters();
+}
+
+function renderKeys() {
+  $("#keys tbody").replaceChildren(...form.api_keys.map((k, i) => el("tr", {},
+    el("td", {}, el("input", { type: "text", value: k.name || "", "aria-label": "key name", oninput: (e) => { k.name = e.target.value; markDirty(); } })),
+    el("td", {}, el("input", { type: "datetime-local", value: (k.expires || "").slice(0, 16), "aria-label": "expires",
+      oninput: (e) => { k.expires = e.target.value ? `${e.target.value}:00Z` : null; markDirty(); } })),
+    el("td", { class: "muted" }, k.generate ? "new (shown once after saving)" : k.source),
+    el("td", {},
+      el("button", { type: "button", class: "icon", title: "add a new key and let this one expire in 24 h", onclick: () => rotateKey(i) }, "Rotate"),
+      " ",
+      el("button", { type: "button", class: "icon danger", onclick: () => { form.api_keys.splice(i, 1); markDirty(); renderKeys(); } }, "Revoke")))));
+}
+
+function rotateKey(i) {
+  const old = form.api_keys[i];
+  old.expires = new Date(Date.now() + 24 * 3600e3).toISOString().slice(0, 19) + "Z";
+  form.api_keys.push({ generate: true, name: `${old.name || "key"}-new`, expires: null });
+  markDirty(); renderKeys();
+}
+$("#add-key").addEventListener("click", () => { form.api_keys.push({ generate: true, name: "", expires: null }); markDirty(); renderKeys(); });
+
+function policySelect(value, onchange, withDefault = false) {
+  const options = (withDefault ? [["", "as join"]] : []).concat(POLICIES.map((p) => [p, p]));
+  return el("select", { onchange: (e) => { onchange(e.target.value || null); markDirty(); } },
+    ...options.map(([v, label]) => el("option", { value: v, ...(v === (value ?? "") ? { selected: "" } : {}) }, label)));
+}
+
+function renderRules() {
+  $("#rules tbody").replaceChildren(...form.channels.map((r, i) => el("tr", {},
+    el("td", {}, el("input", { type: "text", value: r.pattern || "", placeholder: "public-*", "aria-label": "pattern", oninput: (e) => { r.pattern = e.target.value; markDirty(); } })),
+    el("td", {}, policySelect(r.join ?? "anyone", (v) => { r.join = v; })),
+    el("td", {}, policySelect(r.send ?? "anyone", (v) => { r.send = v; })),
+    el("td", {}, policySelect(r.presence, (v) => { r.presence = v; }, true)),
+    el("td", {}, el("button", { type: "button", class: "icon danger", onclick: () => { form.channels.splice(i, 1); markDirty(); renderRules(); } }, "Remove")))));
+}
+$("#add-rule").addEventListener("click", () => { form.channels.push({ pattern: "", join: "anyone", send: "anyone" }); markDirty(); renderRules(); });
+
+function numberInput(obj, key, label, step = "any") {
+  return el("label", {}, label, el("input", { type: "number", min: "0", step, value: obj[key] ?? "", "aria-label": label,
+    oninput: (e) => { obj[key] = e.target.value === "" ? null : Number(e.target.value); markDirty(); } }));
+}
+
+function renderLimiters() {
+  $("#limiters").replaceChildren(...form.rate_limits.map((r, i) => {
+    const ops = r.operations ?? OPERATIONS;
+    return el("div", { class: "limiter", "data-limiter": r.name || "" },
+      el("label", {}, "name", el("input", { type: "text", value: r.name || "", "aria-label": "limiter name", oninput: (e) => { r.name = e.target.value; markDirty(); } })),
+      numberInput(r, "rate", "rate"),
+      numberInput(r, "per_seconds", "per seconds"),
+      numberInput(r, "burst", "burst"),
+      el("label", {}, "scope", el("select", { onchange: (e) => { r.scope = e.target.value; markDirty(); } },
+        ...["client", "connection"].map((s) => el("option", { value: s, ...((r.scope ?? "client") === s ? { selected: "" } : {}) }, s)))),
+      el("div", { class: "buttons" },
+        el("button", { type: "button", class: "icon", title: "earlier", disabled: i === 0, onclick: () => move(i, -1) }, "↑"),
+        el("button", { type: "button", class: "icon", title: "later", disabled: i === form.rate_limits.length - 1, onclick: () => move(i, 1) }, "↓"),
+        el("button", { type: "button", class: "icon danger", title: "remove", onclick: () => { form.rate_limits.splice(i, 1); markDirty(); renderLimiters(); } }, "✕")),
+      el("label", { class: "wide" }, "message shown to refused clients",
+        el("input", { type: "text", value: r.error_message || "", "aria-label": "error message", oninput: (e) => { r.error_message = e.target.value; markDirty(); } })),
+      el("div", { class: "ops" }, ...OPERATIONS.map((op) => el("label", {},
+        el("input", { type: "checkbox", checked: ops.includes(op), onchange: (e) => {
+          const now = new Set(r.operations ?? OPERATIONS);
+          e.target.checked ? now.add(op) : now.delete(op);
+          r.operations = OPERATIONS.filter((o) => now.has(o)); markDirty();
+        } }), op))));
+  }));
+}
+
+function move(i, by) {
+  const [item] = form.rate_limits.splice(i, 1);
+  form.rate_limits.splice(i + by, 0, item);
+  markDirty(); renderLimiters();
+}
+$("#add-limiter").addEventListener("click", () => {
+  form.rate_limits.push({ name: `limit-${form.rate_limits.length + 1}`, rate: 10, per_seconds: 1, error_message: "Slow down." });
+  markDirty(); renderLimiters();
+});
+
+// -- saving -------------------------------------------------------------------------------
+
+function payload() {
+  const out = {};
+  for (const flag of FLAGS) out[flag] = $(`input[name=${flag}]`).checked;
+  out.api_keys = form.api_keys.map((k) => (k.generate
+    ? { generate: true, name: k.name, expires: k.expires }
+    : { keep: k.keep, name: k.name, expires: k.expires }));
+  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null }));
+  out.rate_limits = form.rate_limits;
+  return out;
+}
+
+$("#settings-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#save").disabled = true;
+  try {
+    const { status, data } = await call("PUT", `/admin/api/apps/${encodeURIComponent(selected)}/settings`, payload());
+    const result = $("#result");
+    if (status !== 200) {
+      result.replaceChildren(el("div", { class: "error" }, data.errors ? "Not saved:" : data.message),
+        ...(data.errors ? [el("ul", {}, ...data.errors.map((e) => el("li", {}, e)))] : []));
+      return;
+    }
+    dirty = false;
+    await refresh(true);
+    result.replaceChildren(el("div", { class: "ok" },
+      `Saved to ${data.saved} and applied: ${data.closed} connection(s) closed by the new settings.`),
+      ...data.generated_keys.map((k) => el("div", { class: "generated" },
+        `New key ${k.name ? `“${k.name}” ` : ""}— copy it now, it is not shown again: `, el("code", {}, k.key))));
+  } finally {
+    $("#save").disabled = !state.editable;
+  }
+});
+
+for (const tab of document.querySelectorAll(".tab")) {
+  tab.addEventListener("click", () => {
+    for (const t of document.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
+    for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== tab.dataset.tab;
+  });
+}
+
+// -- start ----------------------------------------------------------------------------------
+
+if (secret()) refresh(true).catch(() => {}); else signOut();
+setInterval(() => { if (secret() && !$("#app").hidden) refresh(false).catch(() => {}); }, 2000);
