@@ -1,0 +1,121 @@
+"""Editing an app's settings in the TOML file: comments survive, secrets stay out of views,
+and every change is validated by check-config's own rules."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import pytest
+
+from rtcore import settings_file as sf
+from rtcore.config import ConfigError
+from tests.unit.test_config import EXAMPLE_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = (ROOT / "rtcore.example.toml").read_text()
+
+
+def edit(change: dict[str, object], text: str = EXAMPLE) -> sf.Edited:
+    return sf.edit(text, "chat", change, env=EXAMPLE_ENV, base=ROOT)
+
+
+def changed_lines(before: str, after: str) -> list[str]:
+    return [
+        line
+        for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="")
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+
+
+def test_the_view_shows_where_secrets_come_from_never_the_secrets() -> None:
+    view = sf.view(EXAMPLE, "chat")
+    assert [k["source"] for k in view["api_keys"]] == [
+        "key_env CHAT_KEY_2026",
+        "key_env CHAT_KEY_2027",
+    ]
+    assert view["api_keys"][0]["expires"] == "2027-01-31T00:00:00+00:00"
+    assert "k-2026" not in str(view)
+    assert view["allow_client_broadcast"] is False and view["enabled"] is True
+
+
+def test_an_unchanged_save_leaves_the_file_byte_for_byte() -> None:
+    view = sf.view(EXAMPLE, "chat")
+    keys = [
+        {"keep": i, "name": k["name"], "expires": k["expires"]}
+        for i, k in enumerate(view["api_keys"])
+    ]
+    change = {**{n: view[n] for n, _ in sf.FLAGS}, "api_keys": keys}
+    change |= {"channels": view["channels"], "rate_limits": view["rate_limits"]}
+    assert edit(change).text == EXAMPLE
+
+
+def test_a_switch_changes_one_line_and_keeps_its_comment() -> None:
+    edited = edit({"session_required": True})
+    assert changed_lines(EXAMPLE, edited.text) == [
+        "-session_required = false        # true: only signed-in users may connect (4013)",
+        "+session_required = true        # true: only signed-in users may connect (4013)",
+    ]
+    assert edited.config.apps[0].session_required
+
+
+def test_reordered_limiters_keep_their_comments_and_the_order_is_applied() -> None:
+    view = sf.view(EXAMPLE, "chat")
+    edited = edit({"rate_limits": view["rate_limits"][::-1]})
+    assert [r.name for r in edited.config.apps[0].rate_limits] == ["joins", "per-second"]
+    assert "burst = 40                      # ...bucket size (default: rate)" in edited.text
+    assert edited.text.count("# Rate limiters, applied in order") == 1
+    assert sorted(edited.text.splitlines()) == sorted(EXAMPLE.splitlines())  # moved, not lost
+
+
+def test_keys_are_kept_by_position_generated_new_and_revoked_by_omission() -> None:
+    edited = edit(
+        {
+            "api_keys": [
+                {"keep": 1, "name": "web-2027", "expires": "2031-01-01T00:00:00Z"},
+                {"generate": True, "name": "mobile"},
+            ]
+        }
+    )
+    keys = edited.config.apps[0].api_keys
+    assert [(k.name, k.key) for k in keys] == [
+        ("web-2027", "k-2027"),
+        ("mobile", edited.generated_keys[0][1]),
+    ]
+    assert keys[0].expires is not None
+    assert "CHAT_KEY_2026" not in edited.text  # revoked
+    assert edited.generated_keys[0][0] == "mobile" and len(edited.generated_keys[0][1]) >= 32
+
+
+@pytest.mark.parametrize(
+    ("change", "errors"),
+    [
+        (
+            {"rate_limits": [{"name": "a", "rate": 0}, {"name": "b", "rate": 1, "scope": "x"}]},
+            [
+                "apps[0].rate_limits[0].rate: must be a positive number",
+                "apps[0].rate_limits[1].scope: must be client or connection",
+            ],
+        ),
+        ({"channels": [{"pattern": "", "join": "all"}]}, None),
+        ({"enabled": "yes"}, ["enabled: must be true or false"]),
+        ({"colour": "blue"}, ["colour: not a setting the settings page edits"]),
+        ({"api_keys": [{"keep": 7}]}, None),
+        ({"api_keys": [{"keep": 0}, {"keep": 0}]}, None),
+        ({"api_keys": [{"generate": True, "expires": "soon"}]}, None),
+        ({"api_keys": [], "api_key_required": True}, None),
+    ],
+)
+def test_a_bad_change_is_refused_with_every_reason(
+    change: dict[str, object], errors: list[str] | None
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        edit(change)
+    assert refused.value.errors
+    if errors is not None:
+        assert list(refused.value.errors) == errors
+
+
+def test_an_unknown_app_is_refused() -> None:
+    with pytest.raises(ConfigError, match="no app 'nope'"):
+        sf.edit(EXAMPLE, "nope", {}, env=EXAMPLE_ENV, base=ROOT)
