@@ -1,0 +1,244 @@
+"""Values are checked where they enter (protocol.md §4.3.1), so every output path can encode
+what was accepted: WebSocket fan-out and listings (msgpack), the server API (JSON and msgpack).
+
+The first tests are the regressions of issue 8's crash 1, each named after what broke."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+
+from rtcore import CloseCode, Server
+from rtcore.config import AppConfig
+from rtcore.protocol import frames as f
+from tests.integration.conftest import StartServer
+from tests.integration.raw import RawClient
+
+SERVER_SECRET = "s" * 40
+AUTH = {"Authorization": f"Bearer {SERVER_SECRET}"}
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Server:
+    return await start_server(apps=(AppConfig("default", server_secret=SERVER_SECRET),))
+
+
+def nest(depth: int, leaf: Any = 0) -> Any:
+    """``depth`` arrays around ``leaf``, built without recursion."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+async def http(
+    server: Server,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a fresh connection: (status, headers, body)."""
+    stream = await trio.open_tcp_stream(*server.api_addresses[0])
+    head = f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+    for k, v in (headers or {}).items():
+        head += f"{k}: {v}\r\n"
+    await stream.send_all(head.encode() + b"\r\n" + body)
+    return await read_response(stream)
+
+
+async def read_response(stream: trio.SocketStream) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        assert chunk, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers["content-length"])
+    while len(rest) < length:
+        chunk = await stream.receive_some(65536)
+        assert chunk, rest
+        rest += chunk
+    return int(lines[0].split(" ")[1]), headers, rest[:length]
+
+
+async def list_members(server: Server, channel: str, accept: str = "") -> list[dict[str, Any]]:
+    """The channel's members through the server API, as JSON (default) or msgpack."""
+    headers = {**AUTH, "Accept": accept} if accept else AUTH
+    status, _, body = await http(
+        server, "GET", f"/v1/apps/default/channels/{channel}/members", b"", headers
+    )
+    assert status == 200, body
+    payload = msgpack.unpackb(body, strict_map_key=False) if accept else json.loads(body)
+    members: list[dict[str, Any]] = payload["members"]
+    return members
+
+
+async def joined(server: Server, channel: str, **hello: Any) -> RawClient:
+    raw = await RawClient.connect(server.addresses[0])
+    assert isinstance(await raw.hello(**hello), f.Welcome)
+    await raw.send(t="join", id=1, ch=channel, echo=False)
+    assert await raw.recv() == f.Ok(1, {"joined": True})
+    return raw
+
+
+async def reply(raw: RawClient, request_id: int) -> Any:
+    """The reply to ``request_id`` (pushes before it are skipped)."""
+    while True:
+        frame = await raw.recv()
+        if isinstance(frame, f.Ok | f.Err) and frame.id == request_id:
+            return frame
+
+
+def assert_invalid_data(frame: Any, request_id: int, where: str) -> None:
+    assert isinstance(frame, f.Err), frame
+    assert (frame.id, frame.code) == (request_id, "invalid_data"), frame
+    assert frame.message.startswith(where), frame.message
+
+
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+# -- crash 1: a profile the JSON path could not encode ended Server.serve ---------------------
+
+
+async def test_a_profile_with_a_bin_key_no_longer_ends_the_server_when_listed_as_json(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(10):
+        bystander = await joined(server, "room", profile={"name": "bob"})
+        attacker = await RawClient.connect(server.addresses[0])
+        await attacker.send_bytes(msgpack.packb({"t": "hello", "v": 1, "profile": {b"k": 1}}))
+        closed = await attacker.closed()
+        assert closed.code == CloseCode.HELLO_EXPECTED
+        assert closed.reason.startswith("hello: profile: map keys must be strings or integers")
+        # the same profile as an update, after a valid hello
+        attacker = await joined(server, "room")
+        await attacker.send_bytes(msgpack.packb({"t": "profile", "id": 2, "data": {b"k": 1}}))
+        assert_invalid_data(await reply(attacker, 2), 2, "data: map keys must be strings")
+        listed = await list_members(server, "room")
+        assert [m["data"] for m in listed] == [{"name": "bob"}, None]
+        assert [m["data"] for m in await list_members(server, "room", "application/msgpack")] == [
+            {"name": "bob"},
+            None,
+        ]
+        await bystander.send(t="broadcast", id=2, ev="still-here")
+        assert (await reply(bystander, 2)).data["recipients"] == 2
+    no_errors_logged(caplog)
+
+
+async def test_a_profile_nested_1000_deep_no_longer_ends_the_server_when_listed_as_json(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(10):
+        bystander = await joined(server, "room")
+        attacker = await RawClient.connect(server.addresses[0])
+        await attacker.send_bytes(msgpack.packb({"t": "hello", "v": 1, "profile": nest(1000)}))
+        closed = await attacker.closed()
+        assert closed.code == CloseCode.HELLO_EXPECTED
+        assert closed.reason == (
+            "hello: profile[0][0][0][0][0][0][0]...[0][0][0][0][0][0][0][0][0]: "
+            "arrays and maps may nest at most 32 levels deep"
+        )
+        attacker = await joined(server, "room")
+        await attacker.send(t="profile", id=2, data=nest(1000))
+        assert_invalid_data(await reply(attacker, 2), 2, "data[0][0]")
+        assert [m["data"] for m in await list_members(server, "room")] == [None, None]
+        await bystander.send(t="members", id=3, ch="room")
+        assert len((await reply(bystander, 3)).data["members"]) == 2
+    no_errors_logged(caplog)
+
+
+async def test_a_profile_update_nested_1022_deep_no_longer_closes_the_sender_with_1011(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It was refused by nobody, then failed to encode in the member_update fan-out: the sender
+    was closed with 1011 and the others never heard its member_leave (a ghost member)."""
+    with trio.fail_after(10):
+        bystander = await joined(server, "room")
+        sender = await joined(server, "room")
+        assert isinstance(await bystander.recv(), f.MemberEvent)  # the sender's member_join
+        await sender.send(t="profile", id=2, data=nest(1022))
+        assert_invalid_data(await reply(sender, 2), 2, "data[0]")
+        await sender.send(t="profile", id=3, data=nest(31, {"ok": True}))  # 32 levels: fine
+        assert await reply(sender, 3) == f.Ok(3, {"channels": 1})
+        update = await bystander.recv()
+        assert isinstance(update, f.MemberEvent) and update.kind == "member_update"
+        assert update.member["data"] == nest(31, {"ok": True})
+        await sender.aclose()
+        leave = await bystander.recv()
+        assert isinstance(leave, f.MemberEvent) and leave.kind == "member_leave"
+        assert leave.member["id"] == update.member["id"]
+    no_errors_logged(caplog)
+
+
+async def test_a_hello_profile_nested_1021_deep_no_longer_closes_other_members_listings_with_1011(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hello accepted it and the join's member_join could still encode it, but every
+    ``members`` reply (two levels deeper) failed: the requester was closed with 1011."""
+    with trio.fail_after(10):
+        bystander = await joined(server, "room")
+        attacker = await RawClient.connect(server.addresses[0])
+        await attacker.send(t="hello", v=1, profile=nest(1021))
+        assert (await attacker.closed()).code == CloseCode.HELLO_EXPECTED
+        await bystander.send(t="members", id=2, ch="room")
+        page = await reply(bystander, 2)
+        assert isinstance(page, f.Ok) and len(page.data["members"]) == 1
+    no_errors_logged(caplog)
+
+
+async def test_send_and_broadcast_data_beyond_the_rules_get_invalid_data(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(10):
+        sender = await joined(server, "room")
+        other = await joined(server, "room")
+        bad: list[tuple[bytes, str]] = [
+            (msgpack.packb(nest(33)), "data[0]"),
+            (msgpack.packb({b"bin-key": 1}), "data: map keys"),
+            (msgpack.packb({"t": msgpack.ExtType(5, b"x")}), "data.t: msgpack ext type 5"),
+            (msgpack.packb([float("nan")]), "data[0]: NaN"),
+            (msgpack.packb({"at": msgpack.Timestamp(1)}), "data.at: a msgpack timestamp"),
+            (msgpack.packb({1: "a", "1": "b"}), "data: keys 1 and '1'"),
+        ]
+        rid = 10
+        for data, where in bad:
+            for head in (
+                {"t": "send", "id": rid, "ch": "room", "ev": "e"},
+                {"t": "broadcast", "id": rid + 1, "ev": "e"},
+            ):
+                # splice the raw data in, so that the test's own msgpack cannot alter it
+                frame = msgpack.packb({**head, "data": None})[:-1] + data
+                await sender.send_bytes(frame)
+                assert_invalid_data(await reply(sender, head["id"]), head["id"], where)
+            rid += 2
+        await sender.send(t="send", id=99, ch="room", ev="fine", data={1: b"\x00", "a": [1.5]})
+        assert (await reply(sender, 99)).data["recipients"] == 2
+        msg = await other.recv()
+        assert isinstance(msg, f.Msg) and msg.data == {1: b"\x00", "a": [1.5]}
+    no_errors_logged(caplog)
+
+
+async def test_a_value_within_the_rules_is_listed_and_delivered_by_every_path(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    profile = {"b": b"\x00\xff", 7: nest(30, -(2**63)), "big": 2**64 - 1, "f": -0.5, "s": "é"}
+    as_json = {"b": "AP8=", "7": nest(30, -(2**63)), "big": 2**64 - 1, "f": -0.5, "s": "é"}
+    with trio.fail_after(10):
+        member = await joined(server, "room", profile=profile)
+        listed = await list_members(server, "room")
+        assert [m["data"] for m in listed] == [as_json]
+        listed = await list_members(server, "room", "application/msgpack")
+        assert [m["data"] for m in listed] == [profile]
+        await member.send(t="members", id=2, ch="room")
+        assert (await reply(member, 2)).data["members"][0]["data"] == profile
+    no_errors_logged(caplog)
