@@ -242,3 +242,169 @@ async def test_a_value_within_the_rules_is_listed_and_delivered_by_every_path(
         await member.send(t="members", id=2, ch="room")
         assert (await reply(member, 2)).data["members"][0]["data"] == profile
     no_errors_logged(caplog)
+
+
+# -- the server API: caller input never gets a 500 --------------------------------------------
+
+DEEP_JSON = b'{"channel": "r", "event": "e", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+JSON = {**AUTH, "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/v1/apps/default/send", DEEP_JSON, 400, "bad_request"),
+        (
+            "/v1/apps/default/send",
+            b'{"channel":"r","event":"e","data":' + b"9" * 4000 + b"}",
+            400,
+            "invalid_data",
+        ),
+        (
+            "/v1/apps/default/broadcast",
+            b'{"event":"e","data":[-' + b"9" * 4000 + b"]}",
+            400,
+            "invalid_data",
+        ),
+        (
+            "/v1/apps/default/send",
+            b'{"channel":"r","event":"e","data":{"n":NaN}}',
+            400,
+            "invalid_data",
+        ),
+        ("/v1/apps/default/send", b'{"channel":"r","event":"\\ud800"}', 422, "invalid_event"),
+        ("/v1/apps/default/broadcast", b'{"event":"e","data":["\\udfff"]}', 400, "invalid_data"),
+        (
+            "/v1/apps/default/user-events",
+            b'{"user":"u","event":"signin","session":{"id":"\\ud800"}}',
+            400,
+            "invalid_data",
+        ),
+        (
+            "/v1/apps/default/user-events",
+            b'{"user":"\\ud800","event":"signin"}',
+            400,
+            "bad_request",
+        ),
+        ("/v1/apps/default/channels/r/members?limit=%C2%B2", b"", 400, "bad_request"),
+        ("/v1/apps/default/channels/r/members?after=" + "9" * 4000, b"", 400, "bad_request"),
+        ("/v1/apps/default/channels/r/members?limit=2&after=%F0%9F%98%80", b"", 400, "bad_request"),
+        ("/v1/apps/default/users/%ED%A0%80/disconnect", b"", 200, None),  # decoded as U+FFFD
+        ("/v1/apps/default/sessions/%ED%A0%80/disconnect", b"{}", 200, None),
+    ],
+)
+async def test_the_server_api_answers_caller_input_with_4xx_never_500(
+    server: Server,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    body: bytes,
+    status: int,
+    code: str | None,
+) -> None:
+    method = "GET" if "/members" in path else "POST"
+    with trio.fail_after(10):
+        got, _, payload = await http(server, method, path, body, JSON)
+        answer = json.loads(payload)
+        assert (got, answer.get("code")) == (status, code), answer
+        assert await list_members(server, "r") == []  # still serving
+    no_errors_logged(caplog)
+
+
+async def test_a_user_event_secret_is_found_at_any_depth_and_in_any_case(server: Server) -> None:
+    cases = [
+        ({"data": {"profile": {"Password": "x"}}}, "data.profile.Password"),
+        (
+            {"data": {"devices": [{"name": "a"}, {"ACCESS-TOKEN": "t"}]}},
+            "data.devices[1]['ACCESS-TOKEN']",
+        ),
+        ({"session": {"id": "s", "meta": {"refreshToken": "t"}}}, "session.meta.refreshToken"),
+        ({"data": {"Secret": 1}}, "data.Secret"),
+    ]
+    with trio.fail_after(10):
+        for extra, where in cases:
+            body = json.dumps({"user": "u", "event": "signin", **extra}).encode()
+            status, _, payload = await http(
+                server, "POST", "/v1/apps/default/user-events", body, JSON
+            )
+            answer = json.loads(payload)
+            assert (status, answer["code"]) == (400, "bad_request"), answer
+            assert answer["message"] == f"{where}: secrets are never sent to clients; leave it out"
+        body = json.dumps({"user": "u", "event": "signin", "data": {"token_count": 3}}).encode()
+        status, _, payload = await http(server, "POST", "/v1/apps/default/user-events", body, JSON)
+        assert status == 200, payload  # only the listed names, not every key containing one
+
+
+async def test_an_unknown_app_and_a_wrong_secret_get_the_same_401(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(
+        apps=(AppConfig("default", server_secret=SERVER_SECRET), AppConfig("no-api"))
+    )
+    with trio.fail_after(10):
+        answers = set()
+        for path, headers in [
+            ("/v1/apps/default/stats", {"Authorization": "Bearer wrong"}),
+            ("/v1/apps/default/stats", {}),
+            ("/v1/apps/nope/stats", AUTH),
+            ("/v1/apps/nope/stats", {}),
+            ("/v1/apps/no-api/stats", AUTH),
+            ("/v1/apps/no-api/stats", {"Authorization": "Bearer wrong"}),
+        ]:
+            status, _, payload = await http(server, "GET", path, b"", headers)
+            answers.add((status, payload))
+        assert len(answers) == 1, answers
+        ((status, payload),) = answers
+        assert status == 401 and json.loads(payload)["code"] == "unauthorized"
+        assert (await http(server, "GET", "/v1/apps/default/stats", b"", AUTH))[0] == 200
+
+
+async def test_content_length_with_transfer_encoding_gets_400_and_the_connection_closes(
+    server: Server,
+) -> None:
+    """RFC 9112 §6.1. h11 lets Transfer-Encoding win and would keep the connection open: a
+    front proxy that trusted Content-Length would then see a smuggled second request."""
+    body = b'{"event": "e"}'
+    smuggled = (
+        b"GET /v1/apps/default/stats HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {SERVER_SECRET}\r\n\r\n".encode()
+    )
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    request = (
+        b"POST /v1/apps/default/broadcast HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {SERVER_SECRET}\r\nContent-Type: application/json\r\n".encode()
+        + f"Content-Length: {len(chunked)}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + chunked
+        + smuggled
+    )
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(*server.api_addresses[0])
+        await stream.send_all(request)
+        status, headers, payload = await read_response(stream)
+        assert status == 400 and headers.get("connection") == "close", headers
+        assert json.loads(payload)["code"] == "bad_request"
+        rest = b""
+        while chunk := await stream.receive_some(65536):  # no second response: closed
+            rest += chunk
+        assert rest == b""
+        await stream.aclose()
+
+
+async def test_the_in_process_api_and_the_library_refuse_invalid_data(server: Server) -> None:
+    from rtcore.api import ApiError
+    from rtcore.server_api import AsyncServerAPI, ServerAPIError
+
+    for call in (
+        lambda: server.send("default", "r", "e", {b"k": 1}),
+        lambda: server.broadcast("default", "e", nest(40)),
+        lambda: server.publish_user_event("default", "u", "signin", data={"x": float("inf")}),
+    ):
+        with pytest.raises(ApiError) as info:
+            call()
+        assert (info.value.status, info.value.code) == (400, "invalid_data")
+    host, port = server.api_addresses[0]
+    with trio.fail_after(10):
+        async with AsyncServerAPI(f"http://{host}:{port}", "default", SERVER_SECRET) as backend:
+            with pytest.raises(ServerAPIError) as error:
+                await backend.send("r", "e", {"at": msgpack.Timestamp(5)})
+            assert (error.value.status, error.value.code) == (400, "invalid_data")
+            assert "data.at: a msgpack timestamp" in error.value.message
