@@ -12,12 +12,17 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+from hypothesis import given, settings
 
-from rtcore import CloseCode, Server
+from rtcore import CloseCode, Config, Server
+from rtcore.client import open_client
 from rtcore.config import AppConfig
+from rtcore.protocol import codec
 from rtcore.protocol import frames as f
-from tests.integration.conftest import StartServer
+from rtcore.server_api import AsyncServerAPI
+from tests.integration.conftest import StartServer, url
 from tests.integration.raw import RawClient
+from tests.unit.test_values import accepted, as_json, as_msgpack, deep, nest, valid_values
 
 SERVER_SECRET = "s" * 40
 AUTH = {"Authorization": f"Bearer {SERVER_SECRET}"}
@@ -26,13 +31,6 @@ AUTH = {"Authorization": f"Bearer {SERVER_SECRET}"}
 @pytest.fixture
 async def server(start_server: StartServer) -> Server:
     return await start_server(apps=(AppConfig("default", server_secret=SERVER_SECRET),))
-
-
-def nest(depth: int, leaf: Any = 0) -> Any:
-    """``depth`` arrays around ``leaf``, built without recursion."""
-    for _ in range(depth):
-        leaf = [leaf]
-    return leaf
 
 
 async def http(
@@ -391,7 +389,7 @@ async def test_content_length_with_transfer_encoding_gets_400_and_the_connection
 
 async def test_the_in_process_api_and_the_library_refuse_invalid_data(server: Server) -> None:
     from rtcore.api import ApiError
-    from rtcore.server_api import AsyncServerAPI, ServerAPIError
+    from rtcore.server_api import ServerAPIError
 
     for call in (
         lambda: server.send("default", "r", "e", {b"k": 1}),
@@ -408,3 +406,65 @@ async def test_the_in_process_api_and_the_library_refuse_invalid_data(server: Se
                 await backend.send("r", "e", {"at": msgpack.Timestamp(5)})
             assert (error.value.status, error.value.code) == (400, "invalid_data")
             assert "data.at: a msgpack timestamp" in error.value.message
+
+
+# -- property: whatever is accepted is listed and delivered by every path ---------------------
+
+
+def _small(limit: int) -> Any:
+    return lambda v: len(codec.pack(v)) <= limit
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    profile=deep(valid_values()).filter(accepted).filter(_small(4000)),
+    data=deep(valid_values()).filter(accepted).filter(_small(4000)),  # also a profile
+)
+def test_any_accepted_value_is_listed_and_delivered_by_every_path(profile: Any, data: Any) -> None:
+    # Its own trio loop per example: hypothesis examples cannot share pytest-trio fixtures.
+    async def scenario() -> None:
+        app = AppConfig("default", server_secret=SERVER_SECRET)
+        server = Server(Config(host="127.0.0.1", port=0, api_port=0, apps=(app,)))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            with trio.fail_after(20):
+                await every_path(server, profile, data)
+            server.shutdown()
+
+    trio.run(scenario)
+
+
+async def every_path(server: Server, profile: Any, data: Any) -> None:
+    host, port = server.api_addresses[0]
+    async with (
+        open_client(url(server), profile=profile) as sender,
+        open_client(url(server)) as receiver,
+        AsyncServerAPI(f"http://{host}:{port}", "default", SERVER_SECRET) as backend,
+    ):
+        await receiver.join("room")
+        await sender.join("room")
+        for expected in (profile, data):  # the hello's profile, then an update
+            listed = {m["id"]: m["data"] for m in await receiver.get_members("room")}
+            assert listed[sender.id] == as_msgpack(expected)
+            listed = {m["id"]: m["data"] for m in await backend.get_members("room")}
+            assert listed[sender.id] == as_msgpack(expected)
+            listed = {m["id"]: m["data"] for m in await list_members(server, "room")}
+            assert listed[sender.id] == as_json(expected)
+            await sender.update_profile(data)
+        events = receiver.events()
+        await sender.send("room", "client", data)
+        await backend.send("room", "msgpack", data)
+        body = json.dumps({"channel": "room", "event": "json", "data": as_json(data)}).encode()
+        status, _, reply_body = await http(server, "POST", "/v1/apps/default/send", body, JSON)
+        assert status == 200, reply_body
+        got = {}
+        async for event in events:
+            if isinstance(event, f.Msg):
+                got[event.event] = event.data
+            if len(got) == 3:
+                break
+        assert got == {
+            "client": as_msgpack(data),
+            "msgpack": as_msgpack(data),
+            "json": as_json(data),
+        }
