@@ -468,3 +468,37 @@ async def every_path(server: Server, profile: Any, data: Any) -> None:
             "msgpack": as_msgpack(data),
             "json": as_json(data),
         }
+
+
+async def test_a_response_that_cannot_be_encoded_is_a_logged_500_and_the_connection_goes_on(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Intake makes this impossible for values; a bug must still not end the server."""
+    from rtcore import api
+    from rtcore.server import http as server_http
+
+    index = next(i for i, r in enumerate(server_http.ROUTES) if r[2] is server_http._stats)
+    method, pattern, _ = server_http.ROUTES[index]
+    broken = (method, pattern, lambda *_: api.Outcome({"oops": object()}))
+    routes = list(server_http.ROUTES)
+    routes[index] = broken
+    monkeypatch.setattr(server_http, "ROUTES", routes)
+    request = (
+        "GET /v1/apps/default/stats HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {SERVER_SECRET}\r\n\r\n"
+    )
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(*server.api_addresses[0])
+        for accept in ("application/json", "application/msgpack"):
+            await stream.send_all(
+                request.replace("\r\n\r\n", f"\r\nAccept: {accept}\r\n\r\n").encode()
+            )
+            status, headers, body = await read_response(stream)
+            assert status == 500 and headers["content-type"] == accept
+            answer = json.loads(body) if accept == "application/json" else codec.unpack(body)
+            assert answer["code"] == "internal_error"
+        await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # same connection
+        assert (await read_response(stream))[0] == 200
+        await stream.aclose()
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in logged] == ["server API: cannot encode a 200 response"] * 2
