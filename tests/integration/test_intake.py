@@ -502,3 +502,14 @@ async def test_a_response_that_cannot_be_encoded_is_a_logged_500_and_the_connect
         await stream.aclose()
     logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in logged] == ["server API: cannot encode a 200 response"] * 2
+
+
+async def test_a_string_that_is_not_utf8_makes_the_frame_undecodable_4000(server: Server) -> None:
+    """protocol.md §1: msgpack refuses invalid UTF-8 while decoding, so such a string never
+    reaches the value check; the whole message is not a frame."""
+    with trio.fail_after(10):
+        raw = await joined(server, "room")
+        frame = msgpack.packb({"t": "send", "id": 2, "ch": "room", "ev": "e", "data": None})
+        await raw.send_bytes(frame[:-1] + b"\xa2\xff\xfe")  # a 2-byte str that is not UTF-8
+        closed = await raw.closed()
+        assert closed.code == CloseCode.PROTOCOL_ERROR and "utf-8" in closed.reason
