@@ -23,15 +23,10 @@ from rtcore.config import Config
 from rtcore.hub import Member
 from rtcore.limiter import Refusal
 from rtcore.outbox import Outbox, Pending
-from rtcore.protocol import (
-    PROTOCOL_VERSION,
-    CloseCode,
-    ErrorCode,
-    RemoteProtocolError,
-    codec,
-    values,
-)
+from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
+from rtcore.protocol.values import check as check_value
+from rtcore.protocol.values import is_text
 
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:@/=+~-]{1,128}")
 """protocol.md §4.1: channel names are 1-128 characters of this set."""
@@ -61,7 +56,7 @@ def check_channel(name: str) -> None:
 
 
 def check_event(name: str) -> None:
-    if not 1 <= len(name) <= MAX_EVENT_NAME or not values.is_text(name):
+    if not 1 <= len(name) <= MAX_EVENT_NAME or not is_text(name):
         raise _refuse(
             ErrorCode.INVALID_EVENT,
             f"event name must be 1-{MAX_EVENT_NAME} characters of valid Unicode",
@@ -348,7 +343,7 @@ class Session:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         check_event(frame.event)
-        values.check(frame.data, "data")
+        check_value(frame.data, "data")
         settings = self.app.settings
         if not settings.allow_client_send:
             raise _refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client sends")
@@ -392,7 +387,7 @@ class Session:
     def _broadcast(self, frame: f.Broadcast, now: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_event(frame.event)
-        values.check(frame.data, "data")
+        check_value(frame.data, "data")
         if not self.app.settings.allow_client_broadcast:
             raise _refuse(
                 ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client broadcasts"
@@ -406,7 +401,7 @@ class Session:
 
     def _check_profile(self, profile: Any, field: str) -> None:
         """A profile must be a valid value (protocol.md §4.3.1) within ``max_profile_bytes``."""
-        values.check(profile, field)
+        check_value(profile, field)
         if len(codec.pack(profile)) > self._limits.max_profile_bytes:
             raise _refuse(
                 ErrorCode.PROFILE_TOO_LARGE,
