@@ -15,7 +15,7 @@ import attrs
 
 from rtcore.app import App
 from rtcore.hub import Member
-from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, RtcoreError
+from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, RtcoreError, values
 from rtcore.session import DEFAULT_MEMBERS_PAGE, Close, check_channel, check_event
 
 USER_EVENT_KINDS = (
@@ -31,7 +31,15 @@ USER_EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 SECRET_FIELDS = frozenset(
     {"token", "access_token", "refresh_token", "id_token", "password", "password_hash", "secret"}
 )
-"""Fields a user event may not carry to clients: the backend must leave them out."""
+"""Fields a user event may not carry to clients, at any depth: the backend must leave them out.
+A key matches whatever its case and its ``_``/``-``/space separators (``accessToken``,
+``Access-Token`` and ``ACCESS_TOKEN`` all match ``access_token``)."""
+_SECRET_KEYS = frozenset(name.replace("_", "") for name in SECRET_FIELDS)
+_SEPARATORS = str.maketrans("", "", "_- ")
+
+
+def _is_secret(key: object) -> bool:
+    return isinstance(key, str) and key.lower().translate(_SEPARATORS) in _SECRET_KEYS
 
 
 class ApiError(RtcoreError):
@@ -59,6 +67,15 @@ def _checked(check: Any, value: str) -> None:
         raise ApiError(422, exc.code.value, exc.message) from None
 
 
+def valid_data(value: Any, field: str) -> Any:
+    """The value, or ApiError 400 ``invalid_data`` (protocol.md §4.3.1)."""
+    try:
+        values.check(value, field)
+    except RemoteProtocolError as exc:
+        raise ApiError(400, exc.code.value, exc.message) from None
+    return value
+
+
 def valid_channel(channel: str) -> str:
     """The channel name, or ApiError 422 ``invalid_channel``."""
     _checked(check_channel, channel)
@@ -68,12 +85,14 @@ def valid_channel(channel: str) -> str:
 def send(app: App, channel: str, event: str, data: Any, now: float) -> Outcome:
     valid_channel(channel)
     _checked(check_event, event)
+    valid_data(data, "data")
     sent = app.send(channel, event, data, now=now)
     return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
 
 
 def broadcast(app: App, event: str, data: Any, now: float) -> Outcome:
     _checked(check_event, event)
+    valid_data(data, "data")
     sent = app.broadcast(event, data, now=now)
     return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
 
@@ -96,19 +115,18 @@ def publish_user_event(
     now: float,
 ) -> Outcome:
     """Deliver a user event to ``user``'s connections; a sign-out ends the session."""
-    if not isinstance(user, str) or not user:
-        raise ApiError(400, "bad_request", "user must be a non-empty string")
+    if not isinstance(user, str) or not user or not values.is_text(user):
+        raise ApiError(400, "bad_request", "user must be a non-empty string (valid Unicode)")
     if not isinstance(kind, str) or not USER_EVENT_NAME.fullmatch(kind):
         raise ApiError(400, "bad_request", "event must be 1-64 characters of a-z 0-9 _")
     for name, value in (("session", session), ("data", data)):
         if value is not None and not isinstance(value, dict):
             raise ApiError(400, "bad_request", f"{name} must be an object")
-        secret = SECRET_FIELDS & set(value or ())
-        if secret:
+        valid_data(value, name)
+        secret = values.find_key(value, name, _is_secret)
+        if secret is not None:
             raise ApiError(
-                400,
-                "bad_request",
-                f"{name}.{min(secret)}: secrets are never sent to clients; leave it out",
+                400, "bad_request", f"{secret}: secrets are never sent to clients; leave it out"
             )
     if session is not None and not isinstance(session.get("id"), str):
         raise ApiError(400, "bad_request", "session.id must be a string")

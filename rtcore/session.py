@@ -25,6 +25,8 @@ from rtcore.limiter import Refusal
 from rtcore.outbox import Outbox, Pending
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
+from rtcore.protocol.values import check as check_value
+from rtcore.protocol.values import is_text
 
 CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:@/=+~-]{1,128}")
 """protocol.md §4.1: channel names are 1-128 characters of this set."""
@@ -54,8 +56,11 @@ def check_channel(name: str) -> None:
 
 
 def check_event(name: str) -> None:
-    if not 1 <= len(name) <= MAX_EVENT_NAME:
-        raise _refuse(ErrorCode.INVALID_EVENT, f"event name must be 1-{MAX_EVENT_NAME} characters")
+    if not 1 <= len(name) <= MAX_EVENT_NAME or not is_text(name):
+        raise _refuse(
+            ErrorCode.INVALID_EVENT,
+            f"event name must be 1-{MAX_EVENT_NAME} characters of valid Unicode",
+        )
 
 
 class Session:
@@ -226,11 +231,10 @@ class Session:
             return close
         if principal is not None and app.session_ended(principal.session, now):
             return Close(CloseCode.SESSION_ENDED, "this session was ended; sign in again")
-        if not self._profile_fits(frame.profile):
-            return Close(
-                CloseCode.HELLO_EXPECTED,
-                f"profile exceeds {self._limits.max_profile_bytes} bytes",
-            )
+        try:
+            self._check_profile(frame.profile, "profile")
+        except RemoteProtocolError as exc:  # a hello has no id to answer: not a valid hello
+            return Close(CloseCode.HELLO_EXPECTED, f"hello: {exc.message}")
         self.app, self.principal, self._key = app, principal, frame.key
         user = principal.user if principal else None
         self.member = Member(
@@ -330,11 +334,7 @@ class Session:
 
     def _profile(self, frame: f.UpdateProfile, now: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
-        if not self._profile_fits(frame.data):
-            raise _refuse(
-                ErrorCode.PROFILE_TOO_LARGE,
-                f"profile exceeds {self._limits.max_profile_bytes} bytes",
-            )
+        self._check_profile(frame.data, "data")
         return {
             "channels": self.app.update_profile(self.member, frame.data, self._echo(frame.echo))
         }
@@ -343,6 +343,7 @@ class Session:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         check_event(frame.event)
+        check_value(frame.data, "data")
         settings = self.app.settings
         if not settings.allow_client_send:
             raise _refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client sends")
@@ -386,6 +387,7 @@ class Session:
     def _broadcast(self, frame: f.Broadcast, now: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_event(frame.event)
+        check_value(frame.data, "data")
         if not self.app.settings.allow_client_broadcast:
             raise _refuse(
                 ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client broadcasts"
@@ -397,8 +399,14 @@ class Session:
 
     # -- replies --------------------------------------------------------------------------
 
-    def _profile_fits(self, profile: Any) -> bool:
-        return len(codec.pack(profile)) <= self._limits.max_profile_bytes
+    def _check_profile(self, profile: Any, field: str) -> None:
+        """A profile must be a valid value (protocol.md §4.3.1) within ``max_profile_bytes``."""
+        check_value(profile, field)
+        if len(codec.pack(profile)) > self._limits.max_profile_bytes:
+            raise _refuse(
+                ErrorCode.PROFILE_TOO_LARGE,
+                f"profile exceeds {self._limits.max_profile_bytes} bytes",
+            )
 
     def _reply(self, frame: Any) -> None:
         self._pending.push(self.outbox, framed(frame))

@@ -27,6 +27,8 @@ class ErrorCode(enum.StrEnum):
     """Joining would exceed the connection's channel limit."""
     PROFILE_TOO_LARGE = "profile_too_large"
     """The encoded profile exceeds the profile size limit."""
+    INVALID_DATA = "invalid_data"
+    """A profile or data value breaks the rules of protocol.md §4.3.1 (the message says where)."""
     INVALID_TOKEN = "invalid_token"
     """A ``refresh`` carried a token that does not verify or has expired."""
     FORBIDDEN = "forbidden"

@@ -7,11 +7,11 @@ timeout. Every refusal is a 4xx with ``{"code", "message"}``; a 5xx only ever me
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ import trio
 
 from rtcore import api
 from rtcore.app import App
-from rtcore.protocol import RtcoreError, codec
+from rtcore.protocol import RtcoreError, codec, values
 from rtcore.server import admin
 
 if TYPE_CHECKING:
@@ -60,7 +60,11 @@ class Request:
             )
         try:
             value = json.loads(self.body) if kind == "application/json" else codec.unpack(self.body)
-        except (ValueError, RtcoreError) as exc:  # JSON errors; codec's RemoteProtocolError
+        except RecursionError:  # json's C parser raises it for deep nesting (it is bounded)
+            raise api.ApiError(
+                400, "bad_request", "the body does not parse: nested too deeply"
+            ) from None
+        except (ValueError, RtcoreError) as exc:  # JSON errors (incl. >4300-digit integers)
             raise api.ApiError(400, "bad_request", f"the body does not parse: {exc}") from None
         if not isinstance(value, dict):
             raise api.ApiError(400, "bad_request", "the body must be an object")
@@ -80,12 +84,19 @@ def _field(
     return value
 
 
+_UINT_PARAM = re.compile(r"[0-9]{1,16}")
+"""Query integers: ASCII digits only (``str.isdigit`` also takes '²'), below 2**53 in practice."""
+MAX_INT_PARAM = 2**53 - 1
+
+
 def _int_param(request: Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise api.ApiError(400, "bad_request", f"query parameter {name!r} must be an integer")
+    if not _UINT_PARAM.fullmatch(raw) or int(raw) > MAX_INT_PARAM:
+        raise api.ApiError(
+            400, "bad_request", f"query parameter {name!r} must be an integer from 0 to 2**53-1"
+        )
     return int(raw)
 
 
@@ -182,20 +193,19 @@ def dispatch(server: Server, req: Request) -> tuple[int, dict[str, Any] | admin.
     raise api.ApiError(404, "not_found", f"no such endpoint: {req.method} {req.path}")
 
 
+_NO_SECRET = secrets.token_urlsafe(32)
+"""Compared against when the app does not exist or has no server_secret: every refusal takes
+the same path, so neither the answer nor its timing tells whether an app exists."""
+
+
 def _authorize(server: Server, req: Request) -> App:
+    """The app, if the request carries its server secret; else 401 -- the same 401 for an
+    unknown app, an app without a server_secret and a wrong secret (no app enumeration)."""
     app = server.apps.get(req.params["app"])
-    if app is None:
-        raise api.ApiError(404, "unknown_app", f"this server hosts no app {req.params['app']!r}")
-    secret = app.settings.server_secret
-    if secret is None:
-        raise api.ApiError(
-            403,
-            "server_api_disabled",
-            f"app {app.name!r} has no server_secret: its server API is off",
-        )
-    given = req.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), secret.encode()):
+    secret = app.settings.server_secret if app is not None else None
+    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+    matches = hmac.compare_digest(token.encode(), (secret or _NO_SECRET).encode())
+    if app is None or secret is None or scheme.lower() != "bearer" or not matches:
         raise api.ApiError(401, "unauthorized", "Authorization: Bearer <the app's server_secret>")
     return app
 
@@ -252,6 +262,8 @@ async def _one_request(
             raise trio.ClosedResourceError
         if isinstance(event, h11.Request):
             head = event
+            if _ambiguous_length(event):
+                return 400, _error("bad_request", AMBIGUOUS_LENGTH), ""  # and close
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > limit:
@@ -292,6 +304,17 @@ class _suppress_io:
         )
 
 
+AMBIGUOUS_LENGTH = "a request may not have both Content-Length and Transfer-Encoding"
+
+
+def _ambiguous_length(head: h11.Request) -> bool:
+    """RFC 9112 §6.1: such a request is refused and its connection closed (h11 would let
+    Transfer-Encoding win and keep the connection: a request-smuggling vector behind proxies).
+    Answering before the body ends makes the caller close the connection."""
+    names = {name for name, _ in head.headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"code": code, "message": message}
 
@@ -306,10 +329,8 @@ async def _respond(
     extra: tuple[tuple[str, str], ...] = ()
     if isinstance(payload, admin.Raw):
         body, kind, extra = payload.body, payload.content_type, payload.headers
-    elif any(kind in accept for kind in MSGPACK):
-        body, kind = codec.pack(payload), "application/msgpack"
     else:
-        body, kind = json.dumps(payload, default=_json_default).encode(), "application/json"
+        status, body, kind = _encode(status, payload, accept)
     headers = [("content-type", kind), ("content-length", str(len(body))), *extra]
     if conn.their_state is not h11.DONE:  # e.g. a 413 before the body ended: do not read on
         headers.append(("connection", "close"))
@@ -318,8 +339,20 @@ async def _respond(
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
-def _json_default(value: Any) -> Any:
-    """Binary values from msgpack clients have no JSON form: base64 (msgpack keeps them)."""
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return str(value)
+def _encode(status: int, payload: dict[str, Any], accept: str) -> tuple[int, bytes, str]:
+    """The body as msgpack (if accepted) or JSON; binary in JSON is base64 (protocol.md §4.3.1).
+
+    Intake accepts only values both can encode, so failing here is a bug of ours: it is logged
+    and answered 500, and the connection goes on.
+    """
+    msgpack = any(kind in accept for kind in MSGPACK)
+    try:
+        if msgpack:
+            return status, codec.pack(payload), "application/msgpack"
+        return status, values.dumps_json(payload), "application/json"
+    except Exception:
+        log.exception("server API: cannot encode a %d response", status)
+        error = _error("internal_error", "the server failed; it was logged")
+        if msgpack:
+            return 500, codec.pack(error), "application/msgpack"
+        return 500, values.dumps_json(error), "application/json"

@@ -3,12 +3,13 @@ well-behaved client on the same server keeps being served throughout."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import msgpack
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rtcore import CloseCode, Config, Server
@@ -178,8 +179,40 @@ async def test_shutdown_sends_going_away(start_server: StartServer) -> None:
         assert closed.code == CloseCode.GOING_AWAY
 
 
+@st.composite
+def nested_frames(draw: st.DrawFn) -> bytes:
+    """A hello, profile, send or broadcast whose profile/data nests arrays and maps to any
+    depth: within the 32 levels of protocol.md §4.3.1, beyond them, and beyond what msgpack
+    decodes (1024). Built as bytes, since msgpack will not pack the deepest."""
+    t = draw(st.sampled_from(["hello", "profile", "profile", "send", "broadcast"]))
+    field = "profile" if t == "hello" else "data"
+    head = msgpack.packb({"t": t, "v": 1, "id": 2, "ch": "r", "ev": "e", field: None})[:-1]
+    # Around 1024 is where msgpack stops decoding, and where a frame wrapping a value a few
+    # levels deeper than the request carried it could fail to encode (issue 8, crash 1).
+    depth = draw(st.one_of(st.integers(0, 40), st.integers(1019, 1025)))
+    levels = draw(st.lists(st.sampled_from([b"\x91", b"\x81\xa1k"]), min_size=1, max_size=8))
+    leaf = draw(
+        st.sampled_from(
+            [
+                b"\x00",
+                b"\x81\xc4\x01k\x01",  # a bin key
+                b"\xd4\x05\x01",  # an ext type
+                b"\xd6\xff\x00\x00\x00\x01",  # a timestamp
+                b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00",  # NaN
+                b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff",  # 2**64-1
+            ]
+        )
+    )
+    return head + b"".join(levels[i % len(levels)] for i in range(depth)) + leaf
+
+
+JOIN = msgpack.packb({"t": "join", "id": 1, "ch": "r"})
+MEMBERS = msgpack.packb({"t": "members", "id": 3, "ch": "r"})
+
 client_frames = st.one_of(
     st.binary(max_size=64),
+    st.sampled_from([JOIN, MEMBERS]),
+    nested_frames(),
     st.dictionaries(
         st.sampled_from(["t", "id", "ch", "ev", "data", "echo", "limit", "after", "v"]),
         st.one_of(
@@ -197,24 +230,41 @@ client_frames = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None)
-@given(frames=st.lists(client_frames, min_size=1, max_size=6), hello_first=st.booleans())
-def test_random_frames_never_take_the_server_down(frames: list[bytes], hello_first: bool) -> None:
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    frames=st.one_of(
+        st.lists(client_frames, min_size=1, max_size=6),
+        # a nested value in a channel, then a listing of its members
+        st.tuples(st.just(JOIN), nested_frames(), st.just(MEMBERS)).map(list),
+    ),
+    hello_first=st.booleans(),
+)
+def test_random_frames_never_take_the_server_down(
+    frames: list[bytes], hello_first: bool, caplog: pytest.LogCaptureFixture
+) -> None:
     # A synchronous test running its own trio loop per example: hypothesis examples cannot
     # share pytest-trio's per-test fixtures.
+    caplog.clear()
+
     async def scenario() -> None:
         server = Server(Config(port=0, api_port=None))
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve)
             with trio.fail_after(10):
-                await send_random(server, frames, hello_first)
+                code = await send_random(server, frames, hello_first)
+                assert code != CloseCode.INTERNAL_ERROR, "a server bug closed the connection"
                 await assert_still_serving(server)
             server.shutdown()
 
     trio.run(scenario)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
-async def send_random(server: Server, frames: list[bytes], hello_first: bool) -> None:
+async def send_random(server: Server, frames: list[bytes], hello_first: bool) -> int | None:
+    """Send the frames; the close code the server sent, if it closed the connection."""
     raw = await RawClient.connect(server.addresses[0])
     if hello_first:
         await raw.hello()
@@ -223,14 +273,23 @@ async def send_random(server: Server, frames: list[bytes], hello_first: bool) ->
             await raw.send_bytes(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             break
-    # Whatever happened, that connection answers or closes -- and others are served.
-    with trio.move_on_after(0.05):
+    # Whatever happened, that connection answers or closes -- and others are served. Replies
+    # come in request order, so the probe's reply means every frame before it was handled.
+    probe = 2**53 - 7
+    code = None
+    with trio.move_on_after(5):
         try:
+            await raw.send(t="leave", id=probe, ch="probe")
             while True:
-                await raw.recv()
-        except Closed:
+                frame = await raw.recv()
+                if isinstance(frame, f.Ok | f.Err) and frame.id == probe:
+                    break
+        except Closed as closed:
+            code = closed.code
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
     await raw.aclose()
+    return code
 
 
 async def test_a_hello_sent_in_the_same_write_as_the_upgrade_is_not_lost(server: Server) -> None:

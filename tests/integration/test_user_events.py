@@ -290,8 +290,9 @@ AUTH = {"Authorization": f"Bearer {SERVER_SECRET}", "Content-Type": "application
             "unauthorized",
         ),
         ("POST", "/v1/apps/other/send", b'{"channel":"r","event":"e"}', AUTH, 401, "unauthorized"),
-        ("POST", "/v1/apps/nope/send", b"{}", AUTH, 404, "unknown_app"),
-        ("POST", "/v1/apps/no-api/send", b"{}", AUTH, 403, "server_api_disabled"),
+        # an unknown app and an app without a server_secret answer as a wrong secret does
+        ("POST", "/v1/apps/nope/send", b"{}", AUTH, 401, "unauthorized"),
+        ("POST", "/v1/apps/no-api/send", b"{}", AUTH, 401, "unauthorized"),
         ("POST", "/v1/apps/app/send", b"{not json", AUTH, 400, "bad_request"),
         ("POST", "/v1/apps/app/send", b"[1]", AUTH, 400, "bad_request"),
         ("POST", "/v1/apps/app/send", b'{"channel":"r"}', AUTH, 400, "bad_request"),

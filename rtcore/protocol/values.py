@@ -1,0 +1,193 @@
+"""Application values: what a profile or a message's data may hold (protocol.md §4.3.1).
+
+A *value* is anything the server stores or relays for an app without interpreting it: a member
+profile, the ``data`` of a ``send`` or ``broadcast``, the ``session`` and ``data`` of a user
+event. Every output path must be able to encode what intake accepted -- msgpack (WebSocket
+frames, msgpack replies of the server API) and JSON (the server API's default) -- so each value
+is checked once, where it enters, by :func:`check`, and refused there with ``invalid_data``.
+
+The definition, in one place:
+
+* nil, booleans, strings, binary (``bytes`` / ``bytearray``; JSON: a base64 string), arrays
+  (``list``, or a plain ``tuple``: not a named tuple such as msgpack's ``ExtType``) and maps
+  (``dict``);
+* integers from -2**63 to 2**64-1 (msgpack's range); floats that are finite (JSON has no NaN
+  or Infinity);
+* strings that are Unicode text UTF-8 can encode (no lone surrogates; msgpack itself refuses
+  invalid UTF-8 when it decodes a frame);
+* map keys that are strings or integers in the range above (not booleans, nil, floats or
+  binary); JSON writes an integer key as its decimal string, so a map may not hold both ``1``
+  and ``"1"``;
+* at most :data:`MAX_DEPTH` nested arrays and maps (the outermost one counts as level 1);
+* nothing else: msgpack ext types (including timestamps, ext -1) and any other Python object
+  are refused.
+
+The check is iterative (no recursion whatever the input) and visits each element once, so its
+cost is linear in the size of the value and it stops at the first refusal, at most
+:data:`MAX_DEPTH` levels down.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+from rtcore.protocol.codes import ErrorCode
+from rtcore.protocol.errors import RemoteProtocolError
+
+MAX_DEPTH = 32
+"""Arrays and maps nest at most this deep: ``[[1]]`` is 2 levels."""
+MIN_INT = -(2**63)
+MAX_INT = 2**64 - 1
+"""msgpack's integer range. JavaScript numbers hold integers exactly only up to 2**53-1."""
+
+_Path = tuple[Any, ...] | str
+"""Where an element sits: the field name at the root, else (parent path, key or index)."""
+
+
+def is_text(s: str) -> bool:
+    """Whether UTF-8 can encode ``s`` (it has no lone surrogates)."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check(value: Any, field: str) -> None:
+    """Accept ``value`` as the definition above says, or refuse it.
+
+    Args:
+        value: the value as decoded (or as the host application passed it).
+        field: its name in the request, used in the message (``profile``, ``data``...).
+
+    Raises:
+        RemoteProtocolError: code ``invalid_data``; the message names the element and the rule,
+            e.g. ``profile.tags[3]: nested deeper than 32 levels``.
+    """
+    stack: list[tuple[Any, int, _Path]] = [(value, 0, field)]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, dict):
+            _check_container(depth, path)
+            for key, child in item.items():
+                _check_key(item, key, path)
+                stack.append((child, depth + 1, (path, key)))
+        elif isinstance(item, list) or type(item) is tuple:  # not msgpack's ExtType tuple
+            _check_container(depth, path)
+            stack.extend((child, depth + 1, (path, i)) for i, child in enumerate(item))
+        else:
+            rule = _scalar_rule(item)
+            if rule is not None:
+                raise _refuse(path, rule)
+
+
+def _check_container(depth: int, path: _Path) -> None:
+    if depth >= MAX_DEPTH:
+        raise _refuse(path, f"arrays and maps may nest at most {MAX_DEPTH} levels deep")
+
+
+def _scalar_rule(item: Any) -> str | None:
+    """None if ``item`` is an accepted scalar, else the rule it breaks."""
+    if item is None or isinstance(item, bool | bytes | bytearray):
+        return None
+    if isinstance(item, int):
+        return None if MIN_INT <= item <= MAX_INT else "integers must be from -2**63 to 2**64-1"
+    if isinstance(item, float):
+        return None if math.isfinite(item) else "NaN and Infinity are not allowed (JSON has none)"
+    if isinstance(item, str):
+        return None if is_text(item) else "strings must be valid Unicode (no lone surrogates)"
+    return f"{_kind(item)} is not allowed: use nil, bool, int, float, str, bin, array or map"
+
+
+def _check_key(mapping: dict[Any, Any], key: Any, path: _Path) -> None:
+    if isinstance(key, str):
+        if not is_text(key):
+            raise _refuse((path, key), "map keys must be valid Unicode (no lone surrogates)")
+    elif isinstance(key, int) and not isinstance(key, bool):
+        if not MIN_INT <= key <= MAX_INT:
+            raise _refuse((path, key), "integer map keys must be from -2**63 to 2**64-1")
+        if repr(int(key)) in mapping:  # what json.dumps writes for an integer key
+            raise _refuse(
+                path, f"keys {int(key)} and '{int(key)}' would be one key in JSON; use one"
+            )
+    else:
+        raise _refuse(path, f"map keys must be strings or integers, not {_kind(key)}")
+
+
+def _kind(item: Any) -> str:
+    name = type(item).__name__
+    if name == "ExtType":  # msgpack.ExtType: not imported here (codec is the msgpack importer)
+        return f"msgpack ext type {getattr(item, 'code', '?')}"
+    if name == "Timestamp":
+        return "a msgpack timestamp (send milliseconds as an integer)"
+    return {"NoneType": "nil", "bytes": "bin", "bytearray": "bin", "float": "a float"}.get(
+        name, f"a {name}"
+    )
+
+
+def _refuse(path: _Path, rule: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"{_format(path)}: {rule}", code=ErrorCode.INVALID_DATA)
+
+
+def _format(path: _Path) -> str:
+    """``data.user['a b'][3]``: each key shortened, and the whole at most 60 characters."""
+    steps: list[str] = []
+    while not isinstance(path, str):
+        path, key = path
+        if isinstance(key, str) and key.isidentifier() and len(key) <= 40:
+            steps.append(f".{key}")
+        else:
+            text = repr(key)
+            steps.append(f"[{text[:40]}{'...' if len(text) > 40 else ''}]")
+    steps.reverse()
+    if len(path) + sum(map(len, steps)) <= 60:
+        return path + "".join(steps)
+    # Shortened at whole steps, so that "path: rule" fits a WebSocket close reason (123 bytes).
+    head, tail = path, ""
+    while steps and len(head) + len(steps[0]) <= 30:
+        head += steps.pop(0)
+    while steps and len(tail) + len(steps[-1]) <= 27:
+        tail = steps.pop() + tail
+    return f"{head}...{tail}"
+
+
+def find_key(value: Any, field: str, match: Any) -> str | None:
+    """The path of the first map key for which ``match(key)`` is true, or None.
+
+    For a value :func:`check` accepted (so at most MAX_DEPTH deep); iterative, linear.
+    """
+    stack: list[tuple[Any, _Path]] = [(value, field)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if match(key):
+                    return _format((path, key))
+                stack.append((child, (path, key)))
+        elif isinstance(item, list) or type(item) is tuple:
+            stack.extend((child, (path, i)) for i, child in enumerate(item))
+    return None
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+
+def json_default(item: Any) -> Any:
+    """The JSON form of what JSON lacks: binary becomes its base64 string (RFC 4648, padded)."""
+    if isinstance(item, bytes | bytearray):
+        return base64.b64encode(item).decode("ascii")
+    raise TypeError(f"{type(item).__name__} has no JSON form")
+
+
+def dumps_json(obj: Any) -> bytes:
+    """Encode an object holding accepted values as JSON (ASCII; integer keys as strings).
+
+    Raises:
+        TypeError, ValueError: ``obj`` holds something :func:`check` refuses (a bug of the caller).
+    """
+    return json.dumps(obj, default=json_default, allow_nan=False).encode("ascii")
