@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 import wsproto
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -99,7 +100,9 @@ class RawClient:
                 raise AssertionError("the server sent a text frame")
             elif isinstance(event, Ping):
                 self.pings += 1
-                if self.answer_pings:
+                # After a close (ours or the server's) a WebSocket endpoint sends no more
+                # frames: a pong then would be a protocol error.
+                if self.answer_pings and self.ws.state is ConnectionState.OPEN:
                     await self.stream.send_all(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 try:
