@@ -34,9 +34,12 @@ async def assert_still_serving(server: Server) -> None:
 
 
 async def until(predicate: Any) -> None:
-    """Wait (bounded by the caller's fail_after) until ``predicate()`` holds."""
-    while not predicate():
+    """Wait until ``predicate()`` holds (polling: it watches server state, not an event)."""
+    for _ in range(1000):
+        if predicate():
+            return
         await trio.sleep(0.01)
+    raise AssertionError("the condition never held")
 
 
 async def reply(raw: RawClient) -> Any:
