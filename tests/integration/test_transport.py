@@ -401,7 +401,8 @@ async def test_a_pipelining_client_does_not_starve_another(
             assert isinstance(answer, f.Ok) and answer.id == i
     assert len(order) == requests + 1
     # the other request was handled within a couple of batches, not after the whole burst
-    assert order.index(True) < 10 + 2 * EVENTS_PER_BATCH
+    assert 4 * EVENTS_PER_BATCH < requests  # (so a batch is a small part of the burst)
+    assert order.index(True) <= 2 * EVENTS_PER_BATCH
 
 
 # -- the inbound frame budget ----------------------------------------------------------------
