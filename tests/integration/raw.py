@@ -105,10 +105,11 @@ class RawClient:
                 if self.answer_pings and self.ws.state is ConnectionState.OPEN:
                     await self.stream.send_all(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
-                try:
-                    await self.stream.send_all(self.ws.send(event.response()))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:  # not if we closed first
+                    try:
+                        await self.stream.send_all(self.ws.send(event.response()))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                 raise Closed(event.code, event.reason or "")
 
     async def closed(self) -> Closed:
@@ -118,6 +119,10 @@ class RawClient:
                 await self.recv()
             except Closed as exc:
                 return exc
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send our close frame (then :meth:`closed` reads up to the server's answer)."""
+        await self.stream.send_all(self.ws.send(CloseConnection(code, reason)))
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
