@@ -89,6 +89,7 @@ class Connection:
         "_nursery",
         "_parts",
         "_size",
+        "_left",
     )
 
     def __init__(
@@ -141,6 +142,7 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._parts: list[bytes] | None = None
         self._size = 0
+        self._left = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -167,9 +169,7 @@ class Connection:
     async def _cleanup(self) -> None:
         """Forget the connection everywhere and close the socket, whatever fails on the way."""
         try:
-            self.session.disconnected()
-        except Exception:
-            log.exception("connection %s (%s): leaving its channels failed", self.id, self.remote)
+            self._leave_channels()
         finally:
             self.server.flusher.poke()
             self.outbox.closed = True
@@ -376,7 +376,7 @@ class Connection:
         """Send our close frame (or answer the peer's), flush it, then wait for the peer."""
         assert self._close is not None
         close = self._close
-        self.session.disconnected()  # first: no fan-out may queue anything behind the close
+        self._leave_channels()  # first: no fan-out may queue anything behind the close
         self.server.flusher.poke()
         if self._discard:
             del self.outbox.items[1 if self._partial_head() else 0 :]
@@ -391,6 +391,16 @@ class Connection:
                 self._ws.receive_data(data)
                 for _ in self._ws.events():
                     pass
+
+    def _leave_channels(self) -> None:
+        """The session leaves its channels (once; a failure is logged and the close goes on)."""
+        if self._left:
+            return
+        self._left = True
+        try:
+            self.session.disconnected()
+        except Exception:
+            log.exception("connection %s (%s): leaving its channels failed", self.id, self.remote)
 
     def _partial_head(self) -> bool:
         items = self.outbox.items

@@ -33,9 +33,9 @@ async def assert_still_serving(server: Server) -> None:
         assert (await c.send("canary", "ping", 1))["recipients"] == 1
 
 
-async def until(predicate: Any) -> None:
+async def until(predicate: Any, seconds: float = 10.0) -> None:
     """Wait until ``predicate()`` holds (polling: it watches server state, not an event)."""
-    for _ in range(1000):
+    for _ in range(int(seconds / 0.01)):
         if predicate():
             return
         await trio.sleep(0.01)
@@ -108,7 +108,7 @@ async def test_accept_loop_logs_again_after_the_quiet_period(
     with caplog.at_level(logging.WARNING, logger="rtcore.accept"), trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(accept.accept_forever, listener, got.append, "test port")
-            await until(lambda: got == ["done"])
+            await until(lambda: got == ["done"], seconds=30.0)
             nursery.cancel_scope.cancel()
     messages = [r.getMessage() for r in caplog.records if "cannot accept" in r.getMessage()]
     assert len(messages) == 2
