@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from rtcore import config as cfg
@@ -122,3 +126,26 @@ def test_new_limits_load() -> None:
     assert conf.limits.api_max_connections == 8
     assert conf.limits.api_idle_timeout == 5.0
     assert conf.limits.inbound_frame_burst == 400
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["max_connections = 0", "api_idle_timeout = -1", "inbound_frame_burst = 1.5"],
+)
+def test_check_config_validates_the_new_limits(tmp_path: Path, line: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f"[limits]\n{line}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "rtcore.cli", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and f"limits.{line.split()[0]}" in out.stderr
+    good = tmp_path / "good.toml"
+    good.write_text("[limits]\nmax_connections = 100\napi_idle_timeout = 5\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "rtcore.cli", "check-config", str(good)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
