@@ -462,3 +462,32 @@ async def test_the_default_budget_lets_a_pipelining_client_through(server: Serve
         for i in range(1, 3001):
             answer = await reply(raw)
             assert isinstance(answer, f.Ok) and answer.id == i
+
+
+async def test_the_heartbeat_pass_yields_between_batches_of_connections(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtcore.server import server as server_module
+
+    clients = []
+    with trio.fail_after(10):
+        for _ in range(5):
+            raw = await RawClient.connect(server.addresses[0])
+            await raw.hello()
+            clients.append(raw)
+        monkeypatch.setattr(server_module, "HEARTBEAT_CHECKPOINT_EVERY", 2)
+        real = trio.lowlevel.checkpoint
+        yields = 0
+
+        async def checkpoint() -> None:
+            nonlocal yields
+            yields += 1
+            await real()
+
+        monkeypatch.setattr(trio.lowlevel, "checkpoint", checkpoint)
+        await server._heartbeat_pass(server.config.limits.heartbeat_interval)
+        monkeypatch.undo()
+        assert yields == 2  # after the 2nd and the 4th of 5 connections
+        for raw in clients:  # and every connection was checked and kept
+            await raw.send(t="members", id=1, ch="x")
+            assert isinstance(await reply(raw), f.Ok)
