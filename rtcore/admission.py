@@ -1,6 +1,21 @@
-"""Admission of new connections per IP address: a cap on open connections and a connection
-rate (flood protection); and which IP address a connection is from, behind trusted proxies.
-Sans-IO: ``now`` is passed in."""
+"""Admission of new connections and of inbound traffic (sans-IO: ``now`` is passed in,
+monotonic seconds).
+
+Theory of operation: a connection is counted from the moment it is accepted, before a byte of
+its upgrade is read, so stalled handshakes cost the same as open connections:
+
+* server-wide, every accepted client connection counts toward ``max_connections``
+  (:func:`connection_cap`); beyond it the transport refuses at once and cheaply;
+* per IP address, toward ``max_connections_per_ip`` (4020) and the connection-rate bucket
+  (4029). The TCP peer is known at accept; behind a trusted proxy the client's address is only
+  known from the upgrade request, so such connections are counted per IP after it;
+* a refused connection may be told why (a minimal upgrade, then the close code), but only a few
+  at a time per IP (:data:`EXPLAINED_REFUSALS_PER_IP`): a flood's excess is closed at once.
+
+:class:`InboundBudget` is one connection's inbound frame and byte rate: every frame counts
+(pings, pongs and empty fragments too), so a flood of cheap frames ends with 4031 instead of
+costing CPU without bound.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +30,49 @@ from rtcore.session import Close
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+RESERVED_FILES = 64
+"""Descriptors kept free beside the client and API connections: listeners, the event loop,
+log files, Redis and other outbound connections (:func:`connection_cap`)."""
+
+EXPLAINED_REFUSALS_PER_IP = 8
+"""Refused connections per IP that are told why (upgrade, then 4020/4029) at the same time;
+further ones are closed at once."""
+
+
+def connection_cap(limits: Limits, open_files: int) -> int:
+    """The server-wide cap on client connections: ``limits.max_connections`` if set, else
+    ``open_files - api_max_connections - RESERVED_FILES`` (at least 1), where ``open_files`` is
+    the process's soft RLIMIT_NOFILE."""
+    if limits.max_connections is not None:
+        return limits.max_connections
+    return max(1, open_files - limits.api_max_connections - RESERVED_FILES)
+
 
 class Admission:
-    """Per-IP open-connection counts and connection-rate buckets."""
+    """Server-wide and per-IP open-connection counts, and connection-rate buckets.
 
-    def __init__(self, limits: Limits) -> None:
+    Args:
+        limits: the per-IP limits and ``max_connections``.
+        open_files: the process's open-files limit (for the derived server-wide cap).
+    """
+
+    def __init__(self, limits: Limits, open_files: int = 1024) -> None:
         self.counts: dict[str, int] = {}
+        """Connections per IP address counted by :meth:`admit`."""
+        self.explaining: dict[str, int] = {}
+        """Refused connections per IP being told why."""
+        self.open = 0
+        """Client connections accepted and not yet ended (:meth:`accept`)."""
         self.limits = limits
+        self.open_files = open_files
+        self.cap = connection_cap(limits, open_files)
         self._rate = Chain()
         self.apply(limits)
 
     def apply(self, limits: Limits) -> None:
-        """New limits (a reload)."""
+        """New limits (a reload). Connections already open stay open."""
         self.limits = limits
+        self.cap = connection_cap(limits, self.open_files)
         self._rate.replace_rules(
             [
                 Rule(
@@ -39,6 +84,18 @@ class Admission:
                 )
             ]
         )
+
+    def accept(self) -> bool:
+        """Count a newly accepted connection server-wide; False: over ``max_connections``
+        (then nothing was counted)."""
+        if self.open >= self.cap:
+            return False
+        self.open += 1
+        return True
+
+    def ended(self) -> None:
+        """A connection counted by :meth:`accept` ended."""
+        self.open = max(0, self.open - 1)
 
     def admit(self, ip: str, now: float) -> Close | None:
         """Count a new connection from ``ip``, or say why it must be closed."""
@@ -59,14 +116,80 @@ class Admission:
 
     def release(self, ip: str) -> None:
         """A connection counted by :meth:`admit` ended."""
-        left = self.counts.get(ip, 0) - 1
-        if left > 0:
-            self.counts[ip] = left
-        else:
-            self.counts.pop(ip, None)
+        _decrement(self.counts, ip)
+
+    def explain(self, ip: str) -> bool:
+        """May one more refused connection from ``ip`` be told why? (counted if so, until
+        :meth:`explained`)."""
+        if self.explaining.get(ip, 0) >= EXPLAINED_REFUSALS_PER_IP:
+            return False
+        self.explaining[ip] = self.explaining.get(ip, 0) + 1
+        return True
+
+    def explained(self, ip: str) -> None:
+        """A refused connection counted by :meth:`explain` ended."""
+        _decrement(self.explaining, ip)
 
     def sweep(self, now: float) -> None:
         self._rate.sweep(now)
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+class InboundBudget:
+    """One connection's inbound frame and byte rate: two token buckets (``now`` passed in).
+
+    The transport charges each read's bytes with :meth:`charge_bytes` and each frame with
+    :meth:`charge_frame`; either returns the close once its bucket is overdrawn.
+    """
+
+    __slots__ = ("_limits", "_frames", "_bytes", "_stamp")
+
+    def __init__(self, limits: Limits, now: float) -> None:
+        self._limits = limits
+        self._frames = float(limits.inbound_frame_burst)
+        self._bytes = float(limits.inbound_byte_burst)
+        self._stamp = now
+
+    def refill(self, now: float) -> None:
+        """Add the tokens earned since the last refill (call once per read)."""
+        elapsed = max(0.0, now - self._stamp)
+        self._stamp = max(self._stamp, now)
+        limits = self._limits
+        self._frames = min(
+            float(limits.inbound_frame_burst),
+            self._frames + elapsed * limits.inbound_frames_per_second,
+        )
+        self._bytes = min(
+            float(limits.inbound_byte_burst),
+            self._bytes + elapsed * limits.inbound_bytes_per_second,
+        )
+
+    def charge_bytes(self, n: int) -> Close | None:
+        self._bytes -= n
+        if self._bytes < 0:
+            return Close(
+                CloseCode.INBOUND_FLOOD,
+                f"more than {self._limits.inbound_bytes_per_second:g} bytes a second "
+                f"(burst {self._limits.inbound_byte_burst})",
+            )
+        return None
+
+    def charge_frame(self) -> Close | None:
+        self._frames -= 1.0
+        if self._frames < 0:
+            return Close(
+                CloseCode.INBOUND_FLOOD,
+                f"more than {self._limits.inbound_frames_per_second:g} frames a second "
+                f"(burst {self._limits.inbound_frame_burst}; pings and fragments count)",
+            )
+        return None
 
 
 def client_address(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network, ...]) -> str:
@@ -77,7 +200,7 @@ def client_address(peer: str, forwarded_for: Iterable[str], trusted: tuple[Netwo
     client. Entries an untrusted hop could have written further left are ignored, so a client
     cannot choose its own address. An unparsable entry stops the walk at the last good one.
     """
-    if not trusted or not _within(peer, trusted):
+    if not trusted or not within(peer, trusted):
         return peer
     hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
     client = peer
@@ -87,12 +210,13 @@ def client_address(peer: str, forwarded_for: Iterable[str], trusted: tuple[Netwo
         except ValueError:
             break
         client = hop
-        if not _within(hop, trusted):
+        if not within(hop, trusted):
             break
     return client
 
 
-def _within(address: str, networks: tuple[Network, ...]) -> bool:
+def within(address: str, networks: tuple[Network, ...]) -> bool:
+    """Is ``address`` in one of ``networks``? (an unparsable address is not)"""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -80,6 +80,23 @@ class Limits:
     """Seconds that connections get to close cleanly on shutdown."""
     max_api_body_bytes: int = 1024 * 1024
     """Largest server-API request body (HTTP 413 beyond)."""
+    max_connections: int | None = None
+    """Open client connections server-wide, counted from the TCP accept (before the upgrade);
+    beyond it a new connection gets a short HTTP 503 and is closed. None: derived from the
+    process's open-files limit (:func:`rtcore.admission.connection_cap`)."""
+    api_max_connections: int = 64
+    """Open server-API connections; beyond it a new one gets HTTP 503 and is closed."""
+    api_idle_timeout: float = 30.0
+    """Seconds a server-API connection may wait for its next request before it is closed."""
+    inbound_frames_per_second: float = 5000.0
+    """WebSocket frames a connection may send per second (a token bucket; every frame counts:
+    messages, fragments, pings, pongs)..."""
+    inbound_frame_burst: int = 20_000
+    """...with this burst; beyond it the connection is closed with 4031."""
+    inbound_bytes_per_second: float = 4 * 1024 * 1024
+    """Bytes a connection may send per second (a token bucket)..."""
+    inbound_byte_burst: int = 16 * 1024 * 1024
+    """...with this burst; beyond it the connection is closed with 4031."""
 
     def for_clients(self) -> dict[str, int]:
         """The limits a client needs to know, as sent in the welcome frame."""
@@ -332,7 +349,8 @@ class _Reader:
         for key, value in table.items():
             if key not in fields:
                 continue
-            check = _positive_int if fields[key].type in ("int", int) else _positive_number
+            integral = fields[key].type in ("int", int, "int | None")
+            check = _positive_int if integral else _positive_number
             try:
                 check(value, f"limits.{key}")
             except ConfigError as exc:

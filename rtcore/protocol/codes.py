@@ -87,3 +87,6 @@ class CloseCode(enum.IntEnum):
     """Too many new connections from this IP address in a short time."""
     RATE_LIMIT_ABUSE = 4030
     """The client kept sending after being rate limited."""
+    INBOUND_FLOOD = 4031
+    """The client sent frames (pings, pongs and fragments included) or bytes faster than its
+    inbound budget."""

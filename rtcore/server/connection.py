@@ -12,6 +12,11 @@ Theory of operation:
   writer is cancelled.
 * The reader hands each complete binary message to the sans-IO session and never waits on
   fan-out, so pings are answered however busy the app is.
+* The reader handles at most :data:`EVENTS_PER_BATCH` frames before it yields to other tasks,
+  however many one read brought, and charges every frame and byte to the connection's
+  inbound budget (a flood of pings or empty fragments ends with 4031).
+* The connection was counted by admission when it was accepted (before its upgrade); a
+  connection admission refused is only told why: upgrade, then the close code.
 * Every way out -- peer close, EOF, protocol error, slow consumer, heartbeat, shutdown, a bug --
   passes through ``run``'s ``finally``: the session leaves its channels and the socket closes.
 """
@@ -38,7 +43,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
-from rtcore.admission import client_address
+from rtcore.admission import InboundBudget, client_address
 from rtcore.protocol import CloseCode
 from rtcore.session import Close, Session
 
@@ -48,6 +53,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("rtcore.connection")
 
 RECEIVE_SIZE = 64 * 1024
+EVENTS_PER_BATCH = 128
+"""Frames handled from the read buffer before the reader lets other tasks run."""
 
 
 class Connection:
@@ -70,7 +77,11 @@ class Connection:
         "blocked",
         "queued",
         "counted",
-        "admitted",
+        "counted_ip",
+        "peer",
+        "refusal",
+        "budget",
+        "failed",
         "_ws",
         "_close",
         "_abort",
@@ -78,6 +89,7 @@ class Connection:
         "_nursery",
         "_parts",
         "_size",
+        "_left",
     )
 
     def __init__(
@@ -86,6 +98,10 @@ class Connection:
         sock: trio.socket.SocketType,
         conn_id: str,
         tls: trio.SSLStream[Any] | None = None,
+        *,
+        peer: str | None = None,
+        counted_ip: str | None = None,
+        refusal: Close | None = None,
     ) -> None:
         self.server = server
         # The bare trio socket, not a SocketStream: the flusher writes to the file descriptor,
@@ -95,13 +111,22 @@ class Connection:
         """With TLS, all I/O goes through the SSLStream and its drain task (no fd writes)."""
         self.id = conn_id
         self.fd = sock.fileno() if tls is None else -1
-        self.admitted = False
+        self.peer = peer_ip(sock) if peer is None else peer
+        """The TCP peer's address (before X-Forwarded-For is applied)."""
+        self.counted_ip = counted_ip
+        """The address admission counted this connection under; None: not yet (behind a
+        trusted proxy, until the upgrade names the client)."""
+        self.refusal = refusal
+        """Admission refused the connection at accept: upgrade only to close with this."""
         self.session = Session(
-            conn_id, server.apps, server.config, server.pending, owner=self, remote=_peer_ip(sock)
+            conn_id, server.apps, server.config, server.pending, owner=self, remote=self.peer
         )
         self.outbox = self.session.outbox
         self.last_seen = trio.current_time()
+        self.budget = InboundBudget(server.config.limits, self.last_seen)
         self.pinged = False
+        self.failed = False
+        """Writing to it failed once (a bug, logged); it is closing with 1011."""
         self.blocked = False
         """A drain task owns the socket until the outbox is empty."""
         self.queued = 0
@@ -117,6 +142,7 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._parts: list[bytes] | None = None
         self._size = 0
+        self._left = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -138,13 +164,18 @@ class Connection:
         except Exception:
             log.exception("connection %s (%s) failed while closing", self.id, self.remote)
         finally:
-            self.session.disconnected()
+            await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        """Forget the connection everywhere and close the socket, whatever fails on the way."""
+        try:
+            self._leave_channels()
+        finally:
             self.server.flusher.poke()
             self.outbox.closed = True
             self.outbox.items.clear()
-            if self.admitted:
-                self.server.admission.release(self.remote)
             self.server.forget(self)
+            self.server.release_admission(self.peer, self.counted_ip, self.refusal)
             if self.tls is not None:
                 await trio.aclose_forcefully(self.tls)
             self.sock.close()
@@ -152,14 +183,22 @@ class Connection:
     async def _serve(self) -> None:
         """Upgrade, hello, then read until a close is decided (or requested: then cancelled)."""
         limits = self.server.config.limits
+        if self.refusal is not None:  # only say why: a minimal upgrade, then the close code
+            with trio.move_on_after(limits.close_timeout):
+                if await self._upgrade():
+                    self._close = self.refusal
+                    return
+            self._abort = True
+            return
         with trio.move_on_after(limits.handshake_timeout) as handshake:
             if not await self._upgrade():
                 self._abort = True
                 return
-            self._close = self.server.admission.admit(self.remote, time.time())
-            if self._close is not None:
-                return
-            self.admitted = True
+            if self.counted_ip is None:  # behind a trusted proxy: now the client is known
+                self._close = self.server.admission.admit(self.remote, trio.current_time())
+                if self._close is not None:
+                    return
+                self.counted_ip = self.remote
             await self._read(until_hello=True)
         if handshake.cancelled_caught and self._close is None:
             self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
@@ -270,19 +309,31 @@ class Connection:
     async def _read(self, *, until_hello: bool) -> None:
         """Read and handle frames until a close is decided, the peer leaves, or hello arrives."""
         while self._close is None:
-            self._handle_events()
+            more = self._handle_events()
             self.server.flusher.poke()
             if self._close is not None or (until_hello and self.session.established):
                 return
+            if more:  # one read brought a lot: let the flusher and other connections run first
+                await trio.lowlevel.checkpoint()
+                continue
             data = await self._receive()
             if not data:
                 self._close = Close(CloseCode.NORMAL, "peer closed the TCP connection")
                 self._abort = True
                 return
-            self._ws.receive_data(data)
+            self.budget.refill(self.last_seen)
+            self._close = self.budget.charge_bytes(len(data))
+            if self._close is None:
+                self._ws.receive_data(data)
 
-    def _handle_events(self) -> None:
+    def _handle_events(self) -> bool:
+        """Handle buffered frames, at most EVENTS_PER_BATCH; True if more may be waiting."""
+        budget = self.budget
+        handled = 0
         for event in self._ws.events():
+            self._close = budget.charge_frame()
+            if self._close is not None:
+                return False
             if isinstance(event, BytesMessage):
                 message = self._assemble(event)
                 if message is not None:
@@ -294,7 +345,11 @@ class Connection:
             elif isinstance(event, CloseConnection):
                 self._close = Close(event.code, event.reason or "")
             if self._close is not None:
-                return
+                return False
+            handled += 1
+            if handled == EVENTS_PER_BATCH:
+                return True
+        return False
 
     def _assemble(self, event: BytesMessage) -> bytes | None:
         """The complete message once its last part arrives; enforces the size limit."""
@@ -321,7 +376,7 @@ class Connection:
         """Send our close frame (or answer the peer's), flush it, then wait for the peer."""
         assert self._close is not None
         close = self._close
-        self.session.disconnected()  # first: no fan-out may queue anything behind the close
+        self._leave_channels()  # first: no fan-out may queue anything behind the close
         self.server.flusher.poke()
         if self._discard:
             del self.outbox.items[1 if self._partial_head() else 0 :]
@@ -336,6 +391,16 @@ class Connection:
                 self._ws.receive_data(data)
                 for _ in self._ws.events():
                     pass
+
+    def _leave_channels(self) -> None:
+        """The session leaves its channels (once; a failure is logged and the close goes on)."""
+        if self._left:
+            return
+        self._left = True
+        try:
+            self.session.disconnected()
+        except Exception:
+            log.exception("connection %s (%s): leaving its channels failed", self.id, self.remote)
 
     def _partial_head(self) -> bool:
         items = self.outbox.items
@@ -420,7 +485,8 @@ class Connection:
             self.request_close(CloseCode.NORMAL, "peer is gone")
 
 
-def _peer_ip(sock: trio.socket.SocketType) -> str:
+def peer_ip(sock: trio.socket.SocketType) -> str:
+    """The TCP peer's IP address ("?" if the peer is already gone)."""
     try:
         return str(sock.getpeername()[0])
     except OSError:

@@ -14,6 +14,11 @@ under load passes happen at most every ``window`` seconds and each carries more.
 A socket that does not take everything hands its connection to the connection's own drain
 task. Bytes queued for a connection beyond ``outbound_buffer_bytes`` make it a slow consumer:
 it is closed with 4008 and counted, and its queue is dropped.
+
+Error boundary: a failure while writing one connection closes that connection with 1011
+(logged once, however many passes meet it before it is gone) and the pass goes on with
+the others; a failure outside the per-connection work is logged and the task goes on. The
+guard is a ``try`` around each connection's work, which costs nothing when nothing fails.
 """
 
 from __future__ import annotations
@@ -59,7 +64,10 @@ class Flusher:
             if wait > 0:
                 await trio.sleep(wait)
             self._last_pass = trio.current_time()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # not one connection's: flush() bounds those
+                log.exception("flush pass failed")
 
     def flush(self) -> None:
         """One pass over everything pending."""
@@ -68,9 +76,29 @@ class Flusher:
         joined = b""
         for group in groups:
             for member in group.values():
-                last, joined = self._flush_one(member.outbox, last, joined)
+                try:
+                    last, joined = self._flush_one(member.outbox, last, joined)
+                except Exception:
+                    self._failed(member.outbox)
         for outbox in outboxes:
-            last, joined = self._flush_one(outbox, last, joined)
+            try:
+                last, joined = self._flush_one(outbox, last, joined)
+            except Exception:
+                self._failed(outbox)
+
+    def _failed(self, outbox: Outbox) -> None:
+        """Writing one connection failed (a bug): close it with 1011, keep the pass going."""
+        conn: Connection | None = outbox.owner
+        if conn is None:
+            log.exception("flush: an outbox without a connection failed")
+            outbox.closed = True
+            return
+        if not conn.failed:  # a later pass may fail again before it is gone: log once
+            conn.failed = True
+            log.exception("flush: connection %s (%s) failed", conn.id, conn.remote)
+        conn.request_close(
+            CloseCode.INTERNAL_ERROR, "internal error (logged)", discard_pending=True
+        )
 
     def _flush_one(
         self, outbox: Outbox, last: list[bytes | memoryview], joined: bytes

@@ -1,8 +1,11 @@
 """The server API over HTTP/1.1 (docs/api.md), on h11 and trio.
 
-One task per HTTP connection, keep-alive, bounded: request heads by h11
-(``max_incomplete_event_size``), bodies by ``limits.max_api_body_bytes``, idle connections by a
-timeout. Every refusal is a 4xx with ``{"code", "message"}``; a 5xx only ever means a bug here.
+One task per HTTP connection, keep-alive, bounded: connections by
+``limits.api_max_connections`` (the server's accept loop), request heads by h11
+(``max_incomplete_event_size``), bodies by ``limits.max_api_body_bytes``, idle connections by
+``limits.api_idle_timeout``. Every refusal is a 4xx with ``{"code", "message"}``; a 5xx only
+ever means a bug here, and a bug while serving one request is answered 500 (if nothing of the
+response was sent yet), logged once, and ends that connection alone.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtcore.http")
 
-IDLE_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
 MSGPACK = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
@@ -214,11 +216,31 @@ def _authorize(server: Server, req: Request) -> App:
 
 
 async def serve_connection(server: Server, stream: trio.SocketStream) -> None:
+    """Serve one HTTP connection until it ends; never raises (except Cancelled)."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+    try:
+        await _serve_requests(server, stream, conn)
+    except Exception:
+        log.exception("server API: a connection failed")
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # nothing of a response sent yet
+            with trio.move_on_after(1), _suppress_io():
+                await _respond(
+                    stream,
+                    conn,
+                    500,
+                    _error("internal_error", "the server failed; it was logged"),
+                    "",
+                )
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _serve_requests(server: Server, stream: trio.SocketStream, conn: h11.Connection) -> None:
+    idle_timeout = server.config.limits.api_idle_timeout
     try:
         while True:
             with trio.move_on_after(
-                IDLE_TIMEOUT if conn.their_state is h11.IDLE else REQUEST_TIMEOUT
+                idle_timeout if conn.their_state is h11.IDLE else REQUEST_TIMEOUT
             ):
                 status, payload, accept = await _one_request(server, stream, conn)
                 await _respond(stream, conn, status, payload, accept)
@@ -242,8 +264,6 @@ async def serve_connection(server: Server, stream: trio.SocketStream) -> None:
             )
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
         return
-    finally:
-        await trio.aclose_forcefully(stream)
 
 
 async def _one_request(

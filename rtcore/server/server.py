@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import resource
 import secrets
 import ssl
 import time
@@ -28,7 +29,7 @@ import attrs
 import trio
 
 from rtcore import api
-from rtcore.admission import Admission
+from rtcore.admission import Admission, within
 from rtcore.app import App, MessageIds
 from rtcore.broker import MemoryBroker
 from rtcore.config import Config, load
@@ -36,11 +37,31 @@ from rtcore.hub import Member
 from rtcore.outbox import Pending
 from rtcore.protocol import CloseCode, RtcoreError, wsframe
 from rtcore.server import http
-from rtcore.server.connection import Connection
+from rtcore.server.accept import (
+    ThrottledLog,
+    accept_forever,
+    canned_response,
+    close_now,
+    refuse_now,
+    socket_of,
+)
+from rtcore.server.connection import Connection, peer_ip
 from rtcore.server.flusher import Flusher
 from rtcore.session import Close
 
 log = logging.getLogger("rtcore.server")
+
+SERVER_FULL = canned_response(
+    503, "Service Unavailable", "server_full", "the server is at max_connections; retry later"
+)
+API_BUSY = canned_response(
+    503,
+    "Service Unavailable",
+    "too_many_connections",
+    "the server API is at api_max_connections; retry later",
+)
+HEARTBEAT_CHECKPOINT_EVERY = 1000
+"""Connections the heartbeat revalidates between two yields to other tasks."""
 
 
 class UnknownAppError(RtcoreError, LookupError):
@@ -69,7 +90,10 @@ class Server:
             a.name: App(a, self.pending, ids, self.broker) for a in self.config.apps
         }
         self.flusher = Flusher(self.pending, self.config.limits.outbound_buffer_bytes, flush_window)
-        self.admission = Admission(self.config.limits)
+        self.admission = Admission(self.config.limits, _open_files())
+        self.api_connections = 0
+        """Open server-API connections (capped at limits.api_max_connections)."""
+        self._refusals = ThrottledLog(log)
         self._ids = ids
         self.connections: dict[str, Connection] = {}
         self._stop = trio.Event()
@@ -95,6 +119,7 @@ class Server:
         if tls is not None:
             listeners = [trio.SSLListener(lst, tls, https_compatible=True) for lst in listeners]
         self._warn_if_exposed()
+        self._log_capacity()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
             nursery.start_soon(self._heartbeat)
@@ -110,15 +135,13 @@ class Server:
             async with trio.open_nursery() as conn_nursery:
                 accept_scope = trio.CancelScope()
 
-                async def accept(listener: trio.SocketListener) -> None:
+                async def accept(listener: trio.abc.Listener[Any]) -> None:
                     with accept_scope:
-                        while True:  # SocketListener.accept retries on EMFILE and the like
-                            stream = await listener.accept()
-                            if isinstance(stream, trio.SSLStream):
-                                sock = stream.transport_stream.socket
-                                conn_nursery.start_soon(self._handle, sock, stream)
-                            else:
-                                conn_nursery.start_soon(self._handle, stream.socket, None)
+                        await accept_forever(
+                            listener,
+                            lambda stream: self._accepted(stream, conn_nursery),
+                            "client port",
+                        )
 
                 for listener in listeners:
                     nursery.start_soon(accept, listener)
@@ -147,18 +170,71 @@ class Server:
                 "%d connections did not close within the grace period", len(self.connections)
             )
 
-    async def _handle(self, sock: trio.socket.SocketType, tls: trio.SSLStream[Any] | None) -> None:
+    def _accepted(self, stream: Any, nursery: trio.Nursery) -> None:
+        """Count a new client connection from its first byte, or refuse it at once.
+
+        Over ``max_connections``: HTTP 503, closed. Over a per-IP limit: told why with a
+        minimal upgrade and 4020/4029 (a few at a time per IP; the rest are closed at once).
+        Behind a trusted proxy the per-IP check waits for the upgrade's X-Forwarded-For.
+        """
+        sock = socket_of(stream)
+        tls = stream if isinstance(stream, trio.SSLStream) else None
         if self._stop.is_set():
+            close_now(stream)
+            return
+        now = trio.current_time()
+        if not self.admission.accept():
+            self._refusals.warning(
+                now, "refusing connections: %d open (max_connections)", self.admission.open
+            )
+            refuse_now(stream, SERVER_FULL)
+            return
+        peer = peer_ip(sock)
+        ip: str | None = None
+        refusal: Close | None = None
+        if not within(peer, self.config.trusted_proxies):
+            refusal = self.admission.admit(peer, now)
+            if refusal is None:
+                ip = peer
+            elif not self.admission.explain(peer):
+                self.admission.ended()
+                self._refusals.warning(
+                    now, "refusing connections from %s: %s", peer, refusal.reason
+                )
+                close_now(stream)
+                return
+        nursery.start_soon(self._handle, sock, tls, peer, ip, refusal)
+
+    async def _handle(
+        self,
+        sock: trio.socket.SocketType,
+        tls: trio.SSLStream[Any] | None,
+        peer: str,
+        ip: str | None,
+        refusal: Close | None,
+    ) -> None:
+        try:
+            conn_id = secrets.token_urlsafe(9)
+            while conn_id in self.connections:  # pragma: no cover - 72 random bits
+                conn_id = secrets.token_urlsafe(9)
+            conn = Connection(self, sock, conn_id, tls, peer=peer, counted_ip=ip, refusal=refusal)
+        except Exception:
+            log.exception("cannot set up a connection from %s", peer)
+            self.release_admission(peer, ip, refusal)
             sock.close()
             return
-        conn_id = secrets.token_urlsafe(9)
-        while conn_id in self.connections:  # pragma: no cover - 72 random bits
-            conn_id = secrets.token_urlsafe(9)
-        conn = Connection(self, sock, conn_id, tls)
         self.connections[conn_id] = conn
         if self._idle.is_set():  # no longer idle
             self._idle = trio.Event()
         await conn.run()
+
+    def release_admission(self, peer: str, ip: str | None, refusal: Close | None) -> None:
+        """Undo what :meth:`_accepted` counted for a connection that ended."""
+        if ip is not None:
+            self.admission.release(ip)
+        if refusal is not None:
+            self.admission.explained(peer)
+        self.admission.ended()
 
     def forget(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)
@@ -166,30 +242,66 @@ class Server:
             self._idle.set()
 
     async def _heartbeat(self) -> None:
-        """One task for all connections: ping the silent, close the dead (protocol.md §3.3)."""
+        """One task for all connections: ping the silent, close the dead (protocol.md §3.3).
+
+        It never dies: a failure while checking one connection closes that connection (1011,
+        logged once); a failure elsewhere in a pass is logged and the next pass comes anyway.
+        """
         interval = self.config.limits.heartbeat_interval
-        ping = wsframe.ping_frame()
         while True:
             await trio.sleep(interval / 2)
-            now = trio.current_time()
-            wall = time.time()
-            for app in self.apps.values():
-                app.sweep(wall)
-            self.admission.sweep(wall)
-            for conn in list(self.connections.values()):
-                if not conn.established:
-                    continue
-                close = conn.session.revalidate(wall)  # e.g. an API key that just expired
-                if close is not None:
-                    conn.request_close(close.code, close.reason)
-                    continue
-                silent = now - conn.last_seen
-                if silent >= 2 * interval:
-                    conn.request_close(CloseCode.HEARTBEAT_TIMEOUT, "no frame for two intervals")
-                elif silent >= interval and not conn.pinged:
-                    conn.pinged = True
-                    self.pending.push(conn.outbox, ping)
+            try:
+                await self._heartbeat_pass(interval)
+            except Exception:
+                log.exception("heartbeat pass failed")
             self.flusher.poke()
+
+    async def _heartbeat_pass(self, interval: float) -> None:
+        now = trio.current_time()
+        wall = time.time()
+        for app in self.apps.values():
+            app.sweep(wall)
+        self.admission.sweep(now)
+        for i, conn in enumerate(list(self.connections.values())):
+            if i % HEARTBEAT_CHECKPOINT_EVERY == HEARTBEAT_CHECKPOINT_EVERY - 1:
+                await trio.lowlevel.checkpoint()  # other tasks run during a long pass
+            if not conn.established:
+                continue
+            try:
+                self._heartbeat_one(conn, now, wall, interval)
+            except Exception:
+                log.exception("heartbeat: connection %s (%s) failed", conn.id, conn.remote)
+                conn.request_close(CloseCode.INTERNAL_ERROR, "internal error (logged)")
+
+    def _heartbeat_one(self, conn: Connection, now: float, wall: float, interval: float) -> None:
+        close = conn.session.revalidate(wall)  # e.g. an API key that just expired
+        if close is not None:
+            conn.request_close(close.code, close.reason)
+            return
+        silent = now - conn.last_seen
+        if silent >= 2 * interval:
+            conn.request_close(CloseCode.HEARTBEAT_TIMEOUT, "no frame for two intervals")
+        elif silent >= interval and not conn.pinged:
+            conn.pinged = True
+            self.pending.push(conn.outbox, PING)
+
+    def _log_capacity(self) -> None:
+        limits = self.config.limits
+        log.info(
+            "connection caps: %d client connections (max_connections%s), %d server-API",
+            self.admission.cap,
+            "" if limits.max_connections is not None else " derived from the open-files limit",
+            limits.api_max_connections,
+        )
+        needed = self.admission.cap + limits.api_max_connections
+        if limits.max_connections is not None and needed > _open_files():
+            log.warning(
+                "max_connections (%d) + api_max_connections (%d) exceed the open-files limit "
+                "(%d): raise `ulimit -n` or lower them",
+                self.admission.cap,
+                limits.api_max_connections,
+                _open_files(),
+            )
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if self.config.tls_cert is None or self.config.tls_key is None:
@@ -260,10 +372,32 @@ class Server:
     # -- the server API: HTTP and in-process share rtcore.api --------------------------------
 
     async def _serve_api(self, listeners: list[trio.SocketListener]) -> None:
-        async def handle(stream: trio.SocketStream) -> None:
-            await http.serve_connection(self, stream)
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(
+                    accept_forever,
+                    listener,
+                    lambda stream: self._api_accepted(stream, nursery),
+                    "server API port",
+                )
 
-        await trio.serve_listeners(handle, listeners)
+    def _api_accepted(self, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
+        if self.api_connections >= self.config.limits.api_max_connections:
+            self._refusals.warning(
+                trio.current_time(),
+                "refusing server-API connections: %d open (api_max_connections)",
+                self.api_connections,
+            )
+            refuse_now(stream, API_BUSY)
+            return
+        self.api_connections += 1
+        nursery.start_soon(self._api_connection, stream)
+
+    async def _api_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            await http.serve_connection(self, stream)
+        finally:
+            self.api_connections -= 1
 
     def close_members(self, closing: list[tuple[Member, Close]]) -> None:
         """Close the connections an operation ended (after what it queued for them)."""
@@ -349,6 +483,15 @@ async def _open_listeners(port: int, host: str, what: str) -> list[trio.SocketLi
             f"cannot listen on {host}:{port} ({what}): {exc.strerror or exc}"
             + (f"; {hint}" if hint else ""),
         ) from exc
+
+
+PING = wsframe.ping_frame()
+
+
+def _open_files() -> int:
+    """The process's soft open-files limit (RLIMIT_NOFILE); unlimited counts as 2**20."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 2**20
 
 
 def _address(listener: trio.SocketListener) -> tuple[str, int]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import trio
 import wsproto
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -99,13 +100,16 @@ class RawClient:
                 raise AssertionError("the server sent a text frame")
             elif isinstance(event, Ping):
                 self.pings += 1
-                if self.answer_pings:
+                # After a close (ours or the server's) a WebSocket endpoint sends no more
+                # frames: a pong then would be a protocol error.
+                if self.answer_pings and self.ws.state is ConnectionState.OPEN:
                     await self.stream.send_all(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
-                try:
-                    await self.stream.send_all(self.ws.send(event.response()))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
+                if self.ws.state is ConnectionState.REMOTE_CLOSING:  # not if we closed first
+                    try:
+                        await self.stream.send_all(self.ws.send(event.response()))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                 raise Closed(event.code, event.reason or "")
 
     async def closed(self) -> Closed:
@@ -115,6 +119,10 @@ class RawClient:
                 await self.recv()
             except Closed as exc:
                 return exc
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send our close frame (then :meth:`closed` reads up to the server's answer)."""
+        await self.stream.send_all(self.ws.send(CloseConnection(code, reason)))
 
     async def aclose(self) -> None:
         await trio.aclose_forcefully(self.stream)
