@@ -8,7 +8,11 @@ operations are never rate limited: the backend is trusted, clients are not.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import operator
 import re
+from collections.abc import Iterable, Sized
 from typing import Any
 
 import attrs
@@ -162,14 +166,26 @@ def disconnect_session(app: App, session: str, revoke: bool, now: float) -> Outc
     return Outcome({"closed": len(conns), "revoked": revoke}, [(m, reason) for m in conns])
 
 
-def stats(app: App, top: int = 100) -> Outcome:
-    """Connections, channels, and the members of the ``top`` largest channels."""
+STATS_TOP = 100
+"""How many of the largest channels the stats list."""
+
+Sizes = list[tuple[str, int]]
+"""(channel, members), largest first."""
+
+
+def largest(best: Sizes, groups: Iterable[tuple[str, Sized]], top: int) -> Sizes:
+    """The ``top`` largest of ``best`` and ``groups``: feed a large table a slice at a time
+    (the trio layer yields between slices), ties in the order channels were fed."""
+    sizes = itertools.chain(best, ((name, len(group)) for name, group in groups))
+    return heapq.nlargest(top, sizes, key=operator.itemgetter(1))
+
+
+def stats(app: App, top: int = STATS_TOP, sizes: Sizes | None = None) -> Outcome:
+    """Connections, channels, and the members of the ``top`` largest channels (``sizes``, if
+    the caller computed them with :func:`largest` already)."""
     channels = app.table.channels()
-    largest = sorted(channels.items(), key=lambda kv: len(kv[1]), reverse=True)[:top]
+    if sizes is None:
+        sizes = largest([], channels.items(), top)
     return Outcome(
-        {
-            "connections": len(app.table),
-            "channels": len(channels),
-            "members": {name: len(group) for name, group in largest},
-        }
+        {"connections": len(app.table), "channels": len(channels), "members": dict(sizes)}
     )

@@ -73,7 +73,7 @@ def is_admin(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-def answer(server: Server, req: Request) -> tuple[int, dict[str, Any] | Raw]:
+async def answer(server: Server, req: Request) -> tuple[int, dict[str, Any] | Raw]:
     """Serve one request under ``/admin``; raises ApiError for refusals (4xx)."""
     if req.path in FILES:
         if req.method != "GET":
@@ -85,7 +85,7 @@ def answer(server: Server, req: Request) -> tuple[int, dict[str, Any] | Raw]:
         raise api.ApiError(404, "not_found", f"no such page: {req.path}")
     _authorize(server, req)
     if req.path == "/admin/api/state" and req.method == "GET":
-        return 200, state(server)
+        return 200, await state(server)
     match = _APP_PATH.fullmatch(req.path)
     if match is None:
         raise api.ApiError(404, "not_found", f"no such endpoint: {req.method} {req.path}")
@@ -132,22 +132,19 @@ def _same_origin(req: Request) -> None:
 # -- reading --------------------------------------------------------------------------------------
 
 
-def state(server: Server) -> dict[str, Any]:
+async def state(server: Server) -> dict[str, Any]:
     """Live statistics, every app with its largest channels, and its editable settings."""
     path = server.config_path
     text = _read(path) if path is not None else None
     apps = []
-    for name, app in server.apps.items():
-        channels = app.table.channels()
-        largest = sorted(channels.items(), key=lambda kv: len(kv[1]), reverse=True)
+    for name, app in list(server.apps.items()):
+        largest = await server.largest_channels(app, TOP_CHANNELS)
         apps.append(
             {
                 "name": name,
                 "connections": len(app.table),
-                "channels": len(channels),
-                "top_channels": [
-                    {"name": ch, "members": len(group)} for ch, group in largest[:TOP_CHANNELS]
-                ],
+                "channels": len(app.table.channels()),
+                "top_channels": [{"name": ch, "members": n} for ch, n in largest],
                 "settings": _settings_view(text, app.settings),
             }
         )

@@ -11,12 +11,13 @@ response was sent yet), logged once, and ends that connection alone.
 from __future__ import annotations
 
 import hmac
+import inspect
 import json
 import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -36,7 +37,8 @@ log = logging.getLogger("rtcore.http")
 REQUEST_TIMEOUT = 10.0
 MSGPACK = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
-Handler = Callable[["Server", App, "Request"], api.Outcome]
+Handler = Callable[["Server", App, "Request"], api.Outcome | Awaitable[api.Outcome]]
+"""A route: synchronous, or a coroutine where the work is long enough to yield (stats)."""
 
 
 class Request:
@@ -148,8 +150,8 @@ def _disconnect_session(server: Server, app: App, req: Request) -> api.Outcome:
     return api.disconnect_session(app, req.params["name"], bool(revoke), time.time())
 
 
-def _stats(server: Server, app: App, req: Request) -> api.Outcome:
-    return api.stats(app)
+async def _stats(server: Server, app: App, req: Request) -> api.Outcome:
+    return api.stats(app, sizes=await server.largest_channels(app, api.STATS_TOP))
 
 
 ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
@@ -171,12 +173,12 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
 ]
 
 
-def dispatch(server: Server, req: Request) -> tuple[int, dict[str, Any] | admin.Raw]:
+async def dispatch(server: Server, req: Request) -> tuple[int, dict[str, Any] | admin.Raw]:
     """Route, authenticate and run one request; returns the status and the response object."""
     if req.path == "/healthz":
         return 200, {"ok": True}
     if admin.is_admin(req.path):
-        return admin.answer(server, req)
+        return await admin.answer(server, req)
     allowed = []
     for method, pattern, handler in ROUTES:
         match = pattern.fullmatch(req.path)
@@ -187,7 +189,8 @@ def dispatch(server: Server, req: Request) -> tuple[int, dict[str, Any] | admin.
             continue
         req.params = {k: unquote(v) for k, v in match.groupdict().items()}
         app = _authorize(server, req)
-        outcome = handler(server, app, req)
+        result = handler(server, app, req)
+        outcome = await result if inspect.isawaitable(result) else result
         server.close_members(outcome.closing)
         return 200, outcome.result
     if allowed:
@@ -294,7 +297,7 @@ async def _one_request(
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
     req = Request(head.method.decode(), head.target.decode("latin-1"), headers, bytes(body))
     try:
-        status, payload = dispatch(server, req)
+        status, payload = await dispatch(server, req)
     except api.ApiError as exc:
         status, payload = exc.status, _error(exc.code, exc.message)
     except Exception:
