@@ -1,6 +1,6 @@
 """Admission of new connections per IP address: a cap on open connections and a connection
 rate (flood protection); and which IP address a connection is from, behind trusted proxies.
-Sans-IO: ``now`` is passed in."""
+Sans-IO: ``now`` (monotonic seconds) is passed in."""
 
 from __future__ import annotations
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -156,7 +155,7 @@ class Connection:
             if not await self._upgrade():
                 self._abort = True
                 return
-            self._close = self.server.admission.admit(self.remote, time.time())
+            self._close = self.server.admission.admit(self.remote, trio.current_time())
             if self._close is not None:
                 return
             self.admitted = True
@@ -286,7 +285,9 @@ class Connection:
             if isinstance(event, BytesMessage):
                 message = self._assemble(event)
                 if message is not None:
-                    self._close = self.session.receive(message, time.time())
+                    self._close = self.session.receive(
+                        message, trio.current_time(), self.server.wall()
+                    )
             elif isinstance(event, TextMessage):
                 self._close = Close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted")
             elif isinstance(event, Ping):

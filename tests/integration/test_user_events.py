@@ -186,13 +186,13 @@ async def test_disconnect_user_and_session_and_members_and_stats(server: Server)
             ]
             stats = await backend.stats()
             assert stats == {"connections": 3, "channels": 1, "members": {"room": 1}}
-            assert await backend.disconnect_session("a-1") == {"closed": 1, "revoked": False}
+            assert await backend.disconnect_session("ann", "a-1") == {"closed": 1, "revoked": False}
             assert (await a1.closed()).code == CloseCode.DISCONNECTED
             again = await signed_in(server, "ann", "a-1")  # not revoked: welcome again
             assert await backend.disconnect_user("ann") == {"closed": 2}
             for raw in (a2, again):
                 assert (await raw.closed()).code == CloseCode.DISCONNECTED
-            assert await backend.disconnect_session("b-1", revoke=True) == {
+            assert await backend.disconnect_session("ben", "b-1", revoke=True) == {
                 "closed": 1,
                 "revoked": True,
             }
