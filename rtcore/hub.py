@@ -6,9 +6,10 @@ Theory of operation:
   disconnect, and in one group per channel it joined. Groups are dicts keyed by member id in
   join order, which is what fan-out iterates and what member listings page through.
 * A channel exists while it has members; the last leave deletes it.
-* Member listings page through ``_order[channel]``, a sorted map from join sequence number
-  to member: finding the page after a cursor costs O(log n), reading it O(page), at any depth,
-  and join/leave cost O(log n). The fan-out groups stay plain dicts.
+* Member listings page through ``_order[channel]``, the members sorted by join sequence
+  number (a ``SortedKeyList``: two pointers per member, no dict entry): finding the page after
+  a cursor costs O(log n), reading it O(page), at any depth, and join/leave cost O(log n).
+  The fan-out groups stay plain dicts.
 * Presence goes to :meth:`ChannelTable.presence_group`: the channel group itself when
   everyone in it may see presence (the usual case: no extra structure), nobody, or the
   signed-in members. That last group is kept, per channel, only for channels whose presence
@@ -22,7 +23,7 @@ Theory of operation:
 
 Invariants (checked by the state-machine test): every member in a channel group lists that
 channel in ``Member.channels`` and vice versa; no group is empty; ``_order[channel]`` holds
-exactly the group's members, keyed by their join sequence numbers; a kept signed-in group
+exactly the group's members, sorted by their join sequence numbers; a kept signed-in group
 holds exactly the group's signed-in members; user counts equal the number of that user's
 members in the group; ``_sessions[(user, session)]`` holds exactly the connected members with
 that user and session.
@@ -35,7 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedKeyList
 
 from rtcore.outbox import Outbox, Pending
 
@@ -91,7 +92,7 @@ class ChannelTable:
         self._pending = pending
         self.presence_policy = presence_policy
         self._channels: dict[str, dict[str, Member]] = {}
-        self._order: dict[str, SortedDict[int, Member]] = {}
+        self._order: dict[str, SortedKeyList] = {}
         self._signed_in: dict[str, dict[str, Member]] = {}
         self._everyone: dict[str, Member] = {}
         self._user_conns: dict[tuple[str, str], int] = {}
@@ -154,10 +155,10 @@ class ChannelTable:
         group = self._channels.get(channel)
         if group is None:
             group = self._channels[channel] = {}
-            self._order[channel] = SortedDict()
+            self._order[channel] = SortedKeyList(key=_join_seq(channel))
         group[member.id] = member
-        seq = member.channels[channel] = next(self._seq)
-        self._order[channel][seq] = member
+        member.channels[channel] = next(self._seq)
+        self._order[channel].add(member)
         if member.user is None:
             return True
         signed_in = self._signed_in.get(channel)
@@ -175,7 +176,8 @@ class ChannelTable:
             return None
         group = self._channels[channel]
         del group[member.id]
-        del self._order[channel][seq]
+        order = self._order[channel]
+        del order[order.bisect_key_left(seq)]  # sequence numbers are unique: exactly it
         signed_in = self._signed_in.get(channel)
         if signed_in is not None:
             signed_in.pop(member.id, None)
@@ -210,10 +212,12 @@ class ChannelTable:
         order = self._order.get(channel)
         if order is None:
             return [], None
-        seqs = order.irange(minimum=after, inclusive=(False, True)) if after is not None else order
-        taken = list(itertools.islice(seqs, limit + 1))
-        page = [order[seq] for seq in taken[:limit]]
-        return page, (taken[limit - 1] if len(taken) > limit else None)
+        start = 0 if after is None else order.bisect_key_right(after)
+        page: list[Member] = order[start : start + limit + 1]
+        if len(page) > limit:
+            page.pop()
+            return page, page[-1].channels[channel]
+        return page, None
 
     def presence_group(self, channel: str) -> Mapping[str, Member]:
         """The members of ``channel`` who receive its presence events, per its policy."""
@@ -261,6 +265,15 @@ class ChannelTable:
 
 
 _EMPTY: Mapping[str, Member] = {}
+
+
+def _join_seq(channel: str) -> Callable[[Member], int]:
+    """The sort key of a channel's ``_order``: a member's join sequence number in it."""
+
+    def key(member: Member) -> int:
+        return member.channels[channel]
+
+    return key
 
 
 def _unindex(index: dict[Any, dict[str, Member]], key: Any, member: Member) -> None:
