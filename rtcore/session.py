@@ -122,7 +122,7 @@ class Session:
         self._pass = -1
         """The flush pass (``Pending.passes``) that ``_reply_bytes`` counts within."""
         self._reply_bytes = 0
-        """Bytes of replies queued for this connection during that pass."""
+        """Bytes queued for this connection as this pass's replies began, plus those replies."""
 
     @property
     def established(self) -> bool:
@@ -442,18 +442,21 @@ class Session:
         The flusher enforces the budget when it writes; replies are also counted as they are
         queued, so that a pipelined burst of requests handled before the next flush pass
         cannot queue more than the budget: the reply that would exceed it closes the
-        connection with 4008 instead. Fan-out is not counted here (its hot path stays as it
-        is); the flusher accounts for it.
+        connection with 4008 instead. The count starts, at the first reply after a flush
+        pass, from what the outbox holds then (what the socket did not take, and fan-out
+        since): one sum per pass, not per reply. Fan-out queued later in the pass is not
+        counted here (its hot path stays as it is); the flusher accounts for it.
         """
         data = framed(frame)
         if self._pass != self._pending.passes:
-            self._pass, self._reply_bytes = self._pending.passes, 0
+            self._pass = self._pending.passes
+            self._reply_bytes = sum(map(len, self.outbox.items))
         self._reply_bytes += len(data)
         budget = self._limits.outbound_buffer_bytes
         if self._reply_bytes > budget:
             return Close(
                 CloseCode.SLOW_CONSUMER,
-                f"replies not yet read would exceed the outbound buffer of {budget} bytes",
+                f"a reply would take the outbound buffer beyond {budget} bytes",
             )
         self._pending.push(self.outbox, data)
         return None

@@ -55,6 +55,18 @@ def test_the_reply_budget_counts_per_flush_pass() -> None:
         assert isinstance(take(lister)[-1], f.Ok)
 
 
+def test_what_the_socket_did_not_take_counts_against_the_reply_budget() -> None:
+    world, lister = crowded_world()
+    world.pending.take()
+    lister.outbox.items[:] = [memoryview(b"x" * (BUDGET - 5000))]  # a flush pass left this
+    request = msgpack.packb({"t": "members", "id": 1, "ch": "big", "limit": 1})
+    assert lister.receive(request, MONO, NOW) is None  # a small reply still fits...
+    request = msgpack.packb({"t": "members", "id": 2, "ch": "big", "limit": 1000})
+    close = lister.receive(request, MONO, NOW)  # ...a page does not
+    assert close is not None and close.code == CloseCode.SLOW_CONSUMER
+    assert queued(lister) <= BUDGET
+
+
 def test_connection_scoped_buckets_are_freed_when_connections_end() -> None:
     app = AppConfig(
         "a", rate_limits=(Rule("per-ip", 1000, 1), Rule("per-conn", 5, 60, scope="connection"))
