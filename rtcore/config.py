@@ -120,7 +120,8 @@ class AppConfig:
     """Channel rules, first match wins; a channel no rule matches follows allow_client_*."""
     rate_limits: tuple[Rule, ...] = ()
     refusals_before_disconnect: int = 100
-    """Rate-limited requests in a row after which the connection is closed (4030)."""
+    """How many ``rate_limited`` replies in a row a client gets: the next request refused in
+    that row closes the connection (4030) instead. An admitted request ends the row."""
     max_connections: int = 100_000
     server_secret: str | None = attrs.field(default=None, repr=False)
     """The backend's credential for the server API (never the client API key)."""
