@@ -12,8 +12,9 @@ revocation TTLs), ``wall`` is Unix time (timestamps users see, token ``exp``/``n
 key expiry dates, which are calendar dates).
 
 Invariants: the hello checks run in protocol.md §3.4's order, so a refusal never reveals
-anything about a later credential; the replies a session queues between two flush passes never
-exceed ``outbound_buffer_bytes`` (the next one closes the connection with 4008 instead);
+anything about a later credential; what a connection's outbox held when a flush pass's
+replies began, plus those replies, never exceeds ``outbound_buffer_bytes`` (the reply that
+would closes the connection with 4008 instead);
 ``_refusals`` counts the rate-limit refusals since the last admitted request.
 """
 
