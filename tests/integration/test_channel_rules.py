@@ -40,8 +40,8 @@ class Recorder:
     def __init__(self, client: Client) -> None:
         self.presence: list[tuple[str, str, str | None]] = []
         self.marked = trio.Event()
-        for kind in ("member_join", "member_leave", "member_update"):
-            client._handlers[kind].append(self._record)
+        for subscribe in (client.on_join, client.on_leave, client.on_update):
+            subscribe(self._record)
         client.on("marker", lambda msg: self.marked.set())
 
     def _record(self, event: f.MemberEvent) -> None:
