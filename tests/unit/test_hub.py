@@ -4,6 +4,7 @@ and the re-marking of a leaving member's queued messages."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -270,3 +271,26 @@ def test_a_kept_signed_in_presence_group_follows_joins_and_leaves() -> None:
     assert table.presence_group("ch") is table.members("ch") and not table._signed_in
     policy["ch"] = "nobody"
     assert dict(table.presence_group("ch")) == {}
+
+
+class _NoScan(dict[str, Member]):
+    """A channel group that fails the test if anything iterates it."""
+
+    def values(self) -> Any:
+        raise AssertionError("the page scanned the channel group")
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the page scanned the channel group")
+
+
+def test_a_page_at_any_depth_does_not_scan_the_channel() -> None:
+    table = ChannelTable(Pending())
+    members = [Member(f"m{i:05d}", None, None, Outbox()) for i in range(5000)]
+    for m in members:
+        table.connect(m)
+        table.join(m, "ch")
+    table._channels["ch"] = _NoScan(table._channels["ch"])
+    cursor = members[4900].channels["ch"]
+    page, after = table.page("ch", cursor, 50)
+    assert page == members[4901:4951] and after == members[4950].channels["ch"]
+    assert table.page("ch", after, 50) == (members[4951:], None)
