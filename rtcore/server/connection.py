@@ -288,6 +288,8 @@ class Connection:
                     self._close = self.session.receive(
                         message, trio.current_time(), self.server.wall()
                     )
+                    if self._close is not None and self._close.code == CloseCode.SLOW_CONSUMER:
+                        self.server.flusher.slow_consumers += 1  # replies beyond the budget
             elif isinstance(event, TextMessage):
                 self._close = Close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted")
             elif isinstance(event, Ping):

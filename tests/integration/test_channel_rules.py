@@ -124,6 +124,7 @@ async def test_a_pipelined_burst_of_members_requests_closes_with_slow_consumer(
         burst = [codec.pack({"t": "members", "id": i, "ch": "big"}) for i in range(600)]
         await lister.send_raw(b"".join(lister.ws.send(Message(data=m)) for m in burst))
         assert (await lister.closed()).code == CloseCode.SLOW_CONSUMER  # 37 MB were asked for
+        assert server.stats()["slow_consumers"] == 1
         page = max(items.appends)
         assert page > 50_000 and items.peak <= budget + page  # the budget and one reply at most
         await crowd[0].send(t="members", id=2, ch="big", limit=1)  # everyone else is served
