@@ -61,7 +61,7 @@ def test_of_two_failing_hello_checks_the_earlier_one_decides(pair: tuple[str, st
     assert hello_close(*failing(pair)) == FAILURES[pair[0]][2]
 
 
-def test_an_ended_session_is_part_of_the_token_check() -> None:
+def test_a_disabled_app_reveals_nothing_about_an_ended_session() -> None:
     world = World(apps=(attrs.evolve(PASSING, enabled=False),))
     world.apps["a"].end_session("alice", "sess-1", MONO)
     s = Session("x", world.apps, world.config, world.pending)
