@@ -3,7 +3,9 @@
 Each operation validates its arguments (an :class:`ApiError` with an HTTP status and a code
 from protocol.md otherwise), acts on one app, and returns an :class:`Outcome`: the result the
 caller gets, and the connections the transport must close (with which close code). Server
-operations are never rate limited: the backend is trusted, clients are not.
+operations are never rate limited: the backend is trusted, clients are not -- so member
+listings here ignore the channel rules' ``presence`` permission. ``now`` is monotonic seconds
+(revocation TTLs), ``wall`` Unix time (timestamps).
 """
 
 from __future__ import annotations
@@ -86,22 +88,24 @@ def valid_channel(channel: str) -> str:
     return channel
 
 
-def send(app: App, channel: str, event: str, data: Any, now: float) -> Outcome:
+def send(app: App, channel: str, event: str, data: Any, wall: float) -> Outcome:
     valid_channel(channel)
     _checked(check_event, event)
     valid_data(data, "data")
-    sent = app.send(channel, event, data, now=now)
+    sent = app.send(channel, event, data, wall=wall)
     return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
 
 
-def broadcast(app: App, event: str, data: Any, now: float) -> Outcome:
+def broadcast(app: App, event: str, data: Any, wall: float) -> Outcome:
     _checked(check_event, event)
     valid_data(data, "data")
-    sent = app.broadcast(event, data, now=now)
+    sent = app.broadcast(event, data, wall=wall)
     return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
 
 
 def members(app: App, channel: str, after: int | None, limit: int | None, page_max: int) -> Outcome:
+    """A page of the channel's members, whatever its ``presence`` rule (the backend is
+    trusted)."""
     valid_channel(channel)
     limit = DEFAULT_MEMBERS_PAGE if limit is None else limit
     if not 1 <= limit <= page_max:
@@ -117,8 +121,10 @@ def publish_user_event(
     session: dict[str, Any] | None,
     data: dict[str, Any] | None,
     now: float,
+    wall: float,
 ) -> Outcome:
-    """Deliver a user event to ``user``'s connections; a sign-out ends the session."""
+    """Deliver a user event to ``user``'s connections; a sign-out ends that session of the
+    user (no other user's session of the same id)."""
     if not isinstance(user, str) or not user or not values.is_text(user):
         raise ApiError(400, "bad_request", "user must be a non-empty string (valid Unicode)")
     if not isinstance(kind, str) or not USER_EVENT_NAME.fullmatch(kind):
@@ -136,7 +142,7 @@ def publish_user_event(
         raise ApiError(400, "bad_request", "session.id must be a string")
     if kind == "signout" and session is None:
         raise ApiError(400, "bad_request", "a signout needs the session it ends")
-    done = app.publish_user_event(user, kind, session, data, now)
+    done = app.publish_user_event(user, kind, session, data, now, wall)
     reason = Close(CloseCode.SESSION_ENDED, f"the session was ended ({kind})")
     return Outcome(
         {
@@ -155,13 +161,14 @@ def disconnect_user(app: App, user: str) -> Outcome:
     return Outcome({"closed": len(conns)}, [(m, reason) for m in conns])
 
 
-def disconnect_session(app: App, session: str, revoke: bool, now: float) -> Outcome:
-    """Close the session's connections: with ``revoke``, end it (4016), else 4017."""
+def disconnect_session(app: App, user: str, session: str, revoke: bool, now: float) -> Outcome:
+    """Close the connections of ``user``'s ``session``: with ``revoke``, end it (4016), else
+    4017. Session ids are the backend's and need only be unique per user, hence the user."""
     if revoke:
-        conns = app.end_session(session, now)
+        conns = app.end_session(user, session, now)
         reason = Close(CloseCode.SESSION_ENDED, "the session was ended by the app")
     else:
-        conns = list(app.table.session(session).values())
+        conns = list(app.table.session(user, session).values())
         reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
     return Outcome({"closed": len(conns), "revoked": revoke}, [(m, reason) for m in conns])
 

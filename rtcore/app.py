@@ -3,6 +3,9 @@
 Client sessions, the host application (in-process API) and, later, the server API all go
 through these methods, so a message looks the same whoever sent it. Each operation encodes
 and frames its message once and fans the same bytes out through the channel table.
+
+Two clocks are passed in, never read: ``now`` is monotonic seconds (revocation TTLs and other
+expiry of local state), ``wall`` is Unix time (the ``ts`` users see).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class UserEventOutcome:
 
     delivered: int
     ended_sessions: list[str]
+    """Session ids of the event's user that were ended."""
     closing: list[Member]
 
 
@@ -66,14 +70,18 @@ class App:
         self.name = settings.name
         self.settings = settings
         self.limiter = Chain(settings.rate_limits)
-        self.table = ChannelTable(pending)
+        self.table = ChannelTable(pending, self._presence_policy)
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         """Where every publication goes (messages, presence, user events)."""
         self.broker.register(self.name, self.table)
         self._pending = pending
         self._ids = ids
-        self._revoked: dict[str, float] = {}
-        """Ended sessions -> until when their tokens are refused."""
+        self._revoked: dict[tuple[str, str], float] = {}
+        """Ended sessions, as (user, session) -> until when (monotonic) their tokens are
+        refused."""
+
+    def _presence_policy(self, channel: str) -> str:
+        return self.settings.presence_policy(channel)
 
     # -- user events and sessions ----------------------------------------------------------
 
@@ -84,11 +92,12 @@ class App:
         session: dict[str, Any] | None,
         data: dict[str, Any] | None,
         now: float,
+        wall: float,
     ) -> UserEventOutcome:
         """Deliver a user event to ``user``'s connections only, then apply what it means:
-        a sign-out ends its session; a password change may end the user's other sessions;
-        a profile update may replace the user's member profiles."""
-        frame = framed(f.UserEvent(kind, session, data, int(now * 1000)))
+        a sign-out ends that session of ``user``; a password change may end the user's other
+        sessions; a profile update may replace the user's member profiles."""
+        frame = framed(f.UserEvent(kind, session, data, int(wall * 1000)))
         conns = self.table.user(user)
         delivered = self._publish(Target.USER, user, frame)
         sid = session.get("id") if session else None
@@ -100,27 +109,30 @@ class App:
         elif kind == "profile_update" and self.settings.profile_updates_member and data is not None:
             for member in list(conns.values()):
                 self.update_profile(member, data, echo=True)
-        closing = [m for s in ended for m in self.end_session(s, now)]
+        closing = [m for s in ended for m in self.end_session(user, s, now)]
         return UserEventOutcome(delivered, ended, closing)
 
-    def end_session(self, session: str, now: float) -> list[Member]:
-        """Refuse ``session`` from now on; returns its connections, which must be closed."""
-        self._revoked[session] = now + self.settings.revocation_ttl
-        return list(self.table.session(session).values())
+    def end_session(self, user: str, session: str, now: float) -> list[Member]:
+        """Refuse ``user``'s ``session`` for ``revocation_ttl`` seconds from ``now``
+        (monotonic); returns its connections, which must be closed."""
+        self._revoked[(user, session)] = now + self.settings.revocation_ttl
+        return list(self.table.session(user, session).values())
 
-    def session_ended(self, session: str | None, now: float) -> bool:
+    def session_ended(self, user: str, session: str | None, now: float) -> bool:
+        """Whether ``user``'s ``session`` was ended and is still refused at ``now``."""
         if session is None:
             return False
-        until = self._revoked.get(session)
+        key = (user, session)
+        until = self._revoked.get(key)
         if until is not None and now >= until:
-            del self._revoked[session]
+            del self._revoked[key]
             return False
         return until is not None
 
     def sweep(self, now: float) -> None:
-        """Forget revocations past their time, and full limiter buckets."""
-        for session in [s for s, until in self._revoked.items() if now >= until]:
-            del self._revoked[session]
+        """Forget revocations past their time, and full limiter buckets (``now``: monotonic)."""
+        for key in [k for k, until in self._revoked.items() if now >= until]:
+            del self._revoked[key]
         self.limiter.sweep(now)
 
     def apply(self, settings: AppConfig) -> None:
@@ -137,24 +149,25 @@ class App:
         event: str,
         data: Any,
         *,
-        now: float,
+        wall: float,
         sender: Member | None = None,
         echo: bool = True,
     ) -> Delivery:
-        """Deliver an event to the channel's members (the sender too if ``echo``)."""
-        return self._deliver(Target.CHANNEL, channel, event, data, now, sender, echo)
+        """Deliver an event to the channel's members (the sender too if ``echo``); ``wall``
+        (Unix time) becomes its ``ts``."""
+        return self._deliver(Target.CHANNEL, channel, event, data, wall, sender, echo)
 
     def broadcast(
         self,
         event: str,
         data: Any,
         *,
-        now: float,
+        wall: float,
         sender: Member | None = None,
         echo: bool = True,
     ) -> Delivery:
         """Deliver an event to every connection of the app (the sender too if ``echo``)."""
-        return self._deliver(Target.APP, None, event, data, now, sender, echo)
+        return self._deliver(Target.APP, None, event, data, wall, sender, echo)
 
     def _deliver(
         self,
@@ -162,11 +175,11 @@ class App:
         channel: str | None,
         event: str,
         data: Any,
-        now: float,
+        wall: float,
         sender: Member | None,
         echo: bool,
     ) -> Delivery:
-        mid, ts = self._ids(), int(now * 1000)
+        mid, ts = self._ids(), int(wall * 1000)
         frame = f.Msg(channel, event, data, sender.id if sender else None, ts, mid)
         skip = None if echo else sender
         count = self._publish(target, channel, framed(frame), skip)
@@ -203,9 +216,14 @@ class App:
         if last is None:
             return False
         data = self._presence("member_leave", channel, member, None, last=last)
-        if echo:
+        if echo and self.sees_presence(member, channel):
             self._pending.push(member.outbox, data)
         return True
+
+    def sees_presence(self, member: Member, channel: str) -> bool:
+        """Whether ``member`` may list ``channel``'s members and receive its presence."""
+        policy = self.settings.presence_policy(channel)
+        return policy == "anyone" or (policy == "signed_in" and member.user is not None)
 
     def update_profile(self, member: Member, profile: Any, echo: bool) -> int:
         """Store the profile; each channel of the member hears a member_update."""
@@ -224,5 +242,5 @@ class App:
         last: bool | None = None,
     ) -> bytes:
         data = framed(f.MemberEvent(kind, channel, member.info(), first=first, last=last))
-        self._publish(Target.CHANNEL, channel, data, skip)
+        self._publish(Target.PRESENCE, channel, data, skip)
         return data

@@ -2,8 +2,9 @@
 
 API keys are compared in constant time against every configured key (so timing reveals
 neither whether nor which key matched). Session tokens are JWTs verified with PyJWT; time
-claims (``exp``, ``nbf``) are checked here against the ``now`` passed in, with the app's leeway,
-so that expired can be told apart from invalid and no clock is read.
+claims (``exp``, ``nbf``) and API key expiry dates are checked here against the ``wall`` time
+passed in (Unix seconds: they are calendar dates), with the app's leeway, so that expired can
+be told apart from invalid and no clock is read.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class CredentialError(Exception):
         self.message = message
 
 
-def check_api_key(keys: tuple[ApiKey, ...], presented: str | None, now: float) -> ApiKey:
+def check_api_key(keys: tuple[ApiKey, ...], presented: str | None, wall: float) -> ApiKey:
     """The matching key, or CredentialError: missing (4010), unknown (4011), expired (4012)."""
     if not presented:
         raise CredentialError(CloseCode.API_KEY_MISSING, "this app requires an API key")
@@ -75,12 +76,12 @@ def check_api_key(keys: tuple[ApiKey, ...], presented: str | None, now: float) -
             match = candidate
     if match is None:
         raise CredentialError(CloseCode.API_KEY_INVALID, "unknown API key")
-    if match.expires is not None and now >= match.expires:
+    if match.expires is not None and wall >= match.expires:
         raise CredentialError(CloseCode.API_KEY_EXPIRED, "the API key has expired")
     return match
 
 
-def verify_session(settings: SessionSettings, token: str, now: float) -> Principal:
+def verify_session(settings: SessionSettings, token: str, wall: float) -> Principal:
     """Verify a session token; CredentialError: invalid (4014) or expired (4015)."""
     if settings.key is None:
         raise CredentialError(CloseCode.SESSION_INVALID, "this app accepts no session tokens")
@@ -106,9 +107,9 @@ def verify_session(settings: SessionSettings, token: str, now: float) -> Princip
         raise CredentialError(CloseCode.SESSION_INVALID, "the token's 'sub' must be a user id")
     exp = _number(claims.get("exp"), "exp")
     nbf = _number(claims.get("nbf"), "nbf")
-    if exp is not None and now > exp + settings.leeway:
+    if exp is not None and wall > exp + settings.leeway:
         raise CredentialError(CloseCode.SESSION_EXPIRED, "the session token has expired")
-    if nbf is not None and now < nbf - settings.leeway:
+    if nbf is not None and wall < nbf - settings.leeway:
         raise CredentialError(CloseCode.SESSION_INVALID, "the session token is not valid yet")
     session = claims.get(settings.session_claim)
     return Principal(sub, session if isinstance(session, str) else None, exp)
@@ -125,7 +126,7 @@ def _number(value: Any, claim: str) -> float | None:
 def mint_token(
     settings: SessionSettings,
     user: str,
-    now: float,
+    wall: float,
     ttl: float,
     *,
     private_key: str | None = None,
@@ -133,7 +134,7 @@ def mint_token(
 ) -> str:
     """A session token for development (``rtcore token``): HS* with the app's secret, or
     RS*/ES* with ``private_key``."""
-    claims: dict[str, Any] = {"sub": user, "iat": int(now), "exp": int(now + ttl)}
+    claims: dict[str, Any] = {"sub": user, "iat": int(wall), "exp": int(wall + ttl)}
     if session:
         claims[settings.session_claim] = session
     if settings.issuer:

@@ -111,12 +111,21 @@ class Limits:
 
 @attrs.frozen
 class ChannelRule:
-    """Who may join and send to the channels whose name matches ``pattern`` (a glob)."""
+    """Who may join, send to and see the presence of the channels whose name matches
+    ``pattern`` (a glob)."""
 
     pattern: str
     join: str = "anyone"
     """``anyone``, ``signed_in`` (a valid session token) or ``nobody``."""
     send: str = "anyone"
+    presence: str | None = None
+    """Who may list the members (``members`` request) and receive member_join, member_leave
+    and member_update: ``anyone``, ``signed_in`` or ``nobody``; None: as ``join``. The
+    server API lists members regardless (the app's backend is trusted)."""
+
+    @property
+    def presence_policy(self) -> str:
+        return self.join if self.presence is None else self.presence
 
     def matches(self, channel: str) -> bool:
         return fnmatch.fnmatchcase(channel, self.pattern)
@@ -141,7 +150,8 @@ class AppConfig:
     """Channel rules, first match wins; a channel no rule matches follows allow_client_*."""
     rate_limits: tuple[Rule, ...] = ()
     refusals_before_disconnect: int = 100
-    """Rate-limited requests in a row after which the connection is closed (4030)."""
+    """How many ``rate_limited`` replies in a row a client gets: the next request refused in
+    that row closes the connection (4030) instead. An admitted request ends the row."""
     max_connections: int = 100_000
     server_secret: str | None = attrs.field(default=None, repr=False)
     """The backend's credential for the server API (never the client API key)."""
@@ -154,6 +164,21 @@ class AppConfig:
 
     def channel_rule(self, channel: str) -> ChannelRule | None:
         return next((r for r in self.channels if r.matches(channel)), None)
+
+    def join_policy(self, channel: str) -> str:
+        """Who may join ``channel``: its rule's, else per ``allow_client_join``."""
+        rule = self.channel_rule(channel)
+        if rule is not None:
+            return rule.join
+        return "anyone" if self.allow_client_join else "nobody"
+
+    def presence_policy(self, channel: str) -> str:
+        """Who may list ``channel``'s members and receive its presence events: its rule's
+        ``presence``, else whoever may join it."""
+        rule = self.channel_rule(channel)
+        if rule is not None:
+            return rule.presence_policy
+        return "anyone" if self.allow_client_join else "nobody"
 
 
 @attrs.frozen
@@ -578,14 +603,16 @@ class _Reader:
     def channel_rule(self, raw: Any, where: str) -> ChannelRule:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(raw, f"{where}.", {"pattern", "join", "send"})
+        _known(raw, f"{where}.", {"pattern", "join", "send", "presence"})
         pattern = raw.get("pattern")
         if not isinstance(pattern, str) or not pattern:
             raise ConfigError(f'{where}.pattern: must be a glob such as "public-*"')
-        for k in ("join", "send"):
+        for k in ("join", "send", "presence"):
             if raw.get(k, "anyone") not in POLICIES:
                 raise ConfigError(f"{where}.{k}: must be one of {', '.join(POLICIES)}")
-        return ChannelRule(pattern, raw.get("join", "anyone"), raw.get("send", "anyone"))
+        return ChannelRule(
+            pattern, raw.get("join", "anyone"), raw.get("send", "anyone"), raw.get("presence")
+        )
 
     def rule(self, raw: Any, where: str) -> Rule:
         if not isinstance(raw, dict):

@@ -6,6 +6,15 @@ Theory of operation:
   disconnect, and in one group per channel it joined. Groups are dicts keyed by member id in
   join order, which is what fan-out iterates and what member listings page through.
 * A channel exists while it has members; the last leave deletes it.
+* Member listings page through ``_order[channel]``, the members sorted by join sequence
+  number (a ``SortedKeyList``: two pointers per member, no dict entry): finding the page after
+  a cursor costs O(log n), reading it O(page), at any depth, and join/leave cost O(log n).
+  The fan-out groups stay plain dicts.
+* Presence goes to :meth:`ChannelTable.presence_group`: the channel group itself when
+  everyone in it may see presence (the usual case: no extra structure), nobody, or the
+  signed-in members. That last group is kept, per channel, only for channels whose presence
+  policy is ``signed_in`` (built on first use, then maintained by join and leave), so message
+  fan-out never pays for it.
 * ``_user_conns[(channel, user)]`` counts a signed-in user's connections in a channel, so join
   and leave events can say "first connection of this user" / "last connection of this user".
   Anonymous connections are their own user: always first and last.
@@ -13,17 +22,21 @@ Theory of operation:
   pending; it never copies per member and never waits.
 
 Invariants (checked by the state-machine test): every member in a channel group lists that
-channel in ``Member.channels`` and vice versa; no group is empty; user counts equal the number
-of that user's members in the group.
+channel in ``Member.channels`` and vice versa; no group is empty; ``_order[channel]`` holds
+exactly the group's members, sorted by their join sequence numbers; a kept signed-in group
+holds exactly the group's signed-in members; user counts equal the number of that user's
+members in the group; ``_sessions[(user, session)]`` holds exactly the connected members with
+that user and session.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+from sortedcontainers import SortedKeyList
 
 from rtcore.outbox import Outbox, Pending
 
@@ -39,25 +52,52 @@ class Member:
     echo: bool = True
     """The connection's default echo option (from its hello)."""
     session: str | None = None
-    """The session id of the signed-in user's token (for sign-out and revocation)."""
+    """The session id of the signed-in user's token (its ``sid`` claim): sign-outs and
+    revocations name it together with the user."""
     channels: dict[str, int] = attrs.field(factory=dict)
     """Channel -> join sequence number (the paging cursor of member listings)."""
+
+    @property
+    def session_key(self) -> tuple[str, str] | None:
+        """``(user, session)``: what sign-outs and revocations are keyed by."""
+        if self.user is None or self.session is None:
+            return None
+        return (self.user, self.session)
 
     def info(self) -> dict[str, Any]:
         """The member as clients see it: ``{"id", "user", "data"}``."""
         return {"id": self.id, "user": self.user, "data": self.profile}
 
 
-class ChannelTable:
-    """Channels, members and fan-out for one app."""
+PresencePolicy = Callable[[str], str]
+"""Channel name -> who receives its presence: ``anyone``, ``signed_in`` or ``nobody``."""
 
-    def __init__(self, pending: Pending) -> None:
+
+def _everyone_sees_presence(channel: str) -> str:
+    return "anyone"
+
+
+class ChannelTable:
+    """Channels, members and fan-out for one app.
+
+    Args:
+        pending: where fan-out records what awaits a flush.
+        presence_policy: who receives each channel's presence events (the app's channel
+            rules); consulted when presence is published, so a reload applies at once.
+    """
+
+    def __init__(
+        self, pending: Pending, presence_policy: PresencePolicy = _everyone_sees_presence
+    ) -> None:
         self._pending = pending
+        self.presence_policy = presence_policy
         self._channels: dict[str, dict[str, Member]] = {}
+        self._order: dict[str, SortedKeyList] = {}
+        self._signed_in: dict[str, dict[str, Member]] = {}
         self._everyone: dict[str, Member] = {}
         self._user_conns: dict[tuple[str, str], int] = {}
         self._users: dict[str, dict[str, Member]] = {}
-        self._sessions: dict[str, dict[str, Member]] = {}
+        self._sessions: dict[tuple[str, str], dict[str, Member]] = {}
         self._seq = itertools.count(1)
 
     # -- connections ----------------------------------------------------------------------
@@ -66,15 +106,16 @@ class ChannelTable:
         self._everyone[member.id] = member
         if member.user is not None:
             self._users.setdefault(member.user, {})[member.id] = member
-        if member.session is not None:
-            self._sessions.setdefault(member.session, {})[member.id] = member
+        key = member.session_key
+        if key is not None:
+            self._sessions.setdefault(key, {})[member.id] = member
 
     def disconnect(self, member: Member) -> list[tuple[str, bool]]:
         """Remove the member everywhere; returns ``(channel, last)`` for each channel left."""
         left = [(ch, self.leave(member, ch)) for ch in list(member.channels)]
         self._everyone.pop(member.id, None)
         _unindex(self._users, member.user, member)
-        _unindex(self._sessions, member.session, member)
+        _unindex(self._sessions, member.session_key, member)
         return [(ch, last) for ch, last in left if last is not None]
 
     def user(self, user: str) -> Mapping[str, Member]:
@@ -82,16 +123,21 @@ class ChannelTable:
         return self._users.get(user, _EMPTY)
 
     def set_session(self, member: Member, session: str | None) -> None:
-        """The member's session id changed (a refreshed token)."""
+        """The member's session id changed (a refreshed token of the same user)."""
         if session != member.session:
-            _unindex(self._sessions, member.session, member)
+            _unindex(self._sessions, member.session_key, member)
             member.session = session
-            if session is not None and member.id in self._everyone:
-                self._sessions.setdefault(session, {})[member.id] = member
+            key = member.session_key
+            if key is not None and member.id in self._everyone:
+                self._sessions.setdefault(key, {})[member.id] = member
 
-    def session(self, session: str) -> Mapping[str, Member]:
-        """The connections whose token names ``session``."""
-        return self._sessions.get(session, _EMPTY)
+    def session(self, user: str, session: str) -> Mapping[str, Member]:
+        """The connections signed in as ``user`` whose token names ``session``.
+
+        Keyed by both: session ids are chosen by the app's backend and need only be unique
+        per user, so one user's sign-out never reaches another user's session of that id.
+        """
+        return self._sessions.get((user, session), _EMPTY)
 
     @property
     def everyone(self) -> Mapping[str, Member]:
@@ -106,11 +152,18 @@ class ChannelTable:
         """Add ``member`` to ``channel``; returns "first of its user", or None if already in."""
         if channel in member.channels:
             return None
-        group = self._channels.setdefault(channel, {})
+        group = self._channels.get(channel)
+        if group is None:
+            group = self._channels[channel] = {}
+            self._order[channel] = SortedKeyList(key=_join_seq(channel))
         group[member.id] = member
         member.channels[channel] = next(self._seq)
+        self._order[channel].add(member)
         if member.user is None:
             return True
+        signed_in = self._signed_in.get(channel)
+        if signed_in is not None:
+            signed_in[member.id] = member
         key = (channel, member.user)
         count = self._user_conns.get(key, 0)
         self._user_conns[key] = count + 1
@@ -118,15 +171,23 @@ class ChannelTable:
 
     def leave(self, member: Member, channel: str) -> bool | None:
         """Remove ``member`` from ``channel``; returns "last of its user", or None if not in."""
-        if member.channels.pop(channel, None) is None:
+        seq = member.channels.pop(channel, None)
+        if seq is None:
             return None
         group = self._channels[channel]
         del group[member.id]
+        order = self._order[channel]
+        del order[order.bisect_key_left(seq)]  # sequence numbers are unique: exactly it
+        signed_in = self._signed_in.get(channel)
+        if signed_in is not None:
+            signed_in.pop(member.id, None)
         if member.outbox.items:
             # It may hold messages queued through this group: the flusher must still visit it.
             self._pending.outboxes.add(member.outbox)
         if not group:
             del self._channels[channel]
+            del self._order[channel]
+            self._signed_in.pop(channel, None)
         if member.user is None:
             return True
         key = (channel, member.user)
@@ -142,15 +203,43 @@ class ChannelTable:
         return self._channels.get(channel, _EMPTY)
 
     def page(self, channel: str, after: int | None, limit: int) -> tuple[list[Member], int | None]:
-        """Up to ``limit`` members joined after cursor ``after``; and the next cursor or None."""
-        members: Iterator[Member] = iter(self.members(channel).values())
-        if after is not None:
-            members = itertools.dropwhile(lambda m: m.channels[channel] <= after, members)
-        page = list(itertools.islice(members, limit + 1))
+        """Up to ``limit`` members who joined after cursor ``after``, in join order; and the
+        next cursor (the last listed member's join sequence number) or None on the last page.
+
+        O(log n + limit) at any depth. A cursor stays valid when members leave, the one it
+        names included: the next page starts with whoever joined after it.
+        """
+        order = self._order.get(channel)
+        if order is None:
+            return [], None
+        start = 0 if after is None else order.bisect_key_right(after)
+        page: list[Member] = order[start : start + limit + 1]
         if len(page) > limit:
             page.pop()
             return page, page[-1].channels[channel]
         return page, None
+
+    def presence_group(self, channel: str) -> Mapping[str, Member]:
+        """The members of ``channel`` who receive its presence events, per its policy."""
+        policy = self.presence_policy(channel)
+        if policy == "anyone":
+            self._signed_in.pop(channel, None)  # the policy changed (a reload): not needed
+            return self.members(channel)
+        if policy == "signed_in":
+            return self._signed_in_group(channel)
+        self._signed_in.pop(channel, None)
+        return _EMPTY
+
+    def _signed_in_group(self, channel: str) -> Mapping[str, Member]:
+        group = self._signed_in.get(channel)
+        if group is None:
+            members = self._channels.get(channel)
+            if members is None:
+                return _EMPTY
+            # Built once per channel (or per policy change), then kept by join and leave.
+            group = {k: m for k, m in members.items() if m.user is not None}
+            self._signed_in[channel] = group
+        return group
 
     def channels(self) -> Mapping[str, Mapping[str, Member]]:
         return self._channels
@@ -178,7 +267,16 @@ class ChannelTable:
 _EMPTY: Mapping[str, Member] = {}
 
 
-def _unindex(index: dict[str, dict[str, Member]], key: str | None, member: Member) -> None:
+def _join_seq(channel: str) -> Callable[[Member], int]:
+    """The sort key of a channel's ``_order``: a member's join sequence number in it."""
+
+    def key(member: Member) -> int:
+        return member.channels[channel]
+
+    return key
+
+
+def _unindex(index: dict[Any, dict[str, Member]], key: Any, member: Member) -> None:
     if key is None:
         return
     members = index.get(key)

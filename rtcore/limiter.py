@@ -9,7 +9,9 @@ the whole chain would admit again.
 
 Buckets are created on first use and are indistinguishable from absent once full again, so
 :meth:`Chain.sweep` drops full ones: memory is bounded by the keys active within a refill
-period. Every rule has its own buckets, so two limiters never share a counter.
+period. A connection's own buckets (``scope = "connection"``) are dropped when it ends
+(:meth:`Chain.forget_connection`): nobody can use them again. Every rule has its own buckets,
+so two limiters never share a counter. ``now`` is monotonic seconds, passed in.
 
 Invariant (property-tested): over any interval of length T, a key is admitted at most
 ``burst + rate * T / per_seconds`` operations by each of its rules.
@@ -122,6 +124,12 @@ class Chain:
         for key in full:
             del self._buckets[key]
         return len(full)
+
+    def forget_connection(self, conn_key: str) -> None:
+        """The connection ``conn_key`` ended: drop its connection-scoped buckets."""
+        for rule in self.rules:
+            if rule.scope == "connection":
+                self._buckets.pop((rule.name, conn_key), None)
 
     def replace_rules(self, rules: Iterable[Rule]) -> None:
         """New rules (a config reload): buckets of rules that changed or went away are dropped."""

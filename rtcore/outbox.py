@@ -4,7 +4,9 @@ Fan-out appends the *same* framed ``bytes`` object to each target's :class:`Outb
 is copied or awaited per subscriber. :class:`Pending` records which outboxes (or whole groups
 of members, for a channel or broadcast fan-out) gained data since the last flush, so the
 server's flusher visits only those. The byte budget is enforced by the flusher, which is the
-only place that knows what the socket has accepted.
+only place that knows what the socket has accepted; and, for the replies a session queues for
+its own connection, by the session as it queues them (``Pending.passes`` tells it when the
+flusher last took everything pending), so a burst of requests within one pass is bounded too.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ class Outbox:
 class Pending:
     """What was queued since the last flush: single outboxes and member groups."""
 
-    __slots__ = ("outboxes", "groups")
+    __slots__ = ("outboxes", "groups", "passes")
 
     def __init__(self) -> None:
         self.outboxes: set[Outbox] = set()
         # id(group) -> group; the group object is kept alive here, so its id stays unique.
         self.groups: dict[int, Mapping[str, Member]] = {}
+        self.passes = 0
+        """How many times :meth:`take` was called (flush passes so far)."""
 
     def push(self, outbox: Outbox, data: bytes) -> None:
         """Queue ``data`` on one connection."""
@@ -59,4 +63,5 @@ class Pending:
         outboxes, groups = self.outboxes, list(self.groups.values())
         self.outboxes = set()
         self.groups = {}
+        self.passes += 1
         return outboxes, groups

@@ -103,10 +103,9 @@ def _calls(app: str) -> Any:
             return _Call("POST", f"{base}/users/{quote(user, safe='')}/disconnect", {})
 
         @staticmethod
-        def disconnect_session(session: str, revoke: bool) -> _Call:
-            return _Call(
-                "POST", f"{base}/sessions/{quote(session, safe='')}/disconnect", {"revoke": revoke}
-            )
+        def disconnect_session(user: str, session: str, revoke: bool) -> _Call:
+            path = f"users/{quote(user, safe='')}/sessions/{quote(session, safe='')}/disconnect"
+            return _Call("POST", f"{base}/{path}", {"revoke": revoke})
 
         @staticmethod
         def stats() -> _Call:
@@ -175,8 +174,9 @@ class ServerAPI:
     def disconnect_user(self, user: str) -> dict[str, Any]:
         return self._do(self._calls.disconnect_user(user))
 
-    def disconnect_session(self, session: str, revoke: bool = False) -> dict[str, Any]:
-        return self._do(self._calls.disconnect_session(session, revoke))
+    def disconnect_session(self, user: str, session: str, revoke: bool = False) -> dict[str, Any]:
+        """Close ``user``'s ``session`` (4017), or with ``revoke`` end it (4016)."""
+        return self._do(self._calls.disconnect_session(user, session, revoke))
 
     def stats(self) -> dict[str, Any]:
         return self._do(self._calls.stats())
@@ -233,8 +233,11 @@ class AsyncServerAPI:
     async def disconnect_user(self, user: str) -> dict[str, Any]:
         return await self._do(self._calls.disconnect_user(user))
 
-    async def disconnect_session(self, session: str, revoke: bool = False) -> dict[str, Any]:
-        return await self._do(self._calls.disconnect_session(session, revoke))
+    async def disconnect_session(
+        self, user: str, session: str, revoke: bool = False
+    ) -> dict[str, Any]:
+        """Close ``user``'s ``session`` (4017), or with ``revoke`` end it (4016)."""
+        return await self._do(self._calls.disconnect_session(user, session, revoke))
 
     async def stats(self) -> dict[str, Any]:
         return await self._do(self._calls.stats())

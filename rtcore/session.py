@@ -5,7 +5,17 @@ a member of its app (welcome reply); anything else closes the connection (protoc
 After that every request gets exactly one reply, ``ok`` or ``err``, queued on the session's own
 outbox in request order; deliveries to other connections go through the app's channel table.
 ``receive`` never raises for anything the peer sends: it returns a :class:`Close` when the
-connection must end, and ``None`` otherwise. ``now`` is wall-clock seconds, passed in.
+connection must end, and ``None`` otherwise.
+
+Two clocks are passed in, never read: ``now`` is monotonic seconds (rate limiter buckets,
+revocation TTLs), ``wall`` is Unix time (timestamps users see, token ``exp``/``nbf`` and API
+key expiry dates, which are calendar dates).
+
+Invariants: the hello checks run in protocol.md §3.4's order, so a refusal never reveals
+anything about a later credential; what a connection's outbox held when a flush pass's
+replies began, plus those replies, never exceeds ``outbound_buffer_bytes`` (the reply that
+would closes the connection with 4008 instead);
+``_refusals`` counts the rate-limit refusals since the last admitted request.
 """
 
 from __future__ import annotations
@@ -87,6 +97,8 @@ class Session:
         "_pending",
         "_key",
         "_refusals",
+        "_pass",
+        "_reply_bytes",
     )
 
     def __init__(
@@ -112,13 +124,21 @@ class Session:
         self._pending = pending
         self._key: str | None = None
         self._refusals = 0
+        """Rate-limit refusals in a row (reset by an admitted request)."""
+        self._pass = -1
+        """The flush pass (``Pending.passes``) that ``_reply_bytes`` counts within."""
+        self._reply_bytes = 0
+        """Bytes queued for this connection as this pass's replies began, plus those replies."""
 
     @property
     def established(self) -> bool:
         return self.member is not None
 
-    def receive(self, data: bytes, now: float) -> Close | None:
-        """Handle one complete binary WebSocket message from the peer."""
+    def receive(self, data: bytes, now: float, wall: float) -> Close | None:
+        """Handle one complete binary WebSocket message from the peer.
+
+        ``now``: monotonic seconds; ``wall``: Unix time (see the module docstring).
+        """
         try:
             frame = codec.decode(data)
         except RemoteProtocolError as exc:
@@ -126,10 +146,11 @@ class Session:
                 return Close(exc.close_code, exc.message)
             if self.member is None:
                 return Close(CloseCode.HELLO_EXPECTED, exc.message)
-            self._error(exc.request_id, exc.code, exc.message)
-            return None
+            if exc.frame_type == "hello":  # malformed or not, a second hello ends it
+                return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
+            return self._error(exc.request_id, exc.code, exc.message)
         if self.member is None:
-            return self._hello(frame, now)
+            return self._hello(frame, now, wall)
         if isinstance(frame, f.Hello):
             return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
         operation = _OPERATIONS.get(type(frame))
@@ -138,12 +159,10 @@ class Session:
             if refusal is not None:
                 return self._refused(self.app, frame.id, refusal)
         try:
-            result = _HANDLERS[type(frame)](self, frame, now)
+            result = _HANDLERS[type(frame)](self, frame, now, wall)
         except RemoteProtocolError as exc:
-            self._error(frame.id, exc.code, exc.message)
-        else:
-            self._reply(f.Ok(frame.id, result))
-        return None
+            return self._error(frame.id, exc.code, exc.message)
+        return self._reply(f.Ok(frame.id, result))
 
     def _charge(self, app: App, operation: str, now: float) -> Refusal | None:
         """Take a token from each of the app's limiters for this client, or refuse."""
@@ -154,13 +173,16 @@ class Session:
         return refusal
 
     def _refused(self, app: App, request_id: int, refusal: Refusal) -> Close | None:
-        """Reply rate_limited; a client that keeps going past the threshold is closed."""
+        """Reply rate_limited, at most ``refusals_before_disconnect`` times in a row: the next
+        refused request of the row closes the connection (4030) instead (protocol.md §4.1)."""
         self._refusals += 1
-        if self._refusals > app.settings.refusals_before_disconnect:
+        allowed = app.settings.refusals_before_disconnect
+        if self._refusals > allowed:
             return Close(
-                CloseCode.RATE_LIMIT_ABUSE, f"{self._refusals - 1} rate-limited requests in a row"
+                CloseCode.RATE_LIMIT_ABUSE,
+                f"{self._refusals} rate-limited requests in a row (at most {allowed} are answered)",
             )
-        self._reply(
+        return self._reply(
             f.Err(
                 request_id,
                 ErrorCode.RATE_LIMITED.value,
@@ -169,28 +191,30 @@ class Session:
                 math.ceil(refusal.retry_after * 1000),
             )
         )
-        return None
 
-    def revalidate(self, now: float) -> Close | None:
+    def revalidate(self, wall: float) -> Close | None:
         """Check the connection against the app's current settings (after a reload, and
-        periodically for key expiry): a Close if it may no longer stay."""
+        periodically for key and token expiry, against ``wall``): a Close if it may no longer
+        stay."""
         if self.app is None:
             return None
         if self._apps.get(self.app.name) is not self.app:
             return Close(CloseCode.UNKNOWN_APP, f"app {self.app.name!r} was removed")
-        close = self._admit(self.app, now, self._key, self.principal, reconnect=False)
-        if close is None and self._token_expired(self.app, now):
+        close = self._open_to(self.app, self._key, wall) or self._admit(
+            self.app, self.principal, reconnect=False
+        )
+        if close is None and self._token_expired(self.app, wall):
             close = Close(CloseCode.SESSION_EXPIRED, "the session token expired (send refresh)")
         return close
 
-    def _token_expired(self, app: App, now: float) -> bool:
+    def _token_expired(self, app: App, wall: float) -> bool:
         settings = app.settings.session
         return (
             settings is not None
             and settings.expire_connections
             and self.principal is not None
             and self.principal.expires is not None
-            and now > self.principal.expires + settings.leeway
+            and wall > self.principal.expires + settings.leeway
         )
 
     def disconnected(self) -> None:
@@ -201,11 +225,12 @@ class Session:
         """
         if self.member is not None and self.app is not None:
             self.app.disconnect(self.member)
+            self.app.limiter.forget_connection(self.conn_id)
             self.member = None
 
     # -- hello ----------------------------------------------------------------------------
 
-    def _hello(self, frame: Any, now: float) -> Close | None:
+    def _hello(self, frame: Any, now: float, wall: float) -> Close | None:
         if not isinstance(frame, f.Hello):
             return Close(CloseCode.HELLO_EXPECTED, "the first frame must be hello")
         if frame.version != PROTOCOL_VERSION:
@@ -218,19 +243,18 @@ class Session:
         app = self._apps.get(name) if name is not None else None
         if app is None:
             return Close(CloseCode.UNKNOWN_APP, f"unknown app {name!r}" if name else "app required")
-        principal = None
-        if frame.token is not None and app.settings.session is not None:
-            try:
-                principal = verify_session(app.settings.session, frame.token, now)
-            except CredentialError as exc:
-                return Close(exc.code, exc.message)
-        elif frame.token is not None:
-            return Close(CloseCode.SESSION_INVALID, "this app accepts no session tokens")
-        close = self._admit(app, now, frame.key, principal, reconnect=True)
+        # protocol.md §3.4's order: nothing about a token is revealed to a client the app or
+        # its API key refuses.
+        close = self._open_to(app, frame.key, wall)
         if close is not None:
             return close
-        if principal is not None and app.session_ended(principal.session, now):
-            return Close(CloseCode.SESSION_ENDED, "this session was ended; sign in again")
+        signed_in = self._sign_in(app, frame.token, now, wall)
+        if isinstance(signed_in, Close):
+            return signed_in
+        principal = signed_in
+        close = self._admit(app, principal, reconnect=True)
+        if close is not None:
+            return close
         try:
             self._check_profile(frame.profile, "profile")
         except RemoteProtocolError as exc:  # a hello has no id to answer: not a valid hello
@@ -246,36 +270,48 @@ class Session:
             session=principal.session if principal else None,
         )
         app.connect(self.member)
-        self._reply(
+        return self._reply(
             f.Welcome(
                 PROTOCOL_VERSION,
                 self.conn_id,
-                int(now * 1000),
+                int(wall * 1000),
                 int(self._limits.heartbeat_interval * 1000),
                 self._limits.for_clients(),
                 user,
             )
         )
-        return None
 
-    def _admit(
-        self,
-        app: App,
-        now: float,
-        key: str | None,
-        principal: Principal | None,
-        *,
-        reconnect: bool,
-    ) -> Close | None:
-        """The app's connection rules: enabled, API key, session, connection count."""
+    def _open_to(self, app: App, key: str | None, wall: float) -> Close | None:
+        """Steps 1-2 of §3.4: the app is enabled; its API key, when it requires one."""
         settings = app.settings
         if not settings.enabled:
             return Close(CloseCode.APP_DISABLED, f"realtime is disabled for app {app.name!r}")
         if settings.api_key_required:
             try:
-                check_api_key(settings.api_keys, key, now)
+                check_api_key(settings.api_keys, key, wall)
             except CredentialError as exc:
                 return Close(exc.code, exc.message)
+        return None
+
+    def _sign_in(
+        self, app: App, token: str | None, now: float, wall: float
+    ) -> Principal | Close | None:
+        """Step 3 of §3.4: the token, when present, verifies and names a live session."""
+        if token is None:
+            return None
+        if app.settings.session is None:
+            return Close(CloseCode.SESSION_INVALID, "this app accepts no session tokens")
+        try:
+            principal = verify_session(app.settings.session, token, wall)
+        except CredentialError as exc:
+            return Close(exc.code, exc.message)
+        if app.session_ended(principal.user, principal.session, now):
+            return Close(CloseCode.SESSION_ENDED, "this session was ended; sign in again")
+        return principal
+
+    def _admit(self, app: App, principal: Principal | None, *, reconnect: bool) -> Close | None:
+        """Steps 4-5 of §3.4: a session when the app requires one; the connection cap."""
+        settings = app.settings
         if settings.session_required and principal is None:
             return Close(CloseCode.SESSION_MISSING, "this app requires a signed-in user")
         if reconnect and len(app.table) >= settings.max_connections:
@@ -299,13 +335,10 @@ class Session:
             f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
         )
 
-    def _join(self, frame: f.Join, now: float) -> dict[str, Any]:
+    def _join(self, frame: f.Join, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
-        settings = self.app.settings
-        rule = settings.channel_rule(frame.channel)
-        default = "anyone" if settings.allow_client_join else "nobody"
-        self._allowed(rule.join if rule else default, f"joining {frame.channel!r}")
+        self._allowed(self.app.settings.join_policy(frame.channel), f"joining {frame.channel!r}")
         if frame.channel not in self.member.channels and (
             len(self.member.channels) >= self._limits.max_channels
         ):
@@ -315,14 +348,18 @@ class Session:
             )
         return {"joined": self.app.join(self.member, frame.channel, self._echo(frame.echo))}
 
-    def _leave(self, frame: f.Leave, now: float) -> dict[str, Any]:
+    def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         return {"left": self.app.leave(self.member, frame.channel, self._echo(frame.echo))}
 
-    def _members(self, frame: f.GetMembers, now: float) -> dict[str, Any]:
+    def _members(self, frame: f.GetMembers, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None
         check_channel(frame.channel)
+        self._allowed(
+            self.app.settings.presence_policy(frame.channel),
+            f"listing the members of {frame.channel!r}",
+        )
         limit = DEFAULT_MEMBERS_PAGE if frame.limit is None else frame.limit
         if not 1 <= limit <= self._limits.max_members_page:
             raise _refuse(
@@ -332,14 +369,14 @@ class Session:
         page, cursor = self.app.table.page(frame.channel, frame.after, limit)
         return {"members": [m.info() for m in page], "next": cursor}
 
-    def _profile(self, frame: f.UpdateProfile, now: float) -> dict[str, Any]:
+    def _profile(self, frame: f.UpdateProfile, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         self._check_profile(frame.data, "data")
         return {
             "channels": self.app.update_profile(self.member, frame.data, self._echo(frame.echo))
         }
 
-    def _send(self, frame: f.Send, now: float) -> dict[str, Any]:
+    def _send(self, frame: f.Send, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         check_event(frame.event)
@@ -356,20 +393,20 @@ class Session:
             frame.channel,
             frame.event,
             frame.data,
-            now=now,
+            wall=wall,
             sender=self.member,
             echo=self._echo(frame.echo),
         )
         return {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
 
-    def _refresh(self, frame: f.Refresh, now: float) -> dict[str, Any]:
+    def _refresh(self, frame: f.Refresh, now: float, wall: float) -> dict[str, Any]:
         """A fresh token for the same user: the connection lives on past the old one."""
         assert self.app is not None and self.member is not None
         settings = self.app.settings.session
         if settings is None:
             raise _refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} takes no session tokens")
         try:
-            principal = verify_session(settings, frame.token, now)
+            principal = verify_session(settings, frame.token, wall)
         except CredentialError as exc:
             raise _refuse(ErrorCode.INVALID_TOKEN, exc.message) from None
         if self.principal is None or principal.user != self.principal.user:
@@ -377,14 +414,14 @@ class Session:
                 ErrorCode.FORBIDDEN,
                 "a refresh must be for the connection's own user (to sign in, reconnect)",
             )
-        if self.app.session_ended(principal.session, now):
+        if self.app.session_ended(principal.user, principal.session, now):
             raise _refuse(ErrorCode.INVALID_TOKEN, "that session was ended; sign in again")
         self.app.table.set_session(self.member, principal.session)
         self.principal = principal
         expires = None if principal.expires is None else int(principal.expires * 1000)
         return {"expires": expires}
 
-    def _broadcast(self, frame: f.Broadcast, now: float) -> dict[str, Any]:
+    def _broadcast(self, frame: f.Broadcast, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_event(frame.event)
         check_value(frame.data, "data")
@@ -393,7 +430,7 @@ class Session:
                 ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client broadcasts"
             )
         sent = self.app.broadcast(
-            frame.event, frame.data, now=now, sender=self.member, echo=self._echo(frame.echo)
+            frame.event, frame.data, wall=wall, sender=self.member, echo=self._echo(frame.echo)
         )
         return {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
 
@@ -408,11 +445,33 @@ class Session:
                 f"profile exceeds {self._limits.max_profile_bytes} bytes",
             )
 
-    def _reply(self, frame: Any) -> None:
-        self._pending.push(self.outbox, framed(frame))
+    def _reply(self, frame: Any) -> Close | None:
+        """Queue a reply for this connection, within the outbound budget (protocol.md §5.3).
 
-    def _error(self, request_id: int | None, code: ErrorCode, message: str) -> None:
-        self._reply(f.Err(request_id, code.value, message))
+        The flusher enforces the budget when it writes; replies are also counted as they are
+        queued, so that a pipelined burst of requests handled before the next flush pass
+        cannot queue more than the budget: the reply that would exceed it closes the
+        connection with 4008 instead. The count starts, at the first reply after a flush
+        pass, from what the outbox holds then (what the socket did not take, and fan-out
+        since): one sum per pass, not per reply. Fan-out queued later in the pass is not
+        counted here (its hot path stays as it is); the flusher accounts for it.
+        """
+        data = framed(frame)
+        if self._pass != self._pending.passes:
+            self._pass = self._pending.passes
+            self._reply_bytes = sum(map(len, self.outbox.items))
+        self._reply_bytes += len(data)
+        budget = self._limits.outbound_buffer_bytes
+        if self._reply_bytes > budget:
+            return Close(
+                CloseCode.SLOW_CONSUMER,
+                f"a reply would take the outbound buffer beyond {budget} bytes",
+            )
+        self._pending.push(self.outbox, data)
+        return None
+
+    def _error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
+        return self._reply(f.Err(request_id, code.value, message))
 
 
 _OPERATIONS: dict[type, str] = {
@@ -426,7 +485,7 @@ _OPERATIONS: dict[type, str] = {
 """Requests subject to rate limits, by limiter operation name (leave never is)."""
 
 # One table for all sessions (not per session: idle connections must stay small).
-_HANDLERS: dict[type, Callable[[Session, Any, float], Any]] = {
+_HANDLERS: dict[type, Callable[[Session, Any, float, float], Any]] = {
     f.Join: Session._join,
     f.Leave: Session._leave,
     f.GetMembers: Session._members,

@@ -1,7 +1,8 @@
 """Brokers: how a publication reaches its recipients (sans-IO for the in-memory one).
 
-A :class:`Publication` is one framed message for one *target* of an app -- a channel, every
-connection of the app, a user's connections, or a session's -- plus the member not to deliver
+A :class:`Publication` is one framed message for one *target* of an app -- a channel, the
+channel members who may see its presence, every connection of the app, a user's connections,
+or one session of a user's -- plus the member not to deliver
 it to (a sender without echo). An :class:`~rtcore.app.App` hands every publication it makes
 (messages, presence, user events) to its broker and never touches another connection's outbox
 itself; that is the seam where a networked broker slots in without changing the session code.
@@ -27,9 +28,13 @@ from rtcore.hub import ChannelTable, Member
 
 class Target(enum.Enum):
     CHANNEL = "channel"
+    """The channel's members (messages)."""
+    PRESENCE = "presence"
+    """The channel's members who may see its presence (the app's channel rules)."""
     APP = "app"
     USER = "user"
     SESSION = "session"
+    """One session of one user: ``name`` is the session id, ``user`` its user."""
 
 
 @attrs.frozen
@@ -44,6 +49,8 @@ class Publication:
     """The WebSocket-framed message: the same bytes for every recipient on every node."""
     skip: str | None = None
     """The member id that must not receive it (the sender, when echo is off)."""
+    user: str | None = None
+    """For a SESSION target, the user whose session ``name`` is."""
 
 
 class Broker(Protocol):
@@ -64,12 +71,14 @@ def deliver_local(table: ChannelTable, publication: Publication) -> int:
     group: Mapping[str, Member]
     if publication.target is Target.CHANNEL:
         group = table.members(publication.name or "")
+    elif publication.target is Target.PRESENCE:
+        group = table.presence_group(publication.name or "")
     elif publication.target is Target.APP:
         group = table.everyone
     elif publication.target is Target.USER:
         group = table.user(publication.name or "")
     else:
-        group = table.session(publication.name or "")
+        group = table.session(publication.user or "", publication.name or "")
     skip = group.get(publication.skip) if publication.skip is not None else None
     return table.deliver(group, publication.data, skip)
 

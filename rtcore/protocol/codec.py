@@ -205,20 +205,25 @@ def decode(data: bytes, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
     request_id = rid if _is_uint(rid) else None
     if t not in allowed:
         raise RemoteProtocolError(
-            f"unknown frame type {t!r}", code=ErrorCode.UNKNOWN_TYPE, request_id=request_id
+            f"unknown frame type {t!r}",
+            code=ErrorCode.UNKNOWN_TYPE,
+            request_id=request_id,
+            frame_type=t,
         )
     cls, fields = _SPECS[t]
     kwargs: dict[str, Any] = {}
     for fld in fields:
         if fld.wire not in obj:
             if fld.required:
-                raise RemoteProtocolError(f"{t}: missing field {fld.wire!r}", request_id=request_id)
+                raise RemoteProtocolError(
+                    f"{t}: missing field {fld.wire!r}", request_id=request_id, frame_type=t
+                )
             continue
         value = obj[fld.wire]
         check, what = _KINDS[fld.kind]
         if not (check(value) or (value is None and fld.nullable)):
             raise RemoteProtocolError(
-                f"{t}: field {fld.wire!r} must be {what}", request_id=request_id
+                f"{t}: field {fld.wire!r} must be {what}", request_id=request_id, frame_type=t
             )
         kwargs[fld.attr] = value
     if cls is f.MemberEvent:

@@ -25,6 +25,7 @@ class RemoteProtocolError(RtcoreError):
         code: the error code for an ``err`` reply.
         close_code: when set, the connection must be closed with this code instead of replying.
         request_id: the request's id when it could be read, so the reply can name it.
+        frame_type: the frame's ``t`` when it could be read (e.g. ``"hello"``).
     """
 
     def __init__(
@@ -34,12 +35,14 @@ class RemoteProtocolError(RtcoreError):
         code: ErrorCode = ErrorCode.BAD_REQUEST,
         close_code: CloseCode | None = None,
         request_id: int | None = None,
+        frame_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.close_code = close_code
         self.request_id = request_id
+        self.frame_type = frame_type
 
 
 class LocalProtocolError(RtcoreError):

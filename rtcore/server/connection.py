@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -337,7 +336,11 @@ class Connection:
             if isinstance(event, BytesMessage):
                 message = self._assemble(event)
                 if message is not None:
-                    self._close = self.session.receive(message, time.time())
+                    self._close = self.session.receive(
+                        message, trio.current_time(), self.server.wall()
+                    )
+                    if self._close is not None and self._close.code == CloseCode.SLOW_CONSUMER:
+                        self.server.flusher.slow_consumers += 1  # replies beyond the budget
             elif isinstance(event, TextMessage):
                 self._close = Close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted")
             elif isinstance(event, Ping):
@@ -430,7 +433,8 @@ class Connection:
         Only one task may wait for the socket to become writable, so the flusher leaves a
         blocked connection alone (it only counts its bytes against the budget).
         """
-        if not self.blocked and self._nursery is not None:
+        if not self.blocked and self._nursery is not None and self._close is None:
+            # (once a close is decided, _finish writes the rest: the nursery may be exiting)
             self.blocked = True
             self._nursery.start_soon(self._drain_task)
 

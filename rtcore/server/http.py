@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -110,13 +109,17 @@ def _int_param(request: Request, name: str) -> int | None:
 def _send(server: Server, app: App, req: Request) -> api.Outcome:
     body = req.json()
     return api.send(
-        app, _field(body, "channel", str), _field(body, "event", str), body.get("data"), time.time()
+        app,
+        _field(body, "channel", str),
+        _field(body, "event", str),
+        body.get("data"),
+        server.wall(),
     )
 
 
 def _broadcast(server: Server, app: App, req: Request) -> api.Outcome:
     body = req.json()
-    return api.broadcast(app, _field(body, "event", str), body.get("data"), time.time())
+    return api.broadcast(app, _field(body, "event", str), body.get("data"), server.wall())
 
 
 def _members(server: Server, app: App, req: Request) -> api.Outcome:
@@ -137,7 +140,8 @@ def _user_event(server: Server, app: App, req: Request) -> api.Outcome:
         _field(body, "event", str),
         _field(body, "session", dict, required=False),
         _field(body, "data", dict, required=False),
-        time.time(),
+        trio.current_time(),
+        server.wall(),
     )
 
 
@@ -147,7 +151,9 @@ def _disconnect_user(server: Server, app: App, req: Request) -> api.Outcome:
 
 def _disconnect_session(server: Server, app: App, req: Request) -> api.Outcome:
     revoke = _field(req.json(), "revoke", bool, required=False)
-    return api.disconnect_session(app, req.params["name"], bool(revoke), time.time())
+    return api.disconnect_session(
+        app, req.params["user"], req.params["name"], bool(revoke), trio.current_time()
+    )
 
 
 async def _stats(server: Server, app: App, req: Request) -> api.Outcome:
@@ -166,7 +172,9 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ),
     (
         "POST",
-        re.compile(r"/v1/apps/(?P<app>[^/]+)/sessions/(?P<name>[^/]+)/disconnect"),
+        re.compile(
+            r"/v1/apps/(?P<app>[^/]+)/users/(?P<user>[^/]+)/sessions/(?P<name>[^/]+)/disconnect"
+        ),
         _disconnect_session,
     ),
     ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/stats"), _stats),

@@ -22,6 +22,7 @@ import resource
 import secrets
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,19 @@ class Server:
     Args:
         config: settings; the embedded defaults when omitted.
         flush_window: the longest a flush pass waits to batch more writes under load.
+        wall: the wall clock (Unix seconds) for timestamps, token and API key expiry; tests
+            pass one that follows trio's clock. Timers and local expiry use trio's clock.
     """
 
-    def __init__(self, config: Config | None = None, *, flush_window: float = 0.002) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        flush_window: float = 0.002,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config or Config()
+        self.wall = wall
         self.node = secrets.token_hex(4)
         self.pending = Pending()
         ids = MessageIds(self.node)
@@ -258,9 +268,9 @@ class Server:
 
     async def _heartbeat_pass(self, interval: float) -> None:
         now = trio.current_time()
-        wall = time.time()
+        wall = self.wall()
         for app in self.apps.values():
-            app.sweep(wall)
+            app.sweep(now)
         self.admission.sweep(now)
         for i, conn in enumerate(list(self.connections.values())):
             if i % HEARTBEAT_CHECKPOINT_EVERY == HEARTBEAT_CHECKPOINT_EVERY - 1:
@@ -351,10 +361,10 @@ class Server:
         self.config = config
         self.admission.apply(config.limits)
         self.flusher.budget = config.limits.outbound_buffer_bytes
-        now = time.time()
+        wall = self.wall()
         closed = 0
         for conn in list(self.connections.values()):
-            close = conn.session.revalidate(now) if conn.established else None
+            close = conn.session.revalidate(wall) if conn.established else None
             if close is not None:
                 conn.request_close(close.code, close.reason)
                 closed += 1
@@ -423,14 +433,15 @@ class Server:
         Returns ``{"mid", "ts", "recipients"}``. Raises ``rtcore.api.ApiError`` for an invalid
         channel or event name, and ``UnknownAppError``.
         """
-        return self._run(api.send(self.app(app), channel, event, data, time.time()))
+        return self._run(api.send(self.app(app), channel, event, data, self.wall()))
 
     def broadcast(self, app: str, event: str, data: Any = None) -> dict[str, Any]:
         """Deliver an event to every connection of ``app``."""
-        return self._run(api.broadcast(self.app(app), event, data, time.time()))
+        return self._run(api.broadcast(self.app(app), event, data, self.wall()))
 
     def members(self, app: str, channel: str) -> list[dict[str, Any]]:
-        """Every member of ``channel`` as ``{"id", "user", "data"}``, in join order."""
+        """Every member of ``channel`` as ``{"id", "user", "data"}``, in join order (whatever
+        the channel's ``presence`` rule: the host app is trusted)."""
         members = self.app(app).table.members(api.valid_channel(channel))
         return [m.info() for m in members.values()]
 
@@ -445,16 +456,23 @@ class Server:
         """Deliver a user event to ``user``'s connections (docs/api.md); ``signout`` ends
         ``session`` (its connections close with 4016 and its token is refused)."""
         return self._run(
-            api.publish_user_event(self.app(app), user, event, session, data, time.time())
+            api.publish_user_event(
+                self.app(app), user, event, session, data, trio.current_time(), self.wall()
+            )
         )
 
     def disconnect_user(self, app: str, user: str) -> dict[str, Any]:
         """Close every connection of ``user`` with 4017."""
         return self._run(api.disconnect_user(self.app(app), user))
 
-    def disconnect_session(self, app: str, session: str, revoke: bool = False) -> dict[str, Any]:
-        """Close the session's connections (4017), or with ``revoke`` end it (4016)."""
-        return self._run(api.disconnect_session(self.app(app), session, revoke, time.time()))
+    def disconnect_session(
+        self, app: str, user: str, session: str, revoke: bool = False
+    ) -> dict[str, Any]:
+        """Close the connections of ``user``'s ``session`` (4017), or with ``revoke`` end it
+        (4016)."""
+        return self._run(
+            api.disconnect_session(self.app(app), user, session, revoke, trio.current_time())
+        )
 
     async def largest_channels(self, app: App, top: int) -> api.Sizes:
         """``api.largest`` over the app's channels, yielding to other tasks every

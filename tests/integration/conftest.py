@@ -16,13 +16,15 @@ StartServer = Callable[..., Awaitable[Server]]
 @pytest.fixture
 async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
     """Start servers on 127.0.0.1, port 0:
-    ``await start_server(apps=("a", AppConfig(...)), config={...Config fields}, **limits)``."""
+    ``await start_server(apps=("a", AppConfig(...)), config={...Config fields}, **limits)``;
+    ``wall=`` replaces the server's wall clock (see :func:`virtual_wall`)."""
     servers: list[Server] = []
 
     async def start(
         apps: tuple[str | AppConfig, ...] = ("default",),
         port: int = 0,
         config: dict[str, Any] | None = None,
+        wall: Callable[[], float] | None = None,
         **limits: Any,
     ) -> Server:
         settings = tuple(AppConfig(a) if isinstance(a, str) else a for a in apps)
@@ -34,7 +36,7 @@ async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
             default_app=settings[0].name,
             **{"api_port": 0, **(config or {})},  # the server API on a free port
         )
-        server = Server(conf)
+        server = Server(conf) if wall is None else Server(conf, wall=wall)
         await nursery.start(server.serve)
         servers.append(server)
         return server
@@ -47,6 +49,15 @@ async def start_server(nursery: trio.Nursery) -> AsyncIterator[StartServer]:
 @pytest.fixture
 async def server(start_server: StartServer) -> Server:
     return await start_server()
+
+
+VIRTUAL_EPOCH = 1_800_000_000.0
+
+
+def virtual_wall() -> float:
+    """A wall clock that follows trio's (autojump) clock, from a fixed Unix time: token
+    ``exp`` and API key expiry then pass in virtual time, like the monotonic timers."""
+    return VIRTUAL_EPOCH + trio.current_time()
 
 
 def url(server: Server) -> str:

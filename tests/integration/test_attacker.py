@@ -6,6 +6,7 @@ from __future__ import annotations
 import jwt
 import pytest
 import trio
+import trio.testing
 
 from rtcore import CloseCode, Server
 from rtcore.auth import ApiKey, SessionSettings
@@ -13,7 +14,7 @@ from rtcore.client import ConnectionClosedError, RequestError, open_client
 from rtcore.config import AppConfig, ChannelRule
 from rtcore.limiter import Rule
 from rtcore.protocol import frames as f
-from tests.integration.conftest import StartServer, url
+from tests.integration.conftest import StartServer, url, virtual_wall
 from tests.integration.raw import RawClient
 
 A_SECRET, B_SECRET = "a" * 32, "b" * 32
@@ -227,18 +228,18 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies(
         assert (await spoof.closed()).code == CloseCode.TOO_MANY_CONNECTIONS  # header ignored
 
 
-async def test_expired_tokens_end_connections_unless_refreshed(start_server: StartServer) -> None:
-    import time
-
+async def test_expired_tokens_end_connections_unless_refreshed(
+    start_server: StartServer, autojump_clock: trio.testing.MockClock
+) -> None:
     app = AppConfig("a", session=SessionSettings(key=A_SECRET, leeway=0, expire_connections=True))
-    server = await start_server(apps=(app,), heartbeat_interval=0.2)
+    server = await start_server(apps=(app,), wall=virtual_wall, heartbeat_interval=0.2)
     with trio.fail_after(15):
-        short = token(A_SECRET, "u1", exp=time.time() + 1)
+        short = token(A_SECRET, "u1", exp=virtual_wall() + 1)
         stale = await RawClient.connect(server.addresses[0])
         assert isinstance(await stale.hello(token=short), f.Welcome)
         async with open_client(url(server), token=short) as fresh:
-            expires = await fresh.refresh(token(A_SECRET, "u1", exp=time.time() + 60))
-            assert expires is not None and expires > time.time() + 50
+            expires = await fresh.refresh(token(A_SECRET, "u1", exp=virtual_wall() + 60))
+            assert expires is not None and expires > virtual_wall() + 50
             assert (await stale.closed()).code == CloseCode.SESSION_EXPIRED
             assert fresh.is_connected()
             assert (await fresh.broadcast("still-here"))["recipients"] == 1

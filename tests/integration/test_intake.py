@@ -288,7 +288,7 @@ JSON = {**AUTH, "Content-Type": "application/json"}
         ("/v1/apps/default/channels/r/members?after=" + "9" * 4000, b"", 400, "bad_request"),
         ("/v1/apps/default/channels/r/members?limit=2&after=%F0%9F%98%80", b"", 400, "bad_request"),
         ("/v1/apps/default/users/%ED%A0%80/disconnect", b"", 200, None),  # decoded as U+FFFD
-        ("/v1/apps/default/sessions/%ED%A0%80/disconnect", b"{}", 200, None),
+        ("/v1/apps/default/users/u1/sessions/%ED%A0%80/disconnect", b"{}", 200, None),
     ],
 )
 async def test_the_server_api_answers_caller_input_with_4xx_never_500(

@@ -109,6 +109,24 @@ async def test_each_kind_reaches_exactly_the_users_connections(server: Server) -
             sync.close()
 
 
+async def test_a_signout_ends_that_users_session_only_not_another_users_with_the_same_id(
+    server: Server,
+) -> None:
+    with trio.fail_after(20):
+        alice = await signed_in(server, "alice", "s-1")
+        bob = await signed_in(server, "bob", "s-1")  # session ids are unique per user only
+        async with AsyncServerAPI(api_url(server), "app", SERVER_SECRET) as backend:
+            result = await backend.publish_user_event("alice", "signout", {"id": "s-1"})
+            assert result == {"delivered": 1, "ended_sessions": ["s-1"], "closed": 1}
+            assert (await alice.closed()).code == CloseCode.SESSION_ENDED
+            await bob.send(t="members", id=1, ch="x")
+            assert isinstance(await bob.recv(), f.Ok)  # bob's s-1 is untouched
+            assert isinstance(await signed_in(server, "bob", "s-1"), RawClient)
+            refused = await RawClient.connect(server.addresses[0])
+            await refused.send(t="hello", v=1, token=token("alice", "s-1"))
+            assert (await refused.closed()).code == CloseCode.SESSION_ENDED
+
+
 async def test_signout_ends_the_session_and_its_token(server: Server) -> None:
     with trio.fail_after(20):
         other_tab = await signed_in(server, "alice", "s-2")
@@ -186,13 +204,13 @@ async def test_disconnect_user_and_session_and_members_and_stats(server: Server)
             ]
             stats = await backend.stats()
             assert stats == {"connections": 3, "channels": 1, "members": {"room": 1}}
-            assert await backend.disconnect_session("a-1") == {"closed": 1, "revoked": False}
+            assert await backend.disconnect_session("ann", "a-1") == {"closed": 1, "revoked": False}
             assert (await a1.closed()).code == CloseCode.DISCONNECTED
             again = await signed_in(server, "ann", "a-1")  # not revoked: welcome again
             assert await backend.disconnect_user("ann") == {"closed": 2}
             for raw in (a2, again):
                 assert (await raw.closed()).code == CloseCode.DISCONNECTED
-            assert await backend.disconnect_session("b-1", revoke=True) == {
+            assert await backend.disconnect_session("ben", "b-1", revoke=True) == {
                 "closed": 1,
                 "revoked": True,
             }
@@ -316,6 +334,8 @@ AUTH = {"Authorization": f"Bearer {SERVER_SECRET}", "Content-Type": "application
         ("POST", "/v1/apps/app/send", b"x" * 2_000_000, AUTH, 413, "payload_too_large"),
         ("GET", "/v1/apps/app/send", b"", AUTH, 405, "method_not_allowed"),
         ("GET", "/v1/nothing", b"", AUTH, 404, "not_found"),
+        # a session is named with its user (docs/api.md); the old user-less path is gone
+        ("POST", "/v1/apps/app/sessions/s-1/disconnect", b"{}", AUTH, 404, "not_found"),
         ("GET", "/v1/apps/app/channels/r/members?limit=x", b"", AUTH, 400, "bad_request"),
         (
             "POST",

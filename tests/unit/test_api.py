@@ -10,7 +10,7 @@ from rtcore.hub import Member
 from rtcore.protocol import CloseCode
 from rtcore.protocol import frames as f
 from tests.helpers import frames_of
-from tests.unit.test_session import NOW, World
+from tests.unit.test_session import MONO, NOW, World
 
 
 def member(world: World, user: str | None, session: str | None) -> Member:
@@ -39,7 +39,7 @@ def member(world: World, user: str | None, session: str | None) -> Member:
 def test_user_events_are_validated(args: tuple[object, ...], message: str) -> None:
     world = World()
     with pytest.raises(api.ApiError) as info:
-        api.publish_user_event(world.apps["default"], *args, NOW)  # type: ignore[arg-type]
+        api.publish_user_event(world.apps["default"], *args, MONO, NOW)  # type: ignore[arg-type]
     assert info.value.status == 400 and info.value.code == "bad_request"
     assert message in info.value.message
 
@@ -49,17 +49,18 @@ def test_a_signout_reaches_the_user_only_and_ends_its_session_for_the_ttl() -> N
     app = world.apps["default"]
     a1, a2 = member(world, "alice", "s1"), member(world, "alice", "s2")
     bob, anon = member(world, "bob", "s3"), member(world, None, None)
-    out = api.publish_user_event(app, "alice", "signout", {"id": "s1"}, {"name": "A"}, NOW)
+    out = api.publish_user_event(app, "alice", "signout", {"id": "s1"}, {"name": "A"}, MONO, NOW)
     assert out.result == {"delivered": 2, "ended_sessions": ["s1"], "closed": 1}
     assert [(m.id, c.code) for m, c in out.closing] == [(a1.id, CloseCode.SESSION_ENDED)]
     for m in (a1, a2):
         (event,) = frames_of(m.outbox.items)
         assert event == f.UserEvent("signout", {"id": "s1"}, {"name": "A"}, int(NOW * 1000))
     assert bob.outbox.items == [] and anon.outbox.items == []
-    assert app.session_ended("s1", NOW + 59) and not app.session_ended("s2", NOW)
-    assert not app.session_ended("s1", NOW + 60)  # the TTL passed: forgotten
-    app.end_session("s9", NOW)
-    app.sweep(NOW + 61)
+    assert app.session_ended("alice", "s1", MONO + 59)
+    assert not app.session_ended("alice", "s2", MONO)
+    assert not app.session_ended("alice", "s1", MONO + 60)  # the TTL passed: forgotten
+    app.end_session("alice", "s9", MONO)
+    app.sweep(MONO + 61)
     assert app._revoked == {}
 
 
@@ -72,8 +73,8 @@ def test_disconnects_and_stats() -> None:
     assert out.result == {"closed": 2}
     assert {m.id for m, _ in out.closing} == {a1.id, a2.id}
     assert {c.code for _, c in out.closing} == {CloseCode.DISCONNECTED}
-    out = api.disconnect_session(app, "y", revoke=False, now=NOW)
-    assert [m.id for m, _ in out.closing] == [a2.id] and not app.session_ended("y", NOW)
+    out = api.disconnect_session(app, "ann", "y", revoke=False, now=MONO)
+    assert [m.id for m, _ in out.closing] == [a2.id] and not app.session_ended("ann", "y", MONO)
     assert api.stats(app).result == {"connections": 2, "channels": 1, "members": {"room": 1}}
 
 

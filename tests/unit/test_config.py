@@ -50,6 +50,9 @@ def test_the_example_config_is_valid_and_means_what_it_says() -> None:
     assert [r.name for r in chat.rate_limits] == ["per-second", "joins"]
     assert chat.rate_limits[0].capacity == 40 and chat.rate_limits[1].operations == {"join"}
     assert chat.channel_rule("public-lobby").send == "signed_in"  # type: ignore[union-attr]
+    assert chat.presence_policy("public-lobby") == "signed_in"
+    assert chat.presence_policy("admin-x") == "nobody"  # no presence key: as join
+    assert chat.presence_policy("other") == "anyone"  # no rule: as allow_client_join
     assert chat.channel_rule("admin-x").join == "nobody"  # type: ignore[union-attr]
     assert chat.channel_rule("other") is None
     assert dashboard.session_required and not dashboard.api_key_required
@@ -140,6 +143,10 @@ def test_several_apps_need_an_explicit_default() -> None:
         (
             {"apps": [{"name": "a", "channels": [{"pattern": "p-*", "join": "maybe"}]}]},
             "apps[0].channels[0].join: must be one of anyone, signed_in, nobody",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "p-*", "presence": "members"}]}]},
+            "apps[0].channels[0].presence: must be one of anyone, signed_in, nobody",
         ),
         (
             {"apps": [{"name": "a", "rate_limits": [{"name": "r", "rate": 0}]}]},

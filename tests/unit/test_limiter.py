@@ -59,6 +59,26 @@ def test_a_refused_operation_charges_no_bucket() -> None:
         if chain.check("send", "k", "c", 1.0) is None:
             admitted += 1
     assert admitted == 1  # narrow: one per second; wide still has plenty
+    # The same with a wide rule that refills too slowly to hide a charge: 10 per 1000 s.
+    chain = Chain([Rule("wide", 10, 1000), Rule("narrow", 1, 1)])
+    assert chain.check("send", "k", "c", 0.0) is None  # wide: 9 left
+    for _ in range(50):  # narrow refuses; were wide charged, it would be empty after 9
+        refusal = chain.check("send", "k", "c", 0.0)
+        assert refusal is not None and refusal.rule == "narrow"
+    admitted = [t for t in range(1, 12) if chain.check("send", "k", "c", float(t)) is None]
+    assert admitted == list(range(1, 10))  # wide's 9 tokens, one a second (narrow)
+    refusal = chain.check("send", "k", "c", 12.0)
+    assert refusal is not None and refusal.rule == "wide"
+
+
+def test_connection_buckets_are_dropped_when_the_connection_ends() -> None:
+    chain = Chain([Rule("per-client", 5, 1), Rule("per-conn", 5, 1, scope="connection")])
+    for i in range(100):
+        assert chain.check("send", "user-1", f"conn-{i}", 0.0) is None or i >= 5
+    assert len(chain) == 1 + 100  # the client's bucket and one per connection
+    for i in range(100):
+        chain.forget_connection(f"conn-{i}")
+    assert len(chain) == 1  # the client's bucket lives on (other connections share it)
 
 
 def test_the_first_refusing_rule_is_named_and_retry_after_covers_the_whole_chain() -> None:

@@ -15,7 +15,7 @@ from rtcore.limiter import Rule
 from rtcore.protocol import CloseCode, ErrorCode
 from rtcore.protocol import frames as f
 from rtcore.session import Session
-from tests.unit.test_session import NOW, World, err, ok, take
+from tests.unit.test_session import MONO, NOW, World, err, ok, take
 from tests.unit.test_session_security import EXPIRING, token
 
 
@@ -23,14 +23,14 @@ def test_several_apps_and_no_default_app_close_a_hello_without_app_with_4005() -
     world = World(apps=("a", "b"))
     world.config = Config(apps=world.config.apps, default_app=None)
     s = Session("x", world.apps, world.config, world.pending)
-    close = s.receive(msgpack.packb({"t": "hello", "v": 1}), NOW)
+    close = s.receive(msgpack.packb({"t": "hello", "v": 1}), MONO, NOW)
     assert close is not None and close.code == CloseCode.UNKNOWN_APP
 
 
 def test_an_empty_api_key_counts_as_missing() -> None:
     world = World(apps=(AppConfig("a", api_keys=(ApiKey("good"),), api_key_required=True),))
     s = Session("x", world.apps, world.config, world.pending)
-    close = s.receive(msgpack.packb({"t": "hello", "v": 1, "key": ""}), NOW)
+    close = s.receive(msgpack.packb({"t": "hello", "v": 1, "key": ""}), MONO, NOW)
     assert close is not None and close.code == CloseCode.API_KEY_MISSING
 
 
@@ -64,7 +64,7 @@ def test_with_echo_the_connections_own_presence_frame_precedes_the_ok(
     if request_["t"] != "join":
         ok(s, t="join", id=1, ch="room")
         take(s)
-    assert s.receive(msgpack.packb(request_), NOW) is None
+    assert s.receive(msgpack.packb(request_), MONO, NOW) is None
     frames = take(s)
     assert [type(x) for x in frames] == [f.MemberEvent, f.Ok]
     assert frames[0].kind == kind
@@ -100,7 +100,7 @@ def test_a_refused_refresh_keeps_the_old_token_and_its_expiry() -> None:
 def test_the_session_id_is_the_tokens_sid_claim() -> None:
     world = World(apps=(EXPIRING,))
     s = world.session({"token": token("alice", sid="s-77")})
-    assert list(world.apps["a"].table.session("s-77")) == [s.conn_id]
+    assert list(world.apps["a"].table.session("alice", "s-77")) == [s.conn_id]
 
 
 @pytest.mark.parametrize(
@@ -122,8 +122,8 @@ def test_user_event_kinds_are_1_to_64_of_a_z_0_9_underscore_starting_with_a_lett
     world = World()
     app = world.apps["default"]
     if accepted:
-        api.publish_user_event(app, "u1", kind, None, None, NOW)
+        api.publish_user_event(app, "u1", kind, None, None, MONO, NOW)
         return
     with pytest.raises(api.ApiError) as info:
-        api.publish_user_event(app, "u1", kind, None, None, NOW)
+        api.publish_user_event(app, "u1", kind, None, None, MONO, NOW)
     assert (info.value.status, info.value.code) == (400, "bad_request")

@@ -16,6 +16,9 @@ from rtcore.session import Close, Session
 from tests.helpers import frames_of
 
 NOW = 1_700_000_000.0
+"""Wall-clock time (Unix seconds) in these tests."""
+MONO = 5_000.0
+"""Monotonic time in these tests: deliberately far from NOW, so a mixed-up clock shows."""
 
 
 class World:
@@ -34,7 +37,7 @@ class World:
     def session(self, hello: dict[str, Any] | None = None, remote: str = "10.0.0.1") -> Session:
         self.count += 1
         s = Session(f"c{self.count}", self.apps, self.config, self.pending, remote=remote)
-        assert s.receive(msgpack.packb({"t": "hello", "v": 1, **(hello or {})}), NOW) is None
+        assert s.receive(msgpack.packb({"t": "hello", "v": 1, **(hello or {})}), MONO, NOW) is None
         assert isinstance(take(s)[0], f.Welcome)
         return s
 
@@ -47,7 +50,7 @@ def take(s: Session) -> list[Any]:
 
 def req(s: Session, **obj: Any) -> Any:
     """Send one request; return its reply, after any frames queued before it."""
-    assert s.receive(msgpack.packb(obj), NOW) is None
+    assert s.receive(msgpack.packb(obj), MONO, NOW) is None
     frames = take(s)
     assert isinstance(frames[-1], f.Ok | f.Err)
     return frames[-1]
@@ -71,7 +74,7 @@ def err(s: Session, code: ErrorCode, **obj: Any) -> f.Err:
 
 
 def hello_close(world: World, data: bytes) -> Close | None:
-    return Session("x", world.apps, world.config, world.pending).receive(data, NOW)
+    return Session("x", world.apps, world.config, world.pending).receive(data, MONO, NOW)
 
 
 @pytest.mark.parametrize(
@@ -95,7 +98,7 @@ def test_a_connection_without_a_valid_hello_is_closed(data: bytes, code: CloseCo
 def test_welcome_carries_connection_id_time_and_limits() -> None:
     world = World(Limits(max_channels=3))
     s = Session("abc", world.apps, world.config, world.pending)
-    assert s.receive(msgpack.packb({"t": "hello", "v": 1}), NOW) is None
+    assert s.receive(msgpack.packb({"t": "hello", "v": 1}), MONO, NOW) is None
     (welcome,) = take(s)
     assert welcome.conn == "abc" and welcome.time == int(NOW * 1000)
     assert welcome.limits["max_channels"] == 3 and welcome.heartbeat == 25000
@@ -103,7 +106,7 @@ def test_welcome_carries_connection_id_time_and_limits() -> None:
 
 def test_a_second_hello_closes_the_connection() -> None:
     s = World().session()
-    close = s.receive(msgpack.packb({"t": "hello", "v": 1}), NOW)
+    close = s.receive(msgpack.packb({"t": "hello", "v": 1}), MONO, NOW)
     assert close == Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
 
 
@@ -194,6 +197,7 @@ def test_echo_defaults_to_the_hello_option_and_can_be_overridden_per_call() -> N
                 msgpack.packb(
                     {"t": "send", "id": data, "ch": "a", "ev": "e", "data": data, **echo}
                 ),
+                MONO,
                 NOW,
             )
             is None
@@ -267,5 +271,5 @@ def test_disconnect_is_a_leave_from_every_channel_and_idempotent() -> None:
 def test_codec_errors_never_escape_receive() -> None:
     s = World().session()
     for data in (b"", b"\xc1", msgpack.packb([]), codec.encode(f.Ok(1))):
-        result = s.receive(data, NOW)
+        result = s.receive(data, MONO, NOW)
         assert result is None or result.code == CloseCode.PROTOCOL_ERROR

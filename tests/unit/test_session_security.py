@@ -12,7 +12,7 @@ from rtcore.limiter import Rule
 from rtcore.protocol import CloseCode, ErrorCode
 from rtcore.protocol import frames as f
 from rtcore.session import Session
-from tests.unit.test_session import NOW, World, err, ok, take
+from tests.unit.test_session import MONO, NOW, World, err, ok, take
 
 SECRET = "s" * 32
 SESSIONS = SessionSettings(key=SECRET)
@@ -24,7 +24,7 @@ def token(user: str = "alice", secret: str = SECRET, **claims: object) -> str:
 
 def hello_close(world: World, **hello: object) -> int | None:
     s = Session("x", world.apps, world.config, world.pending, remote="10.0.0.9")
-    close = s.receive(msgpack.packb({"t": "hello", "v": 1, **hello}), NOW)
+    close = s.receive(msgpack.packb({"t": "hello", "v": 1, **hello}), MONO, NOW)
     return None if close is None else int(close.code)
 
 
@@ -72,7 +72,8 @@ def test_hello_is_checked_against_the_app(
 def test_a_valid_token_identifies_the_user_in_welcome_and_presence() -> None:
     world = World(apps=(AppConfig("a", session=SESSIONS),))
     s = Session("c", world.apps, world.config, world.pending)
-    assert s.receive(msgpack.packb({"t": "hello", "v": 1, "token": token("bob")}), NOW) is None
+    hello = msgpack.packb({"t": "hello", "v": 1, "token": token("bob")})
+    assert s.receive(hello, MONO, NOW) is None
     (welcome,) = take(s)
     assert welcome.user == "bob"
     ok(s, t="join", id=1, ch="room", echo=True)
@@ -158,7 +159,7 @@ def test_a_client_hammering_past_the_threshold_is_disconnected() -> None:
     ok(s, t="members", id=1, ch="x")
     for i in range(3):
         err(s, ErrorCode.RATE_LIMITED, t="members", id=2 + i, ch="x")
-    close = s.receive(msgpack.packb({"t": "members", "id": 9, "ch": "x"}), NOW)
+    close = s.receive(msgpack.packb({"t": "members", "id": 9, "ch": "x"}), MONO, NOW)
     assert close is not None and close.code == CloseCode.RATE_LIMIT_ABUSE
 
 
@@ -204,7 +205,8 @@ def test_connections_close_when_their_token_expires_unless_refreshed() -> None:
     assert ok(s, t="refresh", id=1, token=fresh) == {"expires": int((NOW + 600) * 1000)}
     assert s.revalidate(NOW + 66) is None
     app = world.apps["a"]
-    assert list(app.table.session("sess-2")) == [s.conn_id] and not app.table.session("sess-1")
+    assert list(app.table.session("alice", "sess-2")) == [s.conn_id]
+    assert not app.table.session("alice", "sess-1")
 
 
 def test_token_expiry_is_ignored_unless_configured() -> None:
@@ -219,7 +221,7 @@ def test_refresh_refusals() -> None:
     err(s, ErrorCode.FORBIDDEN, t="refresh", id=1, token=token("mallory"))
     err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=2, token=token("alice", secret="o" * 32))
     err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=3, token=token("alice", exp=NOW - 60))
-    world.apps["a"].end_session("sess-9", NOW)
+    world.apps["a"].end_session("alice", "sess-9", MONO)
     err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=4, token=token("alice", sid="sess-9"))
     anon = world.session()
     e = err(anon, ErrorCode.FORBIDDEN, t="refresh", id=1, token=token("alice"))

@@ -12,7 +12,7 @@ from rtcore.config import AppConfig
 from rtcore.protocol import CloseCode, ErrorCode
 from rtcore.protocol import frames as f
 from rtcore.session import Close, Session
-from tests.unit.test_session import NOW, World, err, ok, take
+from tests.unit.test_session import MONO, NOW, World, err, ok, take
 from tests.unit.test_values import nest
 
 BAD = [
@@ -29,7 +29,7 @@ def test_a_hello_with_an_invalid_profile_is_closed_with_4002_naming_the_rule(
 ) -> None:
     world = World()
     s = Session("x", world.apps, world.config, world.pending)
-    close = s.receive(msgpack.packb({"t": "hello", "v": 1, "profile": value}), NOW)
+    close = s.receive(msgpack.packb({"t": "hello", "v": 1, "profile": value}), MONO, NOW)
     assert isinstance(close, Close) and close.code == CloseCode.HELLO_EXPECTED
     assert close.reason.startswith("hello: profile") and rule in close.reason
     assert len(close.reason.encode()) <= 123  # fits a WebSocket close frame
@@ -79,11 +79,13 @@ def test_user_event_secrets_are_refused_at_any_depth_whatever_their_case(
 ) -> None:
     world = World(apps=(AppConfig("default"),))
     with pytest.raises(api.ApiError) as info:
-        api.publish_user_event(world.apps["default"], "u", "signin", session, data, NOW)
+        api.publish_user_event(world.apps["default"], "u", "signin", session, data, MONO, NOW)
     assert (info.value.status, info.value.code) == (400, "bad_request")
     assert info.value.message.startswith(message), info.value.message
     # keys that merely contain a secret's name are the backend's business
-    api.publish_user_event(world.apps["default"], "u", "signin", None, {"tokens_left": 1}, NOW)
+    api.publish_user_event(
+        world.apps["default"], "u", "signin", None, {"tokens_left": 1}, MONO, NOW
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,8 +93,8 @@ def test_user_event_secrets_are_refused_at_any_depth_whatever_their_case(
     [
         lambda app: api.send(app, "room", "e", {b"k": 1}, NOW),
         lambda app: api.broadcast(app, "e", nest(33), NOW),
-        lambda app: api.publish_user_event(app, "u", "signin", {"id": "\ud800"}, None, NOW),
-        lambda app: api.publish_user_event(app, "u", "signin", None, {"n": 2**64}, NOW),
+        lambda app: api.publish_user_event(app, "u", "signin", {"id": "\ud800"}, None, MONO, NOW),
+        lambda app: api.publish_user_event(app, "u", "signin", None, {"n": 2**64}, MONO, NOW),
     ],
 )
 def test_server_api_values_are_refused_with_400_invalid_data(call: Any) -> None:
