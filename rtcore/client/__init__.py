@@ -1,4 +1,5 @@
-"""The trio client library: ``async with rtcore.client.open_client(url) as client: ...``."""
+"""The client library, for trio and asyncio alike:
+``async with rtcore.client.open_client(url) as client: ...``."""
 
 from rtcore.client._client import (
     FATAL_CLOSE_CODES,
@@ -14,7 +15,9 @@ from rtcore.client.errors import (
     ClientError,
     ConnectionClosedError,
     ConnectionLostError,
+    EventLoopError,
     EventOverflowError,
+    HandshakeError,
     NotConnectedError,
     RequestError,
     RequestTimeout,
@@ -31,7 +34,9 @@ __all__ = [
     "ConnectionLostError",
     "Disconnected",
     "Event",
+    "EventLoopError",
     "EventOverflowError",
+    "HandshakeError",
     "EventStream",
     "MemberEvent",
     "Msg",

@@ -1,12 +1,25 @@
-"""The client library: reconnects, buffering, fail-fast, typed errors, iteration limits."""
+"""The client library: reconnects, buffering, fail-fast, typed errors, iteration limits.
+
+Every test here runs twice, under trio and under asyncio (see ``backends.py``)."""
 
 from __future__ import annotations
 
+import asyncio
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import jwt
 import pytest
 import trio
-import trio_websocket
+from wsproto.events import CloseConnection, Ping, Pong, TextMessage
 
-from rtcore import CloseCode, Server
+from rtcore import CloseCode
+from rtcore.auth import SessionSettings
 from rtcore.client import (
     BufferFullError,
     Client,
@@ -14,26 +27,30 @@ from rtcore.client import (
     ConnectionClosedError,
     ConnectionLostError,
     Disconnected,
+    EventLoopError,
     EventOverflowError,
+    HandshakeError,
     MemberEvent,
+    Msg,
     NotConnectedError,
     RequestError,
     RequestTimeout,
+    UserEvent,
     open_client,
 )
+from rtcore.config import AppConfig
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
-from tests.integration.conftest import StartServer, url
+from tests.integration.backends import TrioSide, both_backends, trio_thread, wait_until
+from tests.integration.conftest import url
+from tests.integration.fake_ws import WELCOME, Peer, serve_fake
+from tests.integration.test_settings import self_signed
 
 
-async def wait_until(predicate: object) -> None:
-    """Poll client state that has no event of its own (bounded by the test's fail_after)."""
-    while not predicate():  # type: ignore[operator]  # noqa: ASYNC110
-        await trio.sleep(0.005)
-
-
-async def test_error_replies_raise_request_error_with_the_code(server: Server) -> None:
-    with trio.fail_after(10):
+@both_backends
+async def test_error_replies_raise_request_error_with_the_code(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
         async with open_client(url(server)) as c:
             with pytest.raises(RequestError) as info:
                 await c.send("not-joined", "e", 1)
@@ -43,21 +60,26 @@ async def test_error_replies_raise_request_error_with_the_code(server: Server) -
             assert info.value.code == "invalid_channel"
 
 
-async def test_a_fatal_close_on_connect_raises_connection_closed(server: Server) -> None:
-    with trio.fail_after(10), pytest.raises(ConnectionClosedError) as info:
+@both_backends
+async def test_a_fatal_close_on_connect_raises_connection_closed(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10), pytest.raises(ConnectionClosedError) as info:
         async with open_client(url(server), app="nope"):
             pass
     assert info.value.code == CloseCode.UNKNOWN_APP
 
 
-async def test_no_server_and_no_reconnect_raises_the_network_error() -> None:
-    with trio.fail_after(10), pytest.raises(OSError):
+@both_backends
+async def test_no_server_and_no_reconnect_raises_the_network_error(side: TrioSide) -> None:
+    with anyio.fail_after(10), pytest.raises(OSError):
         async with open_client("ws://127.0.0.1:1/", reconnect=False):
             pass
 
 
-async def test_reconnect_rejoins_channels_with_the_latest_profile(server: Server) -> None:
-    with trio.fail_after(10):
+@both_backends
+async def test_reconnect_rejoins_channels_with_the_latest_profile(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
         async with (
             open_client(url(server)) as watcher,
             open_client(url(server), profile={"v": 1}, backoff_initial=0.01) as c,
@@ -73,7 +95,11 @@ async def test_reconnect_rejoins_channels_with_the_latest_profile(server: Server
             await c.update_profile({"v": 2})
             seen = watcher.events()
             old = c.id
-            server.connections[old].request_close(CloseCode.INTERNAL_ERROR, "test: drop")  # type: ignore[index]
+            await side.call(
+                lambda: server.connections[old].request_close(  # type: ignore[index]
+                    CloseCode.INTERNAL_ERROR, "test: drop"
+                )
+            )
             await wait_until(lambda: c.is_connected() and c.id != old)
             kinds = []
             async for ev in seen:
@@ -88,10 +114,11 @@ async def test_reconnect_rejoins_channels_with_the_latest_profile(server: Server
             assert (await c.send("room", "e", 1))["recipients"] == 2
 
 
-async def test_requests_wait_for_the_connection_or_fail_fast(start_server: StartServer) -> None:
-    first = await start_server()
+@both_backends
+async def test_requests_wait_for_the_connection_or_fail_fast(side: TrioSide) -> None:
+    first = await side.start_server()
     port = first.addresses[0][1]
-    with trio.fail_after(20):
+    with anyio.fail_after(20):
         async with (
             open_client(
                 url(first), backoff_initial=0.05, backoff_max=0.1, buffer_limit=1
@@ -99,7 +126,7 @@ async def test_requests_wait_for_the_connection_or_fail_fast(start_server: Start
             open_client(url(first), fail_fast=True, backoff_initial=0.05, backoff_max=0.1) as fast,
         ):
             await buffered.join("room")
-            first.shutdown()
+            await side.call(first.shutdown)
             await wait_until(lambda: not buffered.is_connected() and not fast.is_connected())
             with pytest.raises(NotConnectedError):
                 await fast.broadcast("e")
@@ -108,18 +135,21 @@ async def test_requests_wait_for_the_connection_or_fail_fast(start_server: Start
             async def send_buffered() -> None:
                 result.append((await buffered.send("room", "e", "late"))["recipients"])
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(send_buffered)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(send_buffered)
                 await wait_until(lambda: buffered._waiting == 1)
                 with pytest.raises(BufferFullError):
                     await buffered.send("room", "e", "too many")
-                second = await start_server(port=port)  # the server comes back
+                second = await side.start_server(port=port)  # the server comes back
             assert result == [1]  # sent after the rejoin, so the channel was there again
-            assert [m["id"] for m in second.members("default", "room")] == [buffered.id]
+            members = await side.call(second.members, "default", "room")
+            assert [m["id"] for m in members] == [buffered.id]
 
 
-async def test_an_iterator_that_falls_behind_raises_overflow(server: Server) -> None:
-    with trio.fail_after(10):
+@both_backends
+async def test_an_iterator_that_falls_behind_raises_overflow(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
         async with open_client(url(server)) as c:
             events = c.events(maxsize=2)
             for i in range(3):
@@ -127,49 +157,359 @@ async def test_an_iterator_that_falls_behind_raises_overflow(server: Server) -> 
             got = []
             with pytest.raises(EventOverflowError):
                 async for ev in events:
-                    got.append(ev.data)
+                    got.append(ev.data)  # type: ignore[union-attr]
             assert got == [0, 1]
 
 
-async def test_iteration_sees_disconnect_and_connect(server: Server) -> None:
-    with trio.fail_after(10):
+@both_backends
+async def test_iteration_sees_disconnect_and_connect(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
         async with open_client(url(server), backoff_initial=0.01) as c:
             events = c.events()
-            server.connections[c.id].request_close(CloseCode.GOING_AWAY, "test")  # type: ignore[index]
+            conn = server.connections[c.id]  # type: ignore[index]
+            await side.call(conn.request_close, CloseCode.GOING_AWAY, "test")
             first = await events.__anext__()
             second = await events.__anext__()
             assert first == Disconnected(CloseCode.GOING_AWAY, "test")
             assert isinstance(second, Connected) and second.reconnected
 
 
+@both_backends
 async def test_requests_time_out_and_in_flight_requests_fail_on_connection_loss(
-    nursery: trio.Nursery,
+    side: TrioSide,
 ) -> None:
-    """Against a fake server that welcomes, then never replies (and later hangs up)."""
+    """Against a fake server that welcomes, then never replies (and later hangs up).
+    The client runs in the backend's own nursery (trio's, or an asyncio.TaskGroup)."""
     hang_up = trio.Event()
 
-    async def handler(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        await ws.get_message()
-        await ws.send_message(codec.encode(f.Welcome(1, "fake", 0, 25000, {})))
+    async def script(peer: Peer) -> None:
         await hang_up.wait()
-        await ws.aclose(1011, "fake server hangs up")
+        await peer.send(CloseConnection(1011, "fake server hangs up"))
+        await peer.next_event()  # the client's answer
 
-    ws_server = await nursery.start(trio_websocket.serve_websocket, handler, "127.0.0.1", 0, None)
-    with trio.fail_after(10):
-        client = Client(f"ws://127.0.0.1:{ws_server.port}/", request_timeout=0.1, reconnect=False)
-        async with trio.open_nursery() as n:
+    port = await side.start(serve_fake, script)
+    with anyio.fail_after(10):
+        client = Client(f"ws://127.0.0.1:{port}/", request_timeout=0.1, reconnect=False)
+        async with side.native_task_group() as n:
             await client.open(n)
             with pytest.raises(RequestTimeout):
                 await client.broadcast("e")
             client.request_timeout = 10
 
             async def hang_up_soon() -> None:
-                await trio.sleep(0.05)
-                hang_up.set()
+                await anyio.sleep(0.05)
+                await side.call(hang_up.set)
 
-            n.start_soon(hang_up_soon)
-            with pytest.raises(ConnectionLostError, match="1011"):
-                await client.broadcast("e")
+            async with anyio.create_task_group() as helpers:
+                helpers.start_soon(hang_up_soon)
+                with pytest.raises(ConnectionLostError, match="1011"):
+                    await client.broadcast("e")
             with pytest.raises(NotConnectedError):
                 await client.broadcast("e")
+
+
+@both_backends
+async def test_callbacks_once_off_and_errors(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
+        async with open_client(url(server)) as c:
+            once: list[Any] = []
+            every: list[Any] = []
+            star: list[Any] = []
+            dropped: list[Any] = []
+            c.once("e", lambda m: once.append(m.data))
+            c.on("e", lambda m: every.append(m.data))
+            c.on("*", lambda m: star.append(m.event))
+            c.on("gone", dropped.append)
+            c.off("gone")
+            c.on("gone2", dropped.append)
+            c.off("gone2", dropped.append)
+            events = c.events()
+            for i in range(2):
+                await c.broadcast("e", i)
+            await c.broadcast("gone")
+            await c.broadcast("gone2")
+            c.off()  # every app handler
+            await c.broadcast("e", 2)
+            seen = [(await events.__anext__()).event for _ in range(5)]  # type: ignore[union-attr]
+            assert seen == ["e", "e", "gone", "gone2", "e"]
+            assert (once, every, star, dropped) == ([0], [0, 1], ["e", "e", "gone", "gone2"], [])
+        errors: list[Exception] = []
+        client = Client(url(server), app="nope")
+        client.on_error(errors.append)
+        async with anyio.create_task_group() as tasks:
+            with pytest.raises(ConnectionClosedError):
+                await client.open(tasks)
+        assert [type(e) for e in errors] == [ConnectionClosedError]
+
+
+SECRET = "s" * 32
+
+
+def session_token(user: str, **claims: Any) -> str:
+    return jwt.encode({"sub": user, "sid": "s1", "exp": 4_000_000_000, **claims}, SECRET, "HS256")
+
+
+@both_backends
+async def test_token_refresh_user_events_and_session_end(side: TrioSide) -> None:
+    app = AppConfig("app", session=SessionSettings(key=SECRET, expire_connections=True))
+    server = await side.start_server(apps=(app,))
+    with anyio.fail_after(10):
+        ended: list[ConnectionClosedError] = []
+        user_events: list[UserEvent] = []
+        with pytest.raises(ConnectionClosedError) as info:
+            async with open_client(url(server), token=session_token("ann")) as c:
+                c.on_session_ended(ended.append)
+                c.on_user_event(user_events.append)
+                assert c.welcome is not None and c.welcome.user == "ann"
+                fresh = session_token("ann", exp=int(time.time()) + 600)
+                expires = await c.refresh(fresh)
+                assert expires is not None and expires > time.time() + 500
+                assert c.token == fresh
+                events = c.events()
+                await side.call(
+                    server.publish_user_event, "app", "ann", "profile_update", None, {"n": 1}
+                )
+                event = await events.__anext__()
+                assert isinstance(event, UserEvent) and event.kind == "profile_update"
+                await side.call(server.disconnect_user, "app", "ann")
+                async for _ in events:  # ends with the 4017 close
+                    pass
+        assert info.value.code == CloseCode.DISCONNECTED
+        assert [e.code for e in ended] == [CloseCode.DISCONNECTED]
+        assert [(e.kind, e.user) for e in user_events] == [("profile_update", {"n": 1})]
+
+
+@both_backends
+async def test_tls(side: TrioSide, tmp_path: Path) -> None:
+    cert, key, trust = self_signed(tmp_path)
+    server = await side.start_server(config={"tls_cert": cert, "tls_key": key})
+    host, port = server.addresses[0]
+    with anyio.fail_after(15):
+        async with (
+            open_client(f"wss://{host}:{port}/", ssl_context=trust) as a,
+            open_client(f"wss://{host}:{port}/", ssl_context=trust) as b,
+        ):
+            await a.join("secure")
+            await b.join("secure")
+            payload = "x" * 60_000  # several TLS records
+            streams = [a.events(), b.events()]
+            assert (await a.send("secure", "big", payload))["recipients"] == 2
+            for got in streams:  # both read it all (no close while the server drains)
+                async for event in got:
+                    if isinstance(event, Msg):
+                        assert event.data == payload
+                        break
+            # b leaves first, so neither close sends a presence event to a closing TLS
+            # connection (the server's drain task races that; reported, not the client's)
+            await b.leave("secure")
+            async for event in streams[0]:
+                if isinstance(event, MemberEvent) and event.kind == "member_leave":
+                    break
+        # an unknown certificate is refused
+        with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED"):
+            async with open_client(f"wss://{host}:{port}/", reconnect=False):
+                pass
+        # plain ws:// to the TLS port: the server hangs up on the HTTP request
+        with pytest.raises(HandshakeError, match="hung up during the WebSocket upgrade"):
+            async with open_client(url(server), reconnect=False, connect_timeout=2):
+                pass
+
+
+def test_a_bad_url_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="ws:// or wss://"):
+        Client("http://127.0.0.1:8765/")
+
+
+# -- the WebSocket layer, against scripted servers ------------------------------------------
+
+
+@both_backends
+async def test_the_hello_goes_with_the_upgrade_request(side: TrioSide) -> None:
+    """The server holds its 101 back until the hello has arrived: only a client that sends
+    the hello without waiting for the 101 gets connected."""
+    peers: list[Peer] = []
+
+    async def script(peer: Peer) -> None:
+        peers.append(peer)
+        await peer.send_frame(WELCOME)
+        await peer.until_closed()
+
+    port = await side.start(serve_fake, script, True, False)  # hold the 101; no welcome
+    with anyio.fail_after(10):
+        async with open_client(f"ws://127.0.0.1:{port}/", app="a", profile={"n": 1}) as c:
+            assert c.id == "fake"
+            (peer,) = await side.call(list, peers)
+            assert peer.hello_before_101
+            assert peer.hello is not None
+            assert (peer.hello.app, peer.hello.profile) == ("a", {"n": 1})
+
+
+@both_backends
+async def test_without_pipelining_the_hello_waits_for_the_101(side: TrioSide) -> None:
+    peers: list[Peer] = []
+
+    async def script(peer: Peer) -> None:
+        peers.append(peer)
+        await peer.send_frame(WELCOME)
+        await peer.until_closed()
+
+    port = await side.start(serve_fake, script, False, False)  # the script welcomes
+    with anyio.fail_after(10):
+        async with open_client(f"ws://127.0.0.1:{port}/", pipeline_hello=False) as c:
+            assert c.id == "fake"
+            (peer,) = await side.call(list, peers)
+            assert not peer.hello_before_101 and peer.hello is not None
+
+
+@both_backends
+async def test_pings_are_answered_and_fragments_reassembled(side: TrioSide) -> None:
+    pongs: list[Any] = []
+
+    async def script(peer: Peer) -> None:
+        await peer.send(Ping(b"still there?"))  # before the welcome: answered even then
+        pongs.append(await peer.next_event())
+        await peer.send_fragmented(WELCOME)
+        await peer.send_fragmented(f.Msg("room", "chat", {"text": "y" * 300}, "x", 1, "m"), 4)
+        await peer.until_closed()
+
+    port = await side.start(serve_fake, script, False, False)  # the script welcomes
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            client = Client(f"ws://127.0.0.1:{port}/", reconnect=False)
+            events = client.events()
+            tasks.start_soon(client.open, tasks)
+            seen = []
+            async for event in events:  # Connected, and the Msg (in either order)
+                seen.append(event)
+                if len(seen) == 2:
+                    break
+            assert Connected("fake", False) in seen
+            assert f.Msg("room", "chat", {"text": "y" * 300}, "x", 1, "m") in seen
+            assert pongs == [Pong(b"still there?")]
+            await client.aclose()
+
+
+def msg_of_size(size: int) -> f.Msg:
+    """A msg frame whose encoding is exactly ``size`` bytes."""
+    pad = size
+    while True:
+        msg = f.Msg(None, "big", "z" * pad, None, 1, "m")
+        excess = len(codec.encode(msg)) - size
+        if excess == 0:
+            return msg
+        pad -= excess
+
+
+@both_backends
+async def test_a_message_over_max_message_size_closes_with_1009(side: TrioSide) -> None:
+    closes: list[CloseConnection] = []
+
+    async def script(peer: Peer) -> None:
+        await peer.send_fragmented(msg_of_size(1000), 4)  # at the limit: delivered
+        await peer.send_fragmented(msg_of_size(1001), 4)  # each fragment well under it
+        event = await peer.next_event()
+        assert isinstance(event, CloseConnection)
+        closes.append(event)
+
+    port = await side.start(serve_fake, script)
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            client = Client(f"ws://127.0.0.1:{port}/", reconnect=False, max_message_size=1000)
+            events = client.events()
+            await client.open(tasks)
+            got = [event async for event in events if not isinstance(event, Connected)]
+        assert len(got) == 2 and isinstance(got[0], Msg) and got[0].event == "big"
+        assert isinstance(got[1], Disconnected) and got[1].code == 1009
+        assert "max_message_size=1000" in got[1].reason
+        assert [c.code for c in await side.call(list, closes)] == [1009]
+
+
+@both_backends
+async def test_the_close_handshake_both_ways(side: TrioSide) -> None:
+    closes: list[CloseConnection] = []
+
+    async def script(peer: Peer) -> None:
+        if peer.hello is not None and peer.hello.app == "server-closes":
+            await peer.send(CloseConnection(CloseCode.APP_DISABLED, "app disabled"))
+            event = await peer.next_event()  # the client's answer
+        else:
+            event = await peer.until_closed()
+        assert isinstance(event, CloseConnection)
+        closes.append(event)
+
+    port = await side.start(serve_fake, script)
+    with anyio.fail_after(10):
+        async with open_client(f"ws://127.0.0.1:{port}/") as c:  # closes on exit
+            assert c.id == "fake"
+        assert [(e.code, e.reason) for e in await side.call(list, closes)] == [(1000, "")]
+        with pytest.raises(ConnectionClosedError) as info:
+            async with open_client(f"ws://127.0.0.1:{port}/", app="server-closes") as c:
+                async for _ in c.events():
+                    pass
+        assert (info.value.code, info.value.reason) == (CloseCode.APP_DISABLED, "app disabled")
+        answered = await side.call(list, closes)
+        assert [(e.code, e.reason) for e in answered[1:]] == [
+            (CloseCode.APP_DISABLED, "app disabled")
+        ]
+
+
+@both_backends
+async def test_a_text_frame_from_the_server_closes_with_1003(side: TrioSide) -> None:
+    closes: list[CloseConnection] = []
+
+    async def script(peer: Peer) -> None:
+        await peer.send(TextMessage("not msgpack"))
+        event = await peer.next_event()
+        assert isinstance(event, CloseConnection)
+        closes.append(event)
+
+    port = await side.start(serve_fake, script)
+    with anyio.fail_after(10):
+        errors: list[Exception] = []
+        client = Client(f"ws://127.0.0.1:{port}/", reconnect=False)
+        client.on_error(errors.append)
+        events = client.events()
+        async with anyio.create_task_group() as tasks:
+            await client.open(tasks)
+            assert [e async for e in events if isinstance(e, Disconnected)] == [
+                Disconnected(1006, "the server sent a text frame")
+            ]
+        assert [str(e) for e in errors] == ["the server sent a text frame"]
+        assert [c.code for c in await side.call(list, closes)] == [CloseCode.UNSUPPORTED_DATA]
+
+
+def test_a_client_called_from_another_event_loop_says_which() -> None:
+    """Opened under asyncio in one thread, called from trio in another: EventLoopError."""
+    with trio_thread() as side:
+        opened: queue.Queue[Client] = queue.Queue()
+        release = threading.Event()
+
+        async def owner() -> None:
+            server = await side.start_server()
+            with anyio.fail_after(10):
+                async with open_client(url(server)) as client:
+                    opened.put(client)
+                    await anyio.to_thread.run_sync(release.wait, 10)
+
+        def run_owner() -> None:
+            asyncio.run(owner())
+
+        thread = threading.Thread(target=run_owner, name="owner")
+        thread.start()
+        try:
+            client = opened.get(timeout=10)
+
+            async def intruder() -> None:
+                with pytest.raises(EventLoopError) as info:
+                    await client.broadcast("e")
+                message = str(info.value)
+                assert "opened in the asyncio event loop of thread 'owner'" in message
+                assert "called from the trio event loop of thread 'MainThread'" in message
+
+            trio.run(intruder)
+        finally:
+            release.set()
+            thread.join(10)
+        assert not thread.is_alive()
