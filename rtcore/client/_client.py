@@ -37,7 +37,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import attrs
-import sniffio
 
 from rtcore.client._websocket import WebSocket, WebSocketClosed, connect, parse_url
 from rtcore.client.errors import (
@@ -666,14 +665,15 @@ def _current_loop() -> tuple[str, object]:
     """
     where = f"thread {threading.current_thread().name!r}"
     try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
+        token = anyio.lowlevel.current_token()
+    except anyio.NoEventLoopError:
         raise EventLoopError(
             f"rtcore.client needs a running trio or asyncio event loop ({where} has none)"
         ) from None
-    if library not in ("trio", "asyncio"):
-        raise EventLoopError(f"rtcore.client runs under trio or asyncio, not {library}")
-    return f"the {library} event loop of {where}", anyio.lowlevel.current_token().native_token
+    except ImportError:  # anyio has no backend for the running library (curio, ...)
+        raise EventLoopError("rtcore.client runs under trio or asyncio only") from None
+    library = token.backend_class.__module__.rpartition("._")[2]  # anyio._backends._trio
+    return f"the {library} event loop of {where}", token.native_token
 
 
 def _members_request(channel: str, after: int | None, limit: int, rid: int) -> f.GetMembers:

@@ -423,6 +423,7 @@ async def test_a_message_over_max_message_size_closes_with_1009(side: TrioSide) 
         assert len(got) == 2 and isinstance(got[0], Msg) and got[0].event == "big"
         assert isinstance(got[1], Disconnected) and got[1].code == 1009
         assert "max_message_size=1000" in got[1].reason
+        await wait_until(lambda: len(closes) == 1)  # the fake server's side of it
         assert [c.code for c in await side.call(list, closes)] == [1009]
 
 
@@ -443,12 +444,14 @@ async def test_the_close_handshake_both_ways(side: TrioSide) -> None:
     with anyio.fail_after(10):
         async with open_client(f"ws://127.0.0.1:{port}/") as c:  # closes on exit
             assert c.id == "fake"
+        await wait_until(lambda: len(closes) == 1)  # the fake server's side of it
         assert [(e.code, e.reason) for e in await side.call(list, closes)] == [(1000, "")]
         with pytest.raises(ConnectionClosedError) as info:
             async with open_client(f"ws://127.0.0.1:{port}/", app="server-closes") as c:
                 async for _ in c.events():
                     pass
         assert (info.value.code, info.value.reason) == (CloseCode.APP_DISABLED, "app disabled")
+        await wait_until(lambda: len(closes) == 2)
         answered = await side.call(list, closes)
         assert [(e.code, e.reason) for e in answered[1:]] == [
             (CloseCode.APP_DISABLED, "app disabled")
@@ -477,6 +480,7 @@ async def test_a_text_frame_from_the_server_closes_with_1003(side: TrioSide) -> 
                 Disconnected(1006, "the server sent a text frame")
             ]
         assert [str(e) for e in errors] == ["the server sent a text frame"]
+        await wait_until(lambda: len(closes) == 1)  # the fake server's side of it
         assert [c.code for c in await side.call(list, closes)] == [CloseCode.UNSUPPORTED_DATA]
 
 
@@ -513,3 +517,10 @@ def test_a_client_called_from_another_event_loop_says_which() -> None:
             release.set()
             thread.join(10)
         assert not thread.is_alive()
+
+
+def test_outside_an_event_loop_the_client_says_it_needs_one() -> None:
+    from rtcore.client._client import _current_loop
+
+    with pytest.raises(EventLoopError, match="needs a running trio or asyncio event loop"):
+        _current_loop()
