@@ -129,7 +129,8 @@ class WebSocket:
         if isinstance(event, Message):
             return await self._assemble(event)
         if isinstance(event, Ping):
-            await self._send(event.response())
+            if self._ws.state is ConnectionState.OPEN:  # (once closing, pings go unanswered)
+                await self._send(event.response())
         elif isinstance(event, CloseConnection):
             if self._ws.state is ConnectionState.OPEN:  # wsproto could not parse a frame
                 await self._fail(event.code, event.reason or "invalid frame from the server")

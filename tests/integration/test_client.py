@@ -317,6 +317,27 @@ async def test_tls(side: TrioSide, tmp_path: Path) -> None:
                 pass
 
 
+@both_backends
+async def test_a_refused_upgrade_raises_handshake_error_with_the_status(side: TrioSide) -> None:
+    async def refuse(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+        await stream.aclose()
+
+    async def serve(task_status: trio.TaskStatus[int]) -> None:
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        task_status.started(listeners[0].socket.getsockname()[1])
+        await trio.serve_listeners(refuse, listeners)
+
+    port = await side.start(serve)
+    with anyio.fail_after(10), pytest.raises(HandshakeError, match="HTTP 503") as info:
+        async with open_client(f"ws://127.0.0.1:{port}/", reconnect=False):
+            pass
+    assert info.value.status_code == 503
+
+
 def test_a_bad_url_is_refused_at_once() -> None:
     with pytest.raises(ValueError, match="ws:// or wss://"):
         Client("http://127.0.0.1:8765/")
