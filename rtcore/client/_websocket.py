@@ -202,15 +202,19 @@ async def connect(
     Raises:
         ValueError: ``url`` is not a ws:// or wss:// URL.
         OSError: the TCP connection or the TLS handshake failed (``ssl.SSLError`` is one).
-        HandshakeError: the server did not accept the upgrade.
+        HandshakeError: the server hung up during the TLS handshake, or did not accept the
+            upgrade.
     """
     secure, host, port, host_header, target = parse_url(url)
     stream: anyio.abc.ByteStream
     if secure:
-        # The WebSocket close handshake, not TLS close_notify, marks the end of the stream.
-        stream = await anyio.connect_tcp(
-            host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
-        )
+        try:
+            # The WebSocket close handshake, not TLS close_notify, marks the end of the stream.
+            stream = await anyio.connect_tcp(
+                host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
+            )
+        except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            raise HandshakeError("the server hung up during the TLS handshake") from exc
     else:  # (anyio would start TLS if it were given an ssl_context)
         stream = await anyio.connect_tcp(host, port)
     try:

@@ -42,8 +42,9 @@ class RequestError(ClientError):
 
 class HandshakeError(ClientError):
     """The server did not accept the WebSocket upgrade: it answered with an HTTP error
-    (``status_code``), sent an invalid upgrade response, or hung up during the upgrade
-    (``status_code`` is None).
+    (``status_code``), sent an invalid upgrade response, or hung up during the upgrade or
+    the TLS handshake (``status_code`` is None). A TLS failure the server reported, such as
+    an untrusted certificate, is an ``ssl.SSLError`` instead.
 
     Attributes:
         status_code: the HTTP status of the refusal, if there was one.

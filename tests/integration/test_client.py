@@ -8,6 +8,7 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +319,7 @@ async def test_tls(side: TrioSide, tmp_path: Path) -> None:
 
 
 @both_backends
-async def test_a_refused_upgrade_raises_handshake_error_with_the_status(side: TrioSide) -> None:
+async def test_a_refused_upgrade_or_a_hang_up_raises_handshake_error(side: TrioSide) -> None:
     async def refuse(stream: trio.SocketStream) -> None:
         request = b""
         while b"\r\n\r\n" not in request:
@@ -326,16 +327,25 @@ async def test_a_refused_upgrade_raises_handshake_error_with_the_status(side: Tr
         await stream.send_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
         await stream.aclose()
 
-    async def serve(task_status: trio.TaskStatus[int]) -> None:
+    async def hang_up(stream: trio.SocketStream) -> None:
+        await stream.aclose()
+
+    async def serve(
+        handler: Callable[[trio.SocketStream], Awaitable[None]], task_status: trio.TaskStatus[int]
+    ) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         task_status.started(listeners[0].socket.getsockname()[1])
-        await trio.serve_listeners(refuse, listeners)
+        await trio.serve_listeners(handler, listeners)
 
-    port = await side.start(serve)
+    port = await side.start(serve, refuse)
     with anyio.fail_after(10), pytest.raises(HandshakeError, match="HTTP 503") as info:
         async with open_client(f"ws://127.0.0.1:{port}/", reconnect=False):
             pass
     assert info.value.status_code == 503
+    port = await side.start(serve, hang_up)
+    with anyio.fail_after(10), pytest.raises(HandshakeError, match="during the TLS handshake"):
+        async with open_client(f"wss://127.0.0.1:{port}/", reconnect=False):
+            pass
 
 
 def test_a_bad_url_is_refused_at_once() -> None:
