@@ -653,8 +653,11 @@ def _binary(message: bytes | str) -> bytes:
 
 
 def _close_code_for(exc: RemoteProtocolError) -> int:
-    """The close code for a server that broke the protocol (1002 unless the error says)."""
-    return int(exc.close_code) if exc.close_code is not None else 1002
+    """The close code for a server that broke the protocol: the error's own if it is a
+    standard WebSocket code (1003 for a text frame), else 1002 (rtcore's 4xxx codes are
+    the server's words to its clients)."""
+    code = exc.close_code
+    return int(code) if code is not None and code < 4000 else 1002
 
 
 def _current_loop() -> tuple[str, object]:

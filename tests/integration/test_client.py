@@ -17,7 +17,7 @@ import anyio.to_thread
 import jwt
 import pytest
 import trio
-from wsproto.events import CloseConnection, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from rtcore import CloseCode
 from rtcore.auth import SessionSettings
@@ -40,7 +40,7 @@ from rtcore.client import (
     open_client,
 )
 from rtcore.config import AppConfig
-from rtcore.protocol import codec
+from rtcore.protocol import RemoteProtocolError, codec
 from rtcore.protocol import frames as f
 from tests.integration.backends import TrioSide, both_backends, trio_thread, wait_until
 from tests.integration.conftest import url
@@ -489,12 +489,21 @@ async def test_the_close_handshake_both_ways(side: TrioSide) -> None:
         ]
 
 
+@pytest.mark.parametrize(
+    ("sent", "error", "close_code"),
+    [
+        (TextMessage("not msgpack"), "the server sent a text frame", 1003),
+        (BytesMessage(b"\x01"), "a frame must be a msgpack map", 1002),
+    ],
+)
 @both_backends
-async def test_a_text_frame_from_the_server_closes_with_1003(side: TrioSide) -> None:
+async def test_a_server_breaking_the_protocol_is_closed_with_its_code(
+    side: TrioSide, sent: Any, error: str, close_code: int
+) -> None:
     closes: list[CloseConnection] = []
 
     async def script(peer: Peer) -> None:
-        await peer.send(TextMessage("not msgpack"))
+        await peer.send(sent)
         event = await peer.next_event()
         assert isinstance(event, CloseConnection)
         closes.append(event)
@@ -508,11 +517,11 @@ async def test_a_text_frame_from_the_server_closes_with_1003(side: TrioSide) -> 
         async with anyio.create_task_group() as tasks:
             await client.open(tasks)
             assert [e async for e in events if isinstance(e, Disconnected)] == [
-                Disconnected(1006, "the server sent a text frame")
+                Disconnected(1006, error)
             ]
-        assert [str(e) for e in errors] == ["the server sent a text frame"]
+        assert [(type(e), str(e)) for e in errors] == [(RemoteProtocolError, error)]
         await wait_until(lambda: len(closes) == 1)  # the fake server's side of it
-        assert [c.code for c in await side.call(list, closes)] == [CloseCode.UNSUPPORTED_DATA]
+        assert [c.code for c in await side.call(list, closes)] == [close_code]
 
 
 def test_a_client_called_from_another_event_loop_says_which() -> None:
