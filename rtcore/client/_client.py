@@ -503,7 +503,8 @@ class Client:
         return self.events()
 
     def events(self, maxsize: int = 1000) -> EventStream:
-        """An iterator over every event from now on: Msg, MemberEvent, Connected, Disconnected."""
+        """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Connected,
+        Disconnected. It raises EventOverflowError once ``maxsize`` events are unread."""
         return EventStream(self, maxsize)
 
     def _publish(self, event: Event) -> None:

@@ -62,6 +62,18 @@ async def test_error_replies_raise_request_error_with_the_code(side: TrioSide) -
 
 
 @both_backends
+async def test_an_error_in_the_body_comes_out_as_raised(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
+        with pytest.raises(KeyError, match="mine"):
+            async with open_client(url(server)) as c:
+                await c.join("room")
+                raise KeyError("mine")
+        while await side.call(server.members, "default", "room"):  # and the client closed
+            await anyio.sleep(0.005)
+
+
+@both_backends
 async def test_a_fatal_close_on_connect_raises_connection_closed(side: TrioSide) -> None:
     server = await side.start_server()
     with anyio.fail_after(10), pytest.raises(ConnectionClosedError) as info:
