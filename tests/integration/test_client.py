@@ -69,7 +69,7 @@ async def test_an_error_in_the_body_comes_out_as_raised(side: TrioSide) -> None:
             async with open_client(url(server)) as c:
                 await c.join("room")
                 raise KeyError("mine")
-        while await side.call(server.members, "default", "room"):  # and the client closed
+        while await side.call(server.members, "default", "room"):  # noqa: ASYNC110 (closed?)
             await anyio.sleep(0.005)
 
 
