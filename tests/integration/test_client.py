@@ -17,6 +17,7 @@ import anyio.to_thread
 import jwt
 import pytest
 import trio
+import trio.testing
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from rtcore import CloseCode
@@ -558,7 +559,7 @@ def test_a_client_called_from_another_event_loop_says_which() -> None:
             client = opened.get(timeout=10)
 
             async def intruder() -> None:
-                with pytest.raises(EventLoopError) as info:
+                with trio.fail_after(10), pytest.raises(EventLoopError) as info:
                     await client.broadcast("e")
                 message = str(info.value)
                 assert "opened in the asyncio event loop of thread 'owner'" in message
@@ -576,3 +577,21 @@ def test_outside_an_event_loop_the_client_says_it_needs_one() -> None:
 
     with pytest.raises(EventLoopError, match="needs a running trio or asyncio event loop"):
         _current_loop()
+
+
+async def test_reconnect_delays_are_jittered_below_a_doubling_bound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """trio only: the delays are read on trio's autojump clock (virtual seconds)."""
+    failed_at: list[float] = []
+    delays: list[float] = []
+    client = Client("ws://127.0.0.1:1/", backoff_initial=1, backoff_max=4)
+    client.on_error(lambda exc: failed_at.append(trio.current_time()))
+    client.on_reconnect_attempt(lambda n: delays.append(trio.current_time() - failed_at[-1]))
+    with trio.move_on_after(60):
+        async with trio.open_nursery() as nursery:
+            await client.open(nursery)  # never connects: the port is closed
+    assert len(delays) >= 8
+    bounds = [min(4, 2**attempt) for attempt in range(len(delays))]
+    assert all(0 <= d <= b for d, b in zip(delays, bounds, strict=True)), delays
+    assert len(set(delays)) == len(delays), delays  # drawn, not fixed
