@@ -365,7 +365,8 @@ class Connection:
         Only one task may wait for the socket to become writable, so the flusher leaves a
         blocked connection alone (it only counts its bytes against the budget).
         """
-        if not self.blocked and self._nursery is not None:
+        if not self.blocked and self._nursery is not None and self._close is None:
+            # (once a close is decided, _finish writes the rest: the nursery may be exiting)
             self.blocked = True
             self._nursery.start_soon(self._drain_task)
 
