@@ -1,15 +1,8 @@
 """The client library, for trio and asyncio alike:
 ``async with rtcore.client.open_client(url) as client: ...``."""
 
-from rtcore.client._client import (
-    FATAL_CLOSE_CODES,
-    Client,
-    Connected,
-    Disconnected,
-    Event,
-    EventStream,
-    open_client,
-)
+from rtcore.client._client import FATAL_CLOSE_CODES, Client, open_client
+from rtcore.client._events import Connected, Disconnected, Event, EventStream
 from rtcore.client.errors import (
     BufferFullError,
     ClientError,
