@@ -8,7 +8,8 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -589,3 +590,38 @@ async def test_reconnect_delays_are_jittered_below_a_doubling_bound(
     bounds = [min(4, 2**attempt) for attempt in range(len(delays))]
     assert all(0 <= d <= b for d, b in zip(delays, bounds, strict=True)), delays
     assert len(set(delays)) == len(delays), delays  # drawn, not fixed
+
+
+
+@asynccontextmanager
+async def native_timeout(side: TrioSide, seconds: float) -> AsyncIterator[None]:
+    """The backend's own timeout: ``trio.move_on_after``, or ``asyncio.timeout`` (whose
+    TimeoutError is swallowed here, to match)."""
+    if side.backend == "trio":
+        with trio.move_on_after(seconds):
+            yield
+    else:
+        with suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                yield
+
+
+@both_backends
+async def test_the_backends_own_timeouts_cut_requests_and_close_the_client(
+    side: TrioSide,
+) -> None:
+    closes: list[CloseConnection] = []
+
+    async def script(peer: Peer) -> None:  # never replies
+        closes.append(await peer.until_closed())
+
+    port = await side.start(serve_fake, script)
+    with anyio.fail_after(10):
+        async with native_timeout(side, 0.2):
+            async with open_client(f"ws://127.0.0.1:{port}/") as c:
+                async with native_timeout(side, 0.05):
+                    await c.join("room")  # cut short by the caller's timeout
+                assert c._replies == {} and c.is_connected() and c.channels == {}
+                await anyio.sleep_forever()  # cut short: open_client closes the client
+        await wait_until(lambda: len(closes) == 1)
+        assert [(e.code, e.reason) for e in await side.call(list, closes)] == [(1000, "")]
