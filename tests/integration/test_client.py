@@ -592,7 +592,6 @@ async def test_reconnect_delays_are_jittered_below_a_doubling_bound(
     assert len(set(delays)) == len(delays), delays  # drawn, not fixed
 
 
-
 @asynccontextmanager
 async def native_timeout(side: TrioSide, seconds: float) -> AsyncIterator[None]:
     """The backend's own timeout: ``trio.move_on_after``, or ``asyncio.timeout`` (whose
