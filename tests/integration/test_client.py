@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import re
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +23,7 @@ import trio
 import trio.testing
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from rtcore import CloseCode
+from rtcore import CloseCode, Server
 from rtcore.auth import SessionSettings
 from rtcore.client import (
     BufferFullError,
@@ -624,3 +626,28 @@ async def test_the_backends_own_timeouts_cut_requests_and_close_the_client(
                 await anyio.sleep_forever()  # cut short: open_client closes the client
         await wait_until(lambda: len(closes) == 1)
         assert [(e.code, e.reason) for e in await side.call(list, closes)] == [(1000, "")]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+async def test_the_readme_asyncio_example_runs(server: Server) -> None:
+    """The README's asyncio example, as written, in a fresh interpreter (pytest-trio serves)."""
+    readme = README.read_text(encoding="utf-8")
+    (example,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+        if "asyncio.run(main())" in block
+    ]
+    assert "ws://127.0.0.1:8765/" in example and "import trio" not in example
+    code = example.replace("ws://127.0.0.1:8765/", url(server))
+    with trio.fail_after(30):
+        out = await trio.run_process(
+            [sys.executable, "-c", code], capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().splitlines() == [
+        "got alert {'level': 'info'}",
+        "recipients: 1",
+        "members: [{'name': 'billing'}]",
+    ]

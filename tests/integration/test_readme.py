@@ -28,24 +28,3 @@ async def test_the_readme_tour_runs(server: Server) -> None:
     assert "bob got chat {'text': 'hi'}" in printed
     assert "bob got chat {'text': 'psst'}" in printed
     assert "ann got Msg" in printed
-
-
-async def test_the_readme_asyncio_example_runs(server: Server) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    (example,) = [
-        block
-        for block in re.findall(r"```python\n(.*?)```", readme, re.S)
-        if "asyncio.run(main())" in block
-    ]
-    assert "ws://127.0.0.1:8765/" in example and "import trio" not in example
-    code = example.replace("ws://127.0.0.1:8765/", url(server))
-    with trio.fail_after(30):
-        out = await trio.run_process(
-            [sys.executable, "-c", code], capture_stdout=True, capture_stderr=True, check=False
-        )
-    assert out.returncode == 0, out.stderr.decode()[-2000:]
-    assert out.stdout.decode().splitlines() == [
-        "got alert {'level': 'info'}",
-        "recipients: 1",
-        "members: [{'name': 'billing'}]",
-    ]
