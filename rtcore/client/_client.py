@@ -180,7 +180,9 @@ class Client:
         self._stopped = anyio.Event()
         self._was_ready = False
         self._connections = 0
-        self._loop: tuple[str, object] | None = None
+        self._loop: object | None = None
+        """The event loop that opened the client (anyio's native token for it)."""
+        self._loop_name = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -201,6 +203,7 @@ class Client:
         if self._loop is not None:
             raise EventLoopError("this client was already opened; open a new Client instead")
         self._loop = _current_loop()
+        self._loop_name = _loop_name()
         first: list[BaseException] = []
         start_soon = getattr(nursery, "start_soon", None)
         if start_soon is not None:  # trio nursery, anyio task group
@@ -243,11 +246,10 @@ class Client:
         """Raise EventLoopError unless called from the event loop that opened the client."""
         if self._loop is None:
             return
-        current = _current_loop()
-        if current[1] is not self._loop[1]:
+        if _current_loop() is not self._loop:
             raise EventLoopError(
-                f"this client was opened in {self._loop[0]} and called from {current[0]}; "
-                "a client can only be used from the event loop that opened it"
+                f"this client was opened in {self._loop_name} and called from "
+                f"{_loop_name()}; a client can only be used from the event loop that opened it"
             )
 
     # -- requests -----------------------------------------------------------------------------
@@ -583,23 +585,28 @@ def _close_code_for(exc: RemoteProtocolError) -> int:
     return int(code) if code is not None and code < 4000 else 1002
 
 
-def _current_loop() -> tuple[str, object]:
-    """A description of the running event loop, and an object identifying it.
+def _current_loop() -> object:
+    """An object identifying the running event loop (anyio's native token).
 
     Raises:
         EventLoopError: no trio or asyncio event loop is running in this thread.
     """
-    where = f"thread {threading.current_thread().name!r}"
     try:
-        token = anyio.lowlevel.current_token()
+        return anyio.lowlevel.current_token().native_token
     except anyio.NoEventLoopError:
         raise EventLoopError(
-            f"rtcore.client needs a running trio or asyncio event loop ({where} has none)"
+            "rtcore.client needs a running trio or asyncio event loop "
+            f"(thread {threading.current_thread().name!r} has none)"
         ) from None
     except ImportError:  # anyio has no backend for the running library (curio, ...)
         raise EventLoopError("rtcore.client runs under trio or asyncio only") from None
-    library = token.backend_class.__module__.rpartition("._")[2]  # anyio._backends._trio
-    return f"the {library} event loop of {where}", token.native_token
+
+
+def _loop_name() -> str:
+    """``the trio event loop of thread 'MainThread'``: for error messages."""
+    backend = anyio.lowlevel.current_token().backend_class.__module__  # anyio._backends._trio
+    library = backend.rpartition("._")[2]
+    return f"the {library} event loop of thread {threading.current_thread().name!r}"
 
 
 def _members_request(channel: str, after: int | None, limit: int, rid: int) -> f.GetMembers:
