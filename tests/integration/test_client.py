@@ -358,6 +358,21 @@ async def test_a_refused_upgrade_or_a_hang_up_raises_handshake_error(side: TrioS
             pass
 
 
+@both_backends
+async def test_a_client_made_outside_any_event_loop_runs_in_one(side: TrioSide) -> None:
+    """As a module-level client opened later in an app's startup (FastAPI's lifespan)."""
+    server = await side.start_server()
+    with anyio.fail_after(10):
+        client = await anyio.to_thread.run_sync(Client, url(server))  # no loop in that thread
+        events = await anyio.to_thread.run_sync(client.events)
+        assert not client.is_connected()
+        async with anyio.create_task_group() as tasks:
+            await client.open(tasks)
+            assert await client.join("room")
+            assert await events.__anext__() == Connected(client.id, False)  # type: ignore[arg-type]
+            await client.aclose()
+
+
 def test_a_bad_url_is_refused_at_once() -> None:
     with pytest.raises(ValueError, match="ws:// or wss://"):
         Client("http://127.0.0.1:8765/")
