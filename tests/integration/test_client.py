@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +161,23 @@ async def test_requests_wait_for_the_connection_or_fail_fast(side: TrioSide) -> 
             assert result == [1]  # sent after the rejoin, so the channel was there again
             members = await side.call(second.members, "default", "room")
             assert [m["id"] for m in members] == [buffered.id]
+
+
+@both_backends
+async def test_get_members_fetches_every_page(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
+        async with AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(open_client(url(server), profile={"n": i}))
+                for i in range(5)
+            ]
+            for c in clients:
+                await c.join("room")
+            members = await clients[0].get_members("room", page_size=2)  # three pages
+            assert [(m["id"], m["data"]) for m in members] == [
+                (c.id, {"n": i}) for i, c in enumerate(clients)
+            ]
 
 
 @both_backends
