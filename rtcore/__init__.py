@@ -1,7 +1,7 @@
 """rtcore: a realtime messaging server for Python, built on trio.
 
-``rtcore.Server`` is the embeddable server; ``rtcore.client`` the trio client library;
-``protocol.md`` the wire format any client can implement.
+``rtcore.Server`` is the embeddable server; ``rtcore.client`` the client library (for trio
+and asyncio); ``protocol.md`` the wire format any client can implement.
 """
 
 from rtcore.config import Config, ConfigError, Limits

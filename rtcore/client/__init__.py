@@ -1,20 +1,16 @@
-"""The trio client library: ``async with rtcore.client.open_client(url) as client: ...``."""
+"""The client library, for trio and asyncio alike:
+``async with rtcore.client.open_client(url) as client: ...``."""
 
-from rtcore.client._client import (
-    FATAL_CLOSE_CODES,
-    Client,
-    Connected,
-    Disconnected,
-    Event,
-    EventStream,
-    open_client,
-)
+from rtcore.client._client import FATAL_CLOSE_CODES, Client, open_client
+from rtcore.client._events import Connected, Disconnected, Event, EventStream
 from rtcore.client.errors import (
     BufferFullError,
     ClientError,
     ConnectionClosedError,
     ConnectionLostError,
+    EventLoopError,
     EventOverflowError,
+    HandshakeError,
     NotConnectedError,
     RequestError,
     RequestTimeout,
@@ -31,7 +27,9 @@ __all__ = [
     "ConnectionLostError",
     "Disconnected",
     "Event",
+    "EventLoopError",
     "EventOverflowError",
+    "HandshakeError",
     "EventStream",
     "MemberEvent",
     "Msg",

@@ -1,7 +1,13 @@
-"""The trio client library (the protocol.md client, with reconnects).
+"""The client library (the protocol.md client, with reconnects), for trio and asyncio.
+
+It is written against anyio, so it runs in whichever of trio or asyncio is running (trio
+natively; asyncio through anyio's asyncio backend), over wsproto (see ``_websocket``). A client
+belongs to the event loop that opened it: using it from another loop or thread raises
+:class:`EventLoopError` rather than failing somewhere inside the event loop.
 
 Theory of operation: one manager task owns the connection. It connects, sends ``hello``
-(carrying the latest profile), waits for ``welcome``, rejoins the remembered channels, then
+(carrying the latest profile; by default in the same write as the upgrade request, without
+waiting for the 101), waits for ``welcome``, rejoins the remembered channels, then
 reads frames until the connection ends, dispatching each: replies resolve the waiting request,
 events go to the registered handlers and to every open event iterator. The reader never waits
 on the application: handlers are plain functions called inline, and an iterator that falls
@@ -21,26 +27,37 @@ import itertools
 import logging
 import random
 import ssl
+import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
-import trio
-from trio_websocket import ConnectionClosed, HandshakeError, connect_websocket_url
+import anyio
+import anyio.abc
+import anyio.lowlevel
 
+from rtcore.client._events import Connected, Disconnected, Event, EventStream
+from rtcore.client._websocket import WebSocket, WebSocketClosed, connect, parse_url
 from rtcore.client.errors import (
     BufferFullError,
     ConnectionClosedError,
     ConnectionLostError,
-    EventOverflowError,
+    EventLoopError,
+    HandshakeError,
     NotConnectedError,
     RequestError,
     RequestTimeout,
 )
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import trio
+
+    TaskSpawner = trio.Nursery | anyio.abc.TaskGroup | asyncio.TaskGroup
 
 log = logging.getLogger("rtcore.client")
 
@@ -66,23 +83,6 @@ FATAL_CLOSE_CODES = frozenset(
 """Close codes after which reconnecting would fail again the same way."""
 
 
-@attrs.frozen
-class Connected:
-    """Iterator event: the client is connected (again) as member ``conn``."""
-
-    conn: str
-    reconnected: bool
-
-
-@attrs.frozen
-class Disconnected:
-    """Iterator event: the connection ended with this close code (1006 if none was received)."""
-
-    code: int
-    reason: str
-
-
-Event = f.Msg | f.MemberEvent | f.UserEvent | Connected | Disconnected
 Handler = Callable[..., Any]
 
 
@@ -90,64 +90,17 @@ class _Reply:
     __slots__ = ("done", "frame", "error")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.done = anyio.Event()
         self.frame: f.Ok | f.Err | None = None
         self.error: Exception | None = None
 
 
-class EventStream:
-    """An async iterator over a client's events, registered from the moment it is created.
-
-    Raises ``EventOverflowError`` when it falls ``maxsize`` events behind (rather than
-    blocking the reader or skipping events), and ``ConnectionClosedError`` when the server
-    closed the connection for good. Ends when the client is closed.
-    """
-
-    def __init__(self, client: Client, maxsize: int) -> None:
-        self._client = client
-        self._send, self._receive = trio.open_memory_channel[Any](maxsize)
-        self._maxsize = maxsize
-        self.overflowed = False
-        client._streams.add(self)
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self.close()
-            if self.overflowed:
-                raise EventOverflowError(
-                    f"the iterator fell {self._maxsize} events behind"
-                ) from None
-            if self._client._fatal is not None:
-                raise self._client._fatal from None
-            raise StopAsyncIteration from None
-
-    def put(self, event: Any) -> None:
-        try:
-            self._send.send_nowait(event)
-        except trio.WouldBlock:
-            self.overflowed = True
-            self.end()
-        except trio.ClosedResourceError:
-            self._client._streams.discard(self)
-
-    def end(self) -> None:
-        """No more events: the iterator finishes once it has read what is queued."""
-        self._send.close()
-        self._client._streams.discard(self)
-
-    def close(self) -> None:
-        """Stop listening and drop what is queued."""
-        self.end()
-        self._receive.close()
-
-
 class Client:
     """A connection to an rtcore server, kept open across network failures.
+
+    Runs under trio and asyncio. Most code uses :func:`open_client`; ``Client(...)`` plus
+    :meth:`open` suits code that manages its own nursery or task group. Every method must be
+    called from the event loop (and so the thread) that opened the client.
 
     Args:
         url: ``ws://host:port/`` (or ``wss://``).
@@ -163,8 +116,15 @@ class Client:
         buffer_limit: requests that may wait for the connection while disconnected.
         fail_fast: raise NotConnectedError instead of waiting while disconnected.
         connect_timeout: seconds for one connection attempt (TCP, upgrade, hello, welcome).
-        max_message_size: largest server message accepted, bytes.
+        max_message_size: largest server message accepted, bytes; a larger one closes the
+            connection with 1009 (and the client reconnects).
         ssl_context: for ``wss://`` URLs, the TLS context (default: the system's trust store).
+        pipeline_hello: send the hello in the same write as the upgrade request, without
+            waiting for the server's 101 (saves a round trip). Turn it off behind a proxy
+            that drops bytes sent ahead of its 101.
+
+    Raises:
+        ValueError: ``url`` is not a ws:// or wss:// URL.
     """
 
     def __init__(
@@ -185,7 +145,9 @@ class Client:
         connect_timeout: float = 10.0,
         max_message_size: int = 16 * 1024 * 1024,
         ssl_context: ssl.SSLContext | None = None,
+        pipeline_hello: bool = True,
     ) -> None:
+        parse_url(url)
         self.url = url
         self.app, self.key, self.token = app, key, token
         self.profile = profile
@@ -198,13 +160,15 @@ class Client:
         self.connect_timeout = connect_timeout
         self.max_message_size = max_message_size
         self.ssl_context = ssl_context
+        self.pipeline_hello = pipeline_hello
         self.id: str | None = None
         """This connection's member id (changes on reconnect)."""
         self.welcome: f.Welcome | None = None
         self.channels: dict[str, bool | None] = {}
         """Channels to rejoin after a reconnect, with their join echo option."""
-        self._ws: Any = None
-        self._ready = trio.Event()
+        self._ws: WebSocket | None = None
+        # anyio.Event() made outside an event loop binds to the loop on first use.
+        self._ready = anyio.Event()
         self._closed = False
         self._fatal: ConnectionClosedError | None = None
         self._ids = itertools.count(1)
@@ -212,35 +176,48 @@ class Client:
         self._waiting = 0
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._streams: set[EventStream] = set()
-        self._cancel = trio.CancelScope()
-        self._stopped = trio.Event()
+        self._cancel: anyio.CancelScope | None = None
+        self._stopped = anyio.Event()
         self._was_ready = False
         self._connections = 0
-        self._close_done = trio.Event()
+        self._loop: object | None = None
+        """The event loop that opened the client (anyio's native token for it)."""
+        self._loop_name = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def open(self, nursery: trio.Nursery) -> None:
+    async def open(self, nursery: TaskSpawner) -> None:
         """Start the connection in ``nursery``; returns once connected.
 
-        With ``reconnect`` on, a server that is not up yet is retried with backoff until it
-        is: bound the wait with ``trio.move_on_after`` if it matters.
+        ``nursery`` is where the connection's task runs: a trio nursery, an anyio task
+        group, or an ``asyncio.TaskGroup``. With ``reconnect`` on, a server that is not up
+        yet is retried with backoff until it is: bound the wait (``trio.move_on_after``,
+        ``anyio.move_on_after``, ``asyncio.timeout``) if it matters.
 
         Raises:
             ConnectionClosedError: the server refused the connection with a fatal close code.
-            OSError, trio_websocket.HandshakeError: the first attempt failed and
-                ``reconnect`` is off.
+            OSError (``TimeoutError`` after ``connect_timeout``, ``ssl.SSLError``),
+                HandshakeError: the first attempt failed and ``reconnect`` is off.
+            EventLoopError: not running under trio or asyncio, or opened twice.
         """
+        if self._loop is not None:
+            raise EventLoopError("this client was already opened; open a new Client instead")
+        self._loop = _current_loop()
+        self._loop_name = _loop_name()
         first: list[BaseException] = []
-        nursery.start_soon(self._run, first)
+        start_soon = getattr(nursery, "start_soon", None)
+        if start_soon is not None:  # trio nursery, anyio task group
+            start_soon(self._run, first)
+        else:  # asyncio.TaskGroup
+            nursery.create_task(self._run(first))  # type: ignore[union-attr]
         await self._wait_ready_or_stopped()
         if not self._ready.is_set():
             raise self._fatal or (first[0] if first else NotConnectedError("client closed"))
 
     async def _wait_ready_or_stopped(self) -> None:
-        async with trio.open_nursery() as n:
+        async with anyio.create_task_group() as n:
 
-            async def stop_when(event: trio.Event) -> None:
+            async def stop_when(event: anyio.Event) -> None:
                 await event.wait()
                 n.cancel_scope.cancel()
 
@@ -248,21 +225,32 @@ class Client:
             n.start_soon(stop_when, self._stopped)
 
     async def aclose(self) -> None:
-        """Close the connection (code 1000) and stop reconnecting."""
+        """Close the connection (code 1000, waiting up to ``connect_timeout`` for the
+        server's close frame) and stop reconnecting."""
+        self._check_loop()
         self._closed = True
         ws = self._ws
-        try:
-            if ws is not None:
-                with trio.move_on_after(self.connect_timeout):
-                    await ws.aclose()
-        finally:
-            self._close_done.set()
-        self._cancel.cancel()
+        if ws is not None:
+            with anyio.move_on_after(self.connect_timeout):
+                await ws.aclose()
+        if self._cancel is not None:
+            self._cancel.cancel()
         for stream in list(self._streams):
             stream.end()
 
     def is_connected(self) -> bool:
+        """Connected, welcomed and rejoined: requests are sent at once."""
         return self._ready.is_set()
+
+    def _check_loop(self) -> None:
+        """Raise EventLoopError unless called from the event loop that opened the client."""
+        if self._loop is None:
+            return
+        if _current_loop() is not self._loop:
+            raise EventLoopError(
+                f"this client was opened in {self._loop_name} and called from "
+                f"{_loop_name()}; a client can only be used from the event loop that opened it"
+            )
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -317,6 +305,7 @@ class Client:
         return None if result["expires"] is None else result["expires"] / 1000
 
     async def _request(self, make: Callable[[int], Any], *, buffered: bool = True) -> Any:
+        self._check_loop()
         if buffered:
             await self._wait_connected()
         ws = self._ws
@@ -325,10 +314,10 @@ class Client:
         rid = next(self._ids)
         reply = self._replies[rid] = _Reply()
         try:
-            with trio.move_on_after(self.request_timeout) as scope:
+            with anyio.move_on_after(self.request_timeout) as scope:
                 try:
                     await ws.send_message(codec.encode(make(rid)))
-                except ConnectionClosed as exc:
+                except WebSocketClosed as exc:
                     raise ConnectionLostError("the connection closed while sending") from exc
                 await reply.done.wait()
             if scope.cancelled_caught:
@@ -438,7 +427,8 @@ class Client:
         return self.events()
 
     def events(self, maxsize: int = 1000) -> EventStream:
-        """An iterator over every event from now on: Msg, MemberEvent, Connected, Disconnected."""
+        """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Connected,
+        Disconnected. It raises EventOverflowError once ``maxsize`` events are unread."""
         return EventStream(self, maxsize)
 
     def _publish(self, event: Event) -> None:
@@ -450,7 +440,7 @@ class Client:
     async def _run(self, first_error: list[BaseException]) -> None:
         attempt = 0
         try:
-            with self._cancel:
+            with anyio.CancelScope() as self._cancel:
                 while not self._closed:
                     code, reason = await self._connect_once(first_error)
                     if code in FATAL_CLOSE_CODES:
@@ -465,7 +455,7 @@ class Client:
                     attempt = 1 if self._was_ready else attempt + 1
                     self._was_ready = False
                     bound = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
-                    await trio.sleep(random.uniform(0, bound))
+                    await anyio.sleep(random.uniform(0, bound))
                     self._emit("reconnect_attempt", attempt)
         finally:
             self._stopped.set()
@@ -476,39 +466,34 @@ class Client:
         """One connection's life; returns its close code and reason."""
         code, reason = 1006, "connection failed"
         try:
-            async with trio.open_nursery() as nursery:
+            async with anyio.create_task_group() as tasks:
                 try:
-                    with trio.fail_after(self.connect_timeout):
-                        ws = await connect_websocket_url(
-                            nursery,
-                            self.url,
-                            max_message_size=self.max_message_size,
-                            ssl_context=self.ssl_context,
-                        )
-                        self._ws = ws
-                        await self._handshake(ws)
-                    nursery.start_soon(self._rejoin, self._connections > 0)
+                    with anyio.fail_after(self.connect_timeout):
+                        self._ws = ws = await self._connect()
+                        await self._await_welcome(ws)
+                    tasks.start_soon(self._rejoin, self._connections > 0)
                     self._connections += 1
                     await self._read(ws)
-                except ConnectionClosed as exc:
-                    if exc.reason is not None:
-                        code, reason = exc.reason.code, exc.reason.reason or ""
-                    if self._closed:
-                        # aclose() is completing the close handshake, which needs
-                        # trio-websocket's reader task in this nursery: let it finish.
-                        await self._close_done.wait()
-                except (OSError, HandshakeError, trio.TooSlowError, RemoteProtocolError) as exc:
+                except WebSocketClosed as exc:
+                    code, reason = exc.code, exc.reason
+                except (OSError, HandshakeError, RemoteProtocolError) as exc:
+                    # OSError includes TimeoutError (connect_timeout) and ssl.SSLError.
                     if not first_error:
                         first_error.append(exc)
                     reason = str(exc) or type(exc).__name__
                     self._emit("error", exc)
+                    if isinstance(exc, RemoteProtocolError) and self._ws is not None:
+                        await self._ws.abort(_close_code_for(exc), exc.message)
                 finally:
-                    nursery.cancel_scope.cancel()
+                    tasks.cancel_scope.cancel()
         finally:
             was_ready = self._ready.is_set()
+            if self._ws is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._ws.abort(CloseCode.GOING_AWAY, "client stopped")
             self._ws = None
             if was_ready:
-                self._ready = trio.Event()
+                self._ready = anyio.Event()
             for reply in self._replies.values():
                 reply.error = ConnectionLostError(f"connection lost ({code}): {reason}")
                 reply.done.set()
@@ -516,10 +501,29 @@ class Client:
         self._publish(Disconnected(code, reason))
         return code, reason
 
-    async def _handshake(self, ws: Any) -> None:
-        hello = f.Hello(PROTOCOL_VERSION, self.app, self.key, self.token, self.profile, self.echo)
-        await ws.send_message(codec.encode(hello))
-        welcome = codec.decode(await ws.get_message(), allowed=codec.SERVER_TYPES)
+    async def _connect(self) -> WebSocket:
+        """TCP (and TLS), the upgrade, and the hello: pipelined with the upgrade request, or
+        sent after the 101 when ``pipeline_hello`` is off."""
+        hello = codec.encode(
+            f.Hello(PROTOCOL_VERSION, self.app, self.key, self.token, self.profile, self.echo)
+        )
+        ws = await connect(
+            self.url,
+            ssl_context=self.ssl_context,
+            max_message_size=self.max_message_size,
+            first_message=hello if self.pipeline_hello else None,
+        )
+        if not self.pipeline_hello:
+            try:
+                await ws.send_message(hello)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await ws.abort(CloseCode.GOING_AWAY, "client stopped")
+                raise
+        return ws
+
+    async def _await_welcome(self, ws: WebSocket) -> None:
+        welcome = codec.decode(_binary(await ws.get_message()), allowed=codec.SERVER_TYPES)
         if not isinstance(welcome, f.Welcome):
             raise RemoteProtocolError(f"expected welcome, got {type(welcome).__name__}")
         self.welcome, self.id = welcome, welcome.conn
@@ -540,11 +544,9 @@ class Client:
         self._emit("connect", self.id)
         self._publish(Connected(self.id, reconnected))
 
-    async def _read(self, ws: Any) -> None:
+    async def _read(self, ws: WebSocket) -> None:
         while True:
-            data = await ws.get_message()
-            if isinstance(data, str):
-                raise RemoteProtocolError("the server sent a text frame")
+            data = _binary(await ws.get_message())
             self._dispatch(codec.decode(data, allowed=codec.SERVER_TYPES))
 
     def _dispatch(self, frame: Any) -> None:
@@ -567,6 +569,46 @@ class Client:
             self._publish(frame)
 
 
+def _binary(message: bytes | str) -> bytes:
+    if isinstance(message, str):
+        raise RemoteProtocolError(
+            "the server sent a text frame", close_code=CloseCode.UNSUPPORTED_DATA
+        )
+    return message
+
+
+def _close_code_for(exc: RemoteProtocolError) -> int:
+    """The close code for a server that broke the protocol: the error's own if it is a
+    standard WebSocket code (1003 for a text frame), else 1002 (rtcore's 4xxx codes are
+    the server's words to its clients)."""
+    code = exc.close_code
+    return int(code) if code is not None and code < 4000 else 1002
+
+
+def _current_loop() -> object:
+    """An object identifying the running event loop (anyio's native token).
+
+    Raises:
+        EventLoopError: no trio or asyncio event loop is running in this thread.
+    """
+    try:
+        return anyio.lowlevel.current_token().native_token
+    except anyio.NoEventLoopError:
+        raise EventLoopError(
+            "rtcore.client needs a running trio or asyncio event loop "
+            f"(thread {threading.current_thread().name!r} has none)"
+        ) from None
+    except ImportError:  # anyio has no backend for the running library (curio, ...)
+        raise EventLoopError("rtcore.client runs under trio or asyncio only") from None
+
+
+def _loop_name() -> str:
+    """``the trio event loop of thread 'MainThread'``: for error messages."""
+    backend = anyio.lowlevel.current_token().backend_class.__module__  # anyio._backends._trio
+    library = backend.rpartition("._")[2]
+    return f"the {library} event loop of thread {threading.current_thread().name!r}"
+
+
 def _members_request(channel: str, after: int | None, limit: int, rid: int) -> f.GetMembers:
     return f.GetMembers(rid, channel, after, limit)
 
@@ -583,13 +625,14 @@ def _join_request(channel: str, echo: bool | None, rid: int) -> f.Join:
 async def open_client(url: str, **options: Any) -> AsyncIterator[Client]:
     """Connect to ``url`` and yield a :class:`Client`; closes it on exit.
 
-    ``options`` are :class:`Client`'s keyword arguments. Exceptions come out as raised (not
-    wrapped in an exception group by the client's internal nursery).
+    Works under trio and asyncio. ``options`` are :class:`Client`'s keyword arguments.
+    Exceptions come out as raised (not wrapped in an exception group by the client's
+    internal task group).
     """
     client = Client(url, **options)
     failure: Exception | None = None
     try:
-        async with trio.open_nursery() as nursery:
+        async with anyio.create_task_group() as nursery:
             try:
                 await client.open(nursery)
             except Exception as exc:
@@ -599,7 +642,7 @@ async def open_client(url: str, **options: Any) -> AsyncIterator[Client]:
                 try:
                     yield client
                 finally:
-                    with trio.CancelScope(shield=True):
+                    with anyio.CancelScope(shield=True):
                         await client.aclose()
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

@@ -1,6 +1,8 @@
 """Exceptions of the client library::
 
 ClientError
+├── HandshakeError        the server did not accept the WebSocket upgrade
+├── EventLoopError        used outside trio/asyncio, or from another event loop than its own
 ├── RequestError          the server refused a request (``code`` from protocol.md §6)
 ├── RequestTimeout        no reply within ``request_timeout``
 ├── NotConnectedError     disconnected and fail-fast, or the client is closed
@@ -36,6 +38,29 @@ class RequestError(ClientError):
         """For ``rate_limited``: the limiter that refused."""
         self.retry_after = retry_after
         """For ``rate_limited``: seconds until the request would be admitted."""
+
+
+class HandshakeError(ClientError):
+    """The server did not accept the WebSocket upgrade: it answered with an HTTP error
+    (``status_code``), sent an invalid upgrade response, or hung up during the upgrade or
+    the TLS handshake (``status_code`` is None). A TLS failure the server reported, such as
+    an untrusted certificate, is an ``ssl.SSLError`` instead.
+
+    Attributes:
+        status_code: the HTTP status of the refusal, if there was one.
+    """
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class EventLoopError(ClientError):
+    """The client was used where it cannot run: outside a trio or asyncio event loop, or
+    from an event loop (or thread) other than the one it was opened in. A client belongs to
+    the loop that opened it; call it from there (from another thread:
+    ``anyio.from_thread.run``, ``trio.from_thread.run`` or
+    ``asyncio.run_coroutine_threadsafe``)."""
 
 
 class RequestTimeout(ClientError):

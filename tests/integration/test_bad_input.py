@@ -160,7 +160,7 @@ async def test_a_peer_that_stops_answering_pings_is_closed_with_4009(
 ) -> None:
     server = await start_server(heartbeat_interval=0.2)
     with trio.fail_after(10):
-        async with open_client(url(server)) as healthy:  # trio-websocket answers pings
+        async with open_client(url(server)) as healthy:  # the client answers pings
             deaf = await RawClient.connect(server.addresses[0], answer_pings=False)
             await deaf.hello()
             assert (await deaf.closed()).code == CloseCode.HEARTBEAT_TIMEOUT

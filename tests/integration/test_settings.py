@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import trio
-import trio_websocket
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -22,7 +21,7 @@ from cryptography.x509.oid import NameOID
 
 from rtcore import CloseCode, ConfigError, Server
 from rtcore.auth import ApiKey
-from rtcore.client import open_client
+from rtcore.client import HandshakeError, open_client
 from rtcore.config import AppConfig, Config
 from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer, url
@@ -238,8 +237,8 @@ async def test_tls_serves_wss(start_server: StartServer, tmp_path: Path) -> None
                 if isinstance(event, f.Msg):
                     assert event.data == payload
                     break
-        # plain ws:// to the TLS port never gets a WebSocket (trio-websocket waits it out)
-        with pytest.raises((trio.TooSlowError, OSError, trio_websocket.HandshakeError)):
+        # plain ws:// to the TLS port never gets a WebSocket
+        with pytest.raises((trio.TooSlowError, OSError, HandshakeError)):
             async with open_client(url(server), reconnect=False, connect_timeout=2):
                 pass
 

@@ -1,14 +1,15 @@
-"""The whole tour with two real clients on a real loopback server."""
+"""The whole tour with two real clients on a real loopback server, under trio and under
+asyncio (see ``backends.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import trio
-import trio.lowlevel
+import anyio
+import anyio.lowlevel
 
-from rtcore import Server
 from rtcore.client import Client, Connected, MemberEvent, Msg, open_client
+from tests.integration.backends import TrioSide, both_backends
 from tests.integration.conftest import url
 
 
@@ -20,8 +21,10 @@ async def next_of(it: Any, kind: type) -> Any:
     raise AssertionError("iterator ended")
 
 
-async def test_the_tour(server: Server) -> None:
-    with trio.fail_after(10):
+@both_backends
+async def test_the_tour(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
         async with (
             open_client(url(server), profile={"name": "ann"}) as ann,
             open_client(url(server), profile={"name": "bob"}, echo=False) as bob,
@@ -32,7 +35,7 @@ async def test_the_tour(server: Server) -> None:
             bob_updates: list[MemberEvent] = []
             bob_msgs: list[Msg] = []
             bob.on_join(bob_joins.append)
-            two_leaves = trio.Event()
+            two_leaves = anyio.Event()
 
             def on_leave(event: MemberEvent) -> None:
                 bob_leaves.append(event)
@@ -86,7 +89,7 @@ async def test_the_tour(server: Server) -> None:
                 {"id": bob.id, "user": None, "data": {"name": "bob"}}
             ]
             await ann.join("lobby")
-            await trio.lowlevel.checkpoint()  # let bob's reader catch up before ann disconnects
+            await anyio.lowlevel.checkpoint()  # let bob's reader catch up before ann disconnects
             ann_id = ann.id
             await ann.aclose()  # disconnect counts as leaving
             await two_leaves.wait()
@@ -103,12 +106,14 @@ async def test_the_tour(server: Server) -> None:
     ]
 
 
-async def test_the_host_app_sends_broadcasts_and_lists_members_in_process(server: Server) -> None:
-    with trio.fail_after(10):
+@both_backends
+async def test_the_host_app_sends_broadcasts_and_lists_members_in_process(side: TrioSide) -> None:
+    server = await side.start_server()
+    with anyio.fail_after(10):
         async with open_client(url(server), profile="p") as c:
             await c.join("news")
             events = c.events()
-            sent = server.send("default", "news", "headline", {"n": 1})
+            sent = await side.call(server.send, "default", "news", "headline", {"n": 1})
             assert sent["recipients"] == 1
             msg = await next_of(events, Msg)
             assert (msg.event, msg.data, msg.sender, msg.mid) == (
@@ -117,20 +122,27 @@ async def test_the_host_app_sends_broadcasts_and_lists_members_in_process(server
                 None,
                 sent["mid"],
             )
-            server.broadcast("default", "all", None)
+            await side.call(server.broadcast, "default", "all", None)
             msg = await next_of(events, Msg)
             assert (msg.channel, msg.event) == (None, "all")
-            assert server.members("default", "news") == [{"id": c.id, "user": None, "data": "p"}]
+            members = await side.call(server.members, "default", "news")
+            assert members == [{"id": c.id, "user": None, "data": "p"}]
 
 
-async def test_connected_event_is_first_on_a_fresh_iterator_after_reconnect(server: Server) -> None:
-    with trio.fail_after(10):
+@both_backends
+async def test_connected_event_is_first_on_a_fresh_iterator_after_reconnect(
+    side: TrioSide,
+) -> None:
+    """The client runs in the backend's own nursery (trio's, or an asyncio.TaskGroup)."""
+    server = await side.start_server()
+    with anyio.fail_after(10):
         client = Client(url(server), backoff_initial=0.01)
-        async with trio.open_nursery() as nursery:
+        async with side.native_task_group() as nursery:
             await client.open(nursery)
             events = client.events()
             first_id = client.id
-            server.connections[first_id].request_close(1011, "test: drop it")  # type: ignore[index]
+            conn = server.connections[first_id]  # type: ignore[index]
+            await side.call(conn.request_close, 1011, "test: drop it")
             connected = await next_of(events, Connected)
             assert connected.reconnected and connected.conn != first_id
             await client.aclose()

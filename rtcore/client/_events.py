@@ -1,0 +1,95 @@
+"""What a client's event iterators yield, and the iterator itself."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from rtcore.client.errors import EventOverflowError
+from rtcore.protocol import frames as f
+
+if TYPE_CHECKING:
+    from rtcore.client._client import Client
+
+
+@attrs.frozen
+class Connected:
+    """Iterator event: the client is connected (again) as member ``conn``."""
+
+    conn: str
+    reconnected: bool
+
+
+@attrs.frozen
+class Disconnected:
+    """Iterator event: the connection ended with this close code (1006 if none was received)."""
+
+    code: int
+    reason: str
+
+
+Event = f.Msg | f.MemberEvent | f.UserEvent | Connected | Disconnected
+
+
+class EventStream:
+    """An async iterator over a client's events, registered from the moment it is created.
+
+    Raises ``EventOverflowError`` when it falls ``maxsize`` events behind (rather than
+    blocking the reader or skipping events), and ``ConnectionClosedError`` when the server
+    closed the connection for good. Ends when the client is closed.
+    """
+
+    # A deque and a wake-up event rather than a memory channel: an iterator the application
+    # abandons half-way must not need closing (anyio's streams warn when left unclosed).
+
+    def __init__(self, client: Client, maxsize: int) -> None:
+        self._client = client
+        self._queue: deque[Event] = deque()
+        self._arrived = anyio.Event()
+        self._maxsize = maxsize
+        self._ended = False
+        self.overflowed = False
+        client._streams.add(self)
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        self._client._check_loop()
+        await anyio.lowlevel.checkpoint()
+        while not self._queue:
+            if self._ended:
+                self.close()
+                if self.overflowed:
+                    raise EventOverflowError(f"the iterator fell {self._maxsize} events behind")
+                if self._client._fatal is not None:
+                    raise self._client._fatal
+                raise StopAsyncIteration
+            await self._arrived.wait()
+            self._arrived = anyio.Event()
+        return self._queue.popleft()
+
+    def put(self, event: Event) -> None:
+        if self._ended:
+            return
+        if len(self._queue) >= self._maxsize:
+            self.overflowed = True
+            self.end()
+            return
+        self._queue.append(event)
+        self._arrived.set()
+
+    def end(self) -> None:
+        """No more events: the iterator finishes once it has read what is queued."""
+        self._ended = True
+        self._client._streams.discard(self)
+        self._arrived.set()
+
+    def close(self) -> None:
+        """Stop listening and drop what is queued."""
+        self.end()
+        self._queue.clear()
