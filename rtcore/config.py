@@ -122,6 +122,11 @@ class ChannelRule:
     """Who may list the members (``members`` request) and receive member_join, member_leave
     and member_update: ``anyone``, ``signed_in`` or ``nobody``; None: as ``join``. The
     server API lists members regardless (the app's backend is trusted)."""
+    presence_events: bool = True
+    """Whether the members who may see presence receive join, leave and update events at
+    all. Each event goes to every such member, so N joins cost O(N²) frames without
+    presence diffs (protocol.md §5.2) and O(N) frames per flush window with them; turn it
+    off for very large channels (live events): listings (``presence``) still work."""
 
     @property
     def presence_policy(self) -> str:
@@ -179,6 +184,12 @@ class AppConfig:
         if rule is not None:
             return rule.presence_policy
         return "anyone" if self.allow_client_join else "nobody"
+
+    def presence_events(self, channel: str) -> bool:
+        """Whether ``channel``'s members get presence events: its rule's ``presence_events``,
+        else true."""
+        rule = self.channel_rule(channel)
+        return True if rule is None else rule.presence_events
 
 
 @attrs.frozen
@@ -603,7 +614,7 @@ class _Reader:
     def channel_rule(self, raw: Any, where: str) -> ChannelRule:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(raw, f"{where}.", {"pattern", "join", "send", "presence"})
+        _known(raw, f"{where}.", {"pattern", "join", "send", "presence", "presence_events"})
         pattern = raw.get("pattern")
         if not isinstance(pattern, str) or not pattern:
             raise ConfigError(f'{where}.pattern: must be a glob such as "public-*"')
@@ -611,7 +622,11 @@ class _Reader:
             if raw.get(k, "anyone") not in POLICIES:
                 raise ConfigError(f"{where}.{k}: must be one of {', '.join(POLICIES)}")
         return ChannelRule(
-            pattern, raw.get("join", "anyone"), raw.get("send", "anyone"), raw.get("presence")
+            pattern,
+            raw.get("join", "anyone"),
+            raw.get("send", "anyone"),
+            raw.get("presence"),
+            _bool(raw.get("presence_events", True), f"{where}.presence_events"),
         )
 
     def rule(self, raw: Any, where: str) -> Rule:

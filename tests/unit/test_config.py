@@ -55,6 +55,9 @@ def test_the_example_config_is_valid_and_means_what_it_says() -> None:
     assert chat.presence_policy("other") == "anyone"  # no rule: as allow_client_join
     assert chat.channel_rule("admin-x").join == "nobody"  # type: ignore[union-attr]
     assert chat.channel_rule("other") is None
+    assert chat.presence_events("public-lobby") and chat.presence_events("other")
+    assert not chat.presence_events("live-final")
+    assert chat.presence_policy("live-final") == "anyone"  # listing stays as join says
     assert dashboard.session_required and not dashboard.api_key_required
     assert dashboard.session is not None and dashboard.session.algorithms == ("ES256",)
     assert conf.allowed_origins == ("https://chat.example.com",)
@@ -183,6 +186,10 @@ def test_several_apps_need_an_explicit_default() -> None:
             "apps[0].rate_limits: limiter names must be unique",
         ),
         ({"apps": [{"name": "a", "enabled": "yes"}]}, "apps[0].enabled: must be true or false"),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "presence_events": 0}]}]},
+            "apps[0].channels[0].presence_events: must be true or false",
+        ),
         ({"server": {"default_app": "zz"}}, "server.default_app: 'zz' is not one of the apps"),
         ({"apps": []}, "apps: must be a non-empty array"),
         ({"apps": [{"name": "a b"}]}, "apps[0].name: must be 1-64 characters"),

@@ -141,6 +141,8 @@ function renderRules() {
     el("td", {}, policySelect(r.join ?? "anyone", (v) => { r.join = v; })),
     el("td", {}, policySelect(r.send ?? "anyone", (v) => { r.send = v; })),
     el("td", {}, policySelect(r.presence, (v) => { r.presence = v; }, true)),
+    el("td", {}, el("input", { type: "checkbox", "aria-label": "presence events", checked: r.presence_events ?? true,
+      onchange: (e) => { r.presence_events = e.target.checked ? null : false; markDirty(); } })),
     el("td", {}, el("button", { type: "button", class: "icon danger", onclick: () => { form.channels.splice(i, 1); markDirty(); renderRules(); } }, "Remove")))));
 }
 $("#add-rule").addEventListener("click", () => { form.channels.push({ pattern: "", join: "anyone", send: "anyone" }); markDirty(); renderRules(); });
@@ -193,7 +195,7 @@ function payload() {
   out.api_keys = form.api_keys.map((k) => (k.generate
     ? { generate: true, name: k.name, expires: k.expires }
     : { keep: k.keep, name: k.name, expires: k.expires }));
-  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null }));
+  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null }));
   out.rate_limits = form.rate_limits;
   return out;
 }
