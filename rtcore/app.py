@@ -19,6 +19,7 @@ from rtcore.config import AppConfig
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Chain
 from rtcore.outbox import Pending
+from rtcore.presence import PresenceBatcher
 from rtcore.protocol import codec, wsframe
 from rtcore.protocol import frames as f
 
@@ -76,6 +77,8 @@ class App:
         self.broker.register(self.name, self.table)
         self._pending = pending
         self._ids = ids
+        self.presence = PresenceBatcher(pending, self._publish_diff)
+        """Presence diffs awaiting the next flush pass (or a message to their channel)."""
         self._revoked: dict[tuple[str, str], float] = {}
         """Ended sessions, as (user, session) -> until when (monotonic) their tokens are
         refused."""
@@ -179,6 +182,13 @@ class App:
         sender: Member | None,
         echo: bool,
     ) -> Delivery:
+        # protocol.md §5.3: presence that happened before this message reaches every member
+        # before it. One dict lookup when nothing is pending; no per-member work.
+        if self.presence:
+            if channel is None:
+                self.presence.flush()
+            else:
+                self.presence.flush_channel(channel)
         mid, ts = self._ids(), int(wall * 1000)
         frame = f.Msg(channel, event, data, sender.id if sender else None, ts, mid)
         skip = None if echo else sender
@@ -198,7 +208,7 @@ class App:
         self.table.connect(member)
 
     def disconnect(self, member: Member) -> None:
-        """Drop the member; every channel it was in hears a member_leave."""
+        """Drop the member; every channel it was in hears it leave."""
         for channel, last in self.table.disconnect(member):
             self._presence("member_leave", channel, member, None, last=last)
 
@@ -211,13 +221,22 @@ class App:
         return True
 
     def leave(self, member: Member, channel: str, echo: bool) -> bool:
-        """Leave; returns False if not a member (then nothing is sent)."""
+        """Leave; returns False if not a member (then nothing is sent).
+
+        With echo, the leaver hears its own leave: as a ``member_leave``, or as a one-entry
+        ``presence`` diff if it takes diffs (it is no longer among the channel's receivers).
+        """
         last = self.table.leave(member, channel)
         if last is None:
             return False
-        data = self._presence("member_leave", channel, member, None, last=last)
-        if echo and self.sees_presence(member, channel):
-            self._pending.push(member.outbox, data)
+        self._presence("member_leave", channel, member, None, last=last)
+        if echo and self.sees_presence(member, channel) and self.presence_events(channel):
+            own: f.PresenceDiff | f.MemberEvent
+            if member.diffs:
+                own = f.PresenceDiff(channel, leaves=[{**member.info(), "last": last}])
+            else:
+                own = f.MemberEvent("member_leave", channel, member.info(), last=last)
+            self._pending.push(member.outbox, framed(own))
         return True
 
     def sees_presence(self, member: Member, channel: str) -> bool:
@@ -225,8 +244,12 @@ class App:
         policy = self.settings.presence_policy(channel)
         return policy == "anyone" or (policy == "signed_in" and member.user is not None)
 
+    def presence_events(self, channel: str) -> bool:
+        """Whether ``channel``'s members get presence events at all (its channel rule)."""
+        return self.settings.presence_events(channel)
+
     def update_profile(self, member: Member, profile: Any, echo: bool) -> int:
-        """Store the profile; each channel of the member hears a member_update."""
+        """Store the profile; each channel of the member hears of the update."""
         member.profile = profile
         for channel in member.channels:
             self._presence("member_update", channel, member, None if echo else member)
@@ -240,7 +263,24 @@ class App:
         skip: Member | None,
         first: bool | None = None,
         last: bool | None = None,
-    ) -> bytes:
-        data = framed(f.MemberEvent(kind, channel, member.info(), first=first, last=last))
-        self._publish(Target.PRESENCE, channel, data, skip)
-        return data
+    ) -> None:
+        """Publish one presence event: at once as a ``member_*`` frame to the members who
+        take those, and into the channel's pending diff for those who take diffs (who get
+        it whatever ``skip`` says: a diff is the same frame for every member)."""
+        if not self.settings.presence_events(channel):
+            return
+        info = member.info()
+        if self.table.presence_receivers(channel, diffs=False):
+            data = framed(f.MemberEvent(kind, channel, info, first=first, last=last))
+            self._publish(Target.PRESENCE, channel, data, skip)
+        if self.table.takes_diffs(channel):
+            diff = self.presence.channel(channel)
+            if kind == "member_join":
+                diff.join(info, first)
+            elif kind == "member_leave":
+                diff.leave(info, last)
+            else:
+                diff.update(info)
+
+    def _publish_diff(self, channel: str, frame: f.PresenceDiff) -> None:
+        self._publish(Target.PRESENCE_DIFFS, channel, framed(frame))

@@ -15,6 +15,13 @@ Theory of operation:
   signed-in members. That last group is kept, per channel, only for channels whose presence
   policy is ``signed_in`` (built on first use, then maintained by join and leave), so message
   fan-out never pays for it.
+* Presence receivers are split by how they take presence (protocol.md §5.2): one
+  ``member_*`` frame per event, or batched ``presence`` diffs (``Member.diffs``).
+  ``_diff_members[channel]`` counts a channel's diff-taking members; a channel where none
+  or all of them do (the usual case) needs no extra structure: the presence group serves
+  one kind and the other gets nobody. Only a mixed channel keeps ``_split[channel]``, the
+  presence group divided by kind (built on first use, then kept by join and leave while the
+  channel exists, rebuilt when the presence policy changes).
 * ``_user_conns[(channel, user)]`` counts a signed-in user's connections in a channel, so join
   and leave events can say "first connection of this user" / "last connection of this user".
   Anonymous connections are their own user: always first and last.
@@ -24,9 +31,11 @@ Theory of operation:
 Invariants (checked by the state-machine test): every member in a channel group lists that
 channel in ``Member.channels`` and vice versa; no group is empty; ``_order[channel]`` holds
 exactly the group's members, sorted by their join sequence numbers; a kept signed-in group
-holds exactly the group's signed-in members; user counts equal the number of that user's
-members in the group; ``_sessions[(user, session)]`` holds exactly the connected members with
-that user and session.
+holds exactly the group's signed-in members; ``_diff_members[channel]`` counts the group's
+members with ``diffs`` (absent when none); a kept split holds, under its policy, exactly the
+group's members that policy admits, each on the side of its ``diffs``; user counts equal
+the number of that user's members in the group; ``_sessions[(user, session)]`` holds
+exactly the connected members with that user and session.
 """
 
 from __future__ import annotations
@@ -56,6 +65,8 @@ class Member:
     revocations name it together with the user."""
     channels: dict[str, int] = attrs.field(factory=dict)
     """Channel -> join sequence number (the paging cursor of member listings)."""
+    diffs: bool = False
+    """The connection takes presence as batched diffs (the ``presence_diffs`` feature)."""
 
     @property
     def session_key(self) -> tuple[str, str] | None:
@@ -94,6 +105,8 @@ class ChannelTable:
         self._channels: dict[str, dict[str, Member]] = {}
         self._order: dict[str, SortedKeyList] = {}
         self._signed_in: dict[str, dict[str, Member]] = {}
+        self._diff_members: dict[str, int] = {}
+        self._split: dict[str, _Split] = {}
         self._everyone: dict[str, Member] = {}
         self._user_conns: dict[tuple[str, str], int] = {}
         self._users: dict[str, dict[str, Member]] = {}
@@ -159,6 +172,11 @@ class ChannelTable:
         group[member.id] = member
         member.channels[channel] = next(self._seq)
         self._order[channel].add(member)
+        if member.diffs:
+            self._diff_members[channel] = self._diff_members.get(channel, 0) + 1
+        split = self._split.get(channel)
+        if split is not None and _admits(split.policy, member):
+            split.sides[member.diffs][member.id] = member
         if member.user is None:
             return True
         signed_in = self._signed_in.get(channel)
@@ -181,6 +199,15 @@ class ChannelTable:
         signed_in = self._signed_in.get(channel)
         if signed_in is not None:
             signed_in.pop(member.id, None)
+        if member.diffs:
+            count = self._diff_members[channel] - 1
+            if count:
+                self._diff_members[channel] = count
+            else:
+                del self._diff_members[channel]
+        split = self._split.get(channel)
+        if split is not None:
+            split.sides[member.diffs].pop(member.id, None)
         if member.outbox.items:
             # It may hold messages queued through this group: the flusher must still visit it.
             self._pending.outboxes.add(member.outbox)
@@ -188,6 +215,7 @@ class ChannelTable:
             del self._channels[channel]
             del self._order[channel]
             self._signed_in.pop(channel, None)
+            self._split.pop(channel, None)
         if member.user is None:
             return True
         key = (channel, member.user)
@@ -230,6 +258,29 @@ class ChannelTable:
         self._signed_in.pop(channel, None)
         return _EMPTY
 
+    def presence_receivers(self, channel: str, diffs: bool) -> Mapping[str, Member]:
+        """The members of ``channel`` who receive its presence events, per its policy, and
+        take them as batched diffs (``diffs``) or as one ``member_*`` frame per event."""
+        group = self.presence_group(channel)
+        counted = self._diff_members.get(channel, 0)
+        if counted == 0:
+            return _EMPTY if diffs else group
+        if counted == len(self._channels[channel]):
+            return group if diffs else _EMPTY
+        policy = self.presence_policy(channel)
+        split = self._split.get(channel)
+        if split is None or split.policy != policy:
+            # Built once per mixed channel (or per policy change), then kept by join and leave.
+            split = _Split(policy)
+            for m in group.values():
+                split.sides[m.diffs][m.id] = m
+            self._split[channel] = split
+        return split.sides[diffs]
+
+    def takes_diffs(self, channel: str) -> bool:
+        """Whether any member of ``channel`` takes presence as diffs."""
+        return channel in self._diff_members
+
     def _signed_in_group(self, channel: str) -> Mapping[str, Member]:
         group = self._signed_in.get(channel)
         if group is None:
@@ -267,6 +318,16 @@ class ChannelTable:
 _EMPTY: Mapping[str, Member] = {}
 
 
+@attrs.define(slots=True)
+class _Split:
+    """A mixed channel's presence group divided by how members take presence."""
+
+    policy: str
+    """The presence policy it was built under."""
+    sides: tuple[dict[str, Member], dict[str, Member]] = attrs.field(factory=lambda: ({}, {}))
+    """``sides[False]``: ``member_*`` takers; ``sides[True]``: diff takers."""
+
+
 def _join_seq(channel: str) -> Callable[[Member], int]:
     """The sort key of a channel's ``_order``: a member's join sequence number in it."""
 
@@ -274,6 +335,11 @@ def _join_seq(channel: str) -> Callable[[Member], int]:
         return member.channels[channel]
 
     return key
+
+
+def _admits(policy: str, member: Member) -> bool:
+    """Whether a presence policy lets ``member`` receive presence."""
+    return policy == "anyone" or (policy == "signed_in" and member.user is not None)
 
 
 def _unindex(index: dict[Any, dict[str, Member]], key: Any, member: Member) -> None:

@@ -7,15 +7,24 @@ server's flusher visits only those. The byte budget is enforced by the flusher, 
 only place that knows what the socket has accepted; and, for the replies a session queues for
 its own connection, by the session as it queues them (``Pending.passes`` tells it when the
 flusher last took everything pending), so a burst of requests within one pass is bounded too.
+
+Batches (an app's pending presence diffs, :mod:`rtcore.presence`) are recorded here too:
+:meth:`Pending.take` flushes them first, so what they deliver goes out in the same pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rtcore.hub import Member
+
+
+class Batch(Protocol):
+    """Something that queues its deliveries when flushed (a presence batcher)."""
+
+    def flush(self) -> None: ...
 
 
 class Outbox:
@@ -38,12 +47,14 @@ class Outbox:
 class Pending:
     """What was queued since the last flush: single outboxes and member groups."""
 
-    __slots__ = ("outboxes", "groups", "passes")
+    __slots__ = ("outboxes", "groups", "passes", "batches")
 
     def __init__(self) -> None:
         self.outboxes: set[Outbox] = set()
         # id(group) -> group; the group object is kept alive here, so its id stays unique.
         self.groups: dict[int, Mapping[str, Member]] = {}
+        self.batches: dict[int, Batch] = {}
+        """Batches holding deliveries not yet queued, by id (kept alive here, as groups)."""
         self.passes = 0
         """How many times :meth:`take` was called (flush passes so far)."""
 
@@ -55,11 +66,19 @@ class Pending:
     def mark_group(self, group: Mapping[str, Member]) -> None:
         self.groups[id(group)] = group
 
+    def mark_batch(self, batch: Batch) -> None:
+        self.batches[id(batch)] = batch
+
+    def unmark_batch(self, batch: Batch) -> None:
+        self.batches.pop(id(batch), None)
+
     def __bool__(self) -> bool:
-        return bool(self.outboxes or self.groups)
+        return bool(self.outboxes or self.groups or self.batches)
 
     def take(self) -> tuple[set[Outbox], list[Mapping[str, Member]]]:
-        """Everything marked so far, resetting the record."""
+        """Everything marked so far (pending batches flushed first), resetting the record."""
+        for batch in list(self.batches.values()):
+            batch.flush()
         outboxes, groups = self.outboxes, list(self.groups.values())
         self.outboxes = set()
         self.groups = {}

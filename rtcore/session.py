@@ -261,6 +261,7 @@ class Session:
             return Close(CloseCode.HELLO_EXPECTED, f"hello: {exc.message}")
         self.app, self.principal, self._key = app, principal, frame.key
         user = principal.user if principal else None
+        features = tuple(x for x in f.FEATURES if x in frame.features)
         self.member = Member(
             self.conn_id,
             user,
@@ -268,6 +269,7 @@ class Session:
             self.outbox,
             echo=frame.echo,
             session=principal.session if principal else None,
+            diffs="presence_diffs" in features,
         )
         app.connect(self.member)
         return self._reply(
@@ -278,6 +280,7 @@ class Session:
                 int(self._limits.heartbeat_interval * 1000),
                 self._limits.for_clients(),
                 user,
+                features or None,
             )
         )
 

@@ -13,6 +13,8 @@ issue) implements the same :meth:`Broker.publish` by delivering locally and forw
 publication -- already encoded and framed -- to the other nodes, which call
 :func:`deliver_local` on theirs. Member listings and first/last presence counts stay local in
 this version: across nodes they need a shared presence store, which comes with that broker.
+So do presence diffs: an app batches only the events of channels with local diff-taking
+members, and publishes each batch when its node flushes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ class Target(enum.Enum):
     CHANNEL = "channel"
     """The channel's members (messages)."""
     PRESENCE = "presence"
-    """The channel's members who may see its presence (the app's channel rules)."""
+    """The channel's members who may see its presence (the app's channel rules) and take it
+    as one ``member_*`` frame per event."""
+    PRESENCE_DIFFS = "presence_diffs"
+    """The channel's members who may see its presence and take it as batched diffs."""
     APP = "app"
     USER = "user"
     SESSION = "session"
@@ -72,7 +77,9 @@ def deliver_local(table: ChannelTable, publication: Publication) -> int:
     if publication.target is Target.CHANNEL:
         group = table.members(publication.name or "")
     elif publication.target is Target.PRESENCE:
-        group = table.presence_group(publication.name or "")
+        group = table.presence_receivers(publication.name or "", diffs=False)
+    elif publication.target is Target.PRESENCE_DIFFS:
+        group = table.presence_receivers(publication.name or "", diffs=True)
     elif publication.target is Target.APP:
         group = table.everyone
     elif publication.target is Target.USER:

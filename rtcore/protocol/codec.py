@@ -42,12 +42,22 @@ def _is_map(v: Any) -> bool:
     return type(v) is dict
 
 
+def _is_strs(v: Any) -> bool:
+    return type(v) is list and all(type(x) is str for x in v)
+
+
+def _is_maps(v: Any) -> bool:
+    return type(v) is list and all(type(x) is dict for x in v)
+
+
 _KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "uint": (_is_uint, "an unsigned integer below 2**53"),
     "str": (_is_str, "a string"),
     "bool": (_is_bool, "a boolean"),
     "any": (_is_any, "any value"),
     "map": (_is_map, "a map"),
+    "strs": (_is_strs, "an array of strings"),
+    "maps": (_is_maps, "an array of maps"),
 }
 
 
@@ -80,6 +90,7 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
             ("token", "token", "str", False, True),
             ("profile", "profile", "any", False),
             ("echo", "echo", "bool", False),
+            ("features", "features", "strs", False),
         ),
     ),
     "join": (f.Join, _spec(_ID, _CH, _ECHO)),
@@ -108,6 +119,7 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
             ("hb", "heartbeat", "uint"),
             ("limits", "limits", "map"),
             ("user", "user", "str", False, True),
+            ("features", "features", "strs", False),
         ),
     ),
     "ok": (f.Ok, _spec(_ID, ("data", "data", "any", False))),
@@ -130,6 +142,15 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
             ("from", "sender", "str", True, True),
             ("ts", "ts", "uint"),
             ("mid", "mid", "str"),
+        ),
+    ),
+    "presence": (
+        f.PresenceDiff,
+        _spec(
+            _CH,
+            ("joins", "joins", "maps", False),
+            ("leaves", "leaves", "maps", False),
+            ("updates", "updates", "maps", False),
         ),
     ),
     "user": (
@@ -225,14 +246,15 @@ def decode(data: bytes, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
             raise RemoteProtocolError(
                 f"{t}: field {fld.wire!r} must be {what}", request_id=request_id, frame_type=t
             )
-        kwargs[fld.attr] = value
+        kwargs[fld.attr] = tuple(value) if fld.kind == "strs" else value
     if cls is f.MemberEvent:
         kwargs["kind"] = t
     return cls(**kwargs)
 
 
 def to_wire(frame: Any) -> dict[str, Any]:
-    """The msgpack map of a frame object; optional fields left at None are omitted."""
+    """The msgpack map of a frame object; optional fields left at None (or, for arrays of
+    strings, empty) are omitted."""
     if isinstance(frame, f.MemberEvent):
         t = frame.kind
     else:
@@ -243,9 +265,9 @@ def to_wire(frame: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"t": t}
     for fld in _SPECS[t][1]:
         value = getattr(frame, fld.attr)
-        if value is None and not fld.required:
+        if (value is None or value == ()) and not fld.required:
             continue
-        out[fld.wire] = value
+        out[fld.wire] = list(value) if type(value) is tuple else value
     return out
 
 

@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 import attrs
 
 PROTOCOL_VERSION = 1
+FEATURES = ("presence_diffs",)
+"""Optional features of version 1 a client may ask for in its hello (protocol.md §8)."""
 
 
 # --- client -> server -------------------------------------------------------------------
@@ -33,6 +35,9 @@ class Hello:
     """Initial member profile shown to other channel members."""
     echo: bool = True
     """Default for whether this connection receives its own sends and presence events."""
+    features: tuple[str, ...] = ()
+    """Optional protocol features the client speaks (protocol.md §8): ``presence_diffs``.
+    Names the server does not know are ignored."""
 
 
 @attrs.frozen
@@ -118,6 +123,8 @@ class Welcome:
     """Ping interval in milliseconds; a peer silent for two intervals is closed."""
     limits: dict[str, int]
     user: str | None = None
+    features: tuple[str, ...] | None = None
+    """The hello's features the server enabled for this connection (absent: none)."""
 
 
 @attrs.frozen
@@ -169,6 +176,22 @@ class MemberEvent:
 
 
 @attrs.frozen
+class PresenceDiff:
+    """Presence, batched (the ``presence_diffs`` feature): a channel's joins, leaves and
+    profile updates since the previous such frame, folded per member (protocol.md §5.2.1).
+
+    Each entry is a member map ``{"id", "user", "data"}``; join entries also carry ``first``
+    and leave entries ``last``. Clients apply leaves, then joins, then updates.
+    """
+
+    TYPE: ClassVar[str] = "presence"
+    channel: str
+    joins: list[dict[str, Any]] | None = None
+    leaves: list[dict[str, Any]] | None = None
+    updates: list[dict[str, Any]] | None = None
+
+
+@attrs.frozen
 class UserEvent:
     """An event about the connection's own user (sign-in, sign-out, ...), from the backend."""
 
@@ -183,4 +206,4 @@ class UserEvent:
     ts: int
 
 
-ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | UserEvent
+ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent

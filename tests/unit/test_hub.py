@@ -33,12 +33,13 @@ class ChannelTableMachine(RuleBasedStateMachine):
         conn=st.sampled_from(CONNS),
         user=st.sampled_from(USERS),
         session=st.sampled_from(SESSIONS),
+        diffs=st.booleans(),
     )
-    def connect(self, conn: str, user: str | None, session: str | None) -> None:
+    def connect(self, conn: str, user: str | None, session: str | None, diffs: bool) -> None:
         if conn in self.members:
             return
         session = session if user is not None else None
-        self.members[conn] = Member(conn, user, {"n": conn}, Outbox(), session=session)
+        self.members[conn] = Member(conn, user, {"n": conn}, Outbox(), session=session, diffs=diffs)
         self.table.connect(self.members[conn])
 
     @rule(conn=st.sampled_from(CONNS), session=st.sampled_from(SESSIONS))
@@ -62,6 +63,9 @@ class ChannelTableMachine(RuleBasedStateMachine):
             "nobody": set(),
         }[policy]
         assert list(group) == [c for c in self.table.members(channel) if c in expected]
+        for diffs in (False, True):  # split by how each member takes presence
+            receivers = self.table.presence_receivers(channel, diffs)
+            assert list(receivers) == [c for c in group if self.members[c].diffs is diffs]
 
     def _users_in(self, channel: str) -> Counter[str | None]:
         return Counter(self.members[c].user for c in self.model.get(channel, ()))
@@ -171,6 +175,18 @@ class ChannelTableMachine(RuleBasedStateMachine):
         for ch, signed_in in self.table._signed_in.items():
             assert ch in channels
             assert list(signed_in) == [k for k, m in channels[ch].items() if m.user is not None]
+        # diff takers are counted; a kept split holds what its policy admits, by kind
+        counts = {ch: sum(m.diffs for m in g.values()) for ch, g in channels.items()}
+        assert self.table._diff_members == {ch: n for ch, n in counts.items() if n}
+        for ch, split in self.table._split.items():
+            assert ch in channels
+            admitted = [
+                m
+                for m in channels[ch].values()
+                if split.policy == "anyone" or (split.policy == "signed_in" and m.user)
+            ]
+            for diffs in (False, True):
+                assert list(split.sides[diffs]) == [m.id for m in admitted if m.diffs is diffs]
         # sessions are indexed by (user, session)
         expected_sessions: dict[tuple[str, str], set[str]] = {}
         for conn, m in self.members.items():
