@@ -14,6 +14,13 @@ on the application: handlers are plain functions called inline, and an iterator 
 ``maxsize`` events behind is stopped with :class:`EventOverflowError` rather than blocking
 the reader (which would stop pings being answered) or skipping events silently.
 
+Presence: the client asks for the ``presence_diffs`` feature (protocol.md §5.2.1) unless
+``presence_diffs=False``, and handles both kinds of presence frames the same way: each
+member's join, leave and update is applied to the channel's member list (:meth:`members`)
+and handed to the ``on_join``/``on_leave``/``on_update`` handlers and to event iterators as
+one :class:`MemberEvent`. Listing pages are merged into that list by the reader, as their
+replies arrive, so the list converges to the server's whatever the interleaving.
+
 After an unexpected close the manager reconnects with jittered exponential backoff. Close
 codes that reconnecting cannot fix (``FATAL_CLOSE_CODES``) end the client with
 :class:`ConnectionClosedError`. While disconnected, requests wait for the connection (at most
@@ -87,12 +94,14 @@ Handler = Callable[..., Any]
 
 
 class _Reply:
-    __slots__ = ("done", "frame", "error")
+    __slots__ = ("done", "frame", "error", "on_ok")
 
-    def __init__(self) -> None:
+    def __init__(self, on_ok: Callable[[Any], None] | None = None) -> None:
         self.done = anyio.Event()
         self.frame: f.Ok | f.Err | None = None
         self.error: Exception | None = None
+        self.on_ok = on_ok
+        """Called by the reader with the ``ok``'s data as it arrives, in frame order."""
 
 
 class Client:
@@ -122,6 +131,9 @@ class Client:
         pipeline_hello: send the hello in the same write as the upgrade request, without
             waiting for the server's 101 (saves a round trip). Turn it off behind a proxy
             that drops bytes sent ahead of its 101.
+        presence_diffs: ask the server for batched presence (protocol.md §5.2.1). Handlers
+            and iterators see the same per-member events either way; with diffs, events
+            about this connection itself are passed on only when ``echo`` is on.
 
     Raises:
         ValueError: ``url`` is not a ws:// or wss:// URL.
@@ -146,6 +158,7 @@ class Client:
         max_message_size: int = 16 * 1024 * 1024,
         ssl_context: ssl.SSLContext | None = None,
         pipeline_hello: bool = True,
+        presence_diffs: bool = True,
     ) -> None:
         parse_url(url)
         self.url = url
@@ -161,11 +174,14 @@ class Client:
         self.max_message_size = max_message_size
         self.ssl_context = ssl_context
         self.pipeline_hello = pipeline_hello
+        self.presence_diffs = presence_diffs
         self.id: str | None = None
         """This connection's member id (changes on reconnect)."""
         self.welcome: f.Welcome | None = None
         self.channels: dict[str, bool | None] = {}
         """Channels to rejoin after a reconnect, with their join echo option."""
+        self._members: dict[str, dict[str, dict[str, Any]]] = {}
+        """Joined channel -> member id -> member, kept from presence frames and listings."""
         self._ws: WebSocket | None = None
         # anyio.Event() made outside an event loop binds to the loop on first use.
         self._ready = anyio.Event()
@@ -256,27 +272,54 @@ class Client:
 
     async def join(self, channel: str, echo: bool | None = None) -> bool:
         """Join a channel; returns False if already a member. Rejoined after reconnects."""
-        data = await self._request(lambda rid: f.Join(rid, channel, echo))
+        data = await self._request(
+            lambda rid: f.Join(rid, channel, echo), on_ok=functools.partial(self._track, channel)
+        )
         self.channels[channel] = echo
         return bool(data["joined"])
 
     async def leave(self, channel: str, echo: bool | None = None) -> bool:
         """Leave a channel; returns False if not a member."""
         self.channels.pop(channel, None)
+        self._members.pop(channel, None)
         data = await self._request(lambda rid: f.Leave(rid, channel, echo))
         return bool(data["left"])
 
     async def get_members(self, channel: str, page_size: int = 1000) -> list[dict[str, Any]]:
-        """Every member of the channel as ``{"id", "user", "data"}`` (fetched page by page)."""
+        """Every member of the channel as ``{"id", "user", "data"}`` (fetched page by page).
+
+        For a joined channel the pages are also merged into :meth:`members`' list.
+        """
         members: list[dict[str, Any]] = []
         after: int | None = None
+        merge = functools.partial(self._merge_page, channel)
         while True:
             page = functools.partial(_members_request, channel, after, page_size)
-            data = await self._request(page)
+            data = await self._request(page, on_ok=merge)
             members.extend(data["members"])
             after = data["next"]
             if after is None:
                 return members
+
+    def members(self, channel: str) -> list[dict[str, Any]]:
+        """The joined channel's members as this client knows them (``{"id", "user", "data"}``),
+        kept current by presence events; empty for a channel not joined.
+
+        Complete once :meth:`get_members` has listed the channel since the join (and since
+        the last reconnect, which starts the lists afresh); without a listing it holds the
+        members whose joins this connection has seen. Needs the channel's presence events.
+        """
+        return list(self._members.get(channel, {}).values())
+
+    def _track(self, channel: str, data: Any) -> None:
+        """A join's ok: presence frames for ``channel`` update its member list from now on."""
+        self._members.setdefault(channel, {})
+
+    def _merge_page(self, channel: str, data: Any) -> None:
+        tracked = self._members.get(channel)
+        if tracked is not None and isinstance(data, dict):
+            for member in data.get("members") or ():
+                tracked[member["id"]] = member
 
     async def update_profile(self, data: Any, echo: bool | None = None) -> int:
         """Replace the profile; returns how many channels were told. Kept across reconnects."""
@@ -304,7 +347,13 @@ class Client:
         self.token = token
         return None if result["expires"] is None else result["expires"] / 1000
 
-    async def _request(self, make: Callable[[int], Any], *, buffered: bool = True) -> Any:
+    async def _request(
+        self,
+        make: Callable[[int], Any],
+        *,
+        buffered: bool = True,
+        on_ok: Callable[[Any], None] | None = None,
+    ) -> Any:
         self._check_loop()
         if buffered:
             await self._wait_connected()
@@ -312,7 +361,7 @@ class Client:
         if ws is None:
             raise NotConnectedError("not connected")
         rid = next(self._ids)
-        reply = self._replies[rid] = _Reply()
+        reply = self._replies[rid] = _Reply(on_ok)
         try:
             with anyio.move_on_after(self.request_timeout) as scope:
                 try:
@@ -492,6 +541,7 @@ class Client:
                 with anyio.CancelScope(shield=True):
                     await self._ws.abort(CloseCode.GOING_AWAY, "client stopped")
             self._ws = None
+            self._members.clear()  # a new connection is a new member: listings start afresh
             if was_ready:
                 self._ready = anyio.Event()
             for reply in self._replies.values():
@@ -505,7 +555,15 @@ class Client:
         """TCP (and TLS), the upgrade, and the hello: pipelined with the upgrade request, or
         sent after the 101 when ``pipeline_hello`` is off."""
         hello = codec.encode(
-            f.Hello(PROTOCOL_VERSION, self.app, self.key, self.token, self.profile, self.echo)
+            f.Hello(
+                PROTOCOL_VERSION,
+                self.app,
+                self.key,
+                self.token,
+                self.profile,
+                self.echo,
+                ("presence_diffs",) if self.presence_diffs else (),
+            )
         )
         ws = await connect(
             self.url,
@@ -532,7 +590,11 @@ class Client:
         """Rejoin remembered channels, then release buffered requests."""
         for channel, echo in list(self.channels.items()):
             try:
-                await self._request(functools.partial(_join_request, channel, echo), buffered=False)
+                await self._request(
+                    functools.partial(_join_request, channel, echo),
+                    buffered=False,
+                    on_ok=functools.partial(self._track, channel),
+                )
             except RequestError as exc:
                 self.channels.pop(channel, None)
                 self._emit("error", exc)
@@ -555,6 +617,8 @@ class Client:
             if reply is not None:
                 reply.frame = frame
                 reply.done.set()
+                if reply.on_ok is not None and isinstance(frame, f.Ok):
+                    reply.on_ok(frame.data)
             elif isinstance(frame, f.Err):
                 self._emit("error", RequestError(frame.code, frame.message))
         elif isinstance(frame, f.Msg):
@@ -562,11 +626,57 @@ class Client:
             self._emit("msg:*", frame)
             self._publish(frame)
         elif isinstance(frame, f.MemberEvent):
-            self._emit(frame.kind, frame)
-            self._publish(frame)
+            self._member_event(frame)
+        elif isinstance(frame, f.PresenceDiff):
+            for event in _member_events(frame):
+                if self.echo or event.member["id"] != self.id:
+                    self._member_event(event)
+                else:
+                    self._apply(event)
         elif isinstance(frame, f.UserEvent):
             self._emit("user_event", frame)
             self._publish(frame)
+
+    def _member_event(self, event: f.MemberEvent) -> None:
+        self._apply(event)
+        self._emit(event.kind, event)
+        self._publish(event)
+
+    def _apply(self, event: f.MemberEvent) -> None:
+        """Keep the channel's member list (if joined) in step with a presence event."""
+        tracked = self._members.get(event.channel)
+        member_id = event.member.get("id")
+        if tracked is None or type(member_id) is not str:
+            return
+        if event.kind == "member_leave":
+            tracked.pop(member_id, None)
+        else:
+            tracked[member_id] = event.member
+
+
+def _member_events(frame: f.PresenceDiff) -> list[f.MemberEvent]:
+    """A presence diff as per-member events, in the order protocol.md §5.2.1 applies them."""
+    events = []
+    for kind, entries, flag in (
+        ("member_leave", frame.leaves, "last"),
+        ("member_join", frame.joins, "first"),
+        ("member_update", frame.updates, None),
+    ):
+        for entry in entries or ():
+            if type(entry.get("id")) is not str:
+                raise RemoteProtocolError(f"presence: a {kind[7:]} entry without a string id")
+            member = {"id": entry["id"], "user": entry.get("user"), "data": entry.get("data")}
+            value = entry.get(flag) if flag else None
+            events.append(
+                f.MemberEvent(
+                    kind,
+                    frame.channel,
+                    member,
+                    first=value if flag == "first" else None,
+                    last=value if flag == "last" else None,
+                )
+            )
+    return events
 
 
 def _binary(message: bytes | str) -> bytes:

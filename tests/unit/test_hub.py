@@ -289,6 +289,30 @@ def test_a_kept_signed_in_presence_group_follows_joins_and_leaves() -> None:
     assert dict(table.presence_group("ch")) == {}
 
 
+def test_a_mixed_channel_splits_presence_receivers_by_kind_under_its_policy() -> None:
+    policy = {"ch": "signed_in"}
+    table = ChannelTable(Pending(), lambda ch: policy[ch])
+    old, new = Member("1", "a", None, Outbox()), Member("2", "b", None, Outbox(), diffs=True)
+    for m in (old, new):
+        table.connect(m)
+        table.join(m, "ch")
+    assert list(table.presence_receivers("ch", diffs=True)) == ["2"]  # split on first use
+    assert list(table.presence_receivers("ch", diffs=False)) == ["1"]
+    anon = Member("3", None, None, Outbox(), diffs=True)
+    late = Member("4", "c", None, Outbox(), diffs=True)
+    for m in (anon, late):
+        table.connect(m)
+        table.join(m, "ch")
+    assert list(table.presence_receivers("ch", diffs=True)) == ["2", "4"]  # kept by join
+    table.leave(new, "ch")
+    assert list(table.presence_receivers("ch", diffs=True)) == ["4"]  # and by leave
+    policy["ch"] = "anyone"  # a reload: rebuilt
+    assert list(table.presence_receivers("ch", diffs=True)) == ["3", "4"]
+    table.leave(old, "ch")  # no longer mixed: the presence group serves the diff takers
+    assert table.presence_receivers("ch", diffs=True) is table.members("ch")
+    assert dict(table.presence_receivers("ch", diffs=False)) == {}
+
+
 class _NoScan(dict[str, Member]):
     """A channel group that fails the test if anything iterates it."""
 
