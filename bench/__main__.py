@@ -1,4 +1,4 @@
-"""rtcore benchmark harness: ``python -m bench {burst,steady,connect,churn,all} --help``.
+"""rtcore benchmark harness: ``python -m bench {burst,steady,connect,churn,joins,all} --help``.
 
 Every scenario starts each server under test in its own process (``bench.servers``), drives it
 from separate load processes (``bench.load``), and prints a markdown table with the ratio to
@@ -33,9 +33,9 @@ SERVER_ARGS: list[str] = []
 
 
 class ServerProc:
-    def __init__(self, kind: str, presence: bool = True) -> None:
+    def __init__(self, kind: str, presence: bool = True, options: tuple[str, ...] = ()) -> None:
         self.kind = kind
-        extra = SERVER_ARGS if kind == "rtcore" else []
+        extra = [*SERVER_ARGS, *options] if kind == "rtcore" else []
         if kind == "naive" and not presence:
             extra = ["--no-presence"]
         self.proc = subprocess.Popen(
@@ -117,8 +117,11 @@ def build_csub() -> bool:
 class CSubscriber:
     """bench/csub.c driven over stdin/stdout, with LoadProc's interface."""
 
-    def __init__(self, address: tuple[str, int], n: int, channel: str | None) -> None:
-        first = wire.request(t="hello", v=1, echo=False)
+    def __init__(
+        self, address: tuple[str, int], n: int, channel: str | None, features: tuple[str, ...] = ()
+    ) -> None:
+        hello: dict[str, Any] = {"features": list(features)} if features else {}
+        first = wire.request(t="hello", v=1, echo=False, **hello)
         if channel:
             first += wire.request(t="join", id=1, ch=channel)
         self.proc = subprocess.Popen(
@@ -173,9 +176,13 @@ class CSubscriber:
 LOAD = {"c": True}
 
 
-def subscriber(address: tuple[str, int], n: int, channel: str | None) -> Any:
+def subscriber(
+    address: tuple[str, int], n: int, channel: str | None, features: tuple[str, ...] = ()
+) -> Any:
     if LOAD["c"]:
-        return CSubscriber(address, n, channel)
+        return CSubscriber(address, n, channel, features)
+    if features:
+        raise SystemExit("this scenario needs the C load client (bench/csub.c and cc)")
     return LoadProc(load.subscriber_main, address, n, channel)
 
 
@@ -355,6 +362,41 @@ def run_churn(kind: str, n: int, pairs: int, procs: int) -> dict[str, Any]:
         }
 
 
+JOIN_MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # mode: (server options, hello features)
+    "events off": (("--no-presence-events",), ()),
+    "diffs": ((), ("presence_diffs",)),
+    "member_*": ((), ()),
+}
+
+
+def run_joins(mode: str, n: int, procs: int) -> dict[str, Any]:
+    """N connections (upgrade, hello, join) into one channel, from the first connect to the
+    last join's ok, with presence events off, as batched diffs, or one member_* per join."""
+    options, features = JOIN_MODES[mode]
+    server = ServerProc("rtcore", options=options)
+    subs: list[Any] = []
+    try:
+        cpu0 = server.cpu_seconds()
+        start = time.monotonic()
+        for share in split(n, procs):
+            subs.append(subscriber(server.address, share, "big", features))
+        setup = max(s.result() for s in subs)
+        elapsed = time.monotonic() - start
+        return {
+            "server": mode,
+            "N": n,
+            "seconds": elapsed,
+            "setup": setup,
+            "rate": n / elapsed,
+            "cpu_s": server.cpu_seconds() - cpu0,
+        }
+    finally:
+        for s in subs:
+            s.stop()
+        server.stop()
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -400,7 +442,7 @@ def median_run(runs: int, fn: Any, *args: Any, key: str = "rate") -> dict[str, A
     results.sort(key=lambda r: r[key])
     chosen = dict(results[len(results) // 2])
     if runs > 1:
-        unit = "deliveries/s" if key == "rate" else f"{key} ms"
+        unit = {"rate": "deliveries/s", "seconds": "s"}.get(key, f"{key} ms")
         chosen["runs"] = (
             "/".join(f"{r[key]:,.0f}" if key == "rate" else f"{r[key]:.2f}" for r in results)
             + f" {unit}"
@@ -485,6 +527,15 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("-n", "--members", type=int, default=1000)
     h.add_argument("--pairs", type=int, default=1000, help="join+leave pairs")
     h.add_argument("--baseline-pairs", type=int, default=100)
+    j = sub.add_parser("joins", help="N clients connect and join one channel; presence modes")
+    j.add_argument("-n", "--clients", type=int, default=10_000)
+    j.add_argument("--modes", default="events off,diffs", help=f"of: {', '.join(JOIN_MODES)}")
+    j.add_argument(
+        "--member-frames-n",
+        type=int,
+        default=2000,
+        help="clients for the member_* mode (O(N^2) frames: 10,000 take minutes)",
+    )
     sub.add_parser("all", help="every scenario with its defaults")
     sub.add_parser("smoke", help="every scenario at tiny N (the test suite runs this)")
     args = parser.parse_args(argv)
@@ -511,12 +562,16 @@ def main(argv: list[str] | None = None) -> int:
             20 if tiny else 1000,
             10 if tiny else 100,
         )
+        modes = ["events off", *(["diffs", "member_*"] if LOAD["c"] else [])]
+        joins(args, 100 if tiny else 10_000, modes, 100 if tiny else 2000)
     elif args.scenario == "burst":
         burst(servers, args, args.subscribers, args.messages, args.size, args.baseline_messages)
     elif args.scenario == "steady":
         steady(servers, args, args.subscribers, args.rate, args.seconds, args.size)
     elif args.scenario == "connect":
         connect([s for s in servers if s != "raw"], args, [int(x) for x in args.counts.split(",")])
+    elif args.scenario == "joins":
+        joins(args, args.clients, args.modes.split(","), args.member_frames_n)
     elif args.scenario == "churn":
         churn(
             [s for s in servers if s != "raw"], args, args.members, args.pairs, args.baseline_pairs
@@ -588,6 +643,29 @@ def connect(servers: list[str], args: Any, counts: list[int]) -> None:
         )
     )
     check_meaningful(rows)
+
+
+def joins(args: Any, n: int, modes: list[str], member_frames_n: int) -> None:
+    rows = []
+    for mode in modes:
+        size = member_frames_n if mode == "member_*" else n
+        procs = max(args.procs, math.ceil(size / 5000))
+        rows.append(median_run(args.runs, run_joins, mode, size, procs, key="seconds"))
+    print("\n## joins: N clients connect (upgrade + hello) and join one channel\n")
+    print(
+        table(
+            rows,
+            [
+                ("server", "presence", ""),
+                ("N", "clients", ",d"),
+                ("seconds", "first connect to last join ok, s", ".2f"),
+                ("rate", "joins/s", ",.0f"),
+                ("cpu_s", "server CPU s", ".1f"),
+            ],
+            baseline="",
+        )
+    )
+    _runs_note(rows)
 
 
 def churn(servers: list[str], args: Any, n: int, pairs: int, pairs_base: int) -> None:

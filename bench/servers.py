@@ -19,6 +19,11 @@ def main() -> None:
     parser.add_argument("--flush-window", type=float, default=0.002)
     parser.add_argument("--outbound-buffer", type=int, default=1024 * 1024)
     parser.add_argument(
+        "--no-presence-events",
+        action="store_true",
+        help="rtcore: every channel's rule has presence_events = false",
+    )
+    parser.add_argument(
         "--no-presence",
         action="store_true",
         help="naive: joins send no member_join (setup at large N)",
@@ -58,7 +63,16 @@ def main() -> None:
             connect_rate_per_ip=1e9,
             connect_burst_per_ip=1_000_000,
         )
-        config = rtcore.Config(host=args.host, port=args.port, limits=limits, api_port=None)
+        from rtcore.config import AppConfig, ChannelRule
+
+        rules = (ChannelRule("*", presence_events=False),) if args.no_presence_events else ()
+        config = rtcore.Config(
+            host=args.host,
+            port=args.port,
+            limits=limits,
+            api_port=None,
+            apps=(AppConfig("default", channels=rules),),
+        )
 
         async def run_rtcore() -> None:
             server = rtcore.Server(config, flush_window=args.flush_window)

@@ -282,5 +282,5 @@ class App:
             else:
                 diff.update(info)
 
-    def _publish_diff(self, channel: str, frame: f.PresenceDiff) -> None:
-        self._publish(Target.PRESENCE_DIFFS, channel, framed(frame))
+    def _publish_diff(self, channel: str, frame: f.PresenceDiff) -> int:
+        return self._publish(Target.PRESENCE_DIFFS, channel, framed(frame))

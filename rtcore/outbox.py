@@ -14,6 +14,7 @@ Batches (an app's pending presence diffs, :mod:`rtcore.presence`) are recorded h
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 class Batch(Protocol):
     """Something that queues its deliveries when flushed (a presence batcher)."""
 
-    def flush(self) -> None: ...
+    def flush(self, now: float = math.inf) -> float:
+        """Queue what is due at ``now``; return when more will be due (inf: nothing held)."""
+        ...
 
 
 class Outbox:
@@ -47,7 +50,7 @@ class Outbox:
 class Pending:
     """What was queued since the last flush: single outboxes and member groups."""
 
-    __slots__ = ("outboxes", "groups", "passes", "batches")
+    __slots__ = ("outboxes", "groups", "passes", "batches", "batch_due", "write_seconds")
 
     def __init__(self) -> None:
         self.outboxes: set[Outbox] = set()
@@ -55,6 +58,11 @@ class Pending:
         self.groups: dict[int, Mapping[str, Member]] = {}
         self.batches: dict[int, Batch] = {}
         """Batches holding deliveries not yet queued, by id (kept alive here, as groups)."""
+        self.batch_due = math.inf
+        """When the last :meth:`take` left a batch holding something back until."""
+        self.write_seconds = 10e-6
+        """What writing one connection costs in a flush pass (a moving average the transport
+        measures; batches pace themselves by it)."""
         self.passes = 0
         """How many times :meth:`take` was called (flush passes so far)."""
 
@@ -72,13 +80,20 @@ class Pending:
     def unmark_batch(self, batch: Batch) -> None:
         self.batches.pop(id(batch), None)
 
+    def observe_write_cost(self, seconds: float) -> None:
+        """A flush pass wrote connections at ``seconds`` each (measured by the transport)."""
+        self.write_seconds += (seconds - self.write_seconds) / 8
+
     def __bool__(self) -> bool:
         return bool(self.outboxes or self.groups or self.batches)
 
-    def take(self) -> tuple[set[Outbox], list[Mapping[str, Member]]]:
-        """Everything marked so far (pending batches flushed first), resetting the record."""
+    def take(self, now: float = math.inf) -> tuple[set[Outbox], list[Mapping[str, Member]]]:
+        """Everything marked so far, resetting the record; batches are flushed first, with
+        what is due at ``now`` (monotonic seconds; by default everything)."""
+        due = math.inf
         for batch in list(self.batches.values()):
-            batch.flush()
+            due = min(due, batch.flush(now))
+        self.batch_due = due
         outboxes, groups = self.outboxes, list(self.groups.values())
         self.outboxes = set()
         self.groups = {}

@@ -7,9 +7,9 @@ syscall per subscriber per pass, not one per delivery. Subscribers of the same c
 hold the very same list of frames: the joined buffer of the previous outbox is reused when the
 lists are equal (a pointer comparison per item, done in C).
 
-Batching adapts to load: when the previous pass was at least ``window`` seconds ago the pass
-runs at once (no added latency when idle); otherwise it waits for the rest of the window, so
-under load passes happen at most every ``window`` seconds and each carries more.
+Batching adapts to load (:mod:`rtcore.flush_policy`): after a pass the flusher waits about
+as long as that pass took, at most ``window`` seconds, so light load is flushed almost at
+once and heavy load is batched into passes that each carry more.
 
 A socket that does not take everything hands its connection to the connection's own drain
 task. Bytes queued for a connection beyond ``outbound_buffer_bytes`` make it a slow consumer:
@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import trio
 
+from rtcore.flush_policy import flush_delay
 from rtcore.outbox import Outbox, Pending
 from rtcore.protocol import CloseCode
 
@@ -47,7 +49,8 @@ class Flusher:
         """Outbound bytes a connection may have queued (limits.outbound_buffer_bytes)."""
         self._window = window
         self._wake = trio.Event()
-        self._last_pass = -1e9
+        self._last_end = -1e9
+        self._last_duration = 0.0
         self.slow_consumers = 0
         """Connections closed for exceeding their outbound budget, since start."""
 
@@ -58,20 +61,30 @@ class Flusher:
 
     async def run(self) -> None:
         while True:
-            await self._wake.wait()
+            # A batch that held something back (a paced presence diff) is due then.
+            with trio.move_on_at(self._pending.batch_due):
+                await self._wake.wait()
             self._wake = trio.Event()
-            wait = self._last_pass + self._window - trio.current_time()
+            now = trio.current_time()
+            wait = flush_delay(now, self._last_end, self._last_duration, self._window)
             if wait > 0:
                 await trio.sleep(wait)
-            self._last_pass = trio.current_time()
+                now = trio.current_time()
+            visited = 0
             try:
-                self.flush()
+                visited = self.flush(now)
             except Exception:  # not one connection's: flush() bounds those
                 log.exception("flush pass failed")
+            self._last_end = trio.current_time()
+            self._last_duration = self._last_end - now
+            if visited >= 64:  # enough writes to say what one costs (paces presence diffs)
+                self._pending.observe_write_cost(self._last_duration / visited)
 
-    def flush(self) -> None:
-        """One pass over everything pending."""
-        outboxes, groups = self._pending.take()
+    def flush(self, now: float = math.inf) -> int:
+        """One pass over everything pending (batches: what is due at ``now``); returns how
+        many connections it visited (counted per group, not per connection)."""
+        outboxes, groups = self._pending.take(now)
+        visited = len(outboxes) + sum(map(len, groups))
         last: list[bytes | memoryview] = []
         joined = b""
         for group in groups:
@@ -85,6 +98,7 @@ class Flusher:
                 last, joined = self._flush_one(outbox, last, joined)
             except Exception:
                 self._failed(outbox)
+        return visited
 
     def _failed(self, outbox: Outbox) -> None:
         """Writing one connection failed (a bug): close it with 1011, keep the pass going."""

@@ -23,11 +23,15 @@ def test_the_harness_smoke_run_completes_every_scenario(load: str) -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "WARNING" not in out.stderr, out.stderr  # every expected delivery arrived
-    for heading in ("## burst", "## steady", "## connect", "## presence churn"):
+    for heading in ("## burst", "## steady", "## connect", "## presence churn", "## joins"):
         assert heading in out.stdout
     rows = [line for line in out.stdout.splitlines() if line.startswith("| rtcore")]
     assert len(rows) == 4, out.stdout
     assert sum(line.startswith("| naive") for line in out.stdout.splitlines()) == 4
+    joins = [line for line in out.stdout.split("## joins", 1)[1].splitlines() if "| 100 |" in line]
+    assert [line.split("|")[1].strip() for line in joins] == (
+        ["events off", "diffs", "member_*"] if load == "c" else ["events off"]
+    )
     # tiny runs say so, and long runs show progress (on stderr: stdout keeps the tables)
     assert "NOT MEANINGFUL as numbers" in out.stdout
     assert "NOT MEANINGFUL: rtcore measured over" in out.stdout

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtcore.config import AppConfig, ChannelRule
-from rtcore.presence import ChannelDiff
+from rtcore.outbox import Pending
+from rtcore.presence import ChannelDiff, PresenceBatcher
 from rtcore.protocol import frames as f
 from rtcore.session import Session
 from tests.unit.test_session import MONO, NOW, World, ok, take
@@ -248,3 +251,50 @@ def test_presence_events_off_sends_no_presence_but_members_can_be_listed() -> No
     assert [x.kind for x in presence_frames(old)] == []  # its own join came before the ok
     join(new, "lobby")
     assert [x.kind for x in presence_frames(old)] == ["member_join"]
+
+
+# -- pacing ------------------------------------------------------------------------------------
+
+
+def test_a_diff_to_many_members_holds_the_channels_next_one_back() -> None:
+    sent: list[tuple[str, int]] = []
+    reach = {"big": 1000, "small": 10}
+
+    def publish(channel: str, frame: f.PresenceDiff) -> int:
+        sent.append((channel, len(frame.joins or ())))
+        return reach[channel]
+
+    pending = Pending()
+    pending.write_seconds = 10e-6  # as measured by the flusher
+    batcher = PresenceBatcher(pending, publish)
+    batcher.channel("big").join(info("a", None), True)
+    batcher.channel("small").join(info("b", None), True)
+    assert batcher.flush(10.0) == math.inf  # nothing held back yet
+    assert sent == [("big", 1), ("small", 1)] and not pending.batches
+    batcher.channel("big").join(info("c", None), True)
+    batcher.channel("big").join(info("d", None), True)
+    batcher.channel("small").join(info("e", None), True)
+    # 1,000 members reached, at 10 µs a write: a 10 ms diff, so the next one no sooner than
+    # 30 ms later (diffs take at most a quarter of the time)
+    assert batcher.flush(10.005) == pytest.approx(10.03)
+    assert sent[2:] == [("small", 1)] and pending.batches  # still pending
+    assert batcher.flush(10.03) == math.inf
+    assert sent[3:] == [("big", 2)] and not pending.batches  # both joins in one frame
+    batcher.channel("big").join(info("f", None), True)
+    batcher.flush_channel("big")  # before a msg: at once, paced or not
+    assert sent[4:] == [("big", 1)]
+
+
+def test_the_flusher_pass_flushes_what_is_due_and_records_when_the_rest_is() -> None:
+    pending = Pending()
+    for _ in range(100):  # the flusher's measurements: the average follows them
+        pending.observe_write_cost(2e-6)
+    assert pending.write_seconds == pytest.approx(2e-6, rel=1e-3)
+    batcher = PresenceBatcher(pending, lambda channel, frame: 5000)
+    batcher.channel("big").join(info("a", None), True)
+    pending.take(1.0)
+    batcher.channel("big").join(info("b", None), True)
+    pending.take(1.01)
+    assert pending.batch_due == pytest.approx(1.03)  # 5,000 × 2 µs × 3
+    pending.take(1.03)
+    assert pending.batch_due == math.inf and not pending
