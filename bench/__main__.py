@@ -1,4 +1,5 @@
-"""rtcore benchmark harness: ``python -m bench {burst,steady,connect,churn,joins,all} --help``.
+"""rtcore benchmark harness: ``python -m bench SCENARIO --help`` (burst, steady, connect, churn,
+joins, storm, all, smoke).
 
 Every scenario starts each server under test in its own process (``bench.servers``), drives it
 from separate load processes (``bench.load``), and prints a markdown table with the ratio to
@@ -100,14 +101,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CSUB = os.path.join(HERE, "out", "csub")
 
 
-def build_csub() -> bool:
-    """Compile the C subscriber (bench/csub.c) if needed; False if there is no C compiler."""
-    source = os.path.join(HERE, "csub.c")
-    if os.path.exists(CSUB) and os.path.getmtime(CSUB) >= os.path.getmtime(source):
+def build_csub(name: str = "csub") -> bool:
+    """Compile a C load client (bench/NAME.c) if needed; False if there is no C compiler."""
+    source = os.path.join(HERE, f"{name}.c")
+    binary = os.path.join(HERE, "out", name)
+    if os.path.exists(binary) and os.path.getmtime(binary) >= os.path.getmtime(source):
         return True
-    os.makedirs(os.path.dirname(CSUB), exist_ok=True)
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
     try:
-        subprocess.run(["cc", "-O2", "-o", CSUB, source], check=True, capture_output=True)
+        subprocess.run(["cc", "-O2", "-o", binary, source], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError) as exc:
         print(f"note: no C subscriber ({exc}); using the Python one", file=sys.stderr)
         return False
@@ -397,6 +399,67 @@ def run_joins(mode: str, n: int, procs: int) -> dict[str, Any]:
         server.stop()
 
 
+class CStorm:
+    """bench/cstorm.c: N clients that reconnect with the Python client's jittered backoff."""
+
+    def __init__(self, address: tuple[str, int], n: int, ips: int) -> None:
+        first = wire.request(t="hello", v=1, echo=False, features=["presence_diffs"])
+        first += wire.request(t="join", id=1, ch="storm")
+        binary = os.path.join(HERE, "out", "cstorm")
+        args = [binary, address[0], str(address[1]), str(n), first.hex(), str(ips)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def line(self) -> list[str]:
+        assert self.proc.stdout is not None
+        words = self.proc.stdout.readline().split()
+        if not words or words[0] == "error":
+            raise RuntimeError(f"cstorm failed: {' '.join(words) or 'exited'}")
+        return words
+
+    def storm(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("storm\n")
+        self.proc.stdin.flush()
+
+    def recovered(self) -> tuple[float, dict[str, int]]:
+        seconds = float(self.line()[1])
+        refusals: dict[str, int] = {}
+        while (words := self.line())[0] != "end":
+            refusals[words[1]] = int(words[2])
+        return seconds, refusals
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def run_storm(n: int, ips: int) -> dict[str, Any]:
+    """N clients (hello with presence diffs, join one channel) from ``ips`` loopback
+    addresses, under the default per-IP limits; the server is killed and started again on
+    the same port; time until every client is back and rejoined, refusals by kind."""
+    options = ("--per-ip-limits",)
+    server = ServerProc("rtcore", options=options)
+    clients = CStorm(server.address, n, ips)
+    try:
+        setup = float(clients.line()[1])
+        clients.storm()
+        server.stop()  # a crash: SIGKILL, every connection reset
+        server = ServerProc("rtcore", options=(*options, "--port", str(server.address[1])))
+        seconds, refusals = clients.recovered()
+        return {
+            "server": "rtcore",
+            "N": n,
+            "ips": ips,
+            "setup": setup,
+            "seconds": seconds,
+            "rate": n / seconds,
+            "refusals": ", ".join(f"{k}: {v:,}" for k, v in sorted(refusals.items())) or "none",
+        }
+    finally:
+        clients.stop()
+        server.stop()
+
+
 # -- output -----------------------------------------------------------------------------------
 
 
@@ -536,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         default=2000,
         help="clients for the member_* mode (O(N^2) frames: 10,000 take minutes)",
     )
+    st = sub.add_parser("storm", help="N clients; the server restarts; all reconnect and rejoin")
+    st.add_argument("-n", "--clients", type=int, default=10_000)
+    st.add_argument("--ips", type=int, default=40, help="loopback source addresses")
     sub.add_parser("all", help="every scenario with its defaults")
     sub.add_parser("smoke", help="every scenario at tiny N (the test suite runs this)")
     args = parser.parse_args(argv)
@@ -570,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
         steady(servers, args, args.subscribers, args.rate, args.seconds, args.size)
     elif args.scenario == "connect":
         connect([s for s in servers if s != "raw"], args, [int(x) for x in args.counts.split(",")])
+    elif args.scenario == "storm":
+        storm(args, args.clients, args.ips)
     elif args.scenario == "joins":
         joins(args, args.clients, args.modes.split(","), args.member_frames_n)
     elif args.scenario == "churn":
@@ -643,6 +711,26 @@ def connect(servers: list[str], args: Any, counts: list[int]) -> None:
         )
     )
     check_meaningful(rows)
+
+
+def storm(args: Any, n: int, ips: int) -> None:
+    if not build_csub("cstorm"):
+        raise SystemExit("the storm scenario needs a C compiler (bench/cstorm.c)")
+    row = median_run(args.runs, run_storm, n, ips, key="seconds")
+    print(f"\n## storm: {n:,} clients from {ips} IPs, the server killed and restarted\n")
+    print(
+        table(
+            [row],
+            [
+                ("N", "clients", ",d"),
+                ("setup", "first setup, s", ".2f"),
+                ("seconds", "restart to all rejoined, s", ".2f"),
+                ("refusals", "refusals by close code / HTTP status / tcp", ""),
+            ],
+            baseline="",
+        )
+    )
+    _runs_note([row])
 
 
 def joins(args: Any, n: int, modes: list[str], member_frames_n: int) -> None:

@@ -19,6 +19,11 @@ def main() -> None:
     parser.add_argument("--flush-window", type=float, default=0.002)
     parser.add_argument("--outbound-buffer", type=int, default=1024 * 1024)
     parser.add_argument(
+        "--per-ip-limits",
+        action="store_true",
+        help="rtcore: keep the default per-IP connection limits (load from many 127.x IPs)",
+    )
+    parser.add_argument(
         "--no-presence-events",
         action="store_true",
         help="rtcore: every channel's rule has presence_events = false",
@@ -55,13 +60,20 @@ def main() -> None:
         # The load generator never answers pings (it only counts frames), so the heartbeat is
         # pushed past any run's length; and all the load comes from 127.0.0.1, so the per-IP
         # connection caps are lifted. Everything else is the default configuration.
+        per_ip = (
+            {}
+            if args.per_ip_limits
+            else {
+                "max_connections_per_ip": 1_000_000,
+                "connect_rate_per_ip": 1e9,
+                "connect_burst_per_ip": 1_000_000,
+            }
+        )
         limits = attrs.evolve(
             rtcore.Limits(),
             outbound_buffer_bytes=args.outbound_buffer,
             heartbeat_interval=600.0,
-            max_connections_per_ip=1_000_000,
-            connect_rate_per_ip=1e9,
-            connect_burst_per_ip=1_000_000,
+            **per_ip,
         )
         from rtcore.config import AppConfig, ChannelRule
 

@@ -15,8 +15,8 @@ MAX = 0.002
     ("now", "last_end", "duration", "expected"),
     [
         (100.0, 0.0, 0.001, 0.0),  # idle: the previous pass long ago -> at once
-        (10.0, 10.0, 0.000_02, 0.000_02),  # a 20 µs pass: wait 20 µs, not the whole window
-        (10.0, 10.0, 0.000_5, 0.000_5),  # a 0.5 ms pass: wait as long (half the time flushing)
+        (10.0, 10.0, 0.000_02, 0.000_005),  # a 20 µs pass: wait 5 µs, not the whole window
+        (10.0, 10.0, 0.000_8, 0.000_2),  # a 0.8 ms pass: a quarter of it (80% flushing)
         (10.0, 10.0, 0.01, MAX),  # a 10 ms pass (heavy load): the full window, no more
         (10.001, 10.0, 0.01, MAX - 0.001),  # part of the window already passed
         (10.0, 10.0, 0.0, 0.0),  # a pass that cost nothing
@@ -29,6 +29,7 @@ def test_the_wait_follows_the_previous_pass(
 
 
 def test_a_smaller_duty_waits_longer() -> None:
+    assert flush_delay(10.0, 10.0, 0.000_1, MAX, duty=0.5) == pytest.approx(0.000_1)
     assert flush_delay(10.0, 10.0, 0.000_1, MAX, duty=0.2) == pytest.approx(0.000_4)
 
 
