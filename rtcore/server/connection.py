@@ -152,6 +152,9 @@ class Connection:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     await self._serve()
+                    if self._close is None and not self._abort:  # established: read (awaited
+                        # here rather than inside _serve, one coroutine less per connection)
+                        await self._read(until_hello=False)
             except Exception:
                 # A bug of ours, confined to this connection: say so to the peer with 1011.
                 log.exception("connection %s (%s) failed", self.id, self.remote)
@@ -180,7 +183,8 @@ class Connection:
             self.sock.close()
 
     async def _serve(self) -> None:
-        """Upgrade, hello, then read until a close is decided (or requested: then cancelled)."""
+        """Upgrade and hello; ``run`` then reads until a close is decided (or requested: then
+        cancelled)."""
         limits = self.server.config.limits
         if self.refusal is not None:  # only say why: a minimal upgrade, then the close code
             with trio.move_on_after(limits.close_timeout):
@@ -201,8 +205,6 @@ class Connection:
             await self._read(until_hello=True)
         if handshake.cancelled_caught and self._close is None:
             self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
-        if self._close is None:
-            await self._read(until_hello=False)
 
     def request_close(self, code: int, reason: str, *, discard_pending: bool = False) -> None:
         """Ask the connection to close (from the flusher, heartbeat or shutdown).
@@ -297,13 +299,32 @@ class Connection:
         try:
             if self.tls is not None:
                 data = await self.tls.receive_some(RECEIVE_SIZE)
-            else:
-                data = await self.sock.recv(RECEIVE_SIZE)
+            else:  # what sock.recv does, inline: see _read_fd
+                await trio.lowlevel.checkpoint_if_cancelled()
+                try:
+                    data = os.read(self.fd, RECEIVE_SIZE)
+                except BlockingIOError:
+                    data = await self._read_fd()
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
         self.last_seen = trio.current_time()
         self.pinged = False
         return bytes(data)  # receive_some may hand out a bytearray
+
+    async def _read_fd(self) -> bytes:
+        """The rest of what ``sock.recv`` does once a first read found nothing: wait until
+        the descriptor is readable, then read. ``_receive`` does the first read itself, as
+        trio's sockets do (a read that finds data at once still yields, so a fast sender
+        cannot starve others); the idle connection then holds two coroutines fewer than in
+        ``sock.recv`` (trio's method wrapper and its non-blocking helper)."""
+        while True:
+            await trio.lowlevel.wait_readable(self.sock)
+            try:
+                return os.read(self.fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                pass
 
     async def _read(self, *, until_hello: bool) -> None:
         """Read and handle frames until a close is decided, the peer leaves, or hello arrives."""
