@@ -301,12 +301,16 @@ class Connection:
                 data = await self.tls.receive_some(RECEIVE_SIZE)
             else:  # what sock.recv does, inline: see _read_fd
                 await trio.lowlevel.checkpoint_if_cancelled()
+                first: bytes | None
                 try:
-                    data = os.read(self.fd, RECEIVE_SIZE)
+                    first = os.read(self.fd, RECEIVE_SIZE)
                 except BlockingIOError:
+                    first = None  # wait below, outside the handler: no exception kept alive
+                if first is None:
                     data = await self._read_fd()
                 else:
                     await trio.lowlevel.cancel_shielded_checkpoint()
+                    data = first
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
         self.last_seen = trio.current_time()
