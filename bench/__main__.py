@@ -630,6 +630,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         modes = ["events off", *(["diffs", "member_*"] if LOAD["c"] else [])]
         joins(args, 100 if tiny else 10_000, modes, 100 if tiny else 2000)
+        if LOAD["c"]:
+            storm(args, 50 if tiny else 10_000, 5 if tiny else 40)
     elif args.scenario == "burst":
         burst(servers, args, args.subscribers, args.messages, args.size, args.baseline_messages)
     elif args.scenario == "steady":

@@ -32,6 +32,10 @@ def test_the_harness_smoke_run_completes_every_scenario(load: str) -> None:
     assert [line.split("|")[1].strip() for line in joins] == (
         ["events off", "diffs", "member_*"] if load == "c" else ["events off"]
     )
+    assert ("## storm" in out.stdout) is (load == "c")  # it needs the C client
+    if load == "c":
+        (storm,) = [line for line in out.stdout.splitlines() if line.startswith("| 50 |")]
+        assert len(storm.split("|")) == 6  # clients, setup, recovery, refusals
     # tiny runs say so, and long runs show progress (on stderr: stdout keeps the tables)
     assert "NOT MEANINGFUL as numbers" in out.stdout
     assert "NOT MEANINGFUL: rtcore measured over" in out.stdout
