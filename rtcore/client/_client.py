@@ -45,6 +45,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from rtcore.client._events import Connected, Disconnected, Event, EventStream
+from rtcore.client._presence import MemberLists, member_events
 from rtcore.client._websocket import WebSocket, WebSocketClosed, connect, parse_url
 from rtcore.client.errors import (
     BufferFullError,
@@ -180,8 +181,8 @@ class Client:
         self.welcome: f.Welcome | None = None
         self.channels: dict[str, bool | None] = {}
         """Channels to rejoin after a reconnect, with their join echo option."""
-        self._members: dict[str, dict[str, dict[str, Any]]] = {}
-        """Joined channel -> member id -> member, kept from presence frames and listings."""
+        self._members = MemberLists()
+        """Joined channels' member lists, kept from presence frames and listings."""
         self._ws: WebSocket | None = None
         # anyio.Event() made outside an event loop binds to the loop on first use.
         self._ready = anyio.Event()
@@ -281,7 +282,7 @@ class Client:
     async def leave(self, channel: str, echo: bool | None = None) -> bool:
         """Leave a channel; returns False if not a member."""
         self.channels.pop(channel, None)
-        self._members.pop(channel, None)
+        self._members.forget(channel)
         data = await self._request(lambda rid: f.Leave(rid, channel, echo))
         return bool(data["left"])
 
@@ -292,7 +293,7 @@ class Client:
         """
         members: list[dict[str, Any]] = []
         after: int | None = None
-        merge = functools.partial(self._merge_page, channel)
+        merge = functools.partial(self._members.merge_page, channel)
         while True:
             page = functools.partial(_members_request, channel, after, page_size)
             data = await self._request(page, on_ok=merge)
@@ -309,17 +310,11 @@ class Client:
         the last reconnect, which starts the lists afresh); without a listing it holds the
         members whose joins this connection has seen. Needs the channel's presence events.
         """
-        return list(self._members.get(channel, {}).values())
+        return self._members.members(channel)
 
     def _track(self, channel: str, data: Any) -> None:
         """A join's ok: presence frames for ``channel`` update its member list from now on."""
-        self._members.setdefault(channel, {})
-
-    def _merge_page(self, channel: str, data: Any) -> None:
-        tracked = self._members.get(channel)
-        if tracked is not None and isinstance(data, dict):
-            for member in data.get("members") or ():
-                tracked[member["id"]] = member
+        self._members.track(channel)
 
     async def update_profile(self, data: Any, echo: bool | None = None) -> int:
         """Replace the profile; returns how many channels were told. Kept across reconnects."""
@@ -541,7 +536,7 @@ class Client:
                 with anyio.CancelScope(shield=True):
                     await self._ws.abort(CloseCode.GOING_AWAY, "client stopped")
             self._ws = None
-            self._members.clear()  # a new connection is a new member: listings start afresh
+            self._members.forget()  # a new connection is a new member: listings start afresh
             if was_ready:
                 self._ready = anyio.Event()
             for reply in self._replies.values():
@@ -628,55 +623,19 @@ class Client:
         elif isinstance(frame, f.MemberEvent):
             self._member_event(frame)
         elif isinstance(frame, f.PresenceDiff):
-            for event in _member_events(frame):
+            for event in member_events(frame):
                 if self.echo or event.member["id"] != self.id:
                     self._member_event(event)
                 else:
-                    self._apply(event)
+                    self._members.apply(event)
         elif isinstance(frame, f.UserEvent):
             self._emit("user_event", frame)
             self._publish(frame)
 
     def _member_event(self, event: f.MemberEvent) -> None:
-        self._apply(event)
+        self._members.apply(event)
         self._emit(event.kind, event)
         self._publish(event)
-
-    def _apply(self, event: f.MemberEvent) -> None:
-        """Keep the channel's member list (if joined) in step with a presence event."""
-        tracked = self._members.get(event.channel)
-        member_id = event.member.get("id")
-        if tracked is None or type(member_id) is not str:
-            return
-        if event.kind == "member_leave":
-            tracked.pop(member_id, None)
-        else:
-            tracked[member_id] = event.member
-
-
-def _member_events(frame: f.PresenceDiff) -> list[f.MemberEvent]:
-    """A presence diff as per-member events, in the order protocol.md §5.2.1 applies them."""
-    events = []
-    for kind, entries, flag in (
-        ("member_leave", frame.leaves, "last"),
-        ("member_join", frame.joins, "first"),
-        ("member_update", frame.updates, None),
-    ):
-        for entry in entries or ():
-            if type(entry.get("id")) is not str:
-                raise RemoteProtocolError(f"presence: a {kind[7:]} entry without a string id")
-            member = {"id": entry["id"], "user": entry.get("user"), "data": entry.get("data")}
-            value = entry.get(flag) if flag else None
-            events.append(
-                f.MemberEvent(
-                    kind,
-                    frame.channel,
-                    member,
-                    first=value if flag == "first" else None,
-                    last=value if flag == "last" else None,
-                )
-            )
-    return events
 
 
 def _binary(message: bytes | str) -> bytes:

@@ -10,9 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rtcore.client._presence import MemberLists, member_events
 from rtcore.config import AppConfig, ChannelRule
 from rtcore.outbox import Pending
 from rtcore.presence import ChannelDiff, PresenceBatcher
+from rtcore.protocol import RemoteProtocolError
 from rtcore.protocol import frames as f
 from rtcore.session import Session
 from tests.unit.test_session import MONO, NOW, World, ok, take
@@ -298,3 +300,43 @@ def test_the_flusher_pass_flushes_what_is_due_and_records_when_the_rest_is() -> 
     assert pending.batch_due == pytest.approx(1.03, abs=1e-5)  # 5,000 × 2 µs × 3
     pending.take(1.031)
     assert pending.batch_due == math.inf and not pending
+
+
+# -- the client's member lists -----------------------------------------------------------------
+
+
+def test_a_member_list_converges_whatever_order_a_page_and_a_diff_arrive_in() -> None:
+    diff = f.PresenceDiff(
+        "c",
+        joins=[{**info("b", 2), "first": True}],
+        leaves=[{**info("a", 1), "last": True}],
+    )
+    page = {"members": [info("b", 2), info("z", 0)], "next": None}  # listed after the diff
+    page_first, diff_first = MemberLists(), MemberLists()
+    for lists in (page_first, diff_first):
+        lists.track("c")
+    page_first.merge_page("c", page)
+    for event in member_events(diff):
+        page_first.apply(event)
+        diff_first.apply(event)
+    diff_first.merge_page("c", page)
+    assert page_first.members("c") == diff_first.members("c") == [info("b", 2), info("z", 0)]
+    untracked = MemberLists()  # not joined: nothing kept
+    untracked.merge_page("c", page)
+    assert untracked.members("c") == []
+
+
+def test_a_diff_is_taken_apart_leaves_then_joins_then_updates() -> None:
+    diff = f.PresenceDiff(
+        "c",
+        joins=[{**info("a", 2), "first": False}],
+        leaves=[{**info("a", 1), "last": False}],
+        updates=[info("b", 3)],
+    )
+    assert [(e.kind, e.member["data"], e.first, e.last) for e in member_events(diff)] == [
+        ("member_leave", 1, None, False),
+        ("member_join", 2, False, None),
+        ("member_update", 3, None, None),
+    ]
+    with pytest.raises(RemoteProtocolError, match="join entry without a string id"):
+        member_events(f.PresenceDiff("c", joins=[{"id": 5}]))

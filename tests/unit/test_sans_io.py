@@ -33,6 +33,8 @@ CORE = [
     "rtcore.admission",
     "rtcore.broker",
     "rtcore.outbox",
+    "rtcore.presence",
+    "rtcore.flush_policy",
     "rtcore.config",
     "rtcore.settings_file",
 ]
