@@ -299,36 +299,34 @@ class Connection:
         try:
             if self.tls is not None:
                 data = await self.tls.receive_some(RECEIVE_SIZE)
-            else:  # what sock.recv does, inline: see _read_fd
+            else:
+                # What trio's sock.recv does, inline, so that an idle connection waits with
+                # three coroutines fewer (recv's wrapper, its non-blocking helper, and ours):
+                # read; if nothing was there, wait until readable (a checkpoint) and read
+                # again; if data was there at once, still yield, so a fast sender cannot
+                # starve the others.
                 await trio.lowlevel.checkpoint_if_cancelled()
-                first: bytes | None
-                try:
-                    first = os.read(self.fd, RECEIVE_SIZE)
-                except BlockingIOError:
-                    first = None  # wait below, outside the handler: no exception kept alive
-                if first is None:
-                    data = await self._read_fd()
+                got = self._read_now()
+                if got is None:
+                    while got is None:
+                        await trio.lowlevel.wait_readable(self.sock)
+                        got = self._read_now()
                 else:
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                    data = first
+                data = got
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             return b""
         self.last_seen = trio.current_time()
         self.pinged = False
         return bytes(data)  # receive_some may hand out a bytearray
 
-    async def _read_fd(self) -> bytes:
-        """The rest of what ``sock.recv`` does once a first read found nothing: wait until
-        the descriptor is readable, then read. ``_receive`` does the first read itself, as
-        trio's sockets do (a read that finds data at once still yields, so a fast sender
-        cannot starve others); the idle connection then holds two coroutines fewer than in
-        ``sock.recv`` (trio's method wrapper and its non-blocking helper)."""
-        while True:
-            await trio.lowlevel.wait_readable(self.sock)
-            try:
-                return os.read(self.fd, RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
+    def _read_now(self) -> bytes | None:
+        """Read what the socket holds; None if nothing (returned, not raised, so that no
+        exception is kept alive while the connection then waits)."""
+        try:
+            return os.read(self.fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
 
     async def _read(self, *, until_hello: bool) -> None:
         """Read and handle frames until a close is decided, the peer leaves, or hello arrives."""
@@ -348,7 +346,8 @@ class Connection:
             self.budget.refill(self.last_seen)
             self._close = self.budget.charge_bytes(len(data))
             if self._close is None:
-                self._ws.receive_data(data)
+                self._ws.receive_data(data)  # wsproto copies it into its buffer...
+            del data  # ...so it is not kept alive while the next read waits
 
     def _handle_events(self) -> bool:
         """Handle buffered frames, at most EVENTS_PER_BATCH; True if more may be waiting."""
