@@ -7,9 +7,11 @@ They need Node >= 18, ``npm ci`` in clients/js and (for the browser tests) Debia
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,22 +53,32 @@ def _require(*problems: str | None) -> None:
 
 
 def _node(args: list[str], timeout: float) -> str:
-    """Run ``node args`` in clients/js; fail with its output unless it exits 0."""
+    """Run ``node args`` in clients/js; fail with its output unless it exits 0.
+
+    node runs in its own process group, killed whole on timeout: servers and browsers it
+    started go with it.
+    """
     env = {**os.environ, "RTCORE_PYTHON": sys.executable}
+    proc = subprocess.Popen(
+        ["node", *args],
+        cwd=JS,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(
-            ["node", *args],
-            cwd=JS,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"node {' '.join(args)} ran over {timeout} s:\n{exc.stdout!r}\n{exc.stderr!r}")
-    output = f"{done.stdout}\n{done.stderr}"
-    assert done.returncode == 0, f"node {' '.join(args)} exited {done.returncode}:\n{output}"
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"node {' '.join(args)} ran over {timeout} s:\n{output}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything it left behind
+    assert proc.returncode == 0, f"node {' '.join(args)} exited {proc.returncode}:\n{output}"
     return output
 
 

@@ -7,7 +7,7 @@ import { createServer } from "node:http";
 import { mkdirSync, readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { startServer, client, next, REPO, JS_ROOT } from "../test/helpers.mjs";
+import { startServer, client, next, cleanupAll, REPO, JS_ROOT } from "../test/helpers.mjs";
 
 const CHROMIUM = process.env.RTCORE_CHROMIUM || "/usr/bin/chromium";
 const ARTIFACTS = join(JS_ROOT, "test-artifacts");
@@ -29,6 +29,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
+  await cleanupAll(); // what a failed or timed-out test left running
 });
 
 /** A fresh browser context (own storage) on the demo; signs in with the profile dialog. */

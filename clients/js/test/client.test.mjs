@@ -5,25 +5,20 @@ import assert from "node:assert/strict";
 import {
   RequestError, ConnectionClosedError, ConnectError, ConnectionLostError, NotConnectedError,
 } from "../rtcore-client.js";
-import { startServer, client, next, collect, until, mintToken, nowSeconds } from "./helpers.mjs";
+import { startServer, client, next, collect, until, mintToken, nowSeconds, cleanupAll } from "./helpers.mjs";
 import { TEST_CONFIG } from "./config.mjs";
 
 let server;
-const open = [];
 
 before(async () => {
   server = await startServer({ config: TEST_CONFIG });
 });
 
-after(async () => {
-  await Promise.all(open.map((c) => c.close()));
-  await server.cleanup();
-});
+after(cleanupAll); // every client and server, also those of a failed test
 
 /** A connected client, closed after the file's tests. */
 async function connected(options = {}) {
   const c = client(server.url, options);
-  open.push(c);
   await c.open();
   return c;
 }
@@ -237,7 +232,6 @@ test("without reconnect, a refused first attempt rejects open with ConnectError"
 test("a full app (4020) is retried with backoff until there is room", T, async () => {
   const first = await connected({ app: "tiny" });
   const second = client(server.url, { app: "tiny" });
-  open.push(second);
   const refused = next((fn) => second.onError(fn), { where: (e) => e.closeCode === 4020 });
   const attempts = collect((fn) => second.onReconnectAttempt(fn));
   const opened = second.open();

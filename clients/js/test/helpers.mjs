@@ -20,6 +20,21 @@ export function python() {
   return existsSync(venv) ? venv : "python3";
 }
 
+// Everything a test file starts, so that `cleanupAll` (each file's last `after` hook) can end
+// it even when a test failed or timed out before its own cleanup ran.
+const servers = new Set();
+const clients = new Set();
+
+/** Close every client and stop every server this process started. */
+export async function cleanupAll() {
+  await Promise.all([...clients].map((c) => c.close()));
+  await Promise.all([...servers].map((s) => s.cleanup()));
+}
+
+process.on("exit", () => {
+  for (const s of servers) if (s.proc.exitCode === null) s.proc.kill("SIGKILL");
+});
+
 export const SERVER_SECRET = "s".repeat(40);
 export const JWT_SECRET = "j".repeat(40);
 
@@ -79,6 +94,7 @@ export async function startServer({ config = null, port = 0, timeout = 20000 } =
     },
     async cleanup() {
       await server.stop();
+      servers.delete(server);
       rmSync(dir, { recursive: true, force: true });
     },
     /** POST to the server API of `app` (needs the app's server_secret = SERVER_SECRET). */
@@ -91,12 +107,15 @@ export async function startServer({ config = null, port = 0, timeout = 20000 } =
       return { status: res.status, body: await res.json() };
     },
   };
+  servers.add(server);
   return server;
 }
 
 /** A client on the ws package's WebSocket, with fast reconnects for tests. */
 export function client(url, options = {}) {
-  return new RealtimeClient({ url, WebSocket, backoffInitial: 50, backoffMax: 200, ...options });
+  const c = new RealtimeClient({ url, WebSocket, backoffInitial: 50, backoffMax: 200, ...options });
+  clients.add(c);
+  return c;
 }
 
 /** Resolve with the arguments of the next call of a handler registered by `register(fn)`. */

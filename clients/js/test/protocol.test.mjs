@@ -1,6 +1,6 @@
 // Conformance with protocol.md: every hex example, parsed out of protocol.md at test time.
 
-import { test } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -10,7 +10,9 @@ import { decode } from "@msgpack/msgpack";
 import {
   decodeFrame, encodeFrame, frames, messageEvent, memberEvent, userEvent, ProtocolError,
 } from "../rtcore-client.js";
-import { REPO, client, next } from "./helpers.mjs";
+import { REPO, client, next, cleanupAll } from "./helpers.mjs";
+
+after(cleanupAll);
 
 const DOC = readFileSync(join(REPO, "protocol.md"), "utf8");
 const EXAMPLES = [...DOC.matchAll(/```(frame|wsframe)\n(.*?)\n\n(.*?)\n```/gs)].map(([, kind, hex, json]) => ({

@@ -1,11 +1,13 @@
 // Reconnecting: the server restarts on the same port; buffering, fail-fast, timeouts.
 
-import { test } from "node:test";
+import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import {
   backoffDelay, BufferFullError, NotConnectedError, RequestTimeoutError,
 } from "../rtcore-client.js";
-import { startServer, client, next, collect, until } from "./helpers.mjs";
+import { startServer, client, next, collect, until, cleanupAll } from "./helpers.mjs";
+
+after(cleanupAll); // also what a failed or timed-out test left running
 
 const T = { timeout: 30000 };
 
