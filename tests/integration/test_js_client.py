@@ -114,4 +114,4 @@ def test_typescript_declarations_typecheck() -> None:
 @pytest.mark.slow
 def test_browser_end_to_end_in_chromium() -> None:
     _require(_node_problem(), _browser_problem())
-    _node_tests(["--test-concurrency=1", *_files("test-browser/*.test.mjs")], timeout=300)
+    _node_tests(_files("test-browser/*.test.mjs"), timeout=300)

@@ -117,7 +117,18 @@ test("two people chat in the demo; profiles, presence, broadcast, a closed tab, 
     await ann.page.locator('#status[data-state="connected"]').waitFor({ timeout: 20000 });
     await bob.page.locator('#status[data-state="connected"]').waitFor({ timeout: 20000 });
     await ann.page.locator("#member-list li", { hasText: "Bob" }).waitFor();
-    // The profiles came back with the new connections (resent in the hello).
+    // Each list holds exactly the two new connections (none of the old ids), with the
+    // profiles that came back with them (resent in the hello).
+    const ids = async (page) => page.evaluate(() => window.rtcoreDemo.client.getSocketId());
+    const listed = (page) => page.locator("#member-list li").evaluateAll((lis) => lis.map((li) => li.dataset.member).sort());
+    const current = [await ids(ann.page), await ids(bob.page)].sort();
+    for (const page of [ann.page, bob.page]) {
+      await page.waitForFunction(
+        (want) => [...document.querySelectorAll("#member-list li")].map((li) => li.dataset.member).sort().join() === want.join(),
+        current,
+        { timeout: 10000 },
+      ).catch(async () => assert.deepEqual(await listed(page), current));
+    }
     await ann.page.locator("#member-list li", { hasText: "on a call" }).waitFor();
     await bob.page.locator("#member-list li", { hasText: "writing docs" }).waitFor();
     await say(bob.page, "Still here after the restart.");
