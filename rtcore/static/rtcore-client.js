@@ -272,6 +272,7 @@ export class RealtimeClient {
    * @returns {Promise<void>}
    */
   open() {
+    if (this._running && this._closed) return this._running.then(() => this.open()); // closing
     if (this._ready) return Promise.resolve();
     const ready = new Promise((resolve, reject) => this._waiters.push({ resolve, reject, counted: false }));
     if (!this._running) {
@@ -289,7 +290,9 @@ export class RealtimeClient {
    * connection are rejected with NotConnectedError; resolves once the socket has closed.
    */
   async close() {
+    const running = this._running; // not a run that an open() after this call starts
     this._closed = true;
+    this._ready = false;
     this._rejectWaiters(new NotConnectedError("the client is closed"));
     this._wake?.();
     const ws = this._ws;
@@ -298,7 +301,7 @@ export class RealtimeClient {
       ws.close(1000, "client closed");
       await this._bounded(closed, this.connectTimeout);
     }
-    await this._bounded(this._running ?? Promise.resolve(), this.connectTimeout);
+    await this._bounded(running ?? Promise.resolve(), this.connectTimeout);
   }
 
   /** True while connected (welcome received and channels rejoined). */
@@ -556,6 +559,7 @@ export class RealtimeClient {
       this._failFirstOpen(error);
       return { code: 1006, reason: error.message, wasReady: false };
     }
+    if (this._closed) return { code: 1000, reason: "client closed", wasReady: false };
     let ws;
     try {
       ws = new this.WebSocket(this.url);
@@ -593,6 +597,7 @@ export class RealtimeClient {
     // that always follows carries what there is to know.
     ws.addEventListener("error", () => {});
     ws.addEventListener("open", () => {
+      if (this._closed) return ws.close(1000, "client closed");
       const { app, key, profile, echo } = this;
       ws.send(encodeFrame(frames.hello({ app, key, token, profile, echo })));
     });

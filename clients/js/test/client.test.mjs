@@ -223,6 +223,28 @@ test("close codes reconnecting cannot fix end the client with ConnectionClosedEr
   assert.equal(ok.isConnected(), true);
 });
 
+test("close() while the token provider is busy leaves no connection; open() again reconnects", T, async () => {
+  let release;
+  const c = client(server.url, { token: () => new Promise((r) => (release = r)) });
+  const opening = c.open();
+  await until(() => release, { what: "the provider to be asked" });
+  const closing = c.close();
+  release(null);
+  await closing;
+  await assert.rejects(opening, NotConnectedError);
+  assert.equal(c._ws, null);
+  assert.equal(c.isConnected(), false);
+  c.token = null;
+  const closeAgain = c.close();
+  await c.open(); // called while nothing runs: a fresh start
+  await closeAgain;
+  assert.equal(c.isConnected(), true);
+  const reopened = c.close().then(() => "closed");
+  await c.open(); // called during close(): waits for it, then connects again
+  assert.equal(await reopened, "closed");
+  assert.equal(c.isConnected(), true);
+});
+
 test("without reconnect, a refused first attempt rejects open with ConnectError", T, async () => {
   const c = client("ws://127.0.0.1:1/", { reconnect: false });
   const err = await rejects(c.open(), ConnectError, "connect_failed");
