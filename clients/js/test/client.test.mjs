@@ -205,6 +205,7 @@ test("close codes reconnecting cannot fix end the client with ConnectionClosedEr
     [{ app: "off" }, 4006],
     [{ app: "locked" }, 4010],
     [{ app: "locked", key: "wrong" }, 4011],
+    [{ app: "locked", key: "pk_old" }, 4012],
     [{ app: "members-only" }, 4013],
     [{ app: "members-only", token: "not.a.jwt" }, 4014],
     [{ app: "members-only", token: mintToken({ sub: "u1", exp: nowSeconds() - 60 }) }, 4015],
@@ -263,6 +264,21 @@ test("a full app (4020) is retried with backoff until there is room", T, async (
   await first.close();
   await opened;
   assert.equal(second.isConnected(), true);
+});
+
+test("too many new connections from one address (4029) are retried with backoff", T, async () => {
+  const limited = await startServer({ config: "[limits]\nconnect_burst_per_ip = 1\nconnect_rate_per_ip = 2.0\n" });
+  const first = client(limited.url);
+  await first.open();
+  const second = client(limited.url);
+  const refused = next((fn) => second.onError(fn), { where: (e) => e.closeCode === 4029 });
+  const opened = second.open();
+  const err = await refused;
+  assert.ok(err instanceof ConnectError);
+  await opened; // the bucket refills (2 a second) and a later attempt gets in
+  assert.equal(second.isConnected(), true);
+  assert.notEqual(second.getSocketId(), first.getSocketId());
+  await limited.cleanup();
 });
 
 test("signed-in users: welcome.user, member.user, user events, refresh", T, async () => {

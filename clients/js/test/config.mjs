@@ -34,6 +34,9 @@ send = "nobody"
 name = "locked"
 [[apps.api_keys]]
 key = "pk_test_1"
+[[apps.api_keys]]
+key = "pk_old"
+expires = 2020-01-01T00:00:00Z
 
 [[apps]]
 name = "members-only"
