@@ -31,6 +31,11 @@ function loadProfile() {
   return null;
 }
 
+/** Profiles come from other people: only a plain #rrggbb colour reaches the style. */
+function safeColor(color) {
+  return typeof color === "string" && /^#[0-9a-fA-F]{6}$/.test(color) ? color : COLORS[0];
+}
+
 function initials(name) {
   const parts = String(name || "?").trim().split(/\s+/);
   return ((parts[0]?.[0] ?? "?") + (parts[1]?.[0] ?? "")).toUpperCase();
@@ -40,7 +45,7 @@ function avatar(profile) {
   const el = document.createElement("span");
   el.className = "avatar";
   el.textContent = initials(profile?.name);
-  el.style.background = profile?.color || COLORS[0];
+  el.style.backgroundColor = safeColor(profile?.color);
   return el;
 }
 
@@ -64,7 +69,7 @@ function openProfileDialog(first) {
     const b = document.createElement("button");
     b.type = "button";
     b.className = "swatch";
-    b.style.background = color;
+    b.style.backgroundColor = color;
     b.dataset.color = color;
     b.setAttribute("aria-label", `colour ${color}`);
     b.setAttribute("aria-pressed", String(color === p.color));
@@ -284,7 +289,7 @@ function renderMessages() {
     const who = document.createElement("span");
     who.className = "who";
     who.textContent = m.data?.name ?? "anonymous";
-    who.style.color = m.data?.color ?? "";
+    who.style.color = safeColor(m.data?.color);
     const when = document.createElement("time");
     when.dateTime = new Date(m.ts).toISOString();
     when.textContent = time(m.ts);
