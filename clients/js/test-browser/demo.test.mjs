@@ -94,6 +94,17 @@ test("two people chat in the demo; profiles, presence, broadcast, a closed tab, 
     await ann.page.click("#broadcast");
     await bob.page.locator("#banner:not([hidden])", { hasText: "Release 0.1 is out" }).waitFor();
 
+    // Rooms: Ann joins #design (alone there); Bob's message in #lobby shows as unread.
+    await ann.page.fill("#join-name", "design");
+    await ann.page.click("#join-form button");
+    await ann.page.locator("#room-title", { hasText: "# design" }).waitFor();
+    await ann.page.locator("#member-count", { hasText: "1" }).waitFor();
+    await say(bob.page, "Lunch at noon?");
+    await ann.page.locator('#room-list li[data-room="lobby"] .unread', { hasText: "1" }).waitFor();
+    await ann.page.click('#room-list li[data-room="lobby"]');
+    await message(ann.page, "Bob", "Lunch at noon?").waitFor();
+    assert.equal(await ann.page.locator("#room-list .unread").count(), 0);
+
     // A third person joins, then closes the tab: gone from the others' lists.
     const cleo = await person(url, "Cleo", 5);
     await ann.page.locator("#member-list li", { hasText: "Cleo" }).waitFor();
