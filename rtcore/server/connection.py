@@ -44,6 +44,7 @@ from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
 from rtcore.admission import InboundBudget, client_address
 from rtcore.protocol import CloseCode
+from rtcore.server import static
 from rtcore.session import Close, Session
 
 if TYPE_CHECKING:
@@ -235,10 +236,12 @@ class Connection:
 
     async def _upgrade(self) -> bool:
         """The HTTP upgrade; returns False if it was refused or the peer went away."""
+        received = b""  # for a plain HTTP request (static.respond); wsproto bounds its size
         while True:
             data = await self._receive()
             if not data:
                 return False
+            received += data
             try:
                 self._ws.receive_data(data)
                 for event in self._ws.events():
@@ -262,8 +265,9 @@ class Connection:
                         return True
             except WSRemoteProtocolError as exc:
                 hint = exc.event_hint or RejectConnection(status_code=400)
+                reply = static.respond(received)  # not an upgrade: the client and demo
                 with trio.move_on_after(1):
-                    await self._write_through(self._ws.send(hint))
+                    await self._write_through(reply or self._ws.send(hint))
                 return False
 
     def _origin_allowed(self, request: Request) -> bool:
