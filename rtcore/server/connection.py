@@ -158,7 +158,10 @@ class Connection:
                 log.exception("connection %s (%s) failed", self.id, self.remote)
                 self._close = Close(CloseCode.INTERNAL_ERROR, "internal error (logged)")
                 self._discard = True
-            self._nursery = None  # no drain task runs from here on
+            finally:
+                # No drain task runs from here on, also when cancelled (shutdown): the flusher
+                # must not start one in a nursery that is closed.
+                self._nursery = None
             if not self._abort:
                 await self._finish()
         except Exception:
