@@ -81,6 +81,7 @@ export async function startServer({ config = null, port = 0, timeout = 20000 } =
   const server = {
     ...started,
     proc,
+    configDir: dir,
     url: `ws://127.0.0.1:${started.port}/`,
     http: `http://127.0.0.1:${started.port}`,
     log: () => log,
