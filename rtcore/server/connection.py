@@ -152,16 +152,18 @@ class Connection:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    await self._serve()
+                    try:
+                        await self._serve()
+                    finally:
+                        # No drain task may start from here on: once its last child is done
+                        # the nursery closes, possibly before this task resumes, and the
+                        # flusher's start_soon would then fail ("closed to new arrivals").
+                        self._nursery = None
             except Exception:
                 # A bug of ours, confined to this connection: say so to the peer with 1011.
                 log.exception("connection %s (%s) failed", self.id, self.remote)
                 self._close = Close(CloseCode.INTERNAL_ERROR, "internal error (logged)")
                 self._discard = True
-            finally:
-                # No drain task runs from here on, also when cancelled (shutdown): the flusher
-                # must not start one in a nursery that is closed.
-                self._nursery = None
             if not self._abort:
                 await self._finish()
         except Exception:
