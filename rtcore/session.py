@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from rtcore import observe
 from rtcore.app import App, framed
 from rtcore.auth import CredentialError, Principal, check_api_key, verify_session
 from rtcore.config import Config
@@ -122,6 +123,8 @@ class Session:
             if self.member is None:
                 return Close(CloseCode.HELLO_EXPECTED, exc.message)
             self._error(exc.request_id, exc.code, exc.message)
+            if self.app is not None:
+                observe.refused(self.app, exc.code.value, "undecodable")
             return None
         if self.member is None:
             return self._hello(frame, now)
@@ -131,11 +134,15 @@ class Session:
         if operation is not None and self.app is not None and self.app.limiter:
             refusal = self._charge(self.app, operation, now)
             if refusal is not None:
-                return self._refused(self.app, frame.id, refusal)
+                close = self._refused(self.app, frame.id, refusal)
+                observe.rate_limited(self.app, refusal.rule, operation, replied=close is None)
+                return close
         try:
             result = _HANDLERS[type(frame)](self, frame, now)
         except RemoteProtocolError as exc:
             self._error(frame.id, exc.code, exc.message)
+            if self.app is not None:
+                observe.refused(self.app, exc.code.value, frame.TYPE)
         else:
             self._reply(f.Ok(frame.id, result))
         return None

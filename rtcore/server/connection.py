@@ -39,6 +39,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
 from rtcore.admission import client_address
+from rtcore.observe import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
 from rtcore.session import Close, Session
 
@@ -164,7 +165,14 @@ class Connection:
         if handshake.cancelled_caught and self._close is None:
             self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
         if self._close is None:
+            self._observe_established()
             await self._read(until_hello=False)
+
+    def _observe_established(self) -> None:
+        app, principal = self.session.app, self.session.principal
+        if app is not None:
+            user = principal.user if principal else None
+            self.server.observer.connected(Connected(self.id, self.remote, app.name, user))
 
     def request_close(self, code: int, reason: str, *, discard_pending: bool = False) -> None:
         """Ask the connection to close (from the flusher, heartbeat or shutdown).
@@ -182,6 +190,16 @@ class Connection:
     def established(self) -> bool:
         """A valid hello was received and the connection is not closing yet."""
         return self.session.established
+
+    @property
+    def close_code(self) -> tuple[int, str]:
+        """How it ended (or is ending): the close code and reason (rtcore.observe's NO_CLOSE
+        without a WebSocket, ABNORMAL_CLOSE when the peer vanished without a close frame)."""
+        if self._close is None:
+            return NO_CLOSE, "no WebSocket"
+        if self._abort:
+            return ABNORMAL_CLOSE, self._close.reason
+        return self._close.code, self._close.reason
 
     @property
     def closing(self) -> bool:
@@ -399,6 +417,7 @@ class Connection:
                 outbox.closed = True
                 self.request_close(CloseCode.NORMAL, "peer is gone")
                 return
+            self.server.statistics.bytes_drained += n
             if n == len(data):
                 del items[:k]
                 self.counted, self.queued = 0, 0
@@ -415,6 +434,7 @@ class Connection:
         self.counted, self.queued = 0, 0
         try:
             await self.tls.send_all(data)  # type: ignore[union-attr]
+            self.server.statistics.bytes_drained += len(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.outbox.closed = True
             self.request_close(CloseCode.NORMAL, "peer is gone")

@@ -14,41 +14,61 @@ under load passes happen at most every ``window`` seconds and each carries more.
 A socket that does not take everything hands its connection to the connection's own drain
 task. Bytes queued for a connection beyond ``outbound_buffer_bytes`` make it a slow consumer:
 it is closed with 4008 and counted, and its queue is dropped.
+
+Observation (rtcore.observe) is per pass: ``_flush_one`` adds what it wrote to three running
+sums, and the pass reports once -- its duration, its batch (connections, bytes, frames) and
+the age of its oldest publication, stamped by the first ``poke`` after the previous pass.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
+import time
 from typing import TYPE_CHECKING
 
 import trio
 
+from rtcore.observe import NULL_OBSERVER, FlusherStatistics, FlushPass, Observer
 from rtcore.outbox import Outbox, Pending
 from rtcore.protocol import CloseCode
 
 if TYPE_CHECKING:
     from rtcore.server.connection import Connection
 
-log = logging.getLogger("rtcore.flusher")
-
 
 class Flusher:
     """Writes pending outboxes in passes; see the module docstring."""
 
-    def __init__(self, pending: Pending, budget: int, window: float = 0.002) -> None:
+    def __init__(
+        self,
+        pending: Pending,
+        budget: int,
+        window: float = 0.002,
+        observer: Observer = NULL_OBSERVER,
+    ) -> None:
         self._pending = pending
         self.budget = budget
         """Outbound bytes a connection may have queued (limits.outbound_buffer_bytes)."""
         self._window = window
         self._wake = trio.Event()
         self._last_pass = -1e9
-        self.slow_consumers = 0
+        self.statistics = FlusherStatistics()
+        self.observer = observer
+        self._oldest: float | None = None
+        """When something first became pending after the last pass (trio's clock)."""
+        self._conns = self._bytes = self._frames = 0
+        """What the current pass has written so far."""
+
+    @property
+    def slow_consumers(self) -> int:
         """Connections closed for exceeding their outbound budget, since start."""
+        return self.statistics.slow_consumers
 
     def poke(self) -> None:
         """Wake the flusher if anything is pending (cheap; called after each read)."""
         if self._pending:
+            if self._oldest is None:  # publications are queued in the step that pokes
+                self._oldest = trio.current_time()
             self._wake.set()
 
     async def run(self) -> None:
@@ -62,7 +82,27 @@ class Flusher:
             self.flush()
 
     def flush(self) -> None:
-        """One pass over everything pending."""
+        """One pass over everything pending; reports it to the observer."""
+        started = time.perf_counter()
+        self._conns = self._bytes = self._frames = 0
+        self._write_pending()
+        oldest, self._oldest = self._oldest, None
+        stats = self.statistics
+        stats.passes += 1
+        stats.connections += self._conns
+        stats.bytes += self._bytes
+        stats.frames += self._frames
+        self.observer.flush_pass(
+            FlushPass(
+                time.perf_counter() - started,
+                self._conns,
+                self._bytes,
+                self._frames,
+                None if oldest is None else trio.current_time() - oldest,
+            )
+        )
+
+    def _write_pending(self) -> None:
         outboxes, groups = self._pending.take()
         last: list[bytes | memoryview] = []
         joined = b""
@@ -95,7 +135,10 @@ class Flusher:
             outbox.closed = True
             conn.request_close(CloseCode.NORMAL, "peer is gone")
             return last, joined
+        self._conns += 1  # per connection per pass, like the write itself
+        self._bytes += n
         if n == len(data):
+            self._frames += k
             del items[:k]
             return last, joined
         rest = memoryview(data)[n:]
@@ -117,8 +160,8 @@ class Flusher:
     def _slow(self, conn: Connection) -> None:
         if conn.closing:  # already on its way out: count it once
             return
-        self.slow_consumers += 1
-        log.info("connection %s (%s) is a slow consumer: closing", conn.id, conn.remote)
+        self.statistics.slow_consumers += 1
+        self.observer.slow_consumer(conn.id, conn.remote, conn.queued)
         conn.request_close(
             CloseCode.SLOW_CONSUMER,
             f"outbound buffer exceeded {self.budget} bytes",

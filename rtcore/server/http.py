@@ -23,6 +23,7 @@ import trio
 from rtcore import api
 from rtcore.app import App
 from rtcore.protocol import RtcoreError, codec
+from rtcore.server import observing
 
 if TYPE_CHECKING:
     from rtcore.server.server import Server
@@ -34,6 +35,7 @@ REQUEST_TIMEOUT = 10.0
 MSGPACK = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 
 Handler = Callable[["Server", App, "Request"], api.Outcome]
+Payload = dict[str, Any] | observing.Text
 
 
 class Request:
@@ -157,10 +159,12 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
 ]
 
 
-def dispatch(server: Server, req: Request) -> tuple[int, dict[str, Any]]:
+def dispatch(server: Server, req: Request) -> tuple[int, Payload]:
     """Route, authenticate and run one request; returns the status and the response object."""
     if req.path == "/healthz":
         return 200, {"ok": True}
+    if req.path in observing.PATHS:  # /metrics, /readyz
+        return observing.answer(server, req)
     allowed = []
     for method, pattern, handler in ROUTES:
         match = pattern.fullmatch(req.path)
@@ -208,6 +212,7 @@ async def serve_connection(server: Server, stream: trio.SocketStream) -> None:
                 IDLE_TIMEOUT if conn.their_state is h11.IDLE else REQUEST_TIMEOUT
             ):
                 status, payload, accept = await _one_request(server, stream, conn)
+                observing.count_request(server, status, payload)
                 await _respond(stream, conn, status, payload, accept)
                 if conn.their_state is not h11.DONE:  # we answered before the body ended
                     await _linger(stream)
@@ -235,7 +240,7 @@ async def serve_connection(server: Server, stream: trio.SocketStream) -> None:
 
 async def _one_request(
     server: Server, stream: trio.SocketStream, conn: h11.Connection
-) -> tuple[int, dict[str, Any], str]:
+) -> tuple[int, Payload, str]:
     limit = server.config.limits.max_api_body_bytes
     head: h11.Request | None = None
     body = bytearray()
@@ -297,10 +302,12 @@ async def _respond(
     stream: trio.SocketStream,
     conn: h11.Connection,
     status: int,
-    payload: dict[str, Any],
+    payload: Payload,
     accept: str,
 ) -> None:
-    if any(kind in accept for kind in MSGPACK):
+    if isinstance(payload, observing.Text):
+        body, kind = payload.body, payload.content_type
+    elif any(kind in accept for kind in MSGPACK):
         body, kind = codec.pack(payload), "application/msgpack"
     else:
         body, kind = json.dumps(payload, default=_json_default).encode(), "application/json"

@@ -1,0 +1,192 @@
+"""Operating a live server: /metrics after a scripted session, /readyz, several servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from rtcore import CloseCode, Server
+from rtcore.client import RequestError, open_client
+from rtcore.config import AppConfig
+from rtcore.limiter import Rule
+from rtcore.protocol import frames as f
+from tests.integration.conftest import StartServer, url
+from tests.integration.raw import Closed, RawClient
+
+SECRET = "s" * 32
+CHAT = AppConfig(
+    "chat",
+    server_secret=SECRET,
+    rate_limits=(Rule("sends", 2, 3600, scope="connection", operations=frozenset({"send"})),),
+)
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def api_url(server: Server, path: str) -> str:
+    host, port = server.api_addresses[0]
+    return f"http://{host}:{port}{path}"
+
+
+async def get(server: Server, path: str, **kw: Any) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.get(api_url(server, path), **kw)
+
+
+async def scrape(server: Server) -> Samples:
+    """Every sample of GET /metrics, keyed by (sample name, labels)."""
+    response = await get(server, "/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def wait_for(server: Server, name: str, target: float, **labels: str) -> Samples:
+    """Scrape until ``name{labels}`` reaches ``target`` (closes finish asynchronously)."""
+    while True:
+        samples = await scrape(server)
+        if value(samples, name, **labels) >= target:
+            return samples
+        await trio.sleep(0.01)
+
+
+async def test_metrics_count_a_scripted_session(start_server: StartServer) -> None:
+    server = await start_server(apps=(CHAT, "other"))
+    with trio.fail_after(20):
+        async with (
+            open_client(url(server), app="chat") as a,
+            open_client(url(server), app="chat") as b,
+            open_client(url(server), app="chat") as c,
+            open_client(url(server), app="other"),
+        ):
+            for client in (a, b, c):
+                await client.join("room")
+            await a.send("room", "hi", 1, echo=True)  # 3 recipients
+            await b.send("room", "hi", 2, echo=False)  # 2 recipients
+            await a.send("room", "hi", 3, echo=True)  # 3 recipients; a's second send
+            with pytest.raises(RequestError) as limited:  # a's third: the limiter refuses
+                await a.send("room", "hi", 4)
+            assert limited.value.code == "rate_limited"
+            with pytest.raises(RequestError) as not_member:
+                await c.send("elsewhere", "hi", 5)
+            assert not_member.value.code == "not_member"
+            server.send("chat", "room", "news", None)  # the host app: 3 recipients
+            unauthorized = await get(server, "/v1/apps/chat/stats")
+            assert unauthorized.status_code == 401
+            authorized = await get(
+                server, "/v1/apps/chat/stats", headers={"authorization": f"Bearer {SECRET}"}
+            )
+            assert authorized.status_code == 200
+            live = await scrape(server)
+        raw = await RawClient.connect(server.addresses[0])
+        await raw.send(t="join", id=1, ch="x")  # not a hello
+        assert (await raw.closed()).code == CloseCode.HELLO_EXPECTED
+        done = await wait_for(server, "rtcore_connections_closed_total", 1, code="4002")
+        done = await wait_for(server, "rtcore_connections_closed_total", 4, code="1000")
+
+    assert value(live, "rtcore_connections", app="chat") == 3
+    assert value(live, "rtcore_connections", app="other") == 1
+    assert value(live, "rtcore_channels", app="chat") == 1
+    assert value(live, "rtcore_members", app="chat") == 3
+    assert value(live, "rtcore_channels", app="other") == 0
+    assert value(live, "rtcore_messages_in_total", app="chat") == 4
+    assert value(live, "rtcore_deliveries_total", app="chat", kind="message") == 3 + 2 + 3 + 3
+    assert value(live, "rtcore_messages_in_total", app="other") == 0
+    assert value(live, "rtcore_refusals_total", app="chat", code="rate_limited") == 1
+    assert value(live, "rtcore_refusals_total", app="chat", code="not_member") == 1
+    assert value(live, "rtcore_rate_limited_total", app="chat", limiter="sends") == 1
+    assert value(live, "rtcore_api_requests_total", status="401", code="unauthorized") == 1
+    assert value(live, "rtcore_api_requests_total", status="200", code="ok") == 1
+    assert value(live, "rtcore_broker_up", broker="MemoryBroker") == 1
+    assert value(live, "rtcore_flush_pass_seconds_count") > 0
+    assert value(live, "rtcore_publish_write_latency_seconds_count") > 0
+    assert value(live, "rtcore_flush_pass_frames_sum") >= 3 + 2 + 3 + 3
+    assert value(live, "rtcore_bytes_out_total") >= value(live, "rtcore_flush_pass_bytes_sum") > 0
+
+    assert value(done, "rtcore_connections", app="chat") == 0
+    assert value(done, "rtcore_connections_accepted_total") == 5
+    assert value(done, "rtcore_connections_closed_total", code="1000") == 4
+    assert value(done, "rtcore_connections_closed_total", code="4002") == 1
+    assert value(done, "rtcore_connection_duration_seconds_count") == 5
+
+
+async def test_a_slow_consumer_close_is_counted(start_server: StartServer) -> None:
+    server = await start_server(outbound_buffer_bytes=64 * 1024, close_timeout=1.0)
+    with trio.fail_after(30):
+        stalled = await RawClient.connect(server.addresses[0], rcvbuf=4096)
+        await stalled.hello()
+        await stalled.send(t="join", id=1, ch="feed")
+        assert isinstance(await stalled.recv(), f.MemberEvent)
+        for i in range(2000):  # 32 MB at most: far past the socket buffers and the budget
+            server.send("default", "feed", "tick", {"i": i, "pad": b"x" * 16384})
+            await trio.sleep(0.001)  # let the flusher run
+            if server.flusher.slow_consumers:
+                break
+        samples = await wait_for(server, "rtcore_connections_closed_total", 1, code="4008")
+        with pytest.raises(Closed):
+            while True:
+                await stalled.recv()
+    assert value(samples, "rtcore_slow_consumers_total") == 1
+    assert value(samples, "rtcore_messages_in_total", app="default") == i + 1
+
+
+async def test_readyz_is_200_while_serving_and_503_while_shutting_down(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(close_timeout=10.0, shutdown_grace=10.0)
+    with trio.fail_after(20):
+        ready = await get(server, "/readyz")
+        assert (ready.status_code, ready.json()) == (200, {"ready": True})
+        assert (await get(server, "/healthz")).status_code == 200
+        raw = await RawClient.connect(server.addresses[0])
+        await raw.hello()  # and then never answers the close: the shutdown waits for it
+        server.shutdown()
+        await trio.sleep(0.05)
+        assert server.connections, "the shutdown should still be waiting for the client"
+        shutting = await get(server, "/readyz")
+        assert shutting.status_code == 503
+        assert shutting.json() == {"code": "not_ready", "message": "shutting down"}
+        assert (await get(server, "/healthz")).status_code == 200  # alive, not ready
+        await raw.aclose()
+
+
+async def test_metrics_and_readyz_take_only_get(server: Server) -> None:
+    with trio.fail_after(10):
+        async with httpx.AsyncClient() as http:
+            for path in ("/metrics", "/readyz"):
+                response = await http.post(api_url(server, path))
+                assert response.status_code == 405
+                assert response.json()["code"] == "method_not_allowed"
+
+
+async def test_each_server_has_its_own_registry(start_server: StartServer) -> None:
+    one = await start_server()
+    two = await start_server()
+    with trio.fail_after(10):
+        async with open_client(url(one)), open_client(url(one)), open_client(url(two)):
+            assert value(await scrape(one), "rtcore_connections", app="default") == 2
+            assert value(await scrape(two), "rtcore_connections", app="default") == 1
+
+
+async def test_metrics_can_be_turned_off(nursery: trio.Nursery) -> None:
+    from rtcore import Config
+
+    server = Server(Config(port=0, api_port=0), metrics=False)
+    await nursery.start(server.serve)
+    with trio.fail_after(10):
+        response = await get(server, "/metrics")
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found"
+    server.shutdown()
