@@ -35,7 +35,7 @@ SERVER_ARGS: list[str] = []
 class ServerProc:
     def __init__(self, kind: str, presence: bool = True) -> None:
         self.kind = kind
-        extra = SERVER_ARGS if kind == "rtcore" else []
+        extra = SERVER_ARGS if kind.startswith("rtcore") else []
         if kind == "naive" and not presence:
             extra = ["--no-presence"]
         self.proc = subprocess.Popen(
@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         default="rtcore,naive,raw",
-        help="servers to run, comma-separated (rtcore, naive, raw)",
+        help="servers to run, comma-separated (rtcore, rtcore-metrics, naive, raw); "
+        "rtcore-metrics is rtcore with its Prometheus metrics on",
     )
     parser.add_argument("--procs", type=int, default=1, help="subscriber load processes")
     parser.add_argument("--runs", type=int, default=1, help="runs per server; the median is shown")
@@ -577,6 +578,15 @@ def report(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str, st
     print(title)
     print(table(rows, cols))
     _runs_note(rows)
+    _metrics_ratio(rows)
+
+
+def _metrics_ratio(rows: list[dict[str, Any]]) -> None:
+    """With and without metrics in the same run: the ratio of their medians."""
+    by = {r["server"]: r for r in rows}
+    if "rtcore" in by and "rtcore-metrics" in by:
+        ratio = by["rtcore-metrics"]["rate"] / by["rtcore"]["rate"]
+        print(f"\nrtcore-metrics / rtcore: {ratio:.3f} (median rates)")
 
 
 def _runs_note(rows: list[dict[str, Any]]) -> None:
