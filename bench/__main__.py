@@ -385,7 +385,23 @@ def machine() -> str:
 def median_run(runs: int, fn: Any, *args: Any, key: str = "rate") -> dict[str, Any]:
     """Run ``runs`` times; return the run with the median ``key`` (noisy machines), noting
     every run's value."""
-    results = [fn(*args) for _ in range(runs)]
+    return _median([fn(*args) for _ in range(runs)], key)
+
+
+def interleaved_runs(
+    runs: int, kinds: list[str], fn: Any, key: str = "rate"
+) -> list[dict[str, Any]]:
+    """``median_run`` for several servers, taking turns (run 1 of each, then run 2...), so
+    that a machine getting busier or quieter during the invocation weighs on all alike."""
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
+    for _ in range(runs):
+        for k in kinds:
+            results[k].append(fn(k))
+    return [_median(results[k], key) for k in kinds]
+
+
+def _median(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    runs = len(results)
     results.sort(key=lambda r: r[key])
     chosen = dict(results[len(results) // 2])
     if runs > 1:
@@ -492,10 +508,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def burst(servers: list[str], args: Any, n: int, m: int, size: int, m_base: int) -> None:
-    rows = [
-        median_run(args.runs, run_burst, k, n, m_base if k == "naive" else m, size, args.procs)
-        for k in servers
-    ]
+    rows = interleaved_runs(
+        args.runs,
+        servers,
+        lambda k: run_burst(k, n, m_base if k == "naive" else m, size, args.procs),
+    )
     report(
         f"## burst: {n} subscribers in one channel, ~{size}-byte messages\n",
         rows,
