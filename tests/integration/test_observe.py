@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -190,3 +195,149 @@ async def test_metrics_can_be_turned_off(nursery: trio.Nursery) -> None:
         assert response.status_code == 404
         assert response.json()["code"] == "not_found"
     server.shutdown()
+
+
+# -- the flusher reports once per pass ------------------------------------------------------------
+
+
+class FakeConn:
+    """What the flusher needs of a connection: a socket that takes everything."""
+
+    def __init__(self) -> None:
+        self.blocked = False
+        self.closing = False
+        self.counted = self.queued = 0
+        self.written: list[bytes] = []
+        self.id, self.remote = "c", "10.0.0.1"
+
+    def write_now(self, data: bytes | memoryview) -> int:
+        self.written.append(bytes(data))
+        return len(data)
+
+
+async def test_a_flush_pass_reports_its_batch_and_its_oldest_publications_age(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from rtcore.observe import FlushPass
+    from rtcore.outbox import Outbox, Pending
+    from rtcore.server.flusher import Flusher
+    from tests.unit.test_observe import Recorder
+
+    pending, recorder = Pending(), Recorder()
+    flusher = Flusher(pending, budget=1 << 20, observer=recorder)
+    one, two = Outbox(FakeConn()), Outbox(FakeConn())
+    pending.push(one, b"a" * 10)
+    pending.push(one, b"b" * 20)
+    flusher.poke()  # the oldest publication: now
+    await trio.sleep(0.5)
+    pending.push(two, b"c" * 5)
+    flusher.poke()  # not older
+    await trio.sleep(0.25)
+    flusher.flush()
+    (kind, event), *rest = recorder.calls
+    assert not rest and kind == "flush_pass"
+    assert isinstance(event, FlushPass) and event.duration >= 0
+    assert (event.connections, event.bytes, event.frames) == (2, 35, 3)
+    assert event.latency == pytest.approx(0.75)
+    stats = flusher.statistics
+    assert (stats.passes, stats.connections, stats.bytes, stats.frames) == (1, 2, 35, 3)
+    flusher.flush()  # nothing pending: an empty pass, no latency
+    assert recorder.calls[-1][1] == FlushPass(recorder.calls[-1][1].duration, 0, 0, 0, None)
+    assert flusher.statistics.passes == 2
+
+
+# -- logs -----------------------------------------------------------------------------------------
+
+
+async def test_a_connection_failure_is_logged_once_with_its_traceback(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtcore.session import Session
+
+    caplog.set_level(logging.INFO)
+    server = await start_server()
+
+    def broken(self: Session, data: bytes, now: float) -> None:
+        raise RuntimeError("a bug")
+
+    with trio.fail_after(10):
+        raw = await RawClient.connect(server.addresses[0])
+        monkeypatch.setattr(Session, "receive", broken)
+        await raw.send(t="hello", v=1)
+        assert (await raw.closed()).code == CloseCode.INTERNAL_ERROR
+        for _ in range(1000):  # the close is recorded once the connection's task ends
+            if server.statistics.closed:
+                break
+            await trio.sleep(0.01)
+    with_traceback = [r for r in caplog.records if r.exc_info]
+    assert len(with_traceback) == 1
+    assert "a bug" in str(with_traceback[0].exc_info[1])  # type: ignore[index]
+    closes = [r for r in caplog.records if r.name == "rtcore.connections"]
+    assert [(r.code, r.exc_info) for r in closes] == [(1011, None)]  # type: ignore[attr-defined]
+
+
+async def read_json_lines(stream: Any, until: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """Read JSON log lines into ``lines`` until one whose msg contains ``until``."""
+    buffer = b""
+    while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            record = json.loads(line)  # every line is one JSON object
+            lines.append(record)
+            if until in record["msg"]:
+                stream.leftover = buffer
+                return record
+        chunk = await stream.receive_some(65536)
+        assert chunk, lines
+        buffer = getattr(stream, "leftover", b"") + buffer + chunk
+        stream.leftover = b""
+
+
+async def test_serve_with_json_logs_writes_connection_lines_as_json() -> None:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "rtcore.cli", "serve", "--port", "0", "--api-port", "0"]
+        + ["--log-format", "json", "--log-level", "debug"],
+        stderr=subprocess.PIPE,
+    )
+    lines: list[dict[str, Any]] = []
+    try:
+        with trio.fail_after(20):
+            assert proc.stderr is not None
+            started = await read_json_lines(proc.stderr, "rtcore serving on", lines)
+            port = int(started["msg"].rsplit(":", 1)[1])
+            async with open_client(f"ws://127.0.0.1:{port}/") as client:
+                with pytest.raises(RequestError):
+                    await client.join("bad name!")
+            opened = await read_json_lines(proc.stderr, "open", lines)
+            refused = await read_json_lines(proc.stderr, "refused join", lines)
+            closed = await read_json_lines(proc.stderr, "closed", lines)
+            proc.send_signal(signal.SIGTERM)
+            stopped = await read_json_lines(proc.stderr, "rtcore stopped", lines)
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert {"ts", "level", "logger", "msg"} <= started.keys()
+    assert opened["level"] == "INFO" and opened["app"] == "default"
+    assert opened["remote"] == "127.0.0.1"
+    assert refused["level"] == "DEBUG" and refused["code"] == "invalid_channel"
+    assert closed["conn"] == opened["conn"]
+    assert closed["code"] == 1000 and closed["app"] == "default"
+    assert isinstance(closed["duration"], float) and closed["duration"] >= 0
+    assert stopped["logger"] == "rtcore.server"
+
+
+@pytest.mark.parametrize("level", ["loud", "Verbose"])
+def test_a_bad_log_level_is_one_clear_error_and_exit_2(level: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "rtcore.cli", "serve", "--log-level", level],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert f"argument --log-level: invalid choice: '{level.upper()}'" in last
+    assert "DEBUG" in last and "CRITICAL" in last
