@@ -188,9 +188,11 @@ class App:
     def _publish(
         self, target: Target, name: str | None, data: bytes, skip: Member | None = None
     ) -> int:
-        return self.broker.publish(
+        count = self.broker.publish(
             Publication(self.name, target, name, data, skip.id if skip else None)
         )
+        self.statistics.bytes_queued += len(data) * count  # per publication
+        return count
 
     # -- presence -------------------------------------------------------------------------
 

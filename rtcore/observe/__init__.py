@@ -5,8 +5,9 @@ Theory of operation:
 * **Statistics** are plain counters on the objects that do the work: :class:`ServerStatistics`
   on the server, :class:`FlusherStatistics` on the flusher, :class:`AppStatistics` on each app.
   They are always on, cost an integer add where they are kept, and are read when someone asks
-  (``Server.stats()``, a Prometheus scrape). Counting never happens per delivery: an app adds
-  the recipient count a publication returns, and the flusher adds what it wrote once per pass.
+  (a Prometheus scrape). Counting never happens per delivery: an app adds the recipient count
+  (and bytes) each publication returns, and the flusher counts the connections of a pass from
+  the sizes of the groups it takes.
 * The **observer** is told about events: a connection established or closed, a refused or
   rate-limited request, a slow consumer, a flush pass. Its default does nothing. Exporters plug
   in here -- :mod:`rtcore.observe.logs` writes log lines, :mod:`rtcore.observe.metrics` fills
@@ -43,8 +44,6 @@ class ServerStatistics:
     """TCP connections accepted on the WebSocket listeners."""
     closed: dict[int, int] = attrs.field(factory=dict)
     """Connections ended, by close code (:data:`NO_CLOSE` when there never was a WebSocket)."""
-    bytes_drained: int = 0
-    """Bytes written by connections' own drain tasks (full sockets, handshakes, TLS)."""
     api_requests: dict[tuple[int, str], int] = attrs.field(factory=dict)
     """Server-API (HTTP) requests answered, by (status, code): code is ``ok`` for a 2xx, else
     the error code of the body."""
@@ -63,11 +62,7 @@ class FlusherStatistics:
 
     passes: int = 0
     connections: int = 0
-    """Connection writes made by flush passes (one per connection per pass)."""
-    bytes: int = 0
-    """Bytes the flush passes wrote."""
-    frames: int = 0
-    """Frames the flush passes handed to sockets (deliveries, replies, pings)."""
+    """Connections the flush passes visited (each pass counts the connections it took)."""
     slow_consumers: int = 0
     """Connections closed for exceeding their outbound budget."""
 
@@ -84,6 +79,9 @@ class AppStatistics:
     """Recipients of presence events (member_join, member_leave, member_update)."""
     user_event_deliveries: int = 0
     """Connections that received a user event."""
+    bytes_queued: int = 0
+    """Bytes of the app's publications queued for their recipients: each publication adds
+    its framed size times its recipient count."""
     refusals: dict[str, int] = attrs.field(factory=dict)
     """Error replies to client requests, by error code (``rate_limited`` included)."""
     rate_limited: dict[str, int] = attrs.field(factory=dict)
@@ -127,10 +125,8 @@ class FlushPass:
     duration: float
     """Seconds the pass took (the writes, not the batching wait before it)."""
     connections: int
-    """Connections written to."""
-    bytes: int
-    frames: int
-    """Frames handed to sockets: deliveries, replies, pings."""
+    """Connections the pass visited: the members of the groups it took (a channel's, for a
+    message) and the single outboxes (replies, pings). Counted per group, not per connection."""
     latency: float | None
     """Seconds from the oldest publication of the pass being queued to the pass writing it;
     None for a pass that found nothing new."""

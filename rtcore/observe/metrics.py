@@ -45,6 +45,16 @@ BYTES = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 6710
 LIFETIMES = (1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
+def queued_totals(server: Server) -> tuple[int, int]:
+    """Deliveries and bytes queued for clients so far (a sum over apps, not deliveries)."""
+    deliveries, queued = 0, server.pending.bytes_pushed
+    for app in server.apps.values():
+        s = app.statistics
+        deliveries += s.message_deliveries + s.presence_deliveries + s.user_event_deliveries
+        queued += s.bytes_queued
+    return deliveries, queued
+
+
 class StatisticsCollector:
     """Counters and gauges read from the server at scrape time (a prometheus_client Collector)."""
 
@@ -129,8 +139,8 @@ class StatisticsCollector:
         yield closed
         yield CounterMetricFamily(
             "rtcore_bytes_out",
-            "Bytes written to WebSocket connections",
-            value=flushed.bytes + stats.bytes_drained,
+            "Bytes of frames queued for clients (publications times recipients, replies, pings)",
+            value=queued_totals(server)[1],
         )
         yield CounterMetricFamily(
             "rtcore_slow_consumers",
@@ -151,6 +161,9 @@ class ServerMetrics:
     """A server's Prometheus registry, and the observer that fills its histograms."""
 
     def __init__(self, server: Server) -> None:
+        self._server = server
+        self._queued = (0, 0)
+        """Deliveries and bytes queued until the previous flush pass."""
         self.registry = CollectorRegistry()
         reg = self.registry
         self.flush_seconds = Histogram(
@@ -163,11 +176,14 @@ class ServerMetrics:
             registry=reg,
         )
         self.flush_bytes = Histogram(
-            "rtcore_flush_pass_bytes", "Bytes written by a flush pass", buckets=BYTES, registry=reg
+            "rtcore_flush_pass_bytes",
+            "Bytes queued for clients since the previous flush pass",
+            buckets=BYTES,
+            registry=reg,
         )
-        self.flush_frames = Histogram(
-            "rtcore_flush_pass_frames",
-            "Frames (deliveries, replies) written by a flush pass",
+        self.flush_deliveries = Histogram(
+            "rtcore_flush_pass_deliveries",
+            "Deliveries (publication recipients) queued since the previous flush pass",
             buckets=COUNTS,
             registry=reg,
         )
@@ -197,8 +213,11 @@ class ServerMetrics:
     def flush_pass(self, event: FlushPass) -> None:
         self.flush_seconds.observe(event.duration)
         self.flush_connections.observe(event.connections)
-        self.flush_bytes.observe(event.bytes)
-        self.flush_frames.observe(event.frames)
+        queued = queued_totals(self._server)
+        # An app removed by a reload takes its counts along: then start over from there.
+        self.flush_deliveries.observe(max(0, queued[0] - self._queued[0]))
+        self.flush_bytes.observe(max(0, queued[1] - self._queued[1]))
+        self._queued = queued
         if event.latency is not None:
             self.latency.observe(event.latency)
 

@@ -417,7 +417,6 @@ class Connection:
                 outbox.closed = True
                 self.request_close(CloseCode.NORMAL, "peer is gone")
                 return
-            self.server.statistics.bytes_drained += n
             if n == len(data):
                 del items[:k]
                 self.counted, self.queued = 0, 0
@@ -434,7 +433,6 @@ class Connection:
         self.counted, self.queued = 0, 0
         try:
             await self.tls.send_all(data)  # type: ignore[union-attr]
-            self.server.statistics.bytes_drained += len(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.outbox.closed = True
             self.request_close(CloseCode.NORMAL, "peer is gone")

@@ -15,9 +15,10 @@ A socket that does not take everything hands its connection to the connection's 
 task. Bytes queued for a connection beyond ``outbound_buffer_bytes`` make it a slow consumer:
 it is closed with 4008 and counted, and its queue is dropped.
 
-Observation (rtcore.observe) is per pass: ``_flush_one`` adds what it wrote to three running
-sums, and the pass reports once -- its duration, its batch (connections, bytes, frames) and
-the age of its oldest publication, stamped by the first ``poke`` after the previous pass.
+Observation (rtcore.observe) costs nothing per connection: a pass counts its connections
+from the sizes of the groups it takes, and reports once -- its duration, that count and the
+age of its oldest publication, stamped by the first ``poke`` after the previous pass. (Bytes
+and deliveries are counted where they are queued, once per publication.)
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ class Flusher:
         self.observer = observer
         self._oldest: float | None = None
         """When something first became pending after the last pass (trio's clock)."""
-        self._conns = self._bytes = self._frames = 0
-        """What the current pass has written so far."""
 
     @property
     def slow_consumers(self) -> int:
@@ -84,25 +83,21 @@ class Flusher:
     def flush(self) -> None:
         """One pass over everything pending; reports it to the observer."""
         started = time.perf_counter()
-        self._conns = self._bytes = self._frames = 0
-        self._write_pending()
+        connections = self._write_pending()
         oldest, self._oldest = self._oldest, None
         stats = self.statistics
         stats.passes += 1
-        stats.connections += self._conns
-        stats.bytes += self._bytes
-        stats.frames += self._frames
+        stats.connections += connections
         self.observer.flush_pass(
             FlushPass(
                 time.perf_counter() - started,
-                self._conns,
-                self._bytes,
-                self._frames,
+                connections,
                 None if oldest is None else trio.current_time() - oldest,
             )
         )
 
-    def _write_pending(self) -> None:
+    def _write_pending(self) -> int:
+        """Write everything pending; returns how many connections that visited."""
         outboxes, groups = self._pending.take()
         last: list[bytes | memoryview] = []
         joined = b""
@@ -111,6 +106,7 @@ class Flusher:
                 last, joined = self._flush_one(member.outbox, last, joined)
         for outbox in outboxes:
             last, joined = self._flush_one(outbox, last, joined)
+        return len(outboxes) + sum(map(len, groups))  # per group, not per connection
 
     def _flush_one(
         self, outbox: Outbox, last: list[bytes | memoryview], joined: bytes
@@ -135,10 +131,7 @@ class Flusher:
             outbox.closed = True
             conn.request_close(CloseCode.NORMAL, "peer is gone")
             return last, joined
-        self._conns += 1  # per connection per pass, like the write itself
-        self._bytes += n
         if n == len(data):
-            self._frames += k
             del items[:k]
             return last, joined
         rest = memoryview(data)[n:]

@@ -88,6 +88,8 @@ async def test_metrics_count_a_scripted_session(start_server: StartServer) -> No
                 await c.send("elsewhere", "hi", 5)
             assert not_member.value.code == "not_member"
             server.send("chat", "room", "news", None)  # the host app: 3 recipients
+            # A round trip: the pass that writes its reply writes the host's message too.
+            assert await c.join("room") is False
             unauthorized = await get(server, "/v1/apps/chat/stats")
             assert unauthorized.status_code == 401
             authorized = await get(
@@ -117,8 +119,13 @@ async def test_metrics_count_a_scripted_session(start_server: StartServer) -> No
     assert value(live, "rtcore_broker_up", broker="MemoryBroker") == 1
     assert value(live, "rtcore_flush_pass_seconds_count") > 0
     assert value(live, "rtcore_publish_write_latency_seconds_count") > 0
-    assert value(live, "rtcore_flush_pass_frames_sum") >= 3 + 2 + 3 + 3
-    assert value(live, "rtcore_bytes_out_total") >= value(live, "rtcore_flush_pass_bytes_sum") > 0
+    # every delivery queued so far was counted by one flush pass or another
+    delivered = sum(
+        value(live, "rtcore_deliveries_total", app="chat", kind=kind)
+        for kind in ("message", "presence", "user_event")
+    ) + value(live, "rtcore_deliveries_total", app="other", kind="presence")
+    assert value(live, "rtcore_flush_pass_deliveries_sum") == delivered
+    assert value(live, "rtcore_bytes_out_total") == value(live, "rtcore_flush_pass_bytes_sum") > 0
 
     assert value(done, "rtcore_connections", app="chat") == 0
     assert value(done, "rtcore_connections_accepted_total") == 5
@@ -237,12 +244,12 @@ async def test_a_flush_pass_reports_its_batch_and_its_oldest_publications_age(
     (kind, event), *rest = recorder.calls
     assert not rest and kind == "flush_pass"
     assert isinstance(event, FlushPass) and event.duration >= 0
-    assert (event.connections, event.bytes, event.frames) == (2, 35, 3)
+    assert event.connections == 2
     assert event.latency == pytest.approx(0.75)
     stats = flusher.statistics
-    assert (stats.passes, stats.connections, stats.bytes, stats.frames) == (1, 2, 35, 3)
+    assert (stats.passes, stats.connections) == (1, 2)
     flusher.flush()  # nothing pending: an empty pass, no latency
-    assert recorder.calls[-1][1] == FlushPass(recorder.calls[-1][1].duration, 0, 0, 0, None)
+    assert recorder.calls[-1][1] == FlushPass(recorder.calls[-1][1].duration, 0, None)
     assert flusher.statistics.passes == 2
 
 

@@ -82,6 +82,18 @@ def test_an_app_counts_publications_and_their_recipients_not_deliveries_one_by_o
     assert stats.user_event_deliveries == 0
     app.disconnect(members[2])  # member_leave to the other 2
     assert stats.presence_deliveries == 1 + 2 + 3 + 2
+    # Every byte queued went to an outbox: counted once per publication, not per member.
+    queued = sum(len(item) for m in members for item in m.outbox.items)
+    assert stats.bytes_queued == queued > 0
+
+
+def test_replies_and_pings_are_counted_as_they_are_pushed() -> None:
+    pending = Pending()
+    one, two = Outbox(), Outbox()
+    pending.push(one, b"x" * 10)
+    pending.push(two, b"y" * 7)
+    pending.push(one, b"z")
+    assert pending.bytes_pushed == 18
 
 
 def test_user_event_deliveries_count_the_users_connections() -> None:
@@ -151,7 +163,7 @@ def test_observers_hand_every_event_to_each_observer_in_order() -> None:
     fan: Observer = Observers([one, NullObserver(), two])
     opened = Connected("c1", "10.0.0.1", "a", None)
     ended = Closed("c1", "10.0.0.1", "a", 1000, "bye", 1.5)
-    passed = FlushPass(0.001, 2, 300, 4, 0.002)
+    passed = FlushPass(0.001, 2, 0.002)
     fan.connected(opened)
     fan.closed(ended)
     fan.refused("a", "forbidden", "join")
@@ -199,10 +211,10 @@ def test_connection_lines_are_rate_limited_then_summarised(
     ]
     assert observer.suppressed == 3
     clock.now += 0.5
-    observer.flush_pass(FlushPass(0.0, 0, 0, 0, None))  # still the same second: no summary
+    observer.flush_pass(FlushPass(0.0, 0, None))  # still the same second: no summary
     assert len(connection_lines(caplog)) == 2
     clock.now += 0.6
-    observer.flush_pass(FlushPass(0.0, 0, 0, 0, None))  # a new second: the summary
+    observer.flush_pass(FlushPass(0.0, 0, None))  # a new second: the summary
     summary = connection_lines(caplog)[-1]
     assert summary.getMessage() == "suppressed 3 connection logs (over 2 per second)"
     assert observer.suppressed == 0
