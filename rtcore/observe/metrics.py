@@ -16,6 +16,7 @@ The metric names and what they count are documented in docs/api.md ("Operating")
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -23,12 +24,16 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from rtcore.observe import NO_CLOSE, Closed, Connected, FlushPass
 
@@ -157,6 +162,35 @@ class StatisticsCollector:
         yield requests
 
 
+class Buckets:
+    """A histogram observed from one thread (the flusher's): a bisect and an add.
+
+    prometheus_client's ``Histogram`` takes a lock per update, which the flush pass does not
+    need and should not pay for; this keeps the same buckets (upper bounds, ``le``) and is
+    exported through prometheus_client's ``HistogramMetricFamily`` at scrape time.
+    """
+
+    __slots__ = ("name", "doc", "bounds", "counts", "sum")
+
+    def __init__(self, name: str, doc: str, bounds: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative, total = [], 0
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
+            total += count
+            cumulative.append((bound, float(total)))
+        return HistogramMetricFamily(self.name, self.doc, buckets=cumulative, sum_value=self.sum)
+
+
 class ServerMetrics:
     """A server's Prometheus registry, and the observer that fills its histograms."""
 
@@ -164,45 +198,48 @@ class ServerMetrics:
         self._server = server
         self._queued = (0, 0)
         """Deliveries and bytes queued until the previous flush pass."""
-        self.registry = CollectorRegistry()
-        reg = self.registry
-        self.flush_seconds = Histogram(
-            "rtcore_flush_pass_seconds", "Duration of a flush pass", buckets=SECONDS, registry=reg
+        self.flush_seconds = Buckets(
+            "rtcore_flush_pass_seconds", "Duration of a flush pass (its writes)", SECONDS
         )
-        self.flush_connections = Histogram(
-            "rtcore_flush_pass_connections",
-            "Connections written by a flush pass",
-            buckets=COUNTS,
-            registry=reg,
+        self.flush_connections = Buckets(
+            "rtcore_flush_pass_connections", "Connections a flush pass visited", COUNTS
         )
-        self.flush_bytes = Histogram(
-            "rtcore_flush_pass_bytes",
-            "Bytes queued for clients since the previous flush pass",
-            buckets=BYTES,
-            registry=reg,
+        self.flush_bytes = Buckets(
+            "rtcore_flush_pass_bytes", "Bytes queued for clients since the previous pass", BYTES
         )
-        self.flush_deliveries = Histogram(
+        self.flush_deliveries = Buckets(
             "rtcore_flush_pass_deliveries",
             "Deliveries (publication recipients) queued since the previous flush pass",
-            buckets=COUNTS,
-            registry=reg,
+            COUNTS,
         )
-        self.latency = Histogram(
+        self.latency = Buckets(
             "rtcore_publish_write_latency_seconds",
             "Per flush pass: from its oldest publication being queued to the pass writing it",
-            buckets=LATENCY,
-            registry=reg,
+            LATENCY,
         )
-        self.lifetimes = Histogram(
+        self.lifetimes = Buckets(
             "rtcore_connection_duration_seconds",
             "How long connections lasted, from TCP accept to close",
-            buckets=LIFETIMES,
-            registry=reg,
+            LIFETIMES,
         )
-        reg.register(StatisticsCollector(server))
-        ProcessCollector(registry=reg)
-        PlatformCollector(registry=reg)
-        GCCollector(registry=reg)
+        self.registry = CollectorRegistry()
+        self.registry.register(StatisticsCollector(server))
+        self.registry.register(self)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """The histograms (a prometheus_client Collector)."""
+        for histogram in (
+            self.flush_seconds,
+            self.flush_connections,
+            self.flush_bytes,
+            self.flush_deliveries,
+            self.latency,
+            self.lifetimes,
+        ):
+            yield histogram.family()
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format (the body of ``GET /metrics``)."""

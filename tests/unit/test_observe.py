@@ -277,3 +277,33 @@ def test_configure_refuses_an_unknown_level_or_format() -> None:
         logs.configure("LOUD", "text")
     with pytest.raises(ValueError):
         logs.configure("INFO", "xml")
+
+
+# -- histograms -----------------------------------------------------------------------------------
+
+
+def test_buckets_count_each_value_under_the_first_bound_it_does_not_exceed() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rtcore.observe.metrics import Buckets
+
+    histogram = Buckets("t_seconds", "a test", (1.0, 2.0, 5.0))
+    for v in (0.5, 1.0, 1.5, 2.0, 4.0, 9.0):
+        histogram.observe(v)
+
+    class One:
+        def collect(self) -> Any:
+            yield histogram.family()
+
+    registry = CollectorRegistry()
+    registry.register(One())
+    (family,) = text_string_to_metric_families(generate_latest(registry).decode())
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert family.type == "histogram"
+    assert samples[("t_seconds_bucket", "1.0")] == 2  # 0.5 and 1.0: le is inclusive
+    assert samples[("t_seconds_bucket", "2.0")] == 4
+    assert samples[("t_seconds_bucket", "5.0")] == 5
+    assert samples[("t_seconds_bucket", "+Inf")] == 6
+    assert samples[("t_seconds_count", None)] == 6
+    assert samples[("t_seconds_sum", None)] == 18.0
