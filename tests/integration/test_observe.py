@@ -355,3 +355,42 @@ def test_a_bad_log_level_is_one_clear_error_and_exit_2(level: str) -> None:
     last = out.stderr.strip().splitlines()[-1]
     assert f"argument --log-level: invalid choice: '{level.upper()}'" in last
     assert "DEBUG" in last and "CRITICAL" in last
+
+
+class DownBroker:
+    """A networked broker that has lost its backend (the hook a Redis broker fills)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def register(self, app: str, table: Any) -> None:
+        self.inner.register(app, table)
+
+    def publish(self, publication: Any) -> int:
+        return int(self.inner.publish(publication))
+
+    def health(self) -> str | None:
+        return "redis at 127.0.0.1:6379: connection refused"
+
+
+async def test_readyz_and_broker_up_report_an_unreachable_broker(server: Server) -> None:
+    with trio.fail_after(10):
+        assert value(await scrape(server), "rtcore_broker_up", broker="MemoryBroker") == 1
+        server.broker = DownBroker(server.broker)  # type: ignore[assignment]
+        down = await get(server, "/readyz")
+        assert down.status_code == 503
+        assert down.json() == {
+            "code": "not_ready",
+            "message": "broker unavailable: redis at 127.0.0.1:6379: connection refused",
+        }
+        assert value(await scrape(server), "rtcore_broker_up", broker="DownBroker") == 0
+
+
+def test_a_server_that_is_not_listening_yet_is_not_ready() -> None:
+    from rtcore import Config
+    from rtcore.server.observing import readiness
+
+    server = Server(Config(port=0, api_port=0))
+    assert readiness(server) == "not listening yet"
+    server.shutdown()
+    assert readiness(server) == "shutting down"
