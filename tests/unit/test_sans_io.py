@@ -19,6 +19,10 @@ CORE = [
     "rtcore.broker",
     "rtcore.outbox",
     "rtcore.config",
+    "rtcore.observe",
+    "rtcore.observe.logs",
+    "rtcore.observe.metrics",
+    "rtcore.logs",
 ]
 
 
