@@ -33,7 +33,9 @@ class LogObserver:
         clock: monotonic seconds (injected by tests).
     """
 
-    def __init__(self, per_second: int = PER_SECOND, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, per_second: int = PER_SECOND, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.connections = logging.getLogger("rtcore.connections")
         self.refusals = logging.getLogger("rtcore.refusals")
         self._per_second = per_second

@@ -394,3 +394,32 @@ def test_a_server_that_is_not_listening_yet_is_not_ready() -> None:
     assert readiness(server) == "not listening yet"
     server.shutdown()
     assert readiness(server) == "shutting down"
+
+
+async def test_an_embedders_observer_hears_connections_and_passes(nursery: trio.Nursery) -> None:
+    from rtcore import Config
+    from rtcore.observe import Closed as ClosedEvent
+    from rtcore.observe import Connected
+    from tests.unit.test_observe import Recorder
+
+    recorder = Recorder()
+    server = Server(Config(host="127.0.0.1", port=0, api_port=None), observer=recorder)
+    await nursery.start(server.serve)
+    with trio.fail_after(10):
+        async with open_client(url(server)) as client:
+            await client.join("room")
+        for _ in range(1000):  # the close is reported once the connection's task ends
+            if any(call[0] == "closed" for call in recorder.calls):
+                break
+            await trio.sleep(0.01)
+    server.shutdown()
+    kinds = [call[0] for call in recorder.calls]
+    assert kinds.count("connected") == 1 and kinds.count("closed") == 1
+    assert "flush_pass" in kinds
+    (opened,) = [c[1] for c in recorder.calls if c[0] == "connected"]
+    (ended,) = [c[1] for c in recorder.calls if c[0] == "closed"]
+    assert isinstance(opened, Connected) and isinstance(ended, ClosedEvent)
+    assert opened.conn == ended.conn == client.id
+    assert (opened.app, ended.app, ended.code) == ("default", "default", 1000)
+    assert ended.duration >= 0
+    assert server.metrics is None  # no server API, so no metrics by default
