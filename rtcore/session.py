@@ -124,7 +124,7 @@ class Session:
                 return Close(CloseCode.HELLO_EXPECTED, exc.message)
             self._error(exc.request_id, exc.code, exc.message)
             if self.app is not None:
-                observe.refused(self.app, exc.code.value, "undecodable")
+                observe.refused(self.app, self.conn_id, exc.code.value, "undecodable")
             return None
         if self.member is None:
             return self._hello(frame, now)
@@ -135,14 +135,16 @@ class Session:
             refusal = self._charge(self.app, operation, now)
             if refusal is not None:
                 close = self._refused(self.app, frame.id, refusal)
-                observe.rate_limited(self.app, refusal.rule, operation, replied=close is None)
+                observe.rate_limited(
+                    self.app, self.conn_id, refusal.rule, operation, replied=close is None
+                )
                 return close
         try:
             result = _HANDLERS[type(frame)](self, frame, now)
         except RemoteProtocolError as exc:
             self._error(frame.id, exc.code, exc.message)
             if self.app is not None:
-                observe.refused(self.app, exc.code.value, frame.TYPE)
+                observe.refused(self.app, self.conn_id, exc.code.value, frame.TYPE)
         else:
             self._reply(f.Ok(frame.id, result))
         return None

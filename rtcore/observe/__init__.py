@@ -139,11 +139,11 @@ class Observer(Protocol):
 
     def closed(self, event: Closed) -> None: ...
 
-    def refused(self, app: str, code: str, operation: str) -> None:
-        """A client request got an error reply with ``code``."""
+    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
+        """A request of connection ``conn`` got an error reply with ``code``."""
 
-    def rate_limited(self, app: str, limiter: str, operation: str) -> None:
-        """``limiter`` refused a client's ``operation``."""
+    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
+        """``limiter`` refused an ``operation`` of connection ``conn``."""
 
     def slow_consumer(self, conn: str, remote: str, queued: int) -> None:
         """A connection had ``queued`` bytes waiting, over its budget: it is being closed."""
@@ -160,10 +160,10 @@ class NullObserver:
     def closed(self, event: Closed) -> None:
         pass
 
-    def refused(self, app: str, code: str, operation: str) -> None:
+    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
         pass
 
-    def rate_limited(self, app: str, limiter: str, operation: str) -> None:
+    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
         pass
 
     def slow_consumer(self, conn: str, remote: str, queued: int) -> None:
@@ -190,13 +190,13 @@ class Observers:
         for o in self.observers:
             o.closed(event)
 
-    def refused(self, app: str, code: str, operation: str) -> None:
+    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
         for o in self.observers:
-            o.refused(app, code, operation)
+            o.refused(conn, app, code, operation)
 
-    def rate_limited(self, app: str, limiter: str, operation: str) -> None:
+    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
         for o in self.observers:
-            o.rate_limited(app, limiter, operation)
+            o.rate_limited(conn, app, limiter, operation)
 
     def slow_consumer(self, conn: str, remote: str, queued: int) -> None:
         for o in self.observers:
@@ -210,14 +210,14 @@ class Observers:
 # -- what the core reports (one call per refusal, never per delivery) -----------------------------
 
 
-def refused(app: App, code: str, operation: str) -> None:
+def refused(app: App, conn: str, code: str, operation: str) -> None:
     """Count and report an error reply to a client request of ``app``."""
     refusals = app.statistics.refusals
     refusals[code] = refusals.get(code, 0) + 1
-    app.observer.refused(app.name, code, operation)
+    app.observer.refused(conn, app.name, code, operation)
 
 
-def rate_limited(app: App, limiter: str, operation: str, *, replied: bool) -> None:
+def rate_limited(app: App, conn: str, limiter: str, operation: str, *, replied: bool) -> None:
     """Count and report a rate-limit refusal; ``replied``: it got an error reply (rather than
     the close of a client that kept going)."""
     counts = app.statistics.rate_limited
@@ -225,4 +225,4 @@ def rate_limited(app: App, limiter: str, operation: str, *, replied: bool) -> No
     if replied:
         refusals = app.statistics.refusals
         refusals["rate_limited"] = refusals.get("rate_limited", 0) + 1
-    app.observer.rate_limited(app.name, limiter, operation)
+    app.observer.rate_limited(conn, app.name, limiter, operation)

@@ -53,10 +53,11 @@ class LogObserver:
         )
 
     def closed(self, event: Closed) -> None:
-        code = "none" if event.code == NO_CLOSE else event.code
+        code = "none" if event.code == NO_CLOSE else str(event.code)
+        how = f"{code} ({event.reason})" if event.reason else code
         self._info(
-            "connection %s closed: %s %s after %.3f s (app %s, from %s)",
-            (event.conn, code, event.reason, event.duration, event.app, event.remote),
+            "connection %s closed: %s after %.3f s (app %s, from %s)",
+            (event.conn, how, event.duration, event.app, event.remote),
             {
                 "conn": event.conn,
                 "app": event.app,
@@ -74,24 +75,27 @@ class LogObserver:
             {"conn": conn, "remote": remote, "queued": queued},
         )
 
-    def refused(self, app: str, code: str, operation: str) -> None:
+    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
         if self.refusals.isEnabledFor(logging.DEBUG):
             self.refusals.debug(
-                "refused %s in app %s: %s",
+                "connection %s: %s refused in app %s: %s",
+                conn,
                 operation,
                 app,
                 code,
-                extra={"app": app, "code": code, "operation": operation},
+                extra={"conn": conn, "app": app, "code": code, "operation": operation},
             )
 
-    def rate_limited(self, app: str, limiter: str, operation: str) -> None:
+    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
         if self.refusals.isEnabledFor(logging.DEBUG):
             self.refusals.debug(
-                "rate limited %s in app %s by limiter %s",
+                "connection %s: %s rate-limited in app %s by limiter %s",
+                conn,
                 operation,
                 app,
                 limiter,
                 extra={
+                    "conn": conn,
                     "app": app,
                     "code": "rate_limited",
                     "limiter": limiter,

@@ -264,10 +264,10 @@ class ServerMetrics:
     def connected(self, event: Connected) -> None:
         pass  # the connection gauges are read from the channel tables at scrape time
 
-    def refused(self, app: str, code: str, operation: str) -> None:
+    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
         pass  # counted in the app's statistics
 
-    def rate_limited(self, app: str, limiter: str, operation: str) -> None:
+    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
         pass  # counted in the app's statistics
 
     def slow_consumer(self, conn: str, remote: str, queued: int) -> None:

@@ -323,7 +323,7 @@ async def test_serve_with_json_logs_writes_connection_lines_as_json() -> None:
                 with pytest.raises(RequestError):
                     await client.join("bad name!")
             opened = await log.until("open")
-            refused = await log.until("refused join")
+            refused = await log.until("join refused")
             closed = await log.until("closed")
             proc.send_signal(signal.SIGTERM)
             stopped = await log.until("rtcore stopped")
@@ -336,6 +336,7 @@ async def test_serve_with_json_logs_writes_connection_lines_as_json() -> None:
     assert opened["level"] == "INFO" and opened["app"] == "default"
     assert opened["remote"] == "127.0.0.1"
     assert refused["level"] == "DEBUG" and refused["code"] == "invalid_channel"
+    assert refused["conn"] == opened["conn"]
     assert closed["conn"] == opened["conn"]
     assert closed["code"] == 1000 and closed["app"] == "default"
     assert isinstance(closed["duration"], float) and closed["duration"] >= 0

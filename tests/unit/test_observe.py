@@ -44,11 +44,11 @@ class Recorder:
     def closed(self, event: Closed) -> None:
         self.calls.append(("closed", event))
 
-    def refused(self, app: str, code: str, operation: str) -> None:
-        self.calls.append(("refused", app, code, operation))
+    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
+        self.calls.append(("refused", conn, app, code, operation))
 
-    def rate_limited(self, app: str, limiter: str, operation: str) -> None:
-        self.calls.append(("rate_limited", app, limiter, operation))
+    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
+        self.calls.append(("rate_limited", conn, app, limiter, operation))
 
     def slow_consumer(self, conn: str, remote: str, queued: int) -> None:
         self.calls.append(("slow_consumer", conn, remote, queued))
@@ -126,8 +126,8 @@ def test_a_refused_request_is_counted_by_code_and_reported_with_its_operation() 
     request(session, t="join", id=2, ch="bad name!")
     request(session, t="join", id=3, ch="room")  # fine: not a refusal
     assert recorder.calls == [
-        ("refused", "a", "not_member", "send"),
-        ("refused", "a", "invalid_channel", "join"),
+        ("refused", "c1", "a", "not_member", "send"),
+        ("refused", "c1", "a", "invalid_channel", "join"),
     ]
     assert app.statistics.refusals == {"not_member": 1, "invalid_channel": 1}
 
@@ -137,7 +137,7 @@ def test_a_rate_limited_request_is_counted_by_limiter_and_as_a_refusal() -> None
     session, app, recorder = world(AppConfig("a", rate_limits=(rule,)))
     request(session, t="join", id=1, ch="one")
     request(session, t="join", id=2, ch="two")  # refused by "joins"
-    assert recorder.calls == [("rate_limited", "a", "joins", "join")]
+    assert recorder.calls == [("rate_limited", "c1", "a", "joins", "join")]
     assert app.statistics.rate_limited == {"joins": 1}
     assert app.statistics.refusals == {"rate_limited": 1}
 
@@ -152,7 +152,7 @@ def test_a_rate_limit_that_closes_the_client_is_not_counted_as_an_error_reply() 
     assert close is not None  # closed (4030), no err reply
     assert app.statistics.rate_limited == {"joins": 1}
     assert app.statistics.refusals == {}
-    assert recorder.calls == [("rate_limited", "a", "joins", "join")]
+    assert recorder.calls == [("rate_limited", "c1", "a", "joins", "join")]
 
 
 # -- observers ------------------------------------------------------------------------------------
@@ -166,15 +166,15 @@ def test_observers_hand_every_event_to_each_observer_in_order() -> None:
     passed = FlushPass(0.001, 2, 0.002)
     fan.connected(opened)
     fan.closed(ended)
-    fan.refused("a", "forbidden", "join")
-    fan.rate_limited("a", "sends", "send")
+    fan.refused("c1", "a", "forbidden", "join")
+    fan.rate_limited("c1", "a", "sends", "send")
     fan.slow_consumer("c1", "10.0.0.1", 99)
     fan.flush_pass(passed)
     expected = [
         ("connected", opened),
         ("closed", ended),
-        ("refused", "a", "forbidden", "join"),
-        ("rate_limited", "a", "sends", "send"),
+        ("refused", "c1", "a", "forbidden", "join"),
+        ("rate_limited", "c1", "a", "sends", "send"),
         ("slow_consumer", "c1", "10.0.0.1", 99),
         ("flush_pass", passed),
     ]
@@ -220,7 +220,7 @@ def test_connection_lines_are_rate_limited_then_summarised(
     assert observer.suppressed == 0
     observer.closed(Closed("c0", "10.0.0.1", "a", 1000, "bye", 2.25))
     closed = connection_lines(caplog)[-1]
-    expected = "connection c0 closed: 1000 bye after 2.250 s (app a, from 10.0.0.1)"
+    expected = "connection c0 closed: 1000 (bye) after 2.250 s (app a, from 10.0.0.1)"
     assert closed.getMessage() == expected
     assert (closed.conn, closed.code, closed.duration) == ("c0", 1000, 2.25)  # type: ignore[attr-defined]
 
@@ -236,15 +236,15 @@ def test_a_closed_connection_without_a_websocket_says_none(
 def test_refusals_are_debug_lines(caplog: pytest.LogCaptureFixture) -> None:
     observer = LogObserver()
     caplog.set_level(logging.INFO)
-    observer.refused("a", "forbidden", "join")
+    observer.refused("c1", "a", "forbidden", "join")
     assert not [r for r in caplog.records if r.name == "rtcore.refusals"]
     caplog.set_level(logging.DEBUG)
-    observer.refused("a", "forbidden", "join")
-    observer.rate_limited("a", "sends", "send")
+    observer.refused("c1", "a", "forbidden", "join")
+    observer.rate_limited("c1", "a", "sends", "send")
     lines = [r for r in caplog.records if r.name == "rtcore.refusals"]
     assert [(r.levelno, r.getMessage()) for r in lines] == [
-        (logging.DEBUG, "refused join in app a: forbidden"),
-        (logging.DEBUG, "rate limited send in app a by limiter sends"),
+        (logging.DEBUG, "connection c1: join refused in app a: forbidden"),
+        (logging.DEBUG, "connection c1: send rate-limited in app a by limiter sends"),
     ]
 
 
