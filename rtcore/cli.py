@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from rtcore import auth
+from rtcore import auth, logs
 from rtcore import config as cfg
 
 if TYPE_CHECKING:
@@ -38,7 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
     serve.add_argument("--api-host", help="server API address (overrides the config)")
     serve.add_argument("--api-port", type=int, help="server API port (overrides the config)")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-level",
+        type=logs.level_name,
+        choices=logs.LEVELS,
+        default="INFO",
+        help="DEBUG adds refusals; INFO (default) connections, start and stop",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text (default), or json: one JSON object per line",
+    )
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     token = sub.add_parser("token", help="mint a session token for development")
@@ -76,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }
     conf = attrs.evolve(conf, **overrides)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logs.configure(args.log_level, args.log_format)
     try:
         trio.run(_serve, conf, args.config, overrides)
     except (OSError, BaseExceptionGroup) as exc:

@@ -43,6 +43,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
 from rtcore.admission import InboundBudget, client_address
+from rtcore.observe import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
 from rtcore.server import static
 from rtcore.session import Close, Session
@@ -208,7 +209,14 @@ class Connection:
         if handshake.cancelled_caught and self._close is None:
             self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
         if self._close is None:
+            self._observe_established()
             await self._read(until_hello=False)
+
+    def _observe_established(self) -> None:
+        app, principal = self.session.app, self.session.principal
+        if app is not None:
+            user = principal.user if principal else None
+            self.server.observer.connected(Connected(self.id, self.remote, app.name, user))
 
     def request_close(self, code: int, reason: str, *, discard_pending: bool = False) -> None:
         """Ask the connection to close (from the flusher, heartbeat or shutdown).
@@ -226,6 +234,16 @@ class Connection:
     def established(self) -> bool:
         """A valid hello was received and the connection is not closing yet."""
         return self.session.established
+
+    @property
+    def close_code(self) -> tuple[int, str]:
+        """How it ended (or is ending): the close code and reason (rtcore.observe's NO_CLOSE
+        without a WebSocket, ABNORMAL_CLOSE when the peer vanished without a close frame)."""
+        if self._close is None:
+            return NO_CLOSE, "no WebSocket"
+        if self._abort:
+            return ABNORMAL_CLOSE, self._close.reason
+        return self._close.code, self._close.reason
 
     @property
     def closing(self) -> bool:
@@ -349,7 +367,7 @@ class Connection:
                         message, trio.current_time(), self.server.wall()
                     )
                     if self._close is not None and self._close.code == CloseCode.SLOW_CONSUMER:
-                        self.server.flusher.slow_consumers += 1  # replies beyond the budget
+                        self.server.flusher.slow_reply(self)  # replies beyond the budget
             elif isinstance(event, TextMessage):
                 self._close = Close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted")
             elif isinstance(event, Ping):

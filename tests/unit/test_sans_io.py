@@ -35,6 +35,10 @@ CORE = [
     "rtcore.outbox",
     "rtcore.config",
     "rtcore.settings_file",
+    "rtcore.observe",
+    "rtcore.observe.logs",
+    "rtcore.observe.metrics",
+    "rtcore.logs",
 ]
 
 
