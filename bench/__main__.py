@@ -439,18 +439,26 @@ def _median(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return chosen
 
 
-MIN_SECONDS = 1.0
+MIN_SECONDS = 0.1
 """A measured interval shorter than this says more about start-up noise than throughput."""
+MIN_DELIVERIES = 100_000
+"""Fewer deliveries than this measure the harness, not the server."""
 MIN_SAMPLES = 1000
 """Fewer latency samples than this make p99.9 a guess."""
+MIN_CONNECTIONS = 1000
+"""Fewer connections than this make RSS per connection a guess."""
 
 
 def not_meaningful(row: dict[str, Any]) -> str | None:
     """Why a row's numbers should not be quoted, or None."""
-    if "seconds" in row and row["seconds"] < MIN_SECONDS:
+    if row.get("seconds", math.inf) < MIN_SECONDS:
         return f"measured over {row['seconds']:.3f} s (< {MIN_SECONDS:g} s)"
-    if "samples" in row and row["samples"] < MIN_SAMPLES:
+    if row.get("deliveries", math.inf) < MIN_DELIVERIES:
+        return f"{row['deliveries']:,} deliveries (< {MIN_DELIVERIES:,})"
+    if row.get("samples", math.inf) < MIN_SAMPLES:
         return f"{row['samples']} latency samples (< {MIN_SAMPLES})"
+    if "rss_per_conn" in row and row["N"] < MIN_CONNECTIONS:
+        return f"{row['N']} connections (< {MIN_CONNECTIONS})"
     return None
 
 
