@@ -180,6 +180,21 @@ async def test_get_members_fetches_every_page(side: TrioSide) -> None:
 
 
 @both_backends
+async def test_get_members_pages_within_the_servers_max_members_page(side: TrioSide) -> None:
+    server = await side.start_server(max_members_page=2)
+    with anyio.fail_after(10):
+        async with AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(open_client(url(server), profile={"n": i}))
+                for i in range(5)
+            ]
+            for c in clients:
+                await c.join("room")
+            members = await clients[0].get_members("room")  # the default page_size is larger
+            assert [m["data"] for m in members] == [{"n": i} for i in range(5)]
+
+
+@both_backends
 async def test_an_iterator_that_falls_behind_raises_overflow(side: TrioSide) -> None:
     server = await side.start_server()
     with anyio.fail_after(10):
