@@ -4,19 +4,13 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { startServer, client, next, cleanupAll, JS_ROOT } from "../test/helpers.mjs";
+import { launchChromium, ARTIFACTS } from "./chromium.mjs";
+import { startServer, client, next, cleanupAll } from "../test/helpers.mjs";
 import { RequestError, ConnectionClosedError } from "../rtcore-client.js";
 
-const CHROMIUM = process.env.RTCORE_CHROMIUM || "/usr/bin/chromium";
-const ARTIFACTS = join(JS_ROOT, "test-artifacts");
 const SCREENSHOT_FOR_DOCS = process.env.RTCORE_ADMIN_SCREENSHOT; // a path: also save the page there
-const ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
 const T = { timeout: 60000 };
 const ADMIN = "an-operators-admin-secret-of-32-characters-or-more";
 const CONFIG = `# managed from the settings page
@@ -34,9 +28,7 @@ secret = "${"j".repeat(40)}"
 let browser;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install chromium)`);
-  mkdirSync(ARTIFACTS, { recursive: true });
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30000 });
+  browser = await launchChromium();
 });
 
 after(async () => {

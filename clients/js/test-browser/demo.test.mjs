@@ -4,27 +4,18 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { mkdirSync, readFileSync, existsSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { startServer, client, next, cleanupAll, REPO, JS_ROOT } from "../test/helpers.mjs";
+import { launchChromium, ARTIFACTS } from "./chromium.mjs";
+import { startServer, client, next, cleanupAll, REPO } from "../test/helpers.mjs";
 
-const CHROMIUM = process.env.RTCORE_CHROMIUM || "/usr/bin/chromium";
-const ARTIFACTS = join(JS_ROOT, "test-artifacts");
 const SCREENSHOT_FOR_DOCS = process.env.RTCORE_DOCS_SCREENSHOT; // a path: also save the demo there
-const ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
 const T = { timeout: 60000 };
 
 let browser;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `no Chromium at ${CHROMIUM} (apt-get install chromium)`);
-  mkdirSync(ARTIFACTS, { recursive: true });
-  // launch() runs Chromium on a fresh, temporary user-data-dir of its own.
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 30000 });
+  browser = await launchChromium();
 });
 
 after(async () => {
