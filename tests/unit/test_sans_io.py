@@ -34,6 +34,7 @@ CORE = [
     "rtcore.broker",
     "rtcore.outbox",
     "rtcore.config",
+    "rtcore.config_reader",
     "rtcore.settings_file",
     "rtcore.observe",
     "rtcore.observe.logs",
