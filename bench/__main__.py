@@ -36,7 +36,7 @@ SERVER_ARGS: list[str] = []
 class ServerProc:
     def __init__(self, kind: str, presence: bool = True, options: tuple[str, ...] = ()) -> None:
         self.kind = kind
-        extra = [*SERVER_ARGS, *options] if kind == "rtcore" else []
+        extra = [*SERVER_ARGS, *options] if kind.startswith("rtcore") else []
         if kind == "naive" and not presence:
             extra = ["--no-presence"]
         self.proc = subprocess.Popen(
@@ -264,6 +264,7 @@ def run_burst(kind: str, n: int, messages: int, size: int, procs: int) -> dict[s
             "seconds": seconds,
             "rate": got["total"] / seconds,
             "cpu": (server.cpu_seconds() - cpu0) / seconds,
+            "cpu_seconds": server.cpu_seconds() - cpu0,
             "rss_mb": server.rss_bytes() / 2**20,
         }
 
@@ -495,13 +496,43 @@ def progress(message: str) -> None:
 def median_run(runs: int, fn: Any, *args: Any, key: str = "rate") -> dict[str, Any]:
     """Run ``runs`` times; return the run with the median ``key`` (noisy machines), noting
     every run's value."""
-    results = []
+    return _median(
+        [
+            _timed(f"{fn.__name__.removeprefix('run_')} {args[0]}", i, runs, fn, *args)
+            for i in range(runs)
+        ],
+        key,
+    )
+
+
+def _timed(what: str, i: int, runs: int, fn: Any, *args: Any) -> dict[str, Any]:
+    """``fn(*args)``, with progress lines on stderr before and after."""
+    what = f"{what}, run {i + 1}/{runs}"
+    progress(f"{what} ...")
+    started = time.monotonic()
+    result: dict[str, Any] = fn(*args)
+    progress(f"{what} done in {time.monotonic() - started:.1f} s")
+    return result
+
+
+def interleaved_runs(
+    runs: int, kinds: list[str], fn: Any, key: str = "rate", scenario: str = ""
+) -> list[dict[str, Any]]:
+    """``median_run`` for several servers, taking turns (run 1 of each, then run 2...), so
+    that a machine getting busier or quieter during the invocation weighs on all alike."""
+    results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for i in range(runs):
-        what = f"{fn.__name__.removeprefix('run_')} {args[0]}, run {i + 1}/{runs}"
-        progress(f"{what} ...")
-        started = time.monotonic()
-        results.append(fn(*args))
-        progress(f"{what} done in {time.monotonic() - started:.1f} s")
+        for k in kinds:
+            results[k].append(_timed(f"{scenario} {k}".strip(), i, runs, fn, k))
+    rows = [_median(results[k], key) for k in kinds]
+    for row, k in zip(rows, kinds, strict=True):
+        if "cpu_seconds" in row:  # robust to a busy machine: what the server itself spent
+            row["cpu_seconds_median"] = sorted(r["cpu_seconds"] for r in results[k])[runs // 2]
+    return rows
+
+
+def _median(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    runs = len(results)
     results.sort(key=lambda r: r[key])
     chosen = dict(results[len(results) // 2])
     if runs > 1:
@@ -513,18 +544,26 @@ def median_run(runs: int, fn: Any, *args: Any, key: str = "rate") -> dict[str, A
     return chosen
 
 
-MIN_SECONDS = 1.0
+MIN_SECONDS = 0.1
 """A measured interval shorter than this says more about start-up noise than throughput."""
+MIN_DELIVERIES = 100_000
+"""Fewer deliveries than this measure the harness, not the server."""
 MIN_SAMPLES = 1000
 """Fewer latency samples than this make p99.9 a guess."""
+MIN_CONNECTIONS = 1000
+"""Fewer connections than this make RSS per connection a guess."""
 
 
 def not_meaningful(row: dict[str, Any]) -> str | None:
     """Why a row's numbers should not be quoted, or None."""
-    if "seconds" in row and row["seconds"] < MIN_SECONDS:
+    if row.get("seconds", math.inf) < MIN_SECONDS:
         return f"measured over {row['seconds']:.3f} s (< {MIN_SECONDS:g} s)"
-    if "samples" in row and row["samples"] < MIN_SAMPLES:
+    if row.get("deliveries", math.inf) < MIN_DELIVERIES:
+        return f"{row['deliveries']:,} deliveries (< {MIN_DELIVERIES:,})"
+    if row.get("samples", math.inf) < MIN_SAMPLES:
         return f"{row['samples']} latency samples (< {MIN_SAMPLES})"
+    if "rss_per_conn" in row and row["N"] < MIN_CONNECTIONS:
+        return f"{row['N']} connections (< {MIN_CONNECTIONS})"
     return None
 
 
@@ -555,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         default="rtcore,naive,raw",
-        help="servers to run, comma-separated (rtcore, naive, raw)",
+        help="servers to run, comma-separated (rtcore, rtcore-metrics, naive, raw); "
+        "rtcore-metrics is rtcore with its Prometheus metrics on",
     )
     parser.add_argument("--procs", type=int, default=1, help="subscriber load processes")
     parser.add_argument("--runs", type=int, default=1, help="runs per server; the median is shown")
@@ -650,10 +690,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def burst(servers: list[str], args: Any, n: int, m: int, size: int, m_base: int) -> None:
-    rows = [
-        median_run(args.runs, run_burst, k, n, m_base if k == "naive" else m, size, args.procs)
-        for k in servers
-    ]
+    rows = interleaved_runs(
+        args.runs,
+        servers,
+        lambda k: run_burst(k, n, m_base if k == "naive" else m, size, args.procs),
+        scenario="burst",
+    )
     report(
         f"## burst: {n} subscribers in one channel, ~{size}-byte messages\n",
         rows,
@@ -782,7 +824,22 @@ def report(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str, st
     print(title)
     print(table(rows, cols))
     _runs_note(rows)
+    _metrics_ratio(rows)
     check_meaningful(rows)
+
+
+def _metrics_ratio(rows: list[dict[str, Any]]) -> None:
+    """With and without metrics in the same run: the ratio of their medians."""
+    by = {r["server"]: r for r in rows}
+    if "rtcore" in by and "rtcore-metrics" in by:
+        on, off = by["rtcore-metrics"], by["rtcore"]
+        print(f"\nrtcore-metrics / rtcore: {on['rate'] / off['rate']:.3f} (median rates)")
+        if off.get("cpu_seconds_median", 0) > 0 and "cpu_seconds_median" in on:
+            print(
+                f"server CPU seconds (median): rtcore {off['cpu_seconds_median']:.3f}, "
+                f"rtcore-metrics {on['cpu_seconds_median']:.3f}: "
+                f"{on['cpu_seconds_median'] / off['cpu_seconds_median']:.3f}x"
+            )
 
 
 def _runs_note(rows: list[dict[str, Any]]) -> None:

@@ -1,4 +1,8 @@
-"""Server processes for the harness: ``python -m bench.servers {rtcore,naive,raw} --port P``.
+"""Server processes for the harness:
+``python -m bench.servers {rtcore,rtcore-metrics,naive,raw} --port P``.
+
+``rtcore-metrics`` is rtcore with its Prometheus metrics on (and the server API they are served
+on), ``rtcore`` without: the same invocation can compare the two.
 
 Prints ``PORT <n>`` once listening; runs until killed.
 """
@@ -13,7 +17,7 @@ import trio
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["rtcore", "naive", "raw"])
+    parser.add_argument("kind", choices=["rtcore", "rtcore-metrics", "naive", "raw"])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--flush-window", type=float, default=0.002)
@@ -78,16 +82,18 @@ def main() -> None:
         from rtcore.config import AppConfig, ChannelRule
 
         rules = (ChannelRule("*", presence_events=False),) if args.no_presence_events else ()
+        metrics = args.kind == "rtcore-metrics"
+        api_port = 0 if metrics else None  # metrics are served on the server-API port
         config = rtcore.Config(
             host=args.host,
             port=args.port,
             limits=limits,
-            api_port=None,
+            api_port=api_port,
             apps=(AppConfig("default", channels=rules),),
         )
 
         async def run_rtcore() -> None:
-            server = rtcore.Server(config, flush_window=args.flush_window)
+            server = rtcore.Server(config, flush_window=args.flush_window, metrics=metrics)
             async with trio.open_nursery() as nursery:
                 (_, port), *_ = await nursery.start(server.serve)
                 ready(port)

@@ -18,6 +18,7 @@ from rtcore.broker import Broker, MemoryBroker, Publication, Target
 from rtcore.config import AppConfig
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Chain
+from rtcore.observe import NULL_OBSERVER, AppStatistics, Observer
 from rtcore.outbox import Pending
 from rtcore.presence import PresenceBatcher
 from rtcore.protocol import codec, wsframe
@@ -66,9 +67,17 @@ class App:
     """An app's channels, members and the operations clients and the host app perform."""
 
     def __init__(
-        self, settings: AppConfig, pending: Pending, ids: MessageIds, broker: Broker | None = None
+        self,
+        settings: AppConfig,
+        pending: Pending,
+        ids: MessageIds,
+        broker: Broker | None = None,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self.name = settings.name
+        self.statistics = AppStatistics()
+        self.observer = observer
+        """Told of refused and rate-limited requests (rtcore.observe)."""
         self.settings = settings
         self.limiter = Chain(settings.rate_limits)
         self.table = ChannelTable(pending, self._presence_policy)
@@ -103,6 +112,7 @@ class App:
         frame = framed(f.UserEvent(kind, session, data, int(wall * 1000)))
         conns = self.table.user(user)
         delivered = self._publish(Target.USER, user, frame)
+        self.statistics.user_event_deliveries += delivered
         sid = session.get("id") if session else None
         ended: list[str] = []
         if kind == "signout" and isinstance(sid, str):
@@ -193,14 +203,19 @@ class App:
         frame = f.Msg(channel, event, data, sender.id if sender else None, ts, mid)
         skip = None if echo else sender
         count = self._publish(target, channel, framed(frame), skip)
+        stats = self.statistics  # per publication, never per recipient
+        stats.messages += 1
+        stats.message_deliveries += count
         return Delivery(mid, ts, count)
 
     def _publish(
         self, target: Target, name: str | None, data: bytes, skip: Member | None = None
     ) -> int:
-        return self.broker.publish(
+        count = self.broker.publish(
             Publication(self.name, target, name, data, skip.id if skip else None)
         )
+        self.statistics.bytes_queued += len(data) * count  # per publication
+        return count
 
     # -- presence -------------------------------------------------------------------------
 
@@ -272,7 +287,8 @@ class App:
         info = member.info()
         if self.table.presence_receivers(channel, diffs=False):
             data = framed(f.MemberEvent(kind, channel, info, first=first, last=last))
-            self._publish(Target.PRESENCE, channel, data, skip)
+            delivered = self._publish(Target.PRESENCE, channel, data, skip)
+            self.statistics.presence_deliveries += delivered
         if self.table.takes_diffs(channel):
             diff = self.presence.channel(channel)
             if kind == "member_join":
@@ -283,4 +299,6 @@ class App:
                 diff.update(info)
 
     def _publish_diff(self, channel: str, frame: f.PresenceDiff) -> int:
-        return self._publish(Target.PRESENCE_DIFFS, channel, framed(frame))
+        delivered = self._publish(Target.PRESENCE_DIFFS, channel, framed(frame))
+        self.statistics.presence_deliveries += delivered  # per diff frame, not per member
+        return delivered

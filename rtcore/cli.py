@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from rtcore import auth
+from rtcore import auth, logs
 from rtcore import config as cfg
 
 if TYPE_CHECKING:
@@ -38,7 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
     serve.add_argument("--api-host", help="server API address (overrides the config)")
     serve.add_argument("--api-port", type=int, help="server API port (overrides the config)")
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-level",
+        default="INFO",  # checked in main(): one line, not argparse's usage and error
+        help="DEBUG adds refusals; INFO (default) connections, start and stop",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text (default), or json: one JSON object per line",
+    )
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file")
     token = sub.add_parser("token", help="mint a session token for development")
@@ -53,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve" and logs.level_name(args.log_level) not in logs.LEVELS:
+        print(
+            f"rtcore: --log-level {args.log_level!r} is not a level: "
+            f"use one of {', '.join(logs.LEVELS)} (any case)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.command == "check-config":
             conf = cfg.load(args.file)
@@ -76,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }
     conf = attrs.evolve(conf, **overrides)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logs.configure(logs.level_name(args.log_level), args.log_format)
     try:
         trio.run(_serve, conf, args.config, overrides)
     except (OSError, BaseExceptionGroup) as exc:

@@ -50,9 +50,19 @@ class Outbox:
 class Pending:
     """What was queued since the last flush: single outboxes and member groups."""
 
-    __slots__ = ("outboxes", "groups", "passes", "batches", "batch_due", "write_seconds")
+    __slots__ = (
+        "outboxes",
+        "groups",
+        "passes",
+        "bytes_pushed",
+        "batches",
+        "batch_due",
+        "write_seconds",
+    )
 
     def __init__(self) -> None:
+        self.bytes_pushed = 0
+        """Bytes queued through :meth:`push` (replies, pings), for the metrics."""
         self.outboxes: set[Outbox] = set()
         # id(group) -> group; the group object is kept alive here, so its id stays unique.
         self.groups: dict[int, Mapping[str, Member]] = {}
@@ -70,6 +80,7 @@ class Pending:
         """Queue ``data`` on one connection."""
         outbox.items.append(data)
         self.outboxes.add(outbox)
+        self.bytes_pushed += len(data)
 
     def mark_group(self, group: Mapping[str, Member]) -> None:
         self.groups[id(group)] = group

@@ -27,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from rtcore import observe
 from rtcore.app import App, framed
 from rtcore.auth import CredentialError, Principal, check_api_key, verify_session
 from rtcore.config import Config
@@ -148,6 +149,8 @@ class Session:
                 return Close(CloseCode.HELLO_EXPECTED, exc.message)
             if exc.frame_type == "hello":  # malformed or not, a second hello ends it
                 return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
+            if self.app is not None:
+                observe.refused(self.app, self.conn_id, exc.code.value, "undecodable")
             return self._error(exc.request_id, exc.code, exc.message)
         if self.member is None:
             return self._hello(frame, now, wall)
@@ -157,10 +160,16 @@ class Session:
         if operation is not None and self.app is not None and self.app.limiter:
             refusal = self._charge(self.app, operation, now)
             if refusal is not None:
-                return self._refused(self.app, frame.id, refusal)
+                close = self._refused(self.app, frame.id, refusal)
+                observe.rate_limited(
+                    self.app, self.conn_id, refusal.rule, operation, replied=close is None
+                )
+                return close
         try:
             result = _HANDLERS[type(frame)](self, frame, now, wall)
         except RemoteProtocolError as exc:
+            if self.app is not None:
+                observe.refused(self.app, self.conn_id, exc.code.value, frame.TYPE)
             return self._error(frame.id, exc.code, exc.message)
         return self._reply(f.Ok(frame.id, result))
 

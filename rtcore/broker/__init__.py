@@ -70,6 +70,10 @@ class Broker(Protocol):
         Must not block: a networked broker queues what it forwards (bounded).
         """
 
+    def health(self) -> str | None:
+        """Why the broker cannot deliver now (say, its Redis is unreachable), or None when
+        it can. Read by ``GET /readyz`` and the ``rtcore_broker_up`` metric."""
+
 
 def deliver_local(table: ChannelTable, publication: Publication) -> int:
     """Queue a publication on the recipients in ``table``; returns how many."""
@@ -101,3 +105,6 @@ class MemoryBroker:
 
     def publish(self, publication: Publication) -> int:
         return deliver_local(self._tables[publication.app], publication)
+
+    def health(self) -> str | None:
+        return None  # in process: always able to deliver

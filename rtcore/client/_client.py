@@ -287,7 +287,8 @@ class Client:
         return bool(data["left"])
 
     async def get_members(self, channel: str, page_size: int = 1000) -> list[dict[str, Any]]:
-        """Every member of the channel as ``{"id", "user", "data"}`` (fetched page by page).
+        """Every member of the channel as ``{"id", "user", "data"}`` (fetched page by page,
+        ``page_size`` at a time, at most the server's ``max_members_page``).
 
         For a joined channel the pages are also merged into :meth:`members`' list.
         """
@@ -295,7 +296,10 @@ class Client:
         after: int | None = None
         merge = functools.partial(self._members.merge_page, channel)
         while True:
-            page = functools.partial(_members_request, channel, after, page_size)
+            limit = page_size
+            if self.welcome is not None:  # the server's own bound, from the welcome frame
+                limit = min(limit, self.welcome.limits.get("max_members_page", limit))
+            page = functools.partial(_members_request, channel, after, limit)
             data = await self._request(page, on_ok=merge)
             members.extend(data["members"])
             after = data["next"]

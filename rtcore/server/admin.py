@@ -34,6 +34,7 @@ import attrs
 
 from rtcore import api, settings_file
 from rtcore.config import AppConfig, ConfigError
+from rtcore.server.observing import Text
 
 if TYPE_CHECKING:
     from rtcore.server.http import Request
@@ -60,27 +61,18 @@ _MEMBERS = re.compile(r"/channels/(?P<channel>[^/]+)/members")
 TOP_CHANNELS = 50
 
 
-@attrs.frozen
-class Raw:
-    """A response that is not a JSON object: the page's files."""
-
-    body: bytes
-    content_type: str
-    headers: tuple[tuple[str, str], ...] = PAGE_HEADERS
-
-
 def is_admin(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-async def answer(server: Server, req: Request) -> tuple[int, dict[str, Any] | Raw]:
+async def answer(server: Server, req: Request) -> tuple[int, dict[str, Any] | Text]:
     """Serve one request under ``/admin``; raises ApiError for refusals (4xx)."""
     if req.path in FILES:
         if req.method != "GET":
             raise api.ApiError(405, "method_not_allowed", "use GET")
         name, kind = FILES[req.path]
         body = resources.files("rtcore.server").joinpath("admin_page", name).read_bytes()
-        return 200, Raw(body, kind)
+        return 200, Text(body, kind, PAGE_HEADERS)
     if not req.path.startswith(PREFIX + "/api/"):
         raise api.ApiError(404, "not_found", f"no such page: {req.path}")
     _authorize(server, req)

@@ -43,7 +43,9 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
 from rtcore.admission import InboundBudget, client_address
+from rtcore.observe import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
+from rtcore.server import static
 from rtcore.session import Close, Session
 
 if TYPE_CHECKING:
@@ -151,16 +153,23 @@ class Connection:
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    await self._serve()
-                    if self._close is None and not self._abort:  # established: read (awaited
-                        # here rather than inside _serve, one coroutine less per connection)
-                        await self._read(until_hello=False)
+                    try:
+                        await self._serve()
+                        if self._close is None and not self._abort:  # established: read
+                            # (awaited here rather than inside _serve: one coroutine less
+                            # per idle connection)
+                            self._observe_established()
+                            await self._read(until_hello=False)
+                    finally:
+                        # No drain task may start from here on: once its last child is done
+                        # the nursery closes, possibly before this task resumes, and the
+                        # flusher's start_soon would then fail ("closed to new arrivals").
+                        self._nursery = None
             except Exception:
                 # A bug of ours, confined to this connection: say so to the peer with 1011.
                 log.exception("connection %s (%s) failed", self.id, self.remote)
                 self._close = Close(CloseCode.INTERNAL_ERROR, "internal error (logged)")
                 self._discard = True
-            self._nursery = None  # no drain task runs from here on
             if not self._abort:
                 await self._finish()
         except Exception:
@@ -206,6 +215,12 @@ class Connection:
         if handshake.cancelled_caught and self._close is None:
             self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
 
+    def _observe_established(self) -> None:
+        app, principal = self.session.app, self.session.principal
+        if app is not None:
+            user = principal.user if principal else None
+            self.server.observer.connected(Connected(self.id, self.remote, app.name, user))
+
     def request_close(self, code: int, reason: str, *, discard_pending: bool = False) -> None:
         """Ask the connection to close (from the flusher, heartbeat or shutdown).
 
@@ -224,6 +239,16 @@ class Connection:
         return self.session.established
 
     @property
+    def close_code(self) -> tuple[int, str]:
+        """How it ended (or is ending): the close code and reason (rtcore.observe's NO_CLOSE
+        without a WebSocket, ABNORMAL_CLOSE when the peer vanished without a close frame)."""
+        if self._close is None:
+            return NO_CLOSE, "no WebSocket"
+        if self._abort:
+            return ABNORMAL_CLOSE, self._close.reason
+        return self._close.code, self._close.reason
+
+    @property
     def closing(self) -> bool:
         """A close was decided or requested."""
         return self._close is not None
@@ -237,10 +262,12 @@ class Connection:
 
     async def _upgrade(self) -> bool:
         """The HTTP upgrade; returns False if it was refused or the peer went away."""
+        received = b""  # for a plain HTTP request (static.respond); wsproto bounds its size
         while True:
             data = await self._receive()
             if not data:
                 return False
+            received += data
             try:
                 self._ws.receive_data(data)
                 for event in self._ws.events():
@@ -264,8 +291,9 @@ class Connection:
                         return True
             except WSRemoteProtocolError as exc:
                 hint = exc.event_hint or RejectConnection(status_code=400)
+                reply = static.respond(received)  # not an upgrade: the client and demo
                 with trio.move_on_after(1):
-                    await self._write_through(self._ws.send(hint))
+                    await self._write_through(reply or self._ws.send(hint))
                 return False
 
     def _origin_allowed(self, request: Request) -> bool:
@@ -364,7 +392,7 @@ class Connection:
                         message, trio.current_time(), self.server.wall()
                     )
                     if self._close is not None and self._close.code == CloseCode.SLOW_CONSUMER:
-                        self.server.flusher.slow_consumers += 1  # replies beyond the budget
+                        self.server.flusher.slow_reply(self)  # replies beyond the budget
             elif isinstance(event, TextMessage):
                 self._close = Close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted")
             elif isinstance(event, Ping):

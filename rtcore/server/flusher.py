@@ -19,6 +19,11 @@ Error boundary: a failure while writing one connection closes that connection wi
 (logged once, however many passes meet it before it is gone) and the pass goes on with
 the others; a failure outside the per-connection work is logged and the task goes on. The
 guard is a ``try`` around each connection's work, which costs nothing when nothing fails.
+
+Observation (rtcore.observe) costs nothing per connection: a pass counts its connections
+from the sizes of the groups it takes, and reports once -- its duration, that count and the
+age of its oldest publication, stamped by the first ``poke`` after the previous pass. (Bytes
+and deliveries are counted where they are queued, once per publication.)
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from typing import TYPE_CHECKING
 
 import trio
 
 from rtcore.flush_policy import flush_delay
+from rtcore.observe import NULL_OBSERVER, FlusherStatistics, FlushPass, Observer
 from rtcore.outbox import Outbox, Pending
 from rtcore.protocol import CloseCode
 
@@ -43,7 +50,13 @@ log = logging.getLogger("rtcore.flusher")
 class Flusher:
     """Writes pending outboxes in passes; see the module docstring."""
 
-    def __init__(self, pending: Pending, budget: int, window: float = 0.002) -> None:
+    def __init__(
+        self,
+        pending: Pending,
+        budget: int,
+        window: float = 0.002,
+        observer: Observer = NULL_OBSERVER,
+    ) -> None:
         self._pending = pending
         self.budget = budget
         """Outbound bytes a connection may have queued (limits.outbound_buffer_bytes)."""
@@ -51,12 +64,21 @@ class Flusher:
         self._wake = trio.Event()
         self._last_end = -1e9
         self._last_duration = 0.0
-        self.slow_consumers = 0
+        self.statistics = FlusherStatistics()
+        self.observer = observer
+        self._oldest: float | None = None
+        """When something first became pending after the last pass (trio's clock)."""
+
+    @property
+    def slow_consumers(self) -> int:
         """Connections closed for exceeding their outbound budget, since start."""
+        return self.statistics.slow_consumers
 
     def poke(self) -> None:
         """Wake the flusher if anything is pending (cheap; called after each read)."""
         if self._pending:
+            if self._oldest is None:  # publications are queued in the step that pokes
+                self._oldest = trio.current_time()
             self._wake.set()
 
     async def run(self) -> None:
@@ -81,10 +103,26 @@ class Flusher:
                 self._pending.observe_write_cost(self._last_duration / visited)
 
     def flush(self, now: float = math.inf) -> int:
-        """One pass over everything pending (batches: what is due at ``now``); returns how
-        many connections it visited (counted per group, not per connection)."""
+        """One pass over everything pending (batches: what is due at ``now``); reports it to
+        the observer and returns how many connections it visited."""
+        started = time.perf_counter()
+        connections = self._write_pending(now)
+        oldest, self._oldest = self._oldest, None
+        stats = self.statistics
+        stats.passes += 1
+        stats.connections += connections
+        self.observer.flush_pass(
+            FlushPass(
+                time.perf_counter() - started,
+                connections,
+                None if oldest is None else trio.current_time() - oldest,
+            )
+        )
+        return connections
+
+    def _write_pending(self, now: float) -> int:
+        """Write everything pending; returns how many connections that visited."""
         outboxes, groups = self._pending.take(now)
-        visited = len(outboxes) + sum(map(len, groups))
         last: list[bytes | memoryview] = []
         joined = b""
         for group in groups:
@@ -98,7 +136,7 @@ class Flusher:
                 last, joined = self._flush_one(outbox, last, joined)
             except Exception:
                 self._failed(outbox)
-        return visited
+        return len(outboxes) + sum(map(len, groups))  # per group, not per connection
 
     def _failed(self, outbox: Outbox) -> None:
         """Writing one connection failed (a bug): close it with 1011, keep the pass going."""
@@ -156,11 +194,17 @@ class Flusher:
             if conn.queued > self.budget:
                 self._slow(conn)
 
+    def slow_reply(self, conn: Connection) -> None:
+        """The session refused to queue a reply beyond the budget (it closes with 4008 itself):
+        counted and reported like any slow consumer."""
+        self.statistics.slow_consumers += 1
+        self.observer.slow_consumer(conn.id, conn.remote, sum(map(len, conn.outbox.items)))
+
     def _slow(self, conn: Connection) -> None:
         if conn.closing:  # already on its way out: count it once
             return
-        self.slow_consumers += 1
-        log.info("connection %s (%s) is a slow consumer: closing", conn.id, conn.remote)
+        self.statistics.slow_consumers += 1
+        self.observer.slow_consumer(conn.id, conn.remote, conn.queued)
         conn.request_close(
             CloseCode.SLOW_CONSUMER,
             f"outbound buffer exceeded {self.budget} bytes",

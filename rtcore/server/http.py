@@ -26,7 +26,7 @@ import trio
 from rtcore import api
 from rtcore.app import App
 from rtcore.protocol import RtcoreError, codec, values
-from rtcore.server import admin
+from rtcore.server import admin, observing
 
 if TYPE_CHECKING:
     from rtcore.server.server import Server
@@ -38,6 +38,7 @@ MSGPACK = ("application/msgpack", "application/x-msgpack", "application/vnd.msgp
 
 Handler = Callable[["Server", App, "Request"], api.Outcome | Awaitable[api.Outcome]]
 """A route: synchronous, or a coroutine where the work is long enough to yield (stats)."""
+Payload = dict[str, Any] | observing.Text
 
 
 class Request:
@@ -181,10 +182,12 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
 ]
 
 
-async def dispatch(server: Server, req: Request) -> tuple[int, dict[str, Any] | admin.Raw]:
+async def dispatch(server: Server, req: Request) -> tuple[int, Payload]:
     """Route, authenticate and run one request; returns the status and the response object."""
     if req.path == "/healthz":
         return 200, {"ok": True}
+    if req.path in observing.PATHS:  # /metrics, /readyz
+        return observing.answer(server, req)
     if admin.is_admin(req.path):
         return await admin.answer(server, req)
     allowed = []
@@ -254,6 +257,7 @@ async def _serve_requests(server: Server, stream: trio.SocketStream, conn: h11.C
                 idle_timeout if conn.their_state is h11.IDLE else REQUEST_TIMEOUT
             ):
                 status, payload, accept = await _one_request(server, stream, conn)
+                observing.count_request(server, status, payload)
                 await _respond(stream, conn, status, payload, accept)
                 if conn.their_state is not h11.DONE:  # we answered before the body ended
                     await _linger(stream)
@@ -279,7 +283,7 @@ async def _serve_requests(server: Server, stream: trio.SocketStream, conn: h11.C
 
 async def _one_request(
     server: Server, stream: trio.SocketStream, conn: h11.Connection
-) -> tuple[int, dict[str, Any] | admin.Raw, str]:
+) -> tuple[int, Payload, str]:
     limit = server.config.limits.max_api_body_bytes
     head: h11.Request | None = None
     body = bytearray()
@@ -354,11 +358,11 @@ async def _respond(
     stream: trio.SocketStream,
     conn: h11.Connection,
     status: int,
-    payload: dict[str, Any] | admin.Raw,
+    payload: Payload,
     accept: str,
 ) -> None:
     extra: tuple[tuple[str, str], ...] = ()
-    if isinstance(payload, admin.Raw):
+    if isinstance(payload, observing.Text):
         body, kind, extra = payload.body, payload.content_type, payload.headers
     else:
         status, body, kind = _encode(status, payload, accept)

@@ -35,9 +35,10 @@ from rtcore.app import App, MessageIds
 from rtcore.broker import MemoryBroker
 from rtcore.config import Config, load
 from rtcore.hub import Member
+from rtcore.observe import Observer, ServerStatistics
 from rtcore.outbox import Pending
 from rtcore.protocol import CloseCode, RtcoreError, wsframe
-from rtcore.server import http
+from rtcore.server import http, observing
 from rtcore.server.accept import (
     ThrottledLog,
     accept_forever,
@@ -81,6 +82,9 @@ class Server:
         flush_window: the longest a flush pass waits to batch more writes under load.
         wall: the wall clock (Unix seconds) for timestamps, token and API key expiry; tests
             pass one that follows trio's clock. Timers and local expiry use trio's clock.
+        metrics: Prometheus metrics (``GET /metrics`` on the server-API port); by default on
+            when the server API is.
+        observer: told of connections, refusals and flush passes too (rtcore.observe).
     """
 
     def __init__(
@@ -89,17 +93,23 @@ class Server:
         *,
         flush_window: float = 0.002,
         wall: Callable[[], float] = time.time,
+        metrics: bool | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config or Config()
         self.wall = wall
+        self.statistics = ServerStatistics()
+        self.observer, self.log_observer, self.metrics = observing.setup(self, metrics, observer)
         self.node = secrets.token_hex(4)
         self.pending = Pending()
         ids = MessageIds(self.node)
         self.broker = MemoryBroker()
         self.apps: dict[str, App] = {
-            a.name: App(a, self.pending, ids, self.broker) for a in self.config.apps
+            a.name: App(a, self.pending, ids, self.broker, self.observer) for a in self.config.apps
         }
-        self.flusher = Flusher(self.pending, self.config.limits.outbound_buffer_bytes, flush_window)
+        self.flusher = Flusher(
+            self.pending, self.config.limits.outbound_buffer_bytes, flush_window, self.observer
+        )
         self.admission = Admission(self.config.limits, _open_files())
         self.api_connections = 0
         """Open server-API connections (capped at limits.api_max_connections)."""
@@ -164,10 +174,16 @@ class Server:
                 await self._close_all()
                 conn_nursery.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
+        observing.stopped(self)
 
     def shutdown(self) -> None:
         """Stop accepting, close every connection with 1001 and let :meth:`serve` return."""
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        """:meth:`shutdown` was called."""
+        return self._stop.is_set()
 
     async def _close_all(self) -> None:
         for conn in list(self.connections.values()):
@@ -213,19 +229,16 @@ class Server:
                 )
                 close_now(stream)
                 return
-        conn = self._connection(sock, tls, peer, ip, refusal)
-        if conn is not None:  # its own task is conn.run itself: no wrapper coroutine kept
-            nursery.start_soon(conn.run)  # alive for each (idle) connection
+        nursery.start_soon(self._handle, sock, tls, peer, ip, refusal)
 
-    def _connection(
+    async def _handle(
         self,
         sock: trio.socket.SocketType,
         tls: trio.SSLStream[Any] | None,
         peer: str,
         ip: str | None,
         refusal: Close | None,
-    ) -> Connection | None:
-        """Set up and register a connection's object (None if that failed: closed)."""
+    ) -> None:
         try:
             conn_id = secrets.token_urlsafe(9)
             while conn_id in self.connections:  # pragma: no cover - 72 random bits
@@ -235,11 +248,16 @@ class Server:
             log.exception("cannot set up a connection from %s", peer)
             self.release_admission(peer, ip, refusal)
             sock.close()
-            return None
+            return
         self.connections[conn_id] = conn
+        self.statistics.accepted += 1
         if self._idle.is_set():  # no longer idle
             self._idle = trio.Event()
-        return conn
+        opened = trio.current_time()
+        try:
+            await conn.run()
+        finally:
+            observing.closed(self, conn, trio.current_time() - opened)
 
     def release_admission(self, peer: str, ip: str | None, refusal: Close | None) -> None:
         """Undo what :meth:`_accepted` counted for a connection that ended."""
@@ -360,7 +378,9 @@ class Server:
             if settings.name in self.apps:
                 self.apps[settings.name].apply(settings)
             else:
-                self.apps[settings.name] = App(settings, self.pending, self._ids, self.broker)
+                self.apps[settings.name] = App(
+                    settings, self.pending, self._ids, self.broker, self.observer
+                )
         self.config = config
         self.admission.apply(config.limits)
         self.flusher.budget = config.limits.outbound_buffer_bytes

@@ -63,3 +63,23 @@ def virtual_wall() -> float:
 def url(server: Server) -> str:
     host, port = server.addresses[0]
     return f"ws://{host}:{port}/"
+
+
+class Checkpoints:
+    """Counts ``trio.lowlevel.checkpoint`` calls while active (to see a long loop yield)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self._monkeypatch = monkeypatch
+        real = trio.lowlevel.checkpoint
+
+        async def checkpoint() -> None:
+            self.count += 1
+            await real()
+
+        monkeypatch.setattr(trio.lowlevel, "checkpoint", checkpoint)
+
+    def stop(self) -> int:
+        """Stop counting (undoing every monkeypatch of the test); returns the count."""
+        self._monkeypatch.undo()
+        return self.count

@@ -148,7 +148,10 @@ async def test_a_silent_tcp_peer_is_dropped_after_the_handshake_timeout(
 async def test_a_bad_http_upgrade_gets_400(server: Server) -> None:
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream(*server.addresses[0])
-        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        # An upgrade without Sec-WebSocket-Key/Version (a plain GET gets the demo page now).
+        await stream.send_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        )
         response = await stream.receive_some(1000)
         assert response.startswith(b"HTTP/1.1 4"), response
         await stream.aclose()

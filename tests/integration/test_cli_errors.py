@@ -21,7 +21,8 @@ def busy_port() -> Iterator[int]:
 
 
 def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
+    """The one line of the error (start-up log lines may come before it), no traceback."""
+    lines = [line for line in err.strip().splitlines() if line.startswith("rtcore: ")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 

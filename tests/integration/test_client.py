@@ -162,9 +162,8 @@ async def test_requests_wait_for_the_connection_or_fail_fast(side: TrioSide) -> 
             assert [m["id"] for m in members] == [buffered.id]
 
 
-@both_backends
-async def test_get_members_fetches_every_page(side: TrioSide) -> None:
-    server = await side.start_server()
+async def five_members_listed(server: Server, **options: Any) -> None:
+    """Five members join; the first lists them all, in join order, with their profiles."""
     with anyio.fail_after(10):
         async with AsyncExitStack() as stack:
             clients = [
@@ -173,10 +172,21 @@ async def test_get_members_fetches_every_page(side: TrioSide) -> None:
             ]
             for c in clients:
                 await c.join("room")
-            members = await clients[0].get_members("room", page_size=2)  # three pages
+            members = await clients[0].get_members("room", **options)
             assert [(m["id"], m["data"]) for m in members] == [
                 (c.id, {"n": i}) for i, c in enumerate(clients)
             ]
+
+
+@both_backends
+async def test_get_members_fetches_every_page(side: TrioSide) -> None:
+    await five_members_listed(await side.start_server(), page_size=2)  # three pages
+
+
+@both_backends
+async def test_get_members_pages_within_the_servers_max_members_page(side: TrioSide) -> None:
+    # the default page_size (1000) is above the server's bound: pages of 2, not bad_request
+    await five_members_listed(await side.start_server(max_members_page=2))
 
 
 @both_backends

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import trio
 
 from rtcore import Server, api
 from rtcore.app import App
 from rtcore.config import AppConfig
 from rtcore.hub import Member
 from rtcore.outbox import Outbox
-from tests.integration.conftest import StartServer
+from tests.integration.conftest import Checkpoints, StartServer
 
 SECRET = "a-server-secret-of-at-least-32-chars!"
 
@@ -34,18 +33,9 @@ async def test_ranking_the_channels_yields_every_slice(
     app = server.apps["default"]
     fill(app, [1, 3, 2, 3, 1])
     monkeypatch.setattr(server_module, "STATS_SLICE", 2)
-    real = trio.lowlevel.checkpoint
-    yields = 0
-
-    async def checkpoint() -> None:
-        nonlocal yields
-        yields += 1
-        await real()
-
-    monkeypatch.setattr(trio.lowlevel, "checkpoint", checkpoint)
+    checkpoints = Checkpoints(monkeypatch)
     best = await server.largest_channels(app, 3)
-    monkeypatch.undo()
-    assert yields == 3  # slices of 2, 2 and 1 channels
+    assert checkpoints.stop() == 3  # slices of 2, 2 and 1 channels
     assert best == [("ch-1", 3), ("ch-3", 3), ("ch-2", 2)]  # ties in table order
     assert api.stats(app, top=3).result["members"] == dict(best)
 

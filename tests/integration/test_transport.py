@@ -21,7 +21,7 @@ from rtcore.protocol import frames as f
 from rtcore.server import accept, http
 from rtcore.server.connection import EVENTS_PER_BATCH
 from rtcore.server.flusher import Flusher
-from tests.integration.conftest import StartServer, url
+from tests.integration.conftest import Checkpoints, StartServer, url
 from tests.integration.raw import RawClient
 
 SECRET = "s" * 32
@@ -476,18 +476,9 @@ async def test_the_heartbeat_pass_yields_between_batches_of_connections(
             await raw.hello()
             clients.append(raw)
         monkeypatch.setattr(server_module, "HEARTBEAT_CHECKPOINT_EVERY", 2)
-        real = trio.lowlevel.checkpoint
-        yields = 0
-
-        async def checkpoint() -> None:
-            nonlocal yields
-            yields += 1
-            await real()
-
-        monkeypatch.setattr(trio.lowlevel, "checkpoint", checkpoint)
+        checkpoints = Checkpoints(monkeypatch)
         await server._heartbeat_pass(server.config.limits.heartbeat_interval)
-        monkeypatch.undo()
-        assert yields == 2  # after the 2nd and the 4th of 5 connections
+        assert checkpoints.stop() == 2  # after the 2nd and the 4th of 5 connections
         for raw in clients:  # and every connection was checked and kept
             await raw.send(t="members", id=1, ch="x")
             assert isinstance(await reply(raw), f.Ok)

@@ -36,7 +36,12 @@ CORE = [
     "rtcore.presence",
     "rtcore.flush_policy",
     "rtcore.config",
+    "rtcore.config_reader",
     "rtcore.settings_file",
+    "rtcore.observe",
+    "rtcore.observe.logs",
+    "rtcore.observe.metrics",
+    "rtcore.logs",
 ]
 
 

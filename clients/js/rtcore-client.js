@@ -1,0 +1,766 @@
+// rtcore-client: the JavaScript client of rtcore (protocol.md, version 1).
+//
+// Theory of operation (the same design as the Python client, rtcore/client/_client.py):
+// one connection loop owns the WebSocket. It connects, sends `hello` (carrying the latest
+// profile and a token, fresh from the token provider if there is one), waits for `welcome`,
+// rejoins the remembered channels, and only then counts as connected: requests made while
+// disconnected wait for that moment (at most `bufferLimit` of them; with `failFast` they are
+// refused at once). Incoming frames are dispatched as they arrive: replies settle the
+// request's promise, pushes go to the registered handlers. After an unexpected close the loop
+// reconnects with jittered exponential backoff; close codes that reconnecting cannot fix end
+// the client with a ConnectionClosedError. Codes this file does not know (newer servers may
+// add error and close codes, protocol.md §8) are passed through unchanged: an `err` reply's
+// code becomes RequestError.code, and an unknown close code is reported to onDisconnect and
+// answered by reconnecting with backoff.
+//
+// Message history and offset recovery after a reconnect are not part of protocol version 1
+// yet: a message published while the client was disconnected is not recovered.
+
+import { encode, decode } from "@msgpack/msgpack";
+
+/** The protocol version this client speaks (the hello's `v`). */
+export const PROTOCOL_VERSION = 1;
+
+/** Close codes after which reconnecting would fail again the same way (protocol.md §7). */
+export const FATAL_CLOSE_CODES = Object.freeze([
+  1002, 1003, 4000, 4002, 4003, 4004, 4005, 4006, 4010, 4011, 4012, 4013, 4014, 4015, 4016, 4017,
+]);
+
+/** Of those, the codes a token provider can fix by handing out a fresh token. */
+const TOKEN_CLOSE_CODES = [4014, 4015];
+const SESSION_ENDED_CODES = [4016, 4017];
+
+// -- errors -----------------------------------------------------------------------------------
+
+/** Base of every error this client raises; `code` says what happened. */
+export class RtcoreError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The server refused a request with an `err` reply; `code` is the protocol's (§6). */
+export class RequestError extends RtcoreError {
+  constructor(code, message, limiter = null, retryAfter = null) {
+    super(code, `${code}: ${message}`);
+    this.serverMessage = message;
+    this.limiter = limiter;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** No reply within `requestTimeout` milliseconds. */
+export class RequestTimeoutError extends RtcoreError {
+  constructor(message) {
+    super("timeout", message);
+  }
+}
+
+/** Not connected and `failFast` is on, or the client is closed. */
+export class NotConnectedError extends RtcoreError {
+  constructor(message) {
+    super("not_connected", message);
+  }
+}
+
+/** Disconnected, and `bufferLimit` requests already wait for the connection. */
+export class BufferFullError extends RtcoreError {
+  constructor(message) {
+    super("buffer_full", message);
+  }
+}
+
+/** The connection dropped after the request was sent and before its reply arrived. */
+export class ConnectionLostError extends RtcoreError {
+  constructor(message) {
+    super("connection_lost", message);
+  }
+}
+
+/** A connection attempt failed (network, upgrade, handshake); `closeCode` as received. */
+export class ConnectError extends RtcoreError {
+  constructor(message, closeCode = 1006, reason = "") {
+    super("connect_failed", message);
+    this.closeCode = closeCode;
+    this.reason = reason;
+  }
+}
+
+/** The server sent something protocol.md does not allow; the client reconnects. */
+export class ProtocolError extends RtcoreError {
+  constructor(message) {
+    super("protocol_error", message);
+  }
+}
+
+/** The server closed the connection with a code reconnecting cannot fix; `code` is numeric. */
+export class ConnectionClosedError extends RtcoreError {
+  constructor(code, reason) {
+    super(code, `closed by the server (${code}): ${reason}`);
+    this.reason = reason;
+  }
+}
+
+// -- frames (protocol.md §3, §4) --------------------------------------------------------------
+
+const opt = (value) => value ?? undefined; // null and undefined both mean "absent"
+
+/**
+ * Builders of the frames a client sends, keys in protocol.md's order. Optional keys given as
+ * null or undefined are left out of the encoded map (the server's default applies).
+ */
+export const frames = Object.freeze({
+  hello: ({ app, key, token, profile, echo }) => ({
+    t: "hello", v: PROTOCOL_VERSION, app: opt(app), key: opt(key), token: opt(token),
+    profile: opt(profile), echo: opt(echo),
+  }),
+  join: (id, ch, echo) => ({ t: "join", id, ch, echo: opt(echo) }),
+  leave: (id, ch, echo) => ({ t: "leave", id, ch, echo: opt(echo) }),
+  members: (id, ch, limit, after) => ({ t: "members", id, ch, limit: opt(limit), after: opt(after) }),
+  profile: (id, data, echo) => ({ t: "profile", id, data: data ?? null, echo: opt(echo) }),
+  send: (id, ch, ev, data, echo) => ({ t: "send", id, ch, ev, data, echo: opt(echo) }),
+  broadcast: (id, ev, data, echo) => ({ t: "broadcast", id, ev, data, echo: opt(echo) }),
+  refresh: (id, token) => ({ t: "refresh", id, token }),
+});
+
+/** Encode a frame as one binary message; keys whose value is undefined are left out. */
+export function encodeFrame(frame) {
+  return encode(frame, { ignoreUndefined: true });
+}
+
+/**
+ * Decode one binary message from the server into a frame (a plain object with a string `t`).
+ * @throws {ProtocolError} when it is not msgpack, or not a map with a string `t`.
+ */
+export function decodeFrame(bytes) {
+  let value;
+  try {
+    value = decode(bytes instanceof ArrayBuffer ? new Uint8Array(bytes) : bytes);
+  } catch (err) {
+    throw new ProtocolError(`undecodable message from the server: ${err.message}`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value) || value instanceof Uint8Array) {
+    throw new ProtocolError("a server message is not a msgpack map");
+  }
+  if (typeof value.t !== "string") throw new ProtocolError("a server frame has no string `t`");
+  return value;
+}
+
+/** The application event a `msg` frame carries, as handlers receive it (§5.1). */
+export function messageEvent(frame) {
+  return {
+    channel: frame.ch ?? null,
+    event: frame.ev,
+    data: frame.data ?? null,
+    sender: frame.from ?? null,
+    ts: frame.ts,
+    mid: frame.mid,
+  };
+}
+
+/** A presence event as handlers receive it (§5.2): `type` is join, leave or update. */
+export function memberEvent(frame) {
+  const event = { type: frame.t.slice("member_".length), channel: frame.ch, member: frame.member };
+  if (frame.t === "member_join") event.first = frame.first ?? true;
+  if (frame.t === "member_leave") event.last = frame.last ?? true;
+  return event;
+}
+
+/** A user event as handlers receive it (§5.4). */
+export function userEvent(frame) {
+  return { event: frame.ev, session: frame.session ?? null, user: frame.user ?? null, ts: frame.ts };
+}
+
+/**
+ * The delay before reconnection attempt `attempt` (1, 2, ...): drawn uniformly below a bound
+ * that starts at `initial` ms and doubles per attempt up to `max` ms (full jitter).
+ */
+export function backoffDelay(attempt, initial, max, random = Math.random) {
+  return random() * Math.min(max, initial * 2 ** (attempt - 1));
+}
+
+/** The `exp` claim of a JWT in milliseconds, or null (read only to schedule a refresh). */
+export function tokenExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    return typeof claims.exp === "number" ? claims.exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+// -- the client -------------------------------------------------------------------------------
+
+const DEFAULTS = Object.freeze({
+  app: null,
+  key: null,
+  token: null,
+  profile: null,
+  echo: true,
+  reconnect: true,
+  backoffInitial: 500,
+  backoffMax: 30000,
+  requestTimeout: 10000,
+  connectTimeout: 10000,
+  bufferLimit: 100,
+  failFast: false,
+  refreshBefore: 30000,
+});
+
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc || !/^https?:$/.test(loc.protocol)) return null;
+  return `${loc.protocol === "https:" ? "wss:" : "ws:"}//${loc.host}/`;
+}
+
+/**
+ * A connection to an rtcore server, kept open across network failures.
+ * See README.md for every option, method and event.
+ */
+export class RealtimeClient {
+  constructor(options = {}) {
+    const opts = { ...DEFAULTS, ...options };
+    this.url = opts.url ?? defaultUrl();
+    if (!this.url) throw new TypeError("rtcore: the `url` option is required outside a web page");
+    this.WebSocket = opts.WebSocket ?? globalThis.WebSocket;
+    if (typeof this.WebSocket !== "function") {
+      throw new TypeError(
+        "rtcore: no WebSocket implementation; pass one as the `WebSocket` option (e.g. from the ws package)",
+      );
+    }
+    this.app = opts.app;
+    this.key = opts.key;
+    this.token = opts.token;
+    this.profile = opts.profile;
+    this.echo = opts.echo;
+    this.reconnect = opts.reconnect;
+    this.backoffInitial = opts.backoffInitial;
+    this.backoffMax = opts.backoffMax;
+    this.requestTimeout = opts.requestTimeout;
+    this.connectTimeout = opts.connectTimeout;
+    this.bufferLimit = opts.bufferLimit;
+    this.failFast = opts.failFast;
+    this.refreshBefore = opts.refreshBefore;
+    /** Channels to rejoin after a reconnect, with their join echo option. */
+    this.channels = new Map();
+    /** The server's welcome frame of the current connection (limits, time, user). */
+    this.welcome = null;
+    this._id = null;
+    this._ws = null;
+    this._ready = false;
+    this._running = null;
+    this._closed = true;
+    this._fatal = null;
+    this._nextId = 1;
+    this._replies = new Map();
+    this._waiters = [];
+    this._handlers = new Map();
+    this._timers = new Set();
+    this._wake = null;
+    this._refreshTimer = null;
+    this._connections = 0;
+  }
+
+  // -- lifecycle --------------------------------------------------------------------------------
+
+  /**
+   * Connect (if not running yet); resolves once connected. With `reconnect` on, a server that
+   * is not up yet is retried with backoff until it is.
+   * @returns {Promise<void>}
+   */
+  open() {
+    if (this._running && this._closed) return this._running.then(() => this.open()); // closing
+    if (this._ready) return Promise.resolve();
+    const ready = new Promise((resolve, reject) => this._waiters.push({ resolve, reject, counted: false }));
+    if (!this._running) {
+      this._closed = false;
+      this._fatal = null;
+      this._running = this._run().finally(() => {
+        this._running = null;
+      });
+    }
+    return ready;
+  }
+
+  /**
+   * Close the connection (code 1000) and stop reconnecting. Requests waiting for the
+   * connection are rejected with NotConnectedError; resolves once the socket has closed.
+   */
+  async close() {
+    const running = this._running; // not a run that an open() after this call starts
+    this._closed = true;
+    this._ready = false;
+    this._rejectWaiters(new NotConnectedError("the client is closed"));
+    this._wake?.();
+    const ws = this._ws;
+    if (ws && ws.readyState <= 1) {
+      const closed = new Promise((resolve) => ws.addEventListener("close", resolve, { once: true }));
+      ws.close(1000, "client closed");
+      await this._bounded(closed, this.connectTimeout);
+    }
+    await this._bounded(running ?? Promise.resolve(), this.connectTimeout);
+  }
+
+  /** True while connected (welcome received and channels rejoined). */
+  isConnected() {
+    return this._ready;
+  }
+
+  /** This connection's member id, as other members see it (changes on reconnect); null if none. */
+  getSocketId() {
+    return this._id;
+  }
+
+  // -- requests ---------------------------------------------------------------------------------
+
+  /** Join a channel; resolves false if already a member. Rejoined after reconnects. */
+  async join(channel, echo) {
+    const data = await this._request((id) => frames.join(id, channel, echo));
+    this.channels.set(channel, echo);
+    return Boolean(data.joined);
+  }
+
+  /** Leave a channel; resolves false if not a member. */
+  async leave(channel, echo) {
+    this.channels.delete(channel);
+    const data = await this._request((id) => frames.leave(id, channel, echo));
+    return Boolean(data.left);
+  }
+
+  /**
+   * Every member of a channel as `{id, user, data}`, fetched page by page (by default pages
+   * of the server's `max_members_page`).
+   */
+  async getMembers(channel, { pageSize } = {}) {
+    const members = [];
+    let after = null;
+    for (;;) {
+      const limit = pageSize ?? this.welcome?.limits?.max_members_page ?? 100;
+      const data = await this._request((id) => frames.members(id, channel, limit, after));
+      members.push(...data.members);
+      after = data.next ?? null;
+      if (after === null) return members;
+    }
+  }
+
+  /** Replace the profile; resolves with the number of channels told. Kept across reconnects. */
+  async updateProfile(data, echo) {
+    this.profile = data;
+    const result = await this._request((id) => frames.profile(id, data, echo));
+    return result.channels;
+  }
+
+  /** Send an event to a joined channel; resolves with `{mid, ts, recipients}`. */
+  send(channel, event, data, echo) {
+    return this._request((id) => frames.send(id, channel, event, data, echo));
+  }
+
+  /** Send an event to every connection of the app; resolves with `{mid, ts, recipients}`. */
+  broadcast(event, data, echo) {
+    return this._request((id) => frames.broadcast(id, event, data, echo));
+  }
+
+  /**
+   * Hand the server a fresh session token for the same user; resolves with its expiry
+   * (ms since the epoch) or null. Later reconnects use it (unless a token provider is set).
+   */
+  async refresh(token) {
+    const result = await this._request((id) => frames.refresh(id, token));
+    if (typeof this.token !== "function") this.token = token;
+    return result.expires ?? null;
+  }
+
+  async _request(make, { buffered = true } = {}) {
+    if (buffered) await this._waitConnected();
+    const ws = this._ws;
+    if (!ws || ws.readyState !== 1) throw new NotConnectedError("not connected");
+    const id = this._nextId++;
+    const reply = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._replies.delete(id);
+        reject(new RequestTimeoutError(`no reply within ${this.requestTimeout} ms`));
+      }, this.requestTimeout);
+      this._replies.set(id, { resolve, reject, timer });
+    });
+    try {
+      ws.send(encodeFrame(make(id)));
+    } catch (err) {
+      clearTimeout(this._replies.get(id)?.timer);
+      this._replies.delete(id);
+      throw err;
+    }
+    const frame = await reply;
+    if (frame.t === "err") {
+      throw new RequestError(frame.code, frame.msg ?? "", frame.limiter ?? null, frame.retry_after ?? null);
+    }
+    return frame.data;
+  }
+
+  _waitConnected() {
+    if (this._ready) return Promise.resolve();
+    if (this._fatal) return Promise.reject(this._fatal);
+    if (this._closed) return Promise.reject(new NotConnectedError("the client is closed"));
+    if (this.failFast) return Promise.reject(new NotConnectedError("not connected (failFast is on)"));
+    if (this._waiters.filter((w) => w.counted).length >= this.bufferLimit) {
+      return Promise.reject(new BufferFullError(`${this.bufferLimit} requests already wait for the connection`));
+    }
+    return new Promise((resolve, reject) => this._waiters.push({ resolve, reject, counted: true }));
+  }
+
+  _releaseWaiters() {
+    const waiters = this._waiters;
+    this._waiters = [];
+    for (const w of waiters) w.resolve();
+  }
+
+  _rejectWaiters(error) {
+    const waiters = this._waiters;
+    this._waiters = [];
+    for (const w of waiters) w.reject(error);
+  }
+
+  // -- handlers ---------------------------------------------------------------------------------
+
+  /** Call `fn(message)` for every app event named `event` ("*": all of them). Returns `off`. */
+  on(event, fn) {
+    return this._add("msg:" + event, fn);
+  }
+
+  /** Like `on`, for the next such event only. */
+  once(event, fn) {
+    const oneShot = (msg) => {
+      this.off(event, oneShot);
+      fn(msg);
+    };
+    oneShot.original = fn;
+    return this.on(event, oneShot);
+  }
+
+  /** Remove one handler, every handler of an event, or (no arguments) all app-event handlers. */
+  off(event, fn) {
+    if (event === undefined) {
+      for (const key of [...this._handlers.keys()]) if (key.startsWith("msg:")) this._handlers.delete(key);
+    } else if (fn === undefined) {
+      this._handlers.delete("msg:" + event);
+    } else {
+      this._remove("msg:" + event, fn);
+    }
+  }
+
+  /** `fn(event)` when a member joins one of our channels. */
+  onJoin(fn) {
+    return this._add("member_join", fn);
+  }
+
+  /** `fn(event)` when a member leaves one of our channels. */
+  onLeave(fn) {
+    return this._add("member_leave", fn);
+  }
+
+  /** `fn(event)` when a member of one of our channels updates its profile. */
+  onUpdate(fn) {
+    return this._add("member_update", fn);
+  }
+
+  /** `fn(eventName, session, user, ts)` for events about this connection's own user. */
+  onUserEvent(fn) {
+    return this._add("user_event", fn);
+  }
+
+  /** `fn(socketId, {reconnected})` after every successful (re)connection. */
+  onConnect(fn) {
+    return this._add("connect", fn);
+  }
+
+  /** `fn(code, reason)` when a connection ends (1006 if no close frame was received). */
+  onDisconnect(fn) {
+    return this._add("disconnect", fn);
+  }
+
+  /** `fn(attempt)` before each reconnection attempt (1, 2, ...). */
+  onReconnectAttempt(fn) {
+    return this._add("reconnect_attempt", fn);
+  }
+
+  /** `fn(error)` when a connection attempt fails, a rejoin is refused, or the client stops. */
+  onError(fn) {
+    return this._add("error", fn);
+  }
+
+  /** `fn(error)` when the backend ends the session (4016) or disconnects the client (4017). */
+  onSessionEnded(fn) {
+    return this._add("session_ended", fn);
+  }
+
+  _add(key, fn) {
+    if (typeof fn !== "function") throw new TypeError("rtcore: a handler must be a function");
+    if (!this._handlers.has(key)) this._handlers.set(key, []);
+    this._handlers.get(key).push(fn);
+    return () => this._remove(key, fn);
+  }
+
+  _remove(key, fn) {
+    const list = this._handlers.get(key);
+    if (!list) return;
+    const i = list.findIndex((h) => h === fn || h.original === fn);
+    if (i >= 0) list.splice(i, 1);
+  }
+
+  _emit(key, ...args) {
+    for (const fn of [...(this._handlers.get(key) ?? [])]) {
+      try {
+        fn(...args);
+      } catch (err) {
+        if (key === "error") console.error("rtcore: an onError handler threw", err);
+        else this._emit("error", err);
+      }
+    }
+  }
+
+  // -- the connection loop ----------------------------------------------------------------------
+
+  async _run() {
+    let attempt = 0;
+    while (!this._closed) {
+      const { code, reason, wasReady } = await this._connectOnce();
+      if (this._closed) break;
+      if (this._isFatal(code)) {
+        this._fatal = new ConnectionClosedError(code, reason);
+        if (SESSION_ENDED_CODES.includes(code)) this._emit("session_ended", this._fatal);
+        this._emit("error", this._fatal);
+        break;
+      }
+      if (!this.reconnect) break;
+      attempt = wasReady ? 1 : attempt + 1;
+      await this._sleep(backoffDelay(attempt, this.backoffInitial, this.backoffMax));
+      if (this._closed) break;
+      this._emit("reconnect_attempt", attempt);
+    }
+    this._closed = true;
+    this._rejectWaiters(this._fatal ?? new NotConnectedError("the client is closed"));
+  }
+
+  _isFatal(code) {
+    if (TOKEN_CLOSE_CODES.includes(code) && typeof this.token === "function") return false;
+    return FATAL_CLOSE_CODES.includes(code);
+  }
+
+  /** One connection's life; resolves with its close code and reason. */
+  async _connectOnce() {
+    let token;
+    try {
+      token = typeof this.token === "function" ? await this.token() : this.token;
+    } catch (err) {
+      const error = new ConnectError(`the token provider failed: ${err?.message ?? err}`);
+      this._emit("error", error);
+      this._failFirstOpen(error);
+      return { code: 1006, reason: error.message, wasReady: false };
+    }
+    if (this._closed) return { code: 1000, reason: "client closed", wasReady: false };
+    let ws;
+    try {
+      ws = new this.WebSocket(this.url);
+    } catch (err) {
+      // A malformed URL: no retry can fix it.
+      this._fatal = new ConnectError(`cannot open ${this.url}: ${err.message}`);
+      this._closed = true;
+      this._emit("error", this._fatal);
+      return { code: 1006, reason: err.message, wasReady: false };
+    }
+    ws.binaryType = "arraybuffer";
+    this._ws = ws;
+    const result = await new Promise((resolve) => this._watch(ws, token, resolve));
+    this._connectionEnded(ws, result);
+    return result;
+  }
+
+  /** Drive one socket through hello, welcome, rejoin and reading; `done` gets its close. */
+  _watch(ws, token, done) {
+    let welcomed = false;
+    let localReason = null; // set when this side gave up on the connection
+    const abandon = (why) => {
+      localReason = why;
+      if (ws.readyState <= 1) ws.close(1000, "client gave up");
+    };
+    const connectTimer = this._setTimer(
+      () => abandon(`no welcome within ${this.connectTimeout} ms`),
+      this.connectTimeout,
+    );
+    const fail = (error) => {
+      this._emit("error", error);
+      abandon(error.message);
+    };
+    // Without a listener, the ws package would throw its error events; the close event
+    // that always follows carries what there is to know.
+    ws.addEventListener("error", () => {});
+    ws.addEventListener("open", () => {
+      if (this._closed) return ws.close(1000, "client closed");
+      const { app, key, profile, echo } = this;
+      ws.send(encodeFrame(frames.hello({ app, key, token, profile, echo })));
+    });
+    ws.addEventListener("message", (event) => {
+      if (localReason !== null) return;
+      if (typeof event.data === "string") return fail(new ProtocolError("the server sent a text message"));
+      let frame;
+      try {
+        frame = decodeFrame(event.data);
+      } catch (err) {
+        return fail(err);
+      }
+      if (welcomed) return this._dispatch(frame);
+      if (frame.t !== "welcome") return fail(new ProtocolError(`expected welcome, got ${frame.t}`));
+      welcomed = true;
+      this._clearTimer(connectTimer);
+      this.welcome = frame;
+      this._id = frame.conn;
+      this._scheduleRefresh(token);
+      this._rejoin(ws, this._connections++ > 0);
+    });
+    ws.addEventListener("close", (event) => {
+      this._clearTimer(connectTimer);
+      // A connection this side abandoned counts as lost (1006), whatever code it closed with.
+      const code = localReason !== null ? 1006 : event.code || 1006;
+      const reason = localReason ?? (event.reason || "connection closed");
+      done({ code, reason, welcomed, wasReady: this._ready });
+    });
+  }
+
+  /** Rejoin remembered channels, then release the requests that waited for the connection. */
+  async _rejoin(ws, reconnected) {
+    for (const [channel, echo] of [...this.channels]) {
+      try {
+        await this._request((id) => frames.join(id, channel, echo), { buffered: false });
+      } catch (err) {
+        if (!(err instanceof RequestError)) return; // the connection is failing: the loop retries
+        this.channels.delete(channel);
+        this._emit("error", err);
+      }
+    }
+    if (this._ws !== ws || ws.readyState !== 1) return;
+    this._ready = true;
+    this._emit("connect", this._id, { reconnected });
+    this._releaseWaiters();
+  }
+
+  _connectionEnded(ws, { code, reason, welcomed }) {
+    if (this._ws === ws) this._ws = null;
+    this._ready = false;
+    this._clearTimer(this._refreshTimer);
+    for (const [id, reply] of this._replies) {
+      clearTimeout(reply.timer);
+      reply.reject(new ConnectionLostError(`connection lost (${code}): ${reason}`));
+      this._replies.delete(id);
+    }
+    if (!welcomed && !this._closed) {
+      const error = new ConnectError(`cannot connect to ${this.url} (${code}): ${reason}`, code, reason);
+      if (!this._isFatal(code)) this._emit("error", error);
+      this._failFirstOpen(error);
+    }
+    this._emit("disconnect", code, reason);
+  }
+
+  /** Without reconnect, the first failed attempt is what open() rejects with. */
+  _failFirstOpen(error) {
+    if (!this.reconnect && !this._closed) this._fatal = this._fatal ?? error;
+  }
+
+  _dispatch(frame) {
+    switch (frame.t) {
+      case "ok":
+      case "err": {
+        const reply = frame.id == null ? undefined : this._replies.get(frame.id);
+        if (reply) {
+          clearTimeout(reply.timer);
+          this._replies.delete(frame.id);
+          reply.resolve(frame);
+        } else if (frame.t === "err") {
+          this._emit("error", new RequestError(frame.code, frame.msg ?? "", frame.limiter ?? null, frame.retry_after ?? null));
+        }
+        return;
+      }
+      case "msg": {
+        const msg = messageEvent(frame);
+        this._emit("msg:" + msg.event, msg);
+        this._emit("msg:*", msg);
+        return;
+      }
+      case "member_join":
+      case "member_leave":
+      case "member_update":
+        this._emit(frame.t, memberEvent(frame));
+        return;
+      case "user": {
+        const ev = userEvent(frame);
+        this._emit("user_event", ev.event, ev.session, ev.user, ev.ts);
+        return;
+      }
+      default:
+        return; // a push type newer than this client: ignored (protocol.md §8)
+    }
+  }
+
+  // -- token refresh ----------------------------------------------------------------------------
+
+  /** With a token provider, refresh `refreshBefore` ms before the token expires. */
+  _scheduleRefresh(token) {
+    if (typeof this.token !== "function" || typeof token !== "string") return;
+    const expires = tokenExpiry(token);
+    if (expires === null) return;
+    this._clearTimer(this._refreshTimer);
+    const delay = Math.max(0, expires - Date.now() - this.refreshBefore);
+    this._refreshTimer = this._setTimer(() => this._refreshNow(), delay);
+  }
+
+  async _refreshNow() {
+    try {
+      const token = await this.token();
+      await this.refresh(token);
+      this._scheduleRefresh(token);
+    } catch (err) {
+      this._emit("error", err);
+    }
+  }
+
+  // -- timers -----------------------------------------------------------------------------------
+
+  _setTimer(fn, ms) {
+    const timer = setTimeout(() => {
+      this._timers.delete(timer);
+      fn();
+    }, ms);
+    this._timers.add(timer);
+    return timer;
+  }
+
+  _clearTimer(timer) {
+    if (timer == null) return;
+    clearTimeout(timer);
+    this._timers.delete(timer);
+  }
+
+  /** Sleep `ms`, or less if close() is called meanwhile. */
+  _sleep(ms) {
+    return new Promise((resolve) => {
+      const timer = this._setTimer(() => {
+        this._wake = null;
+        resolve();
+      }, ms);
+      this._wake = () => {
+        this._clearTimer(timer);
+        this._wake = null;
+        resolve();
+      };
+    });
+  }
+
+  _bounded(promise, ms) {
+    let timer;
+    const limit = new Promise((resolve) => (timer = setTimeout(resolve, ms)));
+    return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
+  }
+}
+
+export default RealtimeClient;

@@ -1,0 +1,63 @@
+"""Logging setup for ``rtcore serve``: readable text (default) or JSON lines.
+
+``--log-format json`` writes one JSON object per line: ``ts`` (UTC, ISO 8601, milliseconds),
+``level``, ``logger``, ``msg``, then the record's extra fields (``conn``, ``app``, ``remote``,
+``code``, ``duration``...), and ``exc`` with the traceback when there is one. Embedding
+applications configure logging themselves; rtcore only logs to the ``rtcore.*`` loggers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+"""LogRecord attributes that are not extra fields."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def level_name(value: str) -> str:
+    """A log level name, case-insensitive (argparse ``type``; ``choices`` then checks it)."""
+    return value.upper()
+
+
+def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Send every log record at ``level`` and above to ``stream`` (stderr) as ``fmt``.
+
+    Replaces the root logger's handlers: call it once, at start-up.
+    """
+    if level not in LEVELS or fmt not in FORMATS:
+        raise ValueError(f"level must be one of {LEVELS} and format one of {FORMATS}")
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
