@@ -229,16 +229,19 @@ class Server:
                 )
                 close_now(stream)
                 return
-        nursery.start_soon(self._handle, sock, tls, peer, ip, refusal)
+        conn = self._connection(sock, tls, peer, ip, refusal)
+        if conn is not None:  # its task is conn.run itself (which reports its close): no
+            nursery.start_soon(conn.run)  # wrapper coroutine kept alive per idle connection
 
-    async def _handle(
+    def _connection(
         self,
         sock: trio.socket.SocketType,
         tls: trio.SSLStream[Any] | None,
         peer: str,
         ip: str | None,
         refusal: Close | None,
-    ) -> None:
+    ) -> Connection | None:
+        """Set up and register a connection's object (None if that failed: closed)."""
         try:
             conn_id = secrets.token_urlsafe(9)
             while conn_id in self.connections:  # pragma: no cover - 72 random bits
@@ -248,16 +251,12 @@ class Server:
             log.exception("cannot set up a connection from %s", peer)
             self.release_admission(peer, ip, refusal)
             sock.close()
-            return
+            return None
         self.connections[conn_id] = conn
         self.statistics.accepted += 1
         if self._idle.is_set():  # no longer idle
             self._idle = trio.Event()
-        opened = trio.current_time()
-        try:
-            await conn.run()
-        finally:
-            observing.closed(self, conn, trio.current_time() - opened)
+        return conn
 
     def release_admission(self, peer: str, ip: str | None, refusal: Close | None) -> None:
         """Undo what :meth:`_accepted` counted for a connection that ended."""
