@@ -94,6 +94,12 @@ export interface ClientOptions<P = unknown> {
   profile?: P | null;
   /** Default for receiving one's own sends and presence events (default true). */
   echo?: boolean;
+  /**
+   * Ask the server for batched presence diffs (protocol.md §5.2.1; default true): one
+   * `presence` frame per window instead of one `member_*` frame per event. Handlers are
+   * called once per member either way.
+   */
+  presenceDiffs?: boolean;
   /** Reconnect after unexpected disconnects (default true). */
   reconnect?: boolean;
   /** First reconnect delay bound, ms (default 500); doubles per attempt... */
@@ -247,6 +253,8 @@ export function encodeFrame(frame: Frame): Uint8Array;
 export function decodeFrame(bytes: ArrayBuffer | Uint8Array): Frame;
 export function messageEvent(frame: Frame): Message;
 export function memberEvent(frame: Frame): MemberEvent;
+/** The per-member events a batched `presence` frame stands for: leaves, joins, updates. */
+export function presenceEvents(frame: Frame): MemberEvent[];
 export function userEvent(frame: Frame): {
   event: string;
   session: Record<string, unknown> | null;

@@ -112,9 +112,9 @@ const opt = (value) => value ?? undefined; // null and undefined both mean "abse
  * null or undefined are left out of the encoded map (the server's default applies).
  */
 export const frames = Object.freeze({
-  hello: ({ app, key, token, profile, echo }) => ({
+  hello: ({ app, key, token, profile, echo, features }) => ({
     t: "hello", v: PROTOCOL_VERSION, app: opt(app), key: opt(key), token: opt(token),
-    profile: opt(profile), echo: opt(echo),
+    profile: opt(profile), echo: opt(echo), features: opt(features),
   }),
   join: (id, ch, echo) => ({ t: "join", id, ch, echo: opt(echo) }),
   leave: (id, ch, echo) => ({ t: "leave", id, ch, echo: opt(echo) }),
@@ -168,6 +168,24 @@ export function memberEvent(frame) {
   return event;
 }
 
+/**
+ * The presence events a batched `presence` frame (§5.2.1) stands for, one per member, in the
+ * order to apply them: leaves, then joins, then updates — each as `memberEvent` gives it.
+ */
+export function presenceEvents(frame) {
+  const events = [];
+  for (const { last, ...member } of frame.leaves ?? []) {
+    events.push({ type: "leave", channel: frame.ch, member, last: last ?? true });
+  }
+  for (const { first, ...member } of frame.joins ?? []) {
+    events.push({ type: "join", channel: frame.ch, member, first: first ?? true });
+  }
+  for (const member of frame.updates ?? []) {
+    events.push({ type: "update", channel: frame.ch, member });
+  }
+  return events;
+}
+
 /** A user event as handlers receive it (§5.4). */
 export function userEvent(frame) {
   return { event: frame.ev, session: frame.session ?? null, user: frame.user ?? null, ts: frame.ts };
@@ -200,6 +218,7 @@ const DEFAULTS = Object.freeze({
   token: null,
   profile: null,
   echo: true,
+  presenceDiffs: true,
   reconnect: true,
   backoffInitial: 500,
   backoffMax: 30000,
@@ -236,6 +255,7 @@ export class RealtimeClient {
     this.token = opts.token;
     this.profile = opts.profile;
     this.echo = opts.echo;
+    this.presenceDiffs = opts.presenceDiffs;
     this.reconnect = opts.reconnect;
     this.backoffInitial = opts.backoffInitial;
     this.backoffMax = opts.backoffMax;
@@ -599,7 +619,8 @@ export class RealtimeClient {
     ws.addEventListener("open", () => {
       if (this._closed) return ws.close(1000, "client closed");
       const { app, key, profile, echo } = this;
-      ws.send(encodeFrame(frames.hello({ app, key, token, profile, echo })));
+      const features = this.presenceDiffs ? ["presence_diffs"] : undefined;
+      ws.send(encodeFrame(frames.hello({ app, key, token, profile, echo, features })));
     });
     ws.addEventListener("message", (event) => {
       if (localReason !== null) return;
@@ -691,6 +712,13 @@ export class RealtimeClient {
       case "member_leave":
       case "member_update":
         this._emit(frame.t, memberEvent(frame));
+        return;
+      case "presence":
+        // Diffs include this connection's own changes whatever echo says (§5.2.1): its
+        // handlers hear them only with echo on, as with member_* frames.
+        for (const event of presenceEvents(frame)) {
+          if (this.echo || event.member.id !== this._id) this._emit(`member_${event.type}`, event);
+        }
         return;
       case "user": {
         const ev = userEvent(frame);

@@ -80,6 +80,30 @@ test("open, join, presence with profiles, send both ways, leave, close", T, asyn
   await rejects(ann.send("room-1", "chat", {}), NotConnectedError, "not_connected");
 });
 
+test("presence diffs and member_* frames give the same handler calls; own ones only with echo", T, async () => {
+  const legacy = await connected({ presenceDiffs: false });
+  const quiet = await connected({ echo: false }); // diffs, the default
+  const loud = await connected(); // diffs, echo on
+  const joinsSeen = (c) => collect((fn) => c.onJoin(fn));
+  const [byLegacy, byQuiet, byLoud] = [legacy, quiet, loud].map(joinsSeen);
+  for (const c of [legacy, quiet, loud]) await c.join("diffs");
+  const ids = (seen) => seen.map((e) => e.member.id);
+  await until(() => byLegacy.length === 3 && byQuiet.length === 1 && byLoud.length === 1, {
+    what: "every join",
+  });
+  // legacy: its own join (echo) and the two later ones, as member_join frames
+  assert.deepEqual(ids(byLegacy), [legacy, quiet, loud].map((c) => c.getSocketId()));
+  // echo off: not its own join, only the later one; echo on: its own join
+  assert.deepEqual(ids(byQuiet), [loud.getSocketId()]);
+  assert.deepEqual(ids(byLoud), [loud.getSocketId()]);
+  assert.ok(byQuiet.every((e) => e.type === "join" && e.channel === "diffs" && e.first === true));
+  const leftSeen = next((fn) => legacy.onLeave(fn));
+  const quietSeesLeave = next((fn) => quiet.onLeave(fn));
+  await loud.leave("diffs");
+  assert.equal((await leftSeen).member.id, loud.getSocketId());
+  assert.equal((await quietSeesLeave).member.id, loud.getSocketId());
+});
+
 test("echo off: no own copy of sends; echo option per call", T, async () => {
   const quiet = await connected({ echo: false });
   const other = await connected();

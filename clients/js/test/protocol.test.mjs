@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { decode } from "@msgpack/msgpack";
 import {
-  decodeFrame, encodeFrame, frames, messageEvent, memberEvent, userEvent, ProtocolError,
+  decodeFrame, encodeFrame, frames, messageEvent, memberEvent, presenceEvents, userEvent, ProtocolError,
 } from "../rtcore-client.js";
 import { REPO, client, next, cleanupAll } from "./helpers.mjs";
 
@@ -22,7 +22,7 @@ const EXAMPLES = [...DOC.matchAll(/```(frame|wsframe)\n(.*?)\n\n(.*?)\n```/gs)].
 }));
 const FRAMES = EXAMPLES.filter((e) => e.kind === "frame");
 const CLIENT_TYPES = ["hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh"];
-const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "user"];
+const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user"];
 
 /** The client's frame builder called with the fields of a documented client frame. */
 function build(v) {
@@ -73,6 +73,16 @@ test("server pushes become the documented handler arguments", () => {
   assert.deepEqual(userEvent(byType.user), {
     event: "signout", session: { id: "s-1", device: "phone" }, user: { id: "u42", name: "Ann" }, ts: 1764400000900,
   });
+  // a batched presence frame is one handler call per member: leaves, then joins, then updates
+  const [diff, update] = FRAMES.filter((e) => e.value.t === "presence").map((e) => decodeFrame(e.bytes));
+  assert.deepEqual(presenceEvents(diff), [
+    { type: "leave", channel: "lobby", member: { id: "q3Jx0aZ1bC9d", user: null, data: { name: "ann" } }, last: true },
+    { type: "join", channel: "lobby", member: { id: "Zk81mPq0Lr2s", user: "u42", data: { name: "bob" } }, first: true },
+    { type: "join", channel: "lobby", member: { id: "Hq7fW2nB5xYe", user: null, data: null }, first: true },
+  ]);
+  assert.deepEqual(presenceEvents(update), [
+    { type: "update", channel: "lobby", member: { id: "Zk81mPq0Lr2s", user: "u42", data: { name: "bob", status: "away" } } },
+  ]);
 });
 
 test("a message that is not a map with a string t is a ProtocolError", () => {
@@ -145,7 +155,7 @@ test("the wsframe examples, as raw bytes on a socket, reach the client's handler
     assert.equal(c.getSocketId(), "q3Jx0aZ1bC9d");
     assert.deepEqual(await chat, messageEvent(msgFrame.value));
     assert.deepEqual(await disconnected, [closeFrame.value.close, closeFrame.value.reason]);
-    assert.deepEqual(hellos, [{ t: "hello", v: 1, profile: { name: "ann" }, echo: true }]);
+    assert.deepEqual(hellos, [{ t: "hello", v: 1, profile: { name: "ann" }, echo: true, features: ["presence_diffs"] }]);
   } finally {
     await c.close();
     server.close();
