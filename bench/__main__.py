@@ -120,14 +120,19 @@ class CSubscriber:
     """bench/csub.c driven over stdin/stdout, with LoadProc's interface."""
 
     def __init__(
-        self, address: tuple[str, int], n: int, channel: str | None, features: tuple[str, ...] = ()
+        self,
+        address: tuple[str, int],
+        n: int,
+        channel: str | None,
+        features: tuple[str, ...] = (),
+        pipeline: bool = False,
     ) -> None:
         hello: dict[str, Any] = {"features": list(features)} if features else {}
         first = wire.request(t="hello", v=1, echo=False, **hello)
         if channel:
             first += wire.request(t="join", id=1, ch=channel)
         self.proc = subprocess.Popen(
-            [CSUB, address[0], str(address[1]), str(n), first.hex()],
+            [CSUB, address[0], str(address[1]), str(n), first.hex(), *(["pipeline"] * pipeline)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -179,11 +184,15 @@ LOAD = {"c": True}
 
 
 def subscriber(
-    address: tuple[str, int], n: int, channel: str | None, features: tuple[str, ...] = ()
+    address: tuple[str, int],
+    n: int,
+    channel: str | None,
+    features: tuple[str, ...] = (),
+    pipeline: bool = False,
 ) -> Any:
     if LOAD["c"]:
-        return CSubscriber(address, n, channel, features)
-    if features:
+        return CSubscriber(address, n, channel, features, pipeline)
+    if features or pipeline:
         raise SystemExit("this scenario needs the C load client (bench/csub.c and cc)")
     return LoadProc(load.subscriber_main, address, n, channel)
 
@@ -371,19 +380,23 @@ JOIN_MODES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "diffs": ((), ("presence_diffs",)),
     "member_*": ((), ()),
 }
+PIPELINED = " pipelined"
+"""A mode's suffix: the clients send hello and join right behind the upgrade request (as the
+Python client does) instead of after the 101 (as browsers must)."""
 
 
 def run_joins(mode: str, n: int, procs: int) -> dict[str, Any]:
     """N connections (upgrade, hello, join) into one channel, from the first connect to the
     last join's ok, with presence events off, as batched diffs, or one member_* per join."""
-    options, features = JOIN_MODES[mode]
+    pipeline = mode.endswith(PIPELINED)
+    options, features = JOIN_MODES[mode.removesuffix(PIPELINED)]
     server = ServerProc("rtcore", options=options)
     subs: list[Any] = []
     try:
         cpu0 = server.cpu_seconds()
         start = time.monotonic()
         for share in split(n, procs):
-            subs.append(subscriber(server.address, share, "big", features))
+            subs.append(subscriber(server.address, share, "big", features, pipeline))
         setup = max(s.result() for s in subs)
         elapsed = time.monotonic() - start
         return {
@@ -632,7 +645,12 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--baseline-pairs", type=int, default=100)
     j = sub.add_parser("joins", help="N clients connect and join one channel; presence modes")
     j.add_argument("-n", "--clients", type=int, default=10_000)
-    j.add_argument("--modes", default="events off,diffs", help=f"of: {', '.join(JOIN_MODES)}")
+    j.add_argument(
+        "--modes",
+        default="events off,diffs",
+        help=f"of: {', '.join(JOIN_MODES)}; each may end in '{PIPELINED}' (hello and join "
+        "sent right behind the upgrade request)",
+    )
     j.add_argument(
         "--member-frames-n",
         type=int,

@@ -1,7 +1,8 @@
 /* Subscriber load generator for the rtcore bench harness (see bench/README.md).
  *
  * Opens N WebSocket connections on an epoll loop, performs the upgrade, sends the given
- * first frames (hello, and join) once the 101 arrives, waits until every connection is
+ * first frames (hello, and join) once the 101 arrives (or, with a fifth argument "pipeline",
+ * right behind the upgrade request, as the Python client does), waits until every connection is
  * ready (its join acked, or welcomed when there is no join), then obeys commands on stdin:
  *
  *   quiesce                          read and discard until 300 ms pass with no data
@@ -162,10 +163,11 @@ partial:
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5) {
-        fprintf(stderr, "usage: csub HOST PORT N FIRST_FRAMES_HEX\n");
+    if (argc != 5 && !(argc == 6 && !strcmp(argv[5], "pipeline"))) {
+        fprintf(stderr, "usage: csub HOST PORT N FIRST_FRAMES_HEX [pipeline]\n");
         return 2;
     }
+    int pipeline = argc == 6;
     int n = atoi(argv[3]);
     unsigned char *first;
     int first_len = unhex(argv[4], &first);
@@ -186,7 +188,15 @@ int main(int argc, char **argv) {
             int one = 1;
             setsockopt(p->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             if (connect(p->fd, (struct sockaddr *)&addr, sizeof addr) < 0) die("connect");
-            send_all(p->fd, UPGRADE, sizeof UPGRADE - 1);
+            if (pipeline) {
+                unsigned char both[sizeof UPGRADE + 4096];
+                if ((size_t)first_len > 4096) die("first frames too long to pipeline");
+                memcpy(both, UPGRADE, sizeof UPGRADE - 1);
+                memcpy(both + sizeof UPGRADE - 1, first, (size_t)first_len);
+                send_all(p->fd, both, sizeof UPGRADE - 1 + (size_t)first_len);
+            } else {
+                send_all(p->fd, UPGRADE, sizeof UPGRADE - 1);
+            }
             fcntl(p->fd, F_SETFL, O_NONBLOCK);
             struct epoll_event ev = {.events = EPOLLIN, .data.ptr = p};
             epoll_ctl(ep, EPOLL_CTL_ADD, p->fd, &ev);
@@ -220,7 +230,7 @@ int main(int argc, char **argv) {
                 size_t rest = p->setup_len - (size_t)(end + 4 - p->setup);
                 memmove(p->setup, end + 4, rest);
                 p->setup_len = rest;
-                send_all(p->fd, first, (size_t)first_len);
+                if (!pipeline) send_all(p->fd, first, (size_t)first_len);
             }
             if (setup_frames(p, want_join)) {
                 ready++;

@@ -292,7 +292,10 @@ class Connection:
                                 self._ws.send(RejectConnection(status_code=403))
                             )
                             return False
-                        await self._write_through(self._ws.send(AcceptConnection()))
+                        # Queued, not written: the flusher writes it together with the
+                        # welcome when the hello came with the upgrade (one write, not two),
+                        # or alone on its next pass (``_read`` pokes it) when it did not.
+                        self.server.pending.push(self.outbox, self._ws.send(AcceptConnection()))
                         self._drop_handshake()
                         return True
             except WSRemoteProtocolError as exc:

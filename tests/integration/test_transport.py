@@ -482,3 +482,54 @@ async def test_the_heartbeat_pass_yields_between_batches_of_connections(
         for raw in clients:  # and every connection was checked and kept
             await raw.send(t="members", id=1, ch="x")
             assert isinstance(await reply(raw), f.Ok)
+
+
+# -- connection setup -------------------------------------------------------------------------
+
+
+async def test_the_101_and_the_welcome_of_a_pipelined_hello_go_out_in_one_write(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 101 is queued, not written at once: with the hello in the same read as the upgrade
+    request, one write carries the 101 and the welcome (a write syscall less per connection)."""
+    import wsproto
+    from wsproto.events import Request
+
+    from rtcore.server.connection import Connection
+
+    writes: list[bytes] = []
+    real = Connection.write_now
+
+    def write_now(self: Connection, data: bytes | memoryview) -> int:
+        writes.append(bytes(data))
+        return real(self, data)
+
+    monkeypatch.setattr(Connection, "write_now", write_now)
+    ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    upgrade = ws.send(Request(host="127.0.0.1", target="/"))
+    payload = codec.pack({"t": "hello", "v": 1})  # framed by hand: wsproto's client will not
+    hello = b"\x82" + bytes([0x80 | len(payload)]) + b"\0\0\0\0" + payload  # before the 101
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(*server.addresses[0])
+        await stream.send_all(upgrade + hello)
+        received = b""
+        while b"\r\n\r\n" not in received or len(received.split(b"\r\n\r\n", 1)[1]) < 2:
+            data = await stream.receive_some(65536)
+            assert data, "the server closed the connection"
+            received += data
+        await stream.aclose()
+    head, frame = received.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101")
+    assert frame[0] == 0x82  # a binary frame: the welcome
+    assert len(writes) >= 1
+    assert writes[0].startswith(b"HTTP/1.1 101")
+    assert writes[0].split(b"\r\n\r\n", 1)[1][:1] == b"\x82"  # the same write holds the welcome
+
+
+async def test_the_101_goes_out_without_a_hello(server: Server) -> None:
+    """A client that waits for the 101 before its hello (a browser) still gets it: the queued
+    101 is written by the flusher's next pass, not held back until a hello arrives."""
+    with trio.fail_after(10):
+        raw = await RawClient.connect(server.addresses[0])  # returns once the 101 is in
+        welcome = await raw.hello()
+        assert isinstance(welcome, f.Welcome)
