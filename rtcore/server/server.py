@@ -49,6 +49,7 @@ from rtcore.server.accept import (
 )
 from rtcore.server.connection import Connection, peer_ip
 from rtcore.server.flusher import Flusher
+from rtcore.server.ids import ConnectionIds
 from rtcore.session import Close
 
 log = logging.getLogger("rtcore.server")
@@ -101,6 +102,7 @@ class Server:
         self.statistics = ServerStatistics()
         self.observer, self.log_observer, self.metrics = observing.setup(self, metrics, observer)
         self.node = secrets.token_hex(4)
+        self._ids = ConnectionIds()
         self.pending = Pending()
         ids = MessageIds(self.node)
         self.broker = MemoryBroker()
@@ -243,9 +245,9 @@ class Server:
     ) -> Connection | None:
         """Set up and register a connection's object (None if that failed: closed)."""
         try:
-            conn_id = secrets.token_urlsafe(9)
+            conn_id = self._ids.new()
             while conn_id in self.connections:  # pragma: no cover - 72 random bits
-                conn_id = secrets.token_urlsafe(9)
+                conn_id = self._ids.new()
             conn = Connection(self, sock, conn_id, tls, peer=peer, counted_ip=ip, refusal=refusal)
         except Exception:
             log.exception("cannot set up a connection from %s", peer)
