@@ -102,7 +102,7 @@ class Server:
         self.statistics = ServerStatistics()
         self.observer, self.log_observer, self.metrics = observing.setup(self, metrics, observer)
         self.node = secrets.token_hex(4)
-        self._ids = ConnectionIds()
+        self._conn_ids = ConnectionIds()
         self.pending = Pending()
         ids = MessageIds(self.node)
         self.broker = MemoryBroker()
@@ -245,9 +245,9 @@ class Server:
     ) -> Connection | None:
         """Set up and register a connection's object (None if that failed: closed)."""
         try:
-            conn_id = self._ids.new()
+            conn_id = self._conn_ids.new()
             while conn_id in self.connections:  # pragma: no cover - 72 random bits
-                conn_id = self._ids.new()
+                conn_id = self._conn_ids.new()
             conn = Connection(self, sock, conn_id, tls, peer=peer, counted_ip=ip, refusal=refusal)
         except Exception:
             log.exception("cannot set up a connection from %s", peer)

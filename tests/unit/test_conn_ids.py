@@ -43,4 +43,3 @@ def test_each_id_is_its_own_9_bytes_of_the_random_source(monkeypatch: pytest.Mon
     nxt = source.new()
     assert calls == [9 * BATCH, 9 * BATCH]
     assert int.from_bytes(base64.urlsafe_b64decode(nxt), "big") == BATCH + 1
-
