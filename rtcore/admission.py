@@ -217,6 +217,8 @@ def client_address(peer: str, forwarded_for: Iterable[str], trusted: tuple[Netwo
 
 def within(address: str, networks: tuple[Network, ...]) -> bool:
     """Is ``address`` in one of ``networks``? (an unparsable address is not)"""
+    if not networks:  # the default (no trusted proxies): no need to parse, per connection
+        return False
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

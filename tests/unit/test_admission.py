@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 
-from rtcore.admission import Admission, client_address
+from rtcore import admission
+from rtcore.admission import Admission, client_address, within
 from rtcore.config import Limits
 from rtcore.protocol import CloseCode
 
@@ -52,3 +54,22 @@ def test_admission_caps_and_rate() -> None:
     for _ in range(3):
         admission.release("a")
     assert "a" not in admission.counts
+
+
+def test_within_a_network() -> None:
+    nets = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert within("10.1.2.3", nets) and within("::1", nets)
+    assert not within("11.0.0.1", nets)
+    assert not within("not an address", nets)
+
+
+def test_within_no_networks_is_false_without_parsing_the_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default (no trusted proxies) is checked for every accepted connection: no parse."""
+
+    def parse(address: str) -> Any:
+        raise AssertionError(f"parsed {address}")
+
+    monkeypatch.setattr(admission.ipaddress, "ip_address", parse)
+    assert not within("10.1.2.3", ())
