@@ -616,6 +616,8 @@ export class RealtimeClient {
     // Without a listener, the ws package would throw its error events; the close event
     // that always follows carries what there is to know.
     ws.addEventListener("error", () => {});
+    // The WebSocket API sends nothing before "open" (the 101 has arrived), so the hello
+    // cannot go with the upgrade request as the Python client's does (protocol.md §3.1).
     ws.addEventListener("open", () => {
       if (this._closed) return ws.close(1000, "client closed");
       const { app, key, profile, echo } = this;
