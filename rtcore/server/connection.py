@@ -292,11 +292,13 @@ class Connection:
                                 self._ws.send(RejectConnection(status_code=403))
                             )
                             return False
-                        # Queued, not written: the flusher writes it together with the
-                        # welcome when the hello came with the upgrade (one write, not two),
-                        # or alone on its next pass (``_read`` pokes it) when it did not.
-                        self.server.pending.push(self.outbox, self._ws.send(AcceptConnection()))
-                        self._drop_handshake()
+                        accept = self._ws.send(AcceptConnection())
+                        if self._drop_handshake():
+                            # The hello came with the request: the 101 is queued, and the
+                            # flusher writes it with the welcome (one write, not two).
+                            self.server.pending.push(self.outbox, accept)
+                        else:  # the client waits for the 101 before its hello: now
+                            await self._write_through(accept)
                         return True
             except WSRemoteProtocolError as exc:
                 hint = exc.event_hint or RejectConnection(status_code=400)
@@ -317,8 +319,9 @@ class Connection:
         origins = [v for k, v in request.extra_headers if k.lower() == b"origin"]
         return all(o.decode("latin-1") in allowed for o in origins)
 
-    def _drop_handshake(self) -> None:
-        """Keep only the frame-level connection; feed it the bytes that followed the request.
+    def _drop_handshake(self) -> bool:
+        """Keep only the frame-level connection; feed it the bytes that followed the request
+        (True if there were any: the client did not wait for the 101).
 
         wsproto's server handshake (1.2, 1.3) leaves bytes that came after the upgrade request
         in its h11 connection and does not pass them on, which would silently drop a hello
@@ -329,6 +332,7 @@ class Connection:
         self._ws = self._ws.connection
         if trailing:
             self._ws.receive_data(bytes(trailing))
+        return bool(trailing)
 
     # -- reading ------------------------------------------------------------------------------
 

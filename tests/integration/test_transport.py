@@ -526,10 +526,15 @@ async def test_the_101_and_the_welcome_of_a_pipelined_hello_go_out_in_one_write(
     assert writes[0].split(b"\r\n\r\n", 1)[1][:1] == b"\x82"  # the same write holds the welcome
 
 
-async def test_the_101_goes_out_without_a_hello(server: Server) -> None:
-    """A client that waits for the 101 before its hello (a browser) still gets it: the queued
-    101 is written by the flusher's next pass, not held back until a hello arrives."""
+async def test_without_a_pipelined_hello_the_101_is_written_at_once(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that waits for the 101 before its hello (a browser) gets it from the
+    connection's own write, not from a later flusher pass: it arrives with the flusher
+    stalled."""
+    monkeypatch.setattr(Flusher, "_write_pending", lambda self, now: 0)  # writes nothing
     with trio.fail_after(10):
         raw = await RawClient.connect(server.addresses[0])  # returns once the 101 is in
+        monkeypatch.undo()
         welcome = await raw.hello()
         assert isinstance(welcome, f.Welcome)
