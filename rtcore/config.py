@@ -182,6 +182,37 @@ class AppConfig:
 
 
 @attrs.frozen
+class BrokerConfig:
+    """How nodes reach each other (docs/scaling.md): ``memory`` is one process, ``redis``
+    any number of processes and machines sharing one Redis (or Redis Cluster)."""
+
+    kind: str = "memory"
+    """``memory`` (the default: no external service) or ``redis``."""
+    url: str = attrs.field(default="redis://127.0.0.1:6379/0", repr=False)
+    """The Redis server (``redis://``, ``rediss://`` for TLS); with ``cluster``, any node of
+    the cluster. A password in it may come from ``url_env`` or ``url_file`` instead."""
+    cluster: bool = False
+    """Speak to a Redis Cluster (sharded pub/sub, keys hash-tagged per channel)."""
+    prefix: str = "rtcore"
+    """Prefix of every key and pub/sub channel: several deployments may share a Redis."""
+    connect_timeout: float = 5.0
+    """Seconds to connect to Redis before the attempt counts as failed (then: backoff)."""
+    command_timeout: float = 2.0
+    """Seconds a request that needs Redis's answer (a cluster-wide member listing, a join)
+    waits before it is answered ``broker_unavailable`` (protocol.md §4.4)."""
+    presence_ttl: float = 20.0
+    """Seconds after its last presence refresh that a node's members count as gone: the
+    members of a node that died without cleaning up leave (with ``member_leave`` events to
+    the survivors) within ``presence_ttl + presence_refresh``."""
+    presence_refresh: float = 5.0
+    """Seconds between a node's presence refreshes (one pipelined write per local channel)."""
+    max_queued: int = 100_000
+    """Publications and presence writes waiting for Redis; beyond it (Redis slow or away)
+    the node delivers locally only and counts what it could not forward
+    (``rtcore_broker_dropped_total``)."""
+
+
+@attrs.frozen
 class Config:
     """The whole server configuration."""
 
@@ -204,6 +235,8 @@ class Config:
     admin_secret: str | None = attrs.field(default=None, repr=False)
     """The operators' credential for the settings page at ``/admin`` on the API port (None:
     the page is off)."""
+    broker: BrokerConfig = BrokerConfig()
+    """How this node reaches the others (``[broker]``)."""
 
     def app_names(self) -> list[str]:
         return [a.name for a in self.apps]

@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 import attrs
 
 from rtcore.auth import ApiKey, SessionSettings
-from rtcore.config import AppConfig, ChannelRule, Config, ConfigError, Limits
+from rtcore.config import (
+    AppConfig,
+    BrokerConfig,
+    ChannelRule,
+    Config,
+    ConfigError,
+    Limits,
+)
 from rtcore.limiter import OPERATIONS, Rule
 
 APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -58,7 +65,7 @@ class Reader:
         return out
 
     def config(self, raw: dict[str, Any]) -> Config:
-        self.attempt(lambda: _known(raw, "", {"server", "limits", "apps"}), None)
+        self.attempt(lambda: _known(raw, "", {"server", "limits", "apps", "broker"}), None)
         no_table: dict[str, Any] = {}
         server = self.attempt(lambda: _table(raw, "server", "server"), no_table)
         self.attempt(
@@ -87,6 +94,7 @@ class Reader:
             lambda: self.long_secret(server, "server", "admin_secret"), None
         )
         limits = self.attempt(lambda: self.limits(_table(raw, "limits", "limits")), Limits())
+        broker = self.attempt(lambda: self.broker(_table(raw, "broker", "broker")), BrokerConfig())
         apps = tuple(self.apps(raw.get("apps", [{"name": "default"}])))
         names = [a.name for a in apps]
         default_app = server.get("default_app", names[0] if len(names) == 1 else None)
@@ -112,6 +120,7 @@ class Reader:
             allowed_origins=tuple(origins),
             trusted_proxies=tuple(proxies),
             admin_secret=admin_secret,
+            broker=broker,
             **listen,
         )
 
@@ -178,6 +187,51 @@ class Reader:
             else:
                 values[key] = value
         return Limits(**values)
+
+    def broker(self, table: dict[str, Any]) -> BrokerConfig:
+        """``[broker]``: kind, url (or url_env / url_file), cluster, prefix, timeouts."""
+        fields = {a.name for a in attrs.fields(BrokerConfig)}
+        self.attempt(lambda: _known(table, "broker.", fields | {"url_env", "url_file"}), None)
+        values: dict[str, Any] = {}
+        kind = table.get("kind", "memory")
+        if kind not in ("memory", "redis"):
+            self.errors.append(f"broker.kind: must be 'memory' or 'redis', not {kind!r}")
+        else:
+            values["kind"] = kind
+        url = self.attempt(lambda: self.secret(table, "broker", "url"), None)
+        if url is not None:
+            url = url.strip()
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                self.errors.append("broker.url: must start with redis://, rediss:// or unix://")
+            else:
+                values["url"] = url
+        if "cluster" in table:
+            values["cluster"] = self.attempt(
+                lambda: _bool(table["cluster"], "broker.cluster"), False
+            )
+        prefix = table.get("prefix", "rtcore")
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            self.errors.append("broker.prefix: must be a non-empty string without { or }")
+        else:
+            values["prefix"] = prefix
+        for key in ("connect_timeout", "command_timeout", "presence_ttl", "presence_refresh"):
+            if key in table:
+                try:
+                    values[key] = _positive_number(table[key], f"broker.{key}")
+                except ConfigError as exc:
+                    self.errors.extend(exc.errors)
+        if "max_queued" in table:
+            try:
+                values["max_queued"] = _positive_int(table["max_queued"], "broker.max_queued")
+            except ConfigError as exc:
+                self.errors.extend(exc.errors)
+        conf = BrokerConfig(**values)
+        if conf.presence_refresh >= conf.presence_ttl:
+            self.errors.append(
+                "broker.presence_refresh: must be less than broker.presence_ttl "
+                f"({conf.presence_refresh} >= {conf.presence_ttl})"
+            )
+        return conf
 
     def app(self, raw: Any, where: str) -> AppConfig:
         if not isinstance(raw, dict):
