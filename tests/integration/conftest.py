@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
@@ -9,6 +9,7 @@ import trio
 
 from rtcore import Config, Limits, Server
 from rtcore.config import AppConfig
+from tests.integration.redisd import RedisProcess, redis_process
 
 StartServer = Callable[..., Awaitable[Server]]
 
@@ -83,3 +84,15 @@ class Checkpoints:
         """Stop counting (undoing every monkeypatch of the test); returns the count."""
         self._monkeypatch.undo()
         return self.count
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisProcess]:
+    """A private redis-server for this test (stop()/start() it to simulate an outage)."""
+    with redis_process() as redis:
+        yield redis
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProcess) -> str:
+    return redis_server.url
