@@ -154,23 +154,56 @@ def publish_user_event(
     )
 
 
-def disconnect_user(app: App, user: str) -> Outcome:
-    """Close every connection of ``user`` (4017). Their sessions stay valid."""
+def disconnect_user(app: App, user: str, *, forward: bool = True) -> Outcome:
+    """Close every connection of ``user`` (4017). Their sessions stay valid. With a shared
+    broker every node closes its own (``forward``); ``closed`` counts this node's."""
+    if forward and app.broker.shared:
+        app.broker.control(app.name, "disconnect_user", [user])
     conns = list(app.table.user(user).values())
     reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
     return Outcome({"closed": len(conns)}, [(m, reason) for m in conns])
 
 
-def disconnect_session(app: App, user: str, session: str, revoke: bool, now: float) -> Outcome:
+def disconnect_session(
+    app: App, user: str, session: str, revoke: bool, now: float, wall: float
+) -> Outcome:
     """Close the connections of ``user``'s ``session``: with ``revoke``, end it (4016), else
-    4017. Session ids are the backend's and need only be unique per user, hence the user."""
+    4017. Session ids are the backend's and need only be unique per user, hence the user.
+    With a shared broker every node does the same to its own connections."""
     if revoke:
-        conns = app.end_session(user, session, now)
+        conns = app.end_session(user, session, now, wall)
         reason = Close(CloseCode.SESSION_ENDED, "the session was ended by the app")
     else:
+        if app.broker.shared:
+            app.broker.control(app.name, "disconnect_session", [user, session])
         conns = list(app.table.session(user, session).values())
         reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
     return Outcome({"closed": len(conns), "revoked": revoke}, [(m, reason) for m in conns])
+
+
+def apply_control(app: App, op: str, args: Any, now: float, wall: float) -> Outcome:
+    """Apply to this node's connections what another node's server API did to its own
+    (a shared broker's control message, docs/scaling.md). Unknown operations (a newer node)
+    are ignored by the caller, which logs them."""
+    if op == "user_event":
+        user, kind, session, data, at = args
+        done = app.publish_user_event(user, kind, session, data, now, at, forward=False)
+        reason = Close(CloseCode.SESSION_ENDED, f"the session was ended ({kind})")
+        return Outcome({"closed": len(done.closing)}, [(m, reason) for m in done.closing])
+    if op == "disconnect_user":
+        return disconnect_user(app, args[0], forward=False)
+    if op == "disconnect_session":
+        user, session = args
+        conns = list(app.table.session(user, session).values())
+        reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
+        return Outcome({"closed": len(conns)}, [(m, reason) for m in conns])
+    if op == "revoke":
+        user, session, until = args
+        app.revoked_until(user, session, until, now, wall)
+        conns = list(app.table.session(user, session).values())
+        reason = Close(CloseCode.SESSION_ENDED, "the session was ended by the app")
+        return Outcome({"closed": len(conns)}, [(m, reason) for m in conns])
+    raise ValueError(f"unknown control operation {op!r}")
 
 
 STATS_TOP = 100

@@ -153,7 +153,12 @@ def _disconnect_user(server: Server, app: App, req: Request) -> api.Outcome:
 def _disconnect_session(server: Server, app: App, req: Request) -> api.Outcome:
     revoke = _field(req.json(), "revoke", bool, required=False)
     return api.disconnect_session(
-        app, req.params["user"], req.params["name"], bool(revoke), trio.current_time()
+        app,
+        req.params["user"],
+        req.params["name"],
+        bool(revoke),
+        trio.current_time(),
+        server.wall(),
     )
 
 

@@ -495,7 +495,9 @@ class Server:
         """Close the connections of ``user``'s ``session`` (4017), or with ``revoke`` end it
         (4016)."""
         return self._run(
-            api.disconnect_session(self.app(app), user, session, revoke, trio.current_time())
+            api.disconnect_session(
+                self.app(app), user, session, revoke, trio.current_time(), self.wall()
+            )
         )
 
     async def largest_channels(self, app: App, top: int) -> api.Sizes:
