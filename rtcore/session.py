@@ -16,13 +16,21 @@ anything about a later credential; what a connection's outbox held when a flush 
 replies began, plus those replies, never exceeds ``outbound_buffer_bytes`` (the reply that
 would closes the connection with 4008 instead);
 ``_refusals`` counts the rate-limit refusals since the last admitted request.
+
+A request whose answer is the cluster's (with a shared broker: a member listing, a join that
+must wait for this node's subscription, a shared rate limit) is *deferred*: ``receive``
+records a :class:`Deferred` in ``deferred`` instead of replying. The server awaits its
+``wait()`` -- the only coroutine involved, made by the broker -- bounded by ``[broker]
+command_timeout``, and hands the outcome to :meth:`Session.resume`, which replies. The
+server reads no further frame from the connection meanwhile, so replies stay in request
+order.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -36,6 +44,7 @@ from rtcore.limiter import Refusal
 from rtcore.outbox import Outbox, Pending
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
+from rtcore.protocol.errors import LocalProtocolError
 from rtcore.protocol.values import check as check_value
 from rtcore.protocol.values import is_text
 
@@ -51,6 +60,19 @@ class Close:
 
     code: int
     reason: str
+
+
+@attrs.define(slots=True)
+class Deferred:
+    """A request whose answer needs the broker: the server awaits ``wait()``, then calls
+    :meth:`Session.resume` with the value (or why there is none)."""
+
+    request_id: int
+    wait: Callable[[], Awaitable[Any]]
+    """Makes the coroutine to await (the broker's): its value goes to ``then``."""
+    then: Callable[[Any, float, float], Any]
+    """``(value, now, wall)`` -> the ``ok`` reply's result, or another :class:`Deferred`;
+    may raise :class:`RemoteProtocolError` (an ``err`` reply)."""
 
 
 def _refuse(code: ErrorCode, message: str) -> RemoteProtocolError:
@@ -100,6 +122,7 @@ class Session:
         "_refusals",
         "_pass",
         "_reply_bytes",
+        "deferred",
     )
 
     def __init__(
@@ -130,6 +153,8 @@ class Session:
         """The flush pass (``Pending.passes``) that ``_reply_bytes`` counts within."""
         self._reply_bytes = 0
         """Bytes queued for this connection as this pass's replies began, plus those replies."""
+        self.deferred: Deferred | None = None
+        """The request awaiting the broker's answer (the server resumes it); None mostly."""
 
     @property
     def established(self) -> bool:
@@ -171,7 +196,31 @@ class Session:
             if self.app is not None:
                 observe.refused(self.app, self.conn_id, exc.code.value, frame.TYPE)
             return self._error(frame.id, exc.code, exc.message)
+        if isinstance(result, Deferred):
+            self.deferred = result
+            return None
         return self._reply(f.Ok(frame.id, result))
+
+    def resume(self, value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+        """The broker answered the deferred request (``value``), or could not (``failure``
+        says why: then the reply is ``broker_unavailable``)."""
+        deferred, self.deferred = self.deferred, None
+        if deferred is None:
+            raise LocalProtocolError("resume without a deferred request")
+        if failure is not None:
+            if self.app is not None:
+                observe.refused(self.app, self.conn_id, ErrorCode.BROKER_UNAVAILABLE.value, "")
+            return self._error(deferred.request_id, ErrorCode.BROKER_UNAVAILABLE, failure)
+        try:
+            result = deferred.then(value, now, wall)
+        except RemoteProtocolError as exc:
+            if self.app is not None:
+                observe.refused(self.app, self.conn_id, exc.code.value, "deferred")
+            return self._error(deferred.request_id, exc.code, exc.message)
+        if isinstance(result, Deferred):
+            self.deferred = result
+            return None
+        return self._reply(f.Ok(deferred.request_id, result))
 
     def _charge(self, app: App, operation: str, now: float) -> Refusal | None:
         """Take a token from each of the app's limiters for this client, or refuse."""
@@ -347,7 +396,7 @@ class Session:
             f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
         )
 
-    def _join(self, frame: f.Join, now: float, wall: float) -> dict[str, Any]:
+    def _join(self, frame: f.Join, now: float, wall: float) -> dict[str, Any] | Deferred:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         self._allowed(self.app.settings.join_policy(frame.channel), f"joining {frame.channel!r}")
@@ -358,14 +407,21 @@ class Session:
                 ErrorCode.TOO_MANY_CHANNELS,
                 f"a connection may be in at most {self._limits.max_channels} channels",
             )
-        return {"joined": self.app.join(self.member, frame.channel, self._echo(frame.echo))}
+        joined = self.app.join(self.member, frame.channel, self._echo(frame.echo))
+        broker = self.app.broker
+        if joined and broker.shared:
+            # Answer once this node receives the channel's messages: none published after
+            # the ok can be missed.
+            app, channel = self.app.name, frame.channel
+            return Deferred(frame.id, lambda: broker.subscribed(app, channel), _joined)
+        return {"joined": joined}
 
     def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         return {"left": self.app.leave(self.member, frame.channel, self._echo(frame.echo))}
 
-    def _members(self, frame: f.GetMembers, now: float, wall: float) -> dict[str, Any]:
+    def _members(self, frame: f.GetMembers, now: float, wall: float) -> dict[str, Any] | Deferred:
         assert self.app is not None
         check_channel(frame.channel)
         self._allowed(
@@ -378,6 +434,10 @@ class Session:
                 ErrorCode.BAD_REQUEST,
                 f"members: 'limit' must be from 1 to {self._limits.max_members_page}",
             )
+        broker = self.app.broker
+        if broker.shared:
+            app, channel, after = self.app.name, frame.channel, frame.after
+            return Deferred(frame.id, lambda: broker.members(app, channel, after, limit), _listing)
         page, cursor = self.app.table.page(frame.channel, frame.after, limit)
         return {"members": [m.info() for m in page], "next": cursor}
 
@@ -484,6 +544,16 @@ class Session:
 
     def _error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         return self._reply(f.Err(request_id, code.value, message))
+
+
+def _joined(value: Any, now: float, wall: float) -> dict[str, Any]:
+    return {"joined": True}
+
+
+def _listing(value: Any, now: float, wall: float) -> dict[str, Any]:
+    """A page of the cluster's members: ``(infos, next cursor)`` from the broker."""
+    infos, cursor = value
+    return {"members": infos, "next": cursor}
 
 
 _OPERATIONS: dict[type, str] = {

@@ -24,13 +24,18 @@ messages and broadcasts as they come back from the broker: one order for all.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
 from rtcore.hub import ChannelTable, Member
-from rtcore.protocol.errors import LocalProtocolError
+from rtcore.protocol.errors import LocalProtocolError, RtcoreError
+
+
+class BrokerUnavailable(RtcoreError):
+    """The broker cannot answer now (Redis unreachable or too slow): the request that needed
+    it is answered ``broker_unavailable`` (protocol.md §6), never left hanging."""
 
 
 class Target(enum.Enum):
@@ -79,9 +84,7 @@ class Broker(Protocol):
         Must not block: a networked broker queues what it forwards (bounded).
         """
 
-    def presence(
-        self, app: str, kind: str, channel: str, member: Member, skip: str | None
-    ) -> None:
+    def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
         """(Shared) record a join, leave or profile update in the cluster's presence, which
         tells every node (``App.presence_event``)."""
 
@@ -97,6 +100,16 @@ class Broker(Protocol):
     def revoke(self, app: str, user: str, session: str, until: float) -> None:
         """(Shared) ``user``'s ``session`` is refused on every node until ``until`` (Unix
         time), including nodes that start later."""
+
+    def subscribed(self, app: str, channel: str) -> Awaitable[None]:
+        """(Shared) done once this node receives ``channel``'s publications (at once while
+        the broker is unreachable: the node then serves its own members only)."""
+
+    def members(
+        self, app: str, channel: str, after: int | None, limit: int
+    ) -> Awaitable[tuple[list[Any], int | None]]:
+        """(Shared) a page of the cluster's members of ``channel``: their infos in join
+        order and the next cursor; raises :class:`BrokerUnavailable` when it cannot."""
 
     def health(self) -> str | None:
         """Why the broker cannot deliver now (say, its Redis is unreachable), or None when
@@ -147,9 +160,7 @@ class MemoryBroker:
         self._tables[app] = table
 
     # Only a shared broker is asked these (App checks ``shared``): here they are our bug.
-    def presence(
-        self, app: str, kind: str, channel: str, member: Member, skip: str | None
-    ) -> None:
+    def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
         raise LocalProtocolError("the memory broker keeps no cluster presence")
 
     def want(self, app: str, channel: str) -> None:
@@ -163,6 +174,14 @@ class MemoryBroker:
 
     def revoke(self, app: str, user: str, session: str, until: float) -> None:
         raise LocalProtocolError("the memory broker has no other nodes")
+
+    def subscribed(self, app: str, channel: str) -> Awaitable[None]:
+        raise LocalProtocolError("the memory broker subscribes to nothing")
+
+    def members(
+        self, app: str, channel: str, after: int | None, limit: int
+    ) -> Awaitable[tuple[list[Any], int | None]]:
+        raise LocalProtocolError("the memory broker's members are the channel table's")
 
     def publish(self, publication: Publication) -> int:
         return deliver_local(self._tables[publication.app], publication)

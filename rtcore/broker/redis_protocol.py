@@ -116,13 +116,14 @@ def decode(data: bytes) -> Envelope:
         # not UTF-8); the others are rtcore's own msgpack.
         raw = data[2:3] == PRESENCE
         items = msgpack.unpackb(data, raw=raw, use_list=False)
-        if not raw and items and isinstance(items[0], str):
-            items = (items[0].encode(), items[1].encode(), *items[2:])
-        if not isinstance(items, tuple) or len(items) < 3 or items[0] not in (
-            MESSAGE, PRESENCE, CONTROL
-        ):  # fmt: skip
+        if not isinstance(items, tuple) or len(items) < 3:
             raise BadEnvelope(f"not an envelope: {data[:40]!r}")
-        return Envelope(items[0], items[1].decode(), items[2:])
+        kind, node = items[0], items[1]
+        kind = kind.encode() if isinstance(kind, str) else kind
+        node = node.decode() if isinstance(node, bytes) else node
+        if kind not in (MESSAGE, PRESENCE, CONTROL) or not isinstance(node, str):
+            raise BadEnvelope(f"not an envelope: {data[:40]!r}")
+        return Envelope(kind, node, items[2:])
     except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
         raise BadEnvelope(f"undecodable envelope: {exc}") from exc
 

@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -32,7 +32,7 @@ import trio
 from rtcore import api
 from rtcore.admission import Admission, within
 from rtcore.app import App, MessageIds
-from rtcore.broker import MemoryBroker
+from rtcore.broker import Broker, MemoryBroker
 from rtcore.config import Config, load
 from rtcore.hub import Member
 from rtcore.observe import Observer, ServerStatistics
@@ -51,6 +51,9 @@ from rtcore.server.connection import Connection, peer_ip
 from rtcore.server.flusher import Flusher
 from rtcore.server.ids import ConnectionIds
 from rtcore.session import Close
+
+if TYPE_CHECKING:
+    from rtcore.server.redis_broker import RedisBroker
 
 log = logging.getLogger("rtcore.server")
 
@@ -105,13 +108,15 @@ class Server:
         self._conn_ids = ConnectionIds()
         self.pending = Pending()
         ids = MessageIds(self.node)
-        self.broker = MemoryBroker()
-        self.apps: dict[str, App] = {
-            a.name: App(a, self.pending, ids, self.broker, self.observer) for a in self.config.apps
-        }
         self.flusher = Flusher(
             self.pending, self.config.limits.outbound_buffer_bytes, flush_window, self.observer
         )
+        self.redis: RedisBroker | None = None
+        """The Redis broker when ``[broker] kind = "redis"`` (also ``broker``)."""
+        self.broker: Broker = self._broker()
+        self.apps: dict[str, App] = {
+            a.name: App(a, self.pending, ids, self.broker, self.observer) for a in self.config.apps
+        }
         self.admission = Admission(self.config.limits, _open_files())
         self.api_connections = 0
         """Open server-API connections (capped at limits.api_max_connections)."""
@@ -129,6 +134,21 @@ class Server:
         self.config_overrides: dict[str, Any] = {}
         """Settings given on the command line, which win over the file's on every reload."""
 
+    def _broker(self) -> Broker:
+        """``[broker]``: in process, or Redis (imported only then)."""
+        if self.config.broker.kind == "memory":
+            return MemoryBroker()
+        from rtcore.server.redis_broker import RedisBroker
+
+        self.redis = RedisBroker(
+            self.config.broker,
+            self.node,
+            close_members=self.close_members,
+            poke=self.flusher.poke,
+            clock=lambda: (trio.current_time(), self.wall()),
+        )
+        return self.redis
+
     # -- serving ------------------------------------------------------------------------------
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -144,6 +164,8 @@ class Server:
         self._log_capacity()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
+            if self.redis is not None:
+                await nursery.start(self.redis.run)
             nursery.start_soon(self._heartbeat)
             if self.config.api_port is not None:
                 api_listeners = await _open_listeners(
@@ -174,6 +196,9 @@ class Server:
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
                 await self._close_all()
+                if self.redis is not None:
+                    with trio.move_on_after(self.config.limits.close_timeout):
+                        await self.redis.drain()  # the leaves of the closed connections
                 conn_nursery.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
         observing.stopped(self)
