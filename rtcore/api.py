@@ -103,15 +103,27 @@ def broadcast(app: App, event: str, data: Any, wall: float) -> Outcome:
     return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
 
 
-def members(app: App, channel: str, after: int | None, limit: int | None, page_max: int) -> Outcome:
-    """A page of the channel's members, whatever its ``presence`` rule (the backend is
-    trusted)."""
+def members_limit(channel: str, limit: int | None, page_max: int) -> int:
+    """The page size of a member listing (checking the channel name too)."""
     valid_channel(channel)
     limit = DEFAULT_MEMBERS_PAGE if limit is None else limit
     if not 1 <= limit <= page_max:
         raise ApiError(400, ErrorCode.BAD_REQUEST.value, f"limit must be from 1 to {page_max}")
+    return limit
+
+
+def members(app: App, channel: str, after: int | None, limit: int | None, page_max: int) -> Outcome:
+    """A page of the channel's members, whatever its ``presence`` rule (the backend is
+    trusted). With a shared broker, the trio layer asks the broker instead (the cluster's
+    members: :func:`members_listed`)."""
+    limit = members_limit(channel, limit, page_max)
     page, cursor = app.table.page(channel, after, limit)
     return Outcome({"members": [m.info() for m in page], "next": cursor})
+
+
+def members_listed(infos: list[Any], cursor: int | None) -> Outcome:
+    """A page of the cluster's members, as the broker listed them."""
+    return Outcome({"members": infos, "next": cursor})
 
 
 def publish_user_event(

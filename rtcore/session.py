@@ -410,10 +410,10 @@ class Session:
         joined = self.app.join(self.member, frame.channel, self._echo(frame.echo))
         broker = self.app.broker
         if joined and broker.shared:
-            # Answer once this node receives the channel's messages: none published after
-            # the ok can be missed.
-            app, channel = self.app.name, frame.channel
-            return Deferred(frame.id, lambda: broker.subscribed(app, channel), _joined)
+            # Answer once this node receives the channel's messages (none published after
+            # the ok can be missed) and the cluster lists the member.
+            app, channel, conn = self.app.name, frame.channel, self.conn_id
+            return Deferred(frame.id, lambda: broker.joined(app, channel, conn), _joined)
         return {"joined": joined}
 
     def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:

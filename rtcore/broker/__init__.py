@@ -101,9 +101,10 @@ class Broker(Protocol):
         """(Shared) ``user``'s ``session`` is refused on every node until ``until`` (Unix
         time), including nodes that start later."""
 
-    def subscribed(self, app: str, channel: str) -> Awaitable[None]:
-        """(Shared) done once this node receives ``channel``'s publications (at once while
-        the broker is unreachable: the node then serves its own members only)."""
+    def joined(self, app: str, channel: str, conn: str) -> Awaitable[None]:
+        """(Shared) done once this node receives ``channel``'s publications and the cluster
+        lists connection ``conn`` as its member (at once while the broker is unreachable:
+        the node then serves its own members only)."""
 
     def members(
         self, app: str, channel: str, after: int | None, limit: int
@@ -175,7 +176,7 @@ class MemoryBroker:
     def revoke(self, app: str, user: str, session: str, until: float) -> None:
         raise LocalProtocolError("the memory broker has no other nodes")
 
-    def subscribed(self, app: str, channel: str) -> Awaitable[None]:
+    def joined(self, app: str, channel: str, conn: str) -> Awaitable[None]:
         raise LocalProtocolError("the memory broker subscribes to nothing")
 
     def members(

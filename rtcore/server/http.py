@@ -123,14 +123,13 @@ def _broadcast(server: Server, app: App, req: Request) -> api.Outcome:
     return api.broadcast(app, _field(body, "event", str), body.get("data"), server.wall())
 
 
-def _members(server: Server, app: App, req: Request) -> api.Outcome:
-    return api.members(
-        app,
-        req.params["name"],
-        _int_param(req, "after"),
-        _int_param(req, "limit"),
-        server.config.limits.max_members_page,
-    )
+async def _members(server: Server, app: App, req: Request) -> api.Outcome:
+    channel, after = req.params["name"], _int_param(req, "after")
+    page_max = server.config.limits.max_members_page
+    if not app.broker.shared:
+        return api.members(app, channel, after, _int_param(req, "limit"), page_max)
+    limit = api.members_limit(channel, _int_param(req, "limit"), page_max)
+    return api.members_listed(*await server.cluster_members(app, channel, after, limit))
 
 
 def _user_event(server: Server, app: App, req: Request) -> api.Outcome:

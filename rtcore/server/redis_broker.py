@@ -94,6 +94,17 @@ class _Op:
 
     send: Callable[[Any], Any]
     fallback: Callable[[], object] | None = None
+    done: trio.Event | None = None
+    """Set once written (or failed: then ``failed``), for those who wait for it."""
+    result: Any = None
+    failed: str | None = None
+    key: tuple[str, str, str] | None = None
+    """(app, channel, connection) of a join, which its request's answer waits for."""
+
+    def finish(self, result: Any = None, failed: str | None = None) -> None:
+        self.result, self.failed = result, failed
+        if self.done is not None:
+            self.done.set()
 
 
 class RedisBroker:
@@ -137,6 +148,8 @@ class RedisBroker:
         self._subs_changed = trio.Event()
         self._queue: deque[_Op] = deque()
         self._inflight: list[_Op] = []
+        self._joining: dict[tuple[str, str, str], _Op] = {}
+        """Joins being written, by (app, channel, connection): their answers wait."""
         self._work = trio.Event()
         self._drained = trio.Event()
         self._down: str | None = "not connected yet"
@@ -200,7 +213,11 @@ class RedisBroker:
         else:
             blob = rp.member_blob(member.user, info)
             args, script = [*head, conn, blob, (skip or "").encode()], "UPDATE"
-        self._enqueue(_Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), local))
+        op = _Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), local)
+        if kind == "member_join":
+            op.done, op.key = trio.Event(), (app, channel, member.id)
+            self._joining[op.key] = op
+        self._enqueue(op)
 
     def _local_presence(
         self, app: str, kind: str, channel: str, user: str | None, info: Any, skip: str | None
@@ -246,7 +263,8 @@ class RedisBroker:
             return pipe.spublish(channel, envelope)
         return pipe.publish(channel, envelope)
 
-    def _enqueue(self, op: _Op) -> None:
+    def _enqueue(self, op: _Op) -> bool:
+        """Queue a write; False (and its local part done) when the queue is full."""
         if len(self._queue) >= self.config.max_queued:
             self.statistics.dropped += 1
             self._warn.warning(
@@ -256,22 +274,28 @@ class RedisBroker:
             )
             if op.fallback is not None:
                 op.fallback()
-            return
+            op.finish(failed="the Redis write queue is full")
+            return False
         self._queue.append(op)
         self._work.set()
+        return True
 
     # -- the core's side (awaited by deferred requests) ---------------------------------------
 
-    async def subscribed(self, app: str, channel: str) -> None:
+    async def joined(self, app: str, channel: str, conn: str) -> None:
         ch = self.keys.channel_pubsub(app, channel)
         while self._down is None and ch in self._wanted and ch not in self._subscribed:
             await self._sub_waiters.setdefault(ch, trio.Event()).wait()
+        op = self._joining.get((app, channel, conn))
+        if op is not None and op.done is not None:
+            await op.done.wait()  # the cluster lists it from now on
 
     async def members(
         self, app: str, channel: str, after: int | None, limit: int
     ) -> tuple[list[Any], int | None]:
-        if self._down is not None or self._client is None:
+        if self._down is not None:
             raise BrokerUnavailable(f"Redis is unreachable ({self._down})")
+        keys = self.keys.presence(app, channel)
         args = [
             self._publish_cmd,
             self.node.encode(),
@@ -280,13 +304,15 @@ class RedisBroker:
             b"-inf" if after is None else str(after).encode(),
             str(limit).encode(),
         ]
-        try:
-            rows = await self._scripts["MEMBERS"](
-                keys=self.keys.presence(app, channel), args=args, client=self._client
-            )
-        except (coredis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"Redis failed: {exc}") from exc
-        return _page(rows, limit)
+        # Through the write queue: after this node's earlier writes (read your writes).
+        op = _Op(lambda p: self._scripts["MEMBERS"](keys=keys, args=args, client=p))
+        op.done = trio.Event()
+        if not self._enqueue(op):
+            raise BrokerUnavailable("the Redis write queue is full")
+        await op.done.wait()
+        if op.failed is not None:
+            raise BrokerUnavailable(op.failed)
+        return _page(op.result, limit)
 
     # -- the trio side -------------------------------------------------------------------------
 
@@ -375,6 +401,8 @@ class RedisBroker:
             self.statistics.dropped += 1
             if op.fallback is not None:
                 op.fallback()
+            op.finish(failed=f"Redis is unreachable ({reason})")
+        self._joining.clear()
         self._subscribed = set()
         self._wake_subscribers()
         self._drained.set()
@@ -395,11 +423,14 @@ class RedisBroker:
             self._inflight = batch
             async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
                 requests = [op.send(pipe) for op in batch]
-            for request in requests:
+            for op, request in zip(batch, requests, strict=True):
                 try:
-                    await request
+                    op.finish(await request)
                 except coredis.exceptions.ResponseError as exc:  # a script's error: our bug
                     self._warn.warning(trio.current_time(), "Redis refused a write: %s", exc)
+                    op.finish(failed=f"Redis refused it: {exc}")
+                if op.key is not None:
+                    self._joining.pop(op.key, None)
             self.statistics.published += len(batch)
             self._inflight = []
             self._drained.set()

@@ -32,12 +32,12 @@ import trio
 from rtcore import api
 from rtcore.admission import Admission, within
 from rtcore.app import App, MessageIds
-from rtcore.broker import Broker, MemoryBroker
+from rtcore.broker import Broker, BrokerUnavailable, MemoryBroker
 from rtcore.config import Config, load
 from rtcore.hub import Member
 from rtcore.observe import Observer, ServerStatistics
 from rtcore.outbox import Pending
-from rtcore.protocol import CloseCode, RtcoreError, wsframe
+from rtcore.protocol import CloseCode, ErrorCode, RtcoreError, wsframe
 from rtcore.server import http, observing
 from rtcore.server.accept import (
     ThrottledLog,
@@ -489,10 +489,40 @@ class Server:
         return self._run(api.broadcast(self.app(app), event, data, self.wall()))
 
     def members(self, app: str, channel: str) -> list[dict[str, Any]]:
-        """Every member of ``channel`` as ``{"id", "user", "data"}``, in join order (whatever
-        the channel's ``presence`` rule: the host app is trusted)."""
+        """Every member of ``channel`` on this node as ``{"id", "user", "data"}``, in join
+        order (whatever the channel's ``presence`` rule: the host app is trusted). With the
+        Redis broker, :meth:`list_members` lists the whole cluster's."""
         members = self.app(app).table.members(api.valid_channel(channel))
         return [m.info() for m in members.values()]
+
+    async def list_members(
+        self, app: str, channel: str, after: int | None = None, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of ``channel``'s members (the cluster's, with the Redis broker) and the
+        cursor of the next page (None on the last). Raises ``rtcore.api.ApiError``: 400/422
+        for a bad limit or channel, 503 ``broker_unavailable`` when Redis cannot answer."""
+        the_app = self.app(app)
+        limit = api.members_limit(channel, limit, self.config.limits.max_members_page)
+        if not the_app.broker.shared:
+            page, cursor = the_app.table.page(channel, after, limit)
+            return [m.info() for m in page], cursor
+        return await self.cluster_members(the_app, channel, after, limit)
+
+    async def cluster_members(
+        self, app: App, channel: str, after: int | None, limit: int
+    ) -> tuple[list[Any], int | None]:
+        """The broker's listing, bounded by ``[broker] command_timeout`` (503 beyond)."""
+        timeout = self.config.broker.command_timeout
+        with trio.move_on_after(timeout):
+            try:
+                return await app.broker.members(app.name, channel, after, limit)
+            except BrokerUnavailable as exc:
+                raise api.ApiError(503, ErrorCode.BROKER_UNAVAILABLE.value, str(exc)) from None
+        raise api.ApiError(
+            503,
+            ErrorCode.BROKER_UNAVAILABLE.value,
+            f"the broker did not answer within {timeout:g} s",
+        )
 
     def publish_user_event(
         self,
