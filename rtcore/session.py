@@ -73,6 +73,9 @@ class Deferred:
     then: Callable[[Any, float, float], Any]
     """``(value, now, wall)`` -> the ``ok`` reply's result, or another :class:`Deferred`;
     may raise :class:`RemoteProtocolError` (an ``err`` reply)."""
+    resume: Callable[[Any, str | None, float, float], Close | None] | None = None
+    """Instead of ``then``: ``(value, failure, now, wall)`` does all that follows itself
+    (a shared rate limit: the request is then handled, or refused)."""
 
 
 def _refuse(code: ErrorCode, message: str) -> RemoteProtocolError:
@@ -183,13 +186,54 @@ class Session:
             return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
         operation = _OPERATIONS.get(type(frame))
         if operation is not None and self.app is not None and self.app.limiter:
-            refusal = self._charge(self.app, operation, now)
+            app = self.app
+            if app.broker.shared and app.limiter.client_rules(operation):
+                return self._charge_shared(app, frame, operation, now, wall)
+            refusal = self._charge(app, operation, now)
             if refusal is not None:
-                close = self._refused(self.app, frame.id, refusal)
-                observe.rate_limited(
-                    self.app, self.conn_id, refusal.rule, operation, replied=close is None
-                )
-                return close
+                return self._rate_limited(app, frame, operation, refusal)
+        return self._handle(frame, now, wall)
+
+    def _rate_limited(self, app: App, frame: Any, operation: str, refusal: Refusal) -> Close | None:
+        close = self._refused(app, frame.id, refusal)
+        observe.rate_limited(app, self.conn_id, refusal.rule, operation, replied=close is None)
+        return close
+
+    def _charge_shared(
+        self, app: App, frame: Any, operation: str, now: float, wall: float
+    ) -> Close | None:
+        """Rate limits with a shared broker: the connection's own buckets here, the client's
+        (user or IP) in the cluster -- a token from each, or from none (the request waits
+        for the cluster's answer; Redis away: this node's buckets stand in)."""
+        limiter, conn = app.limiter, self.conn_id
+        client_key = self._client_key()
+        refusal = limiter.check(operation, client_key, conn, now, scope="connection", take=False)
+        if refusal is not None:
+            return self._rate_limited(app, frame, operation, refusal)
+        rules, broker = limiter.client_rules(operation), app.broker
+
+        def charged(value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+            if failure is not None:  # Redis away: this node's buckets for the client's rules
+                refusal = limiter.check(operation, client_key, conn, now, scope="client")
+            else:
+                refusal = value
+            if refusal is None:
+                refusal = limiter.check(operation, client_key, conn, now, scope="connection")
+            if refusal is not None:
+                return self._rate_limited(app, frame, operation, refusal)
+            self._refusals = 0
+            return self._handle(frame, now, wall)
+
+        self.deferred = Deferred(
+            frame.id, lambda: broker.take(app.name, client_key, rules), _unused, charged
+        )
+        return None
+
+    def _client_key(self) -> str:
+        return f"u:{self.principal.user}" if self.principal else f"ip:{self.remote}"
+
+    def _handle(self, frame: Any, now: float, wall: float) -> Close | None:
+        """Run an admitted request: reply, or defer it (see the module docstring)."""
         try:
             result = _HANDLERS[type(frame)](self, frame, now, wall)
         except RemoteProtocolError as exc:
@@ -207,6 +251,8 @@ class Session:
         deferred, self.deferred = self.deferred, None
         if deferred is None:
             raise LocalProtocolError("resume without a deferred request")
+        if deferred.resume is not None:
+            return deferred.resume(value, failure, now, wall)
         if failure is not None:
             if self.app is not None:
                 observe.refused(self.app, self.conn_id, ErrorCode.BROKER_UNAVAILABLE.value, "")
@@ -224,8 +270,7 @@ class Session:
 
     def _charge(self, app: App, operation: str, now: float) -> Refusal | None:
         """Take a token from each of the app's limiters for this client, or refuse."""
-        client_key = f"u:{self.principal.user}" if self.principal else f"ip:{self.remote}"
-        refusal = app.limiter.check(operation, client_key, self.conn_id, now)
+        refusal = app.limiter.check(operation, self._client_key(), self.conn_id, now)
         if refusal is None:
             self._refusals = 0
         return refusal
@@ -544,6 +589,10 @@ class Session:
 
     def _error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         return self._reply(f.Err(request_id, code.value, message))
+
+
+def _unused(value: Any, now: float, wall: float) -> dict[str, Any]:
+    raise LocalProtocolError("a deferred request with its own resume has no then")
 
 
 def _joined(value: Any, now: float, wall: float) -> dict[str, Any]:

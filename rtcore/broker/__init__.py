@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import attrs
 
 from rtcore.hub import ChannelTable, Member
+from rtcore.limiter import Refusal, Rule
 from rtcore.protocol.errors import LocalProtocolError, RtcoreError
 
 
@@ -106,6 +107,10 @@ class Broker(Protocol):
         lists connection ``conn`` as its member (at once while the broker is unreachable:
         the node then serves its own members only)."""
 
+    def take(self, app: str, client_key: str, rules: list[Rule]) -> Awaitable[Refusal | None]:
+        """(Shared) a token from each of the client's cluster-wide buckets of ``rules``, or
+        from none: None, or the refusal; raises :class:`BrokerUnavailable` when it cannot."""
+
     def members(
         self, app: str, channel: str, after: int | None, limit: int
     ) -> Awaitable[tuple[list[Any], int | None]]:
@@ -178,6 +183,9 @@ class MemoryBroker:
 
     def joined(self, app: str, channel: str, conn: str) -> Awaitable[None]:
         raise LocalProtocolError("the memory broker subscribes to nothing")
+
+    def take(self, app: str, client_key: str, rules: list[Rule]) -> Awaitable[Refusal | None]:
+        raise LocalProtocolError("the memory broker's buckets are the app's limiter's")
 
     def members(
         self, app: str, channel: str, after: int | None, limit: int

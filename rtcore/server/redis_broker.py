@@ -54,6 +54,7 @@ from rtcore.broker import BrokerUnavailable, Publication, Target, local_count
 from rtcore.broker import redis_protocol as rp
 from rtcore.config import BrokerConfig
 from rtcore.hub import ChannelTable, Member
+from rtcore.limiter import Refusal, Rule
 from rtcore.server.accept import ThrottledLog
 
 if TYPE_CHECKING:
@@ -290,6 +291,32 @@ class RedisBroker:
         if op is not None and op.done is not None:
             await op.done.wait()  # the cluster lists it from now on
 
+    async def take(self, app: str, client_key: str, rules: list[Rule]) -> Refusal | None:
+        """One round trip (pipelined with this node's other writes) per limited request."""
+        if self._down is not None:
+            raise BrokerUnavailable(f"Redis is unreachable ({self._down})")
+        keys = [self.keys.bucket(app, client_key, rule.name) for rule in rules]
+        args: list[Any] = [len(rules)]
+        for rule in rules:
+            args += [rule.capacity, rule.refill_per_second / 1000]
+        result = await self._call(lambda p: self._scripts["TAKE"](keys=keys, args=args, client=p))
+        refused, wait_ms = int(result[0]), int(result[1])
+        if refused == 0:
+            return None
+        rule = rules[refused - 1]
+        return Refusal(rule.name, rule.error_message, wait_ms / 1000)
+
+    async def _call(self, send: Callable[[Any], Any]) -> Any:
+        """A write whose answer is awaited, in order with this node's other writes."""
+        op = _Op(send)
+        op.done = trio.Event()
+        if not self._enqueue(op):
+            raise BrokerUnavailable("the Redis write queue is full")
+        await op.done.wait()
+        if op.failed is not None:
+            raise BrokerUnavailable(op.failed)
+        return op.result
+
     async def members(
         self, app: str, channel: str, after: int | None, limit: int
     ) -> tuple[list[Any], int | None]:
@@ -305,14 +332,8 @@ class RedisBroker:
             str(limit).encode(),
         ]
         # Through the write queue: after this node's earlier writes (read your writes).
-        op = _Op(lambda p: self._scripts["MEMBERS"](keys=keys, args=args, client=p))
-        op.done = trio.Event()
-        if not self._enqueue(op):
-            raise BrokerUnavailable("the Redis write queue is full")
-        await op.done.wait()
-        if op.failed is not None:
-            raise BrokerUnavailable(op.failed)
-        return _page(op.result, limit)
+        rows = await self._call(lambda p: self._scripts["MEMBERS"](keys=keys, args=args, client=p))
+        return _page(rows, limit)
 
     # -- the trio side -------------------------------------------------------------------------
 

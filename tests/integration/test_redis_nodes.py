@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import jwt
 import pytest
@@ -17,6 +18,7 @@ import trio
 from rtcore import CloseCode, Server
 from rtcore.auth import SessionSettings
 from rtcore.config import AppConfig, BrokerConfig
+from rtcore.limiter import Rule
 from rtcore.protocol import frames as f
 from rtcore.server_api import AsyncServerAPI
 from tests.integration.child import child_server
@@ -369,3 +371,31 @@ def alice_here_id(listing: Any) -> str:
 
 def watcher_id(listing: Any) -> str:
     return next(m["id"] for m in listing.data["members"] if m["user"] is None)
+
+
+async def test_a_users_rate_limit_is_shared_by_its_connections_on_every_node(
+    start_server: StartServer, redis_url: str
+) -> None:
+    app = attrs.evolve(
+        SIGNED,
+        rate_limits=(
+            Rule("per-user", 3, 60.0, scope="client", operations=frozenset({"send"})),
+            Rule("per-conn", 100, 60.0, scope="connection", operations=frozenset({"send"})),
+        ),
+    )
+    with trio.fail_after(30):
+        a, b = await nodes(start_server, redis_url, n=2, apps=(app,))
+        on_a = tracked(await client(a, token=token("alice")))
+        on_b = tracked(await client(b, token=token("alice")))
+        bob = tracked(await client(b, token=token("bob")))
+        for raw in (on_a, on_b, bob):
+            assert isinstance(await request(raw, "join", 1, ch="room"), f.Ok)
+        replies = [
+            await request(raw, "send", i, ch="room", ev="e")
+            for i, raw in enumerate((on_a, on_b, on_a, on_b), start=10)
+        ]
+        assert [type(r) for r in replies] == [f.Ok, f.Ok, f.Ok, f.Err]
+        refused = replies[-1]
+        assert refused.code == "rate_limited" and refused.limiter == "per-user"
+        assert 0 < refused.retry_after <= 20_000  # ms: one token back at 3 per minute
+        assert isinstance(await request(bob, "send", 2, ch="room", ev="e"), f.Ok)  # his own
