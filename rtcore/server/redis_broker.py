@@ -166,6 +166,11 @@ class RedisBroker:
         self._app_channels[self.keys.app_pubsub(app)] = app
         self._subs_changed.set()
 
+    @property
+    def queued(self) -> int:
+        """Writes waiting for Redis (bounded by ``max_queued``)."""
+        return len(self._queue) + len(self._inflight)
+
     def health(self) -> str | None:
         return None if self._down is None else f"Redis: {self._down}"
 

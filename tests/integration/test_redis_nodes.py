@@ -277,6 +277,9 @@ async def test_a_redis_outage_degrades_to_local_and_recovers(
         async with httpx.AsyncClient() as http:
             ready = await http.get(api_url(a) + "/readyz")
             assert ready.status_code == 503 and "Redis" in ready.text
+            metrics = (await http.get(api_url(a) + "/metrics")).text
+            assert 'rtcore_broker_up{broker="RedisBroker"} 0.0' in metrics
+            assert "rtcore_broker_reconnects_total 1.0" in metrics
         # Local delivery goes on; cluster-wide answers are refused at once, plainly.
         cat = tracked(await client(a, profile="cat"))
         assert isinstance(await request(cat, "join", 1, ch="room"), f.Ok)
