@@ -506,7 +506,8 @@ class RedisBroker:
     async def _reconcile(self, pubsub: Any) -> None:
         """Keep the subscriptions equal to the channels with local members."""
         while True:
-            add = [ch for ch in self._wanted if ch not in self._subscribed][:SUBSCRIBE_MAX]
+            wanted = [*self._app_channels, *self._wanted]  # an app added by a reload too
+            add = [ch for ch in wanted if ch not in self._subscribed][:SUBSCRIBE_MAX]
             drop = [
                 ch
                 for ch in self._subscribed

@@ -24,7 +24,7 @@ from rtcore.server_api import AsyncServerAPI
 from tests.integration.child import child_server
 from tests.integration.conftest import StartServer
 from tests.integration.raw import RawClient
-from tests.integration.redisd import RedisProcess
+from tests.integration.redisd import RedisProcess, redis_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -402,3 +402,33 @@ async def test_a_users_rate_limit_is_shared_by_its_connections_on_every_node(
         assert refused.code == "rate_limited" and refused.limiter == "per-user"
         assert 0 < refused.retry_after <= 20_000  # ms: one token back at 3 per minute
         assert isinstance(await request(bob, "send", 2, ch="room", ev="e"), f.Ok)  # his own
+
+
+async def test_on_a_redis_cluster_channels_spread_over_shards_and_still_meet(
+    start_server: StartServer,
+) -> None:
+    with redis_cluster() as shards, trio.fail_after(40):
+        url = shards[0].url  # any node of the cluster
+        a, b = [await start_server(config={"broker": broker(url, cluster=True)}) for _ in range(2)]
+        ann = tracked(await client(a, profile="ann"))
+        bob = tracked(await client(b, profile="bob"))
+        channels = [f"room-{i}" for i in range(12)]  # hash tags over all three shards
+        for ch in channels:
+            for raw in (ann, bob):
+                assert isinstance(await request(raw, "join", 1, ch=ch, echo=False), f.Ok)
+        for i, ch in enumerate(channels):
+            listing = await request(ann, "members", 2, ch=ch)
+            assert [m["data"] for m in listing.data["members"]] == ["ann", "bob"]
+            assert isinstance(await request(bob, "send", 3, ch=ch, ev="m", data=i), f.Ok)
+            got = await pushes_until(ann, lambda fr: isinstance(fr, f.Msg))
+            assert (got[-1].channel, got[-1].data) == (ch, i)
+        assert isinstance(await request(bob, "broadcast", 4, ev="all", data="x"), f.Ok)
+        got = await pushes_until(ann, lambda fr: isinstance(fr, f.Msg))
+        assert (got[-1].channel, got[-1].event) == (None, "all")
+        assert isinstance(await request(bob, "leave", 5, ch=channels[0]), f.Ok)
+        left = await pushes_until(ann, member_event("member_leave", bob_id(listing)))
+        assert left[-1].channel == channels[0]
+
+
+def bob_id(listing: Any) -> str:
+    return next(m["id"] for m in listing.data["members"] if m["data"] == "bob")
