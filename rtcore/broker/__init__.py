@@ -25,6 +25,7 @@ from typing import Protocol
 
 import attrs
 
+from rtcore.history import HistoryStore, MemoryHistory
 from rtcore.hub import ChannelTable, Member
 
 
@@ -60,6 +61,11 @@ class Publication:
 
 class Broker(Protocol):
     """What an app needs from a broker."""
+
+    @property
+    def history(self) -> HistoryStore:
+        """Where channel history is kept (rtcore.history): the broker owns a publication's
+        position (offset, epoch), so that every node sees one order."""
 
     def register(self, app: str, table: ChannelTable) -> None:
         """The local channel table of ``app`` (on this node)."""
@@ -97,8 +103,9 @@ def deliver_local(table: ChannelTable, publication: Publication) -> int:
 class MemoryBroker:
     """A broker for one process: publications are delivered at once to the local tables."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: MemoryHistory | None = None) -> None:
         self._tables: dict[str, ChannelTable] = {}
+        self.history: MemoryHistory = history if history is not None else MemoryHistory()
 
     def register(self, app: str, table: ChannelTable) -> None:
         self._tables[app] = table

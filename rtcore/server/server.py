@@ -34,6 +34,7 @@ from rtcore.admission import Admission, within
 from rtcore.app import App, MessageIds
 from rtcore.broker import MemoryBroker
 from rtcore.config import Config, load
+from rtcore.history import MemoryHistory
 from rtcore.hub import Member
 from rtcore.observe import Observer, ServerStatistics
 from rtcore.outbox import Pending
@@ -105,7 +106,8 @@ class Server:
         self._conn_ids = ConnectionIds()
         self.pending = Pending()
         ids = MessageIds(self.node)
-        self.broker = MemoryBroker()
+        limits = self.config.limits
+        self.broker = MemoryBroker(MemoryHistory(limits.max_history_bytes, limits.history_meta_ttl))
         self.apps: dict[str, App] = {
             a.name: App(a, self.pending, ids, self.broker, self.observer) for a in self.config.apps
         }
@@ -293,6 +295,7 @@ class Server:
         wall = self.wall()
         for app in self.apps.values():
             app.sweep(now)
+        self.broker.history.sweep(wall)
         self.admission.sweep(now)
         for i, conn in enumerate(list(self.connections.values())):
             if i % HEARTBEAT_CHECKPOINT_EVERY == HEARTBEAT_CHECKPOINT_EVERY - 1:
