@@ -411,9 +411,10 @@ class Session:
                 f"history: 'limit' must be from 1 to {self._limits.max_history_page}",
             )
         since = None if frame.since is None else parse_position(frame.since, "since")
-        found = self.app.history(frame.channel, since, limit + 1, frame.reverse, wall)
+        reverse = bool(frame.reverse)
+        found = self.app.history(frame.channel, since, limit + 1, reverse, wall)
         if since is not None:
-            check_since(since, found, frame.reverse)
+            check_since(since, found, reverse)
         return page(found, limit, self._limits.outbound_buffer_bytes // 2)
 
     def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:

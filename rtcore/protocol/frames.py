@@ -108,7 +108,8 @@ class History:
     since: dict[str, Any] | None = None
     """``{"epoch", "offset"}``: start after (forward) or before (reverse) this message."""
     limit: int | None = None
-    reverse: bool = False
+    reverse: bool | None = None
+    """Newest first (absent: false)."""
 
 
 @attrs.frozen
