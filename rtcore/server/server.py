@@ -34,7 +34,7 @@ from rtcore.admission import Admission, within
 from rtcore.app import App, MessageIds
 from rtcore.broker import MemoryBroker
 from rtcore.config import Config, load
-from rtcore.history import MemoryHistory
+from rtcore.history import MemoryHistory, Position
 from rtcore.hub import Member
 from rtcore.observe import Observer, ServerStatistics
 from rtcore.outbox import Pending
@@ -465,6 +465,22 @@ class Server:
     def broadcast(self, app: str, event: str, data: Any = None) -> dict[str, Any]:
         """Deliver an event to every connection of ``app``."""
         return self._run(api.broadcast(self.app(app), event, data, self.wall()))
+
+    def history(
+        self,
+        app: str,
+        channel: str,
+        since: Position | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> dict[str, Any]:
+        """A page of ``channel``'s history, as the server API's (docs/api.md): ``{"messages",
+        "epoch", "offset", "next"}``; pass ``next`` back as ``since`` (a
+        :class:`~rtcore.history.Position`) for the next page. Raises ``rtcore.api.ApiError``
+        (``history_unavailable``, ``unrecoverable_position``, ...), and ``UnknownAppError``."""
+        limits = self.config.limits
+        outcome = api.history(self.app(app), channel, since, limit, reverse, self.wall(), limits)
+        return outcome.result
 
     def members(self, app: str, channel: str) -> list[dict[str, Any]]:
         """Every member of ``channel`` as ``{"id", "user", "data"}``, in join order (whatever
