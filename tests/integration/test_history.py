@@ -110,7 +110,7 @@ async def test_beyond_the_history_window_the_client_is_told_it_did_not_recover(
             assert got.data == [*range(10), *range(1010, 1015)]  # nothing replayed, then live
 
 
-async def test_a_drained_node_sends_1001_after_what_it_queued_and_another_node_says_epoch_changed(
+async def test_a_drained_node_closes_with_1001_and_another_node_says_epoch_changed(
     start_server: StartServer, nursery: trio.Nursery
 ) -> None:
     first = await start_server(apps=(app(),))
@@ -126,7 +126,7 @@ async def test_a_drained_node_sends_1001_after_what_it_queued_and_another_node_s
             proxy.target = second.addresses[0]  # the load balancer's next choice
             first.shutdown()
             await wait_until(lambda: got.recoveries)
-            assert got.data == list(range(50))  # everything queued before the drain arrived
+            assert got.data == list(range(50))  # everything sent before the drain arrived
             assert got.disconnects == [CloseCode.GOING_AWAY]
             (recovery,) = got.recoveries
             assert (recovery.recovered, recovery.reason) == (False, "epoch_changed")
@@ -220,3 +220,15 @@ async def test_the_server_api_pages_through_history(server_with_history: Server)
                 "epoch": page["epoch"],
                 "offset": 2,
             }
+
+
+def test_the_client_drops_a_message_at_or_before_its_position_and_reports_a_new_epoch() -> None:
+    client = Client("ws://127.0.0.1:1/")
+    got = Received(client)
+    client.positions["feed"] = Position("e1", 5)
+    for offset, epoch in [(5, "e1"), (6, "e1"), (6, "e1"), (4, "e1"), (7, "e1"), (1, "e2")]:
+        client._dispatch(Msg("feed", "e", (epoch, offset), None, 0, "m", offset, epoch))
+    assert got.data == [("e1", 6), ("e1", 7), ("e2", 1)]
+    assert [(r.recovered, r.reason, r.position) for r in got.recoveries] == [
+        (False, "epoch_changed", Position("e2", 1))
+    ]
