@@ -5,6 +5,7 @@ by hypothesis over interleavings of publishes, drops and rejoins."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -426,3 +427,53 @@ def test_the_replay_live_boundary_loses_and_repeats_nothing(
         assert [x for x in sub.got if x is not None] == sorted(x for x in sub.got if x is not None)
         if not sub.lost:
             assert sub.got == list(range(1, published + 1))
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+def rules(**rule: Any) -> dict[str, Any]:
+    return {"apps": [{"name": "a", "channels": [{"pattern": "feed*", **rule}]}]}
+
+
+def test_history_is_opt_in_per_channel_rule_and_read_as_join_by_default() -> None:
+    from rtcore.config import from_dict
+
+    conf = from_dict(rules(history_size=50, history_ttl=30, join="signed_in"))
+    (settings,) = conf.apps
+    assert settings.history_retention("feed-1") == Retention(50, 30.0)
+    assert settings.history_retention("other") is None
+    assert settings.history_policy("feed-1") == "signed_in"
+    assert from_dict(rules(history_size=5, history="anyone")).apps[0].history_policy("feed") == (
+        "anyone"
+    )
+    assert from_dict(rules()).apps[0].history_retention("feed") is None
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"history_size": -1}, "history_size: must be an integer from 0 (no history) to 1000000"),
+        ({"history_size": 1.5}, "history_size: must be an integer"),
+        ({"history_size": 10**7}, "history_size: must be an integer"),
+        ({"history_size": 5, "history_ttl": 0}, "history_ttl: must be"),
+        ({"history_ttl": 10}, "history_ttl: set, but history_size is 0"),
+        ({"history_size": 5, "history": "everyone"}, "history: must be one of"),
+    ],
+)
+def test_bad_history_settings_name_the_key_and_rule(rule: dict[str, Any], message: str) -> None:
+    from rtcore.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError) as caught:
+        from_dict(rules(**rule))
+    assert f"apps[0].channels[0].{message}" in str(caught.value)
+
+
+def test_the_settings_page_keeps_history_keys_of_a_rule() -> None:
+    from rtcore.settings_file import edit
+
+    text = '[[apps]]\nname = "a"\n\n[[apps.channels]]\npattern = "feed*"\nhistory_size = 10\n'
+    rule = {"pattern": "feed*", "history_size": 20, "history_ttl": 60, "history": "nobody"}
+    edited = edit(text, "a", {"channels": [rule]}, env={}, base=Path("."))
+    assert edited.config.apps[0].channels[0].history_size == 20
+    assert edited.config.apps[0].history_policy("feed") == "nobody"
