@@ -76,6 +76,11 @@ class ListenError(RtcoreError, OSError):
     """An address to listen on could not be bound; the message names it and why."""
 
 
+DRAIN_REASON = "server shutting down: reconnect to any node"
+"""The reason of the 1001 every connection gets on shutdown (protocol.md §7): a client
+reconnects at once, anywhere, and recovers what it missed."""
+
+
 class Server:
     """A realtime server hosting one or more apps.
 
@@ -191,7 +196,7 @@ class Server:
 
     async def _close_all(self) -> None:
         for conn in list(self.connections.values()):
-            conn.request_close(CloseCode.GOING_AWAY, "server shutting down")
+            conn.request_close(CloseCode.GOING_AWAY, DRAIN_REASON)
         self.flusher.poke()
         with trio.move_on_after(self.config.limits.shutdown_grace):
             await self._idle.wait()

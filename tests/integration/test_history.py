@@ -43,7 +43,9 @@ class Received:
         self.disconnects: list[int] = []
         client.on("*", self.msg)
         client.on_recover(self.recoveries.append)
+        self.reasons: list[str] = []
         client.on_disconnect(lambda code, reason: self.disconnects.append(code))
+        client.on_disconnect(lambda code, reason: self.reasons.append(reason))
 
     def msg(self, msg: Msg) -> None:
         self.data.append(msg.data)
@@ -128,6 +130,7 @@ async def test_a_drained_node_closes_with_1001_and_another_node_says_epoch_chang
             await wait_until(lambda: got.recoveries)
             assert got.data == list(range(50))  # everything sent before the drain arrived
             assert got.disconnects == [CloseCode.GOING_AWAY]
+            assert got.reasons == ["server shutting down: reconnect to any node"]
             (recovery,) = got.recoveries
             assert (recovery.recovered, recovery.reason) == (False, "epoch_changed")
             second.send("default", "feed", "e", 50)
