@@ -53,6 +53,7 @@ from rtcore import api
 from rtcore.broker import BrokerUnavailable, Publication, Target, local_count
 from rtcore.broker import redis_protocol as rp
 from rtcore.config import BrokerConfig
+from rtcore.history import HistoryStore, MemoryHistory
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Refusal, Rule
 from rtcore.server.accept import ThrottledLog
@@ -162,6 +163,7 @@ class RedisBroker:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._warn = ThrottledLog(log)
+        self._no_history = MemoryHistory()
 
     # -- the core's side (sync, never waits) --------------------------------------------------
 
@@ -170,6 +172,12 @@ class RedisBroker:
         self._apps[app] = receiver
         self._app_channels[self.keys.app_pubsub(app)] = app
         self._subs_changed.set()
+
+    @property
+    def history(self) -> HistoryStore:
+        """No channel keeps history with this broker in this version (the configuration
+        refuses ``history_size`` with ``kind = "redis"``): an empty store, for the sweep."""
+        return self._no_history
 
     @property
     def queued(self) -> int:
