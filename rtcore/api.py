@@ -21,7 +21,7 @@ import attrs
 
 from rtcore.app import App
 from rtcore.config import Limits
-from rtcore.history import Position, check_since, page
+from rtcore.history import Position, Retention, Slice, check_since, page
 from rtcore.hub import Member
 from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, RtcoreError, values
 from rtcore.session import (
@@ -135,6 +135,36 @@ def members_listed(infos: list[Any], cursor: int | None) -> Outcome:
     return Outcome({"members": infos, "next": cursor})
 
 
+def history_request(
+    app: App, channel: str, limit: int | None, limits: Limits
+) -> tuple[Retention, int]:
+    """Check a history request: the channel's retention and the page size (404
+    ``history_unavailable`` for a channel without history, 400 for a bad limit)."""
+    valid_channel(channel)
+    retention = app.retention(channel)
+    if retention is None:
+        raise ApiError(404, ErrorCode.HISTORY_UNAVAILABLE.value, f"{channel!r} keeps no history")
+    limit = DEFAULT_HISTORY_PAGE if limit is None else limit
+    if not 1 <= limit <= limits.max_history_page:
+        raise ApiError(
+            400, ErrorCode.BAD_REQUEST.value, f"limit must be from 1 to {limits.max_history_page}"
+        )
+    return retention, limit
+
+
+def history_page(
+    found: Slice, since: Position | None, reverse: bool, limit: int, limits: Limits
+) -> Outcome:
+    """A history page from a read of ``limit + 1`` entries (409 ``unrecoverable_position``
+    for a ``since`` no longer in the stream)."""
+    if since is not None:
+        try:
+            check_since(since, found, reverse)
+        except RemoteProtocolError as exc:
+            raise ApiError(409, exc.code.value, exc.message) from None
+    return Outcome(page(found, limit, limits.outbound_buffer_bytes // 2))
+
+
 def history(
     app: App,
     channel: str,
@@ -145,23 +175,11 @@ def history(
     limits: Limits,
 ) -> Outcome:
     """A page of the channel's history (protocol.md §4.11), whatever its ``history`` rule
-    (the backend is trusted): 404 ``history_unavailable`` for a channel without history,
-    409 ``unrecoverable_position`` for a ``since`` no longer in its stream."""
-    valid_channel(channel)
-    if app.retention(channel) is None:
-        raise ApiError(404, ErrorCode.HISTORY_UNAVAILABLE.value, f"{channel!r} keeps no history")
-    limit = DEFAULT_HISTORY_PAGE if limit is None else limit
-    if not 1 <= limit <= limits.max_history_page:
-        raise ApiError(
-            400, ErrorCode.BAD_REQUEST.value, f"limit must be from 1 to {limits.max_history_page}"
-        )
+    (the backend is trusted), from this node's store (with a shared broker the trio layer
+    reads the broker's instead: :func:`history_request`, :func:`history_page`)."""
+    _, limit = history_request(app, channel, limit, limits)
     found = app.history(channel, since, limit + 1, reverse, wall)
-    if since is not None:
-        try:
-            check_since(since, found, reverse)
-        except RemoteProtocolError as exc:
-            raise ApiError(409, exc.code.value, exc.message) from None
-    return Outcome(page(found, limit, limits.outbound_buffer_bytes // 2))
+    return history_page(found, since, reverse, limit, limits)
 
 
 def publish_user_event(

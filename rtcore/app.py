@@ -10,6 +10,7 @@ expiry of local state), ``wall`` is Unix time (the ``ts`` users see).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -49,6 +50,9 @@ class Delivery:
     recipients: int
     position: Position | None = None
     """Its place in the channel's history (offset, epoch), for a channel with history."""
+    sequenced: Callable[[], Awaitable[Position | None]] | None = None
+    """With a shared broker, for a channel with history: waits until the cluster gave the
+    message its place, and returns it (None: Redis was away; delivered locally only)."""
 
 
 RETENTION_CACHE = 4096
@@ -241,9 +245,19 @@ class App:
         mid, ts = self._ids(), int(wall * 1000)
         frame = f.Msg(channel, event, data, sender.id if sender else None, ts, mid)
         skip = None if echo else sender
+        skip_id = None if skip is None else skip.id
         # A channel with history: the broker's store gives the message its offset and epoch
         # and frames it, once (rtcore.history). Other messages pay one bool test.
         retention = self.retention(channel) if self._history and channel is not None else None
+        if retention is not None and self.broker.shared:
+            assert channel is not None  # the cluster gives the position (msgs carry it)
+            count, sequenced = self.broker.publish_history(
+                self.name, channel, frame, retention, skip_id
+            )
+            stats = self.statistics
+            stats.messages += 1
+            stats.message_deliveries += count
+            return Delivery(mid, ts, count, None, sequenced)
         if retention is None:
             payload, position = framed(frame), None
         else:

@@ -116,14 +116,6 @@ class Reader:
             _network,
             "server.trusted_proxies",
         )
-        if broker.kind == "redis":
-            for i, app in enumerate(apps):
-                for j, rule in enumerate(app.channels):
-                    if rule.history_size:
-                        self.errors.append(
-                            f"apps[{i}].channels[{j}].history_size: channel history with "
-                            '[broker] kind = "redis" is not available in this version'
-                        )
         return Config(
             limits=limits,
             apps=apps,

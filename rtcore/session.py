@@ -39,7 +39,17 @@ from rtcore import observe
 from rtcore.app import App, framed
 from rtcore.auth import CredentialError, Principal, check_api_key, verify_session
 from rtcore.config import Config
-from rtcore.history import Position, Recovery, check_since, page, parse_position
+from rtcore.history import (
+    Entry,
+    Position,
+    Recovery,
+    Retention,
+    Slice,
+    check_since,
+    decide_recovery,
+    page,
+    parse_position,
+)
 from rtcore.hub import Member
 from rtcore.limiter import Refusal
 from rtcore.outbox import Outbox, Pending
@@ -458,8 +468,11 @@ class Session:
                 f"a connection may be in at most {self._limits.max_channels} channels",
             )
         recover = None if frame.recover is None else parse_position(frame.recover, "recover")
-        joined = self.app.join(self.member, frame.channel, self._echo(frame.echo))
         broker = self.app.broker
+        retention = self.app.retention(frame.channel)
+        if broker.shared and retention is not None and frame.channel not in self.member.channels:
+            return self._join_history_shared(frame, recover, retention)
+        joined = self.app.join(self.member, frame.channel, self._echo(frame.echo))
         if joined and broker.shared:
             # Answer once this node receives the channel's messages (none published after
             # the ok can be missed) and the cluster lists the member.
@@ -468,6 +481,71 @@ class Session:
         if recover is None and self.app.retention(frame.channel) is None:
             return {"joined": joined}
         return {"joined": joined, **self._position(frame.channel, joined, recover, wall)}
+
+    def _join_history_shared(
+        self, frame: f.Join, recover: Position | None, retention: Retention
+    ) -> Deferred:
+        """A history channel's join with a shared broker: the broker subscribes and reads the
+        stream (after ``recover``, or only its top), holding what arrives live meanwhile;
+        then, in one step, the member joins and gets the replay and the held messages, and
+        the live ones follow (protocol.md §4.4.1, §5.5). The ok waits for the cluster's
+        presence too, as every join with a shared broker does."""
+        assert self.app is not None and self.member is not None
+        app, member, channel, conn = self.app, self.member, frame.channel, self.conn_id
+        broker, echo = app.broker, self._echo(frame.echo)
+        may = recover is not None and self._may(app.settings.history_policy(channel))
+        limit = self._limits.max_recovery + 1 if may else 0
+        since = recover if may else None
+
+        def joined(value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+            if failure is not None:
+                broker.release(app.name, channel)
+                return self._error(frame.id, ErrorCode.BROKER_UNAVAILABLE, failure)
+            found, held = value
+            app.join(member, channel, echo)  # from here on, live messages reach it
+            result = {"joined": True, **self._replay(channel, recover, may, found, held)}
+            broker.catch_up(app.name, channel, member, result["offset"])
+            self.deferred = Deferred(
+                frame.id, lambda: broker.joined(app.name, channel, conn), lambda *_: result
+            )
+            return None
+
+        return Deferred(
+            frame.id,
+            lambda: broker.prepare_join(app.name, channel, since, limit, retention),
+            _unused,
+            joined,
+        )
+
+    def _replay(
+        self, channel: str, recover: Position | None, may: bool, found: Slice, held: list[Entry]
+    ) -> dict[str, Any]:
+        """Queue what a history join read (when recovered) and the live messages held after
+        it; the join reply's position and recovery fields."""
+        top = found.top
+        after: list[Entry] = []
+        for entry in held:  # in the cluster's order; a hole (pub/sub lost one) stops it
+            if entry.msg.epoch == top.epoch and entry.offset == top.offset + len(after) + 1:
+                after.append(entry)
+        position = Position(top.epoch, top.offset + len(after))
+        result: dict[str, Any] = {**position.to_wire()}
+        if recover is not None:
+            budget = self._limits.outbound_buffer_bytes // 2
+            if may:
+                whole = Slice(position, found.first, found.entries + after)
+                outcome = decide_recovery(recover, whole, self._limits.max_recovery, budget)
+            else:
+                outcome = Recovery(False, "forbidden", position)
+            result["recovered"] = outcome.recovered
+            if outcome.reason is not None:
+                result["reason"] = outcome.reason
+            if outcome.recovered:
+                after = []  # the replay includes them
+            for entry in outcome.entries:
+                self._queue(entry.data)
+        for entry in after:
+            self._queue(entry.data)
+        return result
 
     def _position(
         self, channel: str, joined: bool, recover: Position | None, wall: float
@@ -493,7 +571,7 @@ class Session:
             result["reason"] = outcome.reason
         return result
 
-    def _history(self, frame: f.History, now: float, wall: float) -> dict[str, Any]:
+    def _history(self, frame: f.History, now: float, wall: float) -> dict[str, Any] | Deferred:
         assert self.app is not None
         check_channel(frame.channel)
         if self.app.retention(frame.channel) is None:
@@ -512,10 +590,29 @@ class Session:
             )
         since = None if frame.since is None else parse_position(frame.since, "since")
         reverse = bool(frame.reverse)
-        found = self.app.history(frame.channel, since, limit + 1, reverse, wall)
+        budget = self._limits.outbound_buffer_bytes // 2
+        app = self.app
+        if app.broker.shared:
+            retention = app.retention(frame.channel)
+            assert retention is not None
+            broker, channel = app.broker, frame.channel
+
+            def paged(found: Slice, now: float, wall: float) -> dict[str, Any]:
+                if since is not None:
+                    check_since(since, found, reverse)
+                return page(found, limit, budget)
+
+            return Deferred(
+                frame.id,
+                lambda: broker.read_history(
+                    app.name, channel, since, limit + 1, reverse, retention
+                ),
+                paged,
+            )
+        found = app.history(frame.channel, since, limit + 1, reverse, wall)
         if since is not None:
             check_since(since, found, reverse)
-        return page(found, limit, self._limits.outbound_buffer_bytes // 2)
+        return page(found, limit, budget)
 
     def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
@@ -549,7 +646,7 @@ class Session:
             "channels": self.app.update_profile(self.member, frame.data, self._echo(frame.echo))
         }
 
-    def _send(self, frame: f.Send, now: float, wall: float) -> dict[str, Any]:
+    def _send(self, frame: f.Send, now: float, wall: float) -> dict[str, Any] | Deferred:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         check_event(frame.event)
@@ -571,6 +668,12 @@ class Session:
             echo=self._echo(frame.echo),
         )
         reply = {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
+        if sent.sequenced is not None:  # the cluster's place for it: the ok waits for it
+
+            def placed(position: Position | None, now: float, wall: float) -> dict[str, Any]:
+                return reply if position is None else {**reply, **position.to_wire()}
+
+            return Deferred(frame.id, sent.sequenced, placed)
         return reply if sent.position is None else {**reply, **sent.position.to_wire()}
 
     def _refresh(self, frame: f.Refresh, now: float, wall: float) -> dict[str, Any]:

@@ -24,15 +24,16 @@ messages and broadcasts as they come back from the broker: one order for all.
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
 
-from rtcore.history import HistoryStore, MemoryHistory
+from rtcore.history import Entry, HistoryStore, MemoryHistory, Position, Retention, Slice
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Refusal, Rule
 from rtcore.protocol.errors import LocalProtocolError, RtcoreError
+from rtcore.protocol.frames import Msg
 
 
 class BrokerUnavailable(RtcoreError):
@@ -112,6 +113,37 @@ class Broker(Protocol):
         """(Shared) done once this node receives ``channel``'s publications and the cluster
         lists connection ``conn`` as its member (at once while the broker is unreachable:
         the node then serves its own members only)."""
+
+    def publish_history(
+        self, app: str, channel: str, msg: Msg, retention: Retention, skip: str | None
+    ) -> tuple[int, Callable[[], Awaitable[Position | None]]]:
+        """(Shared) publish a message of a channel with history: the broker gives it its
+        position (in the cluster's one order) as it publishes it; returns how many of its
+        recipients are on this node, and a wait for its position."""
+
+    def read_history(
+        self,
+        app: str,
+        channel: str,
+        since: Position | None,
+        limit: int,
+        reverse: bool,
+        retention: Retention,
+    ) -> Awaitable[Slice]:
+        """(Shared) a slice of the channel's stream (as ``HistoryStore.read``)."""
+
+    def prepare_join(
+        self, app: str, channel: str, since: Position | None, limit: int, retention: Retention
+    ) -> Awaitable[tuple[Slice, list[Entry]]]:
+        """(Shared) before a history channel's join: subscribe, read after ``since``, and
+        the live messages that arrived during the read (joined right after: no gap)."""
+
+    def release(self, app: str, channel: str) -> None:
+        """(Shared) a join ``prepare_join`` was for did not happen."""
+
+    def catch_up(self, app: str, channel: str, member: Member, through: int) -> None:
+        """(Shared) ``member`` joined with every message up to offset ``through``: live
+        copies of those still in flight are not delivered to it again."""
 
     def take(self, app: str, client_key: str, rules: list[Rule]) -> Awaitable[Refusal | None]:
         """(Shared) a token from each of the client's cluster-wide buckets of ``rules``, or
@@ -193,6 +225,33 @@ class MemoryBroker:
 
     def take(self, app: str, client_key: str, rules: list[Rule]) -> Awaitable[Refusal | None]:
         raise LocalProtocolError("the memory broker's buckets are the app's limiter's")
+
+    def publish_history(
+        self, app: str, channel: str, msg: Msg, retention: Retention, skip: str | None
+    ) -> tuple[int, Callable[[], Awaitable[Position | None]]]:
+        raise LocalProtocolError("the memory broker's history is its store's (history)")
+
+    def read_history(
+        self,
+        app: str,
+        channel: str,
+        since: Position | None,
+        limit: int,
+        reverse: bool,
+        retention: Retention,
+    ) -> Awaitable[Slice]:
+        raise LocalProtocolError("the memory broker's history is read synchronously")
+
+    def prepare_join(
+        self, app: str, channel: str, since: Position | None, limit: int, retention: Retention
+    ) -> Awaitable[tuple[Slice, list[Entry]]]:
+        raise LocalProtocolError("the memory broker's joins are synchronous")
+
+    def release(self, app: str, channel: str) -> None:
+        raise LocalProtocolError("the memory broker subscribes to nothing")
+
+    def catch_up(self, app: str, channel: str, member: Member, through: int) -> None:
+        raise LocalProtocolError("the memory broker's joins are atomic with their replay")
 
     def members(
         self, app: str, channel: str, after: int | None, limit: int

@@ -28,6 +28,12 @@ Envelopes (what crosses pub/sub) are msgpack arrays whose first element says wha
   ``flag`` is first (join) or last (leave) for the cluster, ``skip`` a member id or "".
 * ``["C", node, op, args]``: a control operation every node applies to its own connections
   (user events, disconnects, ended sessions).
+* ``["H", node, target, name, user, skip, offset, data]``: a message of a channel with
+  history, built by the publish script once it gave the message its offset (``data`` is the
+  framed ``msg``, offset and epoch inside).
+
+History keys: ``P:{app:ch}:h`` (a stream; entry id ``<offset>-0``, fields ``f`` the framed
+msg and ``t`` its time) and ``P:{app:ch}:hm`` (hash: ``epoch``, ``top``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import msgpack
 MESSAGE = b"M"
 PRESENCE = b"P"
 CONTROL = b"C"
+HISTORY = b"H"
 
 
 @attrs.frozen
@@ -114,14 +121,14 @@ def decode(data: bytes) -> Envelope:
         # Every envelope is a short array whose first item is a one-letter string: byte 2
         # says which. Presence comes from Lua, whose strings are raw bytes (a member blob is
         # not UTF-8); the others are rtcore's own msgpack.
-        raw = data[2:3] == PRESENCE
+        raw = data[2:3] in (PRESENCE, HISTORY)
         items = msgpack.unpackb(data, raw=raw, use_list=False)
         if not isinstance(items, tuple) or len(items) < 3:
             raise BadEnvelope(f"not an envelope: {data[:40]!r}")
         kind, node = items[0], items[1]
         kind = kind.encode() if isinstance(kind, str) else kind
         node = node.decode() if isinstance(node, bytes) else node
-        if kind not in (MESSAGE, PRESENCE, CONTROL) or not isinstance(node, str):
+        if kind not in (MESSAGE, PRESENCE, CONTROL, HISTORY) or not isinstance(node, str):
             raise BadEnvelope(f"not an envelope: {data[:40]!r}")
         return Envelope(kind, node, items[2:])
     except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
@@ -322,3 +329,118 @@ end
 return {0, 0}
 """
 """One admission of a client's chain of shared token buckets (atomic: all or none)."""
+
+
+# -- history (Redis Streams) -------------------------------------------------------------------
+#
+# KEYS: the stream P:{app:ch}:h (entry id "<offset>-0", fields f = the framed msg, t = ms),
+# its meta P:{app:ch}:hm (hash: epoch, top), and the channel's pub/sub channel. The script
+# gives the message its offset and publishes it in one step: no gap, no duplicate, one order
+# for every node. Expired messages (older than the ttl) are deleted from the head as they are
+# met, so a stream holds at most ~size messages of at most ttl seconds.
+
+_HISTORY = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function meta(new_epoch, meta_ttl)
+  local epoch = redis.call('HGET', KEYS[2], 'epoch')
+  if not epoch then
+    epoch = new_epoch
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[2], 'epoch', epoch, 'top', 0)
+  end
+  redis.call('PEXPIRE', KEYS[2], meta_ttl)
+  return epoch
+end
+local function expire_head(cutoff, budget)
+  for _ = 1, budget do
+    local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+    if #head == 0 then return end
+    local fields = head[1][2]
+    local t = 0
+    for i = 1, #fields, 2 do if fields[i] == 't' then t = tonumber(fields[i + 1]) end end
+    if t >= cutoff then return end
+    redis.call('XDEL', KEYS[1], head[1][1])
+  end
+end
+local function ws_header(n)
+  if n < 126 then return string.char(0x82, n) end
+  if n < 65536 then return string.char(0x82, 126, math.floor(n / 256), n % 256) end
+  return string.char(0x82, 127, 0, 0, 0, 0, math.floor(n / 16777216) % 256,
+    math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+end
+"""
+
+HISTORY_PUBLISH = (
+    _HISTORY
+    + """
+-- ARGV: 1 publish command, 2 node, 3 new epoch, 4 meta ttl ms, 5 size, 6 ttl ms,
+-- 7 the msg's msgpack map without offset and epoch (its header counts them), 8 target,
+-- 9 name, 10 user or '', 11 skip or ''
+local ms = now_ms()
+local epoch = meta(ARGV[3], tonumber(ARGV[4]))
+local offset = redis.call('HINCRBY', KEYS[2], 'top', 1)
+local body = ARGV[7] .. cmsgpack.pack('offset') .. cmsgpack.pack(offset)
+  .. cmsgpack.pack('epoch') .. cmsgpack.pack(epoch)
+local frame = ws_header(#body) .. body
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], offset .. '-0', 'f', frame, 't', ms)
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
+expire_head(ms - tonumber(ARGV[6]), 10)
+redis.call(ARGV[1], KEYS[3], cmsgpack.pack({'H', ARGV[2], ARGV[8], ARGV[9], ARGV[10],
+  ARGV[11], offset, frame}))
+return {epoch, offset}
+"""
+)
+"""Publish a message of a channel with history: offset, epoch, append, publish; atomic."""
+
+HISTORY_READ = (
+    _HISTORY
+    + """
+-- ARGV: 1 new epoch, 2 meta ttl ms, 3 ttl ms, 4 since offset ('' : none), 5 limit,
+-- 6 '1' reverse. Returns {epoch, top, first held offset, frame, frame, ...}.
+local ms = now_ms()
+local epoch = meta(ARGV[1], tonumber(ARGV[2]))
+local top = tonumber(redis.call('HGET', KEYS[2], 'top'))
+expire_head(ms - tonumber(ARGV[3]), 1000000)
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local first = top + 1
+if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+local limit = tonumber(ARGV[5])
+local rows = {}
+if limit > 0 then
+  if ARGV[6] == '1' then
+    local from = '+'
+    if ARGV[4] ~= '' then from = '(' .. ARGV[4] .. '-0' end
+    rows = redis.call('XREVRANGE', KEYS[1], from, '-', 'COUNT', limit)
+  else
+    local from = '-'
+    if ARGV[4] ~= '' then from = '(' .. ARGV[4] .. '-0' end
+    rows = redis.call('XRANGE', KEYS[1], from, '+', 'COUNT', limit)
+  end
+end
+local out = {epoch, top, first}
+for _, row in ipairs(rows) do
+  local fields = row[2]
+  for i = 1, #fields, 2 do if fields[i] == 'f' then out[#out + 1] = fields[i + 1] end end
+end
+return out
+"""
+)
+"""Read a channel's history (creating its stream identity, as the memory store does)."""
+
+
+def history_keys(keys: Keys, app: str, channel: str) -> list[bytes]:
+    tag = keys.channel_tag(app, channel)
+    return [f"{tag}:h".encode(), f"{tag}:hm".encode(), tag.encode()]
+
+
+def msg_head(wire: dict[str, Any]) -> bytes:
+    """A ``msg``'s msgpack map without ``offset`` and ``epoch`` but counting them in its
+    header: the publish script appends the two (a msg has fewer than 14 fields: a fixmap)."""
+    packed: bytes = msgpack.packb(wire)
+    count = len(wire)
+    if count > 13 or packed[0] != 0x80 | count:
+        raise ValueError("a msg map of more than 13 fields")  # our bug: frames are fixed
+    return bytes([0x80 | (count + 2)]) + packed[1:]

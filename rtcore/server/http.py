@@ -133,21 +133,16 @@ async def _members(server: Server, app: App, req: Request) -> api.Outcome:
     return api.members_listed(*await server.cluster_members(app, channel, after, limit))
 
 
-def _history(server: Server, app: App, req: Request) -> api.Outcome:
+async def _history(server: Server, app: App, req: Request) -> api.Outcome:
     epoch, offset = req.query.get("since_epoch"), _int_param(req, "since_offset")
     if (epoch is None) != (offset is None):
         raise api.ApiError(400, "bad_request", "give both since_epoch and since_offset, or neither")
     reverse = req.query.get("reverse", "false")
     if reverse not in ("true", "false"):
         raise api.ApiError(400, "bad_request", "query parameter 'reverse' must be true or false")
-    return api.history(
-        app,
-        req.params["name"],
-        None if epoch is None or offset is None else Position(epoch, offset),
-        _int_param(req, "limit"),
-        reverse == "true",
-        server.wall(),
-        server.config.limits,
+    since = None if epoch is None or offset is None else Position(epoch, offset)
+    return await server.read_history(
+        app, req.params["name"], since, _int_param(req, "limit"), reverse == "true"
     )
 
 

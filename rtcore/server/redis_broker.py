@@ -40,7 +40,7 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -50,12 +50,23 @@ import trio
 from coredis.retry import NoRetryPolicy
 
 from rtcore import api
+from rtcore.app import framed
 from rtcore.broker import BrokerUnavailable, Publication, Target, local_count
 from rtcore.broker import redis_protocol as rp
 from rtcore.config import BrokerConfig
-from rtcore.history import HistoryStore, MemoryHistory
+from rtcore.history import (
+    Entry,
+    HistoryStore,
+    MemoryHistory,
+    Position,
+    Retention,
+    Slice,
+    new_epoch,
+)
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Refusal, Rule
+from rtcore.protocol import codec
+from rtcore.protocol import frames as f
 from rtcore.server.accept import ThrottledLog
 
 if TYPE_CHECKING:
@@ -72,7 +83,17 @@ SUBSCRIBE_MAX = 500
 """Channels per SUBSCRIBE command."""
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 """Seconds between reconnection attempts: doubling from the first, capped, with jitter."""
-SCRIPTS = ("JOIN", "LEAVE", "UPDATE", "REFRESH", "SYNC", "MEMBERS", "TAKE")
+SCRIPTS = (
+    "JOIN",
+    "LEAVE",
+    "UPDATE",
+    "REFRESH",
+    "SYNC",
+    "MEMBERS",
+    "TAKE",
+    "HISTORY_PUBLISH",
+    "HISTORY_READ",
+)
 
 
 @attrs.define
@@ -130,6 +151,7 @@ class RedisBroker:
         close_members: Callable[[list[tuple[Member, Close]]], None],
         poke: Callable[[], None],
         clock: Callable[[], tuple[float, float]],
+        meta_ttl: float = 86_400.0,
     ) -> None:
         self.config = config
         self.node = node
@@ -156,6 +178,11 @@ class RedisBroker:
         self._touched: dict[bytes, set[str]] | None = None
         """While a resync reads listings: the members events changed meanwhile."""
         self._joining: dict[tuple[str, str, str], _Op] = {}
+        self._holds: dict[bytes, list[list[Entry]]] = {}
+        """Per channel: the live messages held for joins being recovered (``prepare_join``)."""
+        self._meta_ttl = meta_ttl
+        self._catching: dict[bytes, dict[str, tuple[Member, int]]] = {}
+        """Per channel: members that joined with a replay up to an offset (``catch_up``)."""
         """Joins being written, by (app, channel, connection): their answers wait."""
         self._work = trio.Event()
         self._drained = trio.Event()
@@ -175,8 +202,8 @@ class RedisBroker:
 
     @property
     def history(self) -> HistoryStore:
-        """No channel keeps history with this broker in this version (the configuration
-        refuses ``history_size`` with ``kind = "redis"``): an empty store, for the sweep."""
+        """Not used with this broker: a channel's history is in Redis (``publish_history``,
+        ``read_history``, ``prepare_join``), asynchronous. An empty store, for the sweep."""
         return self._no_history
 
     @property
@@ -212,6 +239,131 @@ class RedisBroker:
             )
         )
         return count
+
+    def publish_history(
+        self, app: str, channel: str, msg: f.Msg, retention: Retention, skip: str | None
+    ) -> tuple[int, Callable[[], Awaitable[Position | None]]]:
+        """A message of a channel with history: Redis gives it its offset and epoch, appends
+        it to the stream and publishes it, in one script; every node delivers it as it comes
+        back (with its position). Redis away: delivered here without a position."""
+        table, the_app = self._tables[app], self._apps[app]
+        publication = Publication(app, Target.CHANNEL, channel, b"", skip)
+        if self._down is not None:
+            self.statistics.dropped += 1
+            count = the_app.deliver_published(attrs.evolve(publication, data=framed(msg)))
+            return count, _no_position
+        count = local_count(table, publication)
+        keys = rp.history_keys(self.keys, app, channel)
+        args = [
+            self._publish_cmd,
+            self.node.encode(),
+            new_epoch().encode(),
+            str(int(self._meta_ttl * 1000)).encode(),
+            str(retention.size).encode(),
+            str(max(1, int(retention.ttl * 1000))).encode(),
+            rp.msg_head(codec.to_wire(msg)),
+            Target.CHANNEL.value.encode(),
+            channel.encode(),
+            b"",
+            (skip or "").encode(),
+        ]
+        op = _Op(
+            lambda p: self._scripts["HISTORY_PUBLISH"](keys=keys, args=args, client=p),
+            lambda: the_app.deliver_published(attrs.evolve(publication, data=framed(msg))),
+            trio.Event(),
+        )
+        self._enqueue(op)
+
+        async def sequenced() -> Position | None:
+            assert op.done is not None
+            await op.done.wait()
+            if op.failed is not None or not op.result:
+                return None
+            epoch, offset = op.result
+            return Position(epoch.decode(), int(offset))
+
+        return count, sequenced
+
+    async def read_history(
+        self,
+        app: str,
+        channel: str,
+        since: Position | None,
+        limit: int,
+        reverse: bool,
+        retention: Retention,
+    ) -> Slice:
+        """A slice of the channel's stream in Redis (see ``HistoryStore.read``)."""
+        if self._down is not None:
+            raise BrokerUnavailable(f"Redis is unreachable ({self._down})")
+        keys = rp.history_keys(self.keys, app, channel)
+        args = [
+            new_epoch().encode(),
+            str(int(self._meta_ttl * 1000)).encode(),
+            str(max(1, int(retention.ttl * 1000))).encode(),
+            b"" if since is None else str(since.offset).encode(),
+            str(limit).encode(),
+            b"1" if reverse else b"0",
+        ]
+        rows = await self._call(
+            lambda p: self._scripts["HISTORY_READ"](keys=keys, args=args, client=p)
+        )
+        epoch = rows[0].decode()
+        top = Position(epoch, int(rows[1]))
+        if since is not None and since.epoch != epoch:
+            return Slice(top, int(rows[2]), [])
+        return Slice(top, int(rows[2]), [_entry(frame) for frame in rows[3:]])
+
+    async def prepare_join(
+        self, app: str, channel: str, since: Position | None, limit: int, retention: Retention
+    ) -> tuple[Slice, list[Entry]]:
+        """For a join of a channel with history: subscribe, then read the stream after
+        ``since`` (``limit`` entries; 0: only its top), holding the channel's live messages
+        that arrive meanwhile -- returned too, so that the joiner gets the read, then those
+        after it, then (joined once this returns, before any other task runs) the live
+        ones: no gap, no duplicate, one order (the centrifuge way)."""
+        ch = self.keys.channel_pubsub(app, channel)
+        self.want(app, channel)
+        held: list[Entry] = []
+        self._holds.setdefault(ch, []).append(held)
+        try:
+            await self.joined(app, channel, "")
+            if self._down is not None:
+                raise BrokerUnavailable(f"Redis is unreachable ({self._down})")
+            found = await self.read_history(app, channel, since, limit, False, retention)
+            return found, held
+        finally:
+            holds = self._holds[ch]
+            holds.remove(held)
+            if not holds:
+                del self._holds[ch]
+
+    def catch_up(self, app: str, channel: str, member: Member, through: int) -> None:
+        """``member`` just joined ``channel`` with every message up to offset ``through``
+        (a replay): the live copies of those that are still on their way through pub/sub
+        (published before the read, delivered after it) must not reach it twice."""
+        ch = self.keys.channel_pubsub(app, channel)
+        self._catching.setdefault(ch, {})[member.id] = (member, through)
+
+    @staticmethod
+    def _caught_up(
+        catching: dict[str, tuple[Member, int]], group: Any, offset: int, frame: bytes
+    ) -> None:
+        """Take back a live message a catching-up member already had: it is the last item
+        of its outbox (queued just now). A member is caught up at its first newer message."""
+        for member_id, (member, through) in list(catching.items()):
+            if offset > through or group.get(member_id) is not member:
+                del catching[member_id]
+                continue
+            items = member.outbox.items
+            if items and items[-1] is frame:
+                items.pop()
+
+    def release(self, app: str, channel: str) -> None:
+        """A join that ``prepare_join`` was for did not happen: unsubscribe unless the
+        channel has members here."""
+        if not self._tables[app].members(channel):
+            self.unwant(app, channel)
 
     def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
         info = member.info()
@@ -523,6 +675,22 @@ class RedisBroker:
         if envelope.kind == rp.MESSAGE:
             target, name, user, skip, frame = fields
             app.deliver_published(Publication(app_name, Target(target), name, frame, skip, user))
+        elif envelope.kind == rp.HISTORY:
+            target, name, user, skip, offset, frame = fields
+            holds = self._holds.get(channel)
+            if holds:
+                entry = _entry(frame, offset)
+                for held in holds:
+                    held.append(entry)
+            publication = Publication(
+                app_name, Target(target.decode()), name.decode(), frame, rp.text(skip)
+            )
+            app.deliver_published(publication)
+            catching = self._catching.get(channel)
+            if catching:
+                self._caught_up(catching, app.table.members(publication.name or ""), offset, frame)
+                if not catching:
+                    del self._catching[channel]
         elif envelope.kind == rp.PRESENCE:
             kind, name, blob, flag, skip = fields
             _, info = rp.unpack_member(blob)
@@ -634,6 +802,18 @@ class RedisBroker:
                         self._scripts["SYNC"](
                             keys=self.keys.presence(app, name), args=args, client=pipe
                         )
+
+
+async def _no_position() -> Position | None:
+    return None
+
+
+def _entry(frame: bytes, offset: int | None = None) -> Entry:
+    """A stored message from its framed bytes (as the publish script built them)."""
+    size = frame[1] & 0x7F
+    start = 2 if size < 126 else 4 if size == 126 else 10
+    msg = codec.decode(frame[start:], allowed=codec.SERVER_TYPES)
+    return Entry(msg.offset if offset is None else offset, msg, frame, 0.0)
 
 
 def _listing_diff(

@@ -153,6 +153,7 @@ class Server:
             close_members=self.close_members,
             poke=self.flusher.poke,
             clock=lambda: (trio.current_time(), self.wall()),
+            meta_ttl=limits.history_meta_ttl,
         )
         return self.redis
 
@@ -509,8 +510,47 @@ class Server:
         :class:`~rtcore.history.Position`) for the next page. Raises ``rtcore.api.ApiError``
         (``history_unavailable``, ``unrecoverable_position``, ...), and ``UnknownAppError``."""
         limits = self.config.limits
-        outcome = api.history(self.app(app), channel, since, limit, reverse, self.wall(), limits)
+        the_app = self.app(app)
+        if the_app.broker.shared:
+            raise api.ApiError(
+                400,
+                ErrorCode.BAD_REQUEST.value,
+                "with the Redis broker history is read asynchronously: await read_history()",
+            )
+        outcome = api.history(the_app, channel, since, limit, reverse, self.wall(), limits)
         return outcome.result
+
+    async def read_history(
+        self,
+        app: str | App,
+        channel: str,
+        since: Position | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> api.Outcome:
+        """A page of ``channel``'s history from wherever the broker keeps it (with Redis:
+        the cluster's stream, bounded by ``[broker] command_timeout``; 503
+        ``broker_unavailable`` beyond). :meth:`history` is the same for the memory broker."""
+        the_app = self.app(app) if isinstance(app, str) else app
+        limits = self.config.limits
+        retention, limit = api.history_request(the_app, channel, limit, limits)
+        if not the_app.broker.shared:
+            found = the_app.history(channel, since, limit + 1, reverse, self.wall())
+            return api.history_page(found, since, reverse, limit, limits)
+        timeout = self.config.broker.command_timeout
+        with trio.move_on_after(timeout):
+            try:
+                found = await the_app.broker.read_history(
+                    the_app.name, channel, since, limit + 1, reverse, retention
+                )
+            except BrokerUnavailable as exc:
+                raise api.ApiError(503, ErrorCode.BROKER_UNAVAILABLE.value, str(exc)) from None
+            return api.history_page(found, since, reverse, limit, limits)
+        raise api.ApiError(
+            503,
+            ErrorCode.BROKER_UNAVAILABLE.value,
+            f"the broker did not answer within {timeout:g} s",
+        )
 
     def members(self, app: str, channel: str) -> list[dict[str, Any]]:
         """Every member of ``channel`` on this node as ``{"id", "user", "data"}``, in join

@@ -17,13 +17,13 @@ import trio
 
 from rtcore import CloseCode, Server
 from rtcore.auth import SessionSettings
-from rtcore.config import AppConfig, BrokerConfig
+from rtcore.config import AppConfig, BrokerConfig, ChannelRule
 from rtcore.limiter import Rule
 from rtcore.protocol import frames as f
 from rtcore.server_api import AsyncServerAPI
 from tests.integration.child import child_server
 from tests.integration.conftest import StartServer
-from tests.integration.raw import RawClient
+from tests.integration.raw import Closed, RawClient
 from tests.integration.redisd import RedisProcess, redis_cluster
 
 pytestmark = pytest.mark.slow
@@ -441,3 +441,111 @@ async def test_on_a_redis_cluster_channels_spread_over_shards_and_still_meet(
 
 def bob_id(listing: Any) -> str:
     return next(m["id"] for m in listing.data["members"] if m["data"] == "bob")
+
+
+HISTORY = AppConfig(
+    "default",
+    channels=(ChannelRule("feed*", history_size=1000, history_ttl=300.0),),
+    server_secret=SERVER_SECRET,
+)
+
+
+async def read_msgs(raw: RawClient, count: int) -> list[f.Msg]:
+    got: list[f.Msg] = []
+    while len(got) < count:
+        frame = await next_push(raw)
+        if isinstance(frame, f.Msg):
+            got.append(frame)
+    return got
+
+
+async def test_history_channels_get_one_order_of_offsets_on_every_node(
+    start_server: StartServer, redis_url: str
+) -> None:
+    with trio.fail_after(30):
+        a, b = await nodes(start_server, redis_url, n=2, apps=(HISTORY,))
+        on_a = tracked(await client(a))
+        on_b = tracked(await client(b))
+        tops = []
+        for raw in (on_a, on_b):
+            ok = await request(raw, "join", 1, ch="feed", echo=False)
+            assert isinstance(ok, f.Ok) and ok.data["offset"] == 0
+            tops.append(ok.data["epoch"])
+        assert tops[0] == tops[1]  # one stream, whichever node read it first
+        for i in range(10):  # both nodes publish, interleaved
+            assert isinstance(
+                await request((on_a, on_b)[i % 2], "send", 10 + i, ch="feed", ev="e", data=i), f.Ok
+            )
+        for raw in (on_a, on_b):
+            got = await read_msgs(raw, 5)  # the other node's five (echo is off)
+            offsets = [m.offset for m in got]
+            assert offsets == sorted(offsets) and all(m.epoch == tops[0] for m in got)
+        page1 = await request(on_b, "history", 30, ch="feed", limit=4)
+        assert isinstance(page1, f.Ok), page1
+        assert [m["data"] for m in page1.data["messages"]] == [0, 1, 2, 3]
+        assert [m["offset"] for m in page1.data["messages"]] == [1, 2, 3, 4]
+        rest = await request(on_a, "history", 31, ch="feed", since=page1.data["next"])
+        assert [m["offset"] for m in rest.data["messages"]] == list(range(5, 11))
+        async with AsyncServerAPI(api_url(b), "default", SERVER_SECRET) as backend:
+            newest = await backend.history("feed", limit=2, reverse=True)
+        assert [m["data"] for m in newest["messages"]] == [9, 8]
+
+
+async def test_a_client_of_a_drained_node_recovers_everything_on_another(
+    start_server: StartServer, redis_url: str
+) -> None:
+    """The drill: node A is shut down (SIGTERM's path) during a steady stream; its client
+    reconnects to node B with its position and misses nothing, duplicates nothing."""
+    with trio.fail_after(60):
+        a, b = await nodes(start_server, redis_url, n=2, apps=(HISTORY,))
+        raw = tracked(await client(a))
+        ok = await request(raw, "join", 1, ch="feed")
+        assert isinstance(ok, f.Ok)
+        total = 400
+        async with trio.open_nursery() as nursery:
+
+            async def publish() -> None:
+                for i in range(total):
+                    b.send("default", "feed", "tick", i)
+                    await trio.sleep(0.002)
+
+            nursery.start_soon(publish)
+            received: list[f.Msg] = await read_msgs(raw, 100)
+            a.shutdown()  # drain: every client of A is told to go elsewhere (1001)
+            try:
+                while True:
+                    frame = await next_push(raw)
+                    if isinstance(frame, f.Msg):
+                        received.append(frame)
+            except Closed as closed:
+                assert closed.code == CloseCode.GOING_AWAY
+            last = received[-1]
+            again = tracked(await client(b))
+            recover = {"epoch": last.epoch, "offset": last.offset}
+            ok = await request(again, "join", 2, ch="feed", recover=recover)
+            assert isinstance(ok, f.Ok) and ok.data["recovered"] is True, ok
+            received += [m for m in again.pushes if isinstance(m, f.Msg)]
+            again.pushes.clear()
+            received += await read_msgs(again, total - len(received))
+        assert [m.data for m in received] == list(range(total))  # all, once, in order
+        assert [m.offset for m in received] == list(range(1, total + 1))
+
+
+async def test_beyond_the_streams_window_the_client_is_told_it_did_not_recover(
+    start_server: StartServer, redis_url: str
+) -> None:
+    app = attrs.evolve(HISTORY, channels=(ChannelRule("feed*", history_size=5),))
+    with trio.fail_after(30):
+        a, b = await nodes(start_server, redis_url, n=2, apps=(app,))
+        raw = tracked(await client(a))
+        ok = await request(raw, "join", 1, ch="feed")
+        position = {"epoch": ok.data["epoch"], "offset": ok.data["offset"]}
+        for i in range(300):  # far beyond 5 (MAXLEN ~ trims in whole nodes of the stream)
+            b.send("default", "feed", "e", i)
+        again = tracked(await client(b))
+        late = await request(again, "join", 2, ch="feed", recover=position)
+        assert isinstance(late, f.Ok)
+        assert (late.data["recovered"], late.data["reason"]) == (False, "gap_too_old")
+        assert late.data["offset"] == 300
+        other = await request(again, "join", 3, ch="feed-2", recover={"epoch": "nope", "offset": 3})
+        assert (other.data["recovered"], other.data["reason"]) == (False, "epoch_changed")
