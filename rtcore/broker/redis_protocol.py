@@ -28,7 +28,7 @@ Envelopes (what crosses pub/sub) are msgpack arrays whose first element says wha
   ``flag`` is first (join) or last (leave) for the cluster, ``skip`` a member id or "".
 * ``["C", node, op, args]``: a control operation every node applies to its own connections
   (user events, disconnects, ended sessions).
-* ``["H", node, target, name, user, skip, offset, data]``: a message of a channel with
+* ``["H", node, target, name, user, skip, offset, epoch, data]``: a message of a channel with
   history, built by the publish script once it gave the message its offset (``data`` is the
   framed ``msg``, offset and epoch inside).
 
@@ -389,7 +389,7 @@ redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], offset .. '-0', 'f', frame, 
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
 expire_head(ms - tonumber(ARGV[6]), 10)
 redis.call(ARGV[1], KEYS[3], cmsgpack.pack({'H', ARGV[2], ARGV[8], ARGV[9], ARGV[10],
-  ARGV[11], offset, frame}))
+  ARGV[11], offset, epoch, frame}))
 return {epoch, offset}
 """
 )

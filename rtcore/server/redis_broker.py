@@ -80,6 +80,9 @@ log = logging.getLogger("rtcore.broker")
 PIPELINE_MAX = 1000
 """Operations per pipeline round trip."""
 SUBSCRIBE_MAX = 500
+MAX_GAP_FILL = 10_000
+"""Messages of one channel a node delivers after an outage, at most (beyond: the gap stays,
+and the offsets its clients see jump: they recover by rejoining)."""
 """Channels per SUBSCRIBE command."""
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 """Seconds between reconnection attempts: doubling from the first, capped, with jitter."""
@@ -182,6 +185,10 @@ class RedisBroker:
         """Per channel: the live messages held for joins being recovered (``prepare_join``)."""
         self._meta_ttl = meta_ttl
         self._catching: dict[bytes, dict[str, tuple[Member, int]]] = {}
+        self._last: dict[bytes, tuple[str, int]] = {}
+        """Per channel with history: the (epoch, offset) of the last message delivered here."""
+        self._filling: dict[bytes, list[tuple[str, int, bytes]]] = {}
+        self._through: dict[bytes, tuple[str, int]] = {}
         """Per channel: members that joined with a replay up to an offset (``catch_up``)."""
         """Joins being written, by (app, channel, connection): their answers wait."""
         self._work = trio.Event()
@@ -338,6 +345,51 @@ class RedisBroker:
             if not holds:
                 del self._holds[ch]
 
+    def _in_stream_order(self, channel: bytes, epoch: str, offset: int, frame: bytes) -> bool:
+        """Whether to deliver a history message now: not while the node fills a gap of that
+        channel (then it waits in the gap's buffer), not if the gap's fill gave it already."""
+        paused = self._filling.get(channel)
+        if paused is not None:
+            paused.append((epoch, offset, frame))
+            return False
+        through = self._through.get(channel)
+        if through is not None:
+            if through[0] == epoch and offset <= through[1]:
+                return False
+            del self._through[channel]
+        self._last[channel] = (epoch, offset)
+        return True
+
+    async def _fill_gaps(self) -> None:
+        """After an outage: each channel with history here gets, in order and once, what
+        other nodes published while this one could not hear (it is in the stream)."""
+        for ch, (app, channel) in list(self._wanted.items()):
+            last = self._last.get(ch)
+            retention = self._apps[app].retention(channel)
+            if last is None or retention is None or ch in self._filling:
+                continue
+            held: list[tuple[str, int, bytes]] = []
+            self._filling[ch] = held
+            try:
+                found = await self.read_history(
+                    app, channel, Position(*last), MAX_GAP_FILL, False, retention
+                )
+            except BrokerUnavailable:
+                return  # away again: the next reconnection fills
+            finally:
+                del self._filling[ch]
+            epoch, top = last
+            fill = found.top.epoch == epoch and found.first <= top + 1
+            frames = [(e.offset, e.data) for e in found.entries] if fill else []
+            frames += [(o, data) for e, o, data in held if e == epoch]
+            for offset, data in frames:
+                if offset == top + 1:  # in order, each once; a hole ends the fill
+                    publication = Publication(app, Target.CHANNEL, channel, data)
+                    self._apps[app].deliver_published(publication)
+                    top = offset
+            self._last[ch] = self._through[ch] = (epoch, top)
+            self._poke()
+
     def catch_up(self, app: str, channel: str, member: Member, through: int) -> None:
         """``member`` just joined ``channel`` with every message up to offset ``through``
         (a replay): the live copies of those that are still on their way through pub/sub
@@ -413,6 +465,8 @@ class RedisBroker:
         ch = self.keys.channel_pubsub(app, channel)
         self._wanted.pop(ch, None)
         self._seen.pop(ch, None)
+        self._last.pop(ch, None)
+        self._through.pop(ch, None)
         self._subs_changed.set()
 
     def _saw(self, channel: bytes, kind: str, info: Any) -> None:
@@ -545,6 +599,7 @@ class RedisBroker:
                         nursery.start_soon(self._refresh, client)
                         if self.statistics.reconnects:
                             nursery.start_soon(self._resync_members)
+                            nursery.start_soon(self._fill_gaps)
             except* Exception as group:  # Redis or the link failed: degrade, retry (a
                 # cancellation mixed in -- coredis's teardown may fail as it is cancelled --
                 # is re-raised by except*)
@@ -571,6 +626,7 @@ class RedisBroker:
             "stream_timeout": conf.command_timeout,
             "retry_policy": NoRetryPolicy(),
             "decode_responses": False,
+            "client_name": f"rtcore-{self.node}",  # CLIENT LIST tells the nodes apart
         }
         factory: Any = coredis.RedisCluster if conf.cluster else coredis.Redis
         client = factory.from_url(conf.url, **options)
@@ -676,7 +732,9 @@ class RedisBroker:
             target, name, user, skip, frame = fields
             app.deliver_published(Publication(app_name, Target(target), name, frame, skip, user))
         elif envelope.kind == rp.HISTORY:
-            target, name, user, skip, offset, frame = fields
+            target, name, user, skip, offset, epoch, frame = fields
+            if not self._in_stream_order(channel, epoch.decode(), offset, frame):
+                return
             holds = self._holds.get(channel)
             if holds:
                 entry = _entry(frame, offset)

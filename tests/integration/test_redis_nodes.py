@@ -6,6 +6,7 @@ connections) against a private redis-server, and talks to them over real sockets
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -549,3 +550,48 @@ async def test_beyond_the_streams_window_the_client_is_told_it_did_not_recover(
         assert late.data["offset"] == 300
         other = await request(again, "join", 3, ch="feed-2", recover={"epoch": "nope", "offset": 3})
         assert (other.data["recovered"], other.data["reason"]) == (False, "epoch_changed")
+
+
+def kill_subscriber(redis: RedisProcess, node: str) -> None:
+    """Cut one node's pub/sub connection (a network blip between it and Redis): Redis goes
+    on serving the other nodes."""
+    listing = subprocess.run(
+        ["redis-cli", "-p", str(redis.port), "CLIENT", "LIST", "TYPE", "pubsub"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
+    ids = [
+        fields["id"]
+        for line in listing.splitlines()
+        if (fields := dict(kv.split("=", 1) for kv in line.split() if "=" in kv)).get("name")
+        == f"rtcore-{node}"
+    ]
+    assert ids, listing
+    for client_id in ids:
+        subprocess.run(
+            ["redis-cli", "-p", str(redis.port), "CLIENT", "KILL", "ID", client_id],
+            capture_output=True, timeout=10, check=True,
+        )  # fmt: skip
+
+
+async def test_what_a_node_missed_while_cut_off_reaches_its_members_in_order_once(
+    start_server: StartServer, redis_server: RedisProcess
+) -> None:
+    with trio.fail_after(60):
+        a, b = await nodes(start_server, redis_server.url, n=2, apps=(HISTORY,))
+        raw = tracked(await client(a))
+        assert isinstance(await request(raw, "join", 1, ch="feed"), f.Ok)
+        total = 300
+        async with trio.open_nursery() as nursery:
+
+            async def publish() -> None:
+                for i in range(total):
+                    b.send("default", "feed", "tick", i)
+                    if i == 100:
+                        kill_subscriber(redis_server, a.node)
+                    await trio.sleep(0.002)
+
+            nursery.start_soon(publish)
+            received = await read_msgs(raw, total)
+        assert a.redis is not None and a.redis.statistics.reconnects == 1  # it was cut off
+        assert [m.data for m in received] == list(range(total))  # all, once, in order
+        assert [m.offset for m in received] == list(range(1, total + 1))
