@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -279,6 +280,34 @@ async def test_sighup_makes_every_worker_reload_the_file(tmp_path: Path, redis_u
             for raw in clients.values():
                 assert (await raw.closed()).code == CloseCode.APP_DISABLED
         assert running.proc.poll() is None  # the supervisor goes on
+
+
+async def test_a_change_saved_on_the_settings_page_reaches_every_worker(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The page is served by whichever worker took the request; the supervisor has the others
+    reload the file it saved."""
+    port, api_port = free_port(), free_port()
+    admin = "an-admin-secret-of-at-least-32-characters"
+    conf = config(redis_url, port, api_port).replace(
+        "[server]\n", f'[server]\nadmin_secret = "{admin}"\n'
+    )
+    async with supervised(tmp_path, conf, port, api_port) as running:
+        with trio.fail_after(START):
+            workers = await running.all_serving()
+        with trio.fail_after(60):
+            clients = await clients_on_every_worker(running, set(workers.values()))
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
+                saved = await http.put(
+                    "/admin/api/apps/default/settings",
+                    json={"enabled": False},
+                    headers={"Authorization": f"Bearer {admin}"},
+                )
+            assert saved.status_code == 200, saved.text
+        with trio.fail_after(30):
+            for raw in clients.values():
+                assert (await raw.closed()).code == CloseCode.APP_DISABLED
+        assert "saved the settings: the other workers reload them" in running.log()
 
 
 async def test_the_supervisor_gone_the_workers_stop(tmp_path: Path, redis_url: str) -> None:
