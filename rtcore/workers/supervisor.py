@@ -116,6 +116,11 @@ class Supervisor:
         self._stop_deadline = trio.current_time() + self._stop_bound()
         self._stopping.set()
 
+    def reload(self) -> None:
+        """Have every worker reload its configuration (SIGHUP); a worker still starting
+        gets it once it serves."""
+        self._hup(skip=None)
+
     # -- signals ----------------------------------------------------------------------------
 
     async def _on_signals(self, signals: AsyncIterator[int]) -> None:
@@ -125,7 +130,7 @@ class Supervisor:
                 log.info("%s: already stopping", name)
             elif signum == signal.SIGHUP:
                 log.info("SIGHUP: every worker reloads its configuration")
-                self._hup(skip=None)
+                self.reload()
             else:
                 log.info("%s: stopping %d workers", name, self.count)
                 self.stop(0, signum)
