@@ -25,9 +25,10 @@ import httpx
 import pytest
 import trio
 
-from rtcore import CloseCode
+from rtcore import CloseCode, Config, Server
 from rtcore.cli import main
 from rtcore.protocol.frames import Welcome
+from rtcore.server import ListenError
 from tests.integration.raw import RawClient
 from tests.integration.redisd import free_port
 
@@ -367,6 +368,22 @@ async def test_a_worker_that_cannot_start_stops_everything_with_exit_1(
         log = running.log()
         assert re.search(r"exited unasked \(exit status 1\); it exited before serving", log), log
         assert "restarting" not in log
+
+
+async def test_servers_with_reuse_port_share_both_ports_and_others_are_refused() -> None:
+    """The Server option the workers use; without it, as before, a taken port is an error."""
+    port, api_port = free_port(), free_port()
+    conf = Config(port=port, api_port=api_port)
+    sharing = [Server(conf, reuse_port=True), Server(conf, reuse_port=True)]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for server in sharing:
+                assert await nursery.start(server.serve) == [("127.0.0.1", port)]
+                assert server.api_addresses == [("127.0.0.1", api_port)]
+            with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{port}"):
+                await Server(conf).serve()
+            for server in sharing:
+                server.shutdown()
 
 
 # -- refusals: one line on stderr, no process started ------------------------------------------
