@@ -103,15 +103,27 @@ def broadcast(app: App, event: str, data: Any, wall: float) -> Outcome:
     return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
 
 
-def members(app: App, channel: str, after: int | None, limit: int | None, page_max: int) -> Outcome:
-    """A page of the channel's members, whatever its ``presence`` rule (the backend is
-    trusted)."""
+def members_limit(channel: str, limit: int | None, page_max: int) -> int:
+    """The page size of a member listing (checking the channel name too)."""
     valid_channel(channel)
     limit = DEFAULT_MEMBERS_PAGE if limit is None else limit
     if not 1 <= limit <= page_max:
         raise ApiError(400, ErrorCode.BAD_REQUEST.value, f"limit must be from 1 to {page_max}")
+    return limit
+
+
+def members(app: App, channel: str, after: int | None, limit: int | None, page_max: int) -> Outcome:
+    """A page of the channel's members, whatever its ``presence`` rule (the backend is
+    trusted). With a shared broker, the trio layer asks the broker instead (the cluster's
+    members: :func:`members_listed`)."""
+    limit = members_limit(channel, limit, page_max)
     page, cursor = app.table.page(channel, after, limit)
     return Outcome({"members": [m.info() for m in page], "next": cursor})
+
+
+def members_listed(infos: list[Any], cursor: int | None) -> Outcome:
+    """A page of the cluster's members, as the broker listed them."""
+    return Outcome({"members": infos, "next": cursor})
 
 
 def publish_user_event(
@@ -154,23 +166,56 @@ def publish_user_event(
     )
 
 
-def disconnect_user(app: App, user: str) -> Outcome:
-    """Close every connection of ``user`` (4017). Their sessions stay valid."""
+def disconnect_user(app: App, user: str, *, forward: bool = True) -> Outcome:
+    """Close every connection of ``user`` (4017). Their sessions stay valid. With a shared
+    broker every node closes its own (``forward``); ``closed`` counts this node's."""
+    if forward and app.broker.shared:
+        app.broker.control(app.name, "disconnect_user", [user])
     conns = list(app.table.user(user).values())
     reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
     return Outcome({"closed": len(conns)}, [(m, reason) for m in conns])
 
 
-def disconnect_session(app: App, user: str, session: str, revoke: bool, now: float) -> Outcome:
+def disconnect_session(
+    app: App, user: str, session: str, revoke: bool, now: float, wall: float
+) -> Outcome:
     """Close the connections of ``user``'s ``session``: with ``revoke``, end it (4016), else
-    4017. Session ids are the backend's and need only be unique per user, hence the user."""
+    4017. Session ids are the backend's and need only be unique per user, hence the user.
+    With a shared broker every node does the same to its own connections."""
     if revoke:
-        conns = app.end_session(user, session, now)
+        conns = app.end_session(user, session, now, wall)
         reason = Close(CloseCode.SESSION_ENDED, "the session was ended by the app")
     else:
+        if app.broker.shared:
+            app.broker.control(app.name, "disconnect_session", [user, session])
         conns = list(app.table.session(user, session).values())
         reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
     return Outcome({"closed": len(conns), "revoked": revoke}, [(m, reason) for m in conns])
+
+
+def apply_control(app: App, op: str, args: Any, now: float, wall: float) -> Outcome:
+    """Apply to this node's connections what another node's server API did to its own
+    (a shared broker's control message, docs/scaling.md). Unknown operations (a newer node)
+    are ignored by the caller, which logs them."""
+    if op == "user_event":
+        user, kind, session, data, at = args
+        done = app.publish_user_event(user, kind, session, data, now, at, forward=False)
+        reason = Close(CloseCode.SESSION_ENDED, f"the session was ended ({kind})")
+        return Outcome({"closed": len(done.closing)}, [(m, reason) for m in done.closing])
+    if op == "disconnect_user":
+        return disconnect_user(app, args[0], forward=False)
+    if op == "disconnect_session":
+        user, session = args
+        conns = list(app.table.session(user, session).values())
+        reason = Close(CloseCode.DISCONNECTED, "disconnected by the app")
+        return Outcome({"closed": len(conns)}, [(m, reason) for m in conns])
+    if op == "revoke":
+        user, session, until = args
+        app.revoked_until(user, session, until, now, wall)
+        conns = list(app.table.session(user, session).values())
+        reason = Close(CloseCode.SESSION_ENDED, "the session was ended by the app")
+        return Outcome({"closed": len(conns)}, [(m, reason) for m in conns])
+    raise ValueError(f"unknown control operation {op!r}")
 
 
 STATS_TOP = 100

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from rtcore.broker import Broker, MemoryBroker, Publication, Target
+from rtcore.broker import Broker, MemoryBroker, Publication, Target, deliver_local
 from rtcore.config import AppConfig
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Chain
@@ -83,7 +83,7 @@ class App:
         self.table = ChannelTable(pending, self._presence_policy)
         self.broker: Broker = broker if broker is not None else MemoryBroker()
         """Where every publication goes (messages, presence, user events)."""
-        self.broker.register(self.name, self.table)
+        self.broker.register(self.name, self.table, self)
         self._pending = pending
         self._ids = ids
         self.presence = PresenceBatcher(pending, self._publish_diff)
@@ -105,13 +105,21 @@ class App:
         data: dict[str, Any] | None,
         now: float,
         wall: float,
+        *,
+        forward: bool = True,
     ) -> UserEventOutcome:
         """Deliver a user event to ``user``'s connections only, then apply what it means:
         a sign-out ends that session of ``user``; a password change may end the user's other
-        sessions; a profile update may replace the user's member profiles."""
+        sessions; a profile update may replace the user's member profiles.
+
+        With a shared broker the event is applied here at once and forwarded (``forward``)
+        to the other nodes, which apply it to their own connections: the counts returned are
+        this node's (docs/scaling.md)."""
+        if forward and self.broker.shared:
+            self.broker.control(self.name, "user_event", [user, kind, session, data, wall])
         frame = framed(f.UserEvent(kind, session, data, int(wall * 1000)))
         conns = self.table.user(user)
-        delivered = self._publish(Target.USER, user, frame)
+        delivered = deliver_local(self.table, Publication(self.name, Target.USER, user, frame))
         self.statistics.user_event_deliveries += delivered
         sid = session.get("id") if session else None
         ended: list[str] = []
@@ -122,14 +130,31 @@ class App:
         elif kind == "profile_update" and self.settings.profile_updates_member and data is not None:
             for member in list(conns.values()):
                 self.update_profile(member, data, echo=True)
-        closing = [m for s in ended for m in self.end_session(user, s, now)]
+        # Forwarded by the node the event came to; a password change is also forwarded by
+        # each node that ended sessions of its own, so that every node refuses them.
+        spread = forward or kind == "password_change"
+        closing = [m for s in ended for m in self.end_session(user, s, now, wall, forward=spread)]
         return UserEventOutcome(delivered, ended, closing)
 
-    def end_session(self, user: str, session: str, now: float) -> list[Member]:
+    def end_session(
+        self, user: str, session: str, now: float, wall: float, *, forward: bool = True
+    ) -> list[Member]:
         """Refuse ``user``'s ``session`` for ``revocation_ttl`` seconds from ``now``
-        (monotonic); returns its connections, which must be closed."""
-        self._revoked[(user, session)] = now + self.settings.revocation_ttl
+        (monotonic; ``wall`` is the same instant in Unix time, what other nodes are told);
+        returns its connections on this node, which must be closed. With a shared broker,
+        every node refuses it and closes its connections (``forward``)."""
+        ttl = self.settings.revocation_ttl
+        self._revoked[(user, session)] = now + ttl
+        if forward and self.broker.shared:
+            self.broker.revoke(self.name, user, session, wall + ttl)
         return list(self.table.session(user, session).values())
+
+    def revoked_until(self, user: str, session: str, until: float, now: float, wall: float) -> None:
+        """Another node ended ``user``'s ``session`` until ``until`` (Unix time): refuse it
+        here too, converted to this node's monotonic clock."""
+        if until > wall:
+            key = (user, session)
+            self._revoked[key] = max(self._revoked.get(key, 0.0), now + (until - wall))
 
     def session_ended(self, user: str, session: str | None, now: float) -> bool:
         """Whether ``user``'s ``session`` was ended and is still refused at ``now``."""
@@ -217,6 +242,17 @@ class App:
         self.statistics.bytes_queued += len(data) * count  # per publication
         return count
 
+    def deliver_published(self, publication: Publication) -> int:
+        """A publication arriving from the broker (a shared broker delivers every channel
+        message and broadcast this way, on every node, the publishing one included: one
+        order for all). Presence pending for its channel goes first (protocol.md §5.3)."""
+        if self.presence:
+            if publication.target is Target.APP:
+                self.presence.flush()
+            elif publication.target is Target.CHANNEL:
+                self.presence.flush_channel(publication.name or "")
+        return deliver_local(self.table, publication)
+
     # -- presence -------------------------------------------------------------------------
 
     def connect(self, member: Member) -> None:
@@ -225,15 +261,33 @@ class App:
     def disconnect(self, member: Member) -> None:
         """Drop the member; every channel it was in hears it leave."""
         for channel, last in self.table.disconnect(member):
-            self._presence("member_leave", channel, member, None, last=last)
+            self._left(channel, member, last)
 
     def join(self, member: Member, channel: str, echo: bool) -> bool:
-        """Join; returns False if already a member (then nothing is sent)."""
+        """Join; returns False if already a member (then nothing is sent).
+
+        With a shared broker the join is recorded in the cluster's presence, which computes
+        ``first`` for the whole cluster and publishes the event to every node."""
         first = self.table.join(member, channel)
         if first is None:
             return False
-        self._presence("member_join", channel, member, None if echo else member, first=first)
+        skip = None if echo else member.id
+        if self.broker.shared:
+            if len(self.table.members(channel)) == 1:
+                self.broker.want(self.name, channel)
+            self.broker.presence(self.name, "member_join", channel, member, skip)
+        else:
+            self.presence_event("member_join", channel, member.info(), first, skip)
         return True
+
+    def _left(self, channel: str, member: Member, last: bool) -> None:
+        """``member`` left ``channel`` on this node: tell the channel (the cluster's)."""
+        if self.broker.shared:
+            self.broker.presence(self.name, "member_leave", channel, member, None)
+            if not self.table.members(channel):
+                self.broker.unwant(self.name, channel)
+        else:
+            self.presence_event("member_leave", channel, member.info(), last, None)
 
     def leave(self, member: Member, channel: str, echo: bool) -> bool:
         """Leave; returns False if not a member (then nothing is sent).
@@ -244,7 +298,7 @@ class App:
         last = self.table.leave(member, channel)
         if last is None:
             return False
-        self._presence("member_leave", channel, member, None, last=last)
+        self._left(channel, member, last)
         if echo and self.sees_presence(member, channel) and self.presence_events(channel):
             own: f.PresenceDiff | f.MemberEvent
             if member.diffs:
@@ -266,29 +320,33 @@ class App:
     def update_profile(self, member: Member, profile: Any, echo: bool) -> int:
         """Store the profile; each channel of the member hears of the update."""
         member.profile = profile
+        skip = None if echo else member.id
         for channel in member.channels:
-            self._presence("member_update", channel, member, None if echo else member)
+            if self.broker.shared:
+                self.broker.presence(self.name, "member_update", channel, member, skip)
+            else:
+                self.presence_event("member_update", channel, member.info(), None, skip)
         return len(member.channels)
 
-    def _presence(
-        self,
-        kind: str,
-        channel: str,
-        member: Member,
-        skip: Member | None,
-        first: bool | None = None,
-        last: bool | None = None,
+    def presence_event(
+        self, kind: str, channel: str, info: dict[str, Any], flag: bool | None, skip: str | None
     ) -> None:
-        """Publish one presence event: at once as a ``member_*`` frame to the members who
-        take those, and into the channel's pending diff for those who take diffs (who get
-        it whatever ``skip`` says: a diff is the same frame for every member)."""
+        """Deliver one presence event to this node's members of ``channel``: at once as a
+        ``member_*`` frame to those who take those, and into the channel's pending diff for
+        those who take diffs (who get it whatever ``skip`` says: a diff is the same frame
+        for every member). ``flag`` is ``first`` for a join, ``last`` for a leave.
+
+        A shared broker calls this on every node for every event of the cluster."""
         if not self.settings.presence_events(channel):
             return
-        info = member.info()
+        first = flag if kind == "member_join" else None
+        last = flag if kind == "member_leave" else None
         if self.table.presence_receivers(channel, diffs=False):
             data = framed(f.MemberEvent(kind, channel, info, first=first, last=last))
-            delivered = self._publish(Target.PRESENCE, channel, data, skip)
+            publication = Publication(self.name, Target.PRESENCE, channel, data, skip)
+            delivered = deliver_local(self.table, publication)
             self.statistics.presence_deliveries += delivered
+            self.statistics.bytes_queued += len(data) * delivered
         if self.table.takes_diffs(channel):
             diff = self.presence.channel(channel)
             if kind == "member_join":
@@ -299,6 +357,11 @@ class App:
                 diff.update(info)
 
     def _publish_diff(self, channel: str, frame: f.PresenceDiff) -> int:
-        delivered = self._publish(Target.PRESENCE_DIFFS, channel, framed(frame))
+        """A batch of presence for this node's diff-taking members (every node batches the
+        cluster's events for its own members)."""
+        data = framed(frame)
+        publication = Publication(self.name, Target.PRESENCE_DIFFS, channel, data)
+        delivered = deliver_local(self.table, publication)
         self.statistics.presence_deliveries += delivered  # per diff frame, not per member
+        self.statistics.bytes_queued += len(data) * delivered
         return delivered

@@ -226,6 +226,13 @@ class ChannelTable:
             del self._user_conns[key]
         return count == 0
 
+    def user_connections(self, channel: str, user: str | None) -> int:
+        """How many connections ``user`` has in ``channel`` (an anonymous one: 1 if it is
+        there... as its own user, always 1: first and last)."""
+        if user is None:
+            return 1
+        return self._user_conns.get((channel, user), 0)
+
     def members(self, channel: str) -> Mapping[str, Member]:
         """The channel's members in join order (empty if the channel does not exist)."""
         return self._channels.get(channel, _EMPTY)

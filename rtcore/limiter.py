@@ -84,13 +84,28 @@ class Chain:
         """Buckets held (for tests and stats)."""
         return len(self._buckets)
 
-    def check(self, operation: str, client_key: str, conn_key: str, now: float) -> Refusal | None:
-        """Admit (taking a token from each bucket) or refuse (taking none)."""
+    def client_rules(self, operation: str) -> list[Rule]:
+        """The rules of scope ``client`` that ``operation`` is subject to, in order: with a
+        shared broker their buckets are the cluster's (:meth:`RedisBroker.take`)."""
+        return [r for r in self.rules if r.scope == "client" and operation in r.operations]
+
+    def check(
+        self,
+        operation: str,
+        client_key: str,
+        conn_key: str,
+        now: float,
+        *,
+        scope: str | None = None,
+        take: bool = True,
+    ) -> Refusal | None:
+        """Admit (taking a token from each bucket) or refuse (taking none). ``scope``: only
+        the rules of that scope; ``take=False``: only say whether it would be admitted."""
         buckets: list[_Bucket] = []
         refusal: Refusal | None = None
         wait = 0.0
         for rule in self.rules:
-            if operation not in rule.operations:
+            if operation not in rule.operations or (scope is not None and rule.scope != scope):
                 continue
             key = (rule.name, client_key if rule.scope == "client" else conn_key)
             bucket = self._buckets.get(key)
@@ -107,8 +122,9 @@ class Chain:
             buckets.append(bucket)
         if refusal is not None:
             return attrs.evolve(refusal, retry_after=wait)
-        for bucket in buckets:
-            bucket.tokens -= 1.0
+        if take:
+            for bucket in buckets:
+                bucket.tokens -= 1.0
         return None
 
     def sweep(self, now: float) -> int:

@@ -16,13 +16,21 @@ anything about a later credential; what a connection's outbox held when a flush 
 replies began, plus those replies, never exceeds ``outbound_buffer_bytes`` (the reply that
 would closes the connection with 4008 instead);
 ``_refusals`` counts the rate-limit refusals since the last admitted request.
+
+A request whose answer is the cluster's (with a shared broker: a member listing, a join that
+must wait for this node's subscription, a shared rate limit) is *deferred*: ``receive``
+records a :class:`Deferred` in ``deferred`` instead of replying. The server awaits its
+``wait()`` -- the only coroutine involved, made by the broker -- bounded by ``[broker]
+command_timeout``, and hands the outcome to :meth:`Session.resume`, which replies. The
+server reads no further frame from the connection meanwhile, so replies stay in request
+order.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -36,6 +44,7 @@ from rtcore.limiter import Refusal
 from rtcore.outbox import Outbox, Pending
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
+from rtcore.protocol.errors import LocalProtocolError
 from rtcore.protocol.values import check as check_value
 from rtcore.protocol.values import is_text
 
@@ -51,6 +60,22 @@ class Close:
 
     code: int
     reason: str
+
+
+@attrs.define(slots=True)
+class Deferred:
+    """A request whose answer needs the broker: the server awaits ``wait()``, then calls
+    :meth:`Session.resume` with the value (or why there is none)."""
+
+    request_id: int
+    wait: Callable[[], Awaitable[Any]]
+    """Makes the coroutine to await (the broker's): its value goes to ``then``."""
+    then: Callable[[Any, float, float], Any]
+    """``(value, now, wall)`` -> the ``ok`` reply's result, or another :class:`Deferred`;
+    may raise :class:`RemoteProtocolError` (an ``err`` reply)."""
+    resume: Callable[[Any, str | None, float, float], Close | None] | None = None
+    """Instead of ``then``: ``(value, failure, now, wall)`` does all that follows itself
+    (a shared rate limit: the request is then handled, or refused)."""
 
 
 def _refuse(code: ErrorCode, message: str) -> RemoteProtocolError:
@@ -100,6 +125,7 @@ class Session:
         "_refusals",
         "_pass",
         "_reply_bytes",
+        "deferred",
     )
 
     def __init__(
@@ -130,6 +156,8 @@ class Session:
         """The flush pass (``Pending.passes``) that ``_reply_bytes`` counts within."""
         self._reply_bytes = 0
         """Bytes queued for this connection as this pass's replies began, plus those replies."""
+        self.deferred: Deferred | None = None
+        """The request awaiting the broker's answer (the server resumes it); None mostly."""
 
     @property
     def established(self) -> bool:
@@ -158,25 +186,91 @@ class Session:
             return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
         operation = _OPERATIONS.get(type(frame))
         if operation is not None and self.app is not None and self.app.limiter:
-            refusal = self._charge(self.app, operation, now)
+            app = self.app
+            if app.broker.shared and app.limiter.client_rules(operation):
+                return self._charge_shared(app, frame, operation, now, wall)
+            refusal = self._charge(app, operation, now)
             if refusal is not None:
-                close = self._refused(self.app, frame.id, refusal)
-                observe.rate_limited(
-                    self.app, self.conn_id, refusal.rule, operation, replied=close is None
-                )
-                return close
+                return self._rate_limited(app, frame, operation, refusal)
+        return self._handle(frame, now, wall)
+
+    def _rate_limited(self, app: App, frame: Any, operation: str, refusal: Refusal) -> Close | None:
+        close = self._refused(app, frame.id, refusal)
+        observe.rate_limited(app, self.conn_id, refusal.rule, operation, replied=close is None)
+        return close
+
+    def _charge_shared(
+        self, app: App, frame: Any, operation: str, now: float, wall: float
+    ) -> Close | None:
+        """Rate limits with a shared broker: the connection's own buckets here, the client's
+        (user or IP) in the cluster -- a token from each, or from none (the request waits
+        for the cluster's answer; Redis away: this node's buckets stand in)."""
+        limiter, conn = app.limiter, self.conn_id
+        client_key = self._client_key()
+        refusal = limiter.check(operation, client_key, conn, now, scope="connection", take=False)
+        if refusal is not None:
+            return self._rate_limited(app, frame, operation, refusal)
+        rules, broker = limiter.client_rules(operation), app.broker
+
+        def charged(value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+            if failure is not None:  # Redis away: this node's buckets for the client's rules
+                refusal = limiter.check(operation, client_key, conn, now, scope="client")
+            else:
+                refusal = value
+            if refusal is None:
+                refusal = limiter.check(operation, client_key, conn, now, scope="connection")
+            if refusal is not None:
+                return self._rate_limited(app, frame, operation, refusal)
+            self._refusals = 0
+            return self._handle(frame, now, wall)
+
+        self.deferred = Deferred(
+            frame.id, lambda: broker.take(app.name, client_key, rules), _unused, charged
+        )
+        return None
+
+    def _client_key(self) -> str:
+        return f"u:{self.principal.user}" if self.principal else f"ip:{self.remote}"
+
+    def _handle(self, frame: Any, now: float, wall: float) -> Close | None:
+        """Run an admitted request: reply, or defer it (see the module docstring)."""
         try:
             result = _HANDLERS[type(frame)](self, frame, now, wall)
         except RemoteProtocolError as exc:
             if self.app is not None:
                 observe.refused(self.app, self.conn_id, exc.code.value, frame.TYPE)
             return self._error(frame.id, exc.code, exc.message)
+        if isinstance(result, Deferred):
+            self.deferred = result
+            return None
         return self._reply(f.Ok(frame.id, result))
+
+    def resume(self, value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+        """The broker answered the deferred request (``value``), or could not (``failure``
+        says why: then the reply is ``broker_unavailable``)."""
+        deferred, self.deferred = self.deferred, None
+        if deferred is None:
+            raise LocalProtocolError("resume without a deferred request")
+        if deferred.resume is not None:
+            return deferred.resume(value, failure, now, wall)
+        if failure is not None:
+            if self.app is not None:
+                observe.refused(self.app, self.conn_id, ErrorCode.BROKER_UNAVAILABLE.value, "")
+            return self._error(deferred.request_id, ErrorCode.BROKER_UNAVAILABLE, failure)
+        try:
+            result = deferred.then(value, now, wall)
+        except RemoteProtocolError as exc:
+            if self.app is not None:
+                observe.refused(self.app, self.conn_id, exc.code.value, "deferred")
+            return self._error(deferred.request_id, exc.code, exc.message)
+        if isinstance(result, Deferred):
+            self.deferred = result
+            return None
+        return self._reply(f.Ok(deferred.request_id, result))
 
     def _charge(self, app: App, operation: str, now: float) -> Refusal | None:
         """Take a token from each of the app's limiters for this client, or refuse."""
-        client_key = f"u:{self.principal.user}" if self.principal else f"ip:{self.remote}"
-        refusal = app.limiter.check(operation, client_key, self.conn_id, now)
+        refusal = app.limiter.check(operation, self._client_key(), self.conn_id, now)
         if refusal is None:
             self._refusals = 0
         return refusal
@@ -347,7 +441,7 @@ class Session:
             f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
         )
 
-    def _join(self, frame: f.Join, now: float, wall: float) -> dict[str, Any]:
+    def _join(self, frame: f.Join, now: float, wall: float) -> dict[str, Any] | Deferred:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         self._allowed(self.app.settings.join_policy(frame.channel), f"joining {frame.channel!r}")
@@ -358,14 +452,21 @@ class Session:
                 ErrorCode.TOO_MANY_CHANNELS,
                 f"a connection may be in at most {self._limits.max_channels} channels",
             )
-        return {"joined": self.app.join(self.member, frame.channel, self._echo(frame.echo))}
+        joined = self.app.join(self.member, frame.channel, self._echo(frame.echo))
+        broker = self.app.broker
+        if joined and broker.shared:
+            # Answer once this node receives the channel's messages (none published after
+            # the ok can be missed) and the cluster lists the member.
+            app, channel, conn = self.app.name, frame.channel, self.conn_id
+            return Deferred(frame.id, lambda: broker.joined(app, channel, conn), _joined)
+        return {"joined": joined}
 
     def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
         check_channel(frame.channel)
         return {"left": self.app.leave(self.member, frame.channel, self._echo(frame.echo))}
 
-    def _members(self, frame: f.GetMembers, now: float, wall: float) -> dict[str, Any]:
+    def _members(self, frame: f.GetMembers, now: float, wall: float) -> dict[str, Any] | Deferred:
         assert self.app is not None
         check_channel(frame.channel)
         self._allowed(
@@ -378,6 +479,10 @@ class Session:
                 ErrorCode.BAD_REQUEST,
                 f"members: 'limit' must be from 1 to {self._limits.max_members_page}",
             )
+        broker = self.app.broker
+        if broker.shared:
+            app, channel, after = self.app.name, frame.channel, frame.after
+            return Deferred(frame.id, lambda: broker.members(app, channel, after, limit), _listing)
         page, cursor = self.app.table.page(frame.channel, frame.after, limit)
         return {"members": [m.info() for m in page], "next": cursor}
 
@@ -484,6 +589,20 @@ class Session:
 
     def _error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         return self._reply(f.Err(request_id, code.value, message))
+
+
+def _unused(value: Any, now: float, wall: float) -> dict[str, Any]:
+    raise LocalProtocolError("a deferred request with its own resume has no then")
+
+
+def _joined(value: Any, now: float, wall: float) -> dict[str, Any]:
+    return {"joined": True}
+
+
+def _listing(value: Any, now: float, wall: float) -> dict[str, Any]:
+    """A page of the cluster's members: ``(infos, next cursor)`` from the broker."""
+    infos, cursor = value
+    return {"members": infos, "next": cursor}
 
 
 _OPERATIONS: dict[type, str] = {

@@ -1,31 +1,42 @@
-"""Brokers: how a publication reaches its recipients (sans-IO for the in-memory one).
+"""Brokers: how a publication reaches its recipients, on this node and the others.
 
 A :class:`Publication` is one framed message for one *target* of an app -- a channel, the
 channel members who may see its presence, every connection of the app, a user's connections,
-or one session of a user's -- plus the member not to deliver
-it to (a sender without echo). An :class:`~rtcore.app.App` hands every publication it makes
-(messages, presence, user events) to its broker and never touches another connection's outbox
-itself; that is the seam where a networked broker slots in without changing the session code.
+or one session of a user's -- plus the member not to deliver it to (a sender without echo).
+An :class:`~rtcore.app.App` hands every message it publishes to its broker and never touches
+another connection's outbox itself; that is the seam where a networked broker slots in
+without changing the session code.
 
-:class:`MemoryBroker`, the default, is a single node: it delivers at once, in the caller's
-stack, to the node's channel table with :func:`deliver_local`. A networked broker (the Redis
-issue) implements the same :meth:`Broker.publish` by delivering locally and forwarding the
-publication -- already encoded and framed -- to the other nodes, which call
-:func:`deliver_local` on theirs. Member listings and first/last presence counts stay local in
-this version: across nodes they need a shared presence store, which comes with that broker.
-So do presence diffs: an app batches only the events of channels with local diff-taking
-members, and publishes each batch when its node flushes.
+:class:`MemoryBroker`, the default, is a single node (``shared`` is false): it delivers at
+once, in the caller's stack, to the node's channel table with :func:`deliver_local`, and the
+app keeps presence, revocations and limiter buckets in process.
+
+A *shared* broker (``rtcore.server.redis_broker.RedisBroker``: ``[broker] kind = "redis"``)
+makes every node one server. Then the app also hands it presence (``presence``: the cluster
+computes ``first``/``last`` and tells every node), the channels this node has members in
+(``want``/``unwant``: what it subscribes to), ended sessions (``revoke``) and control
+operations of the server API (``control``), and requests whose answer is the cluster's
+(member listings, shared rate limits) are answered asynchronously (``rtcore.session``'s
+:class:`~rtcore.session.Deferred`). Every node, the publishing one included, delivers channel
+messages and broadcasts as they come back from the broker: one order for all.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
 
 import attrs
 
 from rtcore.hub import ChannelTable, Member
+from rtcore.limiter import Refusal, Rule
+from rtcore.protocol.errors import LocalProtocolError, RtcoreError
+
+
+class BrokerUnavailable(RtcoreError):
+    """The broker cannot answer now (Redis unreachable or too slow): the request that needed
+    it is answered ``broker_unavailable`` (protocol.md §6), never left hanging."""
 
 
 class Target(enum.Enum):
@@ -61,8 +72,12 @@ class Publication:
 class Broker(Protocol):
     """What an app needs from a broker."""
 
-    def register(self, app: str, table: ChannelTable) -> None:
-        """The local channel table of ``app`` (on this node)."""
+    shared: bool
+    """Whether presence, revocations and limits are the cluster's (see the module doc)."""
+
+    def register(self, app: str, table: ChannelTable, receiver: Any = None) -> None:
+        """The local channel table of ``app`` (on this node); a shared broker also takes the
+        app itself (``receiver``), to hand it what arrives from other nodes."""
 
     def publish(self, publication: Publication) -> int:
         """Deliver ``publication`` to its recipients; returns how many are on this node.
@@ -70,13 +85,45 @@ class Broker(Protocol):
         Must not block: a networked broker queues what it forwards (bounded).
         """
 
+    def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
+        """(Shared) record a join, leave or profile update in the cluster's presence, which
+        tells every node (``App.presence_event``)."""
+
+    def want(self, app: str, channel: str) -> None:
+        """(Shared) this node has members in ``channel`` now: subscribe to it."""
+
+    def unwant(self, app: str, channel: str) -> None:
+        """(Shared) this node's last member of ``channel`` left: unsubscribe."""
+
+    def control(self, app: str, op: str, args: Any) -> None:
+        """(Shared) have every other node apply a server-API operation to its connections."""
+
+    def revoke(self, app: str, user: str, session: str, until: float) -> None:
+        """(Shared) ``user``'s ``session`` is refused on every node until ``until`` (Unix
+        time), including nodes that start later."""
+
+    def joined(self, app: str, channel: str, conn: str) -> Awaitable[None]:
+        """(Shared) done once this node receives ``channel``'s publications and the cluster
+        lists connection ``conn`` as its member (at once while the broker is unreachable:
+        the node then serves its own members only)."""
+
+    def take(self, app: str, client_key: str, rules: list[Rule]) -> Awaitable[Refusal | None]:
+        """(Shared) a token from each of the client's cluster-wide buckets of ``rules``, or
+        from none: None, or the refusal; raises :class:`BrokerUnavailable` when it cannot."""
+
+    def members(
+        self, app: str, channel: str, after: int | None, limit: int
+    ) -> Awaitable[tuple[list[Any], int | None]]:
+        """(Shared) a page of the cluster's members of ``channel``: their infos in join
+        order and the next cursor; raises :class:`BrokerUnavailable` when it cannot."""
+
     def health(self) -> str | None:
         """Why the broker cannot deliver now (say, its Redis is unreachable), or None when
         it can. Read by ``GET /readyz`` and the ``rtcore_broker_up`` metric."""
 
 
-def deliver_local(table: ChannelTable, publication: Publication) -> int:
-    """Queue a publication on the recipients in ``table``; returns how many."""
+def recipients(table: ChannelTable, publication: Publication) -> Mapping[str, Member]:
+    """The members of ``table`` that ``publication`` is for (its skipped member included)."""
     group: Mapping[str, Member]
     if publication.target is Target.CHANNEL:
         group = table.members(publication.name or "")
@@ -90,6 +137,19 @@ def deliver_local(table: ChannelTable, publication: Publication) -> int:
         group = table.user(publication.name or "")
     else:
         group = table.session(publication.user or "", publication.name or "")
+    return group
+
+
+def local_count(table: ChannelTable, publication: Publication) -> int:
+    """How many members of ``table`` ``publication`` will reach (its ``recipients``)."""
+    group = recipients(table, publication)
+    skip = publication.skip
+    return len(group) - (1 if skip is not None and skip in group else 0)
+
+
+def deliver_local(table: ChannelTable, publication: Publication) -> int:
+    """Queue a publication on the recipients in ``table``; returns how many."""
+    group = recipients(table, publication)
     skip = group.get(publication.skip) if publication.skip is not None else None
     return table.deliver(group, publication.data, skip)
 
@@ -97,11 +157,40 @@ def deliver_local(table: ChannelTable, publication: Publication) -> int:
 class MemoryBroker:
     """A broker for one process: publications are delivered at once to the local tables."""
 
+    shared = False
+
     def __init__(self) -> None:
         self._tables: dict[str, ChannelTable] = {}
 
-    def register(self, app: str, table: ChannelTable) -> None:
+    def register(self, app: str, table: ChannelTable, receiver: Any = None) -> None:
         self._tables[app] = table
+
+    # Only a shared broker is asked these (App checks ``shared``): here they are our bug.
+    def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
+        raise LocalProtocolError("the memory broker keeps no cluster presence")
+
+    def want(self, app: str, channel: str) -> None:
+        raise LocalProtocolError("the memory broker subscribes to nothing")
+
+    def unwant(self, app: str, channel: str) -> None:
+        raise LocalProtocolError("the memory broker subscribes to nothing")
+
+    def control(self, app: str, op: str, args: Any) -> None:
+        raise LocalProtocolError("the memory broker has no other nodes")
+
+    def revoke(self, app: str, user: str, session: str, until: float) -> None:
+        raise LocalProtocolError("the memory broker has no other nodes")
+
+    def joined(self, app: str, channel: str, conn: str) -> Awaitable[None]:
+        raise LocalProtocolError("the memory broker subscribes to nothing")
+
+    def take(self, app: str, client_key: str, rules: list[Rule]) -> Awaitable[Refusal | None]:
+        raise LocalProtocolError("the memory broker's buckets are the app's limiter's")
+
+    def members(
+        self, app: str, channel: str, after: int | None, limit: int
+    ) -> Awaitable[tuple[list[Any], int | None]]:
+        raise LocalProtocolError("the memory broker's members are the channel table's")
 
     def publish(self, publication: Publication) -> int:
         return deliver_local(self._tables[publication.app], publication)

@@ -100,6 +100,19 @@ class StatisticsCollector:
         )
         up.add_metric([type(server.broker).__name__], 0 if server.broker.health() else 1)
         yield up
+        redis = server.redis
+        if redis is not None:
+            stats = redis.statistics
+            for name, value, doc in (
+                ("published", stats.published, "Writes to Redis (publications, presence, control)"),
+                ("received", stats.received, "Envelopes received from Redis pub/sub"),
+                ("dropped", stats.dropped, "Operations not forwarded (Redis away or queue full)"),
+                ("reconnects", stats.reconnects, "Times Redis became unreachable"),
+            ):
+                yield CounterMetricFamily(f"rtcore_broker_{name}", doc, value=value)
+            yield GaugeMetricFamily(
+                "rtcore_broker_queued", "Writes waiting for Redis", value=redis.queued
+            )
 
     def _app_counters(self) -> Iterator[Metric]:
         messages = CounterMetricFamily(

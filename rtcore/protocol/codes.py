@@ -37,6 +37,9 @@ class ErrorCode(enum.StrEnum):
     """A rate limiter refused the operation; the reply names it and says when to retry."""
     INTERNAL_ERROR = "internal_error"
     """The server failed while handling the request; it was logged."""
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    """The answer is the cluster's and the broker (Redis) cannot give it now: it is
+    unreachable or did not answer within ``[broker] command_timeout``. Retry later."""
 
 
 class CloseCode(enum.IntEnum):

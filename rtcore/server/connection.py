@@ -43,6 +43,7 @@ from wsproto.events import (
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
 from rtcore.admission import InboundBudget, client_address
+from rtcore.broker import BrokerUnavailable
 from rtcore.observe import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
 from rtcore.server import observing, static
@@ -373,6 +374,9 @@ class Connection:
         """Read and handle frames until a close is decided, the peer leaves, or hello arrives."""
         while self._close is None:
             more = self._handle_events()
+            if self.session.deferred is not None and self._close is None:
+                await self._resume_deferred()
+                more = True  # frames behind it may be buffered already
             self.server.flusher.poke()
             if self._close is not None or (until_hello and self.session.established):
                 return
@@ -406,6 +410,8 @@ class Connection:
                     )
                     if self._close is not None and self._close.code == CloseCode.SLOW_CONSUMER:
                         self.server.flusher.slow_reply(self)  # replies beyond the budget
+                    if self.session.deferred is not None:
+                        return True  # the next frames wait for its answer (request order)
             elif isinstance(event, TextMessage):
                 self._close = Close(CloseCode.UNSUPPORTED_DATA, "text frames are not accepted")
             elif isinstance(event, Ping):
@@ -418,6 +424,24 @@ class Connection:
             if handled == EVENTS_PER_BATCH:
                 return True
         return False
+
+    async def _resume_deferred(self) -> None:
+        """Await the broker's answer to the deferred request (bounded), then reply."""
+        timeout = self.server.config.broker.command_timeout
+        while (deferred := self.session.deferred) is not None and self._close is None:
+            value, failure = None, None
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    value = await deferred.wait()
+                except BrokerUnavailable as exc:
+                    failure = str(exc)
+            if scope.cancelled_caught:
+                failure = f"the broker did not answer within {timeout:g} s"
+            self._close = self.session.resume(
+                value, failure, trio.current_time(), self.server.wall()
+            )
+            if self._close is not None and self._close.code == CloseCode.SLOW_CONSUMER:
+                self.server.flusher.slow_reply(self)
 
     def _assemble(self, event: BytesMessage) -> bytes | None:
         """The complete message once its last part arrives; enforces the size limit."""

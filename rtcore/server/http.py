@@ -123,14 +123,13 @@ def _broadcast(server: Server, app: App, req: Request) -> api.Outcome:
     return api.broadcast(app, _field(body, "event", str), body.get("data"), server.wall())
 
 
-def _members(server: Server, app: App, req: Request) -> api.Outcome:
-    return api.members(
-        app,
-        req.params["name"],
-        _int_param(req, "after"),
-        _int_param(req, "limit"),
-        server.config.limits.max_members_page,
-    )
+async def _members(server: Server, app: App, req: Request) -> api.Outcome:
+    channel, after = req.params["name"], _int_param(req, "after")
+    page_max = server.config.limits.max_members_page
+    if not app.broker.shared:
+        return api.members(app, channel, after, _int_param(req, "limit"), page_max)
+    limit = api.members_limit(channel, _int_param(req, "limit"), page_max)
+    return api.members_listed(*await server.cluster_members(app, channel, after, limit))
 
 
 def _user_event(server: Server, app: App, req: Request) -> api.Outcome:
@@ -153,7 +152,12 @@ def _disconnect_user(server: Server, app: App, req: Request) -> api.Outcome:
 def _disconnect_session(server: Server, app: App, req: Request) -> api.Outcome:
     revoke = _field(req.json(), "revoke", bool, required=False)
     return api.disconnect_session(
-        app, req.params["user"], req.params["name"], bool(revoke), trio.current_time()
+        app,
+        req.params["user"],
+        req.params["name"],
+        bool(revoke),
+        trio.current_time(),
+        server.wall(),
     )
 
 

@@ -23,7 +23,7 @@ import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -31,12 +31,12 @@ import trio
 from rtcore import api
 from rtcore.admission import Admission, within
 from rtcore.app import App, MessageIds
-from rtcore.broker import MemoryBroker
+from rtcore.broker import Broker, BrokerUnavailable, MemoryBroker
 from rtcore.config import Config, load
 from rtcore.hub import Member
 from rtcore.observe import Observer, ServerStatistics
 from rtcore.outbox import Pending
-from rtcore.protocol import CloseCode, RtcoreError, wsframe
+from rtcore.protocol import CloseCode, ErrorCode, RtcoreError, wsframe
 from rtcore.server import http, listen, observing
 from rtcore.server.accept import (
     ThrottledLog,
@@ -50,6 +50,9 @@ from rtcore.server.connection import Connection, peer_ip
 from rtcore.server.flusher import Flusher
 from rtcore.server.ids import ConnectionIds
 from rtcore.session import Close
+
+if TYPE_CHECKING:
+    from rtcore.server.redis_broker import RedisBroker
 
 log = logging.getLogger("rtcore.server")
 
@@ -108,13 +111,15 @@ class Server:
         self._conn_ids = ConnectionIds()
         self.pending = Pending()
         ids = MessageIds(self.node)
-        self.broker = MemoryBroker()
-        self.apps: dict[str, App] = {
-            a.name: App(a, self.pending, ids, self.broker, self.observer) for a in self.config.apps
-        }
         self.flusher = Flusher(
             self.pending, self.config.limits.outbound_buffer_bytes, flush_window, self.observer
         )
+        self.redis: RedisBroker | None = None
+        """The Redis broker when ``[broker] kind = "redis"`` (also ``broker``)."""
+        self.broker: Broker = self._broker()
+        self.apps: dict[str, App] = {
+            a.name: App(a, self.pending, ids, self.broker, self.observer) for a in self.config.apps
+        }
         self.admission = Admission(self.config.limits, _open_files())
         self.api_connections = 0
         """Open server-API connections (capped at limits.api_max_connections)."""
@@ -135,6 +140,21 @@ class Server:
         """Called after the settings page saved the config file and applied it here (a
         worker then has its supervisor reload the other workers: rtcore.workers)."""
 
+    def _broker(self) -> Broker:
+        """``[broker]``: in process, or Redis (imported only then)."""
+        if self.config.broker.kind == "memory":
+            return MemoryBroker()
+        from rtcore.server.redis_broker import RedisBroker
+
+        self.redis = RedisBroker(
+            self.config.broker,
+            self.node,
+            close_members=self.close_members,
+            poke=self.flusher.poke,
+            clock=lambda: (trio.current_time(), self.wall()),
+        )
+        return self.redis
+
     # -- serving ------------------------------------------------------------------------------
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -150,6 +170,8 @@ class Server:
         self._log_capacity()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
+            if self.redis is not None:
+                await nursery.start(self.redis.run)
             nursery.start_soon(self._heartbeat)
             if self.config.api_port is not None:
                 api_listeners = await _open_listeners(
@@ -180,6 +202,9 @@ class Server:
                 for listener in listeners:
                     await trio.aclose_forcefully(listener)
                 await self._close_all()
+                if self.redis is not None:
+                    with trio.move_on_after(self.config.limits.close_timeout):
+                        await self.redis.drain()  # the leaves of the closed connections
                 conn_nursery.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
         observing.stopped(self)
@@ -470,10 +495,40 @@ class Server:
         return self._run(api.broadcast(self.app(app), event, data, self.wall()))
 
     def members(self, app: str, channel: str) -> list[dict[str, Any]]:
-        """Every member of ``channel`` as ``{"id", "user", "data"}``, in join order (whatever
-        the channel's ``presence`` rule: the host app is trusted)."""
+        """Every member of ``channel`` on this node as ``{"id", "user", "data"}``, in join
+        order (whatever the channel's ``presence`` rule: the host app is trusted). With the
+        Redis broker, :meth:`list_members` lists the whole cluster's."""
         members = self.app(app).table.members(api.valid_channel(channel))
         return [m.info() for m in members.values()]
+
+    async def list_members(
+        self, app: str, channel: str, after: int | None = None, limit: int = 1000
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of ``channel``'s members (the cluster's, with the Redis broker) and the
+        cursor of the next page (None on the last). Raises ``rtcore.api.ApiError``: 400/422
+        for a bad limit or channel, 503 ``broker_unavailable`` when Redis cannot answer."""
+        the_app = self.app(app)
+        limit = api.members_limit(channel, limit, self.config.limits.max_members_page)
+        if not the_app.broker.shared:
+            page, cursor = the_app.table.page(channel, after, limit)
+            return [m.info() for m in page], cursor
+        return await self.cluster_members(the_app, channel, after, limit)
+
+    async def cluster_members(
+        self, app: App, channel: str, after: int | None, limit: int
+    ) -> tuple[list[Any], int | None]:
+        """The broker's listing, bounded by ``[broker] command_timeout`` (503 beyond)."""
+        timeout = self.config.broker.command_timeout
+        with trio.move_on_after(timeout):
+            try:
+                return await app.broker.members(app.name, channel, after, limit)
+            except BrokerUnavailable as exc:
+                raise api.ApiError(503, ErrorCode.BROKER_UNAVAILABLE.value, str(exc)) from None
+        raise api.ApiError(
+            503,
+            ErrorCode.BROKER_UNAVAILABLE.value,
+            f"the broker did not answer within {timeout:g} s",
+        )
 
     def publish_user_event(
         self,
@@ -501,7 +556,9 @@ class Server:
         """Close the connections of ``user``'s ``session`` (4017), or with ``revoke`` end it
         (4016)."""
         return self._run(
-            api.disconnect_session(self.app(app), user, session, revoke, trio.current_time())
+            api.disconnect_session(
+                self.app(app), user, session, revoke, trio.current_time(), self.wall()
+            )
         )
 
     async def largest_channels(self, app: App, top: int) -> api.Sizes:

@@ -8,6 +8,7 @@ a ``redis-server`` binary they are skipped, unless ``RTCORE_REQUIRE_REDIS=1`` (s
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,6 +30,20 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port(rng: random.Random) -> int:
+    """A free port whose cluster-bus port (port + 10000) is free too: below 55536."""
+    for _ in range(200):
+        port = rng.randrange(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 class RedisProcess:
     """One redis-server process on 127.0.0.1 (no persistence), restartable on its port."""
 
@@ -42,7 +57,7 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         assert self.proc is None
         self.proc = subprocess.Popen(
             [
@@ -53,6 +68,7 @@ class RedisProcess:
                 "--appendonly", "no",
                 "--dir", self.workdir,
                 "--protected-mode", "no",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -94,3 +110,50 @@ def redis_process() -> Iterator[RedisProcess]:
             yield redis
         finally:
             redis.stop()
+
+
+@contextmanager
+def redis_cluster(shards: int = 3) -> Iterator[list[RedisProcess]]:
+    """A Redis Cluster of ``shards`` primaries (no replicas) on loopback, made with
+    ``redis-cli --cluster create`` (same Debian package as redis-server)."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        if os.environ.get("RTCORE_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server/redis-cli are not installed and RTCORE_REQUIRE_REDIS=1")
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    with tempfile.TemporaryDirectory(prefix="rtcore-redis-cluster-") as workdir:
+        nodes: list[RedisProcess] = []
+        rng = random.Random()
+        try:
+            for i in range(shards):
+                path = os.path.join(workdir, str(i))
+                os.mkdir(path)
+                node = RedisProcess(binary, free_cluster_port(rng), path)
+                nodes.append(node)
+                node.start("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+            addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+            subprocess.run(
+                [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0",
+                 "--cluster-yes"],
+                check=True, capture_output=True, timeout=STARTUP_SECONDS,
+            )  # fmt: skip
+            _wait_cluster_ok(cli, nodes)
+            yield nodes
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def _wait_cluster_ok(cli: str, nodes: list[RedisProcess]) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        states = [
+            subprocess.run(
+                [cli, "-p", str(n.port), "cluster", "info"], capture_output=True, timeout=5
+            ).stdout
+            for n in nodes
+        ]
+        if all(b"cluster_state:ok" in s for s in states):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the Redis Cluster did not become ready")

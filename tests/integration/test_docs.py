@@ -33,7 +33,10 @@ from rtcore.config import AppConfig
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
-SECRET_ENV = {"CHAT_SERVER_SECRET": "a-server-secret-of-at-least-32-chars!"}
+SECRET_ENV = {
+    "CHAT_SERVER_SECRET": "a-server-secret-of-at-least-32-chars!",
+    "RTCORE_REDIS_URL": "redis://:password@10.0.0.5:6379/0",
+}
 RTCORE_COMMAND = re.compile(r"(?:^|[\s/])rtcore ((?:serve|check-config|token)\b[^\n&|;]*)")
 
 

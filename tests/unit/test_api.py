@@ -59,7 +59,7 @@ def test_a_signout_reaches_the_user_only_and_ends_its_session_for_the_ttl() -> N
     assert app.session_ended("alice", "s1", MONO + 59)
     assert not app.session_ended("alice", "s2", MONO)
     assert not app.session_ended("alice", "s1", MONO + 60)  # the TTL passed: forgotten
-    app.end_session("alice", "s9", MONO)
+    app.end_session("alice", "s9", MONO, NOW)
     app.sweep(MONO + 61)
     assert app._revoked == {}
 
@@ -73,7 +73,7 @@ def test_disconnects_and_stats() -> None:
     assert out.result == {"closed": 2}
     assert {m.id for m, _ in out.closing} == {a1.id, a2.id}
     assert {c.code for _, c in out.closing} == {CloseCode.DISCONNECTED}
-    out = api.disconnect_session(app, "ann", "y", revoke=False, now=MONO)
+    out = api.disconnect_session(app, "ann", "y", revoke=False, now=MONO, wall=NOW)
     assert [m.id for m, _ in out.closing] == [a2.id] and not app.session_ended("ann", "y", MONO)
     assert api.stats(app).result == {"connections": 2, "channels": 1, "members": {"room": 1}}
 

@@ -23,7 +23,7 @@ class RecordingBroker(MemoryBroker):
         return super().publish(publication)
 
 
-def test_messages_presence_and_user_events_all_go_through_the_broker() -> None:
+def test_messages_and_broadcasts_go_through_the_broker_presence_stays_on_the_node() -> None:
     broker = RecordingBroker()
     app = App(AppConfig("a"), Pending(), MessageIds("n"), broker)
     ann = Member("c1", "ann", None, Outbox(), session="s1")
@@ -37,14 +37,67 @@ def test_messages_presence_and_user_events_all_go_through_the_broker() -> None:
     app.publish_user_event("ann", "signin", {"id": "s1"}, None, 0.0, NOW)
     app.disconnect(bob)
     assert [(p.target, p.name, p.skip) for p in broker.seen] == [
-        (Target.PRESENCE, "room", None),  # ann's join, echoed to her
-        (Target.PRESENCE, "room", "c2"),  # bob's join, not echoed
         (Target.CHANNEL, "room", "c2"),  # bob's send without echo
         (Target.APP, None, None),
-        (Target.USER, "ann", None),
-        (Target.PRESENCE, "room", None),  # bob's leave on disconnect
     ]
     assert all(p.app == "a" for p in broker.seen)
+    # Presence and the user event were delivered on the node all the same.
+    assert len(ann.outbox.items) == 6  # joins of both, the send, broadcast, event, bob leaving
+
+
+class SharedBroker(RecordingBroker):
+    """A shared broker's side of the seam, recorded (no other node)."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[object, ...]] = []
+
+    def presence(
+        self, app: str, kind: str, channel: str, member: Member, skip: str | None
+    ) -> None:
+        self.calls.append(("presence", kind, channel, member.id, skip))
+
+    def want(self, app: str, channel: str) -> None:
+        self.calls.append(("want", channel))
+
+    def unwant(self, app: str, channel: str) -> None:
+        self.calls.append(("unwant", channel))
+
+    def control(self, app: str, op: str, args: object) -> None:
+        self.calls.append(("control", op))
+
+    def revoke(self, app: str, user: str, session: str, until: float) -> None:
+        self.calls.append(("revoke", user, session, until))
+
+
+def test_a_shared_broker_gets_presence_subscriptions_control_and_revocations() -> None:
+    broker = SharedBroker()
+    app = App(AppConfig("a", revocation_ttl=60.0), Pending(), MessageIds("n"), broker)
+    ann = Member("c1", "ann", None, Outbox(), session="s1")
+    bob = Member("c2", None, None, Outbox())
+    for m in (ann, bob):
+        app.connect(m)
+    app.join(ann, "room", echo=True)
+    app.join(bob, "room", echo=False)
+    app.update_profile(bob, {"n": 1}, echo=False)
+    app.publish_user_event("ann", "signout", {"id": "s1"}, None, 0.0, NOW)
+    app.leave(ann, "room", echo=False)
+    app.disconnect(bob)
+    assert broker.calls == [
+        ("want", "room"),  # the node's first member of the channel: subscribe
+        ("presence", "member_join", "room", "c1", None),
+        ("presence", "member_join", "room", "c2", "c2"),
+        ("presence", "member_update", "room", "c2", "c2"),
+        ("control", "user_event"),  # the other nodes apply the sign-out too...
+        ("revoke", "ann", "s1", NOW + 60.0),  # ...and refuse the session, later nodes too
+        ("presence", "member_leave", "room", "c1", None),
+        ("presence", "member_leave", "room", "c2", None),
+        ("unwant", "room"),  # its last member here left
+    ]
+    # Presence events come from the cluster (App.presence_event), not from the join itself.
+    assert bob.outbox.items == [] and len(ann.outbox.items) == 1  # the user event only
 
 
 def test_deliver_local_reaches_each_kind_of_target() -> None:

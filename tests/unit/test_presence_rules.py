@@ -129,7 +129,7 @@ def test_disconnecting_a_session_names_its_user() -> None:
     app = world.apps["a"]
     alice, _ = hello(world, "alice", "s1")
     bob, _ = hello(world, "bob", "s1")
-    out = api.disconnect_session(app, "bob", "s1", revoke=True, now=MONO)
+    out = api.disconnect_session(app, "bob", "s1", revoke=True, now=MONO, wall=NOW)
     assert [(m.id, c.code) for m, c in out.closing] == [(bob.conn_id, CloseCode.SESSION_ENDED)]
     assert hello(world, "bob", "s1")[1] == CloseCode.SESSION_ENDED
     assert hello(world, "alice", "s1")[1] is None

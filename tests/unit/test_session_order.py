@@ -63,7 +63,7 @@ def test_of_two_failing_hello_checks_the_earlier_one_decides(pair: tuple[str, st
 
 def test_a_disabled_app_reveals_nothing_about_an_ended_session() -> None:
     world = World(apps=(attrs.evolve(PASSING, enabled=False),))
-    world.apps["a"].end_session("alice", "sess-1", MONO)
+    world.apps["a"].end_session("alice", "sess-1", MONO, NOW)
     s = Session("x", world.apps, world.config, world.pending)
     hello = {"t": "hello", "v": 1, "key": "good", "token": token()}
     close = s.receive(msgpack.packb(hello), MONO, NOW)

@@ -221,7 +221,7 @@ def test_refresh_refusals() -> None:
     err(s, ErrorCode.FORBIDDEN, t="refresh", id=1, token=token("mallory"))
     err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=2, token=token("alice", secret="o" * 32))
     err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=3, token=token("alice", exp=NOW - 60))
-    world.apps["a"].end_session("alice", "sess-9", MONO)
+    world.apps["a"].end_session("alice", "sess-9", MONO, NOW)
     err(s, ErrorCode.INVALID_TOKEN, t="refresh", id=4, token=token("alice", sid="sess-9"))
     anon = world.session()
     e = err(anon, ErrorCode.FORBIDDEN, t="refresh", id=1, token=token("alice"))

@@ -1,0 +1,434 @@
+"""Several nodes sharing one Redis (``[broker] kind = "redis"``): one server to clients.
+
+Each test starts three nodes in this process (each a full Server with its own Redis
+connections) against a private redis-server, and talks to them over real sockets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import jwt
+import pytest
+import trio
+
+from rtcore import CloseCode, Server
+from rtcore.auth import SessionSettings
+from rtcore.config import AppConfig, BrokerConfig
+from rtcore.limiter import Rule
+from rtcore.protocol import frames as f
+from rtcore.server_api import AsyncServerAPI
+from tests.integration.child import child_server
+from tests.integration.conftest import StartServer
+from tests.integration.raw import RawClient
+from tests.integration.redisd import RedisProcess, redis_cluster
+
+pytestmark = pytest.mark.slow
+
+
+def broker(url: str, **options: Any) -> BrokerConfig:
+    return BrokerConfig(kind="redis", url=url, **options)
+
+
+async def nodes(
+    start_server: StartServer, redis_url: str, n: int = 3, apps: tuple[Any, ...] = ("default",)
+) -> list[Server]:
+    return [await start_server(apps=apps, config={"broker": broker(redis_url)}) for _ in range(n)]
+
+
+async def client(server: Server, **hello: Any) -> RawClient:
+    raw = await RawClient.connect(server.addresses[0])
+    welcome = await raw.hello(**hello)
+    assert isinstance(welcome, f.Welcome), welcome
+    return raw
+
+
+async def request(raw: RawClient, t: str, rid: int, **fields: Any) -> Any:
+    """Send a request and return its reply, collecting pushes that came before it."""
+    await raw.send(t=t, id=rid, **fields)
+    while True:
+        frame = await raw.recv()
+        if isinstance(frame, (f.Ok, f.Err)) and frame.id == rid:
+            return frame
+        raw.pushes.append(frame)  # type: ignore[attr-defined]
+
+
+async def next_push(raw: RawClient) -> Any:
+    pushes: list[Any] = raw.pushes  # type: ignore[attr-defined]
+    if pushes:
+        return pushes.pop(0)
+    return await raw.recv()
+
+
+def tracked(raw: RawClient) -> RawClient:
+    raw.pushes = []  # type: ignore[attr-defined]
+    return raw
+
+
+async def test_send_and_broadcast_reach_members_on_every_node(
+    start_server: StartServer, redis_url: str
+) -> None:
+    with trio.fail_after(20):
+        a, b, c = await nodes(start_server, redis_url)
+        ann = tracked(await client(a, profile={"name": "ann"}))
+        bob = tracked(await client(b, profile={"name": "bob"}))
+        cat = tracked(await client(c))
+        for raw in (ann, bob):
+            assert isinstance(await request(raw, "join", 1, ch="room"), f.Ok)
+        sent = await request(bob, "send", 2, ch="room", ev="hi", data={"n": 1})
+        assert isinstance(sent, f.Ok)
+        for raw in (ann, bob):  # bob hears his own (echo), ann on node A
+            msg = await next_push(raw)
+            while not isinstance(msg, f.Msg):
+                msg = await next_push(raw)
+            assert (msg.channel, msg.event, msg.data, msg.mid) == (
+                "room", "hi", {"n": 1}, sent.data["mid"],
+            )  # fmt: skip
+        assert isinstance(await request(cat, "broadcast", 3, ev="all", data=7), f.Ok)
+        for raw in (ann, bob, cat):
+            msg = await next_push(raw)
+            while not (isinstance(msg, f.Msg) and msg.event == "all"):
+                msg = await next_push(raw)
+            assert msg.data == 7 and msg.channel is None
+
+
+async def pushes_until(raw: RawClient, done: Any) -> list[Any]:
+    """Pushes up to and including the first one for which ``done(frame)`` is true."""
+    seen = []
+    while True:
+        frame = await next_push(raw)
+        seen.append(frame)
+        if done(frame):
+            return seen
+
+
+def member_event(kind: str, member_id: str) -> Any:
+    return lambda fr: (
+        isinstance(fr, f.MemberEvent) and fr.kind == kind and (fr.member["id"] == member_id)
+    )
+
+
+async def test_members_and_member_events_are_the_clusters(
+    start_server: StartServer, redis_url: str
+) -> None:
+    with trio.fail_after(30):
+        a, b, c = await nodes(start_server, redis_url)
+        token_free = {"profile": {"team": "red"}}
+        watcher = tracked(await client(c, **token_free))
+        assert isinstance(await request(watcher, "join", 1, ch="room"), f.Ok)
+        own = await pushes_until(watcher, lambda fr: isinstance(fr, f.MemberEvent))
+        assert own[-1].member["data"] == {"team": "red"}  # its own join, echoed
+        joined = []
+        for i, node in enumerate((a, b, a, b)):
+            raw = tracked(await client(node, profile={"n": i}))
+            assert isinstance(await request(raw, "join", 1, ch="room"), f.Ok)
+            joined.append(raw)
+        ids = []
+        for _ in joined:  # the watcher on node C hears each join, in join order
+            ev = await pushes_until(watcher, lambda fr: isinstance(fr, f.MemberEvent))
+            assert ev[-1].kind == "member_join" and ev[-1].first is True
+            ids.append(ev[-1].member["id"])
+        # A listing from any node is the whole cluster's, in join order, paged.
+        page1 = await request(joined[1], "members", 2, ch="room", limit=3)
+        assert isinstance(page1, f.Ok), page1
+        listed = page1.data["members"]
+        assert [m["data"] for m in listed] == [{"team": "red"}, {"n": 0}, {"n": 1}]
+        page2 = await request(joined[2], "members", 3, ch="room", after=page1.data["next"])
+        assert [m["data"] for m in page2.data["members"]] == [{"n": 2}, {"n": 3}]
+        assert page2.data["next"] is None
+        assert [m["id"] for m in listed[1:] + page2.data["members"]] == ids
+        # A profile update on node B reaches the watcher on C and the listing.
+        assert isinstance(await request(joined[1], "profile", 4, data={"n": 11}), f.Ok)
+        ev = await pushes_until(watcher, member_event("member_update", ids[1]))
+        assert ev[-1].member["data"] == {"n": 11}
+        # A leave on node A: the watcher hears it; the listing no longer has it.
+        assert isinstance(await request(joined[0], "leave", 5, ch="room"), f.Ok)
+        ev = await pushes_until(watcher, member_event("member_leave", ids[0]))
+        assert ev[-1].last is True
+        page = await request(watcher, "members", 6, ch="room")
+        assert [m["id"] for m in page.data["members"]][1:] == ids[1:]
+
+
+async def test_first_and_last_hold_across_nodes(start_server: StartServer, redis_url: str) -> None:
+    secret = "k" * 32
+    app = AppConfig("default", session=SessionSettings(key=secret))
+
+    def token(user: str) -> str:
+        return jwt.encode({"sub": user, "exp": 4_000_000_000}, secret, "HS256")
+
+    with trio.fail_after(30):
+        a, b, c = [
+            await start_server(apps=(app,), config={"broker": broker(redis_url)}) for _ in range(3)
+        ]
+        watcher = tracked(await client(c))
+        assert isinstance(await request(watcher, "join", 1, ch="room", echo=False), f.Ok)
+        on_a = tracked(await client(a, token=token("alice")))
+        on_b = tracked(await client(b, token=token("alice")))
+        assert isinstance(await request(on_a, "join", 1, ch="room"), f.Ok)
+        first = await pushes_until(watcher, lambda fr: isinstance(fr, f.MemberEvent))
+        assert first[-1].first is True
+        assert isinstance(await request(on_b, "join", 1, ch="room"), f.Ok)
+        second = await pushes_until(watcher, lambda fr: isinstance(fr, f.MemberEvent))
+        assert second[-1].kind == "member_join" and second[-1].first is False
+        await on_a.stream.aclose()  # abrupt: the node notices, alice stays on node B
+        left = await pushes_until(watcher, lambda fr: isinstance(fr, f.MemberEvent))
+        assert left[-1].kind == "member_leave" and left[-1].last is False
+        assert isinstance(await request(on_b, "leave", 2, ch="room"), f.Ok)
+        gone = await pushes_until(watcher, lambda fr: isinstance(fr, f.MemberEvent))
+        assert gone[-1].kind == "member_leave" and gone[-1].last is True
+
+
+SECRET = "s" * 32
+SERVER_SECRET = "server-" + "x" * 32
+SIGNED = AppConfig("default", session=SessionSettings(key=SECRET), server_secret=SERVER_SECRET)
+
+
+def token(user: str, sid: str | None = None) -> str:
+    claims: dict[str, Any] = {"sub": user, "exp": 4_000_000_000}
+    if sid is not None:
+        claims["sid"] = sid
+    return jwt.encode(claims, SECRET, "HS256")
+
+
+def api_url(server: Server) -> str:
+    host, port = server.api_addresses[0]
+    return f"http://{host}:{port}"
+
+
+async def test_user_events_signouts_and_disconnects_reach_every_node(
+    start_server: StartServer, redis_url: str
+) -> None:
+    with trio.fail_after(30):
+        a, b, c = await nodes(start_server, redis_url, apps=(SIGNED,))
+        phone = tracked(await client(b, token=token("ann", "s-phone")))
+        laptop = tracked(await client(c, token=token("ann", "s-laptop")))
+        bob = tracked(await client(c, token=token("bob", "s-bob")))
+        async with AsyncServerAPI(api_url(a), "default", SERVER_SECRET) as backend:
+            # A user event sent to node A reaches ann's connections on B and C, not bob's.
+            await backend.publish_user_event("ann", "profile_update", data={"name": "Ann"})
+            for raw in (phone, laptop):
+                ev = await pushes_until(raw, lambda fr: isinstance(fr, f.UserEvent))
+                assert ev[-1].kind == "profile_update" and ev[-1].user == {"name": "Ann"}
+            # Sign-out of the phone's session: closed on node B with 4016, the laptop stays.
+            await backend.publish_user_event("ann", "signout", session={"id": "s-phone"})
+            assert (await phone.closed()).code == CloseCode.SESSION_ENDED
+            # Its token is refused on every node, including one that starts afterwards.
+            late = await start_server(apps=(SIGNED,), config={"broker": broker(redis_url)})
+            for node in (a, c, late):
+                raw = await RawClient.connect(node.addresses[0])
+                await raw.send(t="hello", v=1, token=token("ann", "s-phone"))
+                assert (await raw.closed()).code == CloseCode.SESSION_ENDED
+            # Disconnecting a user from node A closes its connections on C (4017), not bob's.
+            await backend.disconnect_user("ann")
+            assert (await laptop.closed()).code == CloseCode.DISCONNECTED
+            assert isinstance(await request(bob, "join", 1, ch="still-here"), f.Ok)
+            # Ending bob's session through node A: refused everywhere, closed on C.
+            await backend.disconnect_session("bob", "s-bob", revoke=True)
+            assert (await bob.closed()).code == CloseCode.SESSION_ENDED
+            raw = await RawClient.connect(b.addresses[0])
+            await raw.send(t="hello", v=1, token=token("bob", "s-bob"))
+            assert (await raw.closed()).code == CloseCode.SESSION_ENDED
+
+
+async def test_the_server_api_lists_the_clusters_members(
+    start_server: StartServer, redis_url: str
+) -> None:
+    with trio.fail_after(30):
+        a, b, c = await nodes(start_server, redis_url, apps=(SIGNED,))
+        held = []  # (a client garbage-collected would close, and leave)
+        for node, user in ((b, "ann"), (c, "bob"), (c, "cat")):
+            held.append(tracked(await client(node, token=token(user), profile={"u": user})))
+            assert isinstance(await request(held[-1], "join", 1, ch="room"), f.Ok)
+        async with AsyncServerAPI(api_url(a), "default", SERVER_SECRET) as backend:
+            listing = await backend.get_members("room")  # pages through the whole cluster
+            assert [(m["user"], m["data"]) for m in listing] == [
+                ("ann", {"u": "ann"}), ("bob", {"u": "bob"}), ("cat", {"u": "cat"}),
+            ]  # fmt: skip
+        listed, cursor = await a.list_members("default", "room", limit=2)
+        assert [m["user"] for m in listed] == ["ann", "bob"]
+        listed, cursor = await a.list_members("default", "room", after=cursor)
+        assert [m["user"] for m in listed] == ["cat"] and cursor is None
+        assert a.members("default", "room") == []  # node A itself holds none of them
+
+
+async def until(condition: Any, what: str, tries: int = 400) -> None:
+    """Poll ``condition()`` every 50 ms (a real Redis restarts in real time); bounded."""
+    for _ in range(tries):
+        if condition():
+            return
+        await trio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_redis_outage_degrades_to_local_and_recovers(
+    start_server: StartServer, redis_server: RedisProcess
+) -> None:
+    with trio.fail_after(60):
+        a, b = await nodes(start_server, redis_server.url, n=2)
+        ann = tracked(await client(a, profile="ann"))
+        bob = tracked(await client(b, profile="bob"))
+        for raw in (ann, bob):
+            assert isinstance(await request(raw, "join", 1, ch="room", echo=False), f.Ok)
+        redis_server.stop()  # SIGKILL: an outage, not a shutdown
+        await until(lambda: a.broker.health() and b.broker.health(), "both nodes to notice")
+        async with httpx.AsyncClient() as http:
+            ready = await http.get(api_url(a) + "/readyz")
+            assert ready.status_code == 503 and "Redis" in ready.text
+            metrics = (await http.get(api_url(a) + "/metrics")).text
+            assert 'rtcore_broker_up{broker="RedisBroker"} 0.0' in metrics
+            assert "rtcore_broker_reconnects_total 1.0" in metrics
+        # Local delivery goes on; cluster-wide answers are refused at once, plainly.
+        cat = tracked(await client(a, profile="cat"))
+        assert isinstance(await request(cat, "join", 1, ch="room"), f.Ok)
+        ev = await pushes_until(
+            ann, lambda fr: isinstance(fr, f.MemberEvent) and fr.member["data"] == "cat"
+        )
+        assert ev[-1].kind == "member_join" and ev[-1].first is True
+        sent = await request(cat, "send", 2, ch="room", ev="local", data=1)
+        assert isinstance(sent, f.Ok) and sent.data["recipients"] == 2  # cat and ann, on A
+        msg = await pushes_until(ann, lambda fr: isinstance(fr, f.Msg))
+        assert msg[-1].event == "local"
+        refused = await request(ann, "members", 3, ch="room")
+        assert isinstance(refused, f.Err) and refused.code == "broker_unavailable"
+        # Redis returns (empty: no persistence): the nodes reconnect and re-publish presence.
+        redis_server.start()
+        await until(lambda: not a.broker.health() and not b.broker.health(), "reconnection")
+        listing = await request(bob, "members", 4, ch="room")
+        assert isinstance(listing, f.Ok)
+        assert sorted(m["data"] for m in listing.data["members"]) == ["ann", "bob", "cat"]
+        # Bob on B hears the members A re-published, and messages cross nodes again.
+        seen = await pushes_until(bob, member_event("member_join", cat_id(listing)))
+        assert seen[-1].member["data"] == "cat"
+        assert isinstance(await request(ann, "send", 5, ch="room", ev="back", data=2), f.Ok)
+        msg = await pushes_until(bob, lambda fr: isinstance(fr, f.Msg))
+        assert msg[-1].event == "back"
+
+
+def cat_id(listing: Any) -> str:
+    return next(m["id"] for m in listing.data["members"] if m["data"] == "cat")
+
+
+async def test_a_killed_nodes_members_leave_within_the_bound(
+    start_server: StartServer, redis_url: str, tmp_path: Path
+) -> None:
+    ttl, refresh = 1.0, 0.25
+    options = {"presence_ttl": ttl, "presence_refresh": refresh}
+    config = f"""
+[server]
+host = "127.0.0.1"
+port = 0
+api_port = 0
+[broker]
+kind = "redis"
+url = "{redis_url}"
+presence_ttl = {ttl}
+presence_refresh = {refresh}
+[[apps]]
+name = "default"
+[apps.session]
+secret = "{SECRET}"
+"""
+    with trio.fail_after(60):
+        survivor = await start_server(
+            apps=(SIGNED,), config={"broker": broker(redis_url, **options)}
+        )
+        watcher = tracked(await client(survivor))
+        assert isinstance(await request(watcher, "join", 1, ch="room", echo=False), f.Ok)
+        alice_here = tracked(await client(survivor, token=token("alice")))
+        assert isinstance(await request(alice_here, "join", 1, ch="room"), f.Ok)
+        async with child_server(tmp_path, config, 1024) as doomed:
+            held = []
+            for hello in ({"token": token("alice")}, {"profile": "anon"}):
+                raw = await RawClient.connect(doomed.ws)
+                assert isinstance(await raw.hello(**hello), f.Welcome)
+                held.append(tracked(raw))
+                assert isinstance(await request(raw, "join", 1, ch="room"), f.Ok)
+            for _ in held:
+                ev = await pushes_until(
+                    watcher, lambda fr: isinstance(fr, f.MemberEvent) and fr.kind == "member_join"
+                )
+            doomed.proc.kill()  # SIGKILL: no leave is ever sent by it
+            await doomed.proc.wait()
+            with trio.fail_after(ttl + refresh + 2.0):  # the documented bound, and slack
+                lasts = {}
+                while len(lasts) < 2:
+                    ev = await pushes_until(
+                        watcher,
+                        lambda fr: isinstance(fr, f.MemberEvent) and fr.kind == "member_leave",
+                    )
+                    lasts[ev[-1].member["user"]] = ev[-1].last
+        assert lasts == {"alice": False, None: True}  # alice is still here, on the survivor
+        listing = await request(watcher, "members", 2, ch="room")
+        assert {m["id"] for m in listing.data["members"]} == {
+            alice_here_id(listing),
+            watcher_id(listing),
+        }
+
+
+def alice_here_id(listing: Any) -> str:
+    return next(m["id"] for m in listing.data["members"] if m["user"] == "alice")
+
+
+def watcher_id(listing: Any) -> str:
+    return next(m["id"] for m in listing.data["members"] if m["user"] is None)
+
+
+async def test_a_users_rate_limit_is_shared_by_its_connections_on_every_node(
+    start_server: StartServer, redis_url: str
+) -> None:
+    app = attrs.evolve(
+        SIGNED,
+        rate_limits=(
+            Rule("per-user", 3, 60.0, scope="client", operations=frozenset({"send"})),
+            Rule("per-conn", 100, 60.0, scope="connection", operations=frozenset({"send"})),
+        ),
+    )
+    with trio.fail_after(30):
+        a, b = await nodes(start_server, redis_url, n=2, apps=(app,))
+        on_a = tracked(await client(a, token=token("alice")))
+        on_b = tracked(await client(b, token=token("alice")))
+        bob = tracked(await client(b, token=token("bob")))
+        for raw in (on_a, on_b, bob):
+            assert isinstance(await request(raw, "join", 1, ch="room"), f.Ok)
+        replies = [
+            await request(raw, "send", i, ch="room", ev="e")
+            for i, raw in enumerate((on_a, on_b, on_a, on_b), start=10)
+        ]
+        assert [type(r) for r in replies] == [f.Ok, f.Ok, f.Ok, f.Err]
+        refused = replies[-1]
+        assert refused.code == "rate_limited" and refused.limiter == "per-user"
+        assert 0 < refused.retry_after <= 20_000  # ms: one token back at 3 per minute
+        assert isinstance(await request(bob, "send", 2, ch="room", ev="e"), f.Ok)  # his own
+
+
+async def test_on_a_redis_cluster_channels_spread_over_shards_and_still_meet(
+    start_server: StartServer,
+) -> None:
+    with redis_cluster() as shards, trio.fail_after(40):
+        url = shards[0].url  # any node of the cluster
+        a, b = [await start_server(config={"broker": broker(url, cluster=True)}) for _ in range(2)]
+        ann = tracked(await client(a, profile="ann"))
+        bob = tracked(await client(b, profile="bob"))
+        channels = [f"room-{i}" for i in range(12)]  # hash tags over all three shards
+        for ch in channels:
+            for raw in (ann, bob):
+                assert isinstance(await request(raw, "join", 1, ch=ch, echo=False), f.Ok)
+        for i, ch in enumerate(channels):
+            listing = await request(ann, "members", 2, ch=ch)
+            assert [m["data"] for m in listing.data["members"]] == ["ann", "bob"]
+            assert isinstance(await request(bob, "send", 3, ch=ch, ev="m", data=i), f.Ok)
+            got = await pushes_until(ann, lambda fr: isinstance(fr, f.Msg))
+            assert (got[-1].channel, got[-1].data) == (ch, i)
+        assert isinstance(await request(bob, "broadcast", 4, ev="all", data="x"), f.Ok)
+        got = await pushes_until(ann, lambda fr: isinstance(fr, f.Msg))
+        assert (got[-1].channel, got[-1].event) == (None, "all")
+        assert isinstance(await request(bob, "leave", 5, ch=channels[0]), f.Ok)
+        left = await pushes_until(ann, member_event("member_leave", bob_id(listing)))
+        assert left[-1].channel == channels[0]
+
+
+def bob_id(listing: Any) -> str:
+    return next(m["id"] for m in listing.data["members"] if m["data"] == "bob")
