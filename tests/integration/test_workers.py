@@ -20,6 +20,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -27,13 +28,14 @@ import trio
 
 from rtcore import CloseCode, Config, Server
 from rtcore.cli import main
-from rtcore.protocol.frames import Welcome
+from rtcore.protocol.frames import Msg, Ok, Welcome
 from rtcore.server import ListenError
 from tests.integration.raw import RawClient
 from tests.integration.redisd import free_port
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT sharing: Linux")
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 START = 60
 """Seconds for the workers to start (real processes on a shared 2-core machine)."""
@@ -212,6 +214,13 @@ async def clients_on_every_worker(
     raise AssertionError(f"{tries} connections reached only workers {sorted(found)} of {pids}")
 
 
+async def next_of(raw: RawClient, kind: type[T]) -> T:
+    """The client's next frame of type ``kind`` (presence events before it are skipped)."""
+    while not isinstance(frame := await raw.recv(), kind):
+        pass
+    return frame
+
+
 async def api_served_by(running: Supervised, pids: set[int]) -> int:
     """Ask GET /healthz on the shared server-API port; the worker that answered."""
     stream = await trio.open_tcp_stream("127.0.0.1", running.api_port)
@@ -244,6 +253,28 @@ async def test_two_workers_serve_the_client_port_and_the_api_port(
             answered = {await api_served_by(running, pids) for _ in range(64)}
             assert answered == pids
             for raw in clients.values():
+                await raw.aclose()
+
+
+async def test_a_message_reaches_a_member_served_by_the_other_worker(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The workers are nodes of one cluster (through Redis): which worker a client landed on
+    does not matter."""
+    port, api_port = free_port(), free_port()
+    async with supervised(tmp_path, config(redis_url, port, api_port), port, api_port) as running:
+        with trio.fail_after(START):
+            workers = await running.all_serving()
+        with trio.fail_after(60):
+            one, two = (await clients_on_every_worker(running, set(workers.values()))).values()
+            for raw in (one, two):
+                await raw.send(t="join", id=1, ch="room")
+                assert await next_of(raw, Ok) == Ok(1, {"joined": True})
+            await one.send(t="send", id=2, ch="room", ev="chat", data={"text": "hi"})
+            assert isinstance(await next_of(one, Ok), Ok)
+            msg = await next_of(two, Msg)
+            assert (msg.channel, msg.event, msg.data) == ("room", "chat", {"text": "hi"})
+            for raw in (one, two):
                 await raw.aclose()
 
 
