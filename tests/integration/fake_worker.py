@@ -45,8 +45,8 @@ def main() -> None:
     signal.signal(signal.SIGHUP, lambda signum, frame: record("hup"))
     signal.signal(signal.SIGTERM, on_term_ignored if args.ignore_term else on_stop)
     signal.signal(signal.SIGINT, on_stop)
+    record("ready")  # before telling: the supervisor may signal at once
     link.sendall(b"ready fake\n")
-    record("ready")
     if args.exit_after is not None:
         time.sleep(args.exit_after[0])
         record(f"exit {args.exit_code}")
