@@ -607,8 +607,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--servers",
         default="rtcore,naive,raw",
-        help="servers to run, comma-separated (rtcore, rtcore-metrics, naive, raw); "
-        "rtcore-metrics is rtcore with its Prometheus metrics on",
+        help="servers to run, comma-separated (rtcore, rtcore-metrics, rtcore-history, naive, "
+        "raw); rtcore-metrics is rtcore with its Prometheus metrics on, rtcore-history with "
+        "channel history on every channel (history_size 1000)",
     )
     parser.add_argument("--procs", type=int, default=1, help="subscriber load processes")
     parser.add_argument("--runs", type=int, default=1, help="runs per server; the median is shown")
@@ -847,15 +848,18 @@ def report(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str, st
 
 
 def _metrics_ratio(rows: list[dict[str, Any]]) -> None:
-    """With and without metrics in the same run: the ratio of their medians."""
+    """With and without metrics (or channel history) in the same run: the ratio of their
+    medians."""
     by = {r["server"]: r for r in rows}
-    if "rtcore" in by and "rtcore-metrics" in by:
-        on, off = by["rtcore-metrics"], by["rtcore"]
-        print(f"\nrtcore-metrics / rtcore: {on['rate'] / off['rate']:.3f} (median rates)")
+    for variant in ("rtcore-metrics", "rtcore-history"):
+        if "rtcore" not in by or variant not in by:
+            continue
+        on, off = by[variant], by["rtcore"]
+        print(f"\n{variant} / rtcore: {on['rate'] / off['rate']:.3f} (median rates)")
         if off.get("cpu_seconds_median", 0) > 0 and "cpu_seconds_median" in on:
             print(
                 f"server CPU seconds (median): rtcore {off['cpu_seconds_median']:.3f}, "
-                f"rtcore-metrics {on['cpu_seconds_median']:.3f}: "
+                f"{variant} {on['cpu_seconds_median']:.3f}: "
                 f"{on['cpu_seconds_median'] / off['cpu_seconds_median']:.3f}x"
             )
 

@@ -1,8 +1,10 @@
 """Server processes for the harness:
-``python -m bench.servers {rtcore,rtcore-metrics,naive,raw} --port P``.
+``python -m bench.servers {rtcore,rtcore-metrics,rtcore-history,naive,raw} --port P``.
 
 ``rtcore-metrics`` is rtcore with its Prometheus metrics on (and the server API they are served
-on), ``rtcore`` without: the same invocation can compare the two.
+on), ``rtcore`` without: the same invocation can compare the two. ``rtcore-history`` keeps
+channel history on every channel (``history_size`` 1000, ``history_ttl`` 300 s): every
+message is numbered and stored once (protocol.md §4.4.1).
 
 Prints ``PORT <n>`` once listening; runs until killed.
 """
@@ -17,7 +19,9 @@ import trio
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["rtcore", "rtcore-metrics", "naive", "raw"])
+    parser.add_argument(
+        "kind", choices=["rtcore", "rtcore-metrics", "rtcore-history", "naive", "raw"]
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--flush-window", type=float, default=0.002)
@@ -81,7 +85,12 @@ def main() -> None:
         )
         from rtcore.config import AppConfig, ChannelRule
 
-        rules = (ChannelRule("*", presence_events=False),) if args.no_presence_events else ()
+        rules: tuple[ChannelRule, ...] = ()
+        if args.kind == "rtcore-history":
+            events = not args.no_presence_events
+            rules = (ChannelRule("*", presence_events=events, history_size=1000, history_ttl=300),)
+        elif args.no_presence_events:
+            rules = (ChannelRule("*", presence_events=False),)
         metrics = args.kind == "rtcore-metrics"
         api_port = 0 if metrics else None  # metrics are served on the server-API port
         config = rtcore.Config(

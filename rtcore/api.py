@@ -20,9 +20,17 @@ from typing import Any
 import attrs
 
 from rtcore.app import App
+from rtcore.config import Limits
+from rtcore.history import Position, check_since, page
 from rtcore.hub import Member
 from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, RtcoreError, values
-from rtcore.session import DEFAULT_MEMBERS_PAGE, Close, check_channel, check_event
+from rtcore.session import (
+    DEFAULT_HISTORY_PAGE,
+    DEFAULT_MEMBERS_PAGE,
+    Close,
+    check_channel,
+    check_event,
+)
 
 USER_EVENT_KINDS = (
     "signin",
@@ -93,7 +101,8 @@ def send(app: App, channel: str, event: str, data: Any, wall: float) -> Outcome:
     _checked(check_event, event)
     valid_data(data, "data")
     sent = app.send(channel, event, data, wall=wall)
-    return Outcome({"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients})
+    result = {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
+    return Outcome(result if sent.position is None else {**result, **sent.position.to_wire()})
 
 
 def broadcast(app: App, event: str, data: Any, wall: float) -> Outcome:
@@ -124,6 +133,35 @@ def members(app: App, channel: str, after: int | None, limit: int | None, page_m
 def members_listed(infos: list[Any], cursor: int | None) -> Outcome:
     """A page of the cluster's members, as the broker listed them."""
     return Outcome({"members": infos, "next": cursor})
+
+
+def history(
+    app: App,
+    channel: str,
+    since: Position | None,
+    limit: int | None,
+    reverse: bool,
+    wall: float,
+    limits: Limits,
+) -> Outcome:
+    """A page of the channel's history (protocol.md §4.11), whatever its ``history`` rule
+    (the backend is trusted): 404 ``history_unavailable`` for a channel without history,
+    409 ``unrecoverable_position`` for a ``since`` no longer in its stream."""
+    valid_channel(channel)
+    if app.retention(channel) is None:
+        raise ApiError(404, ErrorCode.HISTORY_UNAVAILABLE.value, f"{channel!r} keeps no history")
+    limit = DEFAULT_HISTORY_PAGE if limit is None else limit
+    if not 1 <= limit <= limits.max_history_page:
+        raise ApiError(
+            400, ErrorCode.BAD_REQUEST.value, f"limit must be from 1 to {limits.max_history_page}"
+        )
+    found = app.history(channel, since, limit + 1, reverse, wall)
+    if since is not None:
+        try:
+            check_since(since, found, reverse)
+        except RemoteProtocolError as exc:
+            raise ApiError(409, exc.code.value, exc.message) from None
+    return Outcome(page(found, limit, limits.outbound_buffer_bytes // 2))
 
 
 def publish_user_event(

@@ -16,6 +16,7 @@ import attrs
 
 from rtcore.broker import Broker, MemoryBroker, Publication, Target, deliver_local
 from rtcore.config import AppConfig
+from rtcore.history import Position, Recovery, Retention, Slice, decide_recovery
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Chain
 from rtcore.observe import NULL_OBSERVER, AppStatistics, Observer
@@ -46,6 +47,13 @@ class Delivery:
     mid: str
     ts: int
     recipients: int
+    position: Position | None = None
+    """Its place in the channel's history (offset, epoch), for a channel with history."""
+
+
+RETENTION_CACHE = 4096
+"""Channels whose history retention (a channel-rule lookup) an app remembers; the cache is
+emptied when full and on every settings change."""
 
 
 @attrs.frozen
@@ -88,6 +96,10 @@ class App:
         self._ids = ids
         self.presence = PresenceBatcher(pending, self._publish_diff)
         """Presence diffs awaiting the next flush pass (or a message to their channel)."""
+        self._retentions: dict[str, Retention | None] = {}
+        """Channel -> its history retention (a cache of channel-rule lookups)."""
+        self._history = any(r.history_size for r in settings.channels)
+        """Whether any channel rule keeps history (else messages skip the lookup)."""
         self._revoked: dict[tuple[str, str], float] = {}
         """Ended sessions, as (user, session) -> until when (monotonic) their tokens are
         refused."""
@@ -178,6 +190,8 @@ class App:
         assert settings.name == self.name
         self.settings = settings
         self.limiter.replace_rules(settings.rate_limits)
+        self._retentions.clear()
+        self._history = any(r.history_size for r in settings.channels)
 
     # -- messages -------------------------------------------------------------------------
 
@@ -227,11 +241,52 @@ class App:
         mid, ts = self._ids(), int(wall * 1000)
         frame = f.Msg(channel, event, data, sender.id if sender else None, ts, mid)
         skip = None if echo else sender
-        count = self._publish(target, channel, framed(frame), skip)
+        # A channel with history: the broker's store gives the message its offset and epoch
+        # and frames it, once (rtcore.history). Other messages pay one bool test.
+        retention = self.retention(channel) if self._history and channel is not None else None
+        if retention is None:
+            payload, position = framed(frame), None
+        else:
+            assert channel is not None
+            entry = self.broker.history.publish(self.name, channel, frame, retention, wall)
+            payload, position = entry.data, Position(entry.msg.epoch or "", entry.offset)
+        count = self._publish(target, channel, payload, skip)
         stats = self.statistics  # per publication, never per recipient
         stats.messages += 1
         stats.message_deliveries += count
-        return Delivery(mid, ts, count)
+        return Delivery(mid, ts, count, position)
+
+    # -- history --------------------------------------------------------------------------
+
+    def retention(self, channel: str) -> Retention | None:
+        """How much history ``channel`` keeps (None: none), from its channel rule (cached)."""
+        cache = self._retentions
+        try:
+            return cache[channel]
+        except KeyError:
+            if len(cache) >= RETENTION_CACHE:
+                cache.clear()
+            found = cache[channel] = self.settings.history_retention(channel)
+            return found
+
+    def history(
+        self, channel: str, since: Position | None, limit: int, reverse: bool, wall: float
+    ) -> Slice:
+        """Read ``channel``'s history (see :meth:`rtcore.history.HistoryStore.read`). The one
+        place the app reads its broker's history: requests, recovery and the server API."""
+        return self.broker.history.read(
+            self.name, channel, since=since, limit=limit, reverse=reverse, wall=wall
+        )
+
+    def recover(
+        self, channel: str, since: Position, max_messages: int, max_bytes: int, wall: float
+    ) -> Recovery:
+        """Whether a client at ``since`` can have every message of ``channel`` after it, and
+        those messages (rtcore.history.decide_recovery)."""
+        if self.retention(channel) is None:
+            return Recovery(False, "history_off", Position("", 0))
+        found = self.history(channel, since, max_messages + 1, False, wall)
+        return decide_recovery(since, found, max_messages, max_bytes)
 
     def _publish(
         self, target: Target, name: str | None, data: bytes, skip: Member | None = None

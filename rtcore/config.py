@@ -23,6 +23,7 @@ from typing import Any
 import attrs
 
 from rtcore.auth import ApiKey, SessionSettings
+from rtcore.history import Retention
 from rtcore.limiter import Rule
 from rtcore.protocol.errors import RtcoreError
 
@@ -86,6 +87,20 @@ class Limits:
     """Bytes a connection may send per second (a token bucket)..."""
     inbound_byte_burst: int = 16 * 1024 * 1024
     """...with this burst; beyond it the connection is closed with 4031."""
+    max_history_page: int = 1000
+    """Largest page of a ``history`` request (protocol.md §4.11); over it ``bad_request``."""
+    max_recovery: int = 5000
+    """Most messages a join's recovery replays (protocol.md §4.4.1); a client that missed
+    more is told ``recovered: false``, reason ``too_many``. A replay is also refused beyond
+    half of ``outbound_buffer_bytes``."""
+    max_history_bytes: int = 256 * 1024 * 1024
+    """What the memory broker's channel histories hold together, at most (framed messages
+    plus a fixed overhead each); beyond it the least recently published streams lose their
+    oldest messages first."""
+    history_meta_ttl: float = 86_400.0
+    """Seconds a channel stream's identity (epoch, last offset) outlives its last publish in
+    the memory broker: a client of a quiet channel recovers within it; after it the stream
+    starts over with a new epoch."""
 
     def for_clients(self) -> dict[str, int]:
         """The limits a client needs to know, as sent in the welcome frame."""
@@ -96,6 +111,19 @@ class Limits:
             "max_members_page": self.max_members_page,
             "outbound_buffer_bytes": self.outbound_buffer_bytes,
         }
+
+
+CHANNEL_RULE_KEYS = (
+    "pattern",
+    "join",
+    "send",
+    "presence",
+    "presence_events",
+    "history_size",
+    "history_ttl",
+    "history",
+)
+"""The keys of a ``[[apps.channels]]`` table (the fields of :class:`ChannelRule`)."""
 
 
 @attrs.frozen
@@ -116,6 +144,19 @@ class ChannelRule:
     all. Each event goes to every such member, so N joins cost O(N²) frames without
     presence diffs (protocol.md §5.2) and O(N) frames per flush window with them; turn it
     off for very large channels (live events): listings (``presence``) still work."""
+    history_size: int = 0
+    """Keep the last ``history_size`` messages of each matching channel (0: no history).
+    Its messages then carry an offset and epoch, and clients can recover what they missed
+    over a reconnect and page through it (protocol.md §4.4.1, §4.11)."""
+    history_ttl: float = 300.0
+    """Seconds each message stays in the history."""
+    history: str | None = None
+    """Who may read the history (``history`` requests and recovery): ``anyone``,
+    ``signed_in`` or ``nobody``; None: as ``join``. The server API reads it regardless."""
+
+    @property
+    def history_policy(self) -> str:
+        return self.join if self.history is None else self.history
 
     @property
     def presence_policy(self) -> str:
@@ -173,6 +214,19 @@ class AppConfig:
         if rule is not None:
             return rule.presence_policy
         return "anyone" if self.allow_client_join else "nobody"
+
+    def history_retention(self, channel: str) -> Retention | None:
+        """How much history ``channel`` keeps (None: none): its rule's ``history_size`` and
+        ``history_ttl``."""
+        rule = self.channel_rule(channel)
+        if rule is None or rule.history_size == 0:
+            return None
+        return Retention(rule.history_size, rule.history_ttl)
+
+    def history_policy(self, channel: str) -> str:
+        """Who may read ``channel``'s history: its rule's ``history``, else its ``join``."""
+        rule = self.channel_rule(channel)
+        return "nobody" if rule is None else rule.history_policy
 
     def presence_events(self, channel: str) -> bool:
         """Whether ``channel``'s members get presence events: its rule's ``presence_events``,

@@ -21,6 +21,7 @@ import attrs
 
 from rtcore.auth import ApiKey, SessionSettings
 from rtcore.config import (
+    CHANNEL_RULE_KEYS,
     AppConfig,
     BrokerConfig,
     ChannelRule,
@@ -32,6 +33,8 @@ from rtcore.limiter import OPERATIONS, Rule
 
 APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 POLICIES = ("anyone", "signed_in", "nobody")
+MAX_HISTORY_SIZE = 1_000_000
+"""Largest ``history_size`` of a channel rule."""
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 T = TypeVar("T")
@@ -113,6 +116,14 @@ class Reader:
             _network,
             "server.trusted_proxies",
         )
+        if broker.kind == "redis":
+            for i, app in enumerate(apps):
+                for j, rule in enumerate(app.channels):
+                    if rule.history_size:
+                        self.errors.append(
+                            f"apps[{i}].channels[{j}].history_size: channel history with "
+                            '[broker] kind = "redis" is not available in this version'
+                        )
         return Config(
             limits=limits,
             apps=apps,
@@ -452,19 +463,33 @@ class Reader:
     def channel_rule(self, raw: Any, where: str) -> ChannelRule:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(raw, f"{where}.", {"pattern", "join", "send", "presence", "presence_events"})
+        _known(raw, f"{where}.", set(CHANNEL_RULE_KEYS))
         pattern = raw.get("pattern")
         if not isinstance(pattern, str) or not pattern:
             raise ConfigError(f'{where}.pattern: must be a glob such as "public-*"')
-        for k in ("join", "send", "presence"):
+        for k in ("join", "send", "presence", "history"):
             if raw.get(k, "anyone") not in POLICIES:
                 raise ConfigError(f"{where}.{k}: must be one of {', '.join(POLICIES)}")
+        size = raw.get("history_size", 0)
+        if type(size) is not int or not 0 <= size <= MAX_HISTORY_SIZE:
+            raise ConfigError(
+                f"{where}.history_size: must be an integer from 0 (no history) "
+                f"to {MAX_HISTORY_SIZE}"
+            )
+        ttl = raw.get("history_ttl", 300.0)
+        if "history_ttl" in raw:
+            _positive_number(ttl, f"{where}.history_ttl")
+            if size == 0:
+                raise ConfigError(f"{where}.history_ttl: set, but history_size is 0 (no history)")
         return ChannelRule(
             pattern,
             raw.get("join", "anyone"),
             raw.get("send", "anyone"),
             raw.get("presence"),
             _bool(raw.get("presence_events", True), f"{where}.presence_events"),
+            size,
+            float(ttl),
+            raw.get("history"),
         )
 
     def rule(self, raw: Any, where: str) -> Rule:

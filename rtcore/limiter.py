@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import attrs
 
-OPERATIONS = frozenset({"join", "members", "profile", "send", "broadcast", "refresh"})
+OPERATIONS = frozenset({"join", "members", "profile", "send", "broadcast", "refresh", "history"})
 """The operations rate limiters apply to (leave never is: a client may always shed load)."""
 
 

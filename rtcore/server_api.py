@@ -88,6 +88,14 @@ def _calls(app: str) -> Any:
             return _Call("GET", f"{base}/channels/{quote(channel, safe='')}/members", params=params)
 
         @staticmethod
+        def history(channel: str, since: dict[str, Any] | None, limit: int, reverse: bool) -> _Call:
+            params: dict[str, Any] = {"limit": limit, "reverse": "true" if reverse else "false"}
+            if since is not None:
+                params |= {"since_epoch": since["epoch"], "since_offset": since["offset"]}
+            path = f"{base}/channels/{quote(channel, safe='')}/history"
+            return _Call("GET", path, params=params)
+
+        @staticmethod
         def user_event(
             user: str, event: str, session: dict[str, Any] | None, data: dict[str, Any] | None
         ) -> _Call:
@@ -161,6 +169,28 @@ class ServerAPI:
             if after is None:
                 return members
 
+    def history(
+        self,
+        channel: str,
+        since: dict[str, Any] | None = None,
+        limit: int = 100,
+        reverse: bool = False,
+    ) -> dict[str, Any]:
+        """A page of the channel's history: ``{"messages", "epoch", "offset", "next"}``; pass
+        ``next`` as ``since`` for the next page (None: that was the last)."""
+        return self._do(self._calls.history(channel, since, limit, reverse))
+
+    def get_history(self, channel: str) -> list[dict[str, Any]]:
+        """Every message the channel's history holds, oldest first (page by page)."""
+        messages: list[dict[str, Any]] = []
+        since = None
+        while True:
+            page = self.history(channel, since, 1000)
+            messages += page["messages"]
+            since = page["next"]
+            if since is None:
+                return messages
+
     def publish_user_event(
         self,
         user: str,
@@ -220,6 +250,25 @@ class AsyncServerAPI:
             after = page["next"]
             if after is None:
                 return members
+
+    async def history(
+        self,
+        channel: str,
+        since: dict[str, Any] | None = None,
+        limit: int = 100,
+        reverse: bool = False,
+    ) -> dict[str, Any]:
+        return await self._do(self._calls.history(channel, since, limit, reverse))
+
+    async def get_history(self, channel: str) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        since = None
+        while True:
+            page = await self.history(channel, since, 1000)
+            messages += page["messages"]
+            since = page["next"]
+            if since is None:
+                return messages
 
     async def publish_user_event(
         self,

@@ -39,6 +39,7 @@ from rtcore import observe
 from rtcore.app import App, framed
 from rtcore.auth import CredentialError, Principal, check_api_key, verify_session
 from rtcore.config import Config
+from rtcore.history import Position, Recovery, check_since, page, parse_position
 from rtcore.hub import Member
 from rtcore.limiter import Refusal
 from rtcore.outbox import Outbox, Pending
@@ -52,6 +53,7 @@ CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:@/=+~-]{1,128}")
 """protocol.md §4.1: channel names are 1-128 characters of this set."""
 MAX_EVENT_NAME = 128
 DEFAULT_MEMBERS_PAGE = 100
+DEFAULT_HISTORY_PAGE = 100
 
 
 @attrs.frozen
@@ -433,8 +435,11 @@ class Session:
         assert self.member is not None
         return self.member.echo if echo is None else echo
 
+    def _may(self, policy: str) -> bool:
+        return policy == "anyone" or (policy == "signed_in" and self.principal is not None)
+
     def _allowed(self, policy: str, what: str) -> None:
-        if policy == "anyone" or (policy == "signed_in" and self.principal is not None):
+        if self._may(policy):
             return
         raise _refuse(
             ErrorCode.FORBIDDEN,
@@ -452,6 +457,7 @@ class Session:
                 ErrorCode.TOO_MANY_CHANNELS,
                 f"a connection may be in at most {self._limits.max_channels} channels",
             )
+        recover = None if frame.recover is None else parse_position(frame.recover, "recover")
         joined = self.app.join(self.member, frame.channel, self._echo(frame.echo))
         broker = self.app.broker
         if joined and broker.shared:
@@ -459,7 +465,57 @@ class Session:
             # the ok can be missed) and the cluster lists the member.
             app, channel, conn = self.app.name, frame.channel, self.conn_id
             return Deferred(frame.id, lambda: broker.joined(app, channel, conn), _joined)
-        return {"joined": joined}
+        if recover is None and self.app.retention(frame.channel) is None:
+            return {"joined": joined}
+        return {"joined": joined, **self._position(frame.channel, joined, recover, wall)}
+
+    def _position(
+        self, channel: str, joined: bool, recover: Position | None, wall: float
+    ) -> dict[str, Any]:
+        """A history channel's join: its top, and with ``recover``, the recovery's outcome;
+        the missed messages are queued now, before the ok and before any later message
+        (nothing runs between the join and this: protocol.md §4.4.1)."""
+        assert self.app is not None
+        if self.app.retention(channel) is None:
+            return {"recovered": False, "reason": "history_off"}
+        if recover is None:
+            return self.app.history(channel, None, 0, True, wall).top.to_wire()
+        budget = self._limits.outbound_buffer_bytes // 2
+        if joined and self._may(self.app.settings.history_policy(channel)):
+            outcome = self.app.recover(channel, recover, self._limits.max_recovery, budget, wall)
+        else:
+            top = self.app.history(channel, None, 0, True, wall).top
+            outcome = Recovery(False, "forbidden" if joined else "already_joined", top)
+        for entry in outcome.entries:
+            self._queue(entry.data)
+        result: dict[str, Any] = {**outcome.top.to_wire(), "recovered": outcome.recovered}
+        if outcome.reason is not None:
+            result["reason"] = outcome.reason
+        return result
+
+    def _history(self, frame: f.History, now: float, wall: float) -> dict[str, Any]:
+        assert self.app is not None
+        check_channel(frame.channel)
+        if self.app.retention(frame.channel) is None:
+            raise _refuse(
+                ErrorCode.HISTORY_UNAVAILABLE, f"channel {frame.channel!r} keeps no history"
+            )
+        self._allowed(
+            self.app.settings.history_policy(frame.channel),
+            f"reading the history of {frame.channel!r}",
+        )
+        limit = DEFAULT_HISTORY_PAGE if frame.limit is None else frame.limit
+        if not 1 <= limit <= self._limits.max_history_page:
+            raise _refuse(
+                ErrorCode.BAD_REQUEST,
+                f"history: 'limit' must be from 1 to {self._limits.max_history_page}",
+            )
+        since = None if frame.since is None else parse_position(frame.since, "since")
+        reverse = bool(frame.reverse)
+        found = self.app.history(frame.channel, since, limit + 1, reverse, wall)
+        if since is not None:
+            check_since(since, found, reverse)
+        return page(found, limit, self._limits.outbound_buffer_bytes // 2)
 
     def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
@@ -514,7 +570,8 @@ class Session:
             sender=self.member,
             echo=self._echo(frame.echo),
         )
-        return {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
+        reply = {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
+        return reply if sent.position is None else {**reply, **sent.position.to_wire()}
 
     def _refresh(self, frame: f.Refresh, now: float, wall: float) -> dict[str, Any]:
         """A fresh token for the same user: the connection lives on past the old one."""
@@ -587,6 +644,15 @@ class Session:
         self._pending.push(self.outbox, data)
         return None
 
+    def _queue(self, data: bytes) -> None:
+        """Queue a framed message for this connection (a replay), counted like a reply; the
+        flusher enforces the budget when it writes."""
+        if self._pass != self._pending.passes:
+            self._pass = self._pending.passes
+            self._reply_bytes = sum(map(len, self.outbox.items))
+        self._reply_bytes += len(data)
+        self._pending.push(self.outbox, data)
+
     def _error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         return self._reply(f.Err(request_id, code.value, message))
 
@@ -612,6 +678,7 @@ _OPERATIONS: dict[type, str] = {
     f.Send: "send",
     f.Broadcast: "broadcast",
     f.Refresh: "refresh",
+    f.History: "history",
 }
 """Requests subject to rate limits, by limiter operation name (leave never is)."""
 
@@ -624,4 +691,5 @@ _HANDLERS: dict[type, Callable[[Session, Any, float, float], Any]] = {
     f.Send: Session._send,
     f.Broadcast: Session._broadcast,
     f.Refresh: Session._refresh,
+    f.History: Session._history,
 }

@@ -35,7 +35,7 @@ FLAGS = (
 )
 """The app's switches the settings page edits, with their defaults (absent = default)."""
 
-RULE_KEYS = ("pattern", "join", "send", "presence", "presence_events")
+RULE_KEYS = cfg.CHANNEL_RULE_KEYS
 LIMITER_KEYS = ("name", "rate", "per_seconds", "burst", "error_message", "scope", "operations")
 
 

@@ -26,6 +26,36 @@ export interface Message<D = unknown> {
   ts: number;
   /** The message id. */
   mid: string;
+  /** In a channel with history (protocol.md §4.4.1): its offset in the channel's stream. */
+  offset?: number;
+  /** In a channel with history: the stream's epoch. */
+  epoch?: string;
+}
+
+/** A place in a channel's stream: the last message received there (protocol.md §4.4.1). */
+export interface Position {
+  epoch: string;
+  offset: number;
+}
+
+/** How a channel's rejoin went, as `onRecover` handlers receive it. */
+export interface Recovery {
+  channel: string;
+  /** Every message published while away was replayed (before this, in order, each once). */
+  recovered: boolean;
+  /** Why not: gap_too_old, epoch_changed, history_off, too_many, forbidden, already_joined. */
+  reason: string | null;
+  /** Where the client now is in the channel's stream. */
+  position: Position | null;
+}
+
+/** A page of a channel's history. */
+export interface HistoryPage<D = unknown> {
+  messages: Message<D>[];
+  /** The stream's epoch and latest offset when the page was read. */
+  top: Position;
+  /** The `since` of the next page; null after the last. */
+  next: Position | null;
 }
 
 /** A presence event, as `onJoin`, `onLeave` and `onUpdate` handlers receive it. */
@@ -133,6 +163,8 @@ export class RealtimeClient<P = unknown> {
   readonly channels: Map<string, boolean | undefined>;
   /** The welcome frame of the current (or last) connection. */
   readonly welcome: Welcome | null;
+  /** Per joined channel with history: the last message received there. */
+  readonly positions: Map<string, Position>;
 
   /** Connect; resolves once connected (welcome received, channels rejoined). */
   open(): Promise<void>;
@@ -142,8 +174,13 @@ export class RealtimeClient<P = unknown> {
   /** This connection's member id (changes on reconnect), or null. */
   getSocketId(): string | null;
 
-  /** Join a channel; false if already a member. */
-  join(channel: string, echo?: boolean): Promise<boolean>;
+  /** Join a channel; false if already a member. `recover`: replay what followed this position. */
+  join(channel: string, echo?: boolean, recover?: Position): Promise<boolean>;
+  /** A page of a channel's history: oldest first after `since`, or newest first with `reverse`. */
+  history<D = any>(
+    channel: string,
+    options?: { since?: Position | null; limit?: number; reverse?: boolean },
+  ): Promise<HistoryPage<D>>;
   /** Leave a channel; false if not a member. */
   leave(channel: string, echo?: boolean): Promise<boolean>;
   /** Every member of a channel, fetched page by page. */
@@ -173,6 +210,8 @@ export class RealtimeClient<P = unknown> {
   /** `code` is the close code (1006 when no close frame arrived). */
   onDisconnect(handler: (code: number, reason: string) => void): Unsubscribe;
   onReconnectAttempt(handler: (attempt: number) => void): Unsubscribe;
+  /** How each rejoin of a channel with a position went (after reconnects). */
+  onRecover(handler: (recovery: Recovery) => void): Unsubscribe;
   onError(handler: (error: Error) => void): Unsubscribe;
   /** The backend ended the session (4016) or disconnected the client (4017); it stops. */
   onSessionEnded(handler: (error: ConnectionClosedError) => void): Unsubscribe;
@@ -239,13 +278,14 @@ export interface Frame {
 
 export const frames: {
   hello(fields: { app?: string | null; key?: string | null; token?: string | null; profile?: unknown; echo?: boolean }): Frame;
-  join(id: number, ch: string, echo?: boolean): Frame;
+  join(id: number, ch: string, echo?: boolean, recover?: Position): Frame;
   leave(id: number, ch: string, echo?: boolean): Frame;
   members(id: number, ch: string, limit?: number, after?: number | null): Frame;
   profile(id: number, data: unknown, echo?: boolean): Frame;
   send(id: number, ch: string, ev: string, data?: unknown, echo?: boolean): Frame;
   broadcast(id: number, ev: string, data?: unknown, echo?: boolean): Frame;
   refresh(id: number, token: string): Frame;
+  history(id: number, ch: string, since?: Position, limit?: number, reverse?: boolean): Frame;
 };
 
 export function encodeFrame(frame: Frame): Uint8Array;

@@ -13,8 +13,11 @@
 // code becomes RequestError.code, and an unknown close code is reported to onDisconnect and
 // answered by reconnecting with backoff.
 //
-// Message history and offset recovery after a reconnect are not part of protocol version 1
-// yet: a message published while the client was disconnected is not recovered.
+// History (protocol.md §4.4.1): for each joined channel with history the client keeps its
+// position, the `{epoch, offset}` of the last message it received there (`positions`), and
+// rejoins after a reconnect with `recover`: the server replays what was published meanwhile
+// before anything new, and `onRecover` handlers hear how that went. A message at or before the
+// position (already received) is dropped, so handlers see each message once, in order.
 
 import { encode, decode } from "@msgpack/msgpack";
 
@@ -116,13 +119,16 @@ export const frames = Object.freeze({
     t: "hello", v: PROTOCOL_VERSION, app: opt(app), key: opt(key), token: opt(token),
     profile: opt(profile), echo: opt(echo), features: opt(features),
   }),
-  join: (id, ch, echo) => ({ t: "join", id, ch, echo: opt(echo) }),
+  join: (id, ch, echo, recover) => ({ t: "join", id, ch, echo: opt(echo), recover: opt(recover) }),
   leave: (id, ch, echo) => ({ t: "leave", id, ch, echo: opt(echo) }),
   members: (id, ch, limit, after) => ({ t: "members", id, ch, limit: opt(limit), after: opt(after) }),
   profile: (id, data, echo) => ({ t: "profile", id, data: data ?? null, echo: opt(echo) }),
   send: (id, ch, ev, data, echo) => ({ t: "send", id, ch, ev, data, echo: opt(echo) }),
   broadcast: (id, ev, data, echo) => ({ t: "broadcast", id, ev, data, echo: opt(echo) }),
   refresh: (id, token) => ({ t: "refresh", id, token }),
+  history: (id, ch, since, limit, reverse) => ({
+    t: "history", id, ch, since: opt(since), limit: opt(limit), reverse: reverse ? true : undefined,
+  }),
 });
 
 /** Encode a frame as one binary message; keys whose value is undefined are left out. */
@@ -157,6 +163,8 @@ export function messageEvent(frame) {
     sender: frame.from ?? null,
     ts: frame.ts,
     mid: frame.mid,
+    // In a channel with history (§4.4.1): its place in the channel's stream.
+    ...(frame.offset == null ? {} : { offset: frame.offset, epoch: frame.epoch }),
   };
 }
 
@@ -266,6 +274,11 @@ export class RealtimeClient {
     this.refreshBefore = opts.refreshBefore;
     /** Channels to rejoin after a reconnect, with their join echo option. */
     this.channels = new Map();
+    /**
+     * Per joined channel with history: `{epoch, offset}` of the last message received there
+     * (or the channel's top at the join). Rejoins recover from it (protocol.md §4.4.1).
+     */
+    this.positions = new Map();
     /** The server's welcome frame of the current connection (limits, time, user). */
     this.welcome = null;
     this._id = null;
@@ -336,16 +349,66 @@ export class RealtimeClient {
 
   // -- requests ---------------------------------------------------------------------------------
 
-  /** Join a channel; resolves false if already a member. Rejoined after reconnects. */
-  async join(channel, echo) {
-    const data = await this._request((id) => frames.join(id, channel, echo));
+  /**
+   * Join a channel; resolves false if already a member. Rejoined after reconnects, recovering
+   * what was missed if the channel keeps history. `recover` (`{epoch, offset}`, say a position
+   * saved by an earlier page load) asks the server to replay what followed it; `onRecover`
+   * handlers hear whether that was everything.
+   */
+  async join(channel, echo, recover) {
+    if (recover != null) this.positions.set(channel, { epoch: recover.epoch, offset: recover.offset });
+    else this.positions.delete(channel);
+    const data = await this._request((id) => frames.join(id, channel, echo, recover ?? undefined), {
+      onOk: (ok) => this._track(channel, ok),
+    });
     this.channels.set(channel, echo);
     return Boolean(data.joined);
+  }
+
+  /**
+   * A page of a channel's history (protocol.md §4.11): oldest first after `since`, or newest
+   * first before it with `reverse`. Resolves with `{messages, top, next}`: pass `next` as
+   * `since` for the next page (null: that was the last).
+   */
+  async history(channel, { since = null, limit = 100, reverse = false } = {}) {
+    const data = await this._request((id) => frames.history(id, channel, since ?? undefined, limit, reverse));
+    return {
+      messages: data.messages.map(messageEvent),
+      top: { epoch: data.epoch, offset: data.offset },
+      next: data.next ?? null,
+    };
+  }
+
+  /** A join's ok: the channel's position, and after a recovering join, how it went. */
+  _track(channel, data) {
+    const top = typeof data?.epoch === "string" ? { epoch: data.epoch, offset: data.offset } : null;
+    if (data && "recovered" in data) {
+      if (!data.recovered || top === null) {
+        if (top === null) this.positions.delete(channel);
+        else this.positions.set(channel, top);
+      }
+      this._emit("recover", { channel, recovered: Boolean(data.recovered), reason: data.reason ?? null, position: top });
+    } else if (top !== null && !this.positions.has(channel)) {
+      this.positions.set(channel, top);
+    }
+  }
+
+  /** Whether a message of a channel with history was received already; else it is the position. */
+  _seen(msg) {
+    const was = this.positions.get(msg.channel);
+    if (was && was.epoch === msg.epoch && msg.offset <= was.offset) return true;
+    const now = { epoch: msg.epoch, offset: msg.offset };
+    this.positions.set(msg.channel, now);
+    if (was && was.epoch !== msg.epoch) {
+      this._emit("recover", { channel: msg.channel, recovered: false, reason: "epoch_changed", position: now });
+    }
+    return false;
   }
 
   /** Leave a channel; resolves false if not a member. */
   async leave(channel, echo) {
     this.channels.delete(channel);
+    this.positions.delete(channel);
     const data = await this._request((id) => frames.leave(id, channel, echo));
     return Boolean(data.left);
   }
@@ -393,7 +456,7 @@ export class RealtimeClient {
     return result.expires ?? null;
   }
 
-  async _request(make, { buffered = true } = {}) {
+  async _request(make, { buffered = true, onOk = null } = {}) {
     if (buffered) await this._waitConnected();
     const ws = this._ws;
     if (!ws || ws.readyState !== 1) throw new NotConnectedError("not connected");
@@ -403,7 +466,7 @@ export class RealtimeClient {
         this._replies.delete(id);
         reject(new RequestTimeoutError(`no reply within ${this.requestTimeout} ms`));
       }, this.requestTimeout);
-      this._replies.set(id, { resolve, reject, timer });
+      this._replies.set(id, { resolve, reject, timer, onOk });
     });
     try {
       ws.send(encodeFrame(make(id)));
@@ -508,6 +571,16 @@ export class RealtimeClient {
   /** `fn(error)` when a connection attempt fails, a rejoin is refused, or the client stops. */
   onError(fn) {
     return this._add("error", fn);
+  }
+
+  /**
+   * `fn({channel, recovered, reason, position})` after each rejoin of a channel this client
+   * had a position in (protocol.md §4.4.1): `recovered` true means every message published
+   * meanwhile was replayed (before this call, in order, each once); otherwise `reason` says why
+   * not and the app should reload the channel's state.
+   */
+  onRecover(fn) {
+    return this._add("recover", fn);
   }
 
   /** `fn(error)` when the backend ends the session (4016) or disconnects the client (4017). */
@@ -621,7 +694,7 @@ export class RealtimeClient {
     ws.addEventListener("open", () => {
       if (this._closed) return ws.close(1000, "client closed");
       const { app, key, profile, echo } = this;
-      const features = this.presenceDiffs ? ["presence_diffs"] : undefined;
+      const features = this.presenceDiffs ? ["presence_diffs", "history"] : ["history"];
       ws.send(encodeFrame(frames.hello({ app, key, token, profile, echo, features })));
     });
     ws.addEventListener("message", (event) => {
@@ -655,7 +728,10 @@ export class RealtimeClient {
   async _rejoin(ws, reconnected) {
     for (const [channel, echo] of [...this.channels]) {
       try {
-        await this._request((id) => frames.join(id, channel, echo), { buffered: false });
+        await this._request((id) => frames.join(id, channel, echo, this.positions.get(channel)), {
+          buffered: false,
+          onOk: (ok) => this._track(channel, ok),
+        });
       } catch (err) {
         if (!(err instanceof RequestError)) return; // the connection is failing: the loop retries
         this.channels.delete(channel);
@@ -698,6 +774,8 @@ export class RealtimeClient {
         if (reply) {
           clearTimeout(reply.timer);
           this._replies.delete(frame.id);
+          // In frame order, before any later frame is dispatched (the promise settles later).
+          if (frame.t === "ok" && reply.onOk) reply.onOk(frame.data);
           reply.resolve(frame);
         } else if (frame.t === "err") {
           this._emit("error", new RequestError(frame.code, frame.msg ?? "", frame.limiter ?? null, frame.retry_after ?? null));
@@ -706,6 +784,7 @@ export class RealtimeClient {
       }
       case "msg": {
         const msg = messageEvent(frame);
+        if (msg.offset != null && msg.channel !== null && this._seen(msg)) return;
         this._emit("msg:" + msg.event, msg);
         this._emit("msg:*", msg);
         return;

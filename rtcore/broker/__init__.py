@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from rtcore.history import HistoryStore, MemoryHistory
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Refusal, Rule
 from rtcore.protocol.errors import LocalProtocolError, RtcoreError
@@ -74,6 +75,11 @@ class Broker(Protocol):
 
     shared: bool
     """Whether presence, revocations and limits are the cluster's (see the module doc)."""
+
+    @property
+    def history(self) -> HistoryStore:
+        """Where channel history is kept (rtcore.history): the broker owns a publication's
+        position (offset, epoch), so that every node sees one order."""
 
     def register(self, app: str, table: ChannelTable, receiver: Any = None) -> None:
         """The local channel table of ``app`` (on this node); a shared broker also takes the
@@ -159,8 +165,9 @@ class MemoryBroker:
 
     shared = False
 
-    def __init__(self) -> None:
+    def __init__(self, history: MemoryHistory | None = None) -> None:
         self._tables: dict[str, ChannelTable] = {}
+        self.history: MemoryHistory = history if history is not None else MemoryHistory()
 
     def register(self, app: str, table: ChannelTable, receiver: Any = None) -> None:
         self._tables[app] = table

@@ -1,8 +1,8 @@
 """The client library, for trio and asyncio alike:
 ``async with rtcore.client.open_client(url) as client: ...``."""
 
-from rtcore.client._client import FATAL_CLOSE_CODES, Client, open_client
-from rtcore.client._events import Connected, Disconnected, Event, EventStream
+from rtcore.client._client import FATAL_CLOSE_CODES, Client, HistoryPage, open_client
+from rtcore.client._events import Connected, Disconnected, Event, EventStream, Recovered
 from rtcore.client.errors import (
     BufferFullError,
     ClientError,
@@ -15,6 +15,7 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
+from rtcore.history import Position
 from rtcore.protocol.frames import MemberEvent, Msg, UserEvent
 
 __all__ = [
@@ -31,9 +32,12 @@ __all__ = [
     "EventOverflowError",
     "HandshakeError",
     "EventStream",
+    "HistoryPage",
     "MemberEvent",
     "Msg",
     "NotConnectedError",
+    "Position",
+    "Recovered",
     "RequestError",
     "RequestTimeout",
     "UserEvent",

@@ -21,6 +21,13 @@ and handed to the ``on_join``/``on_leave``/``on_update`` handlers and to event i
 one :class:`MemberEvent`. Listing pages are merged into that list by the reader, as their
 replies arrive, so the list converges to the server's whatever the interleaving.
 
+History (protocol.md §4.4.1): for each joined channel with history the client keeps its
+position, the ``(epoch, offset)`` of the last message it received there (:attr:`positions`),
+and rejoins after a reconnect with ``recover``: the server replays what was published
+meanwhile before anything new, and the client reports how that went with a
+:class:`Recovered` event (``on_recover``, iterators). A message at or before the position
+(already received) is dropped, so the application sees each message once, in order.
+
 After an unexpected close the manager reconnects with jittered exponential backoff. Close
 codes that reconnecting cannot fix (``FATAL_CLOSE_CODES``) end the client with
 :class:`ConnectionClosedError`. While disconnected, requests wait for the connection (at most
@@ -43,8 +50,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import attrs
 
-from rtcore.client._events import Connected, Disconnected, Event, EventStream
+from rtcore.client._events import Connected, Disconnected, Event, EventStream, Recovered
 from rtcore.client._presence import MemberLists, member_events
 from rtcore.client._websocket import WebSocket, WebSocketClosed, connect, parse_url
 from rtcore.client.errors import (
@@ -57,6 +65,7 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
+from rtcore.history import Position
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
 
@@ -181,6 +190,9 @@ class Client:
         self.welcome: f.Welcome | None = None
         self.channels: dict[str, bool | None] = {}
         """Channels to rejoin after a reconnect, with their join echo option."""
+        self.positions: dict[str, Position] = {}
+        """Per joined channel with history: the last message received there (its epoch and
+        offset), or the channel's top at the join. Rejoins recover from it."""
         self._members = MemberLists()
         """Joined channels' member lists, kept from presence frames and listings."""
         self._ws: WebSocket | None = None
@@ -271,10 +283,23 @@ class Client:
 
     # -- requests -----------------------------------------------------------------------------
 
-    async def join(self, channel: str, echo: bool | None = None) -> bool:
-        """Join a channel; returns False if already a member. Rejoined after reconnects."""
+    async def join(
+        self, channel: str, echo: bool | None = None, recover: Position | None = None
+    ) -> bool:
+        """Join a channel; returns False if already a member. Rejoined after reconnects,
+        recovering what was missed if the channel keeps history.
+
+        ``recover``: a position in the channel's stream (say, ``positions[channel]`` saved by
+        an earlier run): the server replays what followed it before the ``ok``, and a
+        :class:`Recovered` event says whether that was everything.
+        """
+        if recover is not None:
+            self.positions[channel] = recover
+        else:
+            self.positions.pop(channel, None)
         data = await self._request(
-            lambda rid: f.Join(rid, channel, echo), on_ok=functools.partial(self._track, channel)
+            functools.partial(_join_request, channel, echo, recover),
+            on_ok=functools.partial(self._track, channel),
         )
         self.channels[channel] = echo
         return bool(data["joined"])
@@ -282,6 +307,7 @@ class Client:
     async def leave(self, channel: str, echo: bool | None = None) -> bool:
         """Leave a channel; returns False if not a member."""
         self.channels.pop(channel, None)
+        self.positions.pop(channel, None)
         self._members.forget(channel)
         data = await self._request(lambda rid: f.Leave(rid, channel, echo))
         return bool(data["left"])
@@ -317,8 +343,42 @@ class Client:
         return self._members.members(channel)
 
     def _track(self, channel: str, data: Any) -> None:
-        """A join's ok: presence frames for ``channel`` update its member list from now on."""
+        """A join's ok: presence frames for ``channel`` update its member list from now on;
+        the channel's position is the stream's top unless the replay brought it there (or,
+        recovering, say how that went)."""
         self._members.track(channel)
+        if not isinstance(data, dict):
+            return
+        epoch, offset = data.get("epoch"), data.get("offset")
+        top = Position(epoch, offset) if isinstance(epoch, str) and type(offset) is int else None
+        if "recovered" in data:
+            if not data["recovered"] or top is None:
+                _set(self.positions, channel, top)
+            event = Recovered(channel, bool(data["recovered"]), data.get("reason"), top)
+            self._emit("recover", event)
+            self._publish(event)
+        elif top is not None and channel not in self.positions:
+            self.positions[channel] = top
+
+    async def history(
+        self,
+        channel: str,
+        since: Position | None = None,
+        limit: int = 100,
+        reverse: bool = False,
+    ) -> HistoryPage:
+        """A page of the channel's history (protocol.md §4.11): oldest first after ``since``
+        (from the oldest held without it), or newest first before it with ``reverse``. Pass
+        the page's ``next`` as ``since`` for the next page; None: that was the last.
+
+        Raises:
+            RequestError: ``history_unavailable``, ``forbidden``, ``unrecoverable_position``
+                (``since`` is no longer in the stream), ...
+        """
+        data = await self._request(
+            functools.partial(_history_request, channel, since, limit, reverse)
+        )
+        return HistoryPage.from_reply(data)
 
     async def update_profile(self, data: Any, echo: bool | None = None) -> int:
         """Replace the profile; returns how many channels were told. Kept across reconnects."""
@@ -434,6 +494,11 @@ class Client:
 
     def on_update(self, handler: Handler) -> None:
         self._handlers["member_update"].append(handler)
+
+    def on_recover(self, handler: Handler) -> None:
+        """``handler(event: Recovered)`` after each rejoin of a channel this client had a
+        position in (after a reconnect, or a join with ``recover``)."""
+        self._handlers["recover"].append(handler)
 
     def on_connect(self, handler: Handler) -> None:
         """``handler(conn_id)`` after every successful (re)connection."""
@@ -561,7 +626,7 @@ class Client:
                 self.token,
                 self.profile,
                 self.echo,
-                ("presence_diffs",) if self.presence_diffs else (),
+                ("presence_diffs", "history") if self.presence_diffs else ("history",),
             )
         )
         ws = await connect(
@@ -586,11 +651,12 @@ class Client:
         self.welcome, self.id = welcome, welcome.conn
 
     async def _rejoin(self, reconnected: bool) -> None:
-        """Rejoin remembered channels, then release buffered requests."""
+        """Rejoin remembered channels (recovering from their positions), then release
+        buffered requests."""
         for channel, echo in list(self.channels.items()):
             try:
                 await self._request(
-                    functools.partial(_join_request, channel, echo),
+                    functools.partial(_join_request, channel, echo, self.positions.get(channel)),
                     buffered=False,
                     on_ok=functools.partial(self._track, channel),
                 )
@@ -621,6 +687,8 @@ class Client:
             elif isinstance(frame, f.Err):
                 self._emit("error", RequestError(frame.code, frame.message))
         elif isinstance(frame, f.Msg):
+            if frame.offset is not None and frame.channel is not None and self._seen(frame):
+                return
             self._emit("msg:" + frame.event, frame)
             self._emit("msg:*", frame)
             self._publish(frame)
@@ -635,6 +703,22 @@ class Client:
         elif isinstance(frame, f.UserEvent):
             self._emit("user_event", frame)
             self._publish(frame)
+
+    def _seen(self, msg: f.Msg) -> bool:
+        """Whether ``msg`` (of a channel with history) was received already; else it becomes
+        the channel's position. A message of another epoch means the server lost the stream
+        this client was following: told as a Recovered event that did not recover."""
+        assert msg.channel is not None and msg.offset is not None
+        was = self.positions.get(msg.channel)
+        epoch = msg.epoch or ""
+        if was is not None and was.epoch == epoch and msg.offset <= was.offset:
+            return True
+        now = self.positions[msg.channel] = Position(epoch, msg.offset)
+        if was is not None and was.epoch != epoch:
+            event = Recovered(msg.channel, False, "epoch_changed", now)
+            self._emit("recover", event)
+            self._publish(event)
+        return False
 
     def _member_event(self, event: f.MemberEvent) -> None:
         self._members.apply(event)
@@ -690,8 +774,46 @@ def _refresh_request(token: str, rid: int) -> f.Refresh:
     return f.Refresh(rid, token)
 
 
-def _join_request(channel: str, echo: bool | None, rid: int) -> f.Join:
-    return f.Join(rid, channel, echo)
+def _join_request(channel: str, echo: bool | None, recover: Position | None, rid: int) -> f.Join:
+    return f.Join(rid, channel, echo, None if recover is None else recover.to_wire())
+
+
+def _history_request(
+    channel: str, since: Position | None, limit: int, reverse: bool, rid: int
+) -> f.History:
+    wire = None if since is None else since.to_wire()
+    return f.History(rid, channel, wire, limit, reverse or None)
+
+
+def _set(positions: dict[str, Position], channel: str, position: Position | None) -> None:
+    if position is None:
+        positions.pop(channel, None)
+    else:
+        positions[channel] = position
+
+
+@attrs.frozen
+class HistoryPage:
+    """A page of a channel's history (:meth:`Client.history`)."""
+
+    messages: list[f.Msg]
+    top: Position
+    """The channel stream's epoch and latest offset when the page was read."""
+    next: Position | None
+    """Where the next page starts (the ``since`` to pass), or None after the last page."""
+
+    @classmethod
+    def from_reply(cls, data: Any) -> HistoryPage:
+        try:
+            messages = [codec.from_map(m, allowed=codec.SERVER_TYPES) for m in data["messages"]]
+            nxt = data["next"]
+            return cls(
+                messages,
+                Position(data["epoch"], data["offset"]),
+                None if nxt is None else Position(nxt["epoch"], nxt["offset"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise RemoteProtocolError(f"a malformed history reply: {exc!r}") from exc
 
 
 @asynccontextmanager

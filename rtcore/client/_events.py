@@ -10,6 +10,7 @@ import anyio.lowlevel
 import attrs
 
 from rtcore.client.errors import EventOverflowError
+from rtcore.history import Position
 from rtcore.protocol import frames as f
 
 if TYPE_CHECKING:
@@ -32,7 +33,24 @@ class Disconnected:
     reason: str
 
 
-Event = f.Msg | f.MemberEvent | f.UserEvent | Connected | Disconnected
+@attrs.frozen
+class Recovered:
+    """Iterator event: how a channel's rejoin after a reconnect went (protocol.md §4.4.1).
+
+    ``recovered``: every message published while the client was away was replayed (before
+    this event, in order, each once). Otherwise ``reason`` says why not (``gap_too_old``,
+    ``epoch_changed``, ``history_off``, ``too_many``, ``forbidden``, ``already_joined``): the
+    messages in between are lost to this client, which should reload the channel's state.
+    ``position`` is where the client now is in the channel's stream.
+    """
+
+    channel: str
+    recovered: bool
+    reason: str | None
+    position: Position | None
+
+
+Event = f.Msg | f.MemberEvent | f.UserEvent | Connected | Disconnected | Recovered
 
 
 class EventStream:

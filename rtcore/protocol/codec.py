@@ -93,7 +93,7 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
             ("features", "features", "strs", False),
         ),
     ),
-    "join": (f.Join, _spec(_ID, _CH, _ECHO)),
+    "join": (f.Join, _spec(_ID, _CH, _ECHO, ("recover", "recover", "map", False, True))),
     "leave": (f.Leave, _spec(_ID, _CH, _ECHO)),
     "members": (
         f.GetMembers,
@@ -105,6 +105,16 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
         _spec(_ID, _CH, ("ev", "event", "str"), ("data", "data", "any", False), _ECHO),
     ),
     "refresh": (f.Refresh, _spec(_ID, ("token", "token", "str"))),
+    "history": (
+        f.History,
+        _spec(
+            _ID,
+            _CH,
+            ("since", "since", "map", False, True),
+            ("limit", "limit", "uint", False),
+            ("reverse", "reverse", "bool", False),
+        ),
+    ),
     "broadcast": (
         f.Broadcast,
         _spec(_ID, ("ev", "event", "str"), ("data", "data", "any", False), _ECHO),
@@ -142,6 +152,8 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
             ("from", "sender", "str", True, True),
             ("ts", "ts", "uint"),
             ("mid", "mid", "str"),
+            ("offset", "offset", "uint", False),
+            ("epoch", "epoch", "str", False),
         ),
     ),
     "presence": (
@@ -175,7 +187,7 @@ for _kind in f.MemberEvent.TYPES:
     )
 
 CLIENT_TYPES = frozenset(
-    {"hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh"}
+    {"hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh", "history"}
 )
 SERVER_TYPES = frozenset(_SPECS) - CLIENT_TYPES
 _WIRE_TYPE: dict[type, str] = {cls: t for t, (cls, _) in _SPECS.items() if cls is not f.MemberEvent}
@@ -212,7 +224,12 @@ def decode(data: bytes, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
         RemoteProtocolError: with ``close_code`` set when the bytes are not a msgpack map with
             a string ``t``; without it (an ``err`` reply) for an unknown type or a bad field.
     """
-    obj = unpack(data)
+    return from_map(unpack(data), allowed=allowed)
+
+
+def from_map(obj: Any, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
+    """The frame of one decoded msgpack value (say, a ``msg`` map inside a history reply);
+    raises like :func:`decode`."""
     if type(obj) is not dict:
         raise RemoteProtocolError(
             "a frame must be a msgpack map", close_code=CloseCode.PROTOCOL_ERROR

@@ -33,6 +33,11 @@ class ErrorCode(enum.StrEnum):
     """A ``refresh`` carried a token that does not verify or has expired."""
     FORBIDDEN = "forbidden"
     """The app's settings or channel rules do not allow this client the operation."""
+    HISTORY_UNAVAILABLE = "history_unavailable"
+    """The channel keeps no history (no channel rule gives it ``history_size``)."""
+    UNRECOVERABLE_POSITION = "unrecoverable_position"
+    """A ``history`` request's ``since`` is not in the channel's stream: another epoch, beyond
+    its top, or (forward) older than the oldest message it holds."""
     RATE_LIMITED = "rate_limited"
     """A rate limiter refused the operation; the reply names it and says when to retry."""
     INTERNAL_ERROR = "internal_error"

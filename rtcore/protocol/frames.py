@@ -12,8 +12,10 @@ from typing import Any, ClassVar
 import attrs
 
 PROTOCOL_VERSION = 1
-FEATURES = ("presence_diffs",)
-"""Optional features of version 1 a client may ask for in its hello (protocol.md §8)."""
+FEATURES = ("presence_diffs", "history")
+"""Optional features of version 1 a client may ask for in its hello (protocol.md §8).
+``history`` only tells a client that the server speaks channel history (§4.11): it adds
+optional keys and a request type, which are there whether asked for or not."""
 
 
 # --- client -> server -------------------------------------------------------------------
@@ -46,6 +48,9 @@ class Join:
     id: int
     channel: str
     echo: bool | None = None
+    recover: dict[str, Any] | None = None
+    """``{"epoch": str, "offset": uint}``: the last message of the channel this client
+    received; the server replays what followed it (protocol.md §4.4.1)."""
 
 
 @attrs.frozen
@@ -94,6 +99,20 @@ class Broadcast:
 
 
 @attrs.frozen
+class History:
+    """A page of a channel's history (protocol.md §4.11)."""
+
+    TYPE: ClassVar[str] = "history"
+    id: int
+    channel: str
+    since: dict[str, Any] | None = None
+    """``{"epoch", "offset"}``: start after (forward) or before (reverse) this message."""
+    limit: int | None = None
+    reverse: bool | None = None
+    """Newest first (absent: false)."""
+
+
+@attrs.frozen
 class Refresh:
     """A fresh session token for the connection's user (before the old one expires)."""
 
@@ -102,7 +121,7 @@ class Refresh:
     token: str
 
 
-Request = Join | Leave | GetMembers | UpdateProfile | Send | Broadcast | Refresh
+Request = Join | Leave | GetMembers | UpdateProfile | Send | Broadcast | Refresh | History
 ClientFrame = Hello | Request
 
 
@@ -158,6 +177,10 @@ class Msg:
     """Member id of the sending connection; ``None`` when the host app or backend sent it."""
     ts: int
     mid: str
+    offset: int | None = None
+    """Its position in the channel's stream, for a channel with history (protocol.md §5.1)."""
+    epoch: str | None = None
+    """The stream's epoch, for a channel with history."""
 
 
 @attrs.frozen

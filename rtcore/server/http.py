@@ -25,6 +25,7 @@ import trio
 
 from rtcore import api
 from rtcore.app import App
+from rtcore.history import Position
 from rtcore.protocol import RtcoreError, codec, values
 from rtcore.server import admin, observing
 
@@ -132,6 +133,24 @@ async def _members(server: Server, app: App, req: Request) -> api.Outcome:
     return api.members_listed(*await server.cluster_members(app, channel, after, limit))
 
 
+def _history(server: Server, app: App, req: Request) -> api.Outcome:
+    epoch, offset = req.query.get("since_epoch"), _int_param(req, "since_offset")
+    if (epoch is None) != (offset is None):
+        raise api.ApiError(400, "bad_request", "give both since_epoch and since_offset, or neither")
+    reverse = req.query.get("reverse", "false")
+    if reverse not in ("true", "false"):
+        raise api.ApiError(400, "bad_request", "query parameter 'reverse' must be true or false")
+    return api.history(
+        app,
+        req.params["name"],
+        None if epoch is None or offset is None else Position(epoch, offset),
+        _int_param(req, "limit"),
+        reverse == "true",
+        server.wall(),
+        server.config.limits,
+    )
+
+
 def _user_event(server: Server, app: App, req: Request) -> api.Outcome:
     body = req.json()
     return api.publish_user_event(
@@ -169,6 +188,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/send"), _send),
     ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/broadcast"), _broadcast),
     ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/channels/(?P<name>[^/]+)/members"), _members),
+    ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/channels/(?P<name>[^/]+)/history"), _history),
     ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/user-events"), _user_event),
     (
         "POST",

@@ -53,6 +53,7 @@ from rtcore import api
 from rtcore.broker import BrokerUnavailable, Publication, Target, local_count
 from rtcore.broker import redis_protocol as rp
 from rtcore.config import BrokerConfig
+from rtcore.history import HistoryStore, MemoryHistory
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Refusal, Rule
 from rtcore.server.accept import ThrottledLog
@@ -149,6 +150,11 @@ class RedisBroker:
         self._subs_changed = trio.Event()
         self._queue: deque[_Op] = deque()
         self._inflight: list[_Op] = []
+        self._seen: dict[bytes, dict[str, Any]] = {}
+        """Per subscribed channel: the members (id -> info) this node's clients were told of
+        by presence events; after an outage, compared with the cluster's listing."""
+        self._touched: dict[bytes, set[str]] | None = None
+        """While a resync reads listings: the members events changed meanwhile."""
         self._joining: dict[tuple[str, str, str], _Op] = {}
         """Joins being written, by (app, channel, connection): their answers wait."""
         self._work = trio.Event()
@@ -157,6 +163,7 @@ class RedisBroker:
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._warn = ThrottledLog(log)
+        self._no_history = MemoryHistory()
 
     # -- the core's side (sync, never waits) --------------------------------------------------
 
@@ -165,6 +172,12 @@ class RedisBroker:
         self._apps[app] = receiver
         self._app_channels[self.keys.app_pubsub(app)] = app
         self._subs_changed.set()
+
+    @property
+    def history(self) -> HistoryStore:
+        """No channel keeps history with this broker in this version (the configuration
+        refuses ``history_size`` with ``kind = "redis"``): an empty store, for the sweep."""
+        return self._no_history
 
     @property
     def queued(self) -> int:
@@ -234,6 +247,7 @@ class RedisBroker:
         def deliver() -> None:
             count = self._tables[app].user_connections(channel, user)
             flag = count == 1 if kind == "member_join" else count == 0
+            self._saw(self.keys.channel_pubsub(app, channel), kind, info)
             self._apps[app].presence_event(kind, channel, info, flag, skip)
             self._poke()
 
@@ -244,8 +258,25 @@ class RedisBroker:
         self._subs_changed.set()
 
     def unwant(self, app: str, channel: str) -> None:
-        self._wanted.pop(self.keys.channel_pubsub(app, channel), None)
+        ch = self.keys.channel_pubsub(app, channel)
+        self._wanted.pop(ch, None)
+        self._seen.pop(ch, None)
         self._subs_changed.set()
+
+    def _saw(self, channel: bytes, kind: str, info: Any) -> None:
+        """Keep what this node's members were told of ``channel``'s presence."""
+        if channel not in self._wanted:
+            return
+        seen = self._seen.setdefault(channel, {})
+        member = info.get("id") if isinstance(info, dict) else None
+        if member is None:
+            return
+        if kind == "member_leave":
+            seen.pop(member, None)
+        else:
+            seen[member] = info
+        if self._touched is not None:
+            self._touched.setdefault(channel, set()).add(member)
 
     def control(self, app: str, op: str, args: Any) -> None:
         if self._down is not None:
@@ -360,6 +391,8 @@ class RedisBroker:
                         nursery.start_soon(self._read, pubsub)
                         nursery.start_soon(self._reconcile, pubsub)
                         nursery.start_soon(self._refresh, client)
+                        if self.statistics.reconnects:
+                            nursery.start_soon(self._resync_members)
             except* Exception as group:  # Redis or the link failed: degrade, retry (a
                 # cancellation mixed in -- coredis's teardown may fail as it is cancelled --
                 # is re-raised by except*)
@@ -493,6 +526,7 @@ class RedisBroker:
         elif envelope.kind == rp.PRESENCE:
             kind, name, blob, flag, skip = fields
             _, info = rp.unpack_member(blob)
+            self._saw(channel, kind.decode(), info)
             app.presence_event(kind.decode(), name.decode(), info, flag, rp.text(skip))
         elif envelope.node != self.node:  # control: the sending node applied it already
             op, args = fields
@@ -545,6 +579,32 @@ class RedisBroker:
                                 client=pipe,
                             )
 
+    async def _resync_members(self) -> None:
+        """After an outage: tell this node's members what changed in their channels while
+        the node was away (pub/sub delivers nothing to a node that is not subscribed)."""
+        self._touched = {}
+        try:
+            for ch, (app, channel) in list(self._wanted.items()):
+                listed: list[Any] = []
+                after: int | None = None
+                while True:
+                    try:
+                        page, after = await self.members(app, channel, after, 1000)
+                    except BrokerUnavailable:
+                        return  # away again: the next reconnection resyncs
+                    listed += page
+                    if after is None:
+                        break
+                if ch not in self._wanted:
+                    continue  # its last member here left meanwhile
+                seen = self._seen.setdefault(ch, {})
+                for kind, info, flag in _listing_diff(seen, listed, self._touched.get(ch, set())):
+                    self._saw(ch, kind, info)
+                    self._apps[app].presence_event(kind, channel, info, flag, None)
+                self._poke()
+        finally:
+            self._touched = None
+
     async def _load_revocations(self, client: Any) -> None:
         now, wall = self._clock()
         for name, app in self._apps.items():
@@ -574,6 +634,32 @@ class RedisBroker:
                         self._scripts["SYNC"](
                             keys=self.keys.presence(app, name), args=args, client=pipe
                         )
+
+
+def _listing_diff(
+    seen: dict[str, Any], listed: list[Any], touched: set[str]
+) -> list[tuple[str, Any, bool | None]]:
+    """The presence events that take ``seen`` (what a node's members were told) to
+    ``listed`` (the cluster's members now), skipping members events ``touched`` since the
+    listing was asked for: ``(kind, info, first or last)``."""
+    now = {info["id"]: info for info in listed}
+    users: dict[str | None, int] = {}
+    for info in listed:
+        users[info.get("user")] = users.get(info.get("user"), 0) + 1
+    events: list[tuple[str, Any, bool | None]] = []
+    for member, info in seen.items():
+        if member not in now and member not in touched:
+            user = info.get("user")
+            events.append(("member_leave", info, user is None or users.get(user, 0) == 0))
+    for member, info in now.items():
+        if member in touched:
+            continue
+        if member not in seen:
+            user = info.get("user")
+            events.append(("member_join", info, user is None or users[user] == 1))
+        elif seen[member] != info:
+            events.append(("member_update", info, None))
+    return events
 
 
 def _page(rows: list[bytes], limit: int) -> tuple[list[Any], int | None]:

@@ -33,6 +33,7 @@ from rtcore.admission import Admission, within
 from rtcore.app import App, MessageIds
 from rtcore.broker import Broker, BrokerUnavailable, MemoryBroker
 from rtcore.config import Config, load
+from rtcore.history import MemoryHistory, Position
 from rtcore.hub import Member
 from rtcore.observe import Observer, ServerStatistics
 from rtcore.outbox import Pending
@@ -75,6 +76,11 @@ class UnknownAppError(RtcoreError, LookupError):
 
 class ListenError(RtcoreError, OSError):
     """An address to listen on could not be bound; the message names it and why."""
+
+
+DRAIN_REASON = "server shutting down: reconnect to any node"
+"""The reason of the 1001 every connection gets on shutdown (protocol.md §7): a client
+reconnects at once, anywhere, and recovers what it missed."""
 
 
 class Server:
@@ -142,8 +148,9 @@ class Server:
 
     def _broker(self) -> Broker:
         """``[broker]``: in process, or Redis (imported only then)."""
+        limits = self.config.limits
         if self.config.broker.kind == "memory":
-            return MemoryBroker()
+            return MemoryBroker(MemoryHistory(limits.max_history_bytes, limits.history_meta_ttl))
         from rtcore.server.redis_broker import RedisBroker
 
         self.redis = RedisBroker(
@@ -220,7 +227,7 @@ class Server:
 
     async def _close_all(self) -> None:
         for conn in list(self.connections.values()):
-            conn.request_close(CloseCode.GOING_AWAY, "server shutting down")
+            conn.request_close(CloseCode.GOING_AWAY, DRAIN_REASON)
         self.flusher.poke()
         with trio.move_on_after(self.config.limits.shutdown_grace):
             await self._idle.wait()
@@ -324,6 +331,7 @@ class Server:
         wall = self.wall()
         for app in self.apps.values():
             app.sweep(now)
+        self.broker.history.sweep(wall)
         self.admission.sweep(now)
         for i, conn in enumerate(list(self.connections.values())):
             if i % HEARTBEAT_CHECKPOINT_EVERY == HEARTBEAT_CHECKPOINT_EVERY - 1:
@@ -493,6 +501,22 @@ class Server:
     def broadcast(self, app: str, event: str, data: Any = None) -> dict[str, Any]:
         """Deliver an event to every connection of ``app``."""
         return self._run(api.broadcast(self.app(app), event, data, self.wall()))
+
+    def history(
+        self,
+        app: str,
+        channel: str,
+        since: Position | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> dict[str, Any]:
+        """A page of ``channel``'s history, as the server API's (docs/api.md): ``{"messages",
+        "epoch", "offset", "next"}``; pass ``next`` back as ``since`` (a
+        :class:`~rtcore.history.Position`) for the next page. Raises ``rtcore.api.ApiError``
+        (``history_unavailable``, ``unrecoverable_position``, ...), and ``UnknownAppError``."""
+        limits = self.config.limits
+        outcome = api.history(self.app(app), channel, since, limit, reverse, self.wall(), limits)
+        return outcome.result
 
     def members(self, app: str, channel: str) -> list[dict[str, Any]]:
         """Every member of ``channel`` on this node as ``{"id", "user", "data"}``, in join

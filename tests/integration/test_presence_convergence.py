@@ -124,8 +124,8 @@ async def test_the_client_hands_diffs_to_its_handlers_one_member_at_a_time(
                 await w.open(nursery)
                 await w.join(ROOM)
                 watchers[diffs] = w
-            assert watchers[True].welcome.features == ("presence_diffs",)  # type: ignore[union-attr]
-            assert watchers[False].welcome.features is None  # type: ignore[union-attr]
+            assert watchers[True].welcome.features == ("presence_diffs", "history")  # type: ignore[union-attr]
+            assert watchers[False].welcome.features == ("history",)  # type: ignore[union-attr]
             a = Client(url(server), reconnect=False, profile=1)
             await a.open(nursery)
             await a.join(ROOM)

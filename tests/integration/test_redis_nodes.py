@@ -270,8 +270,13 @@ async def test_a_redis_outage_degrades_to_local_and_recovers(
         a, b = await nodes(start_server, redis_server.url, n=2)
         ann = tracked(await client(a, profile="ann"))
         bob = tracked(await client(b, profile="bob"))
-        for raw in (ann, bob):
+        dan = tracked(await client(b, profile="dan"))
+        for raw in (ann, bob, dan):
             assert isinstance(await request(raw, "join", 1, ch="room", echo=False), f.Ok)
+        for _ in range(2):  # bob's and dan's joins reach ann
+            await pushes_until(ann, lambda fr: isinstance(fr, f.MemberEvent))
+        listing = await request(ann, "members", 9, ch="room")
+        dan_id = next(m["id"] for m in listing.data["members"] if m["data"] == "dan")
         redis_server.stop()  # SIGKILL: an outage, not a shutdown
         await until(lambda: a.broker.health() and b.broker.health(), "both nodes to notice")
         async with httpx.AsyncClient() as http:
@@ -293,15 +298,19 @@ async def test_a_redis_outage_degrades_to_local_and_recovers(
         assert msg[-1].event == "local"
         refused = await request(ann, "members", 3, ch="room")
         assert isinstance(refused, f.Err) and refused.code == "broker_unavailable"
+        assert isinstance(await request(dan, "leave", 2, ch="room"), f.Ok)  # unseen by node A
         # Redis returns (empty: no persistence): the nodes reconnect and re-publish presence.
         redis_server.start()
         await until(lambda: not a.broker.health() and not b.broker.health(), "reconnection")
         listing = await request(bob, "members", 4, ch="room")
         assert isinstance(listing, f.Ok)
         assert sorted(m["data"] for m in listing.data["members"]) == ["ann", "bob", "cat"]
-        # Bob on B hears the members A re-published, and messages cross nodes again.
+        # What happened on the other node meanwhile reaches each side: bob hears cat join,
+        # ann hears dan leave.
         seen = await pushes_until(bob, member_event("member_join", cat_id(listing)))
         assert seen[-1].member["data"] == "cat"
+        gone = await pushes_until(ann, member_event("member_leave", dan_id))
+        assert gone[-1].member["data"] == "dan"
         assert isinstance(await request(ann, "send", 5, ch="room", ev="back", data=2), f.Ok)
         msg = await pushes_until(bob, lambda fr: isinstance(fr, f.Msg))
         assert msg[-1].event == "back"

@@ -54,9 +54,7 @@ class SharedBroker(RecordingBroker):
         super().__init__()
         self.calls: list[tuple[object, ...]] = []
 
-    def presence(
-        self, app: str, kind: str, channel: str, member: Member, skip: str | None
-    ) -> None:
+    def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
         self.calls.append(("presence", kind, channel, member.id, skip))
 
     def want(self, app: str, channel: str) -> None:

@@ -79,3 +79,20 @@ def test_anything_else_on_the_channel_is_a_bad_envelope_never_another_error(data
 def test_malformed_envelopes_are_refused(data: bytes) -> None:
     with pytest.raises(rp.BadEnvelope):
         rp.decode(data)
+
+
+def test_after_an_outage_a_node_tells_its_members_what_changed() -> None:
+    from rtcore.server.redis_broker import _listing_diff
+
+    def m(i: str, user: str | None, data: object = None) -> dict[str, object]:
+        return {"id": i, "user": user, "data": data}
+
+    seen = {"a": m("a", "ann"), "b": m("b", "bob"), "c": m("c", "cat", 1), "t": m("t", None)}
+    listed = [m("b", "bob"), m("c", "cat", 2), m("d", "ann"), m("e", "eve"), m("f", "eve")]
+    events = _listing_diff(seen, listed, touched={"t", "f"})
+    assert events == [
+        ("member_leave", m("a", "ann"), False),  # ann is still there, on another connection
+        ("member_update", m("c", "cat", 2), None),
+        ("member_join", m("d", "ann"), True),
+        ("member_join", m("e", "eve"), False),  # eve has two connections listed
+    ]  # "t" and "f" were changed by events since the listing was asked for: left alone

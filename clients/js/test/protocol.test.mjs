@@ -21,20 +21,21 @@ const EXAMPLES = [...DOC.matchAll(/```(frame|wsframe)\n(.*?)\n\n(.*?)\n```/gs)].
   value: JSON.parse(json),
 }));
 const FRAMES = EXAMPLES.filter((e) => e.kind === "frame");
-const CLIENT_TYPES = ["hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh"];
+const CLIENT_TYPES = ["hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh", "history"];
 const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user"];
 
 /** The client's frame builder called with the fields of a documented client frame. */
 function build(v) {
   switch (v.t) {
     case "hello": return frames.hello(v);
-    case "join": return frames.join(v.id, v.ch, v.echo);
+    case "join": return frames.join(v.id, v.ch, v.echo, v.recover);
     case "leave": return frames.leave(v.id, v.ch, v.echo);
     case "members": return frames.members(v.id, v.ch, v.limit, v.after);
     case "profile": return frames.profile(v.id, v.data, v.echo);
     case "send": return frames.send(v.id, v.ch, v.ev, v.data, v.echo);
     case "broadcast": return frames.broadcast(v.id, v.ev, v.data, v.echo);
     case "refresh": return frames.refresh(v.id, v.token);
+    case "history": return frames.history(v.id, v.ch, v.since, v.limit, v.reverse);
     default: throw new Error(`not a client frame: ${v.t}`);
   }
 }
@@ -62,6 +63,8 @@ test("server pushes become the documented handler arguments", () => {
   assert.deepEqual(messageEvent(msg), {
     channel: "lobby", event: "chat", data: { text: "hi" }, sender: "q3Jx0aZ1bC9d", ts: 1764400000123, mid: "9f2c01ab-1a",
   });
+  const feed = FRAMES.find((e) => e.value.t === "msg" && e.value.ch === "feed").value;
+  assert.deepEqual([messageEvent(feed).offset, messageEvent(feed).epoch], [42, "a1b2c3d4"]);
   const bcast = FRAMES.find((e) => e.value.t === "msg" && e.value.ch === null).value;
   assert.equal(messageEvent(bcast).channel, null);
   assert.equal(messageEvent(bcast).sender, null);
@@ -155,7 +158,7 @@ test("the wsframe examples, as raw bytes on a socket, reach the client's handler
     assert.equal(c.getSocketId(), "q3Jx0aZ1bC9d");
     assert.deepEqual(await chat, messageEvent(msgFrame.value));
     assert.deepEqual(await disconnected, [closeFrame.value.close, closeFrame.value.reason]);
-    assert.deepEqual(hellos, [{ t: "hello", v: 1, profile: { name: "ann" }, echo: true, features: ["presence_diffs"] }]);
+    assert.deepEqual(hellos, [{ t: "hello", v: 1, profile: { name: "ann" }, echo: true, features: ["presence_diffs", "history"] }]);
   } finally {
     await c.close();
     server.close();
