@@ -1,15 +1,22 @@
 """``rtcore`` command line.
 
 rtcore serve [--config FILE] [--host H] [--port P] [--api-host H] [--api-port P]
-                                                    run the server (SIGHUP reloads FILE)
+             [--workers N]                          run the server (SIGHUP reloads FILE)
 rtcore check-config FILE                            validate a config file
 rtcore token --config FILE --app A --user U         mint a development session token
+
+``--workers N`` (N > 1; Linux) runs N worker processes that share the client and server-API
+ports (SO_REUSEPORT), each a node of the Redis broker (``[broker] kind = "redis"`` is
+required), under a supervisor that serves nothing itself: it restarts a crashed worker,
+passes SIGTERM, SIGINT and SIGHUP on to every worker, and stops them all (exit 1) after too
+many crashes (rtcore.workers). The ports must be fixed (not 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -21,6 +28,8 @@ import trio
 
 from rtcore import auth, logs
 from rtcore import config as cfg
+from rtcore.workers import policy
+from rtcore.workers.link import SupervisorLink
 
 if TYPE_CHECKING:
     from rtcore.server import Server
@@ -38,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
     serve.add_argument("--api-host", help="server API address (overrides the config)")
     serve.add_argument("--api-port", type=int, help="server API port (overrides the config)")
+    serve.add_argument(
+        "--workers",
+        default="1",  # checked in main(), like --log-level
+        metavar="N",
+        help="worker processes sharing the ports (SO_REUSEPORT, Linux; default 1: this "
+        'process serves). N > 1 needs [broker] kind = "redis" and fixed ports; a supervisor '
+        "restarts crashed workers and passes SIGTERM, SIGINT and SIGHUP on to them",
+    )
+    # How the supervisor starts a worker (rtcore.workers): not for people.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument(
         "--log-level",
         default="INFO",  # checked in main(): one line, not argparse's usage and error
@@ -70,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    workers = policy.parse_count(args.workers) if args.command == "serve" else 1
+    if workers is None:
+        print(
+            f"rtcore: --workers {args.workers!r} is not a number of processes: use 1 (this "
+            f"process serves, the default) up to {policy.MAX_WORKERS}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.command == "check-config":
             conf = cfg.load(args.file)
@@ -93,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }
     conf = attrs.evolve(conf, **overrides)
-    logs.configure(logs.level_name(args.log_level), args.log_format)
+    if workers > 1:
+        return _supervise(conf, args, workers)
+    logs.configure(logs.level_name(args.log_level), args.log_format, worker=args.worker)
     try:
-        trio.run(_serve, conf, args.config, overrides)
+        trio.run(_serve, conf, args.config, overrides, args.supervisor_fd, args.worker is not None)
     except (OSError, BaseExceptionGroup) as exc:
         reason = _listen_failure(exc)
         if reason is None:
@@ -103,6 +133,57 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rtcore: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _supervise(conf: cfg.Config, args: argparse.Namespace, count: int) -> int:
+    """``serve --workers N``: check what the workers need, then supervise them."""
+    from rtcore.server.listen import port_taken
+    from rtcore.workers.supervisor import Supervisor
+
+    reason = policy.refusal(conf, count)
+    if reason is not None:
+        print(f"rtcore: {reason}", file=sys.stderr)
+        return 2
+    ports = [(conf.port, host, "WebSocket") for host in conf.hosts()]
+    if conf.api_port is not None:
+        ports.append((conf.api_port, conf.api_host, "server API"))
+    taken = [r for r in (port_taken(*p) for p in ports) if r is not None]
+    if taken:
+        print(f"rtcore: {'; '.join(taken)}", file=sys.stderr)
+        return 1
+    logs.configure(logs.level_name(args.log_level), args.log_format)
+    options = _worker_options(args)
+
+    def command(index: int, fd: int) -> list[str]:
+        worker = ["--worker", str(index), "--supervisor-fd", str(fd)]
+        return [sys.executable, "-m", "rtcore.cli", "serve", *options, *worker]
+
+    def stop_bound() -> float:  # the file as a SIGHUP left it, for a changed shutdown_grace
+        try:
+            limits = cfg.load(args.config).limits if args.config else conf.limits
+        except cfg.ConfigError:
+            limits = conf.limits
+        return policy.stop_bound(limits)
+
+    log.info("rtcore supervisor (pid %d): starting %d workers", os.getpid(), count)
+    return trio.run(Supervisor(count, command, stop_bound).run)
+
+
+def _worker_options(args: argparse.Namespace) -> list[str]:
+    """The options of ``serve`` that each worker gets as given (--workers aside)."""
+    options: list[str] = []
+    for flag, value in (
+        ("--config", args.config),
+        ("--host", args.host),
+        ("--port", args.port),
+        ("--api-host", args.api_host),
+        ("--api-port", args.api_port),
+        ("--log-level", args.log_level),
+        ("--log-format", args.log_format),
+    ):
+        if value is not None:
+            options += [flag, str(value)]
+    return options
 
 
 def _listen_failure(exc: BaseException) -> str | None:
@@ -152,12 +233,21 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, Any]) -> None:
+async def _serve(
+    conf: cfg.Config,
+    path: str | None,
+    overrides: dict[str, Any],
+    supervisor_fd: int | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve until SIGINT or SIGTERM; as a worker (``supervisor_fd``), also until the
+    supervisor is gone, and tell it when serving starts."""
     from rtcore.server import Server  # imported only when serving
 
-    server = Server(conf)
+    server = Server(conf, reuse_port=reuse_port)
     server.config_path = Path(path) if path is not None else None
     server.config_overrides = overrides
+    supervisor = SupervisorLink(supervisor_fd) if supervisor_fd is not None else None
     signals = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
     with trio.open_signal_receiver(*signals) as received:
         async with trio.open_nursery() as nursery:
@@ -171,9 +261,23 @@ async def _serve(conf: cfg.Config, path: str | None, overrides: dict[str, Any]) 
                     server.shutdown()
                     return
 
+            async def serving(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                await server.serve(task_status=task_status)  # returns after the 1001 closes
+                nursery.cancel_scope.cancel()
+
             nursery.start_soon(on_signals)
-            await server.serve()  # returns after shutdown's going-away closes
-            nursery.cancel_scope.cancel()
+            await nursery.start(serving)
+            if supervisor is not None:
+                server.on_settings_saved = supervisor.request_reload
+                await supervisor.ready(server.node)
+                nursery.start_soon(_until_gone, supervisor, server)
+
+
+async def _until_gone(supervisor: SupervisorLink, server: Server) -> None:
+    await supervisor.supervisor_gone()
+    if not server.stopping:
+        log.warning("the supervisor is gone: shutting down")
+        server.shutdown()
 
 
 def _reload(server: Server) -> None:

@@ -17,6 +17,9 @@ from typing import Any, TextIO
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+WORKER_TEXT_FORMAT = (
+    "%(asctime)s %(levelname)s [worker %(worker)d pid %(pid)d] %(name)s: %(message)s"
+)
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
@@ -51,13 +54,33 @@ def level_name(value: str) -> str:
     return value.upper()
 
 
-def configure(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> None:
+class WorkerFields(logging.Filter):
+    """Marks every record with the worker it comes from (``rtcore serve --workers``): the
+    fields ``worker`` (its index, 1..N) and ``pid``, which a restart changes."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        record.pid = record.process
+        return True
+
+
+def configure(
+    level: str = "INFO", fmt: str = "text", stream: TextIO | None = None, worker: int | None = None
+) -> None:
     """Send every log record at ``level`` and above to ``stream`` (stderr) as ``fmt``.
 
-    Replaces the root logger's handlers: call it once, at start-up.
+    Replaces the root logger's handlers: call it once, at start-up. ``worker``: the worker
+    index, given in each line (text: ``[worker 1 pid 1234]``; json: ``worker``, ``pid``).
     """
     if level not in LEVELS or fmt not in FORMATS:
         raise ValueError(f"level must be one of {LEVELS} and format one of {FORMATS}")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    text = TEXT_FORMAT if worker is None else WORKER_TEXT_FORMAT
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
+    if worker is not None:
+        handler.addFilter(WorkerFields(worker))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -190,6 +190,8 @@ def save(server: Server, app: str, change: dict[str, Any]) -> tuple[int, dict[st
     _write_atomically(path, edited.text)
     closed = server.reload(attrs.evolve(edited.config, **server.config_overrides))
     log.info("settings page: saved app %r to %s; %d connections closed", app, path, closed)
+    if server.on_settings_saved is not None:
+        server.on_settings_saved()  # e.g. the other workers reload the file too
     return 200, {
         "saved": str(path),
         "closed": closed,

@@ -15,7 +15,6 @@ Embedding::
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import resource
@@ -39,7 +38,7 @@ from rtcore.hub import Member
 from rtcore.observe import Observer, ServerStatistics
 from rtcore.outbox import Pending
 from rtcore.protocol import CloseCode, ErrorCode, RtcoreError, wsframe
-from rtcore.server import http, observing
+from rtcore.server import http, listen, observing
 from rtcore.server.accept import (
     ThrottledLog,
     accept_forever,
@@ -95,6 +94,8 @@ class Server:
         metrics: Prometheus metrics (``GET /metrics`` on the server-API port); by default on
             when the server API is.
         observer: told of connections, refusals and flush passes too (rtcore.observe).
+        reuse_port: listen with SO_REUSEPORT (Linux), sharing the client and server-API ports
+            with other processes that do the same: the workers of ``rtcore serve --workers``.
     """
 
     def __init__(
@@ -105,8 +106,10 @@ class Server:
         wall: Callable[[], float] = time.time,
         metrics: bool | None = None,
         observer: Observer | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config or Config()
+        self.reuse_port = reuse_port
         self.wall = wall
         self.statistics = ServerStatistics()
         self.observer, self.log_observer, self.metrics = observing.setup(self, metrics, observer)
@@ -139,6 +142,9 @@ class Server:
         """The file the settings came from, if any: reloads and the settings page use it."""
         self.config_overrides: dict[str, Any] = {}
         """Settings given on the command line, which win over the file's on every reload."""
+        self.on_settings_saved: Callable[[], None] | None = None
+        """Called after the settings page saved the config file and applied it here (a
+        worker then has its supervisor reload the other workers: rtcore.workers)."""
 
     def _broker(self) -> Broker:
         """``[broker]``: in process, or Redis (imported only then)."""
@@ -163,7 +169,7 @@ class Server:
         """Listen and serve until :meth:`shutdown`; reports the bound addresses when ready."""
         listeners: list[Any] = []
         for host in self.config.hosts():
-            listeners += await _open_listeners(self.config.port, host, "WebSocket")
+            listeners += await _open_listeners(self.config.port, host, "WebSocket", self.reuse_port)
         self.addresses = [_address(lst) for lst in listeners]
         tls = self._tls_context()
         if tls is not None:
@@ -177,7 +183,7 @@ class Server:
             nursery.start_soon(self._heartbeat)
             if self.config.api_port is not None:
                 api_listeners = await _open_listeners(
-                    self.config.api_port, self.config.api_host, "server API"
+                    self.config.api_port, self.config.api_host, "server API", self.reuse_port
                 )
                 self.api_addresses = [_address(lst) for lst in api_listeners]
                 nursery.start_soon(self._serve_api, api_listeners)
@@ -639,24 +645,15 @@ class Server:
         }
 
 
-_LISTEN_HINTS = {
-    errno.EADDRINUSE: "another process listens there: stop it or choose another port",
-    errno.EADDRNOTAVAIL: "this machine has no such address",
-    errno.EACCES: "ports below 1024 need privileges: choose a port of 1024 or more",
-}
-
-
-async def _open_listeners(port: int, host: str, what: str) -> list[trio.SocketListener]:
-    """trio.open_tcp_listeners, with a failure to bind translated once into ListenError."""
+async def _open_listeners(
+    port: int, host: str, what: str, reuse_port: bool
+) -> list[trio.SocketListener]:
+    """The listeners (rtcore.server.listen), with a failure to bind translated once into
+    ListenError."""
     try:
-        return await trio.open_tcp_listeners(port, host=host)
+        return await listen.open_listeners(port, host, reuse_port=reuse_port)
     except OSError as exc:
-        hint = _LISTEN_HINTS.get(exc.errno or 0, "")
-        raise ListenError(
-            exc.errno,
-            f"cannot listen on {host}:{port} ({what}): {exc.strerror or exc}"
-            + (f"; {hint}" if hint else ""),
-        ) from exc
+        raise ListenError(exc.errno, listen.failure_reason(exc, host, port, what)) from exc
 
 
 PING = wsframe.ping_frame()

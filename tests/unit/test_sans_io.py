@@ -42,6 +42,8 @@ CORE = [
     "rtcore.observe.logs",
     "rtcore.observe.metrics",
     "rtcore.logs",
+    "rtcore.workers",
+    "rtcore.workers.policy",
 ]
 
 
@@ -61,7 +63,7 @@ def test_the_server_does_import_trio() -> None:  # the check above can tell the 
 
 CORE_FILES = sorted(
     p
-    for pattern in ("protocol/*.py", "broker/*.py", "*.py")
+    for pattern in ("protocol/*.py", "broker/*.py", "workers/policy.py", "*.py")
     for p in (Path(rtcore.__file__).parent).glob(pattern)
     if p.name not in {"__init__.py", "cli.py", "server_api.py"} or p.parent.name != "rtcore"
 )
