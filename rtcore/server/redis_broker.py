@@ -1,7 +1,8 @@
 """The Redis broker (``[broker] kind = "redis"``): many nodes, one server. The trio side.
 
 What crosses Redis, and its key layout, is :mod:`rtcore.broker.redis_protocol` (sans-IO);
-this module runs it. One connection multiplexes commands; a second one is the pub/sub
+this module runs it, with its presence and history parts in ``redis_presence`` and
+``redis_history`` (mixins over the state declared in ``redis_ops.BrokerCore``). One connection multiplexes commands; a second one is the pub/sub
 subscriber (coredis on trio, through anyio). Theory of operation:
 
 * **Publications** (channel messages, broadcasts) are queued -- the core never waits -- and
@@ -40,17 +41,15 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import coredis
 import trio
 from coredis.retry import NoRetryPolicy
 
 from rtcore import api
-from rtcore.app import framed
 from rtcore.broker import BrokerUnavailable, Publication, Target, local_count
 from rtcore.broker import redis_protocol as rp
 from rtcore.config import BrokerConfig
@@ -58,16 +57,13 @@ from rtcore.history import (
     Entry,
     HistoryStore,
     MemoryHistory,
-    Position,
-    Retention,
-    Slice,
-    new_epoch,
 )
 from rtcore.hub import ChannelTable, Member
 from rtcore.limiter import Refusal, Rule
-from rtcore.protocol import codec
-from rtcore.protocol import frames as f
 from rtcore.server.accept import ThrottledLog
+from rtcore.server.redis_history import HistoryMixin
+from rtcore.server.redis_ops import PIPELINE_MAX, BrokerStatistics, Op
+from rtcore.server.redis_presence import PresenceMixin, page_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -77,12 +73,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtcore.broker")
 
-PIPELINE_MAX = 1000
-"""Operations per pipeline round trip."""
 SUBSCRIBE_MAX = 500
-MAX_GAP_FILL = 10_000
-"""Messages of one channel a node delivers after an outage, at most (beyond: the gap stays,
-and the offsets its clients see jump: they recover by rejoining)."""
 """Channels per SUBSCRIBE command."""
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 """Seconds between reconnection attempts: doubling from the first, capped, with jitter."""
@@ -99,41 +90,7 @@ SCRIPTS = (
 )
 
 
-@attrs.define
-class BrokerStatistics:
-    """Counters of the broker (``rtcore_broker_*`` metrics)."""
-
-    published: int = 0
-    """Operations written to Redis."""
-    received: int = 0
-    """Envelopes received from Redis."""
-    dropped: int = 0
-    """Operations not forwarded (Redis away, or the queue full): delivered locally only."""
-    reconnects: int = 0
-    bad_envelopes: int = 0
-
-
-@attrs.define(slots=True)
-class _Op:
-    """One queued write: ``send`` queues it on a pipeline; ``fallback`` does its local part
-    when it cannot be forwarded."""
-
-    send: Callable[[Any], Any]
-    fallback: Callable[[], object] | None = None
-    done: trio.Event | None = None
-    """Set once written (or failed: then ``failed``), for those who wait for it."""
-    result: Any = None
-    failed: str | None = None
-    key: tuple[str, str, str] | None = None
-    """(app, channel, connection) of a join, which its request's answer waits for."""
-
-    def finish(self, result: Any = None, failed: str | None = None) -> None:
-        self.result, self.failed = result, failed
-        if self.done is not None:
-            self.done.set()
-
-
-class RedisBroker:
+class RedisBroker(PresenceMixin, HistoryMixin):
     """A shared broker over Redis (see the module docstring).
 
     Args:
@@ -173,14 +130,14 @@ class RedisBroker:
         self._subscribed: set[bytes] = set()
         self._sub_waiters: dict[bytes, trio.Event] = {}
         self._subs_changed = trio.Event()
-        self._queue: deque[_Op] = deque()
-        self._inflight: list[_Op] = []
+        self._queue: deque[Op] = deque()
+        self._inflight: list[Op] = []
         self._seen: dict[bytes, dict[str, Any]] = {}
         """Per subscribed channel: the members (id -> info) this node's clients were told of
         by presence events; after an outage, compared with the cluster's listing."""
         self._touched: dict[bytes, set[str]] | None = None
         """While a resync reads listings: the members events changed meanwhile."""
-        self._joining: dict[tuple[str, str, str], _Op] = {}
+        self._joining: dict[tuple[str, str, str], Op] = {}
         self._holds: dict[bytes, list[list[Entry]]] = {}
         """Per channel: the live messages held for joins being recovered (``prepare_join``)."""
         self._meta_ttl = meta_ttl
@@ -240,222 +197,12 @@ class RedisBroker:
             publication.data,
         )
         self._enqueue(
-            _Op(
+            Op(
                 lambda p: self._publish(p, channel, envelope),
                 lambda: app.deliver_published(publication),
             )
         )
         return count
-
-    def publish_history(
-        self, app: str, channel: str, msg: f.Msg, retention: Retention, skip: str | None
-    ) -> tuple[int, Callable[[], Awaitable[Position | None]]]:
-        """A message of a channel with history: Redis gives it its offset and epoch, appends
-        it to the stream and publishes it, in one script; every node delivers it as it comes
-        back (with its position). Redis away: delivered here without a position."""
-        table, the_app = self._tables[app], self._apps[app]
-        publication = Publication(app, Target.CHANNEL, channel, b"", skip)
-        if self._down is not None:
-            self.statistics.dropped += 1
-            count = the_app.deliver_published(attrs.evolve(publication, data=framed(msg)))
-            return count, _no_position
-        count = local_count(table, publication)
-        keys = rp.history_keys(self.keys, app, channel)
-        args = [
-            self._publish_cmd,
-            self.node.encode(),
-            new_epoch().encode(),
-            str(int(self._meta_ttl * 1000)).encode(),
-            str(retention.size).encode(),
-            str(max(1, int(retention.ttl * 1000))).encode(),
-            rp.msg_head(codec.to_wire(msg)),
-            Target.CHANNEL.value.encode(),
-            channel.encode(),
-            b"",
-            (skip or "").encode(),
-        ]
-        op = _Op(
-            lambda p: self._scripts["HISTORY_PUBLISH"](keys=keys, args=args, client=p),
-            lambda: the_app.deliver_published(attrs.evolve(publication, data=framed(msg))),
-            trio.Event(),
-        )
-        self._enqueue(op)
-
-        async def sequenced() -> Position | None:
-            assert op.done is not None
-            await op.done.wait()
-            if op.failed is not None or not op.result:
-                return None
-            epoch, offset = op.result
-            return Position(epoch.decode(), int(offset))
-
-        return count, sequenced
-
-    async def read_history(
-        self,
-        app: str,
-        channel: str,
-        since: Position | None,
-        limit: int,
-        reverse: bool,
-        retention: Retention,
-    ) -> Slice:
-        """A slice of the channel's stream in Redis (see ``HistoryStore.read``)."""
-        if self._down is not None:
-            raise BrokerUnavailable(f"Redis is unreachable ({self._down})")
-        keys = rp.history_keys(self.keys, app, channel)
-        args = [
-            new_epoch().encode(),
-            str(int(self._meta_ttl * 1000)).encode(),
-            str(max(1, int(retention.ttl * 1000))).encode(),
-            b"" if since is None else str(since.offset).encode(),
-            str(limit).encode(),
-            b"1" if reverse else b"0",
-        ]
-        rows = await self._call(
-            lambda p: self._scripts["HISTORY_READ"](keys=keys, args=args, client=p)
-        )
-        epoch = rows[0].decode()
-        top = Position(epoch, int(rows[1]))
-        if since is not None and since.epoch != epoch:
-            return Slice(top, int(rows[2]), [])
-        return Slice(top, int(rows[2]), [_entry(frame) for frame in rows[3:]])
-
-    async def prepare_join(
-        self, app: str, channel: str, since: Position | None, limit: int, retention: Retention
-    ) -> tuple[Slice, list[Entry]]:
-        """For a join of a channel with history: subscribe, then read the stream after
-        ``since`` (``limit`` entries; 0: only its top), holding the channel's live messages
-        that arrive meanwhile -- returned too, so that the joiner gets the read, then those
-        after it, then (joined once this returns, before any other task runs) the live
-        ones: no gap, no duplicate, one order (the centrifuge way)."""
-        ch = self.keys.channel_pubsub(app, channel)
-        self.want(app, channel)
-        held: list[Entry] = []
-        self._holds.setdefault(ch, []).append(held)
-        try:
-            await self.joined(app, channel, "")
-            if self._down is not None:
-                raise BrokerUnavailable(f"Redis is unreachable ({self._down})")
-            found = await self.read_history(app, channel, since, limit, False, retention)
-            return found, held
-        finally:
-            holds = self._holds[ch]
-            holds.remove(held)
-            if not holds:
-                del self._holds[ch]
-
-    def _in_stream_order(self, channel: bytes, epoch: str, offset: int, frame: bytes) -> bool:
-        """Whether to deliver a history message now: not while the node fills a gap of that
-        channel (then it waits in the gap's buffer), not if the gap's fill gave it already."""
-        paused = self._filling.get(channel)
-        if paused is not None:
-            paused.append((epoch, offset, frame))
-            return False
-        through = self._through.get(channel)
-        if through is not None:
-            if through[0] == epoch and offset <= through[1]:
-                return False
-            del self._through[channel]
-        self._last[channel] = (epoch, offset)
-        return True
-
-    async def _fill_gaps(self) -> None:
-        """After an outage: each channel with history here gets, in order and once, what
-        other nodes published while this one could not hear (it is in the stream)."""
-        for ch, (app, channel) in list(self._wanted.items()):
-            last = self._last.get(ch)
-            retention = self._apps[app].retention(channel)
-            if last is None or retention is None or ch in self._filling:
-                continue
-            held: list[tuple[str, int, bytes]] = []
-            self._filling[ch] = held
-            try:
-                found = await self.read_history(
-                    app, channel, Position(*last), MAX_GAP_FILL, False, retention
-                )
-            except BrokerUnavailable:
-                return  # away again: the next reconnection fills
-            finally:
-                del self._filling[ch]
-            epoch, top = last
-            fill = found.top.epoch == epoch and found.first <= top + 1
-            frames = [(e.offset, e.data) for e in found.entries] if fill else []
-            frames += [(o, data) for e, o, data in held if e == epoch]
-            for offset, data in frames:
-                if offset == top + 1:  # in order, each once; a hole ends the fill
-                    publication = Publication(app, Target.CHANNEL, channel, data)
-                    self._apps[app].deliver_published(publication)
-                    top = offset
-            self._last[ch] = self._through[ch] = (epoch, top)
-            self._poke()
-
-    def catch_up(self, app: str, channel: str, member: Member, through: int) -> None:
-        """``member`` just joined ``channel`` with every message up to offset ``through``
-        (a replay): the live copies of those that are still on their way through pub/sub
-        (published before the read, delivered after it) must not reach it twice."""
-        ch = self.keys.channel_pubsub(app, channel)
-        self._catching.setdefault(ch, {})[member.id] = (member, through)
-
-    @staticmethod
-    def _caught_up(
-        catching: dict[str, tuple[Member, int]], group: Any, offset: int, frame: bytes
-    ) -> None:
-        """Take back a live message a catching-up member already had: it is the last item
-        of its outbox (queued just now). A member is caught up at its first newer message."""
-        for member_id, (member, through) in list(catching.items()):
-            if offset > through or group.get(member_id) is not member:
-                del catching[member_id]
-                continue
-            items = member.outbox.items
-            if items and items[-1] is frame:
-                items.pop()
-
-    def release(self, app: str, channel: str) -> None:
-        """A join that ``prepare_join`` was for did not happen: unsubscribe unless the
-        channel has members here."""
-        if not self._tables[app].members(channel):
-            self.unwant(app, channel)
-
-    def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
-        info = member.info()
-        local = self._local_presence(app, kind, channel, member.user, info, skip)
-        if self._down is not None:
-            self.statistics.dropped += 1
-            local()
-            return
-        keys = self.keys.presence(app, channel)
-        head = [self._publish_cmd, self.node.encode(), self._ttl_ms, channel.encode()]
-        conn = member.id.encode()
-        if kind == "member_join":
-            blob = rp.member_blob(member.user, info)
-            args = [*head, conn, blob, (member.user or "").encode(), (skip or "").encode()]
-            script = "JOIN"
-        elif kind == "member_leave":
-            args, script = [*head, conn], "LEAVE"
-        else:
-            blob = rp.member_blob(member.user, info)
-            args, script = [*head, conn, blob, (skip or "").encode()], "UPDATE"
-        op = _Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), local)
-        if kind == "member_join":
-            op.done, op.key = trio.Event(), (app, channel, member.id)
-            self._joining[op.key] = op
-        self._enqueue(op)
-
-    def _local_presence(
-        self, app: str, kind: str, channel: str, user: str | None, info: Any, skip: str | None
-    ) -> Callable[[], None]:
-        """The event for this node's members only (Redis away): ``first``/``last`` as this
-        node sees them."""
-
-        def deliver() -> None:
-            count = self._tables[app].user_connections(channel, user)
-            flag = count == 1 if kind == "member_join" else count == 0
-            self._saw(self.keys.channel_pubsub(app, channel), kind, info)
-            self._apps[app].presence_event(kind, channel, info, flag, skip)
-            self._poke()
-
-        return deliver
 
     def want(self, app: str, channel: str) -> None:
         self._wanted[self.keys.channel_pubsub(app, channel)] = (app, channel)
@@ -469,21 +216,6 @@ class RedisBroker:
         self._through.pop(ch, None)
         self._subs_changed.set()
 
-    def _saw(self, channel: bytes, kind: str, info: Any) -> None:
-        """Keep what this node's members were told of ``channel``'s presence."""
-        if channel not in self._wanted:
-            return
-        seen = self._seen.setdefault(channel, {})
-        member = info.get("id") if isinstance(info, dict) else None
-        if member is None:
-            return
-        if kind == "member_leave":
-            seen.pop(member, None)
-        else:
-            seen[member] = info
-        if self._touched is not None:
-            self._touched.setdefault(channel, set()).add(member)
-
     def control(self, app: str, op: str, args: Any) -> None:
         if self._down is not None:
             self.statistics.dropped += 1
@@ -492,21 +224,21 @@ class RedisBroker:
             )
             return
         channel, envelope = self.keys.app_pubsub(app), rp.control(self.node, op, args)
-        self._enqueue(_Op(lambda p: self._publish(p, channel, envelope)))
+        self._enqueue(Op(lambda p: self._publish(p, channel, envelope)))
 
     def revoke(self, app: str, user: str, session: str, until: float) -> None:
         self.control(app, "revoke", [user, session, until])
         if self._down is None:
             key, member = self.keys.revoked(app), f"{user}\0{session}".encode()
             score = int(until * 1000)
-            self._enqueue(_Op(lambda p: p.zadd(key, {member: score})))
+            self._enqueue(Op(lambda p: p.zadd(key, {member: score})))
 
     def _publish(self, pipe: Any, channel: bytes, envelope: bytes) -> Any:
         if self.config.cluster:
             return pipe.spublish(channel, envelope)
         return pipe.publish(channel, envelope)
 
-    def _enqueue(self, op: _Op) -> bool:
+    def _enqueue(self, op: Op) -> bool:
         """Queue a write; False (and its local part done) when the queue is full."""
         if len(self._queue) >= self.config.max_queued:
             self.statistics.dropped += 1
@@ -550,7 +282,7 @@ class RedisBroker:
 
     async def _call(self, send: Callable[[Any], Any]) -> Any:
         """A write whose answer is awaited, in order with this node's other writes."""
-        op = _Op(send)
+        op = Op(send)
         op.done = trio.Event()
         if not self._enqueue(op):
             raise BrokerUnavailable("the Redis write queue is full")
@@ -575,7 +307,7 @@ class RedisBroker:
         ]
         # Through the write queue: after this node's earlier writes (read your writes).
         rows = await self._call(lambda p: self._scripts["MEMBERS"](keys=keys, args=args, client=p))
-        return _page(rows, limit)
+        return page_of(rows, limit)
 
     # -- the trio side -------------------------------------------------------------------------
 
@@ -732,23 +464,7 @@ class RedisBroker:
             target, name, user, skip, frame = fields
             app.deliver_published(Publication(app_name, Target(target), name, frame, skip, user))
         elif envelope.kind == rp.HISTORY:
-            target, name, user, skip, offset, epoch, frame = fields
-            if not self._in_stream_order(channel, epoch.decode(), offset, frame):
-                return
-            holds = self._holds.get(channel)
-            if holds:
-                entry = _entry(frame, offset)
-                for held in holds:
-                    held.append(entry)
-            publication = Publication(
-                app_name, Target(target.decode()), name.decode(), frame, rp.text(skip)
-            )
-            app.deliver_published(publication)
-            catching = self._catching.get(channel)
-            if catching:
-                self._caught_up(catching, app.table.members(publication.name or ""), offset, frame)
-                if not catching:
-                    del self._catching[channel]
+            self._history_message(app, channel, fields)
         elif envelope.kind == rp.PRESENCE:
             kind, name, blob, flag, skip = fields
             _, info = rp.unpack_member(blob)
@@ -788,49 +504,6 @@ class RedisBroker:
                 await pubsub.unsubscribe(*drop)
                 self._subscribed.difference_update(drop)
 
-    async def _refresh(self, client: Any) -> None:
-        """The node's presence heartbeat in every channel it holds (which also removes the
-        members of nodes that stopped refreshing)."""
-        while True:
-            await trio.sleep(self.config.presence_refresh)
-            for app, table in list(self._tables.items()):
-                channels = list(table.channels())
-                for i in range(0, len(channels), PIPELINE_MAX):
-                    async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                        for name in channels[i : i + PIPELINE_MAX]:
-                            args = [self._publish_cmd, self.node.encode(), self._ttl_ms]
-                            self._scripts["REFRESH"](
-                                keys=self.keys.presence(app, name),
-                                args=[*args, name.encode()],
-                                client=pipe,
-                            )
-
-    async def _resync_members(self) -> None:
-        """After an outage: tell this node's members what changed in their channels while
-        the node was away (pub/sub delivers nothing to a node that is not subscribed)."""
-        self._touched = {}
-        try:
-            for ch, (app, channel) in list(self._wanted.items()):
-                listed: list[Any] = []
-                after: int | None = None
-                while True:
-                    try:
-                        page, after = await self.members(app, channel, after, 1000)
-                    except BrokerUnavailable:
-                        return  # away again: the next reconnection resyncs
-                    listed += page
-                    if after is None:
-                        break
-                if ch not in self._wanted:
-                    continue  # its last member here left meanwhile
-                seen = self._seen.setdefault(ch, {})
-                for kind, info, flag in _listing_diff(seen, listed, self._touched.get(ch, set())):
-                    self._saw(ch, kind, info)
-                    self._apps[app].presence_event(kind, channel, info, flag, None)
-                self._poke()
-        finally:
-            self._touched = None
-
     async def _load_revocations(self, client: Any) -> None:
         now, wall = self._clock()
         for name, app in self._apps.items():
@@ -840,73 +513,6 @@ class RedisBroker:
             for member, score in rows:
                 user, _, session = member.decode().partition("\0")
                 app.revoked_until(user, session, score / 1000, now, wall)
-
-    async def _sync_presence(self, client: Any) -> None:
-        """Make the cluster's presence hold exactly this node's members (after an outage)."""
-        for app, table in self._tables.items():
-            channels = list(table.channels().items())
-            for i in range(0, len(channels), PIPELINE_MAX):
-                async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                    for name, group in channels[i : i + PIPELINE_MAX]:
-                        args: list[Any] = [
-                            self._publish_cmd,
-                            self.node.encode(),
-                            self._ttl_ms,
-                            name.encode(),
-                        ]
-                        for m in group.values():
-                            blob = rp.member_blob(m.user, m.info())
-                            args += [m.id.encode(), blob, (m.user or "").encode()]
-                        self._scripts["SYNC"](
-                            keys=self.keys.presence(app, name), args=args, client=pipe
-                        )
-
-
-async def _no_position() -> Position | None:
-    return None
-
-
-def _entry(frame: bytes, offset: int | None = None) -> Entry:
-    """A stored message from its framed bytes (as the publish script built them)."""
-    size = frame[1] & 0x7F
-    start = 2 if size < 126 else 4 if size == 126 else 10
-    msg = codec.decode(frame[start:], allowed=codec.SERVER_TYPES)
-    return Entry(msg.offset if offset is None else offset, msg, frame, 0.0)
-
-
-def _listing_diff(
-    seen: dict[str, Any], listed: list[Any], touched: set[str]
-) -> list[tuple[str, Any, bool | None]]:
-    """The presence events that take ``seen`` (what a node's members were told) to
-    ``listed`` (the cluster's members now), skipping members events ``touched`` since the
-    listing was asked for: ``(kind, info, first or last)``."""
-    now = {info["id"]: info for info in listed}
-    users: dict[str | None, int] = {}
-    for info in listed:
-        users[info.get("user")] = users.get(info.get("user"), 0) + 1
-    events: list[tuple[str, Any, bool | None]] = []
-    for member, info in seen.items():
-        if member not in now and member not in touched:
-            user = info.get("user")
-            events.append(("member_leave", info, user is None or users.get(user, 0) == 0))
-    for member, info in now.items():
-        if member in touched:
-            continue
-        if member not in seen:
-            user = info.get("user")
-            events.append(("member_join", info, user is None or users[user] == 1))
-        elif seen[member] != info:
-            events.append(("member_update", info, None))
-    return events
-
-
-def _page(rows: list[bytes], limit: int) -> tuple[list[Any], int | None]:
-    """The MEMBERS script's ``[seq, blob, ...]`` as ``(infos, next cursor)``."""
-    pairs = [(int(rows[i]), rows[i + 1]) for i in range(0, len(rows), 2)]
-    more = len(pairs) > limit
-    pairs = pairs[:limit]
-    infos = [rp.unpack_member(blob)[1] for _, blob in pairs if blob]
-    return infos, (pairs[-1][0] if more and pairs else None)
 
 
 def _reason(exc: BaseException) -> str:

@@ -82,7 +82,7 @@ def test_malformed_envelopes_are_refused(data: bytes) -> None:
 
 
 def test_after_an_outage_a_node_tells_its_members_what_changed() -> None:
-    from rtcore.server.redis_broker import _listing_diff
+    from rtcore.server.redis_presence import listing_diff as _listing_diff
 
     def m(i: str, user: str | None, data: object = None) -> dict[str, object]:
         return {"id": i, "user": user, "data": data}

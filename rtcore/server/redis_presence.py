@@ -1,0 +1,184 @@
+"""Presence with the Redis broker: a part of :class:`RedisBroker`.
+
+Join, leave and update run a script on the channel's presence keys that publishes the event
+with the cluster's ``first``/``last``; every node turns it into its own members' frames. A
+node refreshes its deadline in each channel it holds every ``presence_refresh`` seconds (any
+script on the channel removes the members of nodes past their deadline, publishing their
+leaves). After an outage a node re-publishes its members (``SYNC``) and tells its own
+members what they missed, comparing what they were told with the cluster's listing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from rtcore.broker import BrokerUnavailable
+from rtcore.broker import redis_protocol as rp
+from rtcore.hub import Member
+from rtcore.server.redis_ops import PIPELINE_MAX, BrokerCore, Op
+
+
+class PresenceMixin(BrokerCore):
+    """Presence methods of :class:`RedisBroker` (its state is initialised there)."""
+
+    def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
+        info = member.info()
+        local = self._local_presence(app, kind, channel, member.user, info, skip)
+        if self._down is not None:
+            self.statistics.dropped += 1
+            local()
+            return
+        keys = self.keys.presence(app, channel)
+        head = [self._publish_cmd, self.node.encode(), self._ttl_ms, channel.encode()]
+        conn = member.id.encode()
+        if kind == "member_join":
+            blob = rp.member_blob(member.user, info)
+            args = [*head, conn, blob, (member.user or "").encode(), (skip or "").encode()]
+            script = "JOIN"
+        elif kind == "member_leave":
+            args, script = [*head, conn], "LEAVE"
+        else:
+            blob = rp.member_blob(member.user, info)
+            args, script = [*head, conn, blob, (skip or "").encode()], "UPDATE"
+        op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), local)
+        if kind == "member_join":
+            op.done, op.key = trio.Event(), (app, channel, member.id)
+            self._joining[op.key] = op
+        self._enqueue(op)
+
+    def _local_presence(
+        self,
+        app: str,
+        kind: str,
+        channel: str,
+        user: str | None,
+        info: Any,
+        skip: str | None,
+    ) -> Callable[[], None]:
+        """The event for this node's members only (Redis away): ``first``/``last`` as this
+        node sees them."""
+
+        def deliver() -> None:
+            count = self._tables[app].user_connections(channel, user)
+            flag = count == 1 if kind == "member_join" else count == 0
+            self._saw(self.keys.channel_pubsub(app, channel), kind, info)
+            self._apps[app].presence_event(kind, channel, info, flag, skip)
+            self._poke()
+
+        return deliver
+
+    def _saw(self, channel: bytes, kind: str, info: Any) -> None:
+        """Keep what this node's members were told of ``channel``'s presence."""
+        if channel not in self._wanted:
+            return
+        seen = self._seen.setdefault(channel, {})
+        member = info.get("id") if isinstance(info, dict) else None
+        if member is None:
+            return
+        if kind == "member_leave":
+            seen.pop(member, None)
+        else:
+            seen[member] = info
+        if self._touched is not None:
+            self._touched.setdefault(channel, set()).add(member)
+
+    async def _refresh(self, client: Any) -> None:
+        """The node's presence heartbeat in every channel it holds (which also removes the
+        members of nodes that stopped refreshing)."""
+        while True:
+            await trio.sleep(self.config.presence_refresh)
+            for app, table in list(self._tables.items()):
+                channels = list(table.channels())
+                for i in range(0, len(channels), PIPELINE_MAX):
+                    async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                        for name in channels[i : i + PIPELINE_MAX]:
+                            args = [self._publish_cmd, self.node.encode(), self._ttl_ms]
+                            self._scripts["REFRESH"](
+                                keys=self.keys.presence(app, name),
+                                args=[*args, name.encode()],
+                                client=pipe,
+                            )
+
+    async def _resync_members(self) -> None:
+        """After an outage: tell this node's members what changed in their channels while
+        the node was away (pub/sub delivers nothing to a node that is not subscribed)."""
+        self._touched = {}
+        try:
+            for ch, (app, channel) in list(self._wanted.items()):
+                listed: list[Any] = []
+                after: int | None = None
+                while True:
+                    try:
+                        page, after = await self.members(app, channel, after, 1000)
+                    except BrokerUnavailable:
+                        return  # away again: the next reconnection resyncs
+                    listed += page
+                    if after is None:
+                        break
+                if ch not in self._wanted:
+                    continue  # its last member here left meanwhile
+                seen = self._seen.setdefault(ch, {})
+                for kind, info, flag in listing_diff(seen, listed, self._touched.get(ch, set())):
+                    self._saw(ch, kind, info)
+                    self._apps[app].presence_event(kind, channel, info, flag, None)
+                self._poke()
+        finally:
+            self._touched = None
+
+    async def _sync_presence(self, client: Any) -> None:
+        """Make the cluster's presence hold exactly this node's members (after an outage)."""
+        for app, table in self._tables.items():
+            channels = list(table.channels().items())
+            for i in range(0, len(channels), PIPELINE_MAX):
+                async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                    for name, group in channels[i : i + PIPELINE_MAX]:
+                        args: list[Any] = [
+                            self._publish_cmd,
+                            self.node.encode(),
+                            self._ttl_ms,
+                            name.encode(),
+                        ]
+                        for m in group.values():
+                            blob = rp.member_blob(m.user, m.info())
+                            args += [m.id.encode(), blob, (m.user or "").encode()]
+                        self._scripts["SYNC"](
+                            keys=self.keys.presence(app, name), args=args, client=pipe
+                        )
+
+
+def listing_diff(
+    seen: dict[str, Any], listed: list[Any], touched: set[str]
+) -> list[tuple[str, Any, bool | None]]:
+    """The presence events that take ``seen`` (what a node's members were told) to
+    ``listed`` (the cluster's members now), skipping members events ``touched`` since the
+    listing was asked for: ``(kind, info, first or last)``."""
+    now = {info["id"]: info for info in listed}
+    users: dict[str | None, int] = {}
+    for info in listed:
+        users[info.get("user")] = users.get(info.get("user"), 0) + 1
+    events: list[tuple[str, Any, bool | None]] = []
+    for member, info in seen.items():
+        if member not in now and member not in touched:
+            user = info.get("user")
+            events.append(("member_leave", info, user is None or users.get(user, 0) == 0))
+    for member, info in now.items():
+        if member in touched:
+            continue
+        if member not in seen:
+            user = info.get("user")
+            events.append(("member_join", info, user is None or users[user] == 1))
+        elif seen[member] != info:
+            events.append(("member_update", info, None))
+    return events
+
+
+def page_of(rows: list[bytes], limit: int) -> tuple[list[Any], int | None]:
+    """The MEMBERS script's ``[seq, blob, ...]`` as ``(infos, next cursor)``."""
+    pairs = [(int(rows[i]), rows[i + 1]) for i in range(0, len(rows), 2)]
+    more = len(pairs) > limit
+    pairs = pairs[:limit]
+    infos = [rp.unpack_member(blob)[1] for _, blob in pairs if blob]
+    return infos, (pairs[-1][0] if more and pairs else None)
