@@ -25,12 +25,12 @@ from rtcore.history import Position, Retention, Slice, check_since, page
 from rtcore.hub import Member
 from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, RtcoreError, values
 from rtcore.session import (
-    DEFAULT_HISTORY_PAGE,
     DEFAULT_MEMBERS_PAGE,
     Close,
     check_channel,
     check_event,
 )
+from rtcore.session_history import DEFAULT_HISTORY_PAGE
 
 USER_EVENT_KINDS = (
     "signin",

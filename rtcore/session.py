@@ -30,24 +30,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-from rtcore import observe
+from rtcore import observe, session_history
 from rtcore.app import App, framed
 from rtcore.auth import CredentialError, Principal, check_api_key, verify_session
 from rtcore.config import Config
+from rtcore.deferred import Deferred, unused_then
 from rtcore.history import (
-    Entry,
     Position,
-    Recovery,
-    Retention,
-    Slice,
-    check_since,
-    decide_recovery,
-    page,
     parse_position,
 )
 from rtcore.hub import Member
@@ -63,7 +57,6 @@ CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:@/=+~-]{1,128}")
 """protocol.md §4.1: channel names are 1-128 characters of this set."""
 MAX_EVENT_NAME = 128
 DEFAULT_MEMBERS_PAGE = 100
-DEFAULT_HISTORY_PAGE = 100
 
 
 @attrs.frozen
@@ -72,22 +65,6 @@ class Close:
 
     code: int
     reason: str
-
-
-@attrs.define(slots=True)
-class Deferred:
-    """A request whose answer needs the broker: the server awaits ``wait()``, then calls
-    :meth:`Session.resume` with the value (or why there is none)."""
-
-    request_id: int
-    wait: Callable[[], Awaitable[Any]]
-    """Makes the coroutine to await (the broker's): its value goes to ``then``."""
-    then: Callable[[Any, float, float], Any]
-    """``(value, now, wall)`` -> the ``ok`` reply's result, or another :class:`Deferred`;
-    may raise :class:`RemoteProtocolError` (an ``err`` reply)."""
-    resume: Callable[[Any, str | None, float, float], Close | None] | None = None
-    """Instead of ``then``: ``(value, failure, now, wall)`` does all that follows itself
-    (a shared rate limit: the request is then handled, or refused)."""
 
 
 def _refuse(code: ErrorCode, message: str) -> RemoteProtocolError:
@@ -237,7 +214,7 @@ class Session:
             return self._handle(frame, now, wall)
 
         self.deferred = Deferred(
-            frame.id, lambda: broker.take(app.name, client_key, rules), _unused, charged
+            frame.id, lambda: broker.take(app.name, client_key, rules), unused_then, charged
         )
         return None
 
@@ -471,7 +448,7 @@ class Session:
         broker = self.app.broker
         retention = self.app.retention(frame.channel)
         if broker.shared and retention is not None and frame.channel not in self.member.channels:
-            return self._join_history_shared(frame, recover, retention)
+            return session_history.join_shared(self, frame, recover, retention)
         joined = self.app.join(self.member, frame.channel, self._echo(frame.echo))
         if joined and broker.shared:
             # Answer once this node receives the channel's messages (none published after
@@ -480,139 +457,13 @@ class Session:
             return Deferred(frame.id, lambda: broker.joined(app, channel, conn), _joined)
         if recover is None and self.app.retention(frame.channel) is None:
             return {"joined": joined}
-        return {"joined": joined, **self._position(frame.channel, joined, recover, wall)}
-
-    def _join_history_shared(
-        self, frame: f.Join, recover: Position | None, retention: Retention
-    ) -> Deferred:
-        """A history channel's join with a shared broker: the broker subscribes and reads the
-        stream (after ``recover``, or only its top), holding what arrives live meanwhile;
-        then, in one step, the member joins and gets the replay and the held messages, and
-        the live ones follow (protocol.md §4.4.1, §5.5). The ok waits for the cluster's
-        presence too, as every join with a shared broker does."""
-        assert self.app is not None and self.member is not None
-        app, member, channel, conn = self.app, self.member, frame.channel, self.conn_id
-        broker, echo = app.broker, self._echo(frame.echo)
-        may = recover is not None and self._may(app.settings.history_policy(channel))
-        limit = self._limits.max_recovery + 1 if may else 0
-        since = recover if may else None
-
-        def joined(value: Any, failure: str | None, now: float, wall: float) -> Close | None:
-            if failure is not None:
-                broker.release(app.name, channel)
-                return self._error(frame.id, ErrorCode.BROKER_UNAVAILABLE, failure)
-            found, held = value
-            app.join(member, channel, echo)  # from here on, live messages reach it
-            result = {"joined": True, **self._replay(channel, recover, may, found, held)}
-            broker.catch_up(app.name, channel, member, result["offset"])
-            self.deferred = Deferred(
-                frame.id, lambda: broker.joined(app.name, channel, conn), lambda *_: result
-            )
-            return None
-
-        return Deferred(
-            frame.id,
-            lambda: broker.prepare_join(app.name, channel, since, limit, retention),
-            _unused,
-            joined,
-        )
-
-    def _replay(
-        self, channel: str, recover: Position | None, may: bool, found: Slice, held: list[Entry]
-    ) -> dict[str, Any]:
-        """Queue what a history join read (when recovered) and the live messages held after
-        it; the join reply's position and recovery fields."""
-        top = found.top
-        after: list[Entry] = []
-        for entry in held:  # in the cluster's order; a hole (pub/sub lost one) stops it
-            if entry.msg.epoch == top.epoch and entry.offset == top.offset + len(after) + 1:
-                after.append(entry)
-        position = Position(top.epoch, top.offset + len(after))
-        result: dict[str, Any] = {**position.to_wire()}
-        if recover is not None:
-            budget = self._limits.outbound_buffer_bytes // 2
-            if may:
-                whole = Slice(position, found.first, found.entries + after)
-                outcome = decide_recovery(recover, whole, self._limits.max_recovery, budget)
-            else:
-                outcome = Recovery(False, "forbidden", position)
-            result["recovered"] = outcome.recovered
-            if outcome.reason is not None:
-                result["reason"] = outcome.reason
-            if outcome.recovered:
-                after = []  # the replay includes them
-            for entry in outcome.entries:
-                self._queue(entry.data)
-        for entry in after:
-            self._queue(entry.data)
-        return result
-
-    def _position(
-        self, channel: str, joined: bool, recover: Position | None, wall: float
-    ) -> dict[str, Any]:
-        """A history channel's join: its top, and with ``recover``, the recovery's outcome;
-        the missed messages are queued now, before the ok and before any later message
-        (nothing runs between the join and this: protocol.md §4.4.1)."""
-        assert self.app is not None
-        if self.app.retention(channel) is None:
-            return {"recovered": False, "reason": "history_off"}
-        if recover is None:
-            return self.app.history(channel, None, 0, True, wall).top.to_wire()
-        budget = self._limits.outbound_buffer_bytes // 2
-        if joined and self._may(self.app.settings.history_policy(channel)):
-            outcome = self.app.recover(channel, recover, self._limits.max_recovery, budget, wall)
-        else:
-            top = self.app.history(channel, None, 0, True, wall).top
-            outcome = Recovery(False, "forbidden" if joined else "already_joined", top)
-        for entry in outcome.entries:
-            self._queue(entry.data)
-        result: dict[str, Any] = {**outcome.top.to_wire(), "recovered": outcome.recovered}
-        if outcome.reason is not None:
-            result["reason"] = outcome.reason
-        return result
+        return {
+            "joined": joined,
+            **session_history.position(self, frame.channel, joined, recover, wall),
+        }
 
     def _history(self, frame: f.History, now: float, wall: float) -> dict[str, Any] | Deferred:
-        assert self.app is not None
-        check_channel(frame.channel)
-        if self.app.retention(frame.channel) is None:
-            raise _refuse(
-                ErrorCode.HISTORY_UNAVAILABLE, f"channel {frame.channel!r} keeps no history"
-            )
-        self._allowed(
-            self.app.settings.history_policy(frame.channel),
-            f"reading the history of {frame.channel!r}",
-        )
-        limit = DEFAULT_HISTORY_PAGE if frame.limit is None else frame.limit
-        if not 1 <= limit <= self._limits.max_history_page:
-            raise _refuse(
-                ErrorCode.BAD_REQUEST,
-                f"history: 'limit' must be from 1 to {self._limits.max_history_page}",
-            )
-        since = None if frame.since is None else parse_position(frame.since, "since")
-        reverse = bool(frame.reverse)
-        budget = self._limits.outbound_buffer_bytes // 2
-        app = self.app
-        if app.broker.shared:
-            retention = app.retention(frame.channel)
-            assert retention is not None
-            broker, channel = app.broker, frame.channel
-
-            def paged(found: Slice, now: float, wall: float) -> dict[str, Any]:
-                if since is not None:
-                    check_since(since, found, reverse)
-                return page(found, limit, budget)
-
-            return Deferred(
-                frame.id,
-                lambda: broker.read_history(
-                    app.name, channel, since, limit + 1, reverse, retention
-                ),
-                paged,
-            )
-        found = app.history(frame.channel, since, limit + 1, reverse, wall)
-        if since is not None:
-            check_since(since, found, reverse)
-        return page(found, limit, budget)
+        return session_history.history(self, frame, now, wall)
 
     def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:
         assert self.app is not None and self.member is not None
@@ -758,10 +609,6 @@ class Session:
 
     def _error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         return self._reply(f.Err(request_id, code.value, message))
-
-
-def _unused(value: Any, now: float, wall: float) -> dict[str, Any]:
-    raise LocalProtocolError("a deferred request with its own resume has no then")
 
 
 def _joined(value: Any, now: float, wall: float) -> dict[str, Any]:

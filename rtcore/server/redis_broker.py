@@ -2,8 +2,9 @@
 
 What crosses Redis, and its key layout, is :mod:`rtcore.broker.redis_protocol` (sans-IO);
 this module runs it, with its presence and history parts in ``redis_presence`` and
-``redis_history`` (mixins over the state declared in ``redis_ops.BrokerCore``). One connection multiplexes commands; a second one is the pub/sub
-subscriber (coredis on trio, through anyio). Theory of operation:
+``redis_history`` (mixins over the state declared in ``redis_ops.BrokerCore``). One
+connection multiplexes commands; a second one is the pub/sub subscriber (coredis on trio,
+through anyio). Theory of operation:
 
 * **Publications** (channel messages, broadcasts) are queued -- the core never waits -- and
   a pump task writes everything queued since its last round in one pipeline: one Redis

@@ -1,0 +1,34 @@
+"""A request whose answer needs the broker (sans-IO): see ``rtcore.session``'s module doc."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from rtcore.protocol.errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from rtcore.session import Close
+
+
+@attrs.define(slots=True)
+class Deferred:
+    """A request whose answer needs the broker: the server awaits ``wait()``, then calls
+    :meth:`Session.resume` with the value (or why there is none)."""
+
+    request_id: int
+    wait: Callable[[], Awaitable[Any]]
+    """Makes the coroutine to await (the broker's): its value goes to ``then``."""
+    then: Callable[[Any, float, float], Any]
+    """``(value, now, wall)`` -> the ``ok`` reply's result, or another :class:`Deferred`;
+    may raise :class:`RemoteProtocolError` (an ``err`` reply)."""
+    resume: Callable[[Any, str | None, float, float], Close | None] | None = None
+    """Instead of ``then``: ``(value, failure, now, wall)`` does all that follows itself
+    (a shared rate limit: the request is then handled, or refused)."""
+
+
+def unused_then(value: Any, now: float, wall: float) -> dict[str, Any]:
+    """The ``then`` of a :class:`Deferred` that has its own ``resume``."""
+    raise LocalProtocolError("a deferred request with its own resume has no then")

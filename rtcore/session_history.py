@@ -1,0 +1,171 @@
+"""A session's history requests (sans-IO): joins of channels with history, with or without
+``recover``, and ``history`` pages (protocol.md §4.4.1, §4.11, §5.5). Functions of
+:class:`rtcore.session.Session`, kept apart so that the session module stays readable.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rtcore.deferred import Deferred, unused_then
+from rtcore.history import (
+    Entry,
+    Position,
+    Recovery,
+    Retention,
+    Slice,
+    check_since,
+    decide_recovery,
+    page,
+    parse_position,
+)
+from rtcore.protocol import ErrorCode, RemoteProtocolError
+from rtcore.protocol import frames as f
+
+if TYPE_CHECKING:
+    from rtcore.session import Close, Session
+
+DEFAULT_HISTORY_PAGE = 100
+
+
+def join_shared(
+    session: Session, frame: f.Join, recover: Position | None, retention: Retention
+) -> Deferred:
+    """A history channel's join with a shared broker: the broker subscribes and reads the
+    stream (after ``recover``, or only its top), holding what arrives live meanwhile;
+    then, in one step, the member joins and gets the replay and the held messages, and
+    the live ones follow (protocol.md §4.4.1, §5.5). The ok waits for the cluster's
+    presence too, as every join with a shared broker does."""
+    assert session.app is not None and session.member is not None
+    app, member, channel, conn = session.app, session.member, frame.channel, session.conn_id
+    broker, echo = app.broker, session._echo(frame.echo)
+    may = recover is not None and session._may(app.settings.history_policy(channel))
+    limit = session._limits.max_recovery + 1 if may else 0
+    since = recover if may else None
+
+    def joined(value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+        if failure is not None:
+            broker.release(app.name, channel)
+            return session._error(frame.id, ErrorCode.BROKER_UNAVAILABLE, failure)
+        found, held = value
+        app.join(member, channel, echo)  # from here on, live messages reach it
+        result = {"joined": True, **replay(session, channel, recover, may, found, held)}
+        broker.catch_up(app.name, channel, member, result["offset"])
+        session.deferred = Deferred(
+            frame.id, lambda: broker.joined(app.name, channel, conn), lambda *_: result
+        )
+        return None
+
+    return Deferred(
+        frame.id,
+        lambda: broker.prepare_join(app.name, channel, since, limit, retention),
+        unused_then,
+        joined,
+    )
+
+
+def replay(
+    session: Session,
+    channel: str,
+    recover: Position | None,
+    may: bool,
+    found: Slice,
+    held: list[Entry],
+) -> dict[str, Any]:
+    """Queue what a history join read (when recovered) and the live messages held after
+    it; the join reply's position and recovery fields."""
+    top = found.top
+    after: list[Entry] = []
+    for entry in held:  # in the cluster's order; a hole (pub/sub lost one) stops it
+        if entry.msg.epoch == top.epoch and entry.offset == top.offset + len(after) + 1:
+            after.append(entry)
+    position = Position(top.epoch, top.offset + len(after))
+    result: dict[str, Any] = {**position.to_wire()}
+    if recover is not None:
+        budget = session._limits.outbound_buffer_bytes // 2
+        if may:
+            whole = Slice(position, found.first, found.entries + after)
+            outcome = decide_recovery(recover, whole, session._limits.max_recovery, budget)
+        else:
+            outcome = Recovery(False, "forbidden", position)
+        result["recovered"] = outcome.recovered
+        if outcome.reason is not None:
+            result["reason"] = outcome.reason
+        if outcome.recovered:
+            after = []  # the replay includes them
+        for entry in outcome.entries:
+            session._queue(entry.data)
+    for entry in after:
+        session._queue(entry.data)
+    return result
+
+
+def position(
+    session: Session, channel: str, joined: bool, recover: Position | None, wall: float
+) -> dict[str, Any]:
+    """A history channel's join: its top, and with ``recover``, the recovery's outcome;
+    the missed messages are queued now, before the ok and before any later message
+    (nothing runs between the join and this: protocol.md §4.4.1)."""
+    assert session.app is not None
+    if session.app.retention(channel) is None:
+        return {"recovered": False, "reason": "history_off"}
+    if recover is None:
+        return session.app.history(channel, None, 0, True, wall).top.to_wire()
+    budget = session._limits.outbound_buffer_bytes // 2
+    if joined and session._may(session.app.settings.history_policy(channel)):
+        outcome = session.app.recover(channel, recover, session._limits.max_recovery, budget, wall)
+    else:
+        top = session.app.history(channel, None, 0, True, wall).top
+        outcome = Recovery(False, "forbidden" if joined else "already_joined", top)
+    for entry in outcome.entries:
+        session._queue(entry.data)
+    result: dict[str, Any] = {**outcome.top.to_wire(), "recovered": outcome.recovered}
+    if outcome.reason is not None:
+        result["reason"] = outcome.reason
+    return result
+
+
+def history(
+    session: Session, frame: f.History, now: float, wall: float
+) -> dict[str, Any] | Deferred:
+    from rtcore.session import check_channel  # (a cycle otherwise: session imports this)
+
+    assert session.app is not None
+    check_channel(frame.channel)
+    if session.app.retention(frame.channel) is None:
+        raise RemoteProtocolError(
+            f"channel {frame.channel!r} keeps no history", code=ErrorCode.HISTORY_UNAVAILABLE
+        )
+    session._allowed(
+        session.app.settings.history_policy(frame.channel),
+        f"reading the history of {frame.channel!r}",
+    )
+    limit = DEFAULT_HISTORY_PAGE if frame.limit is None else frame.limit
+    if not 1 <= limit <= session._limits.max_history_page:
+        raise RemoteProtocolError(
+            f"history: 'limit' must be from 1 to {session._limits.max_history_page}",
+            code=ErrorCode.BAD_REQUEST,
+        )
+    since = None if frame.since is None else parse_position(frame.since, "since")
+    reverse = bool(frame.reverse)
+    budget = session._limits.outbound_buffer_bytes // 2
+    app = session.app
+    if app.broker.shared:
+        retention = app.retention(frame.channel)
+        assert retention is not None
+        broker, channel = app.broker, frame.channel
+
+        def paged(found: Slice, now: float, wall: float) -> dict[str, Any]:
+            if since is not None:
+                check_since(since, found, reverse)
+            return page(found, limit, budget)
+
+        return Deferred(
+            frame.id,
+            lambda: broker.read_history(app.name, channel, since, limit + 1, reverse, retention),
+            paged,
+        )
+    found = app.history(frame.channel, since, limit + 1, reverse, wall)
+    if since is not None:
+        check_since(since, found, reverse)
+    return page(found, limit, budget)
