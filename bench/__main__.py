@@ -275,7 +275,6 @@ def measure_burst(
     started = pub.result(timeout + 30)["start"]
     got = gather([s for s, _ in subs], timeout)
     seconds = got["last"] - started
-    cpu = server_cpu(servers) - cpu0
     return {
         "N": n,
         "M": messages,
@@ -284,14 +283,23 @@ def measure_burst(
         "expected": expected,
         "seconds": seconds,
         "rate": got["total"] / seconds,
-        "cpu": cpu / seconds,
-        "cpu_seconds": cpu,
+        **cpu_spent(cpu0, servers, seconds),
         "rss_mb": sum(s.rss_bytes() for s in servers) / 2**20,
     }
 
 
-def server_cpu(servers: list[Any]) -> float:
-    return sum(s.cpu_seconds() for s in servers)
+def server_cpu(servers: list[Any]) -> list[float]:
+    return [s.cpu_seconds() for s in servers]
+
+
+def cpu_spent(before: list[float], servers: list[Any], seconds: float) -> dict[str, Any]:
+    """The CPU the servers spent since ``before``: in all, and each one's share of a core."""
+    each = [after - b for after, b in zip(server_cpu(servers), before, strict=True)]
+    return {
+        "cpu": sum(each) / seconds,
+        "cpu_seconds": sum(each),
+        "cpu_each": " + ".join(f"{c / seconds:.0%}" for c in each),
+    }
 
 
 def run_steady(
@@ -322,7 +330,6 @@ def measure_steady(
     got = gather([s for s, _ in subs], seconds + 15)
     elapsed = got["last"] - sent["start"]
     lat = sorted(got["latencies"])
-    cpu = server_cpu(servers) - cpu0
     return {
         "N": n,
         "rate_in": rate,
@@ -334,8 +341,7 @@ def measure_steady(
         "p99": pct(lat, 99),
         "p999": pct(lat, 99.9),
         "samples": len(lat),
-        "cpu": cpu / elapsed,
-        "cpu_seconds": cpu,
+        **cpu_spent(cpu0, servers, elapsed),
         "rss_mb": sum(s.rss_bytes() for s in servers) / 2**20,
     }
 
@@ -572,9 +578,12 @@ def run_nodes(layout: str, part: str, n: int, *shape: Any) -> dict[str, Any]:
     with node_fleet(layout, n, PROCS["n"], remote) as (nodes, redis, subs, pub):
         calls0 = redis.command_calls() if redis else {}
         redis_cpu0 = redis.cpu_seconds() if redis else 0.0
+        writes0 = sum(node.write_calls() for node in nodes)
         measure = measure_burst if part == "burst" else measure_steady
         row: dict[str, Any] = {"server": LAYOUTS[layout][2], **measure(nodes, subs, pub, *shape)}
         row["cpu_per_m"] = row["cpu_seconds"] / max(1, row["deliveries"]) * 1e6
+        writes = sum(node.write_calls() for node in nodes) - writes0
+        row["per_write"] = row["deliveries"] / max(1, writes)  # how well passes batch
         if redis is not None:
             calls = redis.command_calls()
             sent = row["M"] if part == "burst" else int(shape[0] * shape[1])
@@ -614,7 +623,9 @@ def nodes_burst(args: Any, layouts: list[str], n: int, m: int, size: int) -> Non
             ("deliveries", "deliveries", ",d"),
             ("seconds", "s", ".3f"),
             ("rate", "deliveries/s", ",.0f"),
+            ("cpu_each", "server CPU per node", ""),
             ("cpu_per_m", "server CPU s per M deliveries", ".3f"),
+            ("per_write", "deliveries per write", ".1f"),
             ("redis_cpu_per_m", "Redis CPU s per M", ".4f"),
             ("per_message", "Redis publishes per message", ".3f"),
             ("rate_ratio", "rate vs 1 node", ".2f"),
@@ -622,23 +633,23 @@ def nodes_burst(args: Any, layouts: list[str], n: int, m: int, size: int) -> Non
         ],
         baseline="",
     )
-    if args.runs > 1:
-        for r in rows:
-            print(
-                f"{r['server']}: median server CPU s per M deliveries over the runs "
-                f"{r['cpu_per_m_median']:.3f}"
-            )
+    print("\nserver CPU s per M deliveries, the median over the runs (CPU/M vs 1 node is theirs):")
+    for r in rows:
+        print(f"- {r['server']}: {r['cpu_per_m_median']:.3f}")
     _nodes_targets(rows, n)
 
 
 def _vs_one_node(rows: list[dict[str, Any]]) -> None:
-    """Ratios of each row's rate and server CPU per delivery to the one-node memory run's."""
+    """Ratios to the one-node memory run's: of the median rates, and of the medians over the
+    runs of the server CPU per delivery (robust to a machine busy with other work)."""
     base = next((r for r in rows if r["server"] == LAYOUTS["memory"][2]), None)
     for r in rows:
         r.setdefault("redis_cpu_per_m", math.nan)
         r.setdefault("per_message", math.nan)
         r["rate_ratio"] = _ratio(r["rate"], base["rate"]) if base else math.nan
-        r["cpu_ratio"] = _ratio(r["cpu_per_m"], base["cpu_per_m"]) if base else math.nan
+        r["cpu_ratio"] = (
+            _ratio(r["cpu_per_m_median"], base["cpu_per_m_median"]) if base else math.nan
+        )
 
 
 def _ratio(a: float, b: float) -> float:
@@ -691,7 +702,9 @@ def nodes_steady(
             ("p99", "p99 ms", ".2f"),
             ("p999", "p99.9 ms", ".2f"),
             ("samples", "samples", "d"),
-            ("cpu", "server CPU", ".0%"),
+            ("cpu_each", "server CPU per node", ""),
+            ("cpu_per_m", "server CPU s per M deliveries", ".3f"),
+            ("per_write", "deliveries per write", ".1f"),
             ("per_message", "Redis publishes per message", ".3f"),
         ],
         baseline="",

@@ -38,6 +38,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def write_calls(pid: int) -> int:
+    """``write``-family syscalls a process made so far (``/proc/<pid>/io`` syscw): rtcore
+    writes to clients with ``os.write``, so this counts its client writes (a socket ``send``,
+    as trio's sockets do to Redis, is not counted)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("syscw:"):
+                return int(line.split()[1])
+    return 0
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -47,8 +58,8 @@ def rss_bytes(pid: int) -> int:
 
 
 def redis_binary() -> str | None:
-    """The ``redis-server`` on PATH (``RTCORE_BENCH_REDIS_SERVER`` overrides), or None."""
-    return os.environ.get("RTCORE_BENCH_REDIS_SERVER") or shutil.which("redis-server")
+    """The ``redis-server`` on PATH, or None."""
+    return shutil.which("redis-server")
 
 
 class RedisServer:
@@ -202,6 +213,9 @@ class Node:
 
     def rss_bytes(self) -> int:
         return rss_bytes(self.proc.pid)
+
+    def write_calls(self) -> int:
+        return write_calls(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.kill()
