@@ -527,8 +527,11 @@ REDIS_COMMANDS = ("publish", "spublish")
 @contextmanager
 def node_fleet(
     layout: str, n: int, procs: int, remote: bool
-) -> Iterator[tuple[list[cluster.Node], cluster.RedisServer | None, list[tuple[Any, int]], Any]]:
-    """A private Redis (for a Redis layout), its nodes, subscribers and the publisher.
+) -> Iterator[
+    tuple[list[cluster.Node], cluster.RedisServer | None, list[tuple[Any, int]], Any, list[int]]
+]:
+    """A private Redis (for a Redis layout), its nodes, subscribers, the publisher, and how
+    many subscribers each node has.
 
     The publisher (a member, echo off) is on the first node; the ``n`` subscribers are split
     evenly across the nodes, or with ``remote`` all on the last one (``procs`` load processes
@@ -561,7 +564,7 @@ def node_fleet(
             p.call("quiesce")
         for p in everyone:
             p.result()
-        yield nodes, redis, subs, pub
+        yield nodes, redis, subs, pub, placed
     finally:
         for p in [*(s for s, _ in subs), *([pub] if pub else [])]:
             p.stop()
@@ -575,12 +578,13 @@ def run_nodes(layout: str, part: str, n: int, *shape: Any) -> dict[str, Any]:
     """One ``burst`` (shape: messages, size) or ``steady`` (rate, seconds, size) run of a
     layout; with Redis, what Redis spent and how many publishes it saw, too."""
     remote = part == "steady"  # cross-node latency: every subscriber on the other node
-    with node_fleet(layout, n, PROCS["n"], remote) as (nodes, redis, subs, pub):
+    with node_fleet(layout, n, PROCS["n"], remote) as (nodes, redis, subs, pub, placed):
         calls0 = redis.command_calls() if redis else {}
         redis_cpu0 = redis.cpu_seconds() if redis else 0.0
         writes0 = sum(node.write_calls() for node in nodes)
         measure = measure_burst if part == "burst" else measure_steady
         row: dict[str, Any] = {"server": LAYOUTS[layout][2], **measure(nodes, subs, pub, *shape)}
+        row["placed"] = " + ".join(map(str, placed))  # the publisher is on the first node
         row["cpu_per_m"] = row["cpu_seconds"] / max(1, row["deliveries"]) * 1e6
         writes = sum(node.write_calls() for node in nodes) - writes0
         row["per_write"] = row["deliveries"] / max(1, writes)  # how well passes batch
@@ -619,6 +623,7 @@ def nodes_burst(args: Any, layouts: list[str], n: int, m: int, size: int) -> Non
         rows,
         [
             ("server", "layout", ""),
+            ("placed", "subscribers per node", ""),
             ("M", "messages", "d"),
             ("deliveries", "deliveries", ",d"),
             ("seconds", "s", ".3f"),
@@ -696,6 +701,7 @@ def nodes_steady(
         rows,
         [
             ("server", "layout", ""),
+            ("placed", "subscribers per node", ""),
             ("deliveries", "deliveries", ",d"),
             ("rate", "deliveries/s", ",.0f"),
             ("p50", "p50 ms", ".2f"),
@@ -990,6 +996,10 @@ def main(argv: list[str] | None = None) -> int:
         chosen = args.layouts.split(",")
         if unknown := [k for k in chosen if k not in LAYOUTS]:
             parser.error(f"--layouts: unknown {', '.join(unknown)} (of: {', '.join(LAYOUTS)})")
+        if any(LAYOUTS[k][1] for k in chosen) and cluster.redis_binary() is None:
+            parser.error(
+                "the Redis layouts need redis-server on PATH (apt-get install redis-server)"
+            )
         if args.flush_window != 0.002:
             print("note: nodes run `rtcore serve` with its flush window (0.002 s)\n")
         if args.scenario == "nodes-burst":

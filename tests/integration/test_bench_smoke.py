@@ -70,6 +70,10 @@ def test_the_smoke_run_covers_two_nodes_over_redis() -> None:
     assert [r["layout"] for r in steady_rows] == ["2 nodes over Redis"]
     assert [r["deliveries"] for r in burst_rows] == ["1,000", "1,000"]  # 20 subscribers x 50
     assert steady_rows[0]["deliveries"] == "250"  # 10 subscribers x 50/s x 0.5 s
+    # the burst's subscribers split across the nodes; the steady run's all on the node
+    # without the publisher, so every delivery crossed Redis
+    assert [r["subscribers per node"] for r in burst_rows] == ["20", "10 + 10"]
+    assert steady_rows[0]["subscribers per node"] == "0 + 10"
     # Redis saw one publish per message (from its INFO commandstats), not one per subscriber;
     # the memory broker has no Redis figures
     column = "Redis publishes per message"
