@@ -522,6 +522,8 @@ LAYOUTS = {
 """``--layouts`` names: (nodes, over Redis, the row's label)."""
 REDIS_COMMANDS = ("publish", "spublish")
 """The commands that carry a channel message across nodes."""
+PROCS = {"n": 1}
+"""Subscriber load processes per node (``--procs``)."""
 
 
 @contextmanager
@@ -602,10 +604,6 @@ def run_nodes(layout: str, part: str, n: int, *shape: Any) -> dict[str, Any]:
 
 def run_nodes_steady(layout: str, n: int, *shape: Any) -> dict[str, Any]:
     return run_nodes(layout, "steady", n, *shape)
-
-
-PROCS = {"n": 1}
-"""Subscriber load processes per node (``--procs``)."""
 
 
 def nodes_burst(args: Any, layouts: list[str], n: int, m: int, size: int) -> None:
