@@ -1,10 +1,12 @@
 """rtcore benchmark harness: ``python -m bench SCENARIO --help`` (burst, steady, connect, churn,
-joins, storm, all, smoke).
+joins, storm, nodes-burst, nodes-steady, all, smoke).
 
 Every scenario starts each server under test in its own process (``bench.servers``), drives it
 from separate load processes (``bench.load``), and prints a markdown table with the ratio to
 the naive trio-websocket baseline measured in the same invocation. The ``raw`` server shows
-the load generator's own ceiling on this machine.
+the load generator's own ceiling on this machine. The ``nodes-*`` scenarios run rtcore nodes
+(``rtcore serve``) over a private ``redis-server`` (``bench.cluster``) and compare them with
+one node in the same invocation.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench import load, wire
+from bench import cluster, load, wire
 
 CTX = mp.get_context("fork")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -254,28 +256,50 @@ def pad_for(size: int) -> int:
 def run_burst(kind: str, n: int, messages: int, size: int, procs: int) -> dict[str, Any]:
     with fleet(kind, n, procs, "bench", publisher="publisher") as (server, subs, pub):
         assert pub is not None
-        expected = n * messages
-        timeout = expected / 20_000 + 30
-        cpu0 = server.cpu_seconds()
-        for s, share in zip(subs, split(n, procs), strict=True):
-            s.call("count", expected=share * messages, timeout=timeout)
-        pub.call("burst", messages=messages, pad=pad_for(size), timeout=timeout)
-        started = pub.result(timeout + 30)["start"]
-        got = gather(subs, timeout)
-        seconds = got["last"] - started
-        return {
-            "server": kind,
-            "N": n,
-            "M": messages,
-            "size": size,
-            "deliveries": got["total"],
-            "expected": expected,
-            "seconds": seconds,
-            "rate": got["total"] / seconds,
-            "cpu": (server.cpu_seconds() - cpu0) / seconds,
-            "cpu_seconds": server.cpu_seconds() - cpu0,
-            "rss_mb": server.rss_bytes() / 2**20,
-        }
+        shares = list(zip(subs, split(n, procs), strict=True))
+        return {"server": kind, **measure_burst([server], shares, pub, messages, size)}
+
+
+def measure_burst(
+    servers: list[Any], subs: list[tuple[Any, int]], pub: LoadProc, messages: int, size: int
+) -> dict[str, Any]:
+    """One burst of ``messages`` from ``pub`` to ``subs`` (each with its subscriber count);
+    the CPU and RSS are summed over ``servers``."""
+    n = sum(share for _, share in subs)
+    expected = n * messages
+    timeout = expected / 20_000 + 30
+    cpu0 = server_cpu(servers)
+    for s, share in subs:
+        s.call("count", expected=share * messages, timeout=timeout)
+    pub.call("burst", messages=messages, pad=pad_for(size), timeout=timeout)
+    started = pub.result(timeout + 30)["start"]
+    got = gather([s for s, _ in subs], timeout)
+    seconds = got["last"] - started
+    return {
+        "N": n,
+        "M": messages,
+        "size": size,
+        "deliveries": got["total"],
+        "expected": expected,
+        "seconds": seconds,
+        "rate": got["total"] / seconds,
+        **cpu_spent(cpu0, servers, seconds),
+        "rss_mb": sum(s.rss_bytes() for s in servers) / 2**20,
+    }
+
+
+def server_cpu(servers: list[Any]) -> list[float]:
+    return [s.cpu_seconds() for s in servers]
+
+
+def cpu_spent(before: list[float], servers: list[Any], seconds: float) -> dict[str, Any]:
+    """The CPU the servers spent since ``before``: in all, and each one's share of a core."""
+    each = [after - b for after, b in zip(server_cpu(servers), before, strict=True)]
+    return {
+        "cpu": sum(each) / seconds,
+        "cpu_seconds": sum(each),
+        "cpu_each": " + ".join(f"{c / seconds:.0%}" for c in each),
+    }
 
 
 def run_steady(
@@ -283,32 +307,43 @@ def run_steady(
 ) -> dict[str, Any]:
     with fleet(kind, n, procs, "bench", publisher="publisher") as (server, subs, pub):
         assert pub is not None
-        expected = int(rate * seconds) * n
-        cpu0 = server.cpu_seconds()
-        for s, share in zip(subs, split(n, procs), strict=True):
-            s.call(
-                "count", expected=share * int(rate * seconds), timeout=seconds + 15, sample_every=7
-            )
-        pub.call("steady", rate=rate, seconds=seconds, pad=pad_for(size))
-        sent = pub.result(seconds + 60)
-        got = gather(subs, seconds + 15)
-        elapsed = got["last"] - sent["start"]
-        lat = sorted(got["latencies"])
-        return {
-            "server": kind,
-            "N": n,
-            "rate_in": rate,
-            "size": size,
-            "expected": expected,
-            "deliveries": got["total"],
-            "rate": got["total"] / elapsed,
-            "p50": pct(lat, 50),
-            "p99": pct(lat, 99),
-            "p999": pct(lat, 99.9),
-            "samples": len(lat),
-            "cpu": (server.cpu_seconds() - cpu0) / elapsed,
-            "rss_mb": server.rss_bytes() / 2**20,
-        }
+        shares = list(zip(subs, split(n, procs), strict=True))
+        return {"server": kind, **measure_steady([server], shares, pub, rate, seconds, size)}
+
+
+def measure_steady(
+    servers: list[Any],
+    subs: list[tuple[Any, int]],
+    pub: LoadProc,
+    rate: float,
+    seconds: float,
+    size: int,
+) -> dict[str, Any]:
+    """``rate`` messages/s for ``seconds`` from ``pub`` to ``subs``; latency percentiles."""
+    n = sum(share for _, share in subs)
+    expected = int(rate * seconds) * n
+    cpu0 = server_cpu(servers)
+    for s, share in subs:
+        s.call("count", expected=share * int(rate * seconds), timeout=seconds + 15, sample_every=7)
+    pub.call("steady", rate=rate, seconds=seconds, pad=pad_for(size))
+    sent = pub.result(seconds + 60)
+    got = gather([s for s, _ in subs], seconds + 15)
+    elapsed = got["last"] - sent["start"]
+    lat = sorted(got["latencies"])
+    return {
+        "N": n,
+        "rate_in": rate,
+        "size": size,
+        "expected": expected,
+        "deliveries": got["total"],
+        "rate": got["total"] / elapsed,
+        "p50": pct(lat, 50),
+        "p99": pct(lat, 99),
+        "p999": pct(lat, 99.9),
+        "samples": len(lat),
+        **cpu_spent(cpu0, servers, elapsed),
+        "rss_mb": sum(s.rss_bytes() for s in servers) / 2**20,
+    }
 
 
 def pct(sorted_values: list[float], p: float) -> float:
@@ -477,6 +512,216 @@ def run_storm(n: int, ips: int) -> dict[str, Any]:
 # -- output -----------------------------------------------------------------------------------
 
 
+# -- several nodes over Redis (bench/cluster.py) -----------------------------------------------
+
+LAYOUTS = {
+    "memory": (1, False, "1 node, memory broker"),
+    "redis-1": (1, True, "1 node over Redis"),
+    "redis-2": (2, True, "2 nodes over Redis"),
+}
+"""``--layouts`` names: (nodes, over Redis, the row's label)."""
+REDIS_COMMANDS = ("publish", "spublish")
+"""The commands that carry a channel message across nodes."""
+PROCS = {"n": 1}
+"""Subscriber load processes per node (``--procs``)."""
+
+
+@contextmanager
+def node_fleet(
+    layout: str, n: int, procs: int, remote: bool
+) -> Iterator[
+    tuple[list[cluster.Node], cluster.RedisServer | None, list[tuple[Any, int]], Any, list[int]]
+]:
+    """A private Redis (for a Redis layout), its nodes, subscribers, the publisher, and how
+    many subscribers each node has.
+
+    The publisher (a member, echo off) is on the first node; the ``n`` subscribers are split
+    evenly across the nodes, or with ``remote`` all on the last one (``procs`` load processes
+    per node that has subscribers)."""
+    count, over_redis, _ = LAYOUTS[layout]
+    redis: cluster.RedisServer | None = None
+    nodes: list[cluster.Node] = []
+    subs: list[tuple[Any, int]] = []
+    pub = None
+    try:
+        if over_redis:
+            binary = cluster.redis_binary()
+            if binary is None:
+                raise SystemExit("the nodes-* scenarios need redis-server (on PATH)")
+            redis = cluster.RedisServer(binary)
+        for _ in range(count):
+            nodes.append(cluster.Node(redis.url if redis else None))
+        for node in nodes:
+            node.await_ready()
+        placed = [0] * (count - 1) + [n] if remote else split(n, count)
+        for node, share in zip(nodes, placed, strict=True):
+            for k in split(share, procs) if share else []:
+                subs.append((subscriber(node.address, k, "bench"), k))
+        for s, _ in subs:
+            s.result()
+        pub = LoadProc(load.publisher_main, nodes[0].address, "bench", True)
+        pub.result()
+        everyone = [*(s for s, _ in subs), pub]
+        for p in everyone:
+            p.call("quiesce")
+        for p in everyone:
+            p.result()
+        yield nodes, redis, subs, pub, placed
+    finally:
+        for p in [*(s for s, _ in subs), *([pub] if pub else [])]:
+            p.stop()
+        for node in nodes:
+            node.stop()
+        if redis is not None:
+            redis.stop()
+
+
+def run_nodes(layout: str, part: str, n: int, *shape: Any) -> dict[str, Any]:
+    """One ``burst`` (shape: messages, size) or ``steady`` (rate, seconds, size) run of a
+    layout; with Redis, what Redis spent and how many publishes it saw, too."""
+    remote = part == "steady"  # cross-node latency: every subscriber on the other node
+    with node_fleet(layout, n, PROCS["n"], remote) as (nodes, redis, subs, pub, placed):
+        calls0 = redis.command_calls() if redis else {}
+        redis_cpu0 = redis.cpu_seconds() if redis else 0.0
+        writes0 = sum(node.write_calls() for node in nodes)
+        measure = measure_burst if part == "burst" else measure_steady
+        row: dict[str, Any] = {"server": LAYOUTS[layout][2], **measure(nodes, subs, pub, *shape)}
+        row["placed"] = " + ".join(map(str, placed))  # the publisher is on the first node
+        row["cpu_per_m"] = row["cpu_seconds"] / max(1, row["deliveries"]) * 1e6
+        writes = sum(node.write_calls() for node in nodes) - writes0
+        row["per_write"] = row["deliveries"] / max(1, writes)  # how well passes batch
+        if redis is not None:
+            calls = redis.command_calls()
+            sent = row["M"] if part == "burst" else int(shape[0] * shape[1])
+            row["publishes"] = sum(calls.get(c, 0) - calls0.get(c, 0) for c in REDIS_COMMANDS)
+            row["per_message"] = row["publishes"] / sent
+            row["redis_cpu_per_m"] = (
+                (redis.cpu_seconds() - redis_cpu0) / max(1, row["deliveries"]) * 1e6
+            )
+            row["redis"] = redis.version()
+        return row
+
+
+def run_nodes_steady(layout: str, n: int, *shape: Any) -> dict[str, Any]:
+    return run_nodes(layout, "steady", n, *shape)
+
+
+def nodes_burst(args: Any, layouts: list[str], n: int, m: int, size: int) -> None:
+    rows = interleaved_runs(
+        args.runs,
+        layouts,
+        lambda k: run_nodes(k, "burst", n, m, size),
+        scenario="nodes burst",
+        medians=("cpu_per_m", "redis_cpu_per_m"),
+    )
+    _vs_one_node(rows)
+    report(
+        f"\n## nodes burst: {n} subscribers in one channel split across the nodes, the publisher "
+        f"on the first, ~{size}-byte messages{_redis_note(rows)}\n",
+        rows,
+        [
+            ("server", "layout", ""),
+            ("placed", "subscribers per node", ""),
+            ("M", "messages", "d"),
+            ("deliveries", "deliveries", ",d"),
+            ("seconds", "s", ".3f"),
+            ("rate", "deliveries/s", ",.0f"),
+            ("cpu_each", "server CPU per node", ""),
+            ("cpu_per_m", "server CPU s per M deliveries", ".3f"),
+            ("per_write", "deliveries per write", ".1f"),
+            ("redis_cpu_per_m", "Redis CPU s per M", ".4f"),
+            ("per_message", "Redis publishes per message", ".3f"),
+            ("rate_ratio", "rate vs 1 node", ".2f"),
+            ("cpu_ratio", "CPU/M vs 1 node", ".2f"),
+        ],
+        baseline="",
+    )
+    print("\nserver CPU s per M deliveries, the median over the runs (CPU/M vs 1 node is theirs):")
+    for r in rows:
+        print(f"- {r['server']}: {r['cpu_per_m_median']:.3f}")
+    _nodes_targets(rows, n)
+
+
+def _vs_one_node(rows: list[dict[str, Any]]) -> None:
+    """Ratios to the one-node memory run's: of the median rates, and of the medians over the
+    runs of the server CPU per delivery (robust to a machine busy with other work)."""
+    base = next((r for r in rows if r["server"] == LAYOUTS["memory"][2]), None)
+    for r in rows:
+        r.setdefault("redis_cpu_per_m", math.nan)
+        r.setdefault("per_message", math.nan)
+        r["rate_ratio"] = _ratio(r["rate"], base["rate"]) if base else math.nan
+        r["cpu_ratio"] = (
+            _ratio(r["cpu_per_m_median"], base["cpu_per_m_median"]) if base else math.nan
+        )
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan  # a tiny run may spend less than a clock tick
+
+
+def _redis_note(rows: list[dict[str, Any]]) -> str:
+    version = next((r["redis"] for r in rows if "redis" in r), None)
+    return f" (Redis {version}, private, 127.0.0.1, no persistence)" if version else ""
+
+
+def _nodes_targets(rows: list[dict[str, Any]], n: int) -> None:
+    """The issue's targets for two nodes, met or not, from this invocation's medians."""
+    two = next((r for r in rows if r["server"] == LAYOUTS["redis-2"][2]), None)
+    if two is None:
+        return
+    checks = [
+        (f"one Redis publish per message: {two['per_message']:.3f}", two["per_message"] == 1.0),
+        (f"2 nodes >= 2 M deliveries/s at {n} subscribers: {two['rate']:,.0f}", two["rate"] >= 2e6),
+        (f"2 nodes' server CPU per delivery <= 1.25x 1 node's: {two['cpu_ratio']:.2f}x",
+         two["cpu_ratio"] <= 1.25),
+        (f"2 nodes' rate not lower than 1 node's: {two['rate_ratio']:.2f}x",
+         two["rate_ratio"] >= 1.0),
+    ]  # fmt: skip
+    print("\ntargets (issue 10; ratios to the 1-node memory run):")
+    for text, met in checks:
+        verdict = "not measured" if "nan" in text else "met" if met else "NOT MET"
+        print(f"- {text.replace('nanx', '—')}: {verdict}")
+
+
+def nodes_steady(
+    args: Any, layouts: list[str], n: int, rate: float, seconds: float, size: int
+) -> None:
+    rows = [  # at a fixed offered rate, the median run is the one with the median p99
+        median_run(args.runs, run_nodes_steady, k, n, rate, seconds, size, key="p99")
+        for k in layouts
+    ]
+    for r in rows:
+        r.setdefault("per_message", math.nan)
+    report(
+        f"\n## nodes steady: {n} subscribers, {rate:g} msgs/s for {seconds:g} s "
+        f"(offered {n * rate:,.0f} deliveries/s), ~{size}-byte messages; with 2 nodes the "
+        f"publisher is on one and every subscriber on the other{_redis_note(rows)}\n",
+        rows,
+        [
+            ("server", "layout", ""),
+            ("placed", "subscribers per node", ""),
+            ("deliveries", "deliveries", ",d"),
+            ("rate", "deliveries/s", ",.0f"),
+            ("p50", "p50 ms", ".2f"),
+            ("p99", "p99 ms", ".2f"),
+            ("p999", "p99.9 ms", ".2f"),
+            ("samples", "samples", "d"),
+            ("cpu_each", "server CPU per node", ""),
+            ("cpu_per_m", "server CPU s per M deliveries", ".3f"),
+            ("per_write", "deliveries per write", ".1f"),
+            ("per_message", "Redis publishes per message", ".3f"),
+        ],
+        baseline="",
+    )
+    two = next((r for r in rows if r["server"] == LAYOUTS["redis-2"][2]), None)
+    if two is not None:
+        met = two["p99"] <= 10.0
+        print(
+            f"\ntarget (issue 10): cross-node p99 <= 10 ms at {n * rate:,.0f} deliveries/s: "
+            f"{two['p99']:.2f} ms: {'met' if met else 'NOT MET'}"
+        )
+
+
 def table(
     rows: list[dict[str, Any]], cols: list[tuple[str, str, str]], baseline: str = "naive"
 ) -> str:
@@ -484,14 +729,17 @@ def table(
     head = [c[1] for c in cols] + ([f"vs {baseline}"] if base else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [
-            format(r[key], fmt) if isinstance(r[key], (int, float)) else str(r[key])
-            for key, _, fmt in cols
-        ]
+        cells = [_cell(r[key], fmt) for key, _, fmt in cols]
         if base:
             cells.append(f"{r['rate'] / base['rate']:.1f}x")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "—"  # not measured (e.g. Redis figures of the one-node memory broker)
+    return format(value, fmt) if isinstance(value, (int, float)) else str(value)
 
 
 def machine() -> str:
@@ -529,18 +777,27 @@ def _timed(what: str, i: int, runs: int, fn: Any, *args: Any) -> dict[str, Any]:
 
 
 def interleaved_runs(
-    runs: int, kinds: list[str], fn: Any, key: str = "rate", scenario: str = ""
+    runs: int,
+    kinds: list[str],
+    fn: Any,
+    key: str = "rate",
+    scenario: str = "",
+    medians: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """``median_run`` for several servers, taking turns (run 1 of each, then run 2...), so
-    that a machine getting busier or quieter during the invocation weighs on all alike."""
+    that a machine getting busier or quieter during the invocation weighs on all alike.
+
+    Each row also gets ``<field>_median``, the median over its runs, for ``cpu_seconds`` and
+    the ``medians`` fields (robust to a busy machine: what the server itself spent)."""
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for i in range(runs):
         for k in kinds:
             results[k].append(_timed(f"{scenario} {k}".strip(), i, runs, fn, k))
     rows = [_median(results[k], key) for k in kinds]
     for row, k in zip(rows, kinds, strict=True):
-        if "cpu_seconds" in row:  # robust to a busy machine: what the server itself spent
-            row["cpu_seconds_median"] = sorted(r["cpu_seconds"] for r in results[k])[runs // 2]
+        for field in ("cpu_seconds", *medians):
+            if field in row:
+                row[f"{field}_median"] = sorted(r[field] for r in results[k])[runs // 2]
     return rows
 
 
@@ -661,12 +918,32 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("storm", help="N clients; the server restarts; all reconnect and rejoin")
     st.add_argument("-n", "--clients", type=int, default=10_000)
     st.add_argument("--ips", type=int, default=40, help="loopback source addresses")
+    layouts = (
+        f"layouts to run, comma-separated, of: {', '.join(LAYOUTS)} (1 node with the memory "
+        "broker, 1 or 2 nodes over a private redis-server)"
+    )
+    nb = sub.add_parser(
+        "nodes-burst", help="rtcore nodes over Redis: a burst, subscribers split across nodes"
+    )
+    nb.add_argument("-n", "--subscribers", type=int, default=1000)
+    nb.add_argument("-m", "--messages", type=int, default=2000)
+    nb.add_argument("--size", type=int, default=110, help="delivered frame size, bytes")
+    nb.add_argument("--layouts", default="memory,redis-2", help=layouts)
+    ns = sub.add_parser(
+        "nodes-steady", help="rtcore nodes over Redis: cross-node latency at a steady rate"
+    )
+    ns.add_argument("-n", "--subscribers", type=int, default=50)
+    ns.add_argument("--rate", type=float, default=2000.0, help="messages per second published")
+    ns.add_argument("--seconds", type=float, default=10.0)
+    ns.add_argument("--size", type=int, default=110)
+    ns.add_argument("--layouts", default="memory,redis-2", help=layouts)
     sub.add_parser("all", help="every scenario with its defaults")
     sub.add_parser("smoke", help="every scenario at tiny N (the test suite runs this)")
     args = parser.parse_args(argv)
     servers = args.servers.split(",")
     LOAD["c"] = args.load == "c" and build_csub()
     SERVER_ARGS[:] = ["--flush-window", str(args.flush_window)]
+    PROCS["n"] = args.procs
     print(
         f"machine: {machine()}; load: {'C' if LOAD['c'] else 'Python'} subscribers, "
         f"{args.procs} process(es)\n"
@@ -691,6 +968,19 @@ def main(argv: list[str] | None = None) -> int:
         joins(args, 100 if tiny else 10_000, modes, 100 if tiny else 2000)
         if LOAD["c"]:
             storm(args, 50 if tiny else 10_000, 5 if tiny else 40)
+        if cluster.redis_binary() is None:
+            print("\nnodes-burst, nodes-steady: SKIPPED (no redis-server on PATH)")
+        elif not tiny or LOAD["c"]:  # its load side is burst's and steady's: smoked with C only
+            two = ["memory", "redis-2"]
+            nodes_burst(args, two, 20 if tiny else 1000, 50 if tiny else 2000, 110)
+            nodes_steady(  # the memory layout's steady run is the steady scenario's
+                args,
+                two[1:] if tiny else two,
+                10 if tiny else 50,
+                50 if tiny else 2000.0,
+                0.5 if tiny else 10.0,
+                110,
+            )
     elif args.scenario == "burst":
         burst(servers, args, args.subscribers, args.messages, args.size, args.baseline_messages)
     elif args.scenario == "steady":
@@ -701,6 +991,20 @@ def main(argv: list[str] | None = None) -> int:
         storm(args, args.clients, args.ips)
     elif args.scenario == "joins":
         joins(args, args.clients, args.modes.split(","), args.member_frames_n)
+    elif args.scenario in ("nodes-burst", "nodes-steady"):
+        chosen = args.layouts.split(",")
+        if unknown := [k for k in chosen if k not in LAYOUTS]:
+            parser.error(f"--layouts: unknown {', '.join(unknown)} (of: {', '.join(LAYOUTS)})")
+        if any(LAYOUTS[k][1] for k in chosen) and cluster.redis_binary() is None:
+            parser.error(
+                "the Redis layouts need redis-server on PATH (apt-get install redis-server)"
+            )
+        if args.flush_window != 0.002:
+            print("note: nodes run `rtcore serve` with its flush window (0.002 s)\n")
+        if args.scenario == "nodes-burst":
+            nodes_burst(args, chosen, args.subscribers, args.messages, args.size)
+        else:
+            nodes_steady(args, chosen, args.subscribers, args.rate, args.seconds, args.size)
     elif args.scenario == "churn":
         churn(
             [s for s in servers if s != "raw"], args, args.members, args.pairs, args.baseline_pairs
@@ -837,11 +1141,16 @@ def churn(servers: list[str], args: Any, n: int, pairs: int, pairs_base: int) ->
     )
 
 
-def report(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str, str]]) -> None:
+def report(
+    title: str,
+    rows: list[dict[str, Any]],
+    cols: list[tuple[str, str, str]],
+    baseline: str = "naive",
+) -> None:
     """Check the counts, print the section's table and every run's value."""
     check_complete(rows)
     print(title)
-    print(table(rows, cols))
+    print(table(rows, cols, baseline))
     _runs_note(rows)
     _metrics_ratio(rows)
     check_meaningful(rows)

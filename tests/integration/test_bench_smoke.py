@@ -3,6 +3,9 @@ checked here: timing claims belong in bench/RESULTS.md, not in tests.)"""
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +15,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("load", ["c", "python"])
-def test_the_harness_smoke_run_completes_every_scenario(load: str) -> None:
-    out = subprocess.run(
+@functools.cache
+def smoke_run(load: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench --load LOAD smoke``, once per test session and load."""
+    return subprocess.run(
         [sys.executable, "-m", "bench", "--load", load, "smoke"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+@pytest.mark.parametrize("load", ["c", "python"])
+def test_the_harness_smoke_run_completes_every_scenario(load: str) -> None:
+    out = smoke_run(load)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "WARNING" not in out.stderr, out.stderr  # every expected delivery arrived
     for heading in ("## burst", "## steady", "## connect", "## presence churn", "## joins"):
@@ -40,3 +49,46 @@ def test_the_harness_smoke_run_completes_every_scenario(load: str) -> None:
     assert "NOT MEANINGFUL as numbers" in out.stdout
     assert "NOT MEANINGFUL: rtcore 1,000 deliveries (< 100,000)" in out.stdout
     assert "burst rtcore, run 1/1 done in" in out.stderr
+
+
+def test_the_smoke_run_covers_two_nodes_over_redis() -> None:
+    """With the C load, the smoke run includes the two-node scenarios over a private Redis
+    (skipped without redis-server, unless RTCORE_REQUIRE_REDIS=1, as tests/integration/
+    redisd.py does for every Redis test)."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("RTCORE_REQUIRE_REDIS") == "1":
+            pytest.fail("redis-server is not installed and RTCORE_REQUIRE_REDIS=1")
+        assert "nodes-burst, nodes-steady: SKIPPED" in smoke_run("c").stdout
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    out = smoke_run("c")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "WARNING" not in out.stderr, out.stderr  # every expected delivery arrived
+    burst = out.stdout.split("## nodes burst", 1)[1].split("## nodes steady", 1)[0]
+    steady = out.stdout.split("## nodes steady", 1)[1]
+    burst_rows, steady_rows = table_rows(burst), table_rows(steady)
+    assert [r["layout"] for r in burst_rows] == ["1 node, memory broker", "2 nodes over Redis"]
+    assert [r["layout"] for r in steady_rows] == ["2 nodes over Redis"]
+    assert [r["deliveries"] for r in burst_rows] == ["1,000", "1,000"]  # 20 subscribers x 50
+    assert steady_rows[0]["deliveries"] == "250"  # 10 subscribers x 50/s x 0.5 s
+    # the burst's subscribers split across the nodes; the steady run's all on the node
+    # without the publisher, so every delivery crossed Redis
+    assert [r["subscribers per node"] for r in burst_rows] == ["20", "10 + 10"]
+    assert steady_rows[0]["subscribers per node"] == "0 + 10"
+    # Redis saw one publish per message (from its INFO commandstats), not one per subscriber;
+    # the memory broker has no Redis figures
+    column = "Redis publishes per message"
+    assert [r[column] for r in burst_rows] == ["—", "1.000"]
+    assert steady_rows[0][column] == "1.000"
+    assert "- one Redis publish per message: 1.000: met" in burst
+    assert "cross-node p99 <= 10 ms at 500 deliveries/s" in steady
+    assert "nodes burst redis-2, run 1/1 done in" in out.stderr
+
+
+def table_rows(section: str) -> list[dict[str, str]]:
+    """The first markdown table in ``section``, as dicts by column header."""
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [
+        dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
+        for line in lines[2:]
+    ]
