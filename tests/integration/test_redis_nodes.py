@@ -6,6 +6,7 @@ connections) against a private redis-server, and talks to them over real sockets
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -460,9 +461,20 @@ async def read_msgs(raw: RawClient, count: int) -> list[f.Msg]:
     return got
 
 
+def command_calls(redis: RedisProcess, command: str) -> int:
+    """How many times Redis ran ``command`` (scripts' calls included): INFO commandstats."""
+    stats = subprocess.run(
+        ["redis-cli", "-p", str(redis.port), "INFO", "commandstats"],
+        capture_output=True, text=True, timeout=10, check=True,
+    ).stdout  # fmt: skip
+    found = re.search(rf"^cmdstat_{command}:calls=(\d+)", stats, re.M)
+    return int(found.group(1)) if found else 0
+
+
 async def test_history_channels_get_one_order_of_offsets_on_every_node(
-    start_server: StartServer, redis_url: str
+    start_server: StartServer, redis_server: RedisProcess
 ) -> None:
+    redis_url = redis_server.url
     with trio.fail_after(30):
         a, b = await nodes(start_server, redis_url, n=2, apps=(HISTORY,))
         on_a = tracked(await client(a))
@@ -473,10 +485,13 @@ async def test_history_channels_get_one_order_of_offsets_on_every_node(
             assert isinstance(ok, f.Ok) and ok.data["offset"] == 0
             tops.append(ok.data["epoch"])
         assert tops[0] == tops[1]  # one stream, whichever node read it first
+        xadds = command_calls(redis_server, "xadd")
         for i in range(10):  # both nodes publish, interleaved
             assert isinstance(
                 await request((on_a, on_b)[i % 2], "send", 10 + i, ch="feed", ev="e", data=i), f.Ok
             )
+        assert command_calls(redis_server, "xadd") - xadds == 10  # one per message, not
+        # per subscriber or node
         for raw in (on_a, on_b):
             got = await read_msgs(raw, 5)  # the other node's five (echo is off)
             offsets = [m.offset for m in got]
