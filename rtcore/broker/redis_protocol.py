@@ -154,11 +154,15 @@ def unpack_member(blob: bytes) -> tuple[str | None, Any]:
 # (PUBLISH on one Redis, SPUBLISH on a cluster), ARGV[2] = node, ARGV[3] = presence ttl (ms).
 # Times are Redis's own clock (TIME), so nodes on different machines never disagree.
 
-_PRUNE = """
+_NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""
+"""Lua: the Redis clock in milliseconds (scripts never take time from a node)."""
+
+_PRUNE = _NOW_MS + """
 local function member_left(conn, node_for_skip)
   local blob = redis.call('HGET', KEYS[1], conn)
   if not blob then return end
@@ -339,11 +343,7 @@ return {0, 0}
 # for every node. Expired messages (older than the ttl) are deleted from the head as they are
 # met, so a stream holds at most ~size messages of at most ttl seconds.
 
-_HISTORY = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+_HISTORY = _NOW_MS + """
 local function meta(new_epoch, meta_ttl)
   local epoch = redis.call('HGET', KEYS[2], 'epoch')
   if not epoch then
