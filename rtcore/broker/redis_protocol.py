@@ -162,7 +162,9 @@ end
 """
 """Lua: the Redis clock in milliseconds (scripts never take time from a node)."""
 
-_PRUNE = _NOW_MS + """
+_PRUNE = (
+    _NOW_MS
+    + """
 local function member_left(conn, node_for_skip)
   local blob = redis.call('HGET', KEYS[1], conn)
   if not blob then return end
@@ -195,6 +197,7 @@ local function keep_alive(ms)
   redis.call('PEXPIRE', KEYS[1]:sub(1, -2) .. 'c:' .. ARGV[2], keep)
 end
 """
+)
 
 JOIN = (
     _PRUNE
@@ -343,7 +346,9 @@ return {0, 0}
 # for every node. Expired messages (older than the ttl) are deleted from the head as they are
 # met, so a stream holds at most ~size messages of at most ttl seconds.
 
-_HISTORY = _NOW_MS + """
+_HISTORY = (
+    _NOW_MS
+    + """
 local function meta(new_epoch, meta_ttl)
   local epoch = redis.call('HGET', KEYS[2], 'epoch')
   if not epoch then
@@ -372,6 +377,7 @@ local function ws_header(n)
     math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
 end
 """
+)
 
 HISTORY_PUBLISH = (
     _HISTORY
