@@ -227,8 +227,8 @@ class ChannelTable:
         return count == 0
 
     def user_connections(self, channel: str, user: str | None) -> int:
-        """How many connections ``user`` has in ``channel`` (an anonymous one: 1 if it is
-        there... as its own user, always 1: first and last)."""
+        """How many connections ``user`` has in ``channel``. An anonymous connection is its
+        own user: always 1 (its join is a first, its leave a last)."""
         if user is None:
             return 1
         return self._user_conns.get((channel, user), 0)
