@@ -420,12 +420,20 @@ PIPELINED = " pipelined"
 Python client does) instead of after the 101 (as browsers must)."""
 
 
-def run_joins(mode: str, n: int, procs: int) -> dict[str, Any]:
+def run_joins(mode: str, n: int, procs: int, workers: int = 1) -> dict[str, Any]:
     """N connections (upgrade, hello, join) into one channel, from the first connect to the
-    last join's ok, with presence events off, as batched diffs, or one member_* per join."""
+    last join's ok, with presence events off, as batched diffs, or one member_* per join.
+    ``workers`` > 1: ``rtcore serve --workers`` over a private Redis instead (bench.cluster)."""
     pipeline = mode.endswith(PIPELINED)
     options, features = JOIN_MODES[mode.removesuffix(PIPELINED)]
-    server = ServerProc("rtcore", options=options)
+    server: Any
+    if workers > 1:
+        from bench.cluster import WorkersServer
+
+        server = WorkersServer(workers, presence_events="--no-presence-events" not in options)
+        mode = f"{mode}, {workers} workers"
+    else:
+        server = ServerProc("rtcore", options=options)
     subs: list[Any] = []
     try:
         cpu0 = server.cpu_seconds()
@@ -910,6 +918,13 @@ def main(argv: list[str] | None = None) -> int:
         "sent right behind the upgrade request)",
     )
     j.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="N > 1: the server is `rtcore serve --workers N` over a private redis-server "
+        "(SO_REUSEPORT; the kernel spreads the connections over the workers)",
+    )
+    j.add_argument(
         "--member-frames-n",
         type=int,
         default=2000,
@@ -1105,7 +1120,9 @@ def joins(args: Any, n: int, modes: list[str], member_frames_n: int) -> None:
     for mode in modes:
         size = member_frames_n if mode == "member_*" else n
         procs = max(args.procs, math.ceil(size / 5000))
-        rows.append(median_run(args.runs, run_joins, mode, size, procs, key="seconds"))
+        rows.append(
+            median_run(args.runs, run_joins, mode, size, procs, args.workers, key="seconds")
+        )
     print("\n## joins: N clients connect (upgrade + hello) and join one channel\n")
     print(
         table(

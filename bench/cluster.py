@@ -149,13 +149,24 @@ def _read_reply(s: socket.socket) -> bytes:
     return rest[:size]
 
 
-def node_toml(port: int, api_port: int, broker_url: str | None, outbound_buffer: int) -> str:
+def node_toml(
+    port: int,
+    api_port: int,
+    broker_url: str | None,
+    outbound_buffer: int,
+    presence_events: bool = True,
+) -> str:
     """A node's configuration: ``broker_url`` None is the memory broker (one process)."""
     broker = (
         f'[broker]\nkind = "redis"\nurl = "{broker_url}"\n'
         if broker_url
         else '[broker]\nkind = "memory"\n'
     )
+    if not presence_events:
+        broker += (
+            '\n[[apps]]\nname = "default"\n\n[[apps.channels]]\npattern = "*"\n'
+            "presence_events = false\n"
+        )
     return (
         "[server]\n"
         f'host = "127.0.0.1"\nport = {port}\napi_host = "127.0.0.1"\napi_port = {api_port}\n\n'
@@ -173,21 +184,32 @@ class Node:
     """``rtcore serve --config FILE`` (the command users run) on free loopback ports; ready
     once its ``/readyz`` says so (for a Redis node: connected to Redis)."""
 
-    def __init__(self, broker_url: str | None, outbound_buffer: int = 1024 * 1024) -> None:
+    def __init__(
+        self,
+        broker_url: str | None,
+        outbound_buffer: int = 1024 * 1024,
+        *,
+        workers: int = 1,
+        presence_events: bool = True,
+    ) -> None:
         self.kind = "rtcore"
         port, self.api_port = free_port(), free_port()
         self._config = tempfile.NamedTemporaryFile(
             "w", prefix="rtcore-bench-node-", suffix=".toml", delete=False
         )
         with self._config:
-            self._config.write(node_toml(port, self.api_port, broker_url, outbound_buffer))
+            self._config.write(
+                node_toml(port, self.api_port, broker_url, outbound_buffer, presence_events)
+            )
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-c", "import sys; from rtcore.cli import main; sys.exit(main())",
                 "serve", "--config", self._config.name, "--log-level", "WARNING",
+                "--workers", str(workers),
             ]
         )  # fmt: skip
         self.address = ("127.0.0.1", port)
+        self.workers = workers
 
     def await_ready(self) -> None:
         """Wait for ``/readyz`` (nodes start in parallel: start them all, then wait)."""
@@ -208,11 +230,19 @@ class Node:
         finally:
             conn.close()
 
+    def pids(self) -> list[int]:
+        """The node's processes: with workers, the supervisor and its children."""
+        if self.workers == 1:
+            return [self.proc.pid]
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with open(path) as f:
+            return [self.proc.pid, *map(int, f.read().split())]
+
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def rss_bytes(self) -> int:
-        return rss_bytes(self.proc.pid)
+        return sum(rss_bytes(pid) for pid in self.pids())
 
     def write_calls(self) -> int:
         return write_calls(self.proc.pid)
@@ -221,3 +251,45 @@ class Node:
         self.proc.kill()
         self.proc.wait()
         os.unlink(self._config.name)
+
+
+class WorkersServer:
+    """``rtcore serve --workers N`` over a private Redis, as the ``joins`` scenario's server
+    (``--workers``): the same interface as the harness's ServerProc."""
+
+    def __init__(self, workers: int, presence_events: bool) -> None:
+        binary = redis_binary()
+        if binary is None:
+            raise RuntimeError("--workers needs redis-server (the Redis broker)")
+        self.redis = RedisServer(binary)
+        try:
+            self.node = Node(self.redis.url, workers=workers, presence_events=presence_events)
+            self.node.await_ready()
+            _await_workers(self.node, workers)
+        except BaseException:
+            self.redis.stop()
+            raise
+        self.address = self.node.address
+
+    def cpu_seconds(self) -> float:
+        return self.node.cpu_seconds()
+
+    def stop(self) -> None:
+        self.node.proc.terminate()  # the supervisor stops its workers
+        try:
+            self.node.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.node.proc.kill()
+            self.node.proc.wait()
+        os.unlink(self.node._config.name)
+        self.redis.stop()
+
+
+def _await_workers(node: Node, workers: int) -> None:
+    """/readyz answers from whichever worker takes it: wait until all are up (a process each)."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while len(node.pids()) < workers + 1 or not node._ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers did not all start")
+        time.sleep(0.05)
+    time.sleep(0.5)  # each worker listening (the supervisor starts them one after another)
