@@ -1121,7 +1121,9 @@ def joins(args: Any, n: int, modes: list[str], member_frames_n: int) -> None:
         size = member_frames_n if mode == "member_*" else n
         procs = max(args.procs, math.ceil(size / 5000))
         rows.append(
-            median_run(args.runs, run_joins, mode, size, procs, args.workers, key="seconds")
+            median_run(
+                args.runs, run_joins, mode, size, procs, getattr(args, "workers", 1), key="seconds"
+            )
         )
     print("\n## joins: N clients connect (upgrade + hello) and join one channel\n")
     print(
