@@ -22,14 +22,18 @@ import trio
 
 from rtcore import CloseCode, Server
 from rtcore.auth import SessionSettings
+from rtcore.client import open_client
 from rtcore.config import AppConfig, BrokerConfig, ChannelRule
 from rtcore.limiter import Rule
 from rtcore.protocol import frames as f
 from rtcore.server_api import AsyncServerAPI
+from tests.integration.backends import wait_until
 from tests.integration.child import child_server
 from tests.integration.conftest import StartServer
+from tests.integration.proxy import Proxy
 from tests.integration.raw import Closed, RawClient
 from tests.integration.redisd import RedisProcess, redis_cluster
+from tests.integration.test_history import Received, publish
 
 pytestmark = pytest.mark.slow
 
@@ -670,3 +674,29 @@ async def test_what_a_node_missed_while_cut_off_reaches_its_members_in_order_onc
         assert a.redis is not None and a.redis.statistics.reconnects == 1  # it was cut off
         assert [m.data for m in received] == list(range(total))  # all, once, in order
         assert [m.offset for m in received] == list(range(1, total + 1))
+
+
+async def test_the_python_client_moved_to_another_node_recovers_everything(
+    start_server: StartServer, redis_url: str, nursery: trio.Nursery
+) -> None:
+    """The client library behind a load balancer (a proxy): its connection to node A is cut
+    (RST) and the balancer sends it to node B; it rejoins with its position, recovered."""
+    a, b = await nodes(start_server, redis_url, n=2, apps=(HISTORY,))
+    proxy = Proxy(a.addresses[0])
+    await nursery.start(proxy.serve)
+    with trio.fail_after(60):
+        async with open_client(proxy.url(), backoff_initial=0.05, backoff_max=0.5) as lib:
+            got = Received(lib)
+            await lib.join("feed")
+            await publish(b, 0, 100)
+            await wait_until(lambda: len(got.data) == 100)
+            proxy.refusing = True
+            proxy.cut()
+            await publish(b, 100, 300)  # published while the client is away
+            proxy.target = b.addresses[0]
+            proxy.refusing = False
+            await wait_until(lambda: got.recoveries)
+            await publish(b, 400, 100)
+            await wait_until(lambda: len(got.data) >= 500)
+            assert got.data == list(range(500))  # every message once, in order
+            assert [(r.channel, r.recovered) for r in got.recoveries] == [("feed", True)]
