@@ -103,7 +103,11 @@ class RawClient:
                 # After a close (ours or the server's) a WebSocket endpoint sends no more
                 # frames: a pong then would be a protocol error.
                 if self.answer_pings and self.ws.state is ConnectionState.OPEN:
-                    await self.stream.send_all(self.ws.send(event.response()))
+                    # Shielded: tests read with timeouts (move_on_after around recv), and a
+                    # pong cut halfway by one would corrupt the stream -- the server then
+                    # hears no pong and closes with 4009 (a flaky heartbeat test, once).
+                    with trio.CancelScope(shield=True):
+                        await self.stream.send_all(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:  # not if we closed first
                     try:
