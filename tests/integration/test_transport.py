@@ -370,7 +370,7 @@ async def test_a_pipelining_client_does_not_starve_another(
 ) -> None:
     from rtcore import session
 
-    requests = 1500  # ~50 KB: one write, one read on the server
+    requests = 2600  # ~90 KB, in one write: more than four batches of frames
     order: list[bool] = []  # True: the other client's request
     real = session.Session.receive
     b_request = b""
