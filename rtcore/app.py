@@ -137,6 +137,7 @@ class App:
         conns = self.table.user(user)
         delivered = deliver_local(self.table, Publication(self.name, Target.USER, user, frame))
         self.statistics.user_event_deliveries += delivered
+        self.statistics.bytes_queued += len(frame) * delivered
         sid = session.get("id") if session else None
         ended: list[str] = []
         if kind == "signout" and isinstance(sid, str):
@@ -254,9 +255,7 @@ class App:
             count, sequenced = self.broker.publish_history(
                 self.name, channel, frame, retention, skip_id
             )
-            stats = self.statistics
-            stats.messages += 1
-            stats.message_deliveries += count
+            self.statistics.messages += 1  # its deliveries: deliver_published, on each node
             return Delivery(mid, ts, count, None, sequenced)
         if retention is None:
             payload, position = framed(frame), None
@@ -267,7 +266,8 @@ class App:
         count = self._publish(target, channel, payload, skip)
         stats = self.statistics  # per publication, never per recipient
         stats.messages += 1
-        stats.message_deliveries += count
+        if not self.broker.shared:  # (a shared broker's are counted as they are delivered)
+            stats.message_deliveries += count
         return Delivery(mid, ts, count, position)
 
     # -- history --------------------------------------------------------------------------
@@ -308,7 +308,8 @@ class App:
         count = self.broker.publish(
             Publication(self.name, target, name, data, skip.id if skip else None)
         )
-        self.statistics.bytes_queued += len(data) * count  # per publication
+        if not self.broker.shared:
+            self.statistics.bytes_queued += len(data) * count  # per publication
         return count
 
     def deliver_published(self, publication: Publication) -> int:
@@ -320,7 +321,13 @@ class App:
                 self.presence.flush()
             elif publication.target is Target.CHANNEL:
                 self.presence.flush_channel(publication.name or "")
-        return deliver_local(self.table, publication)
+        count = deliver_local(self.table, publication)
+        # Counted where delivered: a node's deliveries include other nodes' messages, and
+        # the publishing node counts its own once, as they come back.
+        stats = self.statistics
+        stats.message_deliveries += count
+        stats.bytes_queued += len(publication.data) * count  # per publication
+        return count
 
     # -- presence -------------------------------------------------------------------------
 

@@ -104,6 +104,25 @@ def test_user_event_deliveries_count_the_users_connections() -> None:
         app.connect(Member(name, "u1", None, Outbox()))
     app.publish_user_event("u1", "signin", None, None, MONO, NOW)
     assert app.statistics.user_event_deliveries == 2
+    queued = sum(len(item) for m in app.table.everyone.values() for item in m.outbox.items)
+    assert app.statistics.bytes_queued == queued > 0  # its bytes are counted too
+
+
+def test_with_a_shared_broker_deliveries_are_counted_where_they_happen() -> None:
+    from rtcore.broker import Publication, Target
+    from tests.unit.test_broker import SharedBroker
+
+    app = App(AppConfig("a"), Pending(), MessageIds("n"), SharedBroker())
+    members = [member(f"m{i}") for i in range(2)]
+    for m in members:
+        app.connect(m)
+        app.table.join(m, "room")
+    app.send("room", "e", 1, wall=NOW)  # published: the broker delivers it (the fake: here)
+    stats = app.statistics
+    assert (stats.messages, stats.message_deliveries, stats.bytes_queued) == (1, 0, 0)
+    # What comes back from the broker -- this node's message or another's -- is counted.
+    app.deliver_published(Publication("a", Target.CHANNEL, "room", b"x" * 10))
+    assert (stats.messages, stats.message_deliveries, stats.bytes_queued) == (1, 2, 20)
 
 
 # -- refusals, reported by the session through the app -------------------------------------------
