@@ -22,6 +22,7 @@ import trio
 
 from rtcore import CloseCode, Server
 from rtcore.auth import SessionSettings
+from rtcore.broker import redis_protocol as rp
 from rtcore.client import open_client
 from rtcore.config import AppConfig, BrokerConfig, ChannelRule
 from rtcore.limiter import Rule
@@ -96,6 +97,10 @@ async def test_send_and_broadcast_reach_members_on_every_node(
             assert (msg.channel, msg.event, msg.data, msg.mid) == (
                 "room", "hi", {"n": 1}, sent.data["mid"],
             )  # fmt: skip
+        # Each node counts the deliveries it made, of its own messages and the others'.
+        on_a, on_b = a.apps["default"].statistics, b.apps["default"].statistics
+        assert (on_a.messages, on_a.message_deliveries) == (0, 1)  # ann's copy of bob's
+        assert (on_b.messages, on_b.message_deliveries) == (1, 1)  # bob's echo
         assert isinstance(await request(cat, "broadcast", 3, ev="all", data=7), f.Ok)
         for raw in (ann, bob, cat):
             msg = await next_push(raw)
@@ -329,12 +334,10 @@ def cat_id(listing: Any) -> str:
     return next(m["id"] for m in listing.data["members"] if m["data"] == "cat")
 
 
-async def test_a_killed_nodes_members_leave_within_the_bound(
-    start_server: StartServer, redis_url: str, tmp_path: Path
-) -> None:
-    ttl, refresh = 1.0, 0.25
-    options = {"presence_ttl": ttl, "presence_refresh": refresh}
-    config = f"""
+def node_config(redis_url: str, broker_lines: str, app_lines: str) -> str:
+    """The TOML of a node in its own process (tests/integration/child_server.py): loopback,
+    free ports, this Redis, one app "default"."""
+    return f"""
 [server]
 host = "127.0.0.1"
 port = 0
@@ -342,13 +345,23 @@ api_port = 0
 [broker]
 kind = "redis"
 url = "{redis_url}"
-presence_ttl = {ttl}
-presence_refresh = {refresh}
+{broker_lines}
 [[apps]]
 name = "default"
-[apps.session]
-secret = "{SECRET}"
+{app_lines}
 """
+
+
+async def test_a_killed_nodes_members_leave_within_the_bound(
+    start_server: StartServer, redis_url: str, tmp_path: Path
+) -> None:
+    ttl, refresh = 1.0, 0.25
+    options = {"presence_ttl": ttl, "presence_refresh": refresh}
+    config = node_config(
+        redis_url,
+        f"presence_ttl = {ttl}\npresence_refresh = {refresh}",
+        f'[apps.session]\nsecret = "{SECRET}"',
+    )
     with trio.fail_after(60):
         survivor = await start_server(
             apps=(SIGNED,), config={"broker": broker(redis_url, **options)}
@@ -516,20 +529,7 @@ async def test_history_channels_get_one_order_of_offsets_on_every_node(
 
 def history_node_config(redis_url: str) -> str:
     """A node like HISTORY's, as a TOML file for a node in its own process."""
-    return f"""
-[server]
-host = "127.0.0.1"
-port = 0
-api_port = 0
-[broker]
-kind = "redis"
-url = "{redis_url}"
-[[apps]]
-name = "default"
-[[apps.channels]]
-pattern = "feed*"
-history_size = 1000
-"""
+    return node_config(redis_url, "", '[[apps.channels]]\npattern = "feed*"\nhistory_size = 1000')
 
 
 async def moved_and_recovered(received: list[f.Msg], other: Server, total: int) -> list[f.Msg]:
@@ -700,3 +700,26 @@ async def test_the_python_client_moved_to_another_node_recovers_everything(
             await wait_until(lambda: len(got.data) >= 500)
             assert got.data == list(range(500))  # every message once, in order
             assert [(r.channel, r.recovered) for r in got.recoveries] == [("feed", True)]
+
+
+async def test_foreign_bytes_on_a_redis_channel_are_skipped_and_the_node_serves_on(
+    start_server: StartServer, redis_server: RedisProcess
+) -> None:
+    """Not an envelope, and a control operation this node does not know (a newer node's):
+    each is logged and counted, nothing crashes, the next message is delivered."""
+    with trio.fail_after(30):
+        a, b = await nodes(start_server, redis_server.url, n=2)
+        raw = tracked(await client(a))
+        assert isinstance(await request(raw, "join", 1, ch="room"), f.Ok)
+        channel = rp.Keys("rtcore").app_pubsub("default").decode()
+        for payload in (b"not msgpack \xc1", rp.control("other-node", "teleport", ["x"])):
+            await trio.run_process(
+                ["redis-cli", "-p", str(redis_server.port), "-x", "PUBLISH", channel],
+                stdin=payload,
+                capture_stdout=True,
+            )
+        assert a.redis is not None
+        await until(lambda: a.redis is not None and a.redis.statistics.bad_envelopes == 2, "both")
+        b.send("default", "room", "after", 1)
+        got = await pushes_until(raw, lambda fr: isinstance(fr, f.Msg))
+        assert got[-1].event == "after" and a.broker.health() is None
