@@ -17,8 +17,8 @@ import itertools
 import time
 import tracemalloc
 
-from rtcore.hub import ChannelTable, Member
-from rtcore.outbox import Outbox, Pending
+from rtcore.core.members import ChannelTable, Member
+from rtcore.core.outbox import Outbox, Pending
 
 
 def measure(members: int, channels: int) -> tuple[float, float]:

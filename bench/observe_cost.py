@@ -20,8 +20,8 @@ import time
 import trio
 
 import rtcore
-from rtcore.hub import Member
-from rtcore.outbox import Outbox
+from rtcore.core.members import Member
+from rtcore.core.outbox import Outbox
 
 
 class FakeConn:

@@ -4,7 +4,7 @@
 and asyncio); ``protocol.md`` the wire format any client can implement.
 """
 
-from rtcore.config import Config, ConfigError, Limits
+from rtcore.config.model import Config, ConfigError, Limits
 from rtcore.protocol import CloseCode, ErrorCode, RtcoreError
 
 __version__ = "0.1.0"
@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> object:
     # The server (and with it trio) is imported on first use, so that importing the sans-IO
-    # core -- rtcore.session, rtcore.protocol, ... -- never pulls in trio.
+    # core -- rtcore.core.session.session, rtcore.protocol, ... -- never pulls in trio.
     if name in ("Server", "UnknownAppError"):
         from rtcore import server
 

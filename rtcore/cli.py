@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from rtcore import auth, logs
 from rtcore import config as cfg
+from rtcore.core import auth
+from rtcore.observe import log_config as logs
 from rtcore.workers import policy
 from rtcore.workers.link import SupervisorLink
 
 if TYPE_CHECKING:
-    from rtcore.server import Server
+    from rtcore.server import Server  # imported only when serving
 
 log = logging.getLogger("rtcore")
 

@@ -15,8 +15,8 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
-from rtcore.history import Position
 from rtcore.protocol.frames import MemberEvent, Msg, UserEvent
+from rtcore.protocol.position import Position
 
 __all__ = [
     "FATAL_CLOSE_CODES",

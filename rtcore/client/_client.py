@@ -65,9 +65,9 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
-from rtcore.history import Position
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
+from rtcore.protocol.position import Position
 
 if TYPE_CHECKING:
     import asyncio

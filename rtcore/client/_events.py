@@ -10,8 +10,8 @@ import anyio.lowlevel
 import attrs
 
 from rtcore.client.errors import EventOverflowError
-from rtcore.history import Position
 from rtcore.protocol import frames as f
+from rtcore.protocol.position import Position
 
 if TYPE_CHECKING:
     from rtcore.client._client import Client

@@ -1,228 +1,41 @@
-"""The observability seam: statistics records and the observer (sans-IO).
-
-Theory of operation:
-
-* **Statistics** are plain counters on the objects that do the work: :class:`ServerStatistics`
-  on the server, :class:`FlusherStatistics` on the flusher, :class:`AppStatistics` on each app.
-  They are always on, cost an integer add where they are kept, and are read when someone asks
-  (a Prometheus scrape). Counting never happens per delivery: an app adds the recipient count
-  (and bytes) each publication returns, and the flusher counts the connections of a pass from
-  the sizes of the groups it takes.
-* The **observer** is told about events: a connection established or closed, a refused or
-  rate-limited request, a slow consumer, a flush pass. Its default does nothing. Exporters plug
-  in here -- :mod:`rtcore.observe.logs` writes log lines, :mod:`rtcore.observe.metrics` fills
-  Prometheus histograms -- and :class:`Observers` hands each event to several of them.
-* Nothing here reads a clock or does I/O: durations and latencies arrive measured by the
-  transport, so the core (app, session) can report through the same seam.
-"""
+"""Observability: the seam (``events``: statistics records and the observer, sans-IO), its
+exporters (``logs``: log lines; ``metrics``: Prometheus) and ``log_config`` (how ``rtcore
+serve`` sets up Python logging)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from rtcore.observe.events import (
+    ABNORMAL_CLOSE,
+    NO_CLOSE,
+    NULL_OBSERVER,
+    AppStatistics,
+    Closed,
+    Connected,
+    FlusherStatistics,
+    FlushPass,
+    NullObserver,
+    ObservedApp,
+    Observer,
+    Observers,
+    ServerStatistics,
+    rate_limited,
+    refused,
+)
 
-import attrs
-
-if TYPE_CHECKING:
-    from rtcore.app import App
-
-NO_CLOSE = 0
-"""The close code recorded for a connection that never had a WebSocket (refused upgrade,
-a peer that went away during the handshake). Real close codes are 1000 and above."""
-ABNORMAL_CLOSE = 1006
-"""RFC 6455's code for a connection that ended without a closing handshake."""
-
-
-# -- statistics records -------------------------------------------------------------------------
-
-
-@attrs.define(slots=True)
-class ServerStatistics:
-    """Counters of one server since it started."""
-
-    accepted: int = 0
-    """TCP connections accepted on the WebSocket listeners."""
-    closed: dict[int, int] = attrs.field(factory=dict)
-    """Connections ended, by close code (:data:`NO_CLOSE` when there never was a WebSocket)."""
-    api_requests: dict[tuple[int, str], int] = attrs.field(factory=dict)
-    """Server-API (HTTP) requests answered, by (status, code): code is ``ok`` for a 2xx, else
-    the error code of the body."""
-
-    def count_close(self, code: int) -> None:
-        self.closed[code] = self.closed.get(code, 0) + 1
-
-    def count_api_request(self, status: int, code: str) -> None:
-        key = (status, code)
-        self.api_requests[key] = self.api_requests.get(key, 0) + 1
-
-
-@attrs.define(slots=True)
-class FlusherStatistics:
-    """Counters of the flusher since it started, added to once per pass."""
-
-    passes: int = 0
-    connections: int = 0
-    """Connections the flush passes visited (each pass counts the connections it took)."""
-    slow_consumers: int = 0
-    """Connections closed for exceeding their outbound budget."""
-
-
-@attrs.define(slots=True)
-class AppStatistics:
-    """Counters of one app since it was created."""
-
-    messages: int = 0
-    """Messages published (send and broadcast, from clients, the server API or the host)."""
-    message_deliveries: int = 0
-    """Recipients of those messages: the sum of each publication's recipient count."""
-    presence_deliveries: int = 0
-    """Recipients of presence events (member_join, member_leave, member_update)."""
-    user_event_deliveries: int = 0
-    """Connections that received a user event."""
-    bytes_queued: int = 0
-    """Bytes of the app's publications queued for their recipients: each publication adds
-    its framed size times its recipient count."""
-    refusals: dict[str, int] = attrs.field(factory=dict)
-    """Error replies to client requests, by error code (``rate_limited`` included)."""
-    rate_limited: dict[str, int] = attrs.field(factory=dict)
-    """Requests a rate limiter refused, by limiter name (an error reply or, for a client that
-    kept going, the close)."""
-
-
-# -- events -------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class Connected:
-    """A connection's hello was accepted: it is a member of ``app`` now."""
-
-    conn: str
-    remote: str
-    app: str
-    user: str | None
-
-
-@attrs.frozen
-class Closed:
-    """A connection ended (every accepted connection ends exactly once)."""
-
-    conn: str
-    remote: str
-    app: str | None
-    """None when it never got past the hello."""
-    code: int
-    """The WebSocket close code; :data:`NO_CLOSE` if there never was a WebSocket,
-    :data:`ABNORMAL_CLOSE` if the peer vanished without a closing handshake."""
-    reason: str
-    duration: float
-    """Seconds from TCP accept to the end."""
-
-
-@attrs.frozen
-class FlushPass:
-    """What one flush pass did."""
-
-    duration: float
-    """Seconds the pass took (the writes, not the batching wait before it)."""
-    connections: int
-    """Connections the pass visited: the members of the groups it took (a channel's, for a
-    message) and the single outboxes (replies, pings). Counted per group, not per connection."""
-    latency: float | None
-    """Seconds from the oldest publication of the pass being queued to the pass writing it;
-    None for a pass that found nothing new."""
-
-
-class Observer(Protocol):
-    """Told about what happens on a server; every method must be cheap and must not raise."""
-
-    def connected(self, event: Connected) -> None: ...
-
-    def closed(self, event: Closed) -> None: ...
-
-    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
-        """A request of connection ``conn`` got an error reply with ``code``."""
-
-    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
-        """``limiter`` refused an ``operation`` of connection ``conn``."""
-
-    def slow_consumer(self, conn: str, remote: str, queued: int) -> None:
-        """A connection had ``queued`` bytes waiting, over its budget: it is being closed."""
-
-    def flush_pass(self, event: FlushPass) -> None: ...
-
-
-class NullObserver:
-    """The default observer: ignores everything."""
-
-    def connected(self, event: Connected) -> None:
-        pass
-
-    def closed(self, event: Closed) -> None:
-        pass
-
-    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
-        pass
-
-    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
-        pass
-
-    def slow_consumer(self, conn: str, remote: str, queued: int) -> None:
-        pass
-
-    def flush_pass(self, event: FlushPass) -> None:
-        pass
-
-
-NULL_OBSERVER: Observer = NullObserver()
-
-
-class Observers:
-    """Hands every event to each of several observers, in order."""
-
-    def __init__(self, observers: Iterable[Observer]) -> None:
-        self.observers = tuple(observers)
-
-    def connected(self, event: Connected) -> None:
-        for o in self.observers:
-            o.connected(event)
-
-    def closed(self, event: Closed) -> None:
-        for o in self.observers:
-            o.closed(event)
-
-    def refused(self, conn: str, app: str, code: str, operation: str) -> None:
-        for o in self.observers:
-            o.refused(conn, app, code, operation)
-
-    def rate_limited(self, conn: str, app: str, limiter: str, operation: str) -> None:
-        for o in self.observers:
-            o.rate_limited(conn, app, limiter, operation)
-
-    def slow_consumer(self, conn: str, remote: str, queued: int) -> None:
-        for o in self.observers:
-            o.slow_consumer(conn, remote, queued)
-
-    def flush_pass(self, event: FlushPass) -> None:
-        for o in self.observers:
-            o.flush_pass(event)
-
-
-# -- what the core reports (one call per refusal, never per delivery) -----------------------------
-
-
-def refused(app: App, conn: str, code: str, operation: str) -> None:
-    """Count and report an error reply to a client request of ``app``."""
-    refusals = app.statistics.refusals
-    refusals[code] = refusals.get(code, 0) + 1
-    app.observer.refused(conn, app.name, code, operation)
-
-
-def rate_limited(app: App, conn: str, limiter: str, operation: str, *, replied: bool) -> None:
-    """Count and report a rate-limit refusal; ``replied``: it got an error reply (rather than
-    the close of a client that kept going)."""
-    counts = app.statistics.rate_limited
-    counts[limiter] = counts.get(limiter, 0) + 1
-    if replied:
-        refusals = app.statistics.refusals
-        refusals["rate_limited"] = refusals.get("rate_limited", 0) + 1
-    app.observer.rate_limited(conn, app.name, limiter, operation)
+__all__ = [
+    "ABNORMAL_CLOSE",
+    "NO_CLOSE",
+    "NULL_OBSERVER",
+    "AppStatistics",
+    "Closed",
+    "Connected",
+    "FlushPass",
+    "FlusherStatistics",
+    "NullObserver",
+    "ObservedApp",
+    "Observer",
+    "Observers",
+    "ServerStatistics",
+    "rate_limited",
+    "refused",
+]

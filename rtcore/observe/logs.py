@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rtcore.observe import NO_CLOSE, Closed, Connected, FlushPass
+from rtcore.observe.events import NO_CLOSE, Closed, Connected, FlushPass
 
 PER_SECOND = 50
 

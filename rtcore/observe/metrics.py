@@ -35,7 +35,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from rtcore.observe import NO_CLOSE, Closed, Connected, FlushPass
+from rtcore.observe.events import NO_CLOSE, Closed, Connected, FlushPass
 
 if TYPE_CHECKING:
     from rtcore.server.server import Server

@@ -32,8 +32,9 @@ from urllib.parse import unquote
 
 import attrs
 
-from rtcore import api, settings_file
-from rtcore.config import AppConfig, ConfigError
+from rtcore import operations as api
+from rtcore.config import editor as settings_file
+from rtcore.config.model import AppConfig, ConfigError
 from rtcore.server.observing import Text
 
 if TYPE_CHECKING:

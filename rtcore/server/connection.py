@@ -43,12 +43,13 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
-from rtcore.admission import InboundBudget, client_address
-from rtcore.broker import BrokerUnavailable
-from rtcore.observe import ABNORMAL_CLOSE, NO_CLOSE, Connected
+from rtcore.core.limits.admission import InboundBudget, client_address
+from rtcore.core.session.session import Session
+from rtcore.engines.base import BrokerUnavailable
+from rtcore.observe.events import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
+from rtcore.protocol.close import Close
 from rtcore.server import observing, static
-from rtcore.session import Close, Session
 
 if TYPE_CHECKING:
     from rtcore.server.server import Server

@@ -7,9 +7,9 @@ syscall per subscriber per pass, not one per delivery. Subscribers of the same c
 hold the very same list of frames: the joined buffer of the previous outbox is reused when the
 lists are equal (a pointer comparison per item, done in C).
 
-Batching adapts to load (:mod:`rtcore.flush_policy`): after a pass the flusher waits about
-as long as that pass took, at most ``window`` seconds, so light load is flushed almost at
-once and heavy load is batched into passes that each carry more.
+Batching adapts to load (:mod:`rtcore.core.limits.flush_policy`): after a pass the flusher
+waits about as long as that pass took, at most ``window`` seconds, so light load is flushed
+almost at once and heavy load is batched into passes that each carry more.
 
 A socket that does not take everything hands its connection to the connection's own drain
 task. Bytes queued for a connection beyond ``outbound_buffer_bytes`` make it a slow consumer:
@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from rtcore.flush_policy import flush_delay
-from rtcore.observe import NULL_OBSERVER, FlusherStatistics, FlushPass, Observer
-from rtcore.outbox import Outbox, Pending
+from rtcore.core.limits.flush_policy import flush_delay
+from rtcore.core.outbox import Outbox, Pending
+from rtcore.observe.events import NULL_OBSERVER, FlusherStatistics, FlushPass, Observer
 from rtcore.protocol import CloseCode
 
 if TYPE_CHECKING:

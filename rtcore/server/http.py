@@ -23,10 +23,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h11
 import trio
 
-from rtcore import api
-from rtcore.app import App
-from rtcore.history import Position
+from rtcore import operations as api
+from rtcore.core.app import App
 from rtcore.protocol import RtcoreError, codec, values
+from rtcore.protocol.position import Position
 from rtcore.server import admin, observing
 
 if TYPE_CHECKING:

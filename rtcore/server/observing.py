@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from rtcore import api
-from rtcore.observe import Closed, Observer, Observers
+from rtcore import operations as api
+from rtcore.observe.events import Closed, Observer, Observers
 from rtcore.observe.logs import LogObserver
 from rtcore.observe.metrics import CONTENT_TYPE, ServerMetrics
 

@@ -28,19 +28,23 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from rtcore import api
-from rtcore.admission import Admission, within
-from rtcore.app import App, MessageIds
-from rtcore.broker import Broker, BrokerUnavailable, MemoryBroker
-from rtcore.config import Config, load
-from rtcore.history import MemoryHistory, Position
-from rtcore.hub import Member
-from rtcore.observe import Observer, ServerStatistics
-from rtcore.outbox import Pending
+from rtcore import operations as api
+from rtcore.config.load import load
+from rtcore.config.model import Config
+from rtcore.core.app import App, MessageIds
+from rtcore.core.history import MemoryHistory
+from rtcore.core.limits.admission import Admission, within
+from rtcore.core.members import Member
+from rtcore.core.outbox import Pending
+from rtcore.engines.base import Broker, BrokerUnavailable
+from rtcore.engines.memory import MemoryBroker
+from rtcore.observe.events import Observer, ServerStatistics
+from rtcore.observe.throttled_log import ThrottledLog
 from rtcore.protocol import CloseCode, ErrorCode, RtcoreError, wsframe
+from rtcore.protocol.close import Close
+from rtcore.protocol.position import Position
 from rtcore.server import http, listen, observing
 from rtcore.server.accept import (
-    ThrottledLog,
     accept_forever,
     canned_response,
     close_now,
@@ -50,10 +54,9 @@ from rtcore.server.accept import (
 from rtcore.server.connection import Connection, peer_ip
 from rtcore.server.flusher import Flusher
 from rtcore.server.ids import ConnectionIds
-from rtcore.session import Close
 
 if TYPE_CHECKING:
-    from rtcore.server.redis_broker import RedisBroker
+    from rtcore.engines.redis.broker import RedisBroker
 
 log = logging.getLogger("rtcore.server")
 
@@ -151,7 +154,7 @@ class Server:
         limits = self.config.limits
         if self.config.broker.kind == "memory":
             return MemoryBroker(MemoryHistory(limits.max_history_bytes, limits.history_meta_ttl))
-        from rtcore.server.redis_broker import RedisBroker
+        from rtcore.engines.redis.broker import RedisBroker
 
         self.redis = RedisBroker(
             self.config.broker,
@@ -443,7 +446,7 @@ class Server:
         raises ConfigError and changes nothing. Returns the connections the new settings closed."""
         return self.reload(attrs.evolve(load(path), **self.config_overrides))
 
-    # -- the server API: HTTP and in-process share rtcore.api --------------------------------
+    # -- the server API: HTTP and in-process share rtcore.operations -------------------------
 
     async def _serve_api(self, listeners: list[trio.SocketListener]) -> None:
         async with trio.open_nursery() as nursery:
@@ -494,8 +497,8 @@ class Server:
     def send(self, app: str, channel: str, event: str, data: Any = None) -> dict[str, Any]:
         """Deliver an event to every member of ``channel`` (sender: none, the host app).
 
-        Returns ``{"mid", "ts", "recipients"}``. Raises ``rtcore.api.ApiError`` for an invalid
-        channel or event name, and ``UnknownAppError``.
+        Returns ``{"mid", "ts", "recipients"}``. Raises ``rtcore.operations.ApiError`` for an
+        invalid channel or event name, and ``UnknownAppError``.
         """
         return self._run(api.send(self.app(app), channel, event, data, self.wall()))
 
@@ -513,7 +516,8 @@ class Server:
     ) -> dict[str, Any]:
         """A page of ``channel``'s history, as the server API's (docs/api.md): ``{"messages",
         "epoch", "offset", "next"}``; pass ``next`` back as ``since`` (a
-        :class:`~rtcore.history.Position`) for the next page. Raises ``rtcore.api.ApiError``
+        :class:`~rtcore.protocol.position.Position`) for the next page. Raises
+        ``rtcore.operations.ApiError``
         (``history_unavailable``, ``unrecoverable_position``, ...), and ``UnknownAppError``."""
         limits = self.config.limits
         the_app = self.app(app)
@@ -569,7 +573,7 @@ class Server:
         self, app: str, channel: str, after: int | None = None, limit: int = 1000
     ) -> tuple[list[dict[str, Any]], int | None]:
         """A page of ``channel``'s members (the cluster's, with the Redis broker) and the
-        cursor of the next page (None on the last). Raises ``rtcore.api.ApiError``: 400/422
+        cursor of the next page (None on the last). Raises ``rtcore.operations.ApiError``: 400/422
         for a bad limit or channel, 503 ``broker_unavailable`` when Redis cannot answer."""
         the_app = self.app(app)
         limit = api.members_limit(channel, limit, self.config.limits.max_members_page)

@@ -25,7 +25,7 @@ import signal
 
 import attrs
 
-from rtcore.config import Config, Limits
+from rtcore.config.model import Config, Limits
 
 MAX_WORKERS = 256
 """The most workers ``--workers`` accepts (a typo should not start thousands of processes)."""

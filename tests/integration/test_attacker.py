@@ -9,10 +9,10 @@ import trio
 import trio.testing
 
 from rtcore import CloseCode, Server
-from rtcore.auth import ApiKey, SessionSettings
 from rtcore.client import ConnectionClosedError, RequestError, open_client
 from rtcore.config import AppConfig, ChannelRule
-from rtcore.limiter import Rule
+from rtcore.core.auth import ApiKey, SessionSettings
+from rtcore.core.limits.limiter import Rule
 from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer, url, virtual_wall
 from tests.integration.raw import RawClient

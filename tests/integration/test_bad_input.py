@@ -317,7 +317,7 @@ async def test_a_hello_sent_in_the_same_write_as_the_upgrade_is_not_lost(server:
 async def test_a_server_bug_closes_only_that_connection_with_1011(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rtcore import session
+    from rtcore.core.session import session
 
     def broken_join(self: object, frame: object, now: float) -> None:
         raise ZeroDivisionError("a bug")

@@ -11,9 +11,9 @@ import trio
 from wsproto.events import Message
 
 from rtcore import CloseCode
-from rtcore.auth import SessionSettings
 from rtcore.client import Client, RequestError, open_client
 from rtcore.config import AppConfig, ChannelRule
+from rtcore.core.auth import SessionSettings
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer, url

@@ -25,7 +25,6 @@ import trio.testing
 from wsproto.events import CloseConnection
 
 from rtcore import CloseCode, Server
-from rtcore.auth import SessionSettings
 from rtcore.client import (
     BufferFullError,
     Client,
@@ -45,6 +44,7 @@ from rtcore.client import (
     open_client,
 )
 from rtcore.config import AppConfig
+from rtcore.core.auth import SessionSettings
 from tests.integration.backends import TrioSide, both_backends, trio_thread, wait_until
 from tests.integration.conftest import url
 from tests.integration.fake_ws import Peer, serve_fake

@@ -8,9 +8,9 @@ import trio
 import trio.testing
 
 from rtcore import CloseCode
-from rtcore.auth import SessionSettings
 from rtcore.config import AppConfig
-from rtcore.limiter import Rule
+from rtcore.core.auth import SessionSettings
+from rtcore.core.limits.limiter import Rule
 from rtcore.protocol import ErrorCode
 from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer

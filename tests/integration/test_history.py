@@ -12,9 +12,9 @@ import trio
 import trio.testing
 
 from rtcore import CloseCode, Server
-from rtcore.auth import SessionSettings
 from rtcore.client import Client, Msg, Position, Recovered, RequestError, open_client
 from rtcore.config import AppConfig, ChannelRule
+from rtcore.core.auth import SessionSettings
 from tests.integration.backends import wait_until
 from tests.integration.conftest import StartServer, url, virtual_wall
 from tests.integration.proxy import Proxy

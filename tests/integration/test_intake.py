@@ -388,7 +388,7 @@ async def test_content_length_with_transfer_encoding_gets_400_and_the_connection
 
 
 async def test_the_in_process_api_and_the_library_refuse_invalid_data(server: Server) -> None:
-    from rtcore.api import ApiError
+    from rtcore.operations import ApiError
     from rtcore.server_api import ServerAPIError
 
     for call in (
@@ -474,7 +474,7 @@ async def test_a_response_that_cannot_be_encoded_is_a_logged_500_and_the_connect
     server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Intake makes this impossible for values; a bug must still not end the server."""
-    from rtcore import api
+    from rtcore import operations as api
     from rtcore.server import http as server_http
 
     index = next(i for i, r in enumerate(server_http.ROUTES) if r[2] is server_http._stats)

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rtcore import CloseCode, Server
 from rtcore.client import RequestError, open_client
 from rtcore.config import AppConfig
-from rtcore.limiter import Rule
+from rtcore.core.limits.limiter import Rule
 from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer, url
 from tests.integration.raw import Closed, RawClient
@@ -225,8 +225,8 @@ class FakeConn:
 async def test_a_flush_pass_reports_its_batch_and_its_oldest_publications_age(
     autojump_clock: trio.abc.Clock,
 ) -> None:
+    from rtcore.core.outbox import Outbox, Pending
     from rtcore.observe import FlushPass
-    from rtcore.outbox import Outbox, Pending
     from rtcore.server.flusher import Flusher
     from tests.unit.test_observe import Recorder
 
@@ -259,7 +259,7 @@ async def test_a_flush_pass_reports_its_batch_and_its_oldest_publications_age(
 async def test_a_connection_failure_is_logged_once_with_its_traceback(
     start_server: StartServer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rtcore.session import Session
+    from rtcore.core.session.session import Session
 
     caplog.set_level(logging.INFO)
     server = await start_server()

@@ -21,11 +21,11 @@ import pytest
 import trio
 
 from rtcore import CloseCode, Server
-from rtcore.auth import SessionSettings
-from rtcore.broker import redis_protocol as rp
 from rtcore.client import open_client
 from rtcore.config import AppConfig, BrokerConfig, ChannelRule
-from rtcore.limiter import Rule
+from rtcore.core.auth import SessionSettings
+from rtcore.core.limits.limiter import Rule
+from rtcore.engines.redis import protocol as rp
 from rtcore.protocol import frames as f
 from rtcore.server_api import AsyncServerAPI
 from tests.integration.backends import wait_until

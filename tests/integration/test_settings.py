@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from rtcore import CloseCode, ConfigError, Server
-from rtcore.auth import ApiKey
 from rtcore.client import HandshakeError, open_client
 from rtcore.config import AppConfig, Config
+from rtcore.core.auth import ApiKey
 from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer, url
 from tests.integration.raw import RawClient

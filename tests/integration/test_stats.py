@@ -6,11 +6,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from rtcore import Server, api
-from rtcore.app import App
+from rtcore import Server
+from rtcore import operations as api
 from rtcore.config import AppConfig
-from rtcore.hub import Member
-from rtcore.outbox import Outbox
+from rtcore.core.app import App
+from rtcore.core.members import Member
+from rtcore.core.outbox import Outbox
 from tests.integration.conftest import Checkpoints, StartServer
 
 SECRET = "a-server-secret-of-at-least-32-chars!"

@@ -190,7 +190,7 @@ async def test_stalled_upgrades_count_per_ip(start_server: StartServer) -> None:
 
 
 async def test_only_a_few_refused_connections_are_told_why(start_server: StartServer) -> None:
-    from rtcore.admission import EXPLAINED_REFUSALS_PER_IP
+    from rtcore.core.limits.admission import EXPLAINED_REFUSALS_PER_IP
 
     server = await start_server(max_connections_per_ip=1, close_timeout=30.0)
     host, port = server.addresses[0]
@@ -322,7 +322,7 @@ def _break_for(monkeypatch: pytest.MonkeyPatch, cls: type, name: str, victim: ob
 async def test_a_failing_heartbeat_check_closes_only_that_connection(
     start_server: StartServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from rtcore.session import Session
+    from rtcore.core.session.session import Session
 
     server = await start_server(heartbeat_interval=0.2)
     with trio.fail_after(10):
@@ -346,7 +346,7 @@ async def test_a_failing_heartbeat_check_closes_only_that_connection(
 async def test_a_failing_cleanup_still_frees_the_connection(
     start_server: StartServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from rtcore.session import Session
+    from rtcore.core.session.session import Session
 
     server = await start_server(max_connections_per_ip=2)
     with trio.fail_after(10):
@@ -368,7 +368,7 @@ async def test_a_failing_cleanup_still_frees_the_connection(
 async def test_a_pipelining_client_does_not_starve_another(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rtcore import session
+    from rtcore.core.session import session
 
     requests = 2600  # ~90 KB, in one write: more than four batches of frames
     order: list[bool] = []  # True: the other client's request

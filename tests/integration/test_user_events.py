@@ -10,10 +10,10 @@ import pytest
 import trio
 
 from rtcore import CloseCode, Server
-from rtcore.api import USER_EVENT_KINDS
-from rtcore.auth import SessionSettings
 from rtcore.client import ConnectionClosedError, MemberEvent, UserEvent, open_client
 from rtcore.config import AppConfig
+from rtcore.core.auth import SessionSettings
+from rtcore.operations import USER_EVENT_KINDS
 from rtcore.protocol import frames as f
 from rtcore.server_api import AsyncServerAPI, ServerAPI, ServerAPIError
 from tests.integration.conftest import StartServer, url
@@ -225,7 +225,7 @@ def b_id(server: Server, user: str) -> str:
 async def test_sends_from_the_backend_are_not_rate_limited_and_reach_all(
     start_server: StartServer,
 ) -> None:
-    from rtcore.limiter import Rule
+    from rtcore.core.limits.limiter import Rule
 
     app = AppConfig("app", server_secret=SERVER_SECRET, rate_limits=(Rule("tight", 1, 60),))
     server = await start_server(apps=(app,))

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from rtcore import admission
-from rtcore.admission import Admission, client_address, within
 from rtcore.config import Limits
+from rtcore.core.limits import admission
+from rtcore.core.limits.admission import Admission, client_address, within
 from rtcore.protocol import CloseCode
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))

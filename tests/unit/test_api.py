@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rtcore import api
+from rtcore import operations as api
 from rtcore.config import AppConfig
-from rtcore.hub import Member
+from rtcore.core.members import Member
 from rtcore.protocol import CloseCode
 from rtcore.protocol import frames as f
 from tests.helpers import frames_of

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from rtcore.auth import (
+from rtcore.core.auth import (
     ApiKey,
     CredentialError,
     Principal,

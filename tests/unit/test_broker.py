@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from rtcore.app import App, MessageIds
-from rtcore.broker import MemoryBroker, Publication, Target, deliver_local
 from rtcore.config import AppConfig
-from rtcore.hub import ChannelTable, Member
-from rtcore.outbox import Outbox, Pending
+from rtcore.core.app import App, MessageIds
+from rtcore.core.members import ChannelTable, Member
+from rtcore.core.outbox import Outbox, Pending
+from rtcore.engines.base import Publication, Target, deliver_local
+from rtcore.engines.memory import MemoryBroker
 
 NOW = 1_700_000_000.0
 

@@ -1,4 +1,5 @@
-"""The flusher's batching window follows the cost of its passes (rtcore.flush_policy)."""
+"""The flusher's batching window follows the cost of its passes
+(rtcore.core.limits.flush_policy)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtcore.flush_policy import flush_delay
+from rtcore.core.limits.flush_policy import flush_delay
 
 MAX = 0.002
 

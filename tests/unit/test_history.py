@@ -1,4 +1,4 @@
-"""Channel history (rtcore.history): stream semantics, the recovery rule, bounded memory; and
+"""Channel history (rtcore.core.history): stream semantics, the recovery rule, bounded memory; and
 the session's recovery handshake and history requests, with the replay/live boundary checked
 by hypothesis over interleavings of publishes, drops and rejoins."""
 
@@ -15,16 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtcore.config import AppConfig, ChannelRule, Limits
-from rtcore.history import (
-    ENTRY_OVERHEAD,
-    MemoryHistory,
-    Position,
-    Retention,
-    decide_recovery,
-)
+from rtcore.core.history import ENTRY_OVERHEAD, MemoryHistory, Retention, decide_recovery
+from rtcore.core.session.session import Session
 from rtcore.protocol import ErrorCode
 from rtcore.protocol import frames as f
-from rtcore.session import Session
+from rtcore.protocol.position import Position
 from tests.unit.test_session import MONO, NOW, World, err, ok, take
 
 KEEP = Retention(size=3, ttl=60.0)
@@ -470,7 +465,7 @@ def test_bad_history_settings_name_the_key_and_rule(rule: dict[str, Any], messag
 
 
 def test_the_settings_page_keeps_history_keys_of_a_rule() -> None:
-    from rtcore.settings_file import edit
+    from rtcore.config.editor import edit
 
     text = '[[apps]]\nname = "a"\n\n[[apps.channels]]\npattern = "feed*"\nhistory_size = 10\n'
     rule = {"pattern": "feed*", "history_size": 20, "history_ttl": 60, "history": "nobody"}

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from rtcore.hub import ChannelTable, Member
-from rtcore.outbox import Outbox, Pending
+from rtcore.core.members import ChannelTable, Member
+from rtcore.core.outbox import Outbox, Pending
 
 CONNS = [f"c{i}" for i in range(6)]
 USERS = [None, "alice", "bob"]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtcore.limiter import OPERATIONS, Chain, Rule
+from rtcore.core.limits.limiter import OPERATIONS, Chain, Rule
 
 rules = st.builds(
     Rule,

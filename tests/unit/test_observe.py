@@ -11,23 +11,15 @@ from typing import Any
 import msgpack
 import pytest
 
-from rtcore import logs
-from rtcore.app import App, MessageIds
 from rtcore.config import AppConfig, Config
-from rtcore.hub import Member
-from rtcore.limiter import Rule
-from rtcore.observe import (
-    NO_CLOSE,
-    Closed,
-    Connected,
-    FlushPass,
-    NullObserver,
-    Observer,
-    Observers,
-)
+from rtcore.core.app import App, MessageIds
+from rtcore.core.limits.limiter import Rule
+from rtcore.core.members import Member
+from rtcore.core.outbox import Outbox, Pending
+from rtcore.core.session.session import Session
+from rtcore.observe import NO_CLOSE, Closed, Connected, FlushPass, NullObserver, Observer, Observers
+from rtcore.observe import log_config as logs
 from rtcore.observe.logs import LogObserver
-from rtcore.outbox import Outbox, Pending
-from rtcore.session import Session
 
 NOW = 1_700_000_000.0
 MONO = 5_000.0
@@ -109,7 +101,7 @@ def test_user_event_deliveries_count_the_users_connections() -> None:
 
 
 def test_with_a_shared_broker_deliveries_are_counted_where_they_happen() -> None:
-    from rtcore.broker import Publication, Target
+    from rtcore.engines.base import Publication, Target
     from tests.unit.test_broker import SharedBroker
 
     app = App(AppConfig("a"), Pending(), MessageIds("n"), SharedBroker())

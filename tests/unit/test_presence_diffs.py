@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from rtcore.client._presence import MemberLists, member_events
 from rtcore.config import AppConfig, ChannelRule
-from rtcore.outbox import Pending
-from rtcore.presence import ChannelDiff, PresenceBatcher
+from rtcore.core.outbox import Pending
+from rtcore.core.presence import ChannelDiff, PresenceBatcher
+from rtcore.core.session.session import Session
 from rtcore.protocol import RemoteProtocolError
 from rtcore.protocol import frames as f
-from rtcore.session import Session
 from tests.unit.test_session import MONO, NOW, World, ok, take
 
 DIFFS = {"features": ["presence_diffs"]}

@@ -7,11 +7,11 @@ from typing import Any
 import attrs
 import msgpack
 
-from rtcore import api
+from rtcore import operations as api
 from rtcore.config import AppConfig, ChannelRule
+from rtcore.core.session.session import Session
 from rtcore.protocol import CloseCode, ErrorCode
 from rtcore.protocol import frames as f
-from rtcore.session import Session
 from tests.unit.test_session import MONO, NOW, World, err, ok, take
 from tests.unit.test_session_security import SESSIONS, token
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from rtcore import api
-from rtcore.auth import ApiKey
+from rtcore import operations as api
 from rtcore.config import AppConfig, Config
-from rtcore.limiter import Rule
+from rtcore.core.auth import ApiKey
+from rtcore.core.limits.limiter import Rule
+from rtcore.core.session.session import Session
 from rtcore.protocol import CloseCode, ErrorCode
 from rtcore.protocol import frames as f
-from rtcore.session import Session
 from tests.unit.test_session import MONO, NOW, World, err, ok, take
 from tests.unit.test_session_security import EXPIRING, token
 

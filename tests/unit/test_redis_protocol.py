@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtcore.broker import redis_protocol as rp
+from rtcore.engines.redis import protocol as rp
 
 
 def hash_tag(key: bytes) -> bytes:
@@ -82,7 +82,7 @@ def test_malformed_envelopes_are_refused(data: bytes) -> None:
 
 
 def test_after_an_outage_a_node_tells_its_members_what_changed() -> None:
-    from rtcore.server.redis_presence import listing_diff as _listing_diff
+    from rtcore.engines.redis.presence import listing_diff as _listing_diff
 
     def m(i: str, user: str | None, data: object = None) -> dict[str, object]:
         return {"id": i, "user": user, "data": data}

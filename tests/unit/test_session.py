@@ -7,12 +7,13 @@ from typing import Any
 import msgpack
 import pytest
 
-from rtcore.app import App, MessageIds
 from rtcore.config import AppConfig, Config, Limits
-from rtcore.outbox import Pending
+from rtcore.core.app import App, MessageIds
+from rtcore.core.outbox import Pending
+from rtcore.core.session.session import Session
 from rtcore.protocol import CloseCode, ErrorCode, codec
 from rtcore.protocol import frames as f
-from rtcore.session import Close, Session
+from rtcore.protocol.close import Close
 from tests.helpers import frames_of
 
 NOW = 1_700_000_000.0

@@ -10,13 +10,13 @@ from typing import Any
 
 import msgpack
 
-from rtcore.app import App, MessageIds
 from rtcore.config import AppConfig, Config
-from rtcore.limiter import Refusal, Rule
-from rtcore.outbox import Pending
+from rtcore.core.app import App, MessageIds
+from rtcore.core.limits.limiter import Refusal, Rule
+from rtcore.core.outbox import Pending
+from rtcore.core.session.session import Deferred, Session
 from rtcore.protocol import ErrorCode
 from rtcore.protocol import frames as f
-from rtcore.session import Deferred, Session
 from tests.unit.test_broker import SharedBroker
 from tests.unit.test_session import MONO, NOW, take
 

@@ -9,12 +9,13 @@ import attrs
 import msgpack
 import pytest
 
-from rtcore.auth import ApiKey
 from rtcore.config import AppConfig
-from rtcore.limiter import Rule
+from rtcore.core.auth import ApiKey
+from rtcore.core.limits.limiter import Rule
+from rtcore.core.session.session import Session
 from rtcore.protocol import CloseCode, ErrorCode
 from rtcore.protocol import frames as f
-from rtcore.session import Close, Session
+from rtcore.protocol.close import Close
 from tests.unit.test_session import MONO, NOW, World, err, ok, take
 from tests.unit.test_session_security import SESSIONS, token
 

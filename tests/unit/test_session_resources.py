@@ -5,10 +5,10 @@ from __future__ import annotations
 import msgpack
 
 from rtcore.config import AppConfig, Limits
-from rtcore.limiter import Rule
+from rtcore.core.limits.limiter import Rule
+from rtcore.core.session.session import Session
 from rtcore.protocol import CloseCode
 from rtcore.protocol import frames as f
-from rtcore.session import Session
 from tests.unit.test_session import MONO, NOW, World, ok, take
 
 BUDGET = 200_000

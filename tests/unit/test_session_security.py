@@ -6,12 +6,12 @@ import jwt
 import msgpack
 import pytest
 
-from rtcore.auth import ApiKey, SessionSettings
 from rtcore.config import AppConfig, ChannelRule
-from rtcore.limiter import Rule
+from rtcore.core.auth import ApiKey, SessionSettings
+from rtcore.core.limits.limiter import Rule
+from rtcore.core.session.session import Session
 from rtcore.protocol import CloseCode, ErrorCode
 from rtcore.protocol import frames as f
-from rtcore.session import Session
 from tests.unit.test_session import MONO, NOW, World, err, ok, take
 
 SECRET = "s" * 32

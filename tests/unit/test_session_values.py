@@ -7,11 +7,12 @@ from typing import Any
 import msgpack
 import pytest
 
-from rtcore import api
+from rtcore import operations as api
 from rtcore.config import AppConfig
+from rtcore.core.session.session import Session
 from rtcore.protocol import CloseCode, ErrorCode
 from rtcore.protocol import frames as f
-from rtcore.session import Close, Session
+from rtcore.protocol.close import Close
 from tests.unit.test_session import MONO, NOW, World, err, ok, take
 from tests.unit.test_values import nest
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rtcore import settings_file as sf
 from rtcore.config import ConfigError
+from rtcore.config import editor as sf
 from tests.unit.test_config import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from rtcore import config as cfg
-from rtcore.admission import (
+from rtcore.config import Limits
+from rtcore.core.limits.admission import (
     EXPLAINED_REFUSALS_PER_IP,
     RESERVED_FILES,
     Admission,
     InboundBudget,
     connection_cap,
 )
-from rtcore.config import Limits
 from rtcore.protocol import CloseCode
 
 

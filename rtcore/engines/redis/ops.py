@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from rtcore.broker import redis_protocol as rp
-from rtcore.config import BrokerConfig
-from rtcore.history import Entry
-from rtcore.hub import ChannelTable, Member
+from rtcore.config.model import BrokerConfig
+from rtcore.core.history import Entry
+from rtcore.core.members import ChannelTable, Member
+from rtcore.engines.redis import protocol as rp
 
 if TYPE_CHECKING:
-    from rtcore.app import App
+    from rtcore.core.app import App
 
 PIPELINE_MAX = 1000
 """Operations per pipeline round trip."""

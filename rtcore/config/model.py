@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
-import os
-import tomllib
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import attrs
 
-from rtcore.auth import ApiKey, SessionSettings
-from rtcore.history import Retention
-from rtcore.limiter import Rule
+from rtcore.core.auth import ApiKey, SessionSettings
+from rtcore.core.history import Retention
+from rtcore.core.limits.limiter import Rule
 from rtcore.protocol.errors import RtcoreError
 
 
@@ -73,7 +68,7 @@ class Limits:
     max_connections: int | None = None
     """Open client connections server-wide, counted from the TCP accept (before the upgrade);
     beyond it a new connection gets a short HTTP 503 and is closed. None: derived from the
-    process's open-files limit (:func:`rtcore.admission.connection_cap`)."""
+    process's open-files limit (:func:`rtcore.core.limits.admission.connection_cap`)."""
     api_max_connections: int = 64
     """Open server-API connections; beyond it a new one gets HTTP 503 and is closed."""
     api_idle_timeout: float = 30.0
@@ -297,28 +292,3 @@ class Config:
 
     def hosts(self) -> tuple[str, ...]:
         return (self.host,) if isinstance(self.host, str) else self.host
-
-
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a TOML config file (``env``: where ``*_env`` keys look; os.environ)."""
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return from_dict(raw, env=os.environ if env is None else env, base=Path(path).parent)
-
-
-def from_dict(
-    raw: dict[str, Any], env: Mapping[str, str] | None = None, base: Path | None = None
-) -> Config:
-    """Validate a parsed config (the TOML document as a dict)."""
-    from rtcore.config_reader import Reader  # imported here: the reader builds these classes
-
-    reader = Reader(os.environ if env is None else env, base or Path("."))
-    conf = reader.attempt(lambda: reader.config(raw), None)
-    if reader.errors:
-        raise ConfigError(*reader.errors)
-    assert conf is not None
-    return conf

@@ -1,16 +1,14 @@
 """A session's history requests (sans-IO): joins of channels with history, with or without
 ``recover``, and ``history`` pages (protocol.md §4.4.1, §4.11, §5.5). Functions of
-:class:`rtcore.session.Session`, kept apart so that the session module stays readable.
+:class:`rtcore.core.session.session.Session`, kept apart so that the session module stays readable.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rtcore.deferred import Deferred, unused_then
-from rtcore.history import (
+from rtcore.core.history import (
     Entry,
-    Position,
     Recovery,
     Retention,
     Slice,
@@ -19,11 +17,15 @@ from rtcore.history import (
     page,
     parse_position,
 )
+from rtcore.core.session.deferred import Deferred, unused_then
 from rtcore.protocol import ErrorCode, RemoteProtocolError
 from rtcore.protocol import frames as f
+from rtcore.protocol.names import check_channel
+from rtcore.protocol.position import Position
 
 if TYPE_CHECKING:
-    from rtcore.session import Close, Session
+    from rtcore.core.session.session import Session
+    from rtcore.protocol.close import Close
 
 DEFAULT_HISTORY_PAGE = 100
 
@@ -128,8 +130,6 @@ def position(
 def history(
     session: Session, frame: f.History, now: float, wall: float
 ) -> dict[str, Any] | Deferred:
-    from rtcore.session import check_channel  # (a cycle otherwise: session imports this)
-
     assert session.app is not None
     check_channel(frame.channel)
     if session.app.retention(frame.channel) is None:

@@ -1,4 +1,5 @@
-"""A request whose answer needs the broker (sans-IO): see ``rtcore.session``'s module doc."""
+"""A request whose answer needs the broker (sans-IO): see
+``rtcore.core.session.session``'s module doc."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import attrs
 from rtcore.protocol.errors import LocalProtocolError
 
 if TYPE_CHECKING:
-    from rtcore.session import Close
+    from rtcore.protocol.close import Close
 
 
 @attrs.define(slots=True)

@@ -8,7 +8,7 @@ only place that knows what the socket has accepted; and, for the replies a sessi
 its own connection, by the session as it queues them (``Pending.passes`` tells it when the
 flusher last took everything pending), so a burst of requests within one pass is bounded too.
 
-Batches (an app's pending presence diffs, :mod:`rtcore.presence`) are recorded here too:
+Batches (an app's pending presence diffs, :mod:`rtcore.core.presence`) are recorded here too:
 :meth:`Pending.take` flushes them first, so what they deliver goes out in the same pass.
 """
 
@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from rtcore.hub import Member
+from typing import Any, Protocol
 
 
 class Batch(Protocol):
@@ -28,6 +25,13 @@ class Batch(Protocol):
     def flush(self, now: float = math.inf) -> float:
         """Queue what is due at ``now``; return when more will be due (inf: nothing held)."""
         ...
+
+
+class Recipient(Protocol):
+    """What a delivery needs of a member: its outbox (``rtcore.core.members.Member`` is one)."""
+
+    @property
+    def outbox(self) -> Outbox: ...
 
 
 class Outbox:
@@ -65,7 +69,7 @@ class Pending:
         """Bytes queued through :meth:`push` (replies, pings), for the metrics."""
         self.outboxes: set[Outbox] = set()
         # id(group) -> group; the group object is kept alive here, so its id stays unique.
-        self.groups: dict[int, Mapping[str, Member]] = {}
+        self.groups: dict[int, Mapping[str, Recipient]] = {}
         self.batches: dict[int, Batch] = {}
         """Batches holding deliveries not yet queued, by id (kept alive here, as groups)."""
         self.batch_due = math.inf
@@ -82,7 +86,7 @@ class Pending:
         self.outboxes.add(outbox)
         self.bytes_pushed += len(data)
 
-    def mark_group(self, group: Mapping[str, Member]) -> None:
+    def mark_group(self, group: Mapping[str, Recipient]) -> None:
         self.groups[id(group)] = group
 
     def mark_batch(self, batch: Batch) -> None:
@@ -98,7 +102,7 @@ class Pending:
     def __bool__(self) -> bool:
         return bool(self.outboxes or self.groups or self.batches)
 
-    def take(self, now: float = math.inf) -> tuple[set[Outbox], list[Mapping[str, Member]]]:
+    def take(self, now: float = math.inf) -> tuple[set[Outbox], list[Mapping[str, Recipient]]]:
         """Everything marked so far, resetting the record; batches are flushed first, with
         what is due at ``now`` (monotonic seconds; by default everything)."""
         due = math.inf

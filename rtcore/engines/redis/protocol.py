@@ -1,6 +1,6 @@
 """What the Redis engine writes to Redis: key layout, envelopes and scripts (sans-IO).
 
-The trio side (``rtcore.server.redis_broker``) sends these; this module only names and
+The trio side (``rtcore.engines.redis.broker``) sends these; this module only names and
 shapes them, so the layout is unit-tested without a Redis and documented in one place
 (docs/scaling.md repeats the table).
 

@@ -43,6 +43,7 @@ from rtcore.protocol import codec, wsframe
 from rtcore.protocol import frames as f
 from rtcore.protocol.codes import ErrorCode
 from rtcore.protocol.errors import RemoteProtocolError
+from rtcore.protocol.position import Position
 
 REASONS = (
     "gap_too_old",
@@ -58,18 +59,6 @@ ENTRY_OVERHEAD = 200
 object, the frame object); an estimate that keeps ``max_bytes`` honest."""
 STREAM_OVERHEAD = 500
 """Bytes counted per stream besides its messages."""
-
-
-@attrs.frozen
-class Position:
-    """A place in a channel's stream: the epoch and the offset of a message (0: before the
-    first)."""
-
-    epoch: str
-    offset: int
-
-    def to_wire(self) -> dict[str, object]:
-        return {"epoch": self.epoch, "offset": self.offset}
 
 
 @attrs.frozen

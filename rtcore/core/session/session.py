@@ -29,63 +29,28 @@ order.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
-
-from rtcore import observe, session_history
-from rtcore.app import App, framed
-from rtcore.auth import CredentialError, Principal, check_api_key, verify_session
-from rtcore.config import Config
-from rtcore.deferred import Deferred, unused_then
-from rtcore.history import (
-    Position,
-    parse_position,
-)
-from rtcore.hub import Member
-from rtcore.limiter import Refusal
-from rtcore.outbox import Outbox, Pending
+from rtcore import observe
+from rtcore.config.model import Config
+from rtcore.core.app import App, framed
+from rtcore.core.auth import CredentialError, Principal, check_api_key, verify_session
+from rtcore.core.history import parse_position
+from rtcore.core.limits.limiter import Refusal
+from rtcore.core.members import Member
+from rtcore.core.outbox import Outbox, Pending
+from rtcore.core.session import history as session_history
+from rtcore.core.session.deferred import Deferred, unused_then
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
+from rtcore.protocol.close import Close
 from rtcore.protocol.errors import LocalProtocolError
+from rtcore.protocol.names import check_channel, check_event, refuse
+from rtcore.protocol.position import Position
 from rtcore.protocol.values import check as check_value
-from rtcore.protocol.values import is_text
 
-CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:@/=+~-]{1,128}")
-"""protocol.md §4.1: channel names are 1-128 characters of this set."""
-MAX_EVENT_NAME = 128
 DEFAULT_MEMBERS_PAGE = 100
-
-
-@attrs.frozen
-class Close:
-    """The connection must be closed with this code and reason."""
-
-    code: int
-    reason: str
-
-
-def _refuse(code: ErrorCode, message: str) -> RemoteProtocolError:
-    return RemoteProtocolError(message, code=code)
-
-
-def check_channel(name: str) -> None:
-    if not CHANNEL_NAME.fullmatch(name):
-        raise _refuse(
-            ErrorCode.INVALID_CHANNEL,
-            f"channel name {name[:140]!r} must be 1-128 characters of "
-            "A-Z a-z 0-9 _ . : @ / = + ~ -",
-        )
-
-
-def check_event(name: str) -> None:
-    if not 1 <= len(name) <= MAX_EVENT_NAME or not is_text(name):
-        raise _refuse(
-            ErrorCode.INVALID_EVENT,
-            f"event name must be 1-{MAX_EVENT_NAME} characters of valid Unicode",
-        )
 
 
 class Session:
@@ -428,7 +393,7 @@ class Session:
     def _allowed(self, policy: str, what: str) -> None:
         if self._may(policy):
             return
-        raise _refuse(
+        raise refuse(
             ErrorCode.FORBIDDEN,
             f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
         )
@@ -440,7 +405,7 @@ class Session:
         if frame.channel not in self.member.channels and (
             len(self.member.channels) >= self._limits.max_channels
         ):
-            raise _refuse(
+            raise refuse(
                 ErrorCode.TOO_MANY_CHANNELS,
                 f"a connection may be in at most {self._limits.max_channels} channels",
             )
@@ -479,7 +444,7 @@ class Session:
         )
         limit = DEFAULT_MEMBERS_PAGE if frame.limit is None else frame.limit
         if not 1 <= limit <= self._limits.max_members_page:
-            raise _refuse(
+            raise refuse(
                 ErrorCode.BAD_REQUEST,
                 f"members: 'limit' must be from 1 to {self._limits.max_members_page}",
             )
@@ -504,12 +469,12 @@ class Session:
         check_value(frame.data, "data")
         settings = self.app.settings
         if not settings.allow_client_send:
-            raise _refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client sends")
+            raise refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client sends")
         rule = settings.channel_rule(frame.channel)
         if rule is not None:
             self._allowed(rule.send, f"sending to {frame.channel!r}")
         if frame.channel not in self.member.channels:
-            raise _refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
+            raise refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
         sent = self.app.send(
             frame.channel,
             frame.event,
@@ -532,18 +497,18 @@ class Session:
         assert self.app is not None and self.member is not None
         settings = self.app.settings.session
         if settings is None:
-            raise _refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} takes no session tokens")
+            raise refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} takes no session tokens")
         try:
             principal = verify_session(settings, frame.token, wall)
         except CredentialError as exc:
-            raise _refuse(ErrorCode.INVALID_TOKEN, exc.message) from None
+            raise refuse(ErrorCode.INVALID_TOKEN, exc.message) from None
         if self.principal is None or principal.user != self.principal.user:
-            raise _refuse(
+            raise refuse(
                 ErrorCode.FORBIDDEN,
                 "a refresh must be for the connection's own user (to sign in, reconnect)",
             )
         if self.app.session_ended(principal.user, principal.session, now):
-            raise _refuse(ErrorCode.INVALID_TOKEN, "that session was ended; sign in again")
+            raise refuse(ErrorCode.INVALID_TOKEN, "that session was ended; sign in again")
         self.app.table.set_session(self.member, principal.session)
         self.principal = principal
         expires = None if principal.expires is None else int(principal.expires * 1000)
@@ -554,7 +519,7 @@ class Session:
         check_event(frame.event)
         check_value(frame.data, "data")
         if not self.app.settings.allow_client_broadcast:
-            raise _refuse(
+            raise refuse(
                 ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client broadcasts"
             )
         sent = self.app.broadcast(
@@ -568,7 +533,7 @@ class Session:
         """A profile must be a valid value (protocol.md §4.3.1) within ``max_profile_bytes``."""
         check_value(profile, field)
         if len(codec.pack(profile)) > self._limits.max_profile_bytes:
-            raise _refuse(
+            raise refuse(
                 ErrorCode.PROFILE_TOO_LARGE,
                 f"profile exceeds {self._limits.max_profile_bytes} bytes",
             )

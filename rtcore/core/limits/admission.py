@@ -23,10 +23,10 @@ import ipaddress
 import math
 from collections.abc import Iterable
 
-from rtcore.config import Limits
-from rtcore.limiter import Chain, Rule
+from rtcore.config.model import Limits
+from rtcore.core.limits.limiter import Chain, Rule
 from rtcore.protocol import CloseCode
-from rtcore.session import Close
+from rtcore.protocol.close import Close
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -15,16 +15,18 @@ from typing import Any
 
 import attrs
 
-from rtcore.broker import Broker, MemoryBroker, Publication, Target, deliver_local
-from rtcore.config import AppConfig
-from rtcore.history import Position, Recovery, Retention, Slice, decide_recovery
-from rtcore.hub import ChannelTable, Member
-from rtcore.limiter import Chain
-from rtcore.observe import NULL_OBSERVER, AppStatistics, Observer
-from rtcore.outbox import Pending
-from rtcore.presence import PresenceBatcher
+from rtcore.config.model import AppConfig
+from rtcore.core.history import Recovery, Retention, Slice, decide_recovery
+from rtcore.core.limits.limiter import Chain
+from rtcore.core.members import ChannelTable, Member
+from rtcore.core.outbox import Pending
+from rtcore.core.presence import PresenceBatcher
+from rtcore.engines.base import Broker, Publication, Target, deliver_local
+from rtcore.engines.memory import MemoryBroker
+from rtcore.observe.events import NULL_OBSERVER, AppStatistics, Observer
 from rtcore.protocol import codec, wsframe
 from rtcore.protocol import frames as f
+from rtcore.protocol.position import Position
 
 
 class MessageIds:
@@ -248,7 +250,7 @@ class App:
         skip = None if echo else sender
         skip_id = None if skip is None else skip.id
         # A channel with history: the broker's store gives the message its offset and epoch
-        # and frames it, once (rtcore.history). Other messages pay one bool test.
+        # and frames it, once (rtcore.core.history). Other messages pay one bool test.
         retention = self.retention(channel) if self._history and channel is not None else None
         if retention is not None and self.broker.shared:
             assert channel is not None  # the cluster gives the position (msgs carry it)
@@ -286,7 +288,7 @@ class App:
     def history(
         self, channel: str, since: Position | None, limit: int, reverse: bool, wall: float
     ) -> Slice:
-        """Read ``channel``'s history (see :meth:`rtcore.history.HistoryStore.read`). The one
+        """Read ``channel``'s history (see :meth:`rtcore.core.history.HistoryStore.read`). The one
         place the app reads its broker's history: requests, recovery and the server API."""
         return self.broker.history.read(
             self.name, channel, since=since, limit=limit, reverse=reverse, wall=wall
@@ -296,7 +298,7 @@ class App:
         self, channel: str, since: Position, max_messages: int, max_bytes: int, wall: float
     ) -> Recovery:
         """Whether a client at ``since`` can have every message of ``channel`` after it, and
-        those messages (rtcore.history.decide_recovery)."""
+        those messages (rtcore.core.history.decide_recovery)."""
         if self.retention(channel) is None:
             return Recovery(False, "history_off", Position("", 0))
         found = self.history(channel, since, max_messages + 1, False, wall)

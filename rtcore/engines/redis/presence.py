@@ -15,10 +15,10 @@ from typing import Any
 
 import trio
 
-from rtcore.broker import BrokerUnavailable
-from rtcore.broker import redis_protocol as rp
-from rtcore.hub import Member
-from rtcore.server.redis_ops import PIPELINE_MAX, BrokerCore, Op
+from rtcore.core.members import Member
+from rtcore.engines.base import BrokerUnavailable
+from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis.ops import PIPELINE_MAX, BrokerCore, Op
 
 
 class PresenceMixin(BrokerCore):

@@ -1,6 +1,6 @@
 """Channel history with the Redis broker: a part of :class:`RedisBroker`.
 
-Each channel with history is a Redis Stream (``rtcore.broker.redis_protocol``): a script gives
+Each channel with history is a Redis Stream (``rtcore.engines.redis.protocol``): a script gives
 a message its offset, appends it and publishes it, so every node delivers one order. A join
 with ``recover`` subscribes, reads the stream and holds what arrives live meanwhile, then the
 session joins the connection with the replay in one step; copies still in flight through
@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from rtcore.app import framed
-from rtcore.broker import BrokerUnavailable, Publication, Target, local_count
-from rtcore.broker import redis_protocol as rp
-from rtcore.history import Entry, Position, Retention, Slice, new_epoch
-from rtcore.hub import Member
+from rtcore.core.app import framed
+from rtcore.core.history import Entry, Retention, Slice, new_epoch
+from rtcore.core.members import Member
+from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_count
+from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis.ops import BrokerCore, Op
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
-from rtcore.server.redis_ops import BrokerCore, Op
+from rtcore.protocol.position import Position
 
 if TYPE_CHECKING:
-    from rtcore.app import App
+    from rtcore.core.app import App
 
 MAX_GAP_FILL = 10_000
 """Messages of one channel a node delivers after an outage, at most (beyond: the gap stays,

@@ -3,7 +3,7 @@
 A :class:`Publication` is one framed message for one *target* of an app -- a channel, the
 channel members who may see its presence, every connection of the app, a user's connections,
 or one session of a user's -- plus the member not to deliver it to (a sender without echo).
-An :class:`~rtcore.app.App` hands every message it publishes to its broker and never touches
+An :class:`~rtcore.core.app.App` hands every message it publishes to its broker and never touches
 another connection's outbox itself; that is the seam where a networked broker slots in
 without changing the session code.
 
@@ -11,14 +11,14 @@ without changing the session code.
 once, in the caller's stack, to the node's channel table with :func:`deliver_local`, and the
 app keeps presence, revocations and limiter buckets in process.
 
-A *shared* broker (``rtcore.server.redis_broker.RedisBroker``: ``[broker] kind = "redis"``)
+A *shared* broker (``rtcore.engines.redis.broker.RedisBroker``: ``[broker] kind = "redis"``)
 makes every node one server. Then the app also hands it presence (``presence``: the cluster
 computes ``first``/``last`` and tells every node), the channels this node has members in
 (``want``/``unwant``: what it subscribes to), ended sessions (``revoke``) and control
 operations of the server API (``control``), and requests whose answer is the cluster's
-(member listings, shared rate limits) are answered asynchronously (``rtcore.session``'s
-:class:`~rtcore.session.Deferred`). Every node, the publishing one included, delivers channel
-messages and broadcasts as they come back from the broker: one order for all.
+(member listings, shared rate limits) are answered asynchronously
+(:class:`~rtcore.core.session.deferred.Deferred`). Every node, the publishing one included,
+delivers channel messages and broadcasts as they come back from the broker: one order for all.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from typing import Any, Protocol
 
 import attrs
 
-from rtcore.history import Entry, HistoryStore, MemoryHistory, Position, Retention, Slice
-from rtcore.hub import ChannelTable, Member
-from rtcore.limiter import Refusal, Rule
-from rtcore.protocol.errors import LocalProtocolError, RtcoreError
+from rtcore.core.history import Entry, HistoryStore, Retention, Slice
+from rtcore.core.limits.limiter import Refusal, Rule
+from rtcore.core.members import ChannelTable, Member
+from rtcore.protocol.errors import RtcoreError
 from rtcore.protocol.frames import Msg
+from rtcore.protocol.position import Position
 
 
 class BrokerUnavailable(RtcoreError):
@@ -79,7 +80,7 @@ class Broker(Protocol):
 
     @property
     def history(self) -> HistoryStore:
-        """Where channel history is kept (rtcore.history): the broker owns a publication's
+        """Where channel history is kept (rtcore.core.history): the broker owns a publication's
         position (offset, epoch), so that every node sees one order."""
 
     def register(self, app: str, table: ChannelTable, receiver: Any = None) -> None:
@@ -190,76 +191,3 @@ def deliver_local(table: ChannelTable, publication: Publication) -> int:
     group = recipients(table, publication)
     skip = group.get(publication.skip) if publication.skip is not None else None
     return table.deliver(group, publication.data, skip)
-
-
-class MemoryBroker:
-    """A broker for one process: publications are delivered at once to the local tables."""
-
-    shared = False
-
-    def __init__(self, history: MemoryHistory | None = None) -> None:
-        self._tables: dict[str, ChannelTable] = {}
-        self.history: MemoryHistory = history if history is not None else MemoryHistory()
-
-    def register(self, app: str, table: ChannelTable, receiver: Any = None) -> None:
-        self._tables[app] = table
-
-    # Only a shared broker is asked these (App checks ``shared``): here they are our bug.
-    def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
-        raise LocalProtocolError("the memory broker keeps no cluster presence")
-
-    def want(self, app: str, channel: str) -> None:
-        raise LocalProtocolError("the memory broker subscribes to nothing")
-
-    def unwant(self, app: str, channel: str) -> None:
-        raise LocalProtocolError("the memory broker subscribes to nothing")
-
-    def control(self, app: str, op: str, args: Any) -> None:
-        raise LocalProtocolError("the memory broker has no other nodes")
-
-    def revoke(self, app: str, user: str, session: str, until: float) -> None:
-        raise LocalProtocolError("the memory broker has no other nodes")
-
-    def joined(self, app: str, channel: str, conn: str) -> Awaitable[None]:
-        raise LocalProtocolError("the memory broker subscribes to nothing")
-
-    def take(self, app: str, client_key: str, rules: list[Rule]) -> Awaitable[Refusal | None]:
-        raise LocalProtocolError("the memory broker's buckets are the app's limiter's")
-
-    def publish_history(
-        self, app: str, channel: str, msg: Msg, retention: Retention, skip: str | None
-    ) -> tuple[int, Callable[[], Awaitable[Position | None]]]:
-        raise LocalProtocolError("the memory broker's history is its store's (history)")
-
-    def read_history(
-        self,
-        app: str,
-        channel: str,
-        since: Position | None,
-        limit: int,
-        reverse: bool,
-        retention: Retention,
-    ) -> Awaitable[Slice]:
-        raise LocalProtocolError("the memory broker's history is read synchronously")
-
-    def prepare_join(
-        self, app: str, channel: str, since: Position | None, limit: int, retention: Retention
-    ) -> Awaitable[tuple[Slice, list[Entry]]]:
-        raise LocalProtocolError("the memory broker's joins are synchronous")
-
-    def release(self, app: str, channel: str) -> None:
-        raise LocalProtocolError("the memory broker subscribes to nothing")
-
-    def catch_up(self, app: str, channel: str, member: Member, through: int) -> None:
-        raise LocalProtocolError("the memory broker's joins are atomic with their replay")
-
-    def members(
-        self, app: str, channel: str, after: int | None, limit: int
-    ) -> Awaitable[tuple[list[Any], int | None]]:
-        raise LocalProtocolError("the memory broker's members are the channel table's")
-
-    def publish(self, publication: Publication) -> int:
-        return deliver_local(self._tables[publication.app], publication)
-
-    def health(self) -> str | None:
-        return None  # in process: always able to deliver

@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from rtcore.auth import ApiKey, SessionSettings
-from rtcore.config import (
+from rtcore.config.model import (
     CHANNEL_RULE_KEYS,
     AppConfig,
     BrokerConfig,
@@ -29,7 +28,8 @@ from rtcore.config import (
     ConfigError,
     Limits,
 )
-from rtcore.limiter import OPERATIONS, Rule
+from rtcore.core.auth import ApiKey, SessionSettings
+from rtcore.core.limits.limiter import OPERATIONS, Rule
 
 APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 POLICIES = ("anyone", "signed_in", "nobody")

@@ -19,18 +19,16 @@ from typing import Any
 
 import attrs
 
-from rtcore.app import App
-from rtcore.config import Limits
-from rtcore.history import Position, Retention, Slice, check_since, page
-from rtcore.hub import Member
+from rtcore.config.model import Limits
+from rtcore.core.app import App
+from rtcore.core.history import Retention, Slice, check_since, page
+from rtcore.core.members import Member
+from rtcore.core.session.history import DEFAULT_HISTORY_PAGE
+from rtcore.core.session.session import DEFAULT_MEMBERS_PAGE
 from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, RtcoreError, values
-from rtcore.session import (
-    DEFAULT_MEMBERS_PAGE,
-    Close,
-    check_channel,
-    check_event,
-)
-from rtcore.session_history import DEFAULT_HISTORY_PAGE
+from rtcore.protocol.close import Close
+from rtcore.protocol.names import check_channel, check_event
+from rtcore.protocol.position import Position
 
 USER_EVENT_KINDS = (
     "signin",

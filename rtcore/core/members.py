@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 from sortedcontainers import SortedKeyList
 
-from rtcore.outbox import Outbox, Pending
+from rtcore.core.outbox import Outbox, Pending
 
 
 @attrs.define(eq=False, slots=True)

@@ -1,6 +1,6 @@
 """The Redis broker (``[broker] kind = "redis"``): many nodes, one server. The trio side.
 
-What crosses Redis, and its key layout, is :mod:`rtcore.broker.redis_protocol` (sans-IO);
+What crosses Redis, and its key layout, is :mod:`rtcore.engines.redis.protocol` (sans-IO);
 this module runs it, with its presence and history parts in ``redis_presence`` and
 ``redis_history`` (mixins over the state declared in ``redis_ops.BrokerCore``). One
 connection multiplexes commands; a second one is the pub/sub subscriber (coredis on trio,
@@ -50,30 +50,26 @@ import coredis
 import trio
 from coredis.retry import NoRetryPolicy
 
-from rtcore import api
-from rtcore.broker import BrokerUnavailable, Publication, Target, local_count
-from rtcore.broker import redis_protocol as rp
-from rtcore.config import BrokerConfig
-from rtcore.history import (
-    Entry,
-    HistoryStore,
-    MemoryHistory,
-)
-from rtcore.hub import ChannelTable, Member
-from rtcore.limiter import Refusal, Rule
-from rtcore.server.accept import ThrottledLog
-from rtcore.server.redis_history import HistoryMixin
-from rtcore.server.redis_ops import PIPELINE_MAX, BrokerStatistics, Op
-from rtcore.server.redis_presence import PresenceMixin, page_of
-from rtcore.server.redis_subscriber import BatchingPubSub, receive_batch
+from rtcore import operations as api
+from rtcore.config.model import BrokerConfig
+from rtcore.core.history import Entry, HistoryStore, MemoryHistory
+from rtcore.core.limits.limiter import Refusal, Rule
+from rtcore.core.members import ChannelTable, Member
+from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_count
+from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis.history import HistoryMixin
+from rtcore.engines.redis.ops import PIPELINE_MAX, BrokerStatistics, Op
+from rtcore.engines.redis.presence import PresenceMixin, page_of
+from rtcore.engines.redis.subscriber import BatchingPubSub, receive_batch
+from rtcore.observe.throttled_log import ThrottledLog
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from rtcore.app import App
-    from rtcore.session import Close
+    from rtcore.core.app import App
+    from rtcore.protocol.close import Close
 
-log = logging.getLogger("rtcore.broker")
+log = logging.getLogger("rtcore.engines.base")
 
 SUBSCRIBE_MAX = 500
 """Channels per SUBSCRIBE command."""

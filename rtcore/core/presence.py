@@ -15,7 +15,7 @@ member instead of K.
   channel's membership before the window gives the membership after it (the property the
   hypothesis test checks).
 * :class:`PresenceBatcher` holds an app's channels with pending diffs. The flusher flushes
-  it at the start of every pass (through :class:`~rtcore.outbox.Pending`), and one
+  it at the start of every pass (through :class:`~rtcore.core.outbox.Pending`), and one
   channel's diff is flushed early, before any message to that channel is queued, so a
   ``msg`` never overtakes the presence that preceded it (protocol.md §5.3). Both cost
   nothing per subscriber beyond the one shared frame.
@@ -41,7 +41,7 @@ from typing import Any
 
 import attrs
 
-from rtcore.outbox import Pending
+from rtcore.core.outbox import Pending
 from rtcore.protocol import frames as f
 
 Info = dict[str, Any]
