@@ -17,6 +17,7 @@ from wsproto.events import Message
 from rtcore import CloseCode, Server
 from rtcore.client import open_client
 from rtcore.config import AppConfig
+from rtcore.observe import throttled_log
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
 from rtcore.server import accept, http
@@ -103,7 +104,9 @@ async def test_accept_loop_survives_running_out_of_descriptors_and_memory(
 async def test_accept_loop_logs_again_after_the_quiet_period(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    script: list[Any] = [_oserror(errno.EMFILE) for _ in range(int(accept.LOG_EVERY / 0.1) + 5)]
+    script: list[Any] = [
+        _oserror(errno.EMFILE) for _ in range(int(throttled_log.LOG_EVERY / accept.BACKOFF) + 5)
+    ]
     listener = ScriptedListener([*script, "done"])
     got: list[str] = []
     with caplog.at_level(logging.WARNING, logger="rtcore.accept"), trio.fail_after(60):
