@@ -26,7 +26,7 @@ import trio
 
 import rtcore
 from bench import wire
-from bench.__main__ import HERE, build_csub
+from bench.harness import HERE, build_csub
 from rtcore.config import AppConfig, ChannelRule
 
 
@@ -45,7 +45,9 @@ def census() -> Counter[str]:
     return sizes
 
 
-async def measure(n: int, top: int) -> None:
+def idle_config() -> rtcore.Config:
+    """rtcore's defaults, but for pings past the run and per-IP caps lifted (all the load
+    comes from 127.0.0.1), with presence events off."""
     limits = attrs.evolve(
         rtcore.Limits(),
         heartbeat_interval=600.0,
@@ -54,8 +56,11 @@ async def measure(n: int, top: int) -> None:
         connect_burst_per_ip=1_000_000,
     )
     app = AppConfig("default", channels=(ChannelRule("*", presence_events=False),))
-    config = rtcore.Config(host="127.0.0.1", port=0, limits=limits, api_port=None, apps=(app,))
-    server = rtcore.Server(config)
+    return rtcore.Config(host="127.0.0.1", port=0, limits=limits, api_port=None, apps=(app,))
+
+
+async def measure(n: int, top: int) -> None:
+    server = rtcore.Server(idle_config())
     async with trio.open_nursery() as nursery:
         (host, port), *_ = await nursery.start(server.serve)
         gc.collect()

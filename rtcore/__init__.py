@@ -18,9 +18,9 @@ def __getattr__(name: str) -> object:
 
         return getattr(server, name)
     if name in ("ServerAPI", "AsyncServerAPI", "ServerAPIError"):
-        from rtcore import server_api
+        from rtcore import backend
 
-        return getattr(server_api, name)
+        return getattr(backend, name)
     raise AttributeError(f"module 'rtcore' has no attribute {name!r}")
 
 

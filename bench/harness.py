@@ -1,0 +1,255 @@
+"""The harness's processes: the server under test (``bench.servers``), load processes
+(``bench.load``, or the C subscriber ``bench/csub.c``), fleets of them ready and quiet, and what
+the servers spent (CPU) while a scenario measured."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench import load, wire
+
+CTX = mp.get_context("fork")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+SERVER_ARGS: list[str] = []
+
+
+class ServerProc:
+    def __init__(self, kind: str, presence: bool = True, options: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        extra = [*SERVER_ARGS, *options] if kind.startswith("rtcore") else []
+        if kind == "naive" and not presence:
+            extra = ["--no-presence"]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.servers", kind, *extra],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("PORT "):
+            self.proc.kill()
+            raise RuntimeError(f"{kind} server did not start: {line!r}")
+        self.address = ("127.0.0.1", int(line.split()[1]))
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class LoadProc:
+    def __init__(self, target: Any, *args: Any) -> None:
+        self.pipe, child = CTX.Pipe()
+        self.proc = CTX.Process(target=target, args=(child, *args), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def call(self, cmd: str, **args: Any) -> None:
+        self.pipe.send((cmd, args))
+
+    def result(self, timeout: float = 600.0) -> Any:
+        if not self.pipe.poll(timeout):
+            raise TimeoutError("a load process did not answer")
+        kind, value = self.pipe.recv()
+        if kind == "error":
+            raise RuntimeError(f"load process failed: {value}")
+        return value
+
+    def stop(self) -> None:
+        try:
+            self.pipe.send(("quit", {}))
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSUB = os.path.join(HERE, "out", "csub")
+
+
+def build_csub(name: str = "csub") -> bool:
+    """Compile a C load client (bench/NAME.c) if needed; False if there is no C compiler."""
+    source = os.path.join(HERE, f"{name}.c")
+    binary = os.path.join(HERE, "out", name)
+    if os.path.exists(binary) and os.path.getmtime(binary) >= os.path.getmtime(source):
+        return True
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
+    try:
+        subprocess.run(["cc", "-O2", "-o", binary, source], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"note: no C subscriber ({exc}); using the Python one", file=sys.stderr)
+        return False
+    return True
+
+
+class CSubscriber:
+    """bench/csub.c driven over stdin/stdout, with LoadProc's interface."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        n: int,
+        channel: str | None,
+        features: tuple[str, ...] = (),
+        pipeline: bool = False,
+    ) -> None:
+        hello: dict[str, Any] = {"features": list(features)} if features else {}
+        first = wire.request(t="hello", v=1, echo=False, **hello)
+        if channel:
+            first += wire.request(t="join", id=1, ch=channel)
+        self.proc = subprocess.Popen(
+            [CSUB, address[0], str(address[1]), str(n), first.hex(), *(["pipeline"] * pipeline)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pending: str | None = "ready"
+
+    def call(self, cmd: str, **args: Any) -> None:
+        assert self.proc.stdin is not None
+        if cmd == "count":
+            line = f"count {args['expected']} {args['timeout']} {args.get('sample_every', 0)}"
+        else:
+            line = cmd
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        self.pending = cmd
+
+    def result(self, timeout: float = 600.0) -> Any:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if not line or line[0] == "error":
+            raise RuntimeError(f"C subscriber failed: {' '.join(line) or 'exited'}")
+        if line[0] == "ready":
+            return float(line[1])
+        if line[0] == "quiet":
+            return int(line[1])
+        total, first, last, closed, minpeer, nsamples = line[1:]
+        latencies = [float(self.proc.stdout.readline()) for _ in range(int(nsamples))]
+        return {
+            "total": int(total),
+            "first": float(first),
+            "last": float(last),
+            "closed": int(closed),
+            "min_per_peer": int(minpeer),
+            "latencies": latencies,
+        }
+
+    def stop(self) -> None:
+        try:
+            self.call("quit")
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+LOAD = {"c": True}
+
+
+def subscriber(
+    address: tuple[str, int],
+    n: int,
+    channel: str | None,
+    features: tuple[str, ...] = (),
+    pipeline: bool = False,
+) -> Any:
+    if LOAD["c"]:
+        return CSubscriber(address, n, channel, features, pipeline)
+    if features or pipeline:
+        raise SystemExit("this scenario needs the C load client (bench/csub.c and cc)")
+    return LoadProc(load.subscriber_main, address, n, channel)
+
+
+def split(n: int, procs: int) -> list[int]:
+    return [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+
+
+@contextmanager
+def fleet(
+    kind: str, subscribers: int, procs: int, channel: str | None, publisher: str | None = None
+) -> Iterator[tuple[ServerProc, list[LoadProc], LoadProc | None]]:
+    """A server, subscriber processes (ready and quiet), and optionally a publisher/churner.
+
+    The naive baseline announces joins only where presence is measured (churn): in the other
+    scenarios its presence fan-out would only slow the setup (by ~20 min at 5,000 members).
+    """
+    server = ServerProc(kind, presence=publisher == "churner")
+    subs: list[LoadProc] = []
+    pub = None
+    try:
+        for n in split(subscribers, procs):
+            subs.append(subscriber(server.address, n, channel))
+        for s in subs:
+            s.result()
+        if publisher is not None:
+            pub = LoadProc(load.publisher_main, server.address, channel, publisher == "publisher")
+            pub.result()
+        quiesce([*subs, *([pub] if pub else [])])
+        yield server, subs, pub
+    finally:
+        for p in [*subs, *([pub] if pub else [])]:
+            p.stop()
+        server.stop()
+
+
+def quiesce(procs: list[Any]) -> None:
+    """Wait until every load process has stopped receiving (setup's frames all read)."""
+    for p in procs:
+        p.call("quiesce")
+    for p in procs:
+        p.result()
+
+
+def gather(subs: list[LoadProc], timeout: float) -> dict[str, Any]:
+    results = [s.result(timeout + 30) for s in subs]
+    return {
+        "total": sum(r["total"] for r in results),
+        "last": max(r["last"] for r in results),
+        "latencies": [x for r in results for x in r["latencies"]],
+        "closed": sum(r["closed"] for r in results),
+    }
+
+
+def pad_for(size: int) -> int:
+    # A delivered msg frame without data padding is ~106 bytes (ids, timestamps, the t0 float);
+    # the padding tops it up to about ``size``.
+    return max(0, size - 106)
+
+
+def server_cpu(servers: list[Any]) -> list[float]:
+    return [s.cpu_seconds() for s in servers]
+
+
+def cpu_spent(before: list[float], servers: list[Any], seconds: float) -> dict[str, Any]:
+    """The CPU the servers spent since ``before``: in all, and each one's share of a core."""
+    each = [after - b for after, b in zip(server_cpu(servers), before, strict=True)]
+    return {
+        "cpu": sum(each) / seconds,
+        "cpu_seconds": sum(each),
+        "cpu_each": " + ".join(f"{c / seconds:.0%}" for c in each),
+    }

@@ -1,0 +1,76 @@
+"""connect: K connections (upgrade, hello, welcome); rate and RSS per idle connection."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Any
+
+from bench.harness import LoadProc, ServerProc, split, subscriber
+from bench.scenarios import Subparsers
+from bench.tables import check_meaningful, progress, table
+
+
+def run_connect(kind: str, n: int, procs: int) -> dict[str, Any]:
+    server = ServerProc(kind)
+    subs: list[LoadProc] = []
+    try:
+        warm = subscriber(server.address, 10, None)
+        warm.result()
+        time.sleep(0.5)
+        rss0 = server.rss_bytes()
+        start = time.monotonic()
+        for share in split(n, procs):
+            subs.append(subscriber(server.address, share, None))
+        setup = max(s.result() for s in subs)
+        elapsed = time.monotonic() - start
+        time.sleep(1.0)
+        rss1 = server.rss_bytes()
+        warm.stop()
+        return {
+            "server": kind,
+            "N": n,
+            "seconds": elapsed,
+            "setup": setup,
+            "rate": n / elapsed,
+            "rss_per_conn": (rss1 - rss0) / n,
+            "rss_mb": rss1 / 2**20,
+        }
+    finally:
+        for s in subs:
+            s.stop()
+        server.stop()
+
+
+def connect(servers: list[str], args: argparse.Namespace, counts: list[int]) -> None:
+    rows = []
+    for n in counts:
+        procs = max(args.procs, math.ceil(n / 5000))
+        for k in servers:
+            progress(f"connect {k}, {n:,} connections ...")
+            rows.append(run_connect(k, n, procs))
+    print("\n## connect: connections opened (upgrade + hello), RSS per idle connection\n")
+    print(
+        table(
+            rows,
+            [
+                ("server", "server", ""),
+                ("N", "connections", ",d"),
+                ("rate", "connections/s", ",.0f"),
+                ("rss_per_conn", "RSS/conn bytes", ",.0f"),
+                ("rss_mb", "server RSS MB", ".0f"),
+            ],
+            baseline="",
+        )
+    )
+    check_meaningful(rows)
+
+
+def add_parser(sub: Subparsers) -> None:
+    c = sub.add_parser("connect", help="connection rate and RSS per idle connection")
+    c.add_argument("--counts", default="1000,5000,10000")
+
+
+def command(parser: argparse.ArgumentParser, args: argparse.Namespace, servers: list[str]) -> None:
+    connect([s for s in servers if s != "raw"], args, [int(x) for x in args.counts.split(",")])
