@@ -315,20 +315,20 @@ class Client:
         )
         return HistoryPage.from_reply(data)
 
-    async def update_profile(self, data: Any, echo: bool | None = None) -> int:
+    async def update_profile(self, data: object, echo: bool | None = None) -> int:
         """Replace the profile; returns how many channels were told. Kept across reconnects."""
         self.profile = data
         result = await self._request(lambda rid: f.UpdateProfile(rid, data, echo))
         return int(result["channels"])
 
     async def send(
-        self, channel: str, event: str, data: Any = None, echo: bool | None = None
+        self, channel: str, event: str, data: object = None, echo: bool | None = None
     ) -> dict[str, Any]:
         """Send an event to a joined channel; returns ``{"mid", "ts", "recipients"}``."""
         return await self._request(lambda rid: f.Send(rid, channel, event, data, echo))  # type: ignore[no-any-return]
 
     async def broadcast(
-        self, event: str, data: Any = None, echo: bool | None = None
+        self, event: str, data: object = None, echo: bool | None = None
     ) -> dict[str, Any]:
         """Send an event to every connection of the app; returns ``{"mid", "ts", "recipients"}``."""
         return await self._request(lambda rid: f.Broadcast(rid, event, data, echo))  # type: ignore[no-any-return]

@@ -22,7 +22,7 @@ from rtcore.history import Position
 from rtcore.protocol import RemoteProtocolError, codec
 from rtcore.protocol import frames as f
 
-OnOk = Callable[[Any], None]
+OnOk = Callable[[object], None]
 """Called by the reader with an ``ok``'s data as it arrives, in frame order."""
 
 

@@ -202,17 +202,7 @@ async def connect(
             upgrade.
     """
     secure, host, port, host_header, target = parse_url(url)
-    stream: anyio.abc.ByteStream
-    if secure:
-        try:
-            # The WebSocket close handshake, not TLS close_notify, marks the end of the stream.
-            stream = await anyio.connect_tcp(
-                host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
-            )
-        except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-            raise HandshakeError("the server hung up during the TLS handshake") from exc
-    else:  # (anyio would start TLS if it were given an ssl_context)
-        stream = await anyio.connect_tcp(host, port)
+    stream = await _open_stream(host, port, ssl_context, secure)
     try:
         ws = WSConnection(ConnectionType.CLIENT)
         data = ws.send(Request(host=host_header, target=target))
@@ -227,6 +217,21 @@ async def connect(
         await anyio.aclose_forcefully(stream)
         raise
     return WebSocket(stream, ws, max_message_size)
+
+
+async def _open_stream(
+    host: str, port: int, ssl_context: ssl.SSLContext | None, secure: bool
+) -> anyio.abc.ByteStream:
+    """The TCP connection, with TLS if ``secure`` (``ssl_context`` None: the system's)."""
+    if not secure:  # (anyio would start TLS if it were given an ssl_context)
+        return await anyio.connect_tcp(host, port)
+    try:
+        # The WebSocket close handshake, not TLS close_notify, marks the end of the stream.
+        return await anyio.connect_tcp(
+            host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
+        )
+    except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+        raise HandshakeError("the server hung up during the TLS handshake") from exc
 
 
 async def _await_accept(stream: anyio.abc.ByteStream, ws: WSConnection) -> None:
