@@ -5,14 +5,15 @@ natively; asyncio through anyio's asyncio backend), over wsproto (see ``_websock
 belongs to the event loop that opened it: using it from another loop or thread raises
 :class:`EventLoopError` rather than failing somewhere inside the event loop.
 
-Theory of operation: one manager task owns the connection. It connects, sends ``hello``
-(carrying the latest profile; by default in the same write as the upgrade request, without
-waiting for the 101), waits for ``welcome``, rejoins the remembered channels, then
-reads frames until the connection ends, dispatching each: replies resolve the waiting request,
-events go to the registered handlers and to every open event iterator. The reader never waits
-on the application: handlers are plain functions called inline, and an iterator that falls
-``maxsize`` events behind is stopped with :class:`EventOverflowError` rather than blocking
-the reader (which would stop pings being answered) or skipping events silently.
+This module is the public face, :class:`Client`; its parts, each in its own module:
+
+- ``_link``: the connection manager (connect, hello, welcome, rejoin, read, dispatch,
+  reconnect with backoff) and the wait for the connection of requests made while away;
+- ``_requests``: requests in flight and their replies, the request frames, history pages;
+- ``_channels``: the channels to rejoin, their positions in their message streams
+  (recovery), and their member lists (``_presence``);
+- ``_handlers`` and ``_events``: the registered handlers, and the event iterators;
+- ``_websocket``: the WebSocket itself.
 
 Presence: the client asks for the ``presence_diffs`` feature (protocol.md §5.2.1) unless
 ``presence_diffs=False``, and handles both kinds of presence frames the same way: each
@@ -28,7 +29,7 @@ meanwhile before anything new, and the client reports how that went with a
 :class:`Recovered` event (``on_recover``, iterators). A message at or before the position
 (already received) is dropped, so the application sees each message once, in order.
 
-After an unexpected close the manager reconnects with jittered exponential backoff. Close
+After an unexpected close the client reconnects with jittered exponential backoff. Close
 codes that reconnecting cannot fix (``FATAL_CLOSE_CODES``) end the client with
 :class:`ConnectionClosedError`. While disconnected, requests wait for the connection (at most
 ``buffer_limit`` of them) or, with ``fail_fast``, raise :class:`NotConnectedError` at once.
@@ -37,35 +38,31 @@ codes that reconnecting cannot fix (``FATAL_CLOSE_CODES``) end the client with
 from __future__ import annotations
 
 import functools
-import itertools
-import logging
-import random
 import ssl
 import threading
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import attrs
 
-from rtcore.client._events import Connected, Disconnected, Event, EventStream, Recovered
-from rtcore.client._presence import MemberLists, member_events
-from rtcore.client._websocket import WebSocket, WebSocketClosed, connect, parse_url
-from rtcore.client.errors import (
-    BufferFullError,
-    ConnectionClosedError,
-    ConnectionLostError,
-    EventLoopError,
-    HandshakeError,
-    NotConnectedError,
-    RequestError,
-    RequestTimeout,
+from rtcore.client._channels import Channels
+from rtcore.client._events import EventStream, Listeners, Recovered
+from rtcore.client._handlers import MSG, Handler, Handlers
+from rtcore.client._link import FATAL_CLOSE_CODES, Link
+from rtcore.client._presence import Member
+from rtcore.client._requests import (
+    HistoryPage,
+    OnOk,
+    history_request,
+    join_request,
+    members_request,
+    refresh_request,
 )
-from rtcore.protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError, codec
+from rtcore.client._websocket import parse_url
+from rtcore.client.errors import ConnectionClosedError, EventLoopError, NotConnectedError
 from rtcore.protocol import frames as f
 from rtcore.protocol.position import Position
 
@@ -76,42 +73,7 @@ if TYPE_CHECKING:
 
     TaskSpawner = trio.Nursery | anyio.abc.TaskGroup | asyncio.TaskGroup
 
-log = logging.getLogger("rtcore.client")
-
-FATAL_CLOSE_CODES = frozenset(
-    {
-        CloseCode.UNSUPPORTED_DATA,
-        CloseCode.PROTOCOL_ERROR,
-        CloseCode.HELLO_EXPECTED,
-        CloseCode.UNSUPPORTED_VERSION,
-        CloseCode.DUPLICATE_HELLO,
-        CloseCode.UNKNOWN_APP,
-        CloseCode.APP_DISABLED,
-        CloseCode.API_KEY_MISSING,
-        CloseCode.API_KEY_INVALID,
-        CloseCode.API_KEY_EXPIRED,
-        CloseCode.SESSION_MISSING,
-        CloseCode.SESSION_INVALID,
-        CloseCode.SESSION_EXPIRED,
-        CloseCode.SESSION_ENDED,
-        CloseCode.DISCONNECTED,
-    }
-)
-"""Close codes after which reconnecting would fail again the same way."""
-
-
-Handler = Callable[..., Any]
-
-
-class _Reply:
-    __slots__ = ("done", "frame", "error", "on_ok")
-
-    def __init__(self, on_ok: Callable[[Any], None] | None = None) -> None:
-        self.done = anyio.Event()
-        self.frame: f.Ok | f.Err | None = None
-        self.error: Exception | None = None
-        self.on_ok = on_ok
-        """Called by the reader with the ``ok``'s data as it arrives, in frame order."""
+__all__ = ["FATAL_CLOSE_CODES", "Client", "HistoryPage", "open_client"]
 
 
 class Client:
@@ -120,6 +82,9 @@ class Client:
     Runs under trio and asyncio. Most code uses :func:`open_client`; ``Client(...)`` plus
     :meth:`open` suits code that manages its own nursery or task group. Every method must be
     called from the event loop (and so the thread) that opened the client.
+
+    The keyword arguments stay attributes of the client, read whenever they are needed
+    (``token`` and ``profile`` are updated by :meth:`refresh` and :meth:`update_profile`).
 
     Args:
         url: ``ws://host:port/`` (or ``wss://``).
@@ -149,6 +114,7 @@ class Client:
         ValueError: ``url`` is not a ws:// or wss:// URL.
     """
 
+    # (The signature alone is 20 lines: one keyword argument a line, as documented above.)
     def __init__(
         self,
         url: str,
@@ -171,47 +137,49 @@ class Client:
         presence_diffs: bool = True,
     ) -> None:
         parse_url(url)
-        self.url = url
-        self.app, self.key, self.token = app, key, token
-        self.profile = profile
-        self.echo = echo
-        self.reconnect = reconnect
+        self.url, self.app, self.key, self.token, self.profile = url, app, key, token, profile
+        self.echo, self.reconnect, self.fail_fast = echo, reconnect, fail_fast
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
-        self.request_timeout = request_timeout
-        self.buffer_limit = buffer_limit
-        self.fail_fast = fail_fast
-        self.connect_timeout = connect_timeout
-        self.max_message_size = max_message_size
+        self.request_timeout, self.connect_timeout = request_timeout, connect_timeout
+        self.buffer_limit, self.max_message_size = buffer_limit, max_message_size
         self.ssl_context = ssl_context
-        self.pipeline_hello = pipeline_hello
-        self.presence_diffs = presence_diffs
-        self.id: str | None = None
-        """This connection's member id (changes on reconnect)."""
-        self.welcome: f.Welcome | None = None
-        self.channels: dict[str, bool | None] = {}
-        """Channels to rejoin after a reconnect, with their join echo option."""
-        self.positions: dict[str, Position] = {}
-        """Per joined channel with history: the last message received there (its epoch and
-        offset), or the channel's top at the join. Rejoins recover from it."""
-        self._members = MemberLists()
-        """Joined channels' member lists, kept from presence frames and listings."""
-        self._ws: WebSocket | None = None
-        # anyio.Event() made outside an event loop binds to the loop on first use.
-        self._ready = anyio.Event()
-        self._closed = False
-        self._fatal: ConnectionClosedError | None = None
-        self._ids = itertools.count(1)
-        self._replies: dict[int, _Reply] = {}
-        self._waiting = 0
-        self._handlers: dict[str, list[Handler]] = defaultdict(list)
-        self._streams: set[EventStream] = set()
-        self._cancel: anyio.CancelScope | None = None
-        self._stopped = anyio.Event()
-        self._was_ready = False
-        self._connections = 0
+        self.pipeline_hello, self.presence_diffs = pipeline_hello, presence_diffs
+        self._handlers = Handlers()
+        self._listeners = Listeners(self._check_loop, lambda: self._link.fatal)
+        self._channels = Channels(self._report_recovery)
+        self._link = Link(self, self._channels, self._handlers, self._listeners)
         self._loop: object | None = None
         """The event loop that opened the client (anyio's native token for it)."""
         self._loop_name = ""
+
+    @property
+    def id(self) -> str | None:
+        """This connection's member id (changes on reconnect)."""
+        return self._link.id
+
+    @property
+    def welcome(self) -> f.Welcome | None:
+        """The server's welcome to the latest connection."""
+        return self._link.welcome
+
+    @property
+    def channels(self) -> dict[str, bool | None]:
+        """Channels to rejoin after a reconnect, with their join echo option."""
+        return self._channels.rejoin
+
+    @channels.setter
+    def channels(self, channels: dict[str, bool | None]) -> None:
+        self._channels.rejoin = channels
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        """Per joined channel with history: the last message received there (its epoch and
+        offset), or the channel's top at the join. Rejoins recover from it."""
+        return self._channels.positions
+
+    @positions.setter
+    def positions(self, positions: dict[str, Position]) -> None:
+        self._channels.positions = positions
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -236,40 +204,30 @@ class Client:
         first: list[BaseException] = []
         start_soon = getattr(nursery, "start_soon", None)
         if start_soon is not None:  # trio nursery, anyio task group
-            start_soon(self._run, first)
+            start_soon(self._link.run, first)
         else:  # asyncio.TaskGroup
-            nursery.create_task(self._run(first))  # type: ignore[union-attr]
-        await self._wait_ready_or_stopped()
-        if not self._ready.is_set():
-            raise self._fatal or (first[0] if first else NotConnectedError("client closed"))
-
-    async def _wait_ready_or_stopped(self) -> None:
-        async with anyio.create_task_group() as n:
-
-            async def stop_when(event: anyio.Event) -> None:
-                await event.wait()
-                n.cancel_scope.cancel()
-
-            n.start_soon(stop_when, self._ready)
-            n.start_soon(stop_when, self._stopped)
+            nursery.create_task(self._link.run(first))  # type: ignore[union-attr]
+        await self._link.wait_ready_or_stopped()
+        if not self._link.ready.is_set():
+            raise self._link.fatal or (first[0] if first else NotConnectedError("client closed"))
 
     async def aclose(self) -> None:
         """Close the connection (code 1000, waiting up to ``connect_timeout`` for the
         server's close frame) and stop reconnecting."""
         self._check_loop()
-        self._closed = True
-        ws = self._ws
+        link = self._link
+        link.closed = True
+        ws = link.ws
         if ws is not None:
             with anyio.move_on_after(self.connect_timeout):
                 await ws.aclose()
-        if self._cancel is not None:
-            self._cancel.cancel()
-        for stream in list(self._streams):
-            stream.end()
+        if link.cancel is not None:
+            link.cancel.cancel()
+        self._listeners.end_all()
 
     def is_connected(self) -> bool:
         """Connected, welcomed and rejoined: requests are sent at once."""
-        return self._ready.is_set()
+        return self._link.ready.is_set()
 
     def _check_loop(self) -> None:
         """Raise EventLoopError unless called from the event loop that opened the client."""
@@ -293,46 +251,41 @@ class Client:
         an earlier run): the server replays what followed it before the ``ok``, and a
         :class:`Recovered` event says whether that was everything.
         """
-        if recover is not None:
-            self.positions[channel] = recover
-        else:
-            self.positions.pop(channel, None)
+        self._channels.joining(channel, recover)
         data = await self._request(
-            functools.partial(_join_request, channel, echo, recover),
-            on_ok=functools.partial(self._track, channel),
+            functools.partial(join_request, channel, echo, recover),
+            on_ok=functools.partial(self._channels.joined, channel),
         )
-        self.channels[channel] = echo
+        self._channels.rejoin[channel] = echo
         return bool(data["joined"])
 
     async def leave(self, channel: str, echo: bool | None = None) -> bool:
         """Leave a channel; returns False if not a member."""
-        self.channels.pop(channel, None)
-        self.positions.pop(channel, None)
-        self._members.forget(channel)
+        self._channels.left(channel)
         data = await self._request(lambda rid: f.Leave(rid, channel, echo))
         return bool(data["left"])
 
-    async def get_members(self, channel: str, page_size: int = 1000) -> list[dict[str, Any]]:
+    async def get_members(self, channel: str, page_size: int = 1000) -> list[Member]:
         """Every member of the channel as ``{"id", "user", "data"}`` (fetched page by page,
         ``page_size`` at a time, at most the server's ``max_members_page``).
 
         For a joined channel the pages are also merged into :meth:`members`' list.
         """
-        members: list[dict[str, Any]] = []
+        members: list[Member] = []
         after: int | None = None
-        merge = functools.partial(self._members.merge_page, channel)
+        merge = functools.partial(self._channels.members.merge_page, channel)
         while True:
             limit = page_size
             if self.welcome is not None:  # the server's own bound, from the welcome frame
                 limit = min(limit, self.welcome.limits.get("max_members_page", limit))
-            page = functools.partial(_members_request, channel, after, limit)
+            page = functools.partial(members_request, channel, after, limit)
             data = await self._request(page, on_ok=merge)
             members.extend(data["members"])
             after = data["next"]
             if after is None:
                 return members
 
-    def members(self, channel: str) -> list[dict[str, Any]]:
+    def members(self, channel: str) -> list[Member]:
         """The joined channel's members as this client knows them (``{"id", "user", "data"}``),
         kept current by presence events; empty for a channel not joined.
 
@@ -340,25 +293,7 @@ class Client:
         the last reconnect, which starts the lists afresh); without a listing it holds the
         members whose joins this connection has seen. Needs the channel's presence events.
         """
-        return self._members.members(channel)
-
-    def _track(self, channel: str, data: Any) -> None:
-        """A join's ok: presence frames for ``channel`` update its member list from now on;
-        the channel's position is the stream's top unless the replay brought it there (or,
-        recovering, say how that went)."""
-        self._members.track(channel)
-        if not isinstance(data, dict):
-            return
-        epoch, offset = data.get("epoch"), data.get("offset")
-        top = Position(epoch, offset) if isinstance(epoch, str) and type(offset) is int else None
-        if "recovered" in data:
-            if not data["recovered"] or top is None:
-                _set(self.positions, channel, top)
-            event = Recovered(channel, bool(data["recovered"]), data.get("reason"), top)
-            self._emit("recover", event)
-            self._publish(event)
-        elif top is not None and channel not in self.positions:
-            self.positions[channel] = top
+        return self._channels.members.members(channel)
 
     async def history(
         self,
@@ -376,24 +311,24 @@ class Client:
                 (``since`` is no longer in the stream), ...
         """
         data = await self._request(
-            functools.partial(_history_request, channel, since, limit, reverse)
+            functools.partial(history_request, channel, since, limit, reverse)
         )
         return HistoryPage.from_reply(data)
 
-    async def update_profile(self, data: Any, echo: bool | None = None) -> int:
+    async def update_profile(self, data: object, echo: bool | None = None) -> int:
         """Replace the profile; returns how many channels were told. Kept across reconnects."""
         self.profile = data
         result = await self._request(lambda rid: f.UpdateProfile(rid, data, echo))
         return int(result["channels"])
 
     async def send(
-        self, channel: str, event: str, data: Any = None, echo: bool | None = None
+        self, channel: str, event: str, data: object = None, echo: bool | None = None
     ) -> dict[str, Any]:
         """Send an event to a joined channel; returns ``{"mid", "ts", "recipients"}``."""
         return await self._request(lambda rid: f.Send(rid, channel, event, data, echo))  # type: ignore[no-any-return]
 
     async def broadcast(
-        self, event: str, data: Any = None, echo: bool | None = None
+        self, event: str, data: object = None, echo: bool | None = None
     ) -> dict[str, Any]:
         """Send an event to every connection of the app; returns ``{"mid", "ts", "recipients"}``."""
         return await self._request(lambda rid: f.Broadcast(rid, event, data, echo))  # type: ignore[no-any-return]
@@ -402,69 +337,23 @@ class Client:
         """Hand the server a fresh session token for the same user, before the current one
         expires (apps with ``expire_connections`` close connections whose token expired).
         It is also used for later reconnects. Returns the new expiry (Unix time) or None."""
-        result = await self._request(functools.partial(_refresh_request, token))
+        result = await self._request(functools.partial(refresh_request, token))
         self.token = token
         return None if result["expires"] is None else result["expires"] / 1000
 
-    async def _request(
-        self,
-        make: Callable[[int], Any],
-        *,
-        buffered: bool = True,
-        on_ok: Callable[[Any], None] | None = None,
-    ) -> Any:
+    async def _request(self, make: Callable[[int], f.Request], *, on_ok: OnOk | None = None) -> Any:
+        """Send a request once connected (waiting for the connection, as the settings
+        allow); its ``ok``'s data."""
         self._check_loop()
-        if buffered:
-            await self._wait_connected()
-        ws = self._ws
-        if ws is None:
-            raise NotConnectedError("not connected")
-        rid = next(self._ids)
-        reply = self._replies[rid] = _Reply(on_ok)
-        try:
-            with anyio.move_on_after(self.request_timeout) as scope:
-                try:
-                    await ws.send_message(codec.encode(make(rid)))
-                except WebSocketClosed as exc:
-                    raise ConnectionLostError("the connection closed while sending") from exc
-                await reply.done.wait()
-            if scope.cancelled_caught:
-                raise RequestTimeout(f"no reply within {self.request_timeout} s")
-        finally:
-            del self._replies[rid]
-        if reply.error is not None:
-            raise reply.error
-        if isinstance(reply.frame, f.Err):
-            err = reply.frame
-            retry = None if err.retry_after is None else err.retry_after / 1000
-            raise RequestError(err.code, err.message, err.limiter, retry)
-        assert reply.frame is not None
-        return reply.frame.data
-
-    async def _wait_connected(self) -> None:
-        if self._ready.is_set():
-            return
-        if self._closed or self._fatal is not None:
-            raise self._fatal or NotConnectedError("the client is closed")
-        if self.fail_fast:
-            raise NotConnectedError("not connected (fail_fast is on)")
-        if self._waiting >= self.buffer_limit:
-            raise BufferFullError(f"{self.buffer_limit} requests already wait for the connection")
-        self._waiting += 1
-        try:
-            await self._wait_ready_or_stopped()
-        finally:
-            self._waiting -= 1
-        if not self._ready.is_set():
-            raise self._fatal or NotConnectedError("the client is closed")
+        return await self._link.request(make, on_ok=on_ok)
 
     # -- handlers -----------------------------------------------------------------------------
 
-    def on(self, event: str, handler: Handler) -> None:
+    def on(self, event: str, handler: Callable[[f.Msg], object]) -> None:
         """Call ``handler(msg)`` for every app event named ``event`` (``"*"``: all of them)."""
-        self._handlers["msg:" + event].append(handler)
+        self._handlers.add(MSG + event, handler)
 
-    def once(self, event: str, handler: Handler) -> None:
+    def once(self, event: str, handler: Callable[[f.Msg], object]) -> None:
         """Like :meth:`on`, for the next such event only."""
 
         def one_shot(msg: f.Msg) -> None:
@@ -475,64 +364,69 @@ class Client:
 
     def off(self, event: str | None = None, handler: Handler | None = None) -> None:
         """Remove one handler, every handler of an event, or (no arguments) all app handlers."""
-        if event is None:
-            for key in [k for k in self._handlers if k.startswith("msg:")]:
-                del self._handlers[key]
-        elif handler is None:
-            self._handlers.pop("msg:" + event, None)
-        else:
-            handlers = self._handlers.get("msg:" + event, [])
-            if handler in handlers:
-                handlers.remove(handler)
+        self._handlers.remove_msg(event, handler)
 
-    def on_join(self, handler: Handler) -> None:
+    def on_join(self, handler: Callable[[f.MemberEvent], object]) -> None:
         """``handler(event: MemberEvent)`` when a member joins one of our channels."""
-        self._handlers["member_join"].append(handler)
+        self._handlers.add("member_join", handler)
 
-    def on_leave(self, handler: Handler) -> None:
-        self._handlers["member_leave"].append(handler)
+    def on_leave(self, handler: Callable[[f.MemberEvent], object]) -> None:
+        self._handlers.add("member_leave", handler)
 
-    def on_update(self, handler: Handler) -> None:
-        self._handlers["member_update"].append(handler)
+    def on_update(self, handler: Callable[[f.MemberEvent], object]) -> None:
+        self._handlers.add("member_update", handler)
 
-    def on_recover(self, handler: Handler) -> None:
+    def on_recover(self, handler: Callable[[Recovered], object]) -> None:
         """``handler(event: Recovered)`` after each rejoin of a channel this client had a
         position in (after a reconnect, or a join with ``recover``)."""
-        self._handlers["recover"].append(handler)
+        self._handlers.add("recover", handler)
 
-    def on_connect(self, handler: Handler) -> None:
+    def on_connect(self, handler: Callable[[str], object]) -> None:
         """``handler(conn_id)`` after every successful (re)connection."""
-        self._handlers["connect"].append(handler)
+        self._handlers.add("connect", handler)
 
-    def on_disconnect(self, handler: Handler) -> None:
+    def on_disconnect(self, handler: Callable[[int, str], object]) -> None:
         """``handler(code, reason)`` when a connection ends."""
-        self._handlers["disconnect"].append(handler)
+        self._handlers.add("disconnect", handler)
 
-    def on_reconnect_attempt(self, handler: Handler) -> None:
+    def on_reconnect_attempt(self, handler: Callable[[int], object]) -> None:
         """``handler(attempt)`` before each reconnection attempt (1, 2, ...)."""
-        self._handlers["reconnect_attempt"].append(handler)
+        self._handlers.add("reconnect_attempt", handler)
 
-    def on_error(self, handler: Handler) -> None:
+    def on_error(self, handler: Callable[[Exception], object]) -> None:
         """``handler(exc)`` when a connection attempt fails or a rejoin is refused."""
-        self._handlers["error"].append(handler)
+        self._handlers.add("error", handler)
 
-    def on_user_event(self, handler: Handler) -> None:
+    def on_user_event(self, handler: Callable[[f.UserEvent], object]) -> None:
         """``handler(event: UserEvent)`` for events about this connection's own user
         (``event.kind``: signin, signout, profile_update, password_change, ...)."""
-        self._handlers["user_event"].append(handler)
+        self._handlers.add("user_event", handler)
 
-    def on_session_ended(self, handler: Handler) -> None:
+    def on_session_ended(self, handler: Callable[[ConnectionClosedError], object]) -> None:
         """``handler(exc: ConnectionClosedError)`` when the server ends this client's session
         (4016) or disconnects it (4017). The client stops: it does not reconnect with a token
         the server will refuse; open a new client with a new token."""
-        self._handlers["session_ended"].append(handler)
+        self._handlers.add("session_ended", handler)
 
-    def _emit(self, key: str, *args: Any) -> None:
-        for handler in list(self._handlers.get(key, ())):
-            try:
-                handler(*args)
-            except Exception:
-                log.exception("rtcore client: %s handler %r raised", key, handler)
+    def _report_recovery(self, event: Recovered) -> None:
+        self._handlers.emit("recover", event)
+        self._listeners.publish(event)
+
+    # -- for tests that look inside -------------------------------------------------------
+
+    def _dispatch(self, frame: f.ServerFrame) -> None:
+        """Handle one frame as if the server had sent it."""
+        self._link.dispatch(frame)
+
+    @property
+    def _waiting(self) -> int:
+        """How many requests wait for the connection."""
+        return self._link.waiting
+
+    @property
+    def _replies(self) -> Mapping[int, object]:
+        """The requests in flight, by id."""
+        return self._link.requests.in_flight
 
     # -- iteration ----------------------------------------------------------------------------
 
@@ -542,204 +436,7 @@ class Client:
     def events(self, maxsize: int = 1000) -> EventStream:
         """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Connected,
         Disconnected. It raises EventOverflowError once ``maxsize`` events are unread."""
-        return EventStream(self, maxsize)
-
-    def _publish(self, event: Event) -> None:
-        for stream in list(self._streams):
-            stream.put(event)
-
-    # -- the connection manager ---------------------------------------------------------------
-
-    async def _run(self, first_error: list[BaseException]) -> None:
-        attempt = 0
-        try:
-            with anyio.CancelScope() as self._cancel:
-                while not self._closed:
-                    code, reason = await self._connect_once(first_error)
-                    if code in FATAL_CLOSE_CODES:
-                        self._fatal = ConnectionClosedError(code, reason)
-                        if code in (CloseCode.SESSION_ENDED, CloseCode.DISCONNECTED):
-                            self._emit("session_ended", self._fatal)
-                        self._emit("error", self._fatal)
-                        return
-                    if self._closed or not self.reconnect:
-                        return
-                    # A connection that got as far as ready resets the backoff.
-                    attempt = 1 if self._was_ready else attempt + 1
-                    self._was_ready = False
-                    bound = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
-                    await anyio.sleep(random.uniform(0, bound))
-                    self._emit("reconnect_attempt", attempt)
-        finally:
-            self._stopped.set()
-            for stream in list(self._streams):
-                stream.end()
-
-    async def _connect_once(self, first_error: list[BaseException]) -> tuple[int, str]:
-        """One connection's life; returns its close code and reason."""
-        code, reason = 1006, "connection failed"
-        try:
-            async with anyio.create_task_group() as tasks:
-                try:
-                    with anyio.fail_after(self.connect_timeout):
-                        self._ws = ws = await self._connect()
-                        await self._await_welcome(ws)
-                    tasks.start_soon(self._rejoin, self._connections > 0)
-                    self._connections += 1
-                    await self._read(ws)
-                except WebSocketClosed as exc:
-                    code, reason = exc.code, exc.reason
-                except (OSError, HandshakeError, RemoteProtocolError) as exc:
-                    # OSError includes TimeoutError (connect_timeout) and ssl.SSLError.
-                    if not first_error:
-                        first_error.append(exc)
-                    reason = str(exc) or type(exc).__name__
-                    self._emit("error", exc)
-                    if isinstance(exc, RemoteProtocolError) and self._ws is not None:
-                        await self._ws.abort(_close_code_for(exc), exc.message)
-                finally:
-                    tasks.cancel_scope.cancel()
-        finally:
-            was_ready = self._ready.is_set()
-            if self._ws is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._ws.abort(CloseCode.GOING_AWAY, "client stopped")
-            self._ws = None
-            self._members.forget()  # a new connection is a new member: listings start afresh
-            if was_ready:
-                self._ready = anyio.Event()
-            for reply in self._replies.values():
-                reply.error = ConnectionLostError(f"connection lost ({code}): {reason}")
-                reply.done.set()
-        self._emit("disconnect", code, reason)
-        self._publish(Disconnected(code, reason))
-        return code, reason
-
-    async def _connect(self) -> WebSocket:
-        """TCP (and TLS), the upgrade, and the hello: pipelined with the upgrade request, or
-        sent after the 101 when ``pipeline_hello`` is off."""
-        hello = codec.encode(
-            f.Hello(
-                PROTOCOL_VERSION,
-                self.app,
-                self.key,
-                self.token,
-                self.profile,
-                self.echo,
-                ("presence_diffs", "history") if self.presence_diffs else ("history",),
-            )
-        )
-        ws = await connect(
-            self.url,
-            ssl_context=self.ssl_context,
-            max_message_size=self.max_message_size,
-            first_message=hello if self.pipeline_hello else None,
-        )
-        if not self.pipeline_hello:
-            try:
-                await ws.send_message(hello)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await ws.abort(CloseCode.GOING_AWAY, "client stopped")
-                raise
-        return ws
-
-    async def _await_welcome(self, ws: WebSocket) -> None:
-        welcome = codec.decode(_binary(await ws.get_message()), allowed=codec.SERVER_TYPES)
-        if not isinstance(welcome, f.Welcome):
-            raise RemoteProtocolError(f"expected welcome, got {type(welcome).__name__}")
-        self.welcome, self.id = welcome, welcome.conn
-
-    async def _rejoin(self, reconnected: bool) -> None:
-        """Rejoin remembered channels (recovering from their positions), then release
-        buffered requests."""
-        for channel, echo in list(self.channels.items()):
-            try:
-                await self._request(
-                    functools.partial(_join_request, channel, echo, self.positions.get(channel)),
-                    buffered=False,
-                    on_ok=functools.partial(self._track, channel),
-                )
-            except RequestError as exc:
-                self.channels.pop(channel, None)
-                self._emit("error", exc)
-            except (ConnectionLostError, RequestTimeout, NotConnectedError):
-                return
-        self._was_ready = True
-        self._ready.set()
-        assert self.id is not None
-        self._emit("connect", self.id)
-        self._publish(Connected(self.id, reconnected))
-
-    async def _read(self, ws: WebSocket) -> None:
-        while True:
-            data = _binary(await ws.get_message())
-            self._dispatch(codec.decode(data, allowed=codec.SERVER_TYPES))
-
-    def _dispatch(self, frame: Any) -> None:
-        if isinstance(frame, f.Ok | f.Err):
-            reply = self._replies.get(frame.id) if frame.id is not None else None
-            if reply is not None:
-                reply.frame = frame
-                reply.done.set()
-                if reply.on_ok is not None and isinstance(frame, f.Ok):
-                    reply.on_ok(frame.data)
-            elif isinstance(frame, f.Err):
-                self._emit("error", RequestError(frame.code, frame.message))
-        elif isinstance(frame, f.Msg):
-            if frame.offset is not None and frame.channel is not None and self._seen(frame):
-                return
-            self._emit("msg:" + frame.event, frame)
-            self._emit("msg:*", frame)
-            self._publish(frame)
-        elif isinstance(frame, f.MemberEvent):
-            self._member_event(frame)
-        elif isinstance(frame, f.PresenceDiff):
-            for event in member_events(frame):
-                if self.echo or event.member["id"] != self.id:
-                    self._member_event(event)
-                else:
-                    self._members.apply(event)
-        elif isinstance(frame, f.UserEvent):
-            self._emit("user_event", frame)
-            self._publish(frame)
-
-    def _seen(self, msg: f.Msg) -> bool:
-        """Whether ``msg`` (of a channel with history) was received already; else it becomes
-        the channel's position. A message of another epoch means the server lost the stream
-        this client was following: told as a Recovered event that did not recover."""
-        assert msg.channel is not None and msg.offset is not None
-        was = self.positions.get(msg.channel)
-        epoch = msg.epoch or ""
-        if was is not None and was.epoch == epoch and msg.offset <= was.offset:
-            return True
-        now = self.positions[msg.channel] = Position(epoch, msg.offset)
-        if was is not None and was.epoch != epoch:
-            event = Recovered(msg.channel, False, "epoch_changed", now)
-            self._emit("recover", event)
-            self._publish(event)
-        return False
-
-    def _member_event(self, event: f.MemberEvent) -> None:
-        self._members.apply(event)
-        self._emit(event.kind, event)
-        self._publish(event)
-
-
-def _binary(message: bytes | str) -> bytes:
-    if isinstance(message, str):
-        raise RemoteProtocolError(
-            "the server sent a text frame", close_code=CloseCode.UNSUPPORTED_DATA
-        )
-    return message
-
-
-def _close_code_for(exc: RemoteProtocolError) -> int:
-    """The close code for a server that broke the protocol: the error's own if it is a
-    standard WebSocket code (1003 for a text frame), else 1002 (rtcore's 4xxx codes are
-    the server's words to its clients)."""
-    code = exc.close_code
-    return int(code) if code is not None and code < 4000 else 1002
+        return EventStream(self._listeners, maxsize)
 
 
 def _current_loop() -> object:
@@ -764,56 +461,6 @@ def _loop_name() -> str:
     backend = anyio.lowlevel.current_token().backend_class.__module__  # anyio._backends._trio
     library = backend.rpartition("._")[2]
     return f"the {library} event loop of thread {threading.current_thread().name!r}"
-
-
-def _members_request(channel: str, after: int | None, limit: int, rid: int) -> f.GetMembers:
-    return f.GetMembers(rid, channel, after, limit)
-
-
-def _refresh_request(token: str, rid: int) -> f.Refresh:
-    return f.Refresh(rid, token)
-
-
-def _join_request(channel: str, echo: bool | None, recover: Position | None, rid: int) -> f.Join:
-    return f.Join(rid, channel, echo, None if recover is None else recover.to_wire())
-
-
-def _history_request(
-    channel: str, since: Position | None, limit: int, reverse: bool, rid: int
-) -> f.History:
-    wire = None if since is None else since.to_wire()
-    return f.History(rid, channel, wire, limit, reverse or None)
-
-
-def _set(positions: dict[str, Position], channel: str, position: Position | None) -> None:
-    if position is None:
-        positions.pop(channel, None)
-    else:
-        positions[channel] = position
-
-
-@attrs.frozen
-class HistoryPage:
-    """A page of a channel's history (:meth:`Client.history`)."""
-
-    messages: list[f.Msg]
-    top: Position
-    """The channel stream's epoch and latest offset when the page was read."""
-    next: Position | None
-    """Where the next page starts (the ``since`` to pass), or None after the last page."""
-
-    @classmethod
-    def from_reply(cls, data: Any) -> HistoryPage:
-        try:
-            messages = [codec.from_map(m, allowed=codec.SERVER_TYPES) for m in data["messages"]]
-            nxt = data["next"]
-            return cls(
-                messages,
-                Position(data["epoch"], data["offset"]),
-                None if nxt is None else Position(nxt["epoch"], nxt["offset"]),
-            )
-        except (KeyError, TypeError) as exc:
-            raise RemoteProtocolError(f"a malformed history reply: {exc!r}") from exc
 
 
 @asynccontextmanager

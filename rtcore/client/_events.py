@@ -1,20 +1,19 @@
-"""What a client's event iterators yield, and the iterator itself."""
+"""What a client's event iterators yield, the iterator itself, and the set of them a client
+publishes to (:class:`Listeners`: what the iterators need of their client comes in as
+callbacks, so this module does not import the client)."""
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
 import attrs
 
-from rtcore.client.errors import EventOverflowError
+from rtcore.client.errors import ConnectionClosedError, EventOverflowError
 from rtcore.protocol import frames as f
 from rtcore.protocol.position import Position
-
-if TYPE_CHECKING:
-    from rtcore.client._client import Client
 
 
 @attrs.frozen
@@ -64,28 +63,29 @@ class EventStream:
     # A deque and a wake-up event rather than a memory channel: an iterator the application
     # abandons half-way must not need closing (anyio's streams warn when left unclosed).
 
-    def __init__(self, client: Client, maxsize: int) -> None:
-        self._client = client
+    def __init__(self, listeners: Listeners, maxsize: int) -> None:
+        self._listeners = listeners
         self._queue: deque[Event] = deque()
         self._arrived = anyio.Event()
         self._maxsize = maxsize
         self._ended = False
         self.overflowed = False
-        client._streams.add(self)
+        listeners.streams.add(self)
 
     def __aiter__(self) -> EventStream:
         return self
 
     async def __anext__(self) -> Event:
-        self._client._check_loop()
+        self._listeners.check_loop()
         await anyio.lowlevel.checkpoint()
         while not self._queue:
             if self._ended:
                 self.close()
                 if self.overflowed:
                     raise EventOverflowError(f"the iterator fell {self._maxsize} events behind")
-                if self._client._fatal is not None:
-                    raise self._client._fatal
+                fatal = self._listeners.fatal()
+                if fatal is not None:
+                    raise fatal
                 raise StopAsyncIteration
             await self._arrived.wait()
             self._arrived = anyio.Event()
@@ -104,10 +104,39 @@ class EventStream:
     def end(self) -> None:
         """No more events: the iterator finishes once it has read what is queued."""
         self._ended = True
-        self._client._streams.discard(self)
+        self._listeners.streams.discard(self)
         self._arrived.set()
 
     def close(self) -> None:
         """Stop listening and drop what is queued."""
         self.end()
         self._queue.clear()
+
+
+class Listeners:
+    """A client's open event iterators, which its reader publishes every event to.
+
+    Args:
+        check_loop: raises ``EventLoopError`` unless called from the client's event loop.
+        fatal: why the server closed the connection for good, once it has (else None).
+    """
+
+    __slots__ = ("streams", "check_loop", "fatal")
+
+    def __init__(
+        self,
+        check_loop: Callable[[], None],
+        fatal: Callable[[], ConnectionClosedError | None],
+    ) -> None:
+        self.streams: set[EventStream] = set()
+        self.check_loop = check_loop
+        self.fatal = fatal
+
+    def publish(self, event: Event) -> None:
+        for stream in list(self.streams):
+            stream.put(event)
+
+    def end_all(self) -> None:
+        """The client stopped: each iterator finishes once it has read what is queued."""
+        for stream in list(self.streams):
+            stream.end()

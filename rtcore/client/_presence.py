@@ -42,7 +42,7 @@ class MemberLists:
         else:
             self._lists.pop(channel, None)
 
-    def merge_page(self, channel: str, data: Any) -> None:
+    def merge_page(self, channel: str, data: object) -> None:
         """A page of a ``members`` listing arrived (its ``ok`` data)."""
         kept = self._lists.get(channel)
         if kept is not None and isinstance(data, dict):

@@ -11,8 +11,9 @@ Invariants:
 - One task reads (:meth:`WebSocket.get_message`); any task may send. Sends are serialised by
   a lock, so frames of concurrent messages never interleave.
 - The reader answers pings itself, so they are answered as long as someone reads.
-- Fragmented messages are reassembled; one larger than ``max_message_size`` is refused with
-  close code 1009 instead of being buffered without bound.
+- Fragmented messages are reassembled (``rtcore.protocol.assembly``, as the server does); one
+  larger than ``max_message_size`` is refused with close code 1009 instead of being buffered
+  without bound.
 - A close frame from the server is answered (the close handshake) before the reader raises;
   :meth:`WebSocket.aclose` sends ours and waits, as long as its caller allows, for the answer.
 - A ``first_message`` given to :func:`connect` is framed and written together with the
@@ -23,7 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import ssl
-from typing import cast
+from typing import AnyStr, NoReturn
 from urllib.parse import urlsplit
 
 import anyio
@@ -35,7 +36,6 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Event,
-    Message,
     Ping,
     RejectConnection,
     Request,
@@ -45,6 +45,7 @@ from wsproto.frame_protocol import FrameProtocol
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from rtcore.client.errors import HandshakeError
+from rtcore.protocol.assembly import MessageAssembler, MessageTooBig
 
 RECEIVE_SIZE = 65536
 ABNORMAL_CLOSURE = 1006
@@ -80,8 +81,7 @@ class WebSocket:
         self._ws = ws
         self._max_message_size = max_message_size
         self._send_lock = anyio.Lock()
-        self._parts: list[bytes | str] = []
-        self._size = 0
+        self._assembly = MessageAssembler()
         self._closed: WebSocketClosed | None = None
         self._close_answered = anyio.Event()
 
@@ -126,8 +126,10 @@ class WebSocket:
             await anyio.aclose_forcefully(self._stream)
 
     async def _handle(self, event: Event) -> bytes | str | None:
-        if isinstance(event, Message):
-            return await self._assemble(event)
+        if isinstance(event, BytesMessage):
+            return await self._assemble(bytes(event.data), event.message_finished)
+        if isinstance(event, TextMessage):
+            return await self._assemble(event.data, event.message_finished)
         if isinstance(event, Ping):
             if self._ws.state is ConnectionState.OPEN:  # (once closing, pings go unanswered)
                 await self._send(event.response())
@@ -142,21 +144,15 @@ class WebSocket:
             raise self._closed
         return None
 
-    async def _assemble(self, event: Message) -> bytes | str | None:  # type: ignore[type-arg]
-        self._size += len(event.data)
-        if self._size > self._max_message_size:
-            await self._fail(
-                MESSAGE_TOO_BIG, f"message exceeds max_message_size={self._max_message_size}"
-            )
-        self._parts.append(event.data)
-        if not event.message_finished:
-            return None
-        parts, self._parts, self._size = self._parts, [], 0
-        if isinstance(event, TextMessage):
-            return "".join(cast("list[str]", parts))
-        return b"".join(cast("list[bytes]", parts))
+    async def _assemble(self, data: AnyStr, finished: bool) -> AnyStr | None:
+        limit = self._max_message_size
+        try:
+            return self._assembly.add(data, finished, limit)
+        except MessageTooBig:
+            pass  # (closing outside the handler: the close is not this exception's context)
+        await self._fail(MESSAGE_TOO_BIG, f"message exceeds max_message_size={limit}")
 
-    async def _fail(self, code: int, reason: str) -> None:
+    async def _fail(self, code: int, reason: str) -> NoReturn:
         """Close with ``code`` because of what the server sent, and raise."""
         self._closed = WebSocketClosed(code, reason)
         await self.abort(code, reason)
@@ -206,17 +202,7 @@ async def connect(
             upgrade.
     """
     secure, host, port, host_header, target = parse_url(url)
-    stream: anyio.abc.ByteStream
-    if secure:
-        try:
-            # The WebSocket close handshake, not TLS close_notify, marks the end of the stream.
-            stream = await anyio.connect_tcp(
-                host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
-            )
-        except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-            raise HandshakeError("the server hung up during the TLS handshake") from exc
-    else:  # (anyio would start TLS if it were given an ssl_context)
-        stream = await anyio.connect_tcp(host, port)
+    stream = await _open_stream(host, port, ssl_context, secure)
     try:
         ws = WSConnection(ConnectionType.CLIENT)
         data = ws.send(Request(host=host_header, target=target))
@@ -231,6 +217,21 @@ async def connect(
         await anyio.aclose_forcefully(stream)
         raise
     return WebSocket(stream, ws, max_message_size)
+
+
+async def _open_stream(
+    host: str, port: int, ssl_context: ssl.SSLContext | None, secure: bool
+) -> anyio.abc.ByteStream:
+    """The TCP connection, with TLS if ``secure`` (``ssl_context`` None: the system's)."""
+    if not secure:  # (anyio would start TLS if it were given an ssl_context)
+        return await anyio.connect_tcp(host, port)
+    try:
+        # The WebSocket close handshake, not TLS close_notify, marks the end of the stream.
+        return await anyio.connect_tcp(
+            host, port, tls=True, ssl_context=ssl_context, tls_standard_compatible=False
+        )
+    except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+        raise HandshakeError("the server hung up during the TLS handshake") from exc
 
 
 async def _await_accept(stream: anyio.abc.ByteStream, ws: WSConnection) -> None:

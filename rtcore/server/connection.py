@@ -48,6 +48,7 @@ from rtcore.core.session.session import Session
 from rtcore.engines.base import BrokerUnavailable
 from rtcore.observe.events import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
+from rtcore.protocol.assembly import MessageAssembler, MessageTooBig
 from rtcore.protocol.close import Close
 from rtcore.server import observing, static
 
@@ -98,8 +99,7 @@ class Connection:
         "_abort",
         "_discard",
         "_nursery",
-        "_parts",
-        "_size",
+        "_assembly",
         "_left",
     )
 
@@ -153,8 +153,7 @@ class Connection:
         """End without a closing handshake (the peer is gone, or never upgraded)."""
         self._discard = False
         self._nursery: trio.Nursery | None = None
-        self._parts: list[bytes] | None = None
-        self._size = 0
+        self._assembly = MessageAssembler()
         self._left = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -413,7 +412,15 @@ class Connection:
             if self._close is not None:
                 return False
             if isinstance(event, BytesMessage):
-                message = self._assemble(event)
+                try:
+                    message = self._assembly.add(
+                        bytes(event.data),
+                        event.message_finished,
+                        self.server.config.limits.max_message_bytes,
+                    )
+                except MessageTooBig as exc:
+                    self._close = Close(CloseCode.MESSAGE_TOO_BIG, exc.message)
+                    return False
                 if message is not None:
                     self._close = self.session.receive(
                         message, trio.current_time(), self.server.wall()
@@ -452,25 +459,6 @@ class Connection:
             )
             if self._close is not None and self._close.code == CloseCode.SLOW_CONSUMER:
                 self.server.flusher.slow_reply(self)
-
-    def _assemble(self, event: BytesMessage) -> bytes | None:
-        """The complete message once its last part arrives; enforces the size limit."""
-        limit = self.server.config.limits.max_message_bytes
-        self._size += len(event.data)
-        if self._size > limit:
-            self._close = Close(CloseCode.MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
-            return None
-        if event.message_finished and self._parts is None:
-            self._size = 0
-            return bytes(event.data)  # the usual case: a message in one piece
-        if self._parts is None:
-            self._parts = []
-        self._parts.append(bytes(event.data))
-        if not event.message_finished:
-            return None
-        message = b"".join(self._parts)
-        self._parts, self._size = None, 0
-        return message
 
     # -- closing ------------------------------------------------------------------------------
 
