@@ -38,6 +38,8 @@ class NaiveServer:
             max_message_size=1 << 20,
         )
 
+    # layout: longer than 40 lines because it is the naive baseline: the obvious server, written
+    # as one handler on purpose (what a first implementation looks like is what it measures).
     async def handler(self, request: WebSocketRequest) -> None:
         ws = await request.accept()
         conn_id = f"c{id(ws):x}"[-12:]

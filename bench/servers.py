@@ -14,10 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+import attrs
 import trio
 
+import rtcore
 
-def main() -> None:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "kind", choices=["rtcore", "rtcore-metrics", "rtcore-history", "naive", "raw"]
@@ -41,73 +44,86 @@ def main() -> None:
         action="store_true",
         help="naive: joins send no member_join (setup at large N)",
     )
-    args = parser.parse_args()
+    return parser
 
-    def ready(port: int) -> None:
-        print(f"PORT {port}", flush=True)
 
+def ready(port: int) -> None:
+    print(f"PORT {port}", flush=True)
+
+
+def run_naive(args: argparse.Namespace) -> None:
+    from bench.naive import NaiveServer
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            naive = NaiveServer(presence=not args.no_presence)
+            server = await nursery.start(naive.serve, args.host, args.port)
+            ready(server.port)
+
+    trio.run(serve)
+
+
+def rtcore_config(args: argparse.Namespace) -> rtcore.Config:
+    """The default configuration, but for what a load generator on 127.0.0.1 needs."""
+    from rtcore.config import AppConfig, ChannelRule
+
+    # The load generator never answers pings (it only counts frames), so the heartbeat is
+    # pushed past any run's length; and all the load comes from 127.0.0.1, so the per-IP
+    # connection caps are lifted. Everything else is the default configuration.
+    per_ip = (
+        {}
+        if args.per_ip_limits
+        else {
+            "max_connections_per_ip": 1_000_000,
+            "connect_rate_per_ip": 1e9,
+            "connect_burst_per_ip": 1_000_000,
+        }
+    )
+    limits = attrs.evolve(
+        rtcore.Limits(),
+        outbound_buffer_bytes=args.outbound_buffer,
+        heartbeat_interval=600.0,
+        **per_ip,
+    )
+    rules: tuple[ChannelRule, ...] = ()
+    if args.kind == "rtcore-history":
+        events = not args.no_presence_events
+        rules = (ChannelRule("*", presence_events=events, history_size=1000, history_ttl=300),)
+    elif args.no_presence_events:
+        rules = (ChannelRule("*", presence_events=False),)
+    api_port = 0 if args.kind == "rtcore-metrics" else None  # metrics: on the server-API port
+    return rtcore.Config(
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        api_port=api_port,
+        apps=(AppConfig("default", channels=rules),),
+    )
+
+
+def run_rtcore(args: argparse.Namespace) -> None:
+    config = rtcore_config(args)
+    metrics = args.kind == "rtcore-metrics"
+
+    async def serve() -> None:
+        server = rtcore.Server(config, flush_window=args.flush_window, metrics=metrics)
+        async with trio.open_nursery() as nursery:
+            (_, port), *_ = await nursery.start(server.serve)
+            ready(port)
+
+    trio.run(serve)
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.kind == "raw":
         from bench import rawfanout
 
         rawfanout.serve(args.host, args.port, ready)
     elif args.kind == "naive":
-        from bench.naive import NaiveServer
-
-        async def run_naive() -> None:
-            async with trio.open_nursery() as nursery:
-                naive = NaiveServer(presence=not args.no_presence)
-                server = await nursery.start(naive.serve, args.host, args.port)
-                ready(server.port)
-
-        trio.run(run_naive)
+        run_naive(args)
     else:
-        import attrs
-
-        import rtcore
-
-        # The load generator never answers pings (it only counts frames), so the heartbeat is
-        # pushed past any run's length; and all the load comes from 127.0.0.1, so the per-IP
-        # connection caps are lifted. Everything else is the default configuration.
-        per_ip = (
-            {}
-            if args.per_ip_limits
-            else {
-                "max_connections_per_ip": 1_000_000,
-                "connect_rate_per_ip": 1e9,
-                "connect_burst_per_ip": 1_000_000,
-            }
-        )
-        limits = attrs.evolve(
-            rtcore.Limits(),
-            outbound_buffer_bytes=args.outbound_buffer,
-            heartbeat_interval=600.0,
-            **per_ip,
-        )
-        from rtcore.config import AppConfig, ChannelRule
-
-        rules: tuple[ChannelRule, ...] = ()
-        if args.kind == "rtcore-history":
-            events = not args.no_presence_events
-            rules = (ChannelRule("*", presence_events=events, history_size=1000, history_ttl=300),)
-        elif args.no_presence_events:
-            rules = (ChannelRule("*", presence_events=False),)
-        metrics = args.kind == "rtcore-metrics"
-        api_port = 0 if metrics else None  # metrics are served on the server-API port
-        config = rtcore.Config(
-            host=args.host,
-            port=args.port,
-            limits=limits,
-            api_port=api_port,
-            apps=(AppConfig("default", channels=rules),),
-        )
-
-        async def run_rtcore() -> None:
-            server = rtcore.Server(config, flush_window=args.flush_window, metrics=metrics)
-            async with trio.open_nursery() as nursery:
-                (_, port), *_ = await nursery.start(server.serve)
-                ready(port)
-
-        trio.run(run_rtcore)
+        run_rtcore(args)
 
 
 if __name__ == "__main__":

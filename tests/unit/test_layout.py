@@ -154,6 +154,14 @@ def _long_files() -> list[str]:
     )
 
 
+def _comment_above(lines: list[str], first: int) -> Iterator[str]:
+    """The block of comment lines right above line ``first`` (1-based), stripped."""
+    index = first - 2
+    while index >= 0 and lines[index].strip().startswith("#"):
+        yield lines[index].strip()
+        index -= 1
+
+
 def _long_functions(path: Path, base: Path = REPO) -> Iterator[str]:
     lines = path.read_text(encoding="utf-8").splitlines()
     for node in ast.walk(ast.parse("\n".join(lines))):
@@ -163,7 +171,7 @@ def _long_functions(path: Path, base: Path = REPO) -> Iterator[str]:
         first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
         if node.end_lineno - node.lineno + 1 <= MAX_FUNCTION_LINES:
             continue
-        if first >= 2 and lines[first - 2].strip().startswith(LONG_FUNCTION):
+        if any(line.startswith(LONG_FUNCTION) for line in _comment_above(lines, first)):
             continue
         yield f"{path.relative_to(base)}:{node.lineno} {node.name}"
 
@@ -179,7 +187,9 @@ def test_the_size_check_sees_a_long_function(tmp_path: Path) -> None:
     path = tmp_path / "long.py"
     path.write_text(f"def f():\n{body}")
     assert list(_long_functions(path, tmp_path)) == ["long.py:1 f"]
-    path.write_text(f"{LONG_FUNCTION} a test\ndef f():\n{body}")
+    path.write_text(f"{LONG_FUNCTION} a test,\n# said on two lines\ndef f():\n{body}")
     assert list(_long_functions(path, tmp_path)) == []
+    path.write_text(f"{LONG_FUNCTION} a test\n\ndef f():\n{body}")  # not right above
+    assert list(_long_functions(path, tmp_path)) == ["long.py:3 f"]
     path.write_text(f"def f():\n{body[: body.rindex('    x')]}")  # 40 lines: short enough
     assert list(_long_functions(path, tmp_path)) == []

@@ -42,6 +42,7 @@ CORE = [
     "rtcore.protocol.names",
     "rtcore.protocol.close",
     "rtcore.protocol.position",
+    "rtcore.protocol.assembly",
     "rtcore.config.load",
     "rtcore.core.outbox",
     "rtcore.core.presence",
