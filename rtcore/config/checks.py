@@ -19,7 +19,7 @@ MAX_HISTORY_SIZE = 1_000_000
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def channel_rule(raw: Any, where: str) -> ChannelRule:
+def channel_rule(raw: object, where: str) -> ChannelRule:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a table")
     known_keys(raw, f"{where}.", set(CHANNEL_RULE_KEYS))
@@ -51,7 +51,7 @@ def channel_rule(raw: Any, where: str) -> ChannelRule:
     )
 
 
-def rate_rule(raw: Any, where: str) -> Rule:
+def rate_rule(raw: object, where: str) -> Rule:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a table")
     known_keys(
@@ -98,13 +98,13 @@ def get_table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def get_array(value: Any, where: str) -> list[Any]:
+def get_array(value: object, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise ConfigError(f"{where}: must be an array")
     return value
 
 
-def strings(value: Any, where: str) -> list[str]:
+def strings(value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: must be an array of strings")
     return value
@@ -126,7 +126,7 @@ def network(value: str, where: str) -> IPNetwork:
         ) from None
 
 
-def boolean(value: Any, where: str) -> bool:
+def boolean(value: object, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where}: must be true or false")
     return value

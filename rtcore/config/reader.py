@@ -181,7 +181,7 @@ class Reader:
         )
         return origins, proxies
 
-    def apps(self, raw: Any) -> list[AppConfig]:
+    def apps(self, raw: object) -> list[AppConfig]:
         if not isinstance(raw, list) or not raw:
             self.errors.append("apps: must be a non-empty array of tables ([[apps]])")
             return []
@@ -296,7 +296,7 @@ class Reader:
                 self.errors.extend(exc.errors)
         return values
 
-    def app(self, raw: Any, where: str) -> AppConfig:
+    def app(self, raw: object, where: str) -> AppConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
         get = self.attempt
@@ -399,7 +399,7 @@ class Reader:
             raise ConfigError(f"{where}.{name}: must be at least 32 characters")
         return secret
 
-    def api_key(self, raw: Any, where: str) -> ApiKey:
+    def api_key(self, raw: object, where: str) -> ApiKey:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table with key (or key_env) and expires")
         known_keys(raw, f"{where}.", {"key", "key_env", "key_file", "expires", "name"})
@@ -419,7 +419,7 @@ class Reader:
             raise ConfigError(f"{where}.name: must be a string")
         return ApiKey(key=key, expires=expires, name=label)
 
-    def session(self, raw: Any, where: str) -> SessionSettings:
+    def session(self, raw: object, where: str) -> SessionSettings:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
         known_keys(raw, f"{where}.", SESSION_KEYS)

@@ -71,9 +71,7 @@ class _Field:
     """A nil on the wire is accepted (and encoded when the value is None)."""
 
 
-_FieldSpec = (
-    tuple[str, str, str] | tuple[str, str, str, bool] | tuple[str, str, str, bool, bool]
-)
+_FieldSpec = tuple[str, str, str] | tuple[str, str, str, bool] | tuple[str, str, str, bool, bool]
 """``(wire key, attribute, kind[, required[, nullable]])``: the arguments of a :class:`_Field`."""
 
 
@@ -220,7 +218,7 @@ def unpack(data: bytes) -> Any:
         ) from exc
 
 
-def pack(value: Any) -> bytes:
+def pack(value: object) -> bytes:
     """Encode one value; a value msgpack cannot encode is a bug of the caller."""
     try:
         return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
