@@ -24,6 +24,11 @@ records a :class:`Deferred` in ``deferred`` instead of replying. The server awai
 command_timeout``, and hands the outcome to :meth:`Session.resume`, which replies. The
 server reads no further frame from the connection meanwhile, so replies stay in request
 order.
+
+The rooms: this module is the state machine (hello, admission, rate limits, replies within
+the outbound budget); the hello's checks are in :mod:`.hello`, each request's handler in
+:mod:`.requests` (history's in :mod:`.history`), dispatched by frame class through
+``_HANDLERS``; handlers see the session through the narrow :class:`.context.Context`.
 """
 
 from __future__ import annotations
