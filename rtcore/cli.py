@@ -42,7 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: ``rtcore serve | check-config | token``."""
     parser = argparse.ArgumentParser(prog="rtcore", description="rtcore realtime server")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the server (embedded defaults without --config)")
+    _add_serve(sub.add_parser("serve", help="run the server (embedded defaults without --config)"))
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file")
+    token = sub.add_parser("token", help="mint a session token for development")
+    token.add_argument("--config", required=True, help="the config holding the app's secret")
+    token.add_argument("--app", required=True)
+    token.add_argument("--user", required=True)
+    token.add_argument("--session", help="session id claim")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
+    token.add_argument("--private-key", help="PEM file, for RS*/ES* apps")
+    return parser
+
+
+def _add_serve(serve: argparse.ArgumentParser) -> None:
+    """``rtcore serve``'s options."""
     serve.add_argument("--config", help="TOML config file (SIGHUP reloads it)")
     serve.add_argument("--host", help="listen address (overrides the config)")
     serve.add_argument("--port", type=int, help="listen port (overrides the config)")
@@ -70,34 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text (default), or json: one JSON object per line",
     )
-    check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file")
-    token = sub.add_parser("token", help="mint a session token for development")
-    token.add_argument("--config", required=True, help="the config holding the app's secret")
-    token.add_argument("--app", required=True)
-    token.add_argument("--user", required=True)
-    token.add_argument("--session", help="session id claim")
-    token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
-    token.add_argument("--private-key", help="PEM file, for RS*/ES* apps")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "serve" and logs.level_name(args.log_level) not in logs.LEVELS:
-        print(
-            f"rtcore: --log-level {args.log_level!r} is not a level: "
-            f"use one of {', '.join(logs.LEVELS)} (any case)",
-            file=sys.stderr,
-        )
-        return 2
-    workers = policy.parse_count(args.workers) if args.command == "serve" else 1
+    workers = _worker_count(args)
     if workers is None:
-        print(
-            f"rtcore: --workers {args.workers!r} is not a number of processes: use 1 (this "
-            f"process serves, the default) up to {policy.MAX_WORKERS}",
-            file=sys.stderr,
-        )
         return 2
     try:
         if args.command == "check-config":
@@ -134,6 +126,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rtcore: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _worker_count(args: argparse.Namespace) -> int | None:
+    """How many worker processes to run (1 but for ``serve --workers N``); None, with the
+    reason printed, when ``--log-level`` or ``--workers`` is not valid."""
+    if args.command == "serve" and logs.level_name(args.log_level) not in logs.LEVELS:
+        print(
+            f"rtcore: --log-level {args.log_level!r} is not a level: "
+            f"use one of {', '.join(logs.LEVELS)} (any case)",
+            file=sys.stderr,
+        )
+        return None
+    workers = policy.parse_count(args.workers) if args.command == "serve" else 1
+    if workers is None:
+        print(
+            f"rtcore: --workers {args.workers!r} is not a number of processes: use 1 (this "
+            f"process serves, the default) up to {policy.MAX_WORKERS}",
+            file=sys.stderr,
+        )
+    return workers
 
 
 def _supervise(conf: cfg.Config, args: argparse.Namespace, count: int) -> int:

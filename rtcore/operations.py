@@ -24,7 +24,7 @@ from rtcore.core.app import App
 from rtcore.core.history import Retention, Slice, check_since, page
 from rtcore.core.members import Member
 from rtcore.core.session.history import DEFAULT_HISTORY_PAGE
-from rtcore.core.session.session import DEFAULT_MEMBERS_PAGE
+from rtcore.core.session.requests import DEFAULT_MEMBERS_PAGE
 from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, RtcoreError, values
 from rtcore.protocol.close import Close
 from rtcore.protocol.names import check_channel, check_event

@@ -258,7 +258,7 @@ class Link:
         return f.Hello(PROTOCOL_VERSION, s.app, s.key, s.token, s.profile, s.echo, features)
 
     async def _await_welcome(self, ws: WebSocket) -> None:
-        welcome = codec.decode(_binary(await ws.get_message()), allowed=codec.SERVER_TYPES)
+        welcome = codec.decode_server_frame(_binary(await ws.get_message()))
         if not isinstance(welcome, f.Welcome):
             raise RemoteProtocolError(f"expected welcome, got {type(welcome).__name__}")
         self.welcome, self.id = welcome, welcome.conn
@@ -288,7 +288,7 @@ class Link:
     async def _read(self, ws: WebSocket) -> None:
         while True:
             data = _binary(await ws.get_message())
-            self.dispatch(codec.decode(data, allowed=codec.SERVER_TYPES))
+            self.dispatch(codec.decode_server_frame(data))
 
     # -- frames from the server ---------------------------------------------------------------
 

@@ -131,7 +131,7 @@ class HistoryPage:
     @classmethod
     def from_reply(cls, data: Any) -> HistoryPage:
         try:
-            messages = [codec.from_map(m, allowed=codec.SERVER_TYPES) for m in data["messages"]]
+            messages = [codec.msg_from_map(m) for m in data["messages"]]
             nxt = data["next"]
             return cls(
                 messages,

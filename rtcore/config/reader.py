@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -19,25 +18,93 @@ from typing import Any, TypeVar
 
 import attrs
 
+from rtcore.config.checks import (
+    IPNetwork,
+    boolean,
+    channel_rule,
+    get_array,
+    get_table,
+    known_keys,
+    network,
+    positive_int,
+    positive_number,
+    rate_rule,
+    strings,
+)
 from rtcore.config.model import (
-    CHANNEL_RULE_KEYS,
     AppConfig,
     BrokerConfig,
-    ChannelRule,
     Config,
     ConfigError,
     Limits,
 )
 from rtcore.core.auth import ApiKey, SessionSettings
-from rtcore.core.limits.limiter import OPERATIONS, Rule
 
 APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-POLICIES = ("anyone", "signed_in", "nobody")
-MAX_HISTORY_SIZE = 1_000_000
-"""Largest ``history_size`` of a channel rule."""
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 T = TypeVar("T")
+
+ROOT_KEYS = frozenset({"server", "limits", "apps", "broker"})
+SERVER_KEYS = frozenset(
+    {
+        "host",
+        "port",
+        "default_app",
+        "allowed_origins",
+        "trusted_proxies",
+        "tls_cert",
+        "tls_key",
+        "api_host",
+        "api_port",
+        "admin_secret",
+        "admin_secret_env",
+        "admin_secret_file",
+    }
+)
+APP_FLAGS = (
+    ("enabled", True),
+    ("allow_client_join", True),
+    ("allow_client_send", True),
+    ("allow_client_broadcast", True),
+    ("session_required", False),
+    ("end_sessions_on_password_change", False),
+    ("profile_updates_member", False),
+)
+"""An app's boolean keys and their defaults."""
+APP_KEYS = frozenset(
+    {
+        "name",
+        "api_keys",
+        "api_key_required",
+        "session",
+        "channels",
+        "rate_limits",
+        "refusals_before_disconnect",
+        "max_connections",
+        "server_secret",
+        "server_secret_env",
+        "server_secret_file",
+        "revocation_ttl",
+        *(k for k, _ in APP_FLAGS),
+    }
+)
+SESSION_KEYS = frozenset(
+    {
+        "algorithms",
+        "secret",
+        "secret_env",
+        "secret_file",
+        "public_key",
+        "public_key_env",
+        "public_key_file",
+        "leeway",
+        "issuer",
+        "audience",
+        "session_claim",
+        "expire_connections",
+    }
+)
 
 
 class Reader:
@@ -68,54 +135,24 @@ class Reader:
         return out
 
     def config(self, raw: dict[str, Any]) -> Config:
-        self.attempt(lambda: _known(raw, "", {"server", "limits", "apps", "broker"}), None)
+        self.attempt(lambda: known_keys(raw, "", ROOT_KEYS), None)
         no_table: dict[str, Any] = {}
-        server = self.attempt(lambda: _table(raw, "server", "server"), no_table)
-        self.attempt(
-            lambda: _known(
-                server,
-                "server.",
-                {
-                    "host",
-                    "port",
-                    "default_app",
-                    "allowed_origins",
-                    "trusted_proxies",
-                    "tls_cert",
-                    "tls_key",
-                    "api_host",
-                    "api_port",
-                    "admin_secret",
-                    "admin_secret_env",
-                    "admin_secret_file",
-                },
-            ),
-            None,
-        )
+        server = self.attempt(lambda: get_table(raw, "server", "server"), no_table)
+        self.attempt(lambda: known_keys(server, "server.", SERVER_KEYS), None)
         listen = self.listen(server)
         admin_secret = self.attempt(
             lambda: self.long_secret(server, "server", "admin_secret"), None
         )
-        limits = self.attempt(lambda: self.limits(_table(raw, "limits", "limits")), Limits())
-        broker = self.attempt(lambda: self.broker(_table(raw, "broker", "broker")), BrokerConfig())
+        limits = self.attempt(lambda: self.limits(get_table(raw, "limits", "limits")), Limits())
+        broker = self.attempt(
+            lambda: self.broker(get_table(raw, "broker", "broker")), BrokerConfig()
+        )
         apps = tuple(self.apps(raw.get("apps", [{"name": "default"}])))
         names = [a.name for a in apps]
         default_app = server.get("default_app", names[0] if len(names) == 1 else None)
         if default_app is not None and default_app not in names and apps:
             self.errors.append(f"server.default_app: {default_app!r} is not one of the apps")
-        no_strings: list[str] = []
-        origins = self.attempt(
-            lambda: _strings(server.get("allowed_origins", []), "server.allowed_origins"),
-            no_strings,
-        )
-        proxies = self.each(
-            self.attempt(
-                lambda: _strings(server.get("trusted_proxies", []), "server.trusted_proxies"),
-                no_strings,
-            ),
-            _network,
-            "server.trusted_proxies",
-        )
+        origins, proxies = self.origins(server)
         return Config(
             limits=limits,
             apps=apps,
@@ -127,7 +164,24 @@ class Reader:
             **listen,
         )
 
-    def apps(self, raw: Any) -> list[AppConfig]:
+    def origins(self, server: dict[str, Any]) -> tuple[list[str], list[IPNetwork]]:
+        """``server.allowed_origins`` and ``server.trusted_proxies`` (networks)."""
+        no_strings: list[str] = []
+        origins = self.attempt(
+            lambda: strings(server.get("allowed_origins", []), "server.allowed_origins"),
+            no_strings,
+        )
+        proxies = self.each(
+            self.attempt(
+                lambda: strings(server.get("trusted_proxies", []), "server.trusted_proxies"),
+                no_strings,
+            ),
+            network,
+            "server.trusted_proxies",
+        )
+        return origins, proxies
+
+    def apps(self, raw: object) -> list[AppConfig]:
         if not isinstance(raw, list) or not raw:
             self.errors.append("apps: must be a non-empty array of tables ([[apps]])")
             return []
@@ -176,13 +230,13 @@ class Reader:
 
     def limits(self, table: dict[str, Any]) -> Limits:
         fields = {a.name: a for a in attrs.fields(Limits)}
-        self.attempt(lambda: _known(table, "limits.", set(fields)), None)
+        self.attempt(lambda: known_keys(table, "limits.", set(fields)), None)
         values: dict[str, Any] = {}
         for key, value in table.items():
             if key not in fields:
                 continue
             integral = fields[key].type in ("int", int, "int | None")
-            check = _positive_int if integral else _positive_number
+            check = positive_int if integral else positive_number
             try:
                 check(value, f"limits.{key}")
             except ConfigError as exc:
@@ -194,7 +248,7 @@ class Reader:
     def broker(self, table: dict[str, Any]) -> BrokerConfig:
         """``[broker]``: kind, url (or url_env / url_file), cluster, prefix, timeouts."""
         fields = {a.name for a in attrs.fields(BrokerConfig)}
-        self.attempt(lambda: _known(table, "broker.", fields | {"url_env", "url_file"}), None)
+        self.attempt(lambda: known_keys(table, "broker.", fields | {"url_env", "url_file"}), None)
         values: dict[str, Any] = {}
         kind = table.get("kind", "memory")
         if kind not in ("memory", "redis"):
@@ -210,24 +264,14 @@ class Reader:
                 values["url"] = url
         if "cluster" in table:
             values["cluster"] = self.attempt(
-                lambda: _bool(table["cluster"], "broker.cluster"), False
+                lambda: boolean(table["cluster"], "broker.cluster"), False
             )
         prefix = table.get("prefix", "rtcore")
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             self.errors.append("broker.prefix: must be a non-empty string without { or }")
         else:
             values["prefix"] = prefix
-        for key in ("connect_timeout", "command_timeout", "presence_ttl", "presence_refresh"):
-            if key in table:
-                try:
-                    values[key] = _positive_number(table[key], f"broker.{key}")
-                except ConfigError as exc:
-                    self.errors.extend(exc.errors)
-        if "max_queued" in table:
-            try:
-                values["max_queued"] = _positive_int(table["max_queued"], "broker.max_queued")
-            except ConfigError as exc:
-                self.errors.extend(exc.errors)
+        values.update(self.broker_numbers(table))
         conf = BrokerConfig(**values)
         if conf.presence_refresh >= conf.presence_ttl:
             self.errors.append(
@@ -236,69 +280,42 @@ class Reader:
             )
         return conf
 
-    def app(self, raw: Any, where: str) -> AppConfig:
+    def broker_numbers(self, table: dict[str, Any]) -> dict[str, float]:
+        """``[broker]``'s timeouts and ``max_queued``: those given and valid."""
+        values: dict[str, float] = {}
+        for key in ("connect_timeout", "command_timeout", "presence_ttl", "presence_refresh"):
+            if key in table:
+                try:
+                    values[key] = positive_number(table[key], f"broker.{key}")
+                except ConfigError as exc:
+                    self.errors.extend(exc.errors)
+        if "max_queued" in table:
+            try:
+                values["max_queued"] = positive_int(table["max_queued"], "broker.max_queued")
+            except ConfigError as exc:
+                self.errors.extend(exc.errors)
+        return values
+
+    def app(self, raw: object, where: str) -> AppConfig:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
         get = self.attempt
-        get(
-            lambda: _known(
-                raw,
-                f"{where}.",
-                {
-                    "name",
-                    "enabled",
-                    "api_keys",
-                    "api_key_required",
-                    "session_required",
-                    "session",
-                    "allow_client_join",
-                    "allow_client_send",
-                    "allow_client_broadcast",
-                    "channels",
-                    "rate_limits",
-                    "refusals_before_disconnect",
-                    "max_connections",
-                    "server_secret",
-                    "server_secret_env",
-                    "server_secret_file",
-                    "end_sessions_on_password_change",
-                    "profile_updates_member",
-                    "revocation_ttl",
-                },
-            ),
-            None,
-        )
+        get(lambda: known_keys(raw, f"{where}.", APP_KEYS), None)
         name = raw.get("name")
         if not isinstance(name, str) or not APP_NAME.fullmatch(name):
             self.errors.append(f"{where}.name: must be 1-64 characters of A-Z a-z 0-9 _ . -")
             name = where
         flags = {
-            k: get(functools.partial(_bool, raw.get(k, d), f"{where}.{k}"), d)
-            for k, d in (
-                ("enabled", True),
-                ("allow_client_join", True),
-                ("allow_client_send", True),
-                ("allow_client_broadcast", True),
-                ("session_required", False),
-                ("end_sessions_on_password_change", False),
-                ("profile_updates_member", False),
-            )
+            k: get(functools.partial(boolean, raw.get(k, d), f"{where}.{k}"), d)
+            for k, d in APP_FLAGS
         }
-        known_errors = len(self.errors)
-        keys = self.list_of(raw, "api_keys", self.api_key, where)
-        keys_broken = len(self.errors) > known_errors
-        required = get(
-            lambda: _bool(raw.get("api_key_required", bool(keys)), f"{where}.api_key_required"),
-            False,
-        )
-        if required and not keys and not keys_broken:
-            self.errors.append(f"{where}.api_key_required: true, but {where}.api_keys is empty")
+        keys, required = self.app_keys(raw, where)
         session = None
         if "session" in raw:
             session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
         elif flags["session_required"]:
             self.errors.append(f"{where}.session_required: true, but there is no {where}.session")
-        limits = self.list_of(raw, "rate_limits", self.rule, where)
+        limits = self.list_of(raw, "rate_limits", rate_rule, where)
         if len({r.name for r in limits}) != len(limits):
             self.errors.append(f"{where}.rate_limits: limiter names must be unique")
         return AppConfig(
@@ -306,23 +323,36 @@ class Reader:
             api_keys=tuple(keys),
             api_key_required=required,
             session=session,
-            channels=tuple(self.list_of(raw, "channels", self.channel_rule, where)),
+            channels=tuple(self.list_of(raw, "channels", channel_rule, where)),
             rate_limits=tuple(limits),
             refusals_before_disconnect=self.number(
-                raw, "refusals_before_disconnect", 100, _positive_int, where
+                raw, "refusals_before_disconnect", 100, positive_int, where
             ),
-            max_connections=self.number(raw, "max_connections", 100_000, _positive_int, where),
+            max_connections=self.number(raw, "max_connections", 100_000, positive_int, where),
             server_secret=get(lambda: self.server_secret(raw, where), None),
-            revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, _positive_number, where),
+            revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, positive_number, where),
             **flags,
         )
+
+    def app_keys(self, raw: dict[str, Any], where: str) -> tuple[list[ApiKey], bool]:
+        """An app's ``api_keys``, and whether it requires one."""
+        known_errors = len(self.errors)
+        keys = self.list_of(raw, "api_keys", self.api_key, where)
+        keys_broken = len(self.errors) > known_errors
+        required = self.attempt(
+            lambda: boolean(raw.get("api_key_required", bool(keys)), f"{where}.api_key_required"),
+            False,
+        )
+        if required and not keys and not keys_broken:
+            self.errors.append(f"{where}.api_key_required: true, but {where}.api_keys is empty")
+        return keys, required
 
     def list_of(
         self, raw: dict[str, Any], key: str, read: Callable[[Any, str], T], where: str
     ) -> list[T]:
         """The array of tables ``raw[key]``, each read by ``read``."""
         no_items: list[Any] = []
-        items = self.attempt(lambda: _array(raw.get(key, []), f"{where}.{key}"), no_items)
+        items = self.attempt(lambda: get_array(raw.get(key, []), f"{where}.{key}"), no_items)
         return self.each(items, read, f"{where}.{key}")
 
     def number(
@@ -369,10 +399,10 @@ class Reader:
             raise ConfigError(f"{where}.{name}: must be at least 32 characters")
         return secret
 
-    def api_key(self, raw: Any, where: str) -> ApiKey:
+    def api_key(self, raw: object, where: str) -> ApiKey:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table with key (or key_env) and expires")
-        _known(raw, f"{where}.", {"key", "key_env", "key_file", "expires", "name"})
+        known_keys(raw, f"{where}.", {"key", "key_env", "key_file", "expires", "name"})
         key = self.secret(raw, where, "key")
         if key is None:
             raise ConfigError(f"{where}: needs key, key_env or key_file")
@@ -389,28 +419,11 @@ class Reader:
             raise ConfigError(f"{where}.name: must be a string")
         return ApiKey(key=key, expires=expires, name=label)
 
-    def session(self, raw: Any, where: str) -> SessionSettings:
+    def session(self, raw: object, where: str) -> SessionSettings:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(
-            raw,
-            f"{where}.",
-            {
-                "algorithms",
-                "secret",
-                "secret_env",
-                "secret_file",
-                "public_key",
-                "public_key_env",
-                "public_key_file",
-                "leeway",
-                "issuer",
-                "audience",
-                "session_claim",
-                "expire_connections",
-            },
-        )
-        algorithms = _strings(raw.get("algorithms", ["HS256"]), f"{where}.algorithms")
+        known_keys(raw, f"{where}.", SESSION_KEYS)
+        algorithms = strings(raw.get("algorithms", ["HS256"]), f"{where}.algorithms")
         if not algorithms or any(a not in ALGORITHMS for a in algorithms):
             raise ConfigError(f"{where}.algorithms: must be some of {', '.join(ALGORITHMS)}")
         families = {a[:2] for a in algorithms}
@@ -419,21 +432,7 @@ class Reader:
                 f"{where}.algorithms: do not mix HS* with RS*/ES* "
                 "(a public key must never be usable as an HMAC secret)"
             )
-        if "HS" in families:
-            key = self.secret(raw, where, "secret")
-            if key is None:
-                raise ConfigError(
-                    f"{where}: HS* algorithms need secret (or secret_env, secret_file)"
-                )
-            if len(key) < 32:
-                raise ConfigError(f"{where}.secret: must be at least 32 characters")
-        else:
-            key = self.secret(raw, where, "public_key")
-            if key is None or "BEGIN PUBLIC KEY" not in key:
-                raise ConfigError(
-                    f"{where}: RS*/ES* algorithms need public_key (PEM), "
-                    "public_key_env or public_key_file"
-                )
+        key = self.session_key(raw, where, hmac="HS" in families)
         leeway = raw.get("leeway", 30)
         if type(leeway) not in (int, float) or not 0 <= leeway < math.inf:
             raise ConfigError(f"{where}.leeway: must be a number of seconds >= 0")
@@ -447,133 +446,26 @@ class Reader:
             issuer=raw.get("issuer"),
             audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),
-            expire_connections=_bool(
+            expire_connections=boolean(
                 raw.get("expire_connections", False), f"{where}.expire_connections"
             ),
         )
 
-    def channel_rule(self, raw: Any, where: str) -> ChannelRule:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: must be a table")
-        _known(raw, f"{where}.", set(CHANNEL_RULE_KEYS))
-        pattern = raw.get("pattern")
-        if not isinstance(pattern, str) or not pattern:
-            raise ConfigError(f'{where}.pattern: must be a glob such as "public-*"')
-        for k in ("join", "send", "presence", "history"):
-            if raw.get(k, "anyone") not in POLICIES:
-                raise ConfigError(f"{where}.{k}: must be one of {', '.join(POLICIES)}")
-        size = raw.get("history_size", 0)
-        if type(size) is not int or not 0 <= size <= MAX_HISTORY_SIZE:
+    def session_key(self, raw: dict[str, Any], where: str, *, hmac: bool) -> str:
+        """The HMAC secret (HS*) or the PEM public key (RS*/ES*) that verifies tokens."""
+        if hmac:
+            key = self.secret(raw, where, "secret")
+            if key is None:
+                raise ConfigError(
+                    f"{where}: HS* algorithms need secret (or secret_env, secret_file)"
+                )
+            if len(key) < 32:
+                raise ConfigError(f"{where}.secret: must be at least 32 characters")
+            return key
+        key = self.secret(raw, where, "public_key")
+        if key is None or "BEGIN PUBLIC KEY" not in key:
             raise ConfigError(
-                f"{where}.history_size: must be an integer from 0 (no history) "
-                f"to {MAX_HISTORY_SIZE}"
+                f"{where}: RS*/ES* algorithms need public_key (PEM), "
+                "public_key_env or public_key_file"
             )
-        ttl = raw.get("history_ttl", 300.0)
-        if "history_ttl" in raw:
-            _positive_number(ttl, f"{where}.history_ttl")
-            if size == 0:
-                raise ConfigError(f"{where}.history_ttl: set, but history_size is 0 (no history)")
-        return ChannelRule(
-            pattern,
-            raw.get("join", "anyone"),
-            raw.get("send", "anyone"),
-            raw.get("presence"),
-            _bool(raw.get("presence_events", True), f"{where}.presence_events"),
-            size,
-            float(ttl),
-            raw.get("history"),
-        )
-
-    def rule(self, raw: Any, where: str) -> Rule:
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: must be a table")
-        _known(
-            raw,
-            f"{where}.",
-            {"name", "rate", "per_seconds", "burst", "error_message", "scope", "operations"},
-        )
-        name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"{where}.name: must be a non-empty string")
-        rate = _positive_number(raw.get("rate"), f"{where}.rate")
-        per = _positive_number(raw.get("per_seconds", 1), f"{where}.per_seconds")
-        burst = raw.get("burst")
-        if burst is not None:
-            _positive_number(burst, f"{where}.burst")
-            if burst < 1:
-                raise ConfigError(f"{where}.burst: must be at least 1")
-        elif rate < 1:
-            raise ConfigError(f"{where}.burst: needed when rate < 1 (the bucket must hold a token)")
-        message = raw.get("error_message", "rate limit exceeded")
-        if not isinstance(message, str):
-            raise ConfigError(f"{where}.error_message: must be a string")
-        scope = raw.get("scope", "client")
-        if scope not in ("client", "connection"):
-            raise ConfigError(f"{where}.scope: must be client or connection")
-        ops = _strings(raw.get("operations", sorted(OPERATIONS)), f"{where}.operations")
-        if not ops or not set(ops) <= OPERATIONS:
-            raise ConfigError(
-                f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}"
-            )
-        return Rule(
-            name,
-            float(rate),
-            float(per),
-            None if burst is None else float(burst),
-            message,
-            scope,
-            frozenset(ops),
-        )
-
-
-def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = raw.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: must be a table")
-    return value
-
-
-def _array(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{where}: must be an array")
-    return value
-
-
-def _strings(value: Any, where: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: must be an array of strings")
-    return value
-
-
-def _known(table: dict[str, Any], prefix: str, known: set[str]) -> None:
-    unknown = [key for key in table if key not in known]
-    if unknown:
-        listed = ", ".join(sorted(known))
-        raise ConfigError(*(f"{prefix}{key}: unknown key (known: {listed})" for key in unknown))
-
-
-def _network(value: str, where: str) -> Any:
-    try:
-        return ipaddress.ip_network(value)
-    except ValueError:
-        raise ConfigError(
-            f"{where.rsplit('[', 1)[0]}: {value!r} is not an address or network (CIDR)"
-        ) from None
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: must be true or false")
-    return value
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if type(value) is not int or value <= 0:
-        raise ConfigError(f"{where}: must be a positive integer")
-    return value
-
-
-def _positive_number(value: Any, where: str) -> float:
-    if type(value) not in (int, float) or not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"{where}: must be a positive number")
-    return float(value)
+        return key

@@ -72,7 +72,7 @@ class UserEventOutcome:
     closing: list[Member]
 
 
-def framed(frame: Any) -> bytes:
+def framed(frame: f.ServerFrame) -> bytes:
     """A server frame encoded and WebSocket-framed, ready for any number of outboxes."""
     return wsframe.binary_frame(codec.encode(frame))
 
@@ -252,25 +252,34 @@ class App:
         # A channel with history: the broker's store gives the message its offset and epoch
         # and frames it, once (rtcore.core.history). Other messages pay one bool test.
         retention = self.retention(channel) if self._history and channel is not None else None
-        if retention is not None and self.broker.shared:
-            assert channel is not None  # the cluster gives the position (msgs carry it)
-            count, sequenced = self.broker.publish_history(
-                self.name, channel, frame, retention, skip_id
-            )
-            self.statistics.messages += 1  # its deliveries: deliver_published, on each node
-            return Delivery(mid, ts, count, None, sequenced)
         if retention is None:
             payload, position = framed(frame), None
         else:
             assert channel is not None
-            entry = self.broker.history.publish(self.name, channel, frame, retention, wall)
-            payload, position = entry.data, Position(entry.msg.epoch or "", entry.offset)
+            stored = self._store(channel, frame, retention, skip_id, wall)
+            if isinstance(stored, Delivery):
+                return stored
+            payload, position = stored
         count = self._publish(target, channel, payload, skip)
         stats = self.statistics  # per publication, never per recipient
         stats.messages += 1
         if not self.broker.shared:  # (a shared broker's are counted as they are delivered)
             stats.message_deliveries += count
         return Delivery(mid, ts, count, position)
+
+    def _store(
+        self, channel: str, frame: f.Msg, retention: Retention, skip_id: str | None, wall: float
+    ) -> tuple[bytes, Position] | Delivery:
+        """A message of a channel with history, stored: its framed bytes and position; with a
+        shared broker, the cluster stores and delivers it (the position comes later)."""
+        if self.broker.shared:
+            count, sequenced = self.broker.publish_history(
+                self.name, channel, frame, retention, skip_id
+            )
+            self.statistics.messages += 1  # its deliveries: deliver_published, on each node
+            return Delivery(frame.mid, frame.ts, count, None, sequenced)
+        entry = self.broker.history.publish(self.name, channel, frame, retention, wall)
+        return entry.data, Position(entry.msg.epoch or "", entry.offset)
 
     # -- history --------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ clients can talk to older servers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Container, Mapping
+from typing import Any, TypeVar
 
 import attrs
 import msgpack
@@ -22,35 +22,35 @@ MAX_REQUEST_ID = 2**53 - 1
 """Request ids are unsigned integers that a JavaScript number can hold exactly."""
 
 
-def _is_uint(v: Any) -> bool:
+def _is_uint(v: object) -> bool:
     return type(v) is int and 0 <= v <= MAX_REQUEST_ID
 
 
-def _is_str(v: Any) -> bool:
+def _is_str(v: object) -> bool:
     return type(v) is str
 
 
-def _is_bool(v: Any) -> bool:
+def _is_bool(v: object) -> bool:
     return type(v) is bool
 
 
-def _is_any(v: Any) -> bool:
+def _is_any(v: object) -> bool:
     return True
 
 
-def _is_map(v: Any) -> bool:
+def _is_map(v: object) -> bool:
     return type(v) is dict
 
 
-def _is_strs(v: Any) -> bool:
+def _is_strs(v: object) -> bool:
     return type(v) is list and all(type(x) is str for x in v)
 
 
-def _is_maps(v: Any) -> bool:
+def _is_maps(v: object) -> bool:
     return type(v) is list and all(type(x) is dict for x in v)
 
 
-_KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+_KINDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "uint": (_is_uint, "an unsigned integer below 2**53"),
     "str": (_is_str, "a string"),
     "bool": (_is_bool, "a boolean"),
@@ -71,16 +71,36 @@ class _Field:
     """A nil on the wire is accepted (and encoded when the value is None)."""
 
 
-def _spec(*fields: tuple[Any, ...]) -> tuple[_Field, ...]:
+_FieldSpec = tuple[str, str, str] | tuple[str, str, str, bool] | tuple[str, str, str, bool, bool]
+"""``(wire key, attribute, kind[, required[, nullable]])``: the arguments of a :class:`_Field`."""
+
+
+def _spec(*fields: _FieldSpec) -> tuple[_Field, ...]:
     return tuple(_Field(*fld) for fld in fields)
 
 
-_ID = ("id", "id", "uint")
-_CH = ("ch", "channel", "str")
-_ECHO = ("echo", "echo", "bool", False)
+_ID: _FieldSpec = ("id", "id", "uint")
+_CH: _FieldSpec = ("ch", "channel", "str")
+_ECHO: _FieldSpec = ("echo", "echo", "bool", False)
 
-# type -> (class, fields). Optional fields default to the class default when absent.
-_SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
+F = TypeVar("F", f.ClientFrame, f.ServerFrame, f.Frame, f.Msg)
+_Specs = Mapping[str, tuple[type[F], tuple[_Field, ...]]]
+"""Frame ``t`` -> (class, fields). Optional fields default to the class default when absent."""
+
+_MSG_FIELDS = _spec(
+    ("ch", "channel", "str", True, True),
+    ("ev", "event", "str"),
+    ("data", "data", "any"),
+    ("from", "sender", "str", True, True),
+    ("ts", "ts", "uint"),
+    ("mid", "mid", "str"),
+    ("offset", "offset", "uint", False),
+    ("epoch", "epoch", "str", False),
+)
+_MSG_SPECS: dict[str, tuple[type[f.Msg], tuple[_Field, ...]]] = {"msg": (f.Msg, _MSG_FIELDS)}
+"""A message alone: as history stores and replays it."""
+
+_CLIENT_SPECS: dict[str, tuple[type[f.ClientFrame], tuple[_Field, ...]]] = {
     "hello": (
         f.Hello,
         _spec(
@@ -119,7 +139,8 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
         f.Broadcast,
         _spec(_ID, ("ev", "event", "str"), ("data", "data", "any", False), _ECHO),
     ),
-    # server -> client
+}
+_SERVER_SPECS: dict[str, tuple[type[f.ServerFrame], tuple[_Field, ...]]] = {
     "welcome": (
         f.Welcome,
         _spec(
@@ -143,19 +164,7 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
             ("retry_after", "retry_after", "uint", False),
         ),
     ),
-    "msg": (
-        f.Msg,
-        _spec(
-            ("ch", "channel", "str", True, True),
-            ("ev", "event", "str"),
-            ("data", "data", "any"),
-            ("from", "sender", "str", True, True),
-            ("ts", "ts", "uint"),
-            ("mid", "mid", "str"),
-            ("offset", "offset", "uint", False),
-            ("epoch", "epoch", "str", False),
-        ),
-    ),
+    "msg": (f.Msg, _MSG_FIELDS),
     "presence": (
         f.PresenceDiff,
         _spec(
@@ -176,7 +185,7 @@ _SPECS: dict[str, tuple[type, tuple[_Field, ...]]] = {
     ),
 }
 for _kind in f.MemberEvent.TYPES:
-    _SPECS[_kind] = (
+    _SERVER_SPECS[_kind] = (
         f.MemberEvent,
         _spec(
             _CH,
@@ -186,10 +195,10 @@ for _kind in f.MemberEvent.TYPES:
         ),
     )
 
-CLIENT_TYPES = frozenset(
-    {"hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh", "history"}
-)
-SERVER_TYPES = frozenset(_SPECS) - CLIENT_TYPES
+_SPECS: dict[str, tuple[type[f.Frame], tuple[_Field, ...]]] = {**_CLIENT_SPECS, **_SERVER_SPECS}
+
+CLIENT_TYPES = frozenset(_CLIENT_SPECS)
+SERVER_TYPES = frozenset(_SERVER_SPECS)
 _WIRE_TYPE: dict[type, str] = {cls: t for t, (cls, _) in _SPECS.items() if cls is not f.MemberEvent}
 
 
@@ -209,7 +218,7 @@ def unpack(data: bytes) -> Any:
         ) from exc
 
 
-def pack(value: Any) -> bytes:
+def pack(value: object) -> bytes:
     """Encode one value; a value msgpack cannot encode is a bug of the caller."""
     try:
         return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
@@ -217,19 +226,46 @@ def pack(value: Any) -> bytes:
         raise LocalProtocolError(f"cannot encode {type(value).__name__}: {exc}") from exc
 
 
-def decode(data: bytes, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
-    """Decode one frame whose type is in ``allowed``.
+def decode_client_frame(data: bytes) -> f.ClientFrame:
+    """Decode one frame a client sent (the server's side).
 
     Raises:
         RemoteProtocolError: with ``close_code`` set when the bytes are not a msgpack map with
             a string ``t``; without it (an ``err`` reply) for an unknown type or a bad field.
     """
-    return from_map(unpack(data), allowed=allowed)
+    return _from_map(unpack(data), _CLIENT_SPECS, _CLIENT_SPECS)
 
 
-def from_map(obj: Any, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
+def decode_server_frame(data: bytes) -> f.ServerFrame:
+    """Decode one frame the server sent (the client's side); raises like
+    :func:`decode_client_frame`."""
+    return _from_map(unpack(data), _SERVER_SPECS, _SERVER_SPECS)
+
+
+def decode_msg(data: bytes) -> f.Msg:
+    """Decode one ``msg`` frame (a message history stored); any other type is refused like
+    an unknown one."""
+    return _from_map(unpack(data), _MSG_SPECS, _MSG_SPECS)
+
+
+def msg_from_map(obj: object) -> f.Msg:
+    """The ``msg`` frame of one decoded msgpack value (an entry of a history reply)."""
+    return _from_map(obj, _MSG_SPECS, _MSG_SPECS)
+
+
+def decode(data: bytes, *, allowed: frozenset[str] = CLIENT_TYPES) -> f.Frame:
+    """Decode one frame whose type is in ``allowed``; raises like :func:`decode_client_frame`
+    (which, with :func:`decode_server_frame`, gives the narrower type)."""
+    return _from_map(unpack(data), _SPECS, allowed)
+
+
+def from_map(obj: object, *, allowed: frozenset[str] = CLIENT_TYPES) -> f.Frame:
     """The frame of one decoded msgpack value (say, a ``msg`` map inside a history reply);
     raises like :func:`decode`."""
+    return _from_map(obj, _SPECS, allowed)
+
+
+def _from_map(obj: object, specs: _Specs[F], allowed: Container[str]) -> F:
     if type(obj) is not dict:
         raise RemoteProtocolError(
             "a frame must be a msgpack map", close_code=CloseCode.PROTOCOL_ERROR
@@ -248,8 +284,8 @@ def from_map(obj: Any, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
             request_id=request_id,
             frame_type=t,
         )
-    cls, fields = _SPECS[t]
-    kwargs: dict[str, Any] = {}
+    cls, fields = specs[t]
+    kwargs: dict[str, Any] = {}  # each value checked against its field's kind
     for fld in fields:
         if fld.wire not in obj:
             if fld.required:
@@ -269,7 +305,7 @@ def from_map(obj: Any, *, allowed: frozenset[str] = CLIENT_TYPES) -> Any:
     return cls(**kwargs)
 
 
-def to_wire(frame: Any) -> dict[str, Any]:
+def to_wire(frame: f.Frame) -> dict[str, Any]:
     """The msgpack map of a frame object; optional fields left at None (or, for arrays of
     strings, empty) are omitted."""
     if isinstance(frame, f.MemberEvent):
@@ -288,6 +324,6 @@ def to_wire(frame: Any) -> dict[str, Any]:
     return out
 
 
-def encode(frame: Any) -> bytes:
+def encode(frame: f.Frame) -> bytes:
     """Encode a frame object to msgpack bytes."""
     return pack(to_wire(frame))

@@ -230,3 +230,4 @@ class UserEvent:
 
 
 ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent
+Frame = ClientFrame | ServerFrame

@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from rtcore.protocol.codes import ErrorCode
@@ -58,7 +59,7 @@ def is_text(s: str) -> bool:
     return True
 
 
-def check(value: Any, field: str) -> None:
+def check(value: object, field: str) -> None:
     """Accept ``value`` as the definition above says, or refuse it.
 
     Args:
@@ -91,7 +92,7 @@ def _check_container(depth: int, path: _Path) -> None:
         raise _refuse(path, f"arrays and maps may nest at most {MAX_DEPTH} levels deep")
 
 
-def _scalar_rule(item: Any) -> str | None:
+def _scalar_rule(item: object) -> str | None:
     """None if ``item`` is an accepted scalar, else the rule it breaks."""
     if item is None or isinstance(item, bool | bytes | bytearray):
         return None
@@ -119,7 +120,7 @@ def _check_key(mapping: dict[Any, Any], key: Any, path: _Path) -> None:
         raise _refuse(path, f"map keys must be strings or integers, not {_kind(key)}")
 
 
-def _kind(item: Any) -> str:
+def _kind(item: object) -> str:
     name = type(item).__name__
     if name == "ExtType":  # msgpack.ExtType: not imported here (codec is the msgpack importer)
         return f"msgpack ext type {getattr(item, 'code', '?')}"
@@ -156,7 +157,7 @@ def _format(path: _Path) -> str:
     return f"{head}...{tail}"
 
 
-def find_key(value: Any, field: str, match: Any) -> str | None:
+def find_key(value: object, field: str, match: Callable[[object], bool]) -> str | None:
     """The path of the first map key for which ``match(key)`` is true, or None.
 
     For a value :func:`check` accepted (so at most MAX_DEPTH deep); iterative, linear.
@@ -177,14 +178,14 @@ def find_key(value: Any, field: str, match: Any) -> str | None:
 # -- JSON ---------------------------------------------------------------------------------------
 
 
-def json_default(item: Any) -> Any:
+def json_default(item: object) -> str:
     """The JSON form of what JSON lacks: binary becomes its base64 string (RFC 4648, padded)."""
     if isinstance(item, bytes | bytearray):
         return base64.b64encode(item).decode("ascii")
     raise TypeError(f"{type(item).__name__} has no JSON form")
 
 
-def dumps_json(obj: Any) -> bytes:
+def dumps_json(obj: object) -> bytes:
     """Encode an object holding accepted values as JSON (ASCII; integer keys as strings).
 
     Raises:

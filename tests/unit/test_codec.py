@@ -67,6 +67,27 @@ def test_every_frame_round_trips(frame: object) -> None:
     assert codec.decode(codec.encode(frame), allowed=ALL_TYPES) == frame
 
 
+@given(frames)
+def test_each_side_decodes_only_the_other_sides_frames(frame: f.Frame) -> None:
+    data = codec.encode(frame)
+    client_side = isinstance(frame, f.Hello | f.Join | f.Leave | f.GetMembers | f.UpdateProfile)
+    client_side = client_side or isinstance(frame, f.Send | f.Broadcast | f.Refresh | f.History)
+    ours, theirs = (
+        (codec.decode_client_frame, codec.decode_server_frame)
+        if client_side
+        else (codec.decode_server_frame, codec.decode_client_frame)
+    )
+    assert ours(data) == frame
+    with pytest.raises(RemoteProtocolError) as info:
+        theirs(data)
+    assert info.value.code == ErrorCode.UNKNOWN_TYPE
+    if isinstance(frame, f.Msg):
+        assert codec.decode_msg(data) == frame == codec.msg_from_map(codec.to_wire(frame))
+    else:
+        with pytest.raises(RemoteProtocolError, match="unknown frame type"):
+            codec.decode_msg(data)
+
+
 @given(st.binary(max_size=200))
 def test_decoding_any_bytes_gives_a_frame_or_a_protocol_error(data: bytes) -> None:
     try:

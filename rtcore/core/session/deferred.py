@@ -30,6 +30,6 @@ class Deferred:
     (a shared rate limit: the request is then handled, or refused)."""
 
 
-def unused_then(value: Any, now: float, wall: float) -> dict[str, Any]:
+def unused_then(value: object, now: float, wall: float) -> dict[str, Any]:
     """The ``then`` of a :class:`Deferred` that has its own ``resume``."""
     raise LocalProtocolError("a deferred request with its own resume has no then")

@@ -1,11 +1,12 @@
 """A session's history requests (sans-IO): joins of channels with history, with or without
-``recover``, and ``history`` pages (protocol.md §4.4.1, §4.11, §5.5). Functions of
-:class:`rtcore.core.session.session.Session`, kept apart so that the session module stays readable.
+``recover``, and ``history`` pages (protocol.md §4.4.1, §4.11, §5.5). Request handlers
+like those of :mod:`rtcore.core.session.requests`, on the session's narrow
+:class:`~rtcore.core.session.context.Context`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rtcore.core.history import (
     Entry,
@@ -17,6 +18,7 @@ from rtcore.core.history import (
     page,
     parse_position,
 )
+from rtcore.core.session.context import Context, Result, check_permitted, permits, wants_echo
 from rtcore.core.session.deferred import Deferred, unused_then
 from rtcore.protocol import ErrorCode, RemoteProtocolError
 from rtcore.protocol import frames as f
@@ -24,14 +26,13 @@ from rtcore.protocol.names import check_channel
 from rtcore.protocol.position import Position
 
 if TYPE_CHECKING:
-    from rtcore.core.session.session import Session
     from rtcore.protocol.close import Close
 
 DEFAULT_HISTORY_PAGE = 100
 
 
 def join_shared(
-    session: Session, frame: f.Join, recover: Position | None, retention: Retention
+    session: Context, frame: f.Join, recover: Position | None, retention: Retention
 ) -> Deferred:
     """A history channel's join with a shared broker: the broker subscribes and reads the
     stream (after ``recover``, or only its top), holding what arrives live meanwhile;
@@ -40,15 +41,17 @@ def join_shared(
     presence too, as every join with a shared broker does."""
     assert session.app is not None and session.member is not None
     app, member, channel, conn = session.app, session.member, frame.channel, session.conn_id
-    broker, echo = app.broker, session._echo(frame.echo)
-    may = recover is not None and session._may(app.settings.history_policy(channel))
-    limit = session._limits.max_recovery + 1 if may else 0
+    broker, echo = app.broker, wants_echo(session, frame.echo)
+    may = recover is not None and permits(session, app.settings.history_policy(channel))
+    limit = session.limits.max_recovery + 1 if may else 0
     since = recover if may else None
 
-    def joined(value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+    def joined(
+        value: tuple[Slice, list[Entry]], failure: str | None, now: float, wall: float
+    ) -> Close | None:
         if failure is not None:
             broker.release(app.name, channel)
-            return session._error(frame.id, ErrorCode.BROKER_UNAVAILABLE, failure)
+            return session.error(frame.id, ErrorCode.BROKER_UNAVAILABLE, failure)
         found, held = value
         app.join(member, channel, echo)  # from here on, live messages reach it
         result = {"joined": True, **replay(session, channel, recover, may, found, held)}
@@ -67,13 +70,13 @@ def join_shared(
 
 
 def replay(
-    session: Session,
+    session: Context,
     channel: str,
     recover: Position | None,
     may: bool,
     found: Slice,
     held: list[Entry],
-) -> dict[str, Any]:
+) -> Result:
     """Queue what a history join read (when recovered) and the live messages held after
     it; the join reply's position and recovery fields."""
     top = found.top
@@ -82,12 +85,12 @@ def replay(
         if entry.msg.epoch == top.epoch and entry.offset == top.offset + len(after) + 1:
             after.append(entry)
     position = Position(top.epoch, top.offset + len(after))
-    result: dict[str, Any] = {**position.to_wire()}
+    result: Result = {**position.to_wire()}
     if recover is not None:
-        budget = session._limits.outbound_buffer_bytes // 2
+        budget = session.limits.outbound_buffer_bytes // 2
         if may:
             whole = Slice(position, found.first, found.entries + after)
-            outcome = decide_recovery(recover, whole, session._limits.max_recovery, budget)
+            outcome = decide_recovery(recover, whole, session.limits.max_recovery, budget)
         else:
             outcome = Recovery(False, "forbidden", position)
         result["recovered"] = outcome.recovered
@@ -96,15 +99,15 @@ def replay(
         if outcome.recovered:
             after = []  # the replay includes them
         for entry in outcome.entries:
-            session._queue(entry.data)
+            session.queue(entry.data)
     for entry in after:
-        session._queue(entry.data)
+        session.queue(entry.data)
     return result
 
 
 def position(
-    session: Session, channel: str, joined: bool, recover: Position | None, wall: float
-) -> dict[str, Any]:
+    session: Context, channel: str, joined: bool, recover: Position | None, wall: float
+) -> Result:
     """A history channel's join: its top, and with ``recover``, the recovery's outcome;
     the missed messages are queued now, before the ok and before any later message
     (nothing runs between the join and this: protocol.md §4.4.1)."""
@@ -113,59 +116,53 @@ def position(
         return {"recovered": False, "reason": "history_off"}
     if recover is None:
         return session.app.history(channel, None, 0, True, wall).top.to_wire()
-    budget = session._limits.outbound_buffer_bytes // 2
-    if joined and session._may(session.app.settings.history_policy(channel)):
-        outcome = session.app.recover(channel, recover, session._limits.max_recovery, budget, wall)
+    budget = session.limits.outbound_buffer_bytes // 2
+    if joined and permits(session, session.app.settings.history_policy(channel)):
+        outcome = session.app.recover(channel, recover, session.limits.max_recovery, budget, wall)
     else:
         top = session.app.history(channel, None, 0, True, wall).top
         outcome = Recovery(False, "forbidden" if joined else "already_joined", top)
     for entry in outcome.entries:
-        session._queue(entry.data)
-    result: dict[str, Any] = {**outcome.top.to_wire(), "recovered": outcome.recovered}
+        session.queue(entry.data)
+    result: Result = {**outcome.top.to_wire(), "recovered": outcome.recovered}
     if outcome.reason is not None:
         result["reason"] = outcome.reason
     return result
 
 
-def history(
-    session: Session, frame: f.History, now: float, wall: float
-) -> dict[str, Any] | Deferred:
-    assert session.app is not None
+def history(session: Context, frame: f.History, now: float, wall: float) -> Result | Deferred:
+    """A page of a channel's history (protocol.md §4.11); with a shared broker, the
+    cluster's (deferred)."""
+    app = session.app
+    assert app is not None
     check_channel(frame.channel)
-    if session.app.retention(frame.channel) is None:
+    retention = app.retention(frame.channel)
+    if retention is None:
         raise RemoteProtocolError(
             f"channel {frame.channel!r} keeps no history", code=ErrorCode.HISTORY_UNAVAILABLE
         )
-    session._allowed(
-        session.app.settings.history_policy(frame.channel),
-        f"reading the history of {frame.channel!r}",
-    )
+    policy = app.settings.history_policy(frame.channel)
+    check_permitted(session, policy, f"reading the history of {frame.channel!r}")
     limit = DEFAULT_HISTORY_PAGE if frame.limit is None else frame.limit
-    if not 1 <= limit <= session._limits.max_history_page:
+    if not 1 <= limit <= session.limits.max_history_page:
         raise RemoteProtocolError(
-            f"history: 'limit' must be from 1 to {session._limits.max_history_page}",
+            f"history: 'limit' must be from 1 to {session.limits.max_history_page}",
             code=ErrorCode.BAD_REQUEST,
         )
     since = None if frame.since is None else parse_position(frame.since, "since")
     reverse = bool(frame.reverse)
-    budget = session._limits.outbound_buffer_bytes // 2
-    app = session.app
+    budget = session.limits.outbound_buffer_bytes // 2
+
+    def paged(found: Slice, now: float, wall: float) -> Result:
+        if since is not None:
+            check_since(since, found, reverse)
+        return page(found, limit, budget)
+
     if app.broker.shared:
-        retention = app.retention(frame.channel)
-        assert retention is not None
         broker, channel = app.broker, frame.channel
-
-        def paged(found: Slice, now: float, wall: float) -> dict[str, Any]:
-            if since is not None:
-                check_since(since, found, reverse)
-            return page(found, limit, budget)
-
         return Deferred(
             frame.id,
             lambda: broker.read_history(app.name, channel, since, limit + 1, reverse, retention),
             paged,
         )
-    found = app.history(frame.channel, since, limit + 1, reverse, wall)
-    if since is not None:
-        check_since(since, found, reverse)
-    return page(found, limit, budget)
+    return paged(app.history(frame.channel, since, limit + 1, reverse, wall), now, wall)

@@ -24,6 +24,11 @@ records a :class:`Deferred` in ``deferred`` instead of replying. The server awai
 command_timeout``, and hands the outcome to :meth:`Session.resume`, which replies. The
 server reads no further frame from the connection meanwhile, so replies stay in request
 order.
+
+The rooms: this module is the state machine (hello, admission, rate limits, replies within
+the outbound budget); the hello's checks are in :mod:`.hello`, each request's handler in
+:mod:`.requests` (history's in :mod:`.history`), dispatched by frame class through
+``_HANDLERS``; handlers see the session through the narrow :class:`.context.Context`.
 """
 
 from __future__ import annotations
@@ -35,22 +40,19 @@ from typing import Any
 from rtcore import observe
 from rtcore.config.model import Config
 from rtcore.core.app import App, framed
-from rtcore.core.auth import CredentialError, Principal, check_api_key, verify_session
-from rtcore.core.history import parse_position
+from rtcore.core.auth import Principal
 from rtcore.core.limits.limiter import Refusal
 from rtcore.core.members import Member
 from rtcore.core.outbox import Outbox, Pending
 from rtcore.core.session import history as session_history
+from rtcore.core.session import requests
+from rtcore.core.session.context import Result
 from rtcore.core.session.deferred import Deferred, unused_then
+from rtcore.core.session.hello import admit, check_hello, open_to
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
 from rtcore.protocol.close import Close
 from rtcore.protocol.errors import LocalProtocolError
-from rtcore.protocol.names import check_channel, check_event, refuse
-from rtcore.protocol.position import Position
-from rtcore.protocol.values import check as check_value
-
-DEFAULT_MEMBERS_PAGE = 100
 
 
 class Session:
@@ -73,7 +75,7 @@ class Session:
         "remote",
         "_apps",
         "_config",
-        "_limits",
+        "limits",
         "_pending",
         "_key",
         "_refusals",
@@ -88,7 +90,7 @@ class Session:
         apps: Mapping[str, App],
         config: Config,
         pending: Pending,
-        owner: Any = None,
+        owner: object = None,
         remote: str = "?",
     ) -> None:
         self.conn_id = conn_id
@@ -101,7 +103,7 @@ class Session:
         """The peer's IP address: the rate-limit key of anonymous clients."""
         self._apps = apps
         self._config = config
-        self._limits = config.limits
+        self.limits = config.limits
         self._pending = pending
         self._key: str | None = None
         self._refusals = 0
@@ -123,7 +125,7 @@ class Session:
         ``now``: monotonic seconds; ``wall``: Unix time (see the module docstring).
         """
         try:
-            frame = codec.decode(data)
+            frame = codec.decode_client_frame(data)
         except RemoteProtocolError as exc:
             if exc.close_code is not None:
                 return Close(exc.close_code, exc.message)
@@ -133,7 +135,7 @@ class Session:
                 return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
             if self.app is not None:
                 observe.refused(self.app, self.conn_id, exc.code.value, "undecodable")
-            return self._error(exc.request_id, exc.code, exc.message)
+            return self.error(exc.request_id, exc.code, exc.message)
         if self.member is None:
             return self._hello(frame, now, wall)
         if isinstance(frame, f.Hello):
@@ -148,13 +150,15 @@ class Session:
                 return self._rate_limited(app, frame, operation, refusal)
         return self._handle(frame, now, wall)
 
-    def _rate_limited(self, app: App, frame: Any, operation: str, refusal: Refusal) -> Close | None:
+    def _rate_limited(
+        self, app: App, frame: f.Request, operation: str, refusal: Refusal
+    ) -> Close | None:
         close = self._refused(app, frame.id, refusal)
         observe.rate_limited(app, self.conn_id, refusal.rule, operation, replied=close is None)
         return close
 
     def _charge_shared(
-        self, app: App, frame: Any, operation: str, now: float, wall: float
+        self, app: App, frame: f.Request, operation: str, now: float, wall: float
     ) -> Close | None:
         """Rate limits with a shared broker: the connection's own buckets here, the client's
         (user or IP) in the cluster -- a token from each, or from none (the request waits
@@ -166,7 +170,9 @@ class Session:
             return self._rate_limited(app, frame, operation, refusal)
         rules, broker = limiter.client_rules(operation), app.broker
 
-        def charged(value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+        def charged(
+            value: Refusal | None, failure: str | None, now: float, wall: float
+        ) -> Close | None:
             if failure is not None:  # Redis away: this node's buckets for the client's rules
                 refusal = limiter.check(operation, client_key, conn, now, scope="client")
             else:
@@ -186,20 +192,20 @@ class Session:
     def _client_key(self) -> str:
         return f"u:{self.principal.user}" if self.principal else f"ip:{self.remote}"
 
-    def _handle(self, frame: Any, now: float, wall: float) -> Close | None:
+    def _handle(self, frame: f.Request, now: float, wall: float) -> Close | None:
         """Run an admitted request: reply, or defer it (see the module docstring)."""
         try:
             result = _HANDLERS[type(frame)](self, frame, now, wall)
         except RemoteProtocolError as exc:
             if self.app is not None:
                 observe.refused(self.app, self.conn_id, exc.code.value, frame.TYPE)
-            return self._error(frame.id, exc.code, exc.message)
+            return self.error(frame.id, exc.code, exc.message)
         if isinstance(result, Deferred):
             self.deferred = result
             return None
         return self._reply(f.Ok(frame.id, result))
 
-    def resume(self, value: Any, failure: str | None, now: float, wall: float) -> Close | None:
+    def resume(self, value: object, failure: str | None, now: float, wall: float) -> Close | None:
         """The broker answered the deferred request (``value``), or could not (``failure``
         says why: then the reply is ``broker_unavailable``)."""
         deferred, self.deferred = self.deferred, None
@@ -210,13 +216,13 @@ class Session:
         if failure is not None:
             if self.app is not None:
                 observe.refused(self.app, self.conn_id, ErrorCode.BROKER_UNAVAILABLE.value, "")
-            return self._error(deferred.request_id, ErrorCode.BROKER_UNAVAILABLE, failure)
+            return self.error(deferred.request_id, ErrorCode.BROKER_UNAVAILABLE, failure)
         try:
             result = deferred.then(value, now, wall)
         except RemoteProtocolError as exc:
             if self.app is not None:
                 observe.refused(self.app, self.conn_id, exc.code.value, "deferred")
-            return self._error(deferred.request_id, exc.code, exc.message)
+            return self.error(deferred.request_id, exc.code, exc.message)
         if isinstance(result, Deferred):
             self.deferred = result
             return None
@@ -257,7 +263,7 @@ class Session:
             return None
         if self._apps.get(self.app.name) is not self.app:
             return Close(CloseCode.UNKNOWN_APP, f"app {self.app.name!r} was removed")
-        close = self._open_to(self.app, self._key, wall) or self._admit(
+        close = open_to(self.app, self._key, wall) or admit(
             self.app, self.principal, reconnect=False
         )
         if close is None and self._token_expired(self.app, wall):
@@ -285,37 +291,15 @@ class Session:
             self.app.limiter.forget_connection(self.conn_id)
             self.member = None
 
-    # -- hello ----------------------------------------------------------------------------
+    # -- hello (the checks: rtcore.core.session.hello) ---------------------------------
 
-    def _hello(self, frame: Any, now: float, wall: float) -> Close | None:
+    def _hello(self, frame: f.ClientFrame, now: float, wall: float) -> Close | None:
         if not isinstance(frame, f.Hello):
             return Close(CloseCode.HELLO_EXPECTED, "the first frame must be hello")
-        if frame.version != PROTOCOL_VERSION:
-            return Close(
-                CloseCode.UNSUPPORTED_VERSION,
-                f"protocol version {frame.version} is not supported; this server speaks "
-                f"{PROTOCOL_VERSION}",
-            )
-        name = frame.app if frame.app is not None else self._config.default_app
-        app = self._apps.get(name) if name is not None else None
-        if app is None:
-            return Close(CloseCode.UNKNOWN_APP, f"unknown app {name!r}" if name else "app required")
-        # protocol.md §3.4's order: nothing about a token is revealed to a client the app or
-        # its API key refuses.
-        close = self._open_to(app, frame.key, wall)
-        if close is not None:
-            return close
-        signed_in = self._sign_in(app, frame.token, now, wall)
-        if isinstance(signed_in, Close):
-            return signed_in
-        principal = signed_in
-        close = self._admit(app, principal, reconnect=True)
-        if close is not None:
-            return close
-        try:
-            self._check_profile(frame.profile, "profile")
-        except RemoteProtocolError as exc:  # a hello has no id to answer: not a valid hello
-            return Close(CloseCode.HELLO_EXPECTED, f"hello: {exc.message}")
+        checked = check_hello(frame, self._apps, self._config, now, wall)
+        if isinstance(checked, Close):
+            return checked
+        app, principal = checked
         self.app, self.principal, self._key = app, principal, frame.key
         user = principal.user if principal else None
         features = tuple(x for x in f.FEATURES if x in frame.features)
@@ -329,216 +313,22 @@ class Session:
             diffs="presence_diffs" in features,
         )
         app.connect(self.member)
+        limits = self.limits
         return self._reply(
             f.Welcome(
                 PROTOCOL_VERSION,
                 self.conn_id,
                 int(wall * 1000),
-                int(self._limits.heartbeat_interval * 1000),
-                self._limits.for_clients(),
+                int(limits.heartbeat_interval * 1000),
+                limits.for_clients(),
                 user,
                 features or None,
             )
         )
 
-    def _open_to(self, app: App, key: str | None, wall: float) -> Close | None:
-        """Steps 1-2 of §3.4: the app is enabled; its API key, when it requires one."""
-        settings = app.settings
-        if not settings.enabled:
-            return Close(CloseCode.APP_DISABLED, f"realtime is disabled for app {app.name!r}")
-        if settings.api_key_required:
-            try:
-                check_api_key(settings.api_keys, key, wall)
-            except CredentialError as exc:
-                return Close(exc.code, exc.message)
-        return None
-
-    def _sign_in(
-        self, app: App, token: str | None, now: float, wall: float
-    ) -> Principal | Close | None:
-        """Step 3 of §3.4: the token, when present, verifies and names a live session."""
-        if token is None:
-            return None
-        if app.settings.session is None:
-            return Close(CloseCode.SESSION_INVALID, "this app accepts no session tokens")
-        try:
-            principal = verify_session(app.settings.session, token, wall)
-        except CredentialError as exc:
-            return Close(exc.code, exc.message)
-        if app.session_ended(principal.user, principal.session, now):
-            return Close(CloseCode.SESSION_ENDED, "this session was ended; sign in again")
-        return principal
-
-    def _admit(self, app: App, principal: Principal | None, *, reconnect: bool) -> Close | None:
-        """Steps 4-5 of §3.4: a session when the app requires one; the connection cap."""
-        settings = app.settings
-        if settings.session_required and principal is None:
-            return Close(CloseCode.SESSION_MISSING, "this app requires a signed-in user")
-        if reconnect and len(app.table) >= settings.max_connections:
-            return Close(
-                CloseCode.TOO_MANY_CONNECTIONS,
-                f"app {app.name!r} has reached its {settings.max_connections} connections",
-            )
-        return None
-
-    # -- requests -------------------------------------------------------------------------
-
-    def _echo(self, echo: bool | None) -> bool:
-        assert self.member is not None
-        return self.member.echo if echo is None else echo
-
-    def _may(self, policy: str) -> bool:
-        return policy == "anyone" or (policy == "signed_in" and self.principal is not None)
-
-    def _allowed(self, policy: str, what: str) -> None:
-        if self._may(policy):
-            return
-        raise refuse(
-            ErrorCode.FORBIDDEN,
-            f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
-        )
-
-    def _join(self, frame: f.Join, now: float, wall: float) -> dict[str, Any] | Deferred:
-        assert self.app is not None and self.member is not None
-        check_channel(frame.channel)
-        self._allowed(self.app.settings.join_policy(frame.channel), f"joining {frame.channel!r}")
-        if frame.channel not in self.member.channels and (
-            len(self.member.channels) >= self._limits.max_channels
-        ):
-            raise refuse(
-                ErrorCode.TOO_MANY_CHANNELS,
-                f"a connection may be in at most {self._limits.max_channels} channels",
-            )
-        recover = None if frame.recover is None else parse_position(frame.recover, "recover")
-        broker = self.app.broker
-        retention = self.app.retention(frame.channel)
-        if broker.shared and retention is not None and frame.channel not in self.member.channels:
-            return session_history.join_shared(self, frame, recover, retention)
-        joined = self.app.join(self.member, frame.channel, self._echo(frame.echo))
-        if joined and broker.shared:
-            # Answer once this node receives the channel's messages (none published after
-            # the ok can be missed) and the cluster lists the member.
-            app, channel, conn = self.app.name, frame.channel, self.conn_id
-            return Deferred(frame.id, lambda: broker.joined(app, channel, conn), _joined)
-        if recover is None and self.app.retention(frame.channel) is None:
-            return {"joined": joined}
-        return {
-            "joined": joined,
-            **session_history.position(self, frame.channel, joined, recover, wall),
-        }
-
-    def _history(self, frame: f.History, now: float, wall: float) -> dict[str, Any] | Deferred:
-        return session_history.history(self, frame, now, wall)
-
-    def _leave(self, frame: f.Leave, now: float, wall: float) -> dict[str, Any]:
-        assert self.app is not None and self.member is not None
-        check_channel(frame.channel)
-        return {"left": self.app.leave(self.member, frame.channel, self._echo(frame.echo))}
-
-    def _members(self, frame: f.GetMembers, now: float, wall: float) -> dict[str, Any] | Deferred:
-        assert self.app is not None
-        check_channel(frame.channel)
-        self._allowed(
-            self.app.settings.presence_policy(frame.channel),
-            f"listing the members of {frame.channel!r}",
-        )
-        limit = DEFAULT_MEMBERS_PAGE if frame.limit is None else frame.limit
-        if not 1 <= limit <= self._limits.max_members_page:
-            raise refuse(
-                ErrorCode.BAD_REQUEST,
-                f"members: 'limit' must be from 1 to {self._limits.max_members_page}",
-            )
-        broker = self.app.broker
-        if broker.shared:
-            app, channel, after = self.app.name, frame.channel, frame.after
-            return Deferred(frame.id, lambda: broker.members(app, channel, after, limit), _listing)
-        page, cursor = self.app.table.page(frame.channel, frame.after, limit)
-        return {"members": [m.info() for m in page], "next": cursor}
-
-    def _profile(self, frame: f.UpdateProfile, now: float, wall: float) -> dict[str, Any]:
-        assert self.app is not None and self.member is not None
-        self._check_profile(frame.data, "data")
-        return {
-            "channels": self.app.update_profile(self.member, frame.data, self._echo(frame.echo))
-        }
-
-    def _send(self, frame: f.Send, now: float, wall: float) -> dict[str, Any] | Deferred:
-        assert self.app is not None and self.member is not None
-        check_channel(frame.channel)
-        check_event(frame.event)
-        check_value(frame.data, "data")
-        settings = self.app.settings
-        if not settings.allow_client_send:
-            raise refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client sends")
-        rule = settings.channel_rule(frame.channel)
-        if rule is not None:
-            self._allowed(rule.send, f"sending to {frame.channel!r}")
-        if frame.channel not in self.member.channels:
-            raise refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
-        sent = self.app.send(
-            frame.channel,
-            frame.event,
-            frame.data,
-            wall=wall,
-            sender=self.member,
-            echo=self._echo(frame.echo),
-        )
-        reply = {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
-        if sent.sequenced is not None:  # the cluster's place for it: the ok waits for it
-
-            def placed(position: Position | None, now: float, wall: float) -> dict[str, Any]:
-                return reply if position is None else {**reply, **position.to_wire()}
-
-            return Deferred(frame.id, sent.sequenced, placed)
-        return reply if sent.position is None else {**reply, **sent.position.to_wire()}
-
-    def _refresh(self, frame: f.Refresh, now: float, wall: float) -> dict[str, Any]:
-        """A fresh token for the same user: the connection lives on past the old one."""
-        assert self.app is not None and self.member is not None
-        settings = self.app.settings.session
-        if settings is None:
-            raise refuse(ErrorCode.FORBIDDEN, f"app {self.app.name!r} takes no session tokens")
-        try:
-            principal = verify_session(settings, frame.token, wall)
-        except CredentialError as exc:
-            raise refuse(ErrorCode.INVALID_TOKEN, exc.message) from None
-        if self.principal is None or principal.user != self.principal.user:
-            raise refuse(
-                ErrorCode.FORBIDDEN,
-                "a refresh must be for the connection's own user (to sign in, reconnect)",
-            )
-        if self.app.session_ended(principal.user, principal.session, now):
-            raise refuse(ErrorCode.INVALID_TOKEN, "that session was ended; sign in again")
-        self.app.table.set_session(self.member, principal.session)
-        self.principal = principal
-        expires = None if principal.expires is None else int(principal.expires * 1000)
-        return {"expires": expires}
-
-    def _broadcast(self, frame: f.Broadcast, now: float, wall: float) -> dict[str, Any]:
-        assert self.app is not None and self.member is not None
-        check_event(frame.event)
-        check_value(frame.data, "data")
-        if not self.app.settings.allow_client_broadcast:
-            raise refuse(
-                ErrorCode.FORBIDDEN, f"app {self.app.name!r} does not allow client broadcasts"
-            )
-        sent = self.app.broadcast(
-            frame.event, frame.data, wall=wall, sender=self.member, echo=self._echo(frame.echo)
-        )
-        return {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
-
     # -- replies --------------------------------------------------------------------------
 
-    def _check_profile(self, profile: Any, field: str) -> None:
-        """A profile must be a valid value (protocol.md §4.3.1) within ``max_profile_bytes``."""
-        check_value(profile, field)
-        if len(codec.pack(profile)) > self._limits.max_profile_bytes:
-            raise refuse(
-                ErrorCode.PROFILE_TOO_LARGE,
-                f"profile exceeds {self._limits.max_profile_bytes} bytes",
-            )
-
-    def _reply(self, frame: Any) -> Close | None:
+    def _reply(self, frame: f.ServerFrame) -> Close | None:
         """Queue a reply for this connection, within the outbound budget (protocol.md §5.3).
 
         The flusher enforces the budget when it writes; replies are also counted as they are
@@ -554,7 +344,7 @@ class Session:
             self._pass = self._pending.passes
             self._reply_bytes = sum(map(len, self.outbox.items))
         self._reply_bytes += len(data)
-        budget = self._limits.outbound_buffer_bytes
+        budget = self.limits.outbound_buffer_bytes
         if self._reply_bytes > budget:
             return Close(
                 CloseCode.SLOW_CONSUMER,
@@ -563,7 +353,7 @@ class Session:
         self._pending.push(self.outbox, data)
         return None
 
-    def _queue(self, data: bytes) -> None:
+    def queue(self, data: bytes) -> None:
         """Queue a framed message for this connection (a replay), counted like a reply; the
         flusher enforces the budget when it writes."""
         if self._pass != self._pending.passes:
@@ -572,21 +362,11 @@ class Session:
         self._reply_bytes += len(data)
         self._pending.push(self.outbox, data)
 
-    def _error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
+    def error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         return self._reply(f.Err(request_id, code.value, message))
 
 
-def _joined(value: Any, now: float, wall: float) -> dict[str, Any]:
-    return {"joined": True}
-
-
-def _listing(value: Any, now: float, wall: float) -> dict[str, Any]:
-    """A page of the cluster's members: ``(infos, next cursor)`` from the broker."""
-    infos, cursor = value
-    return {"members": infos, "next": cursor}
-
-
-_OPERATIONS: dict[type, str] = {
+_OPERATIONS: dict[type[f.Request], str] = {
     f.Join: "join",
     f.GetMembers: "members",
     f.UpdateProfile: "profile",
@@ -597,14 +377,15 @@ _OPERATIONS: dict[type, str] = {
 }
 """Requests subject to rate limits, by limiter operation name (leave never is)."""
 
-# One table for all sessions (not per session: idle connections must stay small).
-_HANDLERS: dict[type, Callable[[Session, Any, float, float], Any]] = {
-    f.Join: Session._join,
-    f.Leave: Session._leave,
-    f.GetMembers: Session._members,
-    f.UpdateProfile: Session._profile,
-    f.Send: Session._send,
-    f.Broadcast: Session._broadcast,
-    f.Refresh: Session._refresh,
-    f.History: Session._history,
+# One table for all sessions (not per session: idle connections must stay small). Each class
+# is paired with its own frame's handler; a dict cannot say so, hence the Any.
+_HANDLERS: dict[type[f.Request], Callable[[Session, Any, float, float], Result | Deferred]] = {
+    f.Join: requests.join,
+    f.Leave: requests.leave,
+    f.GetMembers: requests.members,
+    f.UpdateProfile: requests.profile,
+    f.Send: requests.send,
+    f.Broadcast: requests.broadcast,
+    f.Refresh: requests.refresh,
+    f.History: session_history.history,
 }

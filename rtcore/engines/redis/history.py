@@ -247,5 +247,7 @@ def _entry(frame: bytes, offset: int | None = None) -> Entry:
     """A stored message from its framed bytes (as the publish script built them)."""
     size = frame[1] & 0x7F
     start = 2 if size < 126 else 4 if size == 126 else 10
-    msg = codec.decode(frame[start:], allowed=codec.SERVER_TYPES)
-    return Entry(msg.offset if offset is None else offset, msg, frame, 0.0)
+    msg = codec.decode_msg(frame[start:])
+    stored = msg.offset if offset is None else offset
+    assert stored is not None  # the publish script writes every stored message's offset
+    return Entry(stored, msg, frame, 0.0)

@@ -1,0 +1,66 @@
+"""What a request handler needs of its session (sans-IO): the narrow view that
+:mod:`rtcore.core.session.requests` and :mod:`rtcore.core.session.history` take, so that
+neither imports :class:`rtcore.core.session.session.Session` (which imports them).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rtcore.protocol import ErrorCode
+from rtcore.protocol.names import refuse
+
+if TYPE_CHECKING:
+    from rtcore.config.model import Limits
+    from rtcore.core.app import App
+    from rtcore.core.auth import Principal
+    from rtcore.core.members import Member
+    from rtcore.core.session.deferred import Deferred
+    from rtcore.protocol.close import Close
+
+Result = dict[str, Any]
+"""An ``ok`` reply's data: a map of values (protocol.md §4.3.1)."""
+
+
+class Context(Protocol):
+    """One established connection's session, as its requests see it."""
+
+    conn_id: str
+    app: App | None
+    member: Member | None
+    principal: Principal | None
+    """The signed-in user; a ``refresh`` replaces it."""
+    deferred: Deferred | None
+    """A deferred request's resume may defer again (a history join waits for presence)."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    def queue(self, data: bytes) -> None:
+        """Queue a framed message for the connection (a replay), before the reply."""
+        ...
+
+    def error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
+        """Reply ``err``."""
+        ...
+
+
+def wants_echo(session: Context, echo: bool | None) -> bool:
+    """The request's ``echo``, else the connection's default."""
+    assert session.member is not None
+    return session.member.echo if echo is None else echo
+
+
+def permits(session: Context, policy: str) -> bool:
+    """Whether a channel policy (``anyone``, ``signed_in``, ``nobody``) admits this client."""
+    return policy == "anyone" or (policy == "signed_in" and session.principal is not None)
+
+
+def check_permitted(session: Context, policy: str, what: str) -> None:
+    """Refuse with ``forbidden`` unless ``policy`` admits this client."""
+    if permits(session, policy):
+        return
+    raise refuse(
+        ErrorCode.FORBIDDEN,
+        f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
+    )
