@@ -1,6 +1,6 @@
 """Channel history with the Redis broker: a part of :class:`RedisBroker`.
 
-Each channel with history is a Redis Stream (``rtcore.engines.redis.protocol``): a script gives
+Each channel with history is a Redis Stream (``keys``, ``lua/history*.lua``): a script gives
 a message its offset, appends it and publishes it, so every node delivers one order. A join
 with ``recover`` subscribes, reads the stream and holds what arrives live meanwhile, then the
 session joins the connection with the replay in one step; copies still in flight through
@@ -17,10 +17,10 @@ import attrs
 import trio
 
 from rtcore.core.app import framed
-from rtcore.core.history import Entry, Retention, Slice, new_epoch
+from rtcore.core.history import Entry, HistoryStore, MemoryHistory, Retention, Slice, new_epoch
 from rtcore.core.members import Member
 from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_count
-from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis import envelopes as rp
 from rtcore.engines.redis.ops import BrokerCore, Op
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
@@ -35,7 +35,22 @@ and the offsets its clients see jump: they recover by rejoining)."""
 
 
 class HistoryMixin(BrokerCore):
-    """History methods of :class:`RedisBroker` (its state is initialised there)."""
+    """History methods of :class:`RedisBroker`, and their state."""
+
+    def _init_history(self, meta_ttl: float) -> None:
+        self._meta_ttl = meta_ttl
+        self._holds = {}
+        self._catching = {}
+        self._last = {}
+        self._filling = {}
+        self._through = {}
+        self._no_history = MemoryHistory()
+
+    @property
+    def history(self) -> HistoryStore:
+        """Not used with this broker: a channel's history is in Redis (``publish_history``,
+        ``read_history``, ``prepare_join``), asynchronous. An empty store, for the sweep."""
+        return self._no_history
 
     def publish_history(
         self,
@@ -55,7 +70,7 @@ class HistoryMixin(BrokerCore):
             count = the_app.deliver_published(attrs.evolve(publication, data=framed(msg)))
             return count, _no_position
         count = local_count(table, publication)
-        keys = rp.history_keys(self.keys, app, channel)
+        keys = self.keys.history(app, channel)
         args = [
             self._publish_cmd,
             self.node.encode(),
@@ -98,7 +113,7 @@ class HistoryMixin(BrokerCore):
         """A slice of the channel's stream in Redis (see ``HistoryStore.read``)."""
         if self._down is not None:
             raise BrokerUnavailable(f"Redis is unreachable ({self._down})")
-        keys = rp.history_keys(self.keys, app, channel)
+        keys = self.keys.history(app, channel)
         args = [
             new_epoch().encode(),
             str(int(self._meta_ttl * 1000)).encode(),
