@@ -29,7 +29,7 @@ from rtcore.config.model import (
     Limits,
 )
 from rtcore.core.auth import ApiKey, SessionSettings
-from rtcore.core.limits.limiter import OPERATIONS, Rule
+from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
 
 APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 POLICIES = ("anyone", "signed_in", "nobody")
@@ -487,11 +487,7 @@ class Reader:
     def rule(self, raw: Any, where: str) -> Rule:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
-        _known(
-            raw,
-            f"{where}.",
-            {"name", "rate", "per_seconds", "burst", "error_message", "scope", "operations"},
-        )
+        _known(raw, f"{where}.", set(LIMITER_KEYS))
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}.name: must be a non-empty string")
@@ -508,8 +504,8 @@ class Reader:
         if not isinstance(message, str):
             raise ConfigError(f"{where}.error_message: must be a string")
         scope = raw.get("scope", "client")
-        if scope not in ("client", "connection"):
-            raise ConfigError(f"{where}.scope: must be client or connection")
+        if scope not in SCOPES:
+            raise ConfigError(f"{where}.scope: must be {' or '.join(SCOPES)}")
         ops = _strings(raw.get("operations", sorted(OPERATIONS)), f"{where}.operations")
         if not ops or not set(ops) <= OPERATIONS:
             raise ConfigError(

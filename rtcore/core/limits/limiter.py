@@ -57,7 +57,7 @@ class Rule:
         return self.rate / self.per_seconds
 
 
-RULE_KEYS = tuple(field.name for field in attrs.fields(Rule))
+LIMITER_KEYS = tuple(field.name for field in attrs.fields(Rule))
 """The keys of a ``[[apps.rate_limits]]`` table: :class:`Rule`'s fields, in order (the config
 reader and the settings page take them from here)."""
 
