@@ -10,6 +10,7 @@ pub/sub fills each channel's gap from the stream when it is back (``_fill_gaps``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +64,16 @@ class HistoryMixin(BrokerCore):
         """A message of a channel with history: Redis gives it its offset and epoch, appends
         it to the stream and publishes it, in one script; every node delivers it as it comes
         back (with its position). Redis away: delivered here without a position."""
-        table, the_app = self._tables[app], self._apps[app]
+        the_app = self._apps[app]
         publication = Publication(app, Target.CHANNEL, channel, b"", skip)
+
+        def deliver_here() -> int:
+            return the_app.deliver_published(attrs.evolve(publication, data=framed(msg)))
+
         if self._down is not None:
             self.statistics.dropped += 1
-            count = the_app.deliver_published(attrs.evolve(publication, data=framed(msg)))
-            return count, _no_position
-        count = local_count(table, publication)
+            return deliver_here(), _no_position
+        count = local_count(self._tables[app], publication)
         keys = self.keys.history(app, channel)
         args = [
             self._publish_cmd,
@@ -84,22 +88,11 @@ class HistoryMixin(BrokerCore):
             b"",
             (skip or "").encode(),
         ]
-        op = Op(
-            lambda p: self._scripts["HISTORY_PUBLISH"](keys=keys, args=args, client=p),
-            lambda: the_app.deliver_published(attrs.evolve(publication, data=framed(msg))),
-            trio.Event(),
-        )
+        script = "HISTORY_PUBLISH"
+        op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), deliver_here)
+        op.done = trio.Event()
         self._enqueue(op)
-
-        async def sequenced() -> Position | None:
-            assert op.done is not None
-            await op.done.wait()
-            if op.failed is not None or not op.result:
-                return None
-            epoch, offset = op.result
-            return Position(epoch.decode(), int(offset))
-
-        return count, sequenced
+        return count, functools.partial(_position_of, op)
 
     async def read_history(
         self,
@@ -256,6 +249,16 @@ class HistoryMixin(BrokerCore):
 
 async def _no_position() -> Position | None:
     return None
+
+
+async def _position_of(op: Op) -> Position | None:
+    """The position Redis gave a published message, once written (None: it was not)."""
+    assert op.done is not None
+    await op.done.wait()
+    if op.failed is not None or not op.result:
+        return None
+    epoch, offset = op.result
+    return Position(epoch.decode(), int(offset))
 
 
 def _entry(frame: bytes, offset: int | None = None) -> Entry:
