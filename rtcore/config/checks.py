@@ -11,7 +11,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from rtcore.config.model import CHANNEL_RULE_KEYS, ChannelRule, ConfigError
-from rtcore.core.limits.limiter import OPERATIONS, Rule
+from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
 
 POLICIES = ("anyone", "signed_in", "nobody")
 MAX_HISTORY_SIZE = 1_000_000
@@ -57,7 +57,7 @@ def rate_rule(raw: object, where: str) -> Rule:
     known_keys(
         raw,
         f"{where}.",
-        {"name", "rate", "per_seconds", "burst", "error_message", "scope", "operations"},
+        set(LIMITER_KEYS),
     )
     name = raw.get("name")
     if not isinstance(name, str) or not name:
@@ -75,8 +75,8 @@ def rate_rule(raw: object, where: str) -> Rule:
     if not isinstance(message, str):
         raise ConfigError(f"{where}.error_message: must be a string")
     scope = raw.get("scope", "client")
-    if scope not in ("client", "connection"):
-        raise ConfigError(f"{where}.scope: must be client or connection")
+    if scope not in SCOPES:
+        raise ConfigError(f"{where}.scope: must be {' or '.join(SCOPES)}")
     ops = strings(raw.get("operations", sorted(OPERATIONS)), f"{where}.operations")
     if not ops or not set(ops) <= OPERATIONS:
         raise ConfigError(f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}")

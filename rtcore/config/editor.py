@@ -24,6 +24,7 @@ import tomlkit
 from tomlkit.items import AoT, Comment, Table, Whitespace
 
 from rtcore import config as cfg
+from rtcore.core.limits.limiter import LIMITER_KEYS
 
 FLAGS = (
     ("enabled", True),
@@ -36,7 +37,6 @@ FLAGS = (
 """The app's switches the settings page edits, with their defaults (absent = default)."""
 
 RULE_KEYS = cfg.CHANNEL_RULE_KEYS
-LIMITER_KEYS = ("name", "rate", "per_seconds", "burst", "error_message", "scope", "operations")
 
 
 class SettingsError(cfg.ConfigError):
@@ -84,16 +84,7 @@ def view_config(settings: cfg.AppConfig) -> dict[str, Any]:
         ],
         "channels": [attrs.asdict(r) for r in settings.channels],
         "rate_limits": [
-            {
-                "name": r.name,
-                "rate": r.rate,
-                "per_seconds": r.per_seconds,
-                "burst": r.burst,
-                "error_message": r.error_message,
-                "scope": r.scope,
-                "operations": sorted(r.operations),
-            }
-            for r in settings.rate_limits
+            {**attrs.asdict(r), "operations": sorted(r.operations)} for r in settings.rate_limits
         ],
     }
 

@@ -3,7 +3,8 @@
 Theory of operation (protocol.md §4.11 and §4.4.1):
 
 * A channel whose rule sets ``history_size`` keeps a *stream* per (app, channel): the last
-  ``history_size`` messages published to it, each for ``history_ttl`` seconds. Every message
+  ``history_size`` messages published to it, each for ``history_ttl`` seconds: a message
+  published at ``t`` is held while ``wall < t + history_ttl``. Every message
   gets an ``offset``, 1 for the stream's first and +1 for each next, and carries the stream's
   ``epoch``: a random id naming this incarnation of the stream. A stream that is lost (its
   identity expired ``meta_ttl`` after its last use, it was evicted to keep memory bounded, or
@@ -80,7 +81,8 @@ class Entry:
     data: bytes
     """The framed ``msg`` (with its offset and epoch): the bytes its live recipients got."""
     expires: float
-    """Wall time after which it is no longer held."""
+    """Wall time from which it is no longer held: at exactly this instant it has expired (the
+    Redis store draws the same boundary, ``lua/history.lua``; tests/cases holds the cases)."""
 
 
 @attrs.frozen

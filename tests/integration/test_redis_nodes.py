@@ -25,7 +25,8 @@ from rtcore.client import open_client
 from rtcore.config import AppConfig, BrokerConfig, ChannelRule
 from rtcore.core.auth import SessionSettings
 from rtcore.core.limits.limiter import Rule
-from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis import envelopes as rp
+from rtcore.engines.redis.keys import Keys
 from rtcore.protocol import frames as f
 from rtcore.server_api import AsyncServerAPI
 from tests.integration.backends import wait_until
@@ -711,7 +712,7 @@ async def test_foreign_bytes_on_a_redis_channel_are_skipped_and_the_node_serves_
         a, b = await nodes(start_server, redis_server.url, n=2)
         raw = tracked(await client(a))
         assert isinstance(await request(raw, "join", 1, ch="room"), f.Ok)
-        channel = rp.Keys("rtcore").app_pubsub("default").decode()
+        channel = Keys("rtcore").app_pubsub("default").decode()
         for payload in (b"not msgpack \xc1", rp.control("other-node", "teleport", ["x"])):
             await trio.run_process(
                 ["redis-cli", "-p", str(redis_server.port), "-x", "PUBLISH", channel],

@@ -20,6 +20,7 @@ from rtcore.core.session.session import Session
 from rtcore.protocol import ErrorCode
 from rtcore.protocol import frames as f
 from rtcore.protocol.position import Position
+from tests.cases import HISTORY_EXPIRY_CASES, ids
 from tests.unit.test_session import MONO, NOW, World, err, ok, take
 
 KEEP = Retention(size=3, ttl=60.0)
@@ -472,3 +473,15 @@ def test_the_settings_page_keeps_history_keys_of_a_rule() -> None:
     edited = edit(text, "a", {"channels": [rule]}, env={}, base=Path("."))
     assert edited.config.apps[0].channels[0].history_size == 20
     assert edited.config.apps[0].history_policy("feed") == "nobody"
+
+
+@pytest.mark.parametrize("case", HISTORY_EXPIRY_CASES, ids=ids(HISTORY_EXPIRY_CASES))
+def test_the_shared_history_expiry_cases(case: dict[str, Any]) -> None:
+    """A message is gone at exactly its expiry instant (the Redis scripts run the same table:
+    tests/integration/test_redis_scripts.py)."""
+    store = MemoryHistory()
+    retention = Retention(size=100, ttl=case["ttl"] / 1000)
+    for i, published in enumerate(case["published"], 1):
+        store.publish("app", "feed", msg(i), retention, published / 1000)
+    found = store.read("app", "feed", since=None, limit=100, reverse=False, wall=case["now"] / 1000)
+    assert offsets(found.entries) == case["held"]

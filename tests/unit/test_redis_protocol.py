@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis import envelopes as rp
+from rtcore.engines.redis.keys import Keys
 
 
 def hash_tag(key: bytes) -> bytes:
@@ -20,7 +21,7 @@ def hash_tag(key: bytes) -> bytes:
 
 
 def test_every_key_of_a_channel_is_in_one_cluster_slot() -> None:
-    keys = rp.Keys("rt")
+    keys = Keys("rt")
     tags = {hash_tag(k) for k in keys.presence("chat", "room:1")}
     assert tags == {b"chat:room:1"}  # the scripts touch one slot
     assert hash_tag(keys.channel_pubsub("chat", "room:1")) == b"chat:room:1"
@@ -30,7 +31,7 @@ def test_every_key_of_a_channel_is_in_one_cluster_slot() -> None:
         keys.bucket("chat", "u:ann", "b")
     )
     # Different prefixes never share a key (two deployments on one Redis).
-    assert not set(keys.presence("chat", "x")) & set(rp.Keys("other").presence("chat", "x"))
+    assert not set(keys.presence("chat", "x")) & set(Keys("other").presence("chat", "x"))
 
 
 @given(

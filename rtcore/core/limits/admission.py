@@ -12,7 +12,8 @@ its upgrade is read, so stalled handshakes cost the same as open connections:
 * a refused connection may be told why (a minimal upgrade, then the close code), but only a few
   at a time per IP (:data:`EXPLAINED_REFUSALS_PER_IP`): a flood's excess is closed at once.
 
-:class:`InboundBudget` is one connection's inbound frame and byte rate: every frame counts
+:class:`InboundBudget` is one connection's inbound frame and byte rate (two token buckets, each
+charge granted or refused whole; a refusal closes the connection): every frame counts
 (pings, pongs and empty fragments too), so a flood of cheap frames ends with 4031 instead of
 costing CPU without bound.
 """
@@ -24,6 +25,7 @@ import math
 from collections.abc import Iterable
 
 from rtcore.config.model import Limits
+from rtcore.core.limits.bucket import TokenBucket
 from rtcore.core.limits.limiter import Chain, Rule
 from rtcore.protocol import CloseCode
 from rtcore.protocol.close import Close
@@ -149,47 +151,39 @@ class InboundBudget:
     :meth:`charge_frame`; either returns the close once its bucket is overdrawn.
     """
 
-    __slots__ = ("_limits", "_frames", "_bytes", "_stamp")
+    __slots__ = ("_limits", "_frames", "_bytes")
 
     def __init__(self, limits: Limits, now: float) -> None:
         self._limits = limits
-        self._frames = float(limits.inbound_frame_burst)
-        self._bytes = float(limits.inbound_byte_burst)
-        self._stamp = now
+        self._frames = TokenBucket(
+            float(limits.inbound_frame_burst), limits.inbound_frames_per_second, now
+        )
+        self._bytes = TokenBucket(
+            float(limits.inbound_byte_burst), limits.inbound_bytes_per_second, now
+        )
 
     def refill(self, now: float) -> None:
         """Add the tokens earned since the last refill (call once per read)."""
-        elapsed = max(0.0, now - self._stamp)
-        self._stamp = max(self._stamp, now)
-        limits = self._limits
-        self._frames = min(
-            float(limits.inbound_frame_burst),
-            self._frames + elapsed * limits.inbound_frames_per_second,
-        )
-        self._bytes = min(
-            float(limits.inbound_byte_burst),
-            self._bytes + elapsed * limits.inbound_bytes_per_second,
-        )
+        self._frames.refill(now)
+        self._bytes.refill(now)
 
     def charge_bytes(self, n: int) -> Close | None:
-        self._bytes -= n
-        if self._bytes < 0:
-            return Close(
-                CloseCode.INBOUND_FLOOD,
-                f"more than {self._limits.inbound_bytes_per_second:g} bytes a second "
-                f"(burst {self._limits.inbound_byte_burst})",
-            )
-        return None
+        if self._bytes.spend(n):
+            return None
+        return Close(
+            CloseCode.INBOUND_FLOOD,
+            f"more than {self._limits.inbound_bytes_per_second:g} bytes a second "
+            f"(burst {self._limits.inbound_byte_burst})",
+        )
 
     def charge_frame(self) -> Close | None:
-        self._frames -= 1.0
-        if self._frames < 0:
-            return Close(
-                CloseCode.INBOUND_FLOOD,
-                f"more than {self._limits.inbound_frames_per_second:g} frames a second "
-                f"(burst {self._limits.inbound_frame_burst}; pings and fragments count)",
-            )
-        return None
+        if self._frames.spend():
+            return None
+        return Close(
+            CloseCode.INBOUND_FLOOD,
+            f"more than {self._limits.inbound_frames_per_second:g} frames a second "
+            f"(burst {self._limits.inbound_frame_burst}; pings and fragments count)",
+        )
 
 
 def client_address(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network, ...]) -> str:

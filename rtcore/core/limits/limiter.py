@@ -1,11 +1,12 @@
 """Token-bucket rate limiters, chained (sans-IO: ``now`` is passed in).
 
 Theory of operation: a :class:`Rule` describes one bucket per key: capacity ``burst`` tokens,
-refilled continuously at ``rate / per_seconds`` tokens a second. A :class:`Chain` holds an app's
-ordered rules and the buckets of every key. An operation is admitted only if **every** bucket it
-is subject to holds a token; then (and only then) one token is taken from each -- a refused
-operation charges nobody. The refusal names the first refusing rule in order, and says when
-the whole chain would admit again.
+refilled continuously at ``rate / per_seconds`` tokens a second (a
+:class:`~rtcore.core.limits.bucket.TokenBucket`; ``bucket.take_all`` charges a chain's). A
+:class:`Chain` holds an app's ordered rules and the buckets of every key. An operation is
+admitted only if **every** bucket it is subject to holds a token; then (and only then) one
+token is taken from each -- a refused operation charges nobody. The refusal names the first
+refusing rule in order, and says when the whole chain would admit again.
 
 Buckets are created on first use and are indistinguishable from absent once full again, so
 :meth:`Chain.sweep` drops full ones: memory is bounded by the keys active within a refill
@@ -23,8 +24,12 @@ from collections.abc import Iterable
 
 import attrs
 
+from rtcore.core.limits.bucket import TokenBucket, take_all
+
 OPERATIONS = frozenset({"join", "members", "profile", "send", "broadcast", "refresh", "history"})
 """The operations rate limiters apply to (leave never is: a client may always shed load)."""
+SCOPES = ("client", "connection")
+"""Whose bucket a rule charges (:attr:`Rule.scope`)."""
 
 
 @attrs.frozen
@@ -52,6 +57,11 @@ class Rule:
         return self.rate / self.per_seconds
 
 
+LIMITER_KEYS = tuple(field.name for field in attrs.fields(Rule))
+"""The keys of a ``[[apps.rate_limits]]`` table: :class:`Rule`'s fields, in order (the config
+reader and the settings page take them from here)."""
+
+
 @attrs.frozen
 class Refusal:
     """Why an operation was refused, and when it would be admitted."""
@@ -62,20 +72,12 @@ class Refusal:
     """Seconds until every bucket of the chain would admit the operation."""
 
 
-class _Bucket:
-    __slots__ = ("tokens", "stamp")
-
-    def __init__(self, tokens: float, stamp: float) -> None:
-        self.tokens = tokens
-        self.stamp = stamp
-
-
 class Chain:
     """An app's ordered limiters and their buckets."""
 
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self.rules = tuple(rules)
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -101,42 +103,27 @@ class Chain:
     ) -> Refusal | None:
         """Admit (taking a token from each bucket) or refuse (taking none). ``scope``: only
         the rules of that scope; ``take=False``: only say whether it would be admitted."""
-        buckets: list[_Bucket] = []
-        refusal: Refusal | None = None
-        wait = 0.0
+        rules: list[Rule] = []
+        buckets: list[TokenBucket] = []
         for rule in self.rules:
             if operation not in rule.operations or (scope is not None and rule.scope != scope):
                 continue
             key = (rule.name, client_key if rule.scope == "client" else conn_key)
             bucket = self._buckets.get(key)
             if bucket is None:
-                bucket = self._buckets[key] = _Bucket(rule.capacity, now)
-            else:
-                elapsed = max(0.0, now - bucket.stamp)
-                bucket.tokens = min(rule.capacity, bucket.tokens + elapsed * rule.refill_per_second)
-                bucket.stamp = max(bucket.stamp, now)
-            if bucket.tokens < 1.0:
-                wait = max(wait, (1.0 - bucket.tokens) / rule.refill_per_second)
-                if refusal is None:
-                    refusal = Refusal(rule.name, rule.error_message, 0.0)
+                bucket = TokenBucket(rule.capacity, rule.refill_per_second, now)
+                self._buckets[key] = bucket
+            rules.append(rule)
             buckets.append(bucket)
-        if refusal is not None:
-            return attrs.evolve(refusal, retry_after=wait)
-        if take:
-            for bucket in buckets:
-                bucket.tokens -= 1.0
-        return None
+        refused, wait = take_all(buckets, now, take=take)
+        if not refused:
+            return None
+        rule = rules[refused - 1]
+        return Refusal(rule.name, rule.error_message, wait)
 
     def sweep(self, now: float) -> int:
         """Drop buckets that have refilled completely; returns how many were dropped."""
-        rules = {r.name: r for r in self.rules}
-        full = [
-            key
-            for key, b in self._buckets.items()
-            if key[0] not in rules
-            or b.tokens + max(0.0, now - b.stamp) * rules[key[0]].refill_per_second
-            >= rules[key[0]].capacity
-        ]
+        full = [key for key, bucket in self._buckets.items() if bucket.full(now)]
         for key in full:
             del self._buckets[key]
         return len(full)

@@ -1,3 +1,4 @@
-"""The Redis engine: ``protocol`` (what is written to Redis: keys, envelopes, scripts; sans-IO),
-``broker`` (the trio side), with its ``presence``, ``history``, ``subscriber`` and ``ops``
-parts."""
+"""The Redis engine. What is written to Redis, sans-IO: ``keys`` (the key layout),
+``envelopes`` (what crosses pub/sub), ``scripts`` (the Lua scripts, ``lua/*.lua`` package
+data). The trio side: ``broker``, with its ``presence``, ``history``, ``connect``,
+``subscriber`` and ``ops`` parts."""

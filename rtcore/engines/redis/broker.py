@@ -1,8 +1,10 @@
 """The Redis broker (``[broker] kind = "redis"``): many nodes, one server. The trio side.
 
-What crosses Redis, and its key layout, is :mod:`rtcore.engines.redis.protocol` (sans-IO);
-this module runs it, with its presence and history parts in ``redis_presence`` and
-``redis_history`` (mixins over the state declared in ``redis_ops.BrokerCore``). One
+What crosses Redis is sans-IO: the key layout in ``keys``, the pub/sub envelopes in
+``envelopes``, the Lua scripts in ``lua/`` (loaded by ``scripts``). This module runs them,
+with its presence and history parts in ``presence`` and ``history`` (mixins over the state
+declared in ``ops.BrokerCore``, each initialising its own) and its connections made by
+``connect``. One
 connection multiplexes commands; a second one is the pub/sub subscriber (coredis on trio,
 through anyio). Theory of operation:
 
@@ -43,29 +45,27 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import coredis
 import trio
-from coredis.retry import NoRetryPolicy
 
 from rtcore import operations as api
 from rtcore.config.model import BrokerConfig
-from rtcore.core.history import Entry, HistoryStore, MemoryHistory
 from rtcore.core.limits.limiter import Refusal, Rule
 from rtcore.core.members import ChannelTable, Member
 from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_count
-from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis import envelopes as rp
+from rtcore.engines.redis import scripts
+from rtcore.engines.redis.connect import connect
 from rtcore.engines.redis.history import HistoryMixin
+from rtcore.engines.redis.keys import Keys
 from rtcore.engines.redis.ops import PIPELINE_MAX, BrokerStatistics, Op
 from rtcore.engines.redis.presence import PresenceMixin, page_of
-from rtcore.engines.redis.subscriber import BatchingPubSub, receive_batch
+from rtcore.engines.redis.subscriber import receive_batch
 from rtcore.observe.throttled_log import ThrottledLog
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from rtcore.core.app import App
     from rtcore.protocol.close import Close
 
@@ -75,17 +75,6 @@ SUBSCRIBE_MAX = 500
 """Channels per SUBSCRIBE command."""
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 """Seconds between reconnection attempts: doubling from the first, capped, with jitter."""
-SCRIPTS = (
-    "JOIN",
-    "LEAVE",
-    "UPDATE",
-    "REFRESH",
-    "SYNC",
-    "MEMBERS",
-    "TAKE",
-    "HISTORY_PUBLISH",
-    "HISTORY_READ",
-)
 
 
 class RedisBroker(PresenceMixin, HistoryMixin):
@@ -113,7 +102,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
     ) -> None:
         self.config = config
         self.node = node
-        self.keys = rp.Keys(config.prefix)
+        self.keys = Keys(config.prefix)
         self.statistics = BrokerStatistics()
         self._close_members = close_members
         self._poke = poke
@@ -130,29 +119,13 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         self._subs_changed = trio.Event()
         self._queue: deque[Op] = deque()
         self._inflight: list[Op] = []
-        self._seen: dict[bytes, dict[str, Any]] = {}
-        """Per subscribed channel: the members (id -> info) this node's clients were told of
-        by presence events; after an outage, compared with the cluster's listing."""
-        self._touched: dict[bytes, set[str]] | None = None
-        """While a resync reads listings: the members events changed meanwhile."""
-        self._joining: dict[tuple[str, str, str], Op] = {}
-        self._holds: dict[bytes, list[list[Entry]]] = {}
-        """Per channel: the live messages held for joins being recovered (``prepare_join``)."""
-        self._meta_ttl = meta_ttl
-        self._catching: dict[bytes, dict[str, tuple[Member, int]]] = {}
-        self._last: dict[bytes, tuple[str, int]] = {}
-        """Per channel with history: the (epoch, offset) of the last message delivered here."""
-        self._filling: dict[bytes, list[tuple[str, int, bytes]]] = {}
-        self._through: dict[bytes, tuple[str, int]] = {}
-        """Per channel: members that joined with a replay up to an offset (``catch_up``)."""
-        """Joins being written, by (app, channel, connection): their answers wait."""
         self._work = trio.Event()
         self._drained = trio.Event()
         self._down: str | None = "not connected yet"
-        self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._warn = ThrottledLog(log)
-        self._no_history = MemoryHistory()
+        self._init_presence()
+        self._init_history(meta_ttl)
 
     # -- the core's side (sync, never waits) --------------------------------------------------
 
@@ -161,12 +134,6 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         self._apps[app] = receiver
         self._app_channels[self.keys.app_pubsub(app)] = app
         self._subs_changed.set()
-
-    @property
-    def history(self) -> HistoryStore:
-        """Not used with this broker: a channel's history is in Redis (``publish_history``,
-        ``read_history``, ``prepare_join``), asynchronous. An empty store, for the sweep."""
-        return self._no_history
 
     @property
     def queued(self) -> int:
@@ -316,7 +283,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         backoff = BACKOFF_FIRST
         while True:
             try:
-                async with self._connection() as (client, pubsub):
+                async with connect(self.config, self.node) as (client, pubsub):
                     await self._on_connected(client, pubsub)
                     backoff = BACKOFF_FIRST
                     if not started:
@@ -348,37 +315,10 @@ class RedisBroker(PresenceMixin, HistoryMixin):
             self._drained = trio.Event()
             await self._drained.wait()
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[tuple[Any, Any]]:
-        conf = self.config
-        options: dict[str, Any] = {
-            "connect_timeout": conf.connect_timeout,
-            "stream_timeout": conf.command_timeout,
-            "retry_policy": NoRetryPolicy(),
-            "decode_responses": False,
-            "client_name": f"rtcore-{self.node}",  # CLIENT LIST tells the nodes apart
-        }
-        factory: Any = coredis.RedisCluster if conf.cluster else coredis.Redis
-        client = factory.from_url(conf.url, **options)
-        async with client:
-            options = {
-                "ignore_subscribe_messages": True,
-                "retry_policy": NoRetryPolicy(),
-                "subscription_timeout": conf.command_timeout,
-            }
-            if conf.cluster:
-                pubsub = client.sharded_pubsub(**options)
-            else:
-                pubsub = BatchingPubSub(client.connection_pool, **options)
-            async with pubsub as subscriber:
-                self._client = client
-                try:
-                    yield client, subscriber
-                finally:
-                    self._client = None
-
     async def _on_connected(self, client: Any, pubsub: Any) -> None:
-        self._scripts = {name: client.register_script(getattr(rp, name)) for name in SCRIPTS}
+        self._scripts = {
+            name: client.register_script(scripts.source(name)) for name in scripts.PARTS
+        }
         channels = [*self._app_channels, *self._wanted]
         for i in range(0, len(channels), SUBSCRIBE_MAX):
             await pubsub.subscribe(*channels[i : i + SUBSCRIBE_MAX])

@@ -1,6 +1,6 @@
 """Channel history with the Redis broker: a part of :class:`RedisBroker`.
 
-Each channel with history is a Redis Stream (``rtcore.engines.redis.protocol``): a script gives
+Each channel with history is a Redis Stream (``keys``, ``lua/history*.lua``): a script gives
 a message its offset, appends it and publishes it, so every node delivers one order. A join
 with ``recover`` subscribes, reads the stream and holds what arrives live meanwhile, then the
 session joins the connection with the replay in one step; copies still in flight through
@@ -10,6 +10,7 @@ pub/sub fills each channel's gap from the stream when it is back (``_fill_gaps``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,10 +18,10 @@ import attrs
 import trio
 
 from rtcore.core.app import framed
-from rtcore.core.history import Entry, Retention, Slice, new_epoch
+from rtcore.core.history import Entry, HistoryStore, MemoryHistory, Retention, Slice, new_epoch
 from rtcore.core.members import Member
 from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_count
-from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis import envelopes as rp
 from rtcore.engines.redis.ops import BrokerCore, Op
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
@@ -35,7 +36,22 @@ and the offsets its clients see jump: they recover by rejoining)."""
 
 
 class HistoryMixin(BrokerCore):
-    """History methods of :class:`RedisBroker` (its state is initialised there)."""
+    """History methods of :class:`RedisBroker`, and their state."""
+
+    def _init_history(self, meta_ttl: float) -> None:
+        self._meta_ttl = meta_ttl
+        self._holds = {}
+        self._catching = {}
+        self._last = {}
+        self._filling = {}
+        self._through = {}
+        self._no_history = MemoryHistory()
+
+    @property
+    def history(self) -> HistoryStore:
+        """Not used with this broker: a channel's history is in Redis (``publish_history``,
+        ``read_history``, ``prepare_join``), asynchronous. An empty store, for the sweep."""
+        return self._no_history
 
     def publish_history(
         self,
@@ -48,14 +64,17 @@ class HistoryMixin(BrokerCore):
         """A message of a channel with history: Redis gives it its offset and epoch, appends
         it to the stream and publishes it, in one script; every node delivers it as it comes
         back (with its position). Redis away: delivered here without a position."""
-        table, the_app = self._tables[app], self._apps[app]
+        the_app = self._apps[app]
         publication = Publication(app, Target.CHANNEL, channel, b"", skip)
+
+        def deliver_here() -> int:
+            return the_app.deliver_published(attrs.evolve(publication, data=framed(msg)))
+
         if self._down is not None:
             self.statistics.dropped += 1
-            count = the_app.deliver_published(attrs.evolve(publication, data=framed(msg)))
-            return count, _no_position
-        count = local_count(table, publication)
-        keys = rp.history_keys(self.keys, app, channel)
+            return deliver_here(), _no_position
+        count = local_count(self._tables[app], publication)
+        keys = self.keys.history(app, channel)
         args = [
             self._publish_cmd,
             self.node.encode(),
@@ -69,22 +88,11 @@ class HistoryMixin(BrokerCore):
             b"",
             (skip or "").encode(),
         ]
-        op = Op(
-            lambda p: self._scripts["HISTORY_PUBLISH"](keys=keys, args=args, client=p),
-            lambda: the_app.deliver_published(attrs.evolve(publication, data=framed(msg))),
-            trio.Event(),
-        )
+        script = "HISTORY_PUBLISH"
+        op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), deliver_here)
+        op.done = trio.Event()
         self._enqueue(op)
-
-        async def sequenced() -> Position | None:
-            assert op.done is not None
-            await op.done.wait()
-            if op.failed is not None or not op.result:
-                return None
-            epoch, offset = op.result
-            return Position(epoch.decode(), int(offset))
-
-        return count, sequenced
+        return count, functools.partial(_position_of, op)
 
     async def read_history(
         self,
@@ -98,7 +106,7 @@ class HistoryMixin(BrokerCore):
         """A slice of the channel's stream in Redis (see ``HistoryStore.read``)."""
         if self._down is not None:
             raise BrokerUnavailable(f"Redis is unreachable ({self._down})")
-        keys = rp.history_keys(self.keys, app, channel)
+        keys = self.keys.history(app, channel)
         args = [
             new_epoch().encode(),
             str(int(self._meta_ttl * 1000)).encode(),
@@ -241,6 +249,16 @@ class HistoryMixin(BrokerCore):
 
 async def _no_position() -> Position | None:
     return None
+
+
+async def _position_of(op: Op) -> Position | None:
+    """The position Redis gave a published message, once written (None: it was not)."""
+    assert op.done is not None
+    await op.done.wait()
+    if op.failed is not None or not op.result:
+        return None
+    epoch, offset = op.result
+    return Position(epoch.decode(), int(offset))
 
 
 def _entry(frame: bytes, offset: int | None = None) -> Entry:

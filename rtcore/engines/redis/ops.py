@@ -11,7 +11,7 @@ import trio
 from rtcore.config.model import BrokerConfig
 from rtcore.core.history import Entry
 from rtcore.core.members import ChannelTable, Member
-from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis.keys import Keys
 
 if TYPE_CHECKING:
     from rtcore.core.app import App
@@ -60,7 +60,7 @@ class BrokerCore:
 
     config: BrokerConfig
     node: str
-    keys: rp.Keys
+    keys: Keys
     statistics: BrokerStatistics
     _poke: Callable[[], None]
     _publish_cmd: bytes
@@ -71,12 +71,21 @@ class BrokerCore:
     _tables: dict[str, ChannelTable]
     _apps: dict[str, App]
     _wanted: dict[bytes, tuple[str, str]]
-    _joining: dict[tuple[str, str, str], Op]
+    # presence (PresenceMixin._init_presence)
     _seen: dict[bytes, dict[str, Any]]
+    """Per subscribed channel: the members (id -> info) this node's clients were told of
+    by presence events; after an outage, compared with the cluster's listing."""
     _touched: dict[bytes, set[str]] | None
+    """While a resync reads listings: the members events changed meanwhile."""
+    _joining: dict[tuple[str, str, str], Op]
+    """Joins being written, by (app, channel, connection): their answers wait."""
+    # history (HistoryMixin._init_history)
     _holds: dict[bytes, list[list[Entry]]]
+    """Per channel: the live messages held for joins being recovered (``prepare_join``)."""
     _catching: dict[bytes, dict[str, tuple[Member, int]]]
+    """Per channel: members that joined with a replay up to an offset (``catch_up``)."""
     _last: dict[bytes, tuple[str, int]]
+    """Per channel with history: the (epoch, offset) of the last message delivered here."""
     _filling: dict[bytes, list[tuple[str, int, bytes]]]
     _through: dict[bytes, tuple[str, int]]
 

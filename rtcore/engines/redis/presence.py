@@ -17,12 +17,17 @@ import trio
 
 from rtcore.core.members import Member
 from rtcore.engines.base import BrokerUnavailable
-from rtcore.engines.redis import protocol as rp
+from rtcore.engines.redis import envelopes as rp
 from rtcore.engines.redis.ops import PIPELINE_MAX, BrokerCore, Op
 
 
 class PresenceMixin(BrokerCore):
-    """Presence methods of :class:`RedisBroker` (its state is initialised there)."""
+    """Presence methods of :class:`RedisBroker`, and their state."""
+
+    def _init_presence(self) -> None:
+        self._seen = {}
+        self._touched = None
+        self._joining = {}
 
     def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
         info = member.info()
