@@ -17,8 +17,8 @@ The metric names and what they count are documented in docs/api.md ("Operating")
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sized
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,10 +35,20 @@ from prometheus_client.core import (
     Metric,
 )
 
-from rtcore.observe.events import NO_CLOSE, Closed, Connected, FlushPass
+from rtcore.observe.events import (
+    NO_CLOSE,
+    Closed,
+    Connected,
+    FlusherStatistics,
+    FlushPass,
+    ServerStatistics,
+)
 
 if TYPE_CHECKING:
-    from rtcore.server.server import Server
+    from rtcore.core.app import App
+    from rtcore.core.outbox import Pending
+    from rtcore.engines.base import Broker
+    from rtcore.engines.redis.ops import BrokerStatistics
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Content-Type of :meth:`ServerMetrics.exposition` (Prometheus text format)."""
@@ -50,7 +60,50 @@ BYTES = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 6710
 LIFETIMES = (1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
-def queued_totals(server: Server) -> tuple[int, int]:
+class Flushing(Protocol):
+    """What the metrics read of the flusher."""
+
+    @property
+    def statistics(self) -> FlusherStatistics: ...
+
+
+class RedisCounters(Protocol):
+    """What the metrics read of the Redis broker."""
+
+    @property
+    def statistics(self) -> BrokerStatistics: ...
+
+    @property
+    def queued(self) -> int: ...
+
+
+class Measured(Protocol):
+    """What the metrics read of a server, at scrape time and per flush pass (the Server is one;
+    declared here so that observe/ does not depend on the server it observes)."""
+
+    @property
+    def apps(self) -> Mapping[str, App]: ...
+
+    @property
+    def pending(self) -> Pending: ...
+
+    @property
+    def connections(self) -> Sized: ...
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def redis(self) -> RedisCounters | None: ...
+
+    @property
+    def statistics(self) -> ServerStatistics: ...
+
+    @property
+    def flusher(self) -> Flushing: ...
+
+
+def queued_totals(server: Measured) -> tuple[int, int]:
     """Deliveries and bytes queued for clients so far (a sum over apps, not deliveries)."""
     deliveries, queued = 0, server.pending.bytes_pushed
     for app in server.apps.values():
@@ -63,7 +116,7 @@ def queued_totals(server: Server) -> tuple[int, int]:
 class StatisticsCollector:
     """Counters and gauges read from the server at scrape time (a prometheus_client Collector)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Measured) -> None:
         self._server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -207,7 +260,7 @@ class Buckets:
 class ServerMetrics:
     """A server's Prometheus registry, and the observer that fills its histograms."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Measured) -> None:
         self._server = server
         self._queued = (0, 0)
         """Deliveries and bytes queued until the previous flush pass."""

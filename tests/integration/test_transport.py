@@ -17,11 +17,13 @@ from wsproto.events import Message
 from rtcore import CloseCode, Server
 from rtcore.client import open_client
 from rtcore.config import AppConfig
+from rtcore.observe.throttled_log import LOG_EVERY
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
-from rtcore.server import accept, http
+from rtcore.server import accept
 from rtcore.server.connection import EVENTS_PER_BATCH
 from rtcore.server.flusher import Flusher
+from rtcore.server.http import router as http
 from tests.integration.conftest import Checkpoints, StartServer, url
 from tests.integration.raw import RawClient
 
@@ -103,7 +105,7 @@ async def test_accept_loop_survives_running_out_of_descriptors_and_memory(
 async def test_accept_loop_logs_again_after_the_quiet_period(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    script: list[Any] = [_oserror(errno.EMFILE) for _ in range(int(accept.LOG_EVERY / 0.1) + 5)]
+    script: list[Any] = [_oserror(errno.EMFILE) for _ in range(int(LOG_EVERY / 0.1) + 5)]
     listener = ScriptedListener([*script, "done"])
     got: list[str] = []
     with caplog.at_level(logging.WARNING, logger="rtcore.accept"), trio.fail_after(60):
@@ -468,7 +470,7 @@ async def test_the_default_budget_lets_a_pipelining_client_through(server: Serve
 async def test_the_heartbeat_pass_yields_between_batches_of_connections(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rtcore.server import server as server_module
+    from rtcore.server import heartbeat
 
     clients = []
     with trio.fail_after(10):
@@ -476,9 +478,9 @@ async def test_the_heartbeat_pass_yields_between_batches_of_connections(
             raw = await RawClient.connect(server.addresses[0])
             await raw.hello()
             clients.append(raw)
-        monkeypatch.setattr(server_module, "HEARTBEAT_CHECKPOINT_EVERY", 2)
+        monkeypatch.setattr(heartbeat, "CHECKPOINT_EVERY", 2)
         checkpoints = Checkpoints(monkeypatch)
-        await server._heartbeat_pass(server.config.limits.heartbeat_interval)
+        await server._heartbeat.beat(server.config.limits.heartbeat_interval)
         assert checkpoints.stop() == 2  # after the 2nd and the 4th of 5 connections
         for raw in clients:  # and every connection was checked and kept
             await raw.send(t="members", id=1, ch="x")
