@@ -17,8 +17,8 @@ The metric names and what they count are documented in docs/api.md ("Operating")
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sized
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -35,10 +35,20 @@ from prometheus_client.core import (
     Metric,
 )
 
-from rtcore.observe.events import NO_CLOSE, Closed, Connected, FlushPass
+from rtcore.observe.events import (
+    NO_CLOSE,
+    Closed,
+    Connected,
+    FlusherStatistics,
+    FlushPass,
+    ServerStatistics,
+)
 
 if TYPE_CHECKING:
-    from rtcore.server.server import Server
+    from rtcore.core.app import App
+    from rtcore.core.outbox import Pending
+    from rtcore.engines.base import Broker
+    from rtcore.engines.redis.ops import BrokerStatistics
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Content-Type of :meth:`ServerMetrics.exposition` (Prometheus text format)."""
@@ -50,7 +60,50 @@ BYTES = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 6710
 LIFETIMES = (1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600)
 
 
-def queued_totals(server: Server) -> tuple[int, int]:
+class Flushing(Protocol):
+    """What the metrics read of the flusher."""
+
+    @property
+    def statistics(self) -> FlusherStatistics: ...
+
+
+class RedisCounters(Protocol):
+    """What the metrics read of the Redis broker."""
+
+    @property
+    def statistics(self) -> BrokerStatistics: ...
+
+    @property
+    def queued(self) -> int: ...
+
+
+class Measured(Protocol):
+    """What the metrics read of a server, at scrape time and per flush pass (the Server is one;
+    declared here so that observe/ does not depend on the server it observes)."""
+
+    @property
+    def apps(self) -> Mapping[str, App]: ...
+
+    @property
+    def pending(self) -> Pending: ...
+
+    @property
+    def connections(self) -> Sized: ...
+
+    @property
+    def broker(self) -> Broker: ...
+
+    @property
+    def redis(self) -> RedisCounters | None: ...
+
+    @property
+    def statistics(self) -> ServerStatistics: ...
+
+    @property
+    def flusher(self) -> Flushing: ...
+
+
+def queued_totals(server: Measured) -> tuple[int, int]:
     """Deliveries and bytes queued for clients so far (a sum over apps, not deliveries)."""
     deliveries, queued = 0, server.pending.bytes_pushed
     for app in server.apps.values():
@@ -63,7 +116,7 @@ def queued_totals(server: Server) -> tuple[int, int]:
 class StatisticsCollector:
     """Counters and gauges read from the server at scrape time (a prometheus_client Collector)."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Measured) -> None:
         self._server = server
 
     def collect(self) -> Iterator[Metric]:
@@ -73,6 +126,20 @@ class StatisticsCollector:
 
     def _gauges(self) -> Iterator[Metric]:
         server = self._server
+        yield from self._app_gauges()
+        yield GaugeMetricFamily(
+            "rtcore_open_sockets",
+            "WebSocket-port connections open, established or still in their handshake",
+            value=len(server.connections),
+        )
+        up = GaugeMetricFamily(
+            "rtcore_broker_up", "1 when the broker can deliver, else 0", labels=["broker"]
+        )
+        up.add_metric([type(server.broker).__name__], 0 if server.broker.health() else 1)
+        yield up
+        yield from self._redis_metrics()
+
+    def _app_gauges(self) -> Iterator[Metric]:
         conns = GaugeMetricFamily(
             "rtcore_connections", "Established connections (hello accepted), by app", labels=["app"]
         )
@@ -84,35 +151,28 @@ class StatisticsCollector:
             "Channel memberships (a connection in 3 channels counts 3), by app",
             labels=["app"],
         )
-        for name, app in server.apps.items():
+        for name, app in self._server.apps.items():
             table = app.table.channels()
             conns.add_metric([name], len(app.table))
             channels.add_metric([name], len(table))
             members.add_metric([name], sum(map(len, table.values())))
         yield from (conns, channels, members)
+
+    def _redis_metrics(self) -> Iterator[Metric]:
+        redis = self._server.redis
+        if redis is None:
+            return
+        stats = redis.statistics
+        for name, value, doc in (
+            ("published", stats.published, "Writes to Redis (publications, presence, control)"),
+            ("received", stats.received, "Envelopes received from Redis pub/sub"),
+            ("dropped", stats.dropped, "Operations not forwarded (Redis away or queue full)"),
+            ("reconnects", stats.reconnects, "Times Redis became unreachable"),
+        ):
+            yield CounterMetricFamily(f"rtcore_broker_{name}", doc, value=value)
         yield GaugeMetricFamily(
-            "rtcore_open_sockets",
-            "WebSocket-port connections open, established or still in their handshake",
-            value=len(server.connections),
+            "rtcore_broker_queued", "Writes waiting for Redis", value=redis.queued
         )
-        up = GaugeMetricFamily(
-            "rtcore_broker_up", "1 when the broker can deliver, else 0", labels=["broker"]
-        )
-        up.add_metric([type(server.broker).__name__], 0 if server.broker.health() else 1)
-        yield up
-        redis = server.redis
-        if redis is not None:
-            stats = redis.statistics
-            for name, value, doc in (
-                ("published", stats.published, "Writes to Redis (publications, presence, control)"),
-                ("received", stats.received, "Envelopes received from Redis pub/sub"),
-                ("dropped", stats.dropped, "Operations not forwarded (Redis away or queue full)"),
-                ("reconnects", stats.reconnects, "Times Redis became unreachable"),
-            ):
-                yield CounterMetricFamily(f"rtcore_broker_{name}", doc, value=value)
-            yield GaugeMetricFamily(
-                "rtcore_broker_queued", "Writes waiting for Redis", value=redis.queued
-            )
 
     def _app_counters(self) -> Iterator[Metric]:
         messages = CounterMetricFamily(
@@ -207,7 +267,7 @@ class Buckets:
 class ServerMetrics:
     """A server's Prometheus registry, and the observer that fills its histograms."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Measured) -> None:
         self._server = server
         self._queued = (0, 0)
         """Deliveries and bytes queued until the previous flush pass."""

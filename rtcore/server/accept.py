@@ -102,3 +102,11 @@ def close_now(stream: Any) -> None:
         socket_of(stream).close()
     except Exception:  # pragma: no cover - closing a socket does not fail in practice
         log.exception("closing a refused connection failed")
+
+
+def peer_ip(sock: trio.socket.SocketType) -> str:
+    """The TCP peer's IP address ("?" if the peer is already gone)."""
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return "?"

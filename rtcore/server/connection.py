@@ -23,11 +23,9 @@ Theory of operation:
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import trio
 import wsproto
@@ -43,21 +41,23 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
-from rtcore.core.limits.admission import InboundBudget, client_address
+from rtcore.config.model import Config
+from rtcore.core.app import App
+from rtcore.core.limits.admission import Admission, InboundBudget
+from rtcore.core.outbox import Pending
 from rtcore.core.session.session import Session
 from rtcore.engines.base import BrokerUnavailable
 from rtcore.observe.events import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
 from rtcore.protocol.assembly import MessageAssembler, MessageTooBig
 from rtcore.protocol.close import Close
-from rtcore.server import observing, static
-
-if TYPE_CHECKING:
-    from rtcore.server.server import Server
+from rtcore.server import handshake, observing
+from rtcore.server.accept import peer_ip
+from rtcore.server.flusher import Flusher
+from rtcore.server.transport import Transport
 
 log = logging.getLogger("rtcore.connection")
 
-RECEIVE_SIZE = 64 * 1024
 EVENTS_PER_BATCH = 512
 """Frames handled from the read buffer before the reader lets other tasks run. A publisher's
 burst is fanned out a batch at a time, and each flush pass writes every subscriber what the
@@ -68,8 +68,35 @@ raw ceiling; bench/RESULTS.md). The price is fairness: a connection may hold the
 bounds how often."""
 
 
-class Connection:
-    """The transport side of one client connection.
+class Host(observing.Reported, Protocol):
+    """What a connection needs of the server (a Protocol: the Server is one). Read through
+    ``self.server`` as before; the reader binds nothing more per frame than it did."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def apps(self) -> Mapping[str, App]: ...
+
+    @property
+    def pending(self) -> Pending: ...
+
+    @property
+    def flusher(self) -> Flusher: ...
+
+    @property
+    def admission(self) -> Admission: ...
+
+    @property
+    def wall(self) -> Callable[[], float]: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
+    def release_admission(self, peer: str, ip: str | None, refusal: Close | None) -> None: ...
+
+
+class Connection(Transport):
+    """One client's WebSocket connection, on its socket (the Transport).
 
     Slotted, and holding nothing it does not need once established (the upgrade's HTTP
     state is dropped), because idle connections are what a server has most of.
@@ -77,18 +104,8 @@ class Connection:
 
     __slots__ = (
         "server",
-        "sock",
-        "tls",
-        "id",
-        "fd",
         "session",
-        "outbox",
-        "last_seen",
         "opened",
-        "pinged",
-        "blocked",
-        "queued",
-        "counted",
         "counted_ip",
         "peer",
         "refusal",
@@ -103,9 +120,26 @@ class Connection:
         "_left",
     )
 
+    # The fields that need saying (the slots are not class attributes: these are annotations).
+    peer: str
+    """The TCP peer's address (before X-Forwarded-For is applied)."""
+    counted_ip: str | None
+    """The address admission counted this connection under; None: not yet (behind a
+    trusted proxy, until the upgrade names the client)."""
+    refusal: Close | None
+    """Admission refused the connection at accept: upgrade only to close with this."""
+    opened: float
+    """When the connection was set up (trio's clock): its duration is reported at close."""
+    failed: bool
+    """Writing to it failed once (a bug, logged); it is closing with 1011."""
+    _ws: Any
+    """The handshake object until the upgrade is accepted, then its inner frame connection."""
+    _abort: bool
+    """End without a closing handshake (the peer is gone, or never upgraded)."""
+
     def __init__(
         self,
-        server: Server,
+        server: Host,
         sock: trio.socket.SocketType,
         conn_id: str,
         tls: trio.SSLStream[Any] | None = None,
@@ -114,43 +148,21 @@ class Connection:
         counted_ip: str | None = None,
         refusal: Close | None = None,
     ) -> None:
+        super().__init__(sock, conn_id, tls)
         self.server = server
-        # The bare trio socket, not a SocketStream: the flusher writes to the file descriptor,
-        # and the stream wrapper would only cost memory on every idle connection.
-        self.sock = sock
-        self.tls = tls
-        """With TLS, all I/O goes through the SSLStream and its drain task (no fd writes)."""
-        self.id = conn_id
-        self.fd = sock.fileno() if tls is None else -1
         self.peer = peer_ip(sock) if peer is None else peer
-        """The TCP peer's address (before X-Forwarded-For is applied)."""
         self.counted_ip = counted_ip
-        """The address admission counted this connection under; None: not yet (behind a
-        trusted proxy, until the upgrade names the client)."""
         self.refusal = refusal
-        """Admission refused the connection at accept: upgrade only to close with this."""
         self.session = Session(
             conn_id, server.apps, server.config, server.pending, owner=self, remote=self.peer
         )
         self.outbox = self.session.outbox
-        self.last_seen = trio.current_time()
         self.opened = self.last_seen
-        """When the connection was set up (trio's clock): its duration is reported at close."""
         self.budget = InboundBudget(server.config.limits, self.last_seen)
-        self.pinged = False
         self.failed = False
-        """Writing to it failed once (a bug, logged); it is closing with 1011."""
-        self.blocked = False
-        """A drain task owns the socket until the outbox is empty."""
-        self.queued = 0
-        """Bytes in the outbox counted so far (kept while blocked; the flusher's budget check)."""
-        self.counted = 0
-        """How many outbox items ``queued`` covers."""
-        # The handshake object until the upgrade is accepted, then its inner frame connection.
-        self._ws: Any = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
         self._close: Close | None = None
         self._abort = False
-        """End without a closing handshake (the peer is gone, or never upgraded)."""
         self._discard = False
         self._nursery: trio.Nursery | None = None
         self._assembly = MessageAssembler()
@@ -286,98 +298,33 @@ class Connection:
                 self._ws.receive_data(data)
                 for event in self._ws.events():
                     if isinstance(event, Request):
-                        self.session.remote = client_address(
-                            self.session.remote,
-                            (
-                                v.decode("latin-1")
-                                for k, v in event.extra_headers
-                                if k.lower() == b"x-forwarded-for"
-                            ),
-                            self.server.config.trusted_proxies,
-                        )
-                        if not self._origin_allowed(event):
-                            await self._write_through(
-                                self._ws.send(RejectConnection(status_code=403))
-                            )
-                            return False
-                        accept = self._ws.send(AcceptConnection())
-                        if self._drop_handshake():
-                            # The hello came with the request: the 101 is queued, and the
-                            # flusher writes it with the welcome (one write, not two).
-                            self.server.pending.push(self.outbox, accept)
-                        else:  # the client waits for the 101 before its hello: now
-                            await self._write_through(accept)
-                        return True
+                        return await self._accept(event)
             except WSRemoteProtocolError as exc:
-                hint = exc.event_hint or RejectConnection(status_code=400)
-                reply = static.respond(received)  # not an upgrade: the client and demo
+                reply = handshake.refusal(self._ws, exc, received)  # not an upgrade: a file?
                 with trio.move_on_after(1):
-                    await self._write_through(reply or self._ws.send(hint))
+                    await self._write_through(reply)
                 return False
 
-    def _origin_allowed(self, request: Request) -> bool:
-        """Browsers send Origin; with allowed_origins set, other origins are refused (403).
-
-        Clients that send no Origin (not browsers) are not subject to it: the check protects
-        users' browsers from other sites, not the server from programs.
-        """
-        allowed = self.server.config.allowed_origins
-        if not allowed:
-            return True
-        origins = [v for k, v in request.extra_headers if k.lower() == b"origin"]
-        return all(o.decode("latin-1") in allowed for o in origins)
-
-    def _drop_handshake(self) -> bool:
-        """Keep only the frame-level connection; feed it the bytes that followed the request
-        (True if there were any: the client did not wait for the 101).
-
-        wsproto's server handshake (1.2, 1.3) leaves bytes that came after the upgrade request
-        in its h11 connection and does not pass them on, which would silently drop a hello
-        sent without waiting for the 101.
-        """
-        h11_conn = getattr(self._ws.handshake, "_h11_connection", None)
-        trailing = getattr(h11_conn, "trailing_data", (b"", False))[0]
-        self._ws = self._ws.connection
-        if type(getattr(self._ws, "_events", None)) is deque:
-            self._ws._events = _EventQueue()  # ~700 bytes less per idle connection
-        if trailing:
-            self._ws.receive_data(bytes(trailing))
-        return bool(trailing)
+    async def _accept(self, request: Request) -> bool:
+        """Answer the upgrade request: 101, or 403 for an origin not allowed (False)."""
+        config = self.server.config
+        self.session.remote = handshake.client_of(
+            request, self.session.remote, config.trusted_proxies
+        )
+        if not handshake.origin_allowed(request, config.allowed_origins):
+            await self._write_through(self._ws.send(RejectConnection(status_code=403)))
+            return False
+        accept = self._ws.send(AcceptConnection())
+        self._ws, pipelined = handshake.frame_connection(self._ws)
+        if pipelined:
+            # The hello came with the request: the 101 is queued, and the flusher writes it
+            # with the welcome (one write, not two).
+            self.server.pending.push(self.outbox, accept)
+        else:  # the client waits for the 101 before its hello: now
+            await self._write_through(accept)
+        return True
 
     # -- reading ------------------------------------------------------------------------------
-
-    async def _receive(self) -> bytes:
-        try:
-            if self.tls is not None:
-                data = await self.tls.receive_some(RECEIVE_SIZE)
-            else:
-                # What trio's sock.recv does, inline, so that an idle connection waits with
-                # three coroutines fewer (recv's wrapper, its non-blocking helper, and ours):
-                # read; if nothing was there, wait until readable (a checkpoint) and read
-                # again; if data was there at once, still yield, so a fast sender cannot
-                # starve the others.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                got = self._read_now()
-                if got is None:
-                    while got is None:
-                        await trio.lowlevel.wait_readable(self.sock)
-                        got = self._read_now()
-                else:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                data = got
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return b""
-        self.last_seen = trio.current_time()
-        self.pinged = False
-        return bytes(data)  # receive_some may hand out a bytearray
-
-    def _read_now(self) -> bytes | None:
-        """Read what the socket holds; None if nothing (returned, not raised, so that no
-        exception is kept alive while the connection then waits)."""
-        try:
-            return os.read(self.fd, RECEIVE_SIZE)
-        except BlockingIOError:
-            return None
 
     async def _read(self, *, until_hello: bool) -> None:
         """Read and handle frames until a close is decided, the peer leaves, or hello arrives."""
@@ -498,22 +445,6 @@ class Connection:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def write_now(self, data: bytes | memoryview) -> int:
-        """One non-blocking write; returns bytes written, -1 if the peer is gone.
-
-        A TLS connection cannot write without awaiting: 0, so its drain task does it.
-        """
-        if self.tls is not None:
-            return 0
-        try:
-            return os.write(self.fd, data)
-        except BlockingIOError:
-            return 0
-        except OSError as exc:
-            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.EBADF, errno.ENOTCONN):
-                log.warning("connection %s: write failed: %s", self.id, exc)
-            return -1
-
     def start_drain(self) -> None:
         """The socket is full: a drain task owns it until the outbox is empty.
 
@@ -530,67 +461,3 @@ class Connection:
             await self._drain()
         finally:
             self.blocked = False
-
-    async def _write_through(self, data: bytes = b"") -> None:
-        """Queue ``data`` and write the whole outbox now, with no other writer running."""
-        if data:
-            self.outbox.items.append(data)
-        self.blocked = True
-        try:
-            await self._drain()
-        finally:
-            self.blocked = False
-
-    async def _drain(self) -> None:
-        outbox = self.outbox
-        while outbox.items and not outbox.closed:
-            items = outbox.items
-            k = len(items)
-            data = items[0] if k == 1 else b"".join(items)
-            if self.tls is not None:
-                await self._send_tls(items, k, data)
-                continue
-            n = self.write_now(data)
-            if n < 0:
-                outbox.closed = True
-                self.request_close(CloseCode.NORMAL, "peer is gone")
-                return
-            if n == len(data):
-                del items[:k]
-                self.counted, self.queued = 0, 0
-            else:
-                rest = memoryview(data)[n:]
-                items[:k] = [rest]
-                self.counted, self.queued = 1, len(rest)
-                await trio.lowlevel.wait_writable(self.fd)
-
-    async def _send_tls(
-        self, items: list[bytes | memoryview], k: int, data: bytes | memoryview
-    ) -> None:
-        del items[:k]
-        self.counted, self.queued = 0, 0
-        try:
-            await self.tls.send_all(data)  # type: ignore[union-attr]
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.outbox.closed = True
-            self.request_close(CloseCode.NORMAL, "peer is gone")
-
-
-class _EventQueue(list[Any]):
-    """wsproto's per-connection event queue, smaller: an empty deque is a 64-slot block
-    (760 bytes), held by every idle connection; wsproto only appends, pops from the left and
-    tests it (wsproto/connection.py), and holds a few events at a time (one read's frames),
-    so a list's O(n) pop(0) costs nothing measurable (bench/RESULTS.md, "Idle connections")."""
-
-    __slots__ = ()
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-
-def peer_ip(sock: trio.socket.SocketType) -> str:
-    """The TCP peer's IP address ("?" if the peer is already gone)."""
-    try:
-        return str(sock.getpeername()[0])
-    except OSError:
-        return "?"

@@ -32,7 +32,7 @@ import itertools
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
@@ -41,10 +41,37 @@ from rtcore.core.outbox import Outbox, Pending
 from rtcore.observe.events import NULL_OBSERVER, FlusherStatistics, FlushPass, Observer
 from rtcore.protocol import CloseCode
 
-if TYPE_CHECKING:
-    from rtcore.server.connection import Connection
-
 log = logging.getLogger("rtcore.flusher")
+
+
+class Writer(Protocol):
+    """What the flusher needs of a connection (rtcore.server.connection.Connection: the
+    owner of each outbox it writes)."""
+
+    id: str
+    failed: bool
+    """Writing to it failed once (a bug, logged); it is closing with 1011."""
+    blocked: bool
+    """A drain task owns the socket until the outbox is empty."""
+    queued: int
+    """Bytes in the outbox counted so far (kept while blocked; the budget check)."""
+    counted: int
+    """How many outbox items ``queued`` covers."""
+
+    @property
+    def remote(self) -> str: ...
+
+    @property
+    def closing(self) -> bool: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    def write_now(self, data: bytes | memoryview) -> int: ...
+
+    def start_drain(self) -> None: ...
+
+    def request_close(self, code: int, reason: str, *, discard_pending: bool = False) -> None: ...
 
 
 class Flusher:
@@ -140,7 +167,7 @@ class Flusher:
 
     def _failed(self, outbox: Outbox) -> None:
         """Writing one connection failed (a bug): close it with 1011, keep the pass going."""
-        conn: Connection | None = outbox.owner
+        conn: Writer | None = outbox.owner
         if conn is None:
             log.exception("flush: an outbox without a connection failed")
             outbox.closed = True
@@ -158,7 +185,7 @@ class Flusher:
         items = outbox.items
         if not items or outbox.closed:
             return last, joined
-        conn: Connection = outbox.owner
+        conn: Writer = outbox.owner
         if conn.blocked:
             self._account(conn, items)
             return last, joined
@@ -187,20 +214,20 @@ class Flusher:
             conn.start_drain()
         return last, joined
 
-    def _account(self, conn: Connection, items: list[bytes | memoryview]) -> None:
+    def _account(self, conn: Writer, items: list[bytes | memoryview]) -> None:
         if len(items) > conn.counted:
             conn.queued += sum(map(len, itertools.islice(items, conn.counted, None)))
             conn.counted = len(items)
             if conn.queued > self.budget:
                 self._slow(conn)
 
-    def slow_reply(self, conn: Connection) -> None:
+    def slow_reply(self, conn: Writer) -> None:
         """The session refused to queue a reply beyond the budget (it closes with 4008 itself):
         counted and reported like any slow consumer."""
         self.statistics.slow_consumers += 1
         self.observer.slow_consumer(conn.id, conn.remote, sum(map(len, conn.outbox.items)))
 
-    def _slow(self, conn: Connection) -> None:
+    def _slow(self, conn: Writer) -> None:
         if conn.closing:  # already on its way out: count it once
             return
         self.statistics.slow_consumers += 1

@@ -475,7 +475,7 @@ async def test_a_response_that_cannot_be_encoded_is_a_logged_500_and_the_connect
 ) -> None:
     """Intake makes this impossible for values; a bug must still not end the server."""
     from rtcore import operations as api
-    from rtcore.server import http as server_http
+    from rtcore.server.http import api as server_http
 
     index = next(i for i, r in enumerate(server_http.ROUTES) if r[2] is server_http._stats)
     method, pattern, _ = server_http.ROUTES[index]

@@ -389,7 +389,7 @@ async def test_readyz_and_broker_up_report_an_unreachable_broker(server: Server)
 
 def test_a_server_that_is_not_listening_yet_is_not_ready() -> None:
     from rtcore import Config
-    from rtcore.server.observing import readiness
+    from rtcore.server.http.operating import readiness
 
     server = Server(Config(port=0, api_port=0))
     assert readiness(server) == "not listening yet"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from rtcore import Server
-from rtcore.server import static
+from rtcore.server.http import static
 from tests.integration.conftest import StartServer
 from tests.integration.raw import RawClient
 

@@ -29,7 +29,7 @@ def fill(app: App, sizes: list[int]) -> None:
 async def test_ranking_the_channels_yields_every_slice(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rtcore.server import server as server_module
+    from rtcore.server import queries as server_module
 
     app = server.apps["default"]
     fill(app, [1, 3, 2, 3, 1])

@@ -20,9 +20,10 @@ from rtcore.config import AppConfig
 from rtcore.observe import throttled_log
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
-from rtcore.server import accept, http
+from rtcore.server import accept
 from rtcore.server.connection import EVENTS_PER_BATCH
 from rtcore.server.flusher import Flusher
+from rtcore.server.http import router as http
 from tests.integration.conftest import Checkpoints, StartServer, url
 from tests.integration.raw import RawClient
 
@@ -471,7 +472,7 @@ async def test_the_default_budget_lets_a_pipelining_client_through(server: Serve
 async def test_the_heartbeat_pass_yields_between_batches_of_connections(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rtcore.server import server as server_module
+    from rtcore.server import heartbeat
 
     clients = []
     with trio.fail_after(10):
@@ -479,9 +480,9 @@ async def test_the_heartbeat_pass_yields_between_batches_of_connections(
             raw = await RawClient.connect(server.addresses[0])
             await raw.hello()
             clients.append(raw)
-        monkeypatch.setattr(server_module, "HEARTBEAT_CHECKPOINT_EVERY", 2)
+        monkeypatch.setattr(heartbeat, "CHECKPOINT_EVERY", 2)
         checkpoints = Checkpoints(monkeypatch)
-        await server._heartbeat_pass(server.config.limits.heartbeat_interval)
+        await server._heartbeat.beat(server.config.limits.heartbeat_interval)
         assert checkpoints.stop() == 2  # after the 2nd and the 4th of 5 connections
         for raw in clients:  # and every connection was checked and kept
             await raw.send(t="members", id=1, ch="x")

@@ -1,4 +1,4 @@
-"""Plain HTTP on the WebSocket port (rtcore/server/static.py): files, 404, 405, no traversal."""
+"""Plain HTTP on the WebSocket port (rtcore.server.http.static): files, 404, 405, no traversal."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import h11
 import pytest
 
-from rtcore.server import static
+from rtcore.server.http import static
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "rtcore" / "static"

@@ -25,21 +25,21 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Callable, Mapping, Sized
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import attrs
 
 from rtcore import operations as api
 from rtcore.config import editor as settings_file
-from rtcore.config.model import AppConfig, ConfigError
-from rtcore.server.observing import Text
-
-if TYPE_CHECKING:
-    from rtcore.server.http import Request
-    from rtcore.server.server import Server
+from rtcore.config.model import AppConfig, Config, ConfigError
+from rtcore.core.app import App
+from rtcore.server import queries
+from rtcore.server.flusher import Flusher
+from rtcore.server.http.messages import Answer, Request, Text
 
 log = logging.getLogger("rtcore.admin")
 
@@ -62,17 +62,44 @@ _MEMBERS = re.compile(r"/channels/(?P<channel>[^/]+)/members")
 TOP_CHANNELS = 50
 
 
+class Administered(Protocol):
+    """What the settings page reads and changes of the server."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def apps(self) -> Mapping[str, App]: ...
+
+    @property
+    def connections(self) -> Sized: ...
+
+    @property
+    def flusher(self) -> Flusher: ...
+
+    @property
+    def config_path(self) -> Path | None: ...
+
+    @property
+    def config_overrides(self) -> Mapping[str, Any]: ...
+
+    @property
+    def on_settings_saved(self) -> Callable[[], None] | None: ...
+
+    def reload(self, config: Config) -> int: ...
+
+
 def is_admin(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-async def answer(server: Server, req: Request) -> tuple[int, dict[str, Any] | Text]:
+async def answer(server: Administered, req: Request) -> Answer:
     """Serve one request under ``/admin``; raises ApiError for refusals (4xx)."""
     if req.path in FILES:
         if req.method != "GET":
             raise api.ApiError(405, "method_not_allowed", "use GET")
         name, kind = FILES[req.path]
-        body = resources.files("rtcore.server").joinpath("admin_page", name).read_bytes()
+        body = resources.files("rtcore.server.http").joinpath("admin_page", name).read_bytes()
         return 200, Text(body, kind, PAGE_HEADERS)
     if not req.path.startswith(PREFIX + "/api/"):
         raise api.ApiError(404, "not_found", f"no such page: {req.path}")
@@ -97,7 +124,7 @@ async def answer(server: Server, req: Request) -> tuple[int, dict[str, Any] | Te
     raise api.ApiError(404, "not_found", f"no such endpoint: {req.method} {req.path}")
 
 
-def _authorize(server: Server, req: Request) -> None:
+def _authorize(server: Administered, req: Request) -> None:
     secret = server.config.admin_secret
     if secret is None:
         raise api.ApiError(
@@ -125,13 +152,13 @@ def _same_origin(req: Request) -> None:
 # -- reading --------------------------------------------------------------------------------------
 
 
-async def state(server: Server) -> dict[str, Any]:
+async def state(server: Administered) -> dict[str, Any]:
     """Live statistics, every app with its largest channels, and its editable settings."""
     path = server.config_path
     text = _read(path) if path is not None else None
     apps = []
     for name, app in list(server.apps.items()):
-        largest = await server.largest_channels(app, TOP_CHANNELS)
+        largest = await queries.largest_channels(app, TOP_CHANNELS)
         apps.append(
             {
                 "name": name,
@@ -171,7 +198,7 @@ def _read(path: Path) -> str:
 # -- saving ---------------------------------------------------------------------------------------
 
 
-def save(server: Server, app: str, change: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def save(server: Administered, app: str, change: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """Validate, write atomically, apply as a reload. Every broken rule is reported at once."""
     path = server.config_path
     if path is None:
