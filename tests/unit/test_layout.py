@@ -193,3 +193,34 @@ def test_the_size_check_sees_a_long_function(tmp_path: Path) -> None:
     assert list(_long_functions(path, tmp_path)) == ["long.py:3 f"]
     path.write_text(f"def f():\n{body[: body.rindex('    x')]}")  # 40 lines: short enough
     assert list(_long_functions(path, tmp_path)) == []
+
+
+def documented_tree(text: str) -> set[str]:
+    """The paths in docs/architecture.md's tree: each line's first word, nested by indent."""
+    block = text.split("```\n", 2)[1]
+    stack: list[tuple[int, str]] = []
+    paths = set()
+    for line in block.splitlines():
+        if not line.strip() or line.startswith(" " * 20):  # a description's continuation
+            continue
+        indent = len(line) - len(line.lstrip())
+        name = line.split()[0]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = "".join(part for _, part in stack) + name
+        paths.add(path.rstrip("/"))
+        if name.endswith("/"):
+            stack.append((indent, name))
+    return paths
+
+
+def test_the_architecture_doc_shows_the_tree_that_is_there() -> None:
+    documented = documented_tree((REPO / "docs" / "architecture.md").read_text(encoding="utf-8"))
+    modules = {
+        path.relative_to(REPO).as_posix()
+        for path in ROOT.rglob("*.py")
+        if path.name != "__init__.py" or path.parent == ROOT
+    }
+    assert modules - documented == set()  # every module has its line
+    listed = {p for p in documented if "*" not in p and not p.endswith(("__init__.py",))}
+    assert {p for p in listed if not (REPO / p).exists()} == set()  # and no line is stale
