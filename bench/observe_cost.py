@@ -53,7 +53,7 @@ def one_round(server: rtcore.Server, passes: int, per_pass: int) -> float:
     started = time.process_time()
     for _ in range(passes):
         for i in range(per_pass):
-            app.send("bench", "tick", i, now=1.0)
+            app.send("bench", "tick", i, wall=1.0)
         flusher.poke()
         flusher.flush()
     return time.process_time() - started
