@@ -4,8 +4,15 @@
 and asyncio); ``protocol.md`` the wire format any client can implement.
 """
 
+from typing import TYPE_CHECKING
+
 from rtcore.config.model import Config, ConfigError, Limits
 from rtcore.protocol import CloseCode, ErrorCode, RtcoreError
+
+if TYPE_CHECKING:  # what __getattr__ gives, for type checkers (nothing is imported at run time)
+    from rtcore.backend import AsyncServerAPI, ServerAPI, ServerAPIError
+    from rtcore.operations import ApiError
+    from rtcore.server import Server, UnknownAppError
 
 __version__ = "0.1.0"
 
@@ -21,10 +28,15 @@ def __getattr__(name: str) -> object:
         from rtcore import backend
 
         return getattr(backend, name)
+    if name == "ApiError":  # what the in-process API raises for a bad request
+        from rtcore import operations
+
+        return operations.ApiError
     raise AttributeError(f"module 'rtcore' has no attribute {name!r}")
 
 
 __all__ = [
+    "ApiError",
     "CloseCode",
     "Config",
     "ConfigError",
