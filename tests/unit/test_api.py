@@ -86,3 +86,10 @@ def test_server_side_names_are_validated_with_422() -> None:
     with pytest.raises(api.ApiError) as info:
         api.broadcast(world.apps["default"], "", None, NOW)
     assert (info.value.status, info.value.code) == (422, "invalid_event")
+
+
+def test_the_in_process_api_error_is_a_top_level_name() -> None:
+    import rtcore
+    from rtcore import operations
+
+    assert rtcore.ApiError is operations.ApiError and "ApiError" in rtcore.__all__
