@@ -1,6 +1,7 @@
 """What rtcore loads at run time besides its modules ships in the wheel: a wheel built from
 the tree (offline: ``pip wheel --no-build-isolation``, with the test extra's setuptools)
-holds the Redis engine's Lua scripts, and the scripts load from the installed package."""
+holds the Redis engine's Lua scripts, and the scripts load from the installed package; and
+the settings page's and the demo's files."""
 
 from __future__ import annotations
 
@@ -55,3 +56,14 @@ def test_the_wheel_ships_the_lua_scripts_and_they_load_from_it(tmp_path: Path) -
     where, size = run.stdout.split()
     assert Path(where).is_relative_to(tmp_path / "installed")
     assert int(size) == sum(len(scripts.source(n)) for n in scripts.PARTS)
+
+
+def test_the_wheel_ships_the_pages_and_the_type_marker(tmp_path: Path) -> None:
+    with zipfile.ZipFile(build_wheel(tmp_path)) as archive:
+        names = set(archive.namelist())
+    pages = [
+        *(REPO / "rtcore/server/http/admin_page").iterdir(),
+        *(REPO / "rtcore/static").iterdir(),
+    ]
+    wanted = {p.relative_to(REPO).as_posix() for p in pages} | {"rtcore/py.typed"}
+    assert len(wanted) >= 9 and wanted - names == set()
