@@ -254,12 +254,13 @@ class App:
         retention = self.retention(channel) if self._history and channel is not None else None
         if retention is None:
             payload, position = framed(frame), None
+        elif self.broker.shared:  # the cluster stores and delivers it (its position later)
+            assert channel is not None
+            return self._publish_history(channel, frame, retention, skip_id)
         else:
             assert channel is not None
-            stored = self._store(channel, frame, retention, skip_id, wall)
-            if isinstance(stored, Delivery):
-                return stored
-            payload, position = stored
+            entry = self.broker.history.publish(self.name, channel, frame, retention, wall)
+            payload, position = entry.data, Position(entry.msg.epoch or "", entry.offset)
         count = self._publish(target, channel, payload, skip)
         stats = self.statistics  # per publication, never per recipient
         stats.messages += 1
@@ -267,19 +268,16 @@ class App:
             stats.message_deliveries += count
         return Delivery(mid, ts, count, position)
 
-    def _store(
-        self, channel: str, frame: f.Msg, retention: Retention, skip_id: str | None, wall: float
-    ) -> tuple[bytes, Position] | Delivery:
-        """A message of a channel with history, stored: its framed bytes and position; with a
-        shared broker, the cluster stores and delivers it (the position comes later)."""
-        if self.broker.shared:
-            count, sequenced = self.broker.publish_history(
-                self.name, channel, frame, retention, skip_id
-            )
-            self.statistics.messages += 1  # its deliveries: deliver_published, on each node
-            return Delivery(frame.mid, frame.ts, count, None, sequenced)
-        entry = self.broker.history.publish(self.name, channel, frame, retention, wall)
-        return entry.data, Position(entry.msg.epoch or "", entry.offset)
+    def _publish_history(
+        self, channel: str, frame: f.Msg, retention: Retention, skip_id: str | None
+    ) -> Delivery:
+        """A message of a channel with history, with a shared broker: the cluster gives it its
+        place, stores it and delivers it on every node (``deliver_published``)."""
+        count, sequenced = self.broker.publish_history(
+            self.name, channel, frame, retention, skip_id
+        )
+        self.statistics.messages += 1  # its deliveries: deliver_published, on each node
+        return Delivery(frame.mid, frame.ts, count, None, sequenced)
 
     # -- history --------------------------------------------------------------------------
 

@@ -49,10 +49,9 @@ async def read_history(
     """A page of ``channel``'s history from wherever the broker keeps it (with Redis: the
     cluster's stream, bounded by ``broker.command_timeout``; 503 ``broker_unavailable``
     beyond)."""
-    retention, limit = api.history_request(app, channel, limit, limits)
     if not app.broker.shared:
-        found = app.history(channel, since, limit + 1, reverse, wall)
-        return api.history_page(found, since, reverse, limit, limits)
+        return api.history(app, channel, since, limit, reverse, wall, limits)
+    retention, limit = api.history_request(app, channel, limit, limits)
     timeout = broker.command_timeout
     with trio.move_on_after(timeout):
         try:
