@@ -206,6 +206,10 @@ export class RealtimeClient<P = unknown> {
   onUserEvent(
     handler: (event: string, session: Record<string, unknown> | null, user: Record<string, unknown> | null, ts: number) => void,
   ): Unsubscribe;
+  /** The server took this connection out of a channel (protocol.md §5.6); it is not rejoined. */
+  onLeft(
+    handler: (event: { channel: string; reason: "token_expired" | "grant_revoked" | "removed" | string; msg: string }) => void,
+  ): Unsubscribe;
   onConnect(handler: (socketId: string, info: { reconnected: boolean }) => void): Unsubscribe;
   /** `code` is the close code (1006 when no close frame arrived). */
   onDisconnect(handler: (code: number, reason: string) => void): Unsubscribe;

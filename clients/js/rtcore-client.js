@@ -553,6 +553,14 @@ export class RealtimeClient {
     return this._add("user_event", fn);
   }
 
+  /**
+   * `fn({channel, reason, msg})` when the server takes this connection out of a channel
+   * (protocol.md §5.6); the channel is forgotten, not rejoined after a reconnect.
+   */
+  onLeft(fn) {
+    return this._add("left", fn);
+  }
+
   /** `fn(socketId, {reconnected})` after every successful (re)connection. */
   onConnect(fn) {
     return this._add("connect", fn);
@@ -806,6 +814,11 @@ export class RealtimeClient {
         this._emit("user_event", ev.event, ev.session, ev.user, ev.ts);
         return;
       }
+      case "left":
+        this.channels.delete(frame.ch);
+        this.positions.delete(frame.ch);
+        this._emit("left", { channel: frame.ch, reason: frame.reason, msg: frame.msg ?? "" });
+        return;
       default:
         return; // a push type newer than this client: ignored (protocol.md §8)
     }

@@ -12,7 +12,8 @@ This module is the public face, :class:`Client`; its parts, each in its own modu
 - ``_requests``: requests in flight and their replies, the request frames, history pages;
 - ``_channels``: the channels to rejoin, their positions in their message streams
   (recovery), and their member lists (``_presence``);
-- ``_handlers`` and ``_events``: the registered handlers, and the event iterators;
+- ``_handlers``, ``_registrations`` and ``_events``: the registered handlers, their
+  registration methods, and the event iterators;
 - ``_websocket``: the WebSocket itself.
 
 Presence: the client asks for the ``presence_diffs`` feature (protocol.md §5.2.1) unless
@@ -50,9 +51,10 @@ import anyio.lowlevel
 
 from rtcore.client._channels import Channels
 from rtcore.client._events import EventStream, Listeners, Recovered
-from rtcore.client._handlers import MSG, Handler, Handlers
+from rtcore.client._handlers import Handlers
 from rtcore.client._link import FATAL_CLOSE_CODES, Link
 from rtcore.client._presence import Member
+from rtcore.client._registrations import Registrations
 from rtcore.client._requests import (
     HistoryPage,
     OnOk,
@@ -62,7 +64,7 @@ from rtcore.client._requests import (
     refresh_request,
 )
 from rtcore.client._websocket import parse_url
-from rtcore.client.errors import ConnectionClosedError, EventLoopError, NotConnectedError
+from rtcore.client.errors import EventLoopError, NotConnectedError
 from rtcore.protocol import frames as f
 from rtcore.protocol.position import Position
 
@@ -76,7 +78,7 @@ if TYPE_CHECKING:
 __all__ = ["FATAL_CLOSE_CODES", "Client", "HistoryPage", "open_client"]
 
 
-class Client:
+class Client(Registrations):
     """A connection to an rtcore server, kept open across network failures.
 
     Runs under trio and asyncio. Most code uses :func:`open_client`; ``Client(...)`` plus
@@ -347,67 +349,6 @@ class Client:
         self._check_loop()
         return await self._link.request(make, on_ok=on_ok)
 
-    # -- handlers -----------------------------------------------------------------------------
-
-    def on(self, event: str, handler: Callable[[f.Msg], object]) -> None:
-        """Call ``handler(msg)`` for every app event named ``event`` (``"*"``: all of them)."""
-        self._handlers.add(MSG + event, handler)
-
-    def once(self, event: str, handler: Callable[[f.Msg], object]) -> None:
-        """Like :meth:`on`, for the next such event only."""
-
-        def one_shot(msg: f.Msg) -> None:
-            self.off(event, one_shot)
-            handler(msg)
-
-        self.on(event, one_shot)
-
-    def off(self, event: str | None = None, handler: Handler | None = None) -> None:
-        """Remove one handler, every handler of an event, or (no arguments) all app handlers."""
-        self._handlers.remove_msg(event, handler)
-
-    def on_join(self, handler: Callable[[f.MemberEvent], object]) -> None:
-        """``handler(event: MemberEvent)`` when a member joins one of our channels."""
-        self._handlers.add("member_join", handler)
-
-    def on_leave(self, handler: Callable[[f.MemberEvent], object]) -> None:
-        self._handlers.add("member_leave", handler)
-
-    def on_update(self, handler: Callable[[f.MemberEvent], object]) -> None:
-        self._handlers.add("member_update", handler)
-
-    def on_recover(self, handler: Callable[[Recovered], object]) -> None:
-        """``handler(event: Recovered)`` after each rejoin of a channel this client had a
-        position in (after a reconnect, or a join with ``recover``)."""
-        self._handlers.add("recover", handler)
-
-    def on_connect(self, handler: Callable[[str], object]) -> None:
-        """``handler(conn_id)`` after every successful (re)connection."""
-        self._handlers.add("connect", handler)
-
-    def on_disconnect(self, handler: Callable[[int, str], object]) -> None:
-        """``handler(code, reason)`` when a connection ends."""
-        self._handlers.add("disconnect", handler)
-
-    def on_reconnect_attempt(self, handler: Callable[[int], object]) -> None:
-        """``handler(attempt)`` before each reconnection attempt (1, 2, ...)."""
-        self._handlers.add("reconnect_attempt", handler)
-
-    def on_error(self, handler: Callable[[Exception], object]) -> None:
-        """``handler(exc)`` when a connection attempt fails or a rejoin is refused."""
-        self._handlers.add("error", handler)
-
-    def on_user_event(self, handler: Callable[[f.UserEvent], object]) -> None:
-        """``handler(event: UserEvent)`` for events about this connection's own user
-        (``event.kind``: signin, signout, profile_update, password_change, ...)."""
-        self._handlers.add("user_event", handler)
-
-    def on_session_ended(self, handler: Callable[[ConnectionClosedError], object]) -> None:
-        """``handler(exc: ConnectionClosedError)`` when the server ends this client's session
-        (4016) or disconnects it (4017). The client stops: it does not reconnect with a token
-        the server will refuse; open a new client with a new token."""
-        self._handlers.add("session_ended", handler)
-
     def _report_recovery(self, event: Recovered) -> None:
         self._handlers.emit("recover", event)
         self._listeners.publish(event)
@@ -434,7 +375,7 @@ class Client:
         return self.events()
 
     def events(self, maxsize: int = 1000) -> EventStream:
-        """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Connected,
+        """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Left, Connected,
         Disconnected. It raises EventOverflowError once ``maxsize`` events are unread."""
         return EventStream(self._listeners, maxsize)
 

@@ -49,7 +49,7 @@ class Recovered:
     position: Position | None
 
 
-Event = f.Msg | f.MemberEvent | f.UserEvent | Connected | Disconnected | Recovered
+Event = f.Msg | f.MemberEvent | f.UserEvent | f.Left | Connected | Disconnected | Recovered
 
 
 class EventStream:

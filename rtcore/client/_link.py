@@ -315,6 +315,10 @@ class Link:
         elif isinstance(frame, f.UserEvent):
             self.handlers.emit("user_event", frame)
             self.listeners.publish(frame)
+        elif isinstance(frame, f.Left):
+            self.channels.left(frame.channel)
+            self.handlers.emit("left", frame)
+            self.listeners.publish(frame)
 
     def _member_event(self, event: f.MemberEvent) -> None:
         self.channels.members.apply(event)

@@ -393,6 +393,15 @@ class App:
             self._pending.push(member.outbox, framed(own))
         return True
 
+    def remove(self, member: Member, channel: str, reason: str, message: str) -> bool:
+        """The server takes ``member`` out of ``channel`` (protocol.md §5.6): the others hear
+        it leave, the member gets a ``left`` frame saying why (and, with echo, its own leave
+        first, as for a ``leave`` request). Returns False if it was not a member."""
+        if not self.leave(member, channel, member.echo):
+            return False
+        self._pending.push(member.outbox, framed(f.Left(channel, reason, message)))
+        return True
+
     def sees_presence(self, member: Member, channel: str) -> bool:
         """Whether ``member`` may list ``channel``'s members and receive its presence."""
         policy = self.settings.presence_policy(channel)

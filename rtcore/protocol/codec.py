@@ -183,6 +183,7 @@ _SERVER_SPECS: dict[str, tuple[type[f.ServerFrame], tuple[_Field, ...]]] = {
             ("ts", "ts", "uint"),
         ),
     ),
+    "left": (f.Left, _spec(_CH, ("reason", "reason", "str"), ("msg", "message", "str"))),
 }
 for _kind in f.MemberEvent.TYPES:
     _SERVER_SPECS[_kind] = (

@@ -229,5 +229,26 @@ class UserEvent:
     ts: int
 
 
-ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent
+@attrs.frozen
+class Left:
+    """The server took this connection out of a channel it had joined (protocol.md §5.6).
+
+    The connection stays open; the client must not rejoin the channel on its own (it may join
+    again when it has what the reason says is missing, e.g. a fresh channel token)."""
+
+    TYPE: ClassVar[str] = "left"
+    channel: str
+    reason: str
+    """Why: one of :data:`LEFT_REASONS`."""
+    message: str
+    """A human-readable explanation."""
+
+
+LEFT_REASONS = ("token_expired", "grant_revoked", "removed")
+"""``token_expired``: the channel token that admitted it expired without a refresh;
+``grant_revoked``: a refreshed session token no longer grants the channel; ``removed``: the
+app's backend took the user (or connection) out of the channel."""
+
+
+ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent | Left
 Frame = ClientFrame | ServerFrame

@@ -22,7 +22,7 @@ const EXAMPLES = [...DOC.matchAll(/```(frame|wsframe)\n(.*?)\n\n(.*?)\n```/gs)].
 }));
 const FRAMES = EXAMPLES.filter((e) => e.kind === "frame");
 const CLIENT_TYPES = ["hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh", "history"];
-const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user"];
+const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user", "left"];
 
 /** The client's frame builder called with the fields of a documented client frame. */
 function build(v) {
@@ -86,6 +86,18 @@ test("server pushes become the documented handler arguments", () => {
   assert.deepEqual(presenceEvents(update), [
     { type: "update", channel: "lobby", member: { id: "Zk81mPq0Lr2s", user: "u42", data: { name: "bob", status: "away" } } },
   ]);
+});
+
+test("a left frame: the channel is forgotten (not rejoined) and onLeft hears why", () => {
+  const c = client("ws://127.0.0.1:1/");
+  c.channels.set("room:42", undefined);
+  c.channels.set("lobby", undefined);
+  const heard = [];
+  c.onLeft((event) => heard.push(event));
+  const left = FRAMES.find((e) => e.value.t === "left");
+  c._dispatch(decodeFrame(left.bytes));
+  assert.deepEqual(heard, [{ channel: "room:42", reason: "token_expired", msg: "the channel token for 'room:42' expired" }]);
+  assert.deepEqual([...c.channels.keys()], ["lobby"]);
 });
 
 test("a message that is not a map with a string t is a ProtocolError", () => {
