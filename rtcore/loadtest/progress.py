@@ -19,6 +19,7 @@ class Progress:
         self.last_shown = 0.0
         self.last: tuple[float, int] | None = None
         self.rate = 0.0
+        self.phase = ""
 
     def update(self, phase: str, elapsed: float, total: dict[str, Any], planned: int) -> None:
         """Show the aggregate of the load processes' latest reports (``runner.aggregate``)."""
@@ -26,8 +27,9 @@ class Progress:
         delivered = total["counts"].get("deliveries", 0) + total["counts"].get("presence", 0)
         if self.last is not None and now > self.last[0]:
             self.rate = (delivered - self.last[1]) / (now - self.last[0])
-        if self.quiet or now - self.last_shown < self.every:
+        if self.quiet or (now - self.last_shown < self.every and phase == self.phase):
             return
+        self.phase = phase
         self.last = (now, delivered)
         self.last_shown = now
         line = status_line(phase, elapsed, total, planned, self.rate)
