@@ -37,6 +37,9 @@ api_host = "127.0.0.1"
 api_port = {api_port}
 default_app = "open"
 {broker}
+[limits]
+heartbeat_interval = 1.0  # pings every second: load clients that do not answer are closed
+
 [[apps]]
 name = "open"
 
@@ -125,9 +128,9 @@ def loadtest(
     return json.loads(out.read_text()), proc.stderr
 
 
-def test_connect_opens_every_connection_and_holds_them(node: Node, tmp_path: Path) -> None:
+def test_connect_opens_every_connection_and_holds_them_answering_pings(node: Node, tmp_path: Path) -> None:
     result, stderr = loadtest(tmp_path, node.url, "--scenario", "connect", "-n", "20",
-                              "--hold", "0.2", "--workers", "2")  # fmt: skip
+                              "--hold", "2.5", "--workers", "2")  # fmt: skip
     assert result["connections"] == {"planned": 20, "opened": 20, "open_at_end": 20, "refused": 0}
     assert result["refusals"] == {} and result["closes"] == {}
     assert sum(row["opened"] for row in result["series"]) == 20
@@ -233,3 +236,80 @@ def test_targets_beyond_loopback_are_refused_without_the_owners_flag(tmp_path: P
     )  # fmt: skip
     assert proc.returncode == 2
     assert "not a loopback address" in proc.stderr and "--i-own-this-target" in proc.stderr
+
+
+CHROMIUM = os.environ.get("RTCORE_CHROMIUM", "/usr/bin/chromium")
+PLAYWRIGHT = ROOT / "clients" / "js" / "node_modules" / "playwright-core"
+CHARTS = ["connections", "deliveries", "latency-over-time", "latency-distribution", "refusals"]
+
+
+def open_in_chromium(report: Path, screenshot: Path | None = None) -> dict[str, Any]:
+    """What Chromium saw of a report (tests/integration/loadtest_report.mjs)."""
+    for problem, missing in (
+        (f"no Chromium at {CHROMIUM}", not Path(CHROMIUM).exists()),
+        ("playwright-core is missing: run `npm ci` in clients/js", not PLAYWRIGHT.is_dir()),
+    ):
+        if missing:
+            if os.environ.get("RTCORE_REQUIRE_BROWSER") == "1":
+                pytest.fail(f"RTCORE_REQUIRE_BROWSER=1, but {problem}")
+            pytest.skip(problem)
+    script = ROOT / "tests" / "integration" / "loadtest_report.mjs"
+    args = ["node", str(script), str(report), *([str(screenshot)] if screenshot else [])]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    assert seen["problems"] == [] and seen["requests"] == []  # offline: nothing fetched
+    return seen
+
+
+def test_the_report_and_the_comparison_open_in_chromium_with_their_charts(
+    node: Node, tmp_path: Path
+) -> None:
+    runs = []
+    for n in ("6", "9"):
+        out = tmp_path / f"fanout-{n}.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "rtcore.cli", "loadtest", node.url, "--scenario", "fanout",
+             "-n", n, "--messages", "10", "--rate", "50", "--json", str(out),
+             "--html", str(tmp_path / f"fanout-{n}.html"), "--quiet"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(out)
+    seen = open_in_chromium(tmp_path / "fanout-6.html")
+    assert [(i["id"], i["complete"]) for i in seen["images"]] == [(c, True) for c in CHARTS]
+    assert all(i["width"] == 800 and i["height"] == 320 for i in seen["images"])
+    assert "60 of 60 deliveries owed were counted" in seen["text"]
+    compare = tmp_path / "compare.html"
+    tool = [sys.executable, "-m", "rtcore.loadtest", "compare", str(runs[0]), str(runs[1])]
+    subprocess.run([*tool, "--html", str(compare)], cwd=ROOT, check=True, timeout=120)
+    seen = open_in_chromium(compare)
+    assert [i["id"] for i in seen["images"] if i["width"] > 0] == CHARTS
+    assert "after / before" in seen["headers"]
+    # 6 then 9 subscribers of 10 messages: 60 and 90 deliveries, a ratio of 1.50
+    assert "deliveries received\t60\t90\t1.50×" in seen["text"]
+
+
+def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) -> None:
+    a, _ = loadtest(tmp_path, node.url, "--scenario", "fanout", "-n", "4", "--messages", "5")
+    b, _ = loadtest(tmp_path, node.url, "--app", "keyed", "--key", "wrong", "-n", "3")
+    b_fanout, _ = loadtest(tmp_path, node.url, "--scenario", "fanout", "-n", "2",
+                           "--messages", "5", "--app", "keyed", "--key", KEY)  # fmt: skip
+    paths = []
+    for i, result in enumerate((a, b_fanout)):
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(json.dumps(result))
+    combined_path = tmp_path / "combined.json"
+    tool = [sys.executable, "-m", "rtcore.loadtest", "combine", *map(str, paths)]
+    subprocess.run([*tool, "--json", str(combined_path)], cwd=ROOT, check=True, timeout=120)
+    combined = json.loads(combined_path.read_text())
+    assert combined["machines"] == 2
+    assert combined["connections"]["opened"] == 5 + 3  # publishers included
+    assert combined["deliveries"] == {"received": 30, "expected": 30, "complete": True}
+    assert combined["latency"]["samples"] == 30
+    assert sum(row["deliveries"] for row in combined["series"]) == 30
+    # a connect run is another scenario: not added to a fanout
+    (tmp_path / "other.json").write_text(json.dumps(b))
+    proc = subprocess.run([*tool[:-2], str(paths[0]), str(tmp_path / "other.json"), "--json",
+                           str(tmp_path / "x.json")], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "cannot combine different scenarios" in proc.stderr
