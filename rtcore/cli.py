@@ -93,11 +93,13 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["loadtest"]:
-        from rtcore.loadtest.cli import main as loadtest
+    if argv[:1] == ["loadtest"]:  # its own parser: URLs, and combine / report / compare
+        return _loadtest(argv[1:])
+    return _command(build_parser().parse_args(argv))
 
-        return loadtest(argv[1:])
-    args = build_parser().parse_args(argv)
+
+def _command(args: argparse.Namespace) -> int:
+    """serve, check-config or token."""
     workers = _worker_count(args)
     if workers is None:
         return 2
@@ -136,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rtcore: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _loadtest(argv: list[str]) -> int:
+    from rtcore.loadtest.cli import main as loadtest
+
+    return loadtest(argv)
 
 
 def _worker_count(args: argparse.Namespace) -> int | None:

@@ -65,7 +65,9 @@ class Agent:
         tokens = self.plan.tokens
         token = tokens[conn.index % len(tokens)] if tokens else None
         profile = p.CHURN_MARK if conn.role == "churner" else None
-        return Peer(conn, self.plan.targets[conn.target], hello_frame(self.plan.hello, token, profile))
+        return Peer(
+            conn, self.plan.targets[conn.target], hello_frame(self.plan.hello, token, profile)
+        )
 
     def second(self) -> stats.Second:
         return self.seconds.setdefault(int(time.time() - self.t0), stats.Second())

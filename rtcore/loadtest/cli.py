@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--channels", type=int, default=1, help="fanout: channels (max 128)")
     parser.add_argument("--room-size", type=int, default=10, help="chat: members per room")
     parser.add_argument("--churners", type=int, default=1, help="churn: churning connections")
-    parser.add_argument("--rate", type=float, help="messages (churn: operations)/s per sender; 0: a burst")
+    parser.add_argument(
+        "--rate", type=float, help="messages (churn: operations)/s per sender; 0: a burst"
+    )
     parser.add_argument("--messages", type=int, help="messages (churn: operations) per sender")
     parser.add_argument("--size", type=int, default=100, help="bytes of padding per message")
     parser.add_argument("--hold", type=float, default=5.0, help="connect: seconds to hold")
@@ -69,7 +71,9 @@ def _credentials(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--key", help="the app's client API key (development keys; else --key-env)")
     c.add_argument("--key-env", metavar="VAR", help="read the API key from $VAR")
     c.add_argument(
-        "--token-secret-env", metavar="VAR", help="mint session tokens with the app's HS* secret in $VAR"
+        "--token-secret-env",
+        metavar="VAR",
+        help="mint session tokens with the app's HS* secret in $VAR",
     )
     c.add_argument(
         "--token-command",
@@ -116,12 +120,15 @@ def _check_bounds(args: argparse.Namespace) -> None:
         (1 <= args.channels <= 128, "--channels: 1 to 128 (the publisher joins them all)"),
         (args.room_size >= 2, "--room-size: at least 2"),
         (args.churners >= 1, "--churners: at least 1"),
-        (args.messages is None or 0 <= args.messages <= MAX_MESSAGES, f"--messages: 0 to {MAX_MESSAGES:,}"),
+        (
+            args.messages is None or 0 <= args.messages <= MAX_MESSAGES,
+            f"--messages: 0 to {MAX_MESSAGES:,}",
+        ),
         (args.rate is None or args.rate >= 0, "--rate: 0 (a burst) or more"),
         (args.connect_rate > 0, "--connect-rate: above 0"),
         (0 <= args.size <= 1_000_000, "--size: 0 to 1,000,000 bytes"),
         (args.users >= 0, "--users: 0 (one per connection) or more"),
-    ]  # fmt: skip
+    ]
     for ok, rule in checks:
         if not ok:
             raise ValueError(rule)

@@ -23,7 +23,9 @@ class CredentialsError(Exception):
     """The load test cannot build its credentials: the message says which option to fix."""
 
 
-def hello_fields(app: str | None, key: str | None, key_env: str | None, diffs: bool) -> dict[str, Any]:
+def hello_fields(
+    app: str | None, key: str | None, key_env: str | None, diffs: bool
+) -> dict[str, Any]:
     """The hello fields every connection sends (echo off: senders never count their own)."""
     fields: dict[str, Any] = {"echo": False}
     if app:
@@ -64,9 +66,11 @@ def minted_tokens(
             "use --token-command for RS*/ES* apps"
         )
     settings = auth.SessionSettings(
-        algorithms=(algorithm,), key=_env(secret_env, "--token-secret-env"),
-        issuer=issuer, audience=audience,
-    )  # fmt: skip
+        algorithms=(algorithm,),
+        key=_env(secret_env, "--token-secret-env"),
+        issuer=issuer,
+        audience=audience,
+    )
     now = time.time()
     return tuple(auth.mint_token(settings, user, now, ttl) for user in users)
 

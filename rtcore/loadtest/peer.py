@@ -18,7 +18,13 @@ from rtcore.loadtest.plan import CHURN_MARK, EVENT, Conn, Target
 
 RECV = 256 * 1024
 
-CONNECTING, UPGRADING, JOINING, READY, CLOSED = "connecting", "upgrading", "joining", "ready", "closed"
+CONNECTING, UPGRADING, JOINING, READY, CLOSED = (
+    "connecting",
+    "upgrading",
+    "joining",
+    "ready",
+    "closed",
+)
 
 
 class Tally(Protocol):

@@ -47,10 +47,20 @@ def connections(runs: Runs) -> bytes:
     def draw(ax: Axes) -> None:
         for (label, result), color in zip(runs, COLORS, strict=False):
             rows = result["series"]
-            ax.step(_times(result), [r["open"] for r in rows], where="post", color=color,
-                    label=f"{label}: open")  # fmt: skip
-            ax.bar(_times(result), [r["opened"] for r in rows], alpha=0.3, color=color,
-                   label=f"{label}: opened in the second")  # fmt: skip
+            ax.step(
+                _times(result),
+                [r["open"] for r in rows],
+                where="post",
+                color=color,
+                label=f"{label}: open",
+            )
+            ax.bar(
+                _times(result),
+                [r["opened"] for r in rows],
+                alpha=0.3,
+                color=color,
+                label=f"{label}: opened in the second",
+            )
         ax.set_xlabel("seconds since the start")
         ax.set_ylabel("connections")
 
@@ -61,10 +71,21 @@ def deliveries(runs: Runs) -> bytes:
     def draw(ax: Axes) -> None:
         for (label, result), color in zip(runs, COLORS, strict=False):
             rows = result["series"]
-            ax.plot(_times(result), [r["deliveries"] for r in rows], marker=".", color=color,
-                    label=f"{label}: deliveries/s")  # fmt: skip
-            ax.plot(_times(result), [r["sent"] for r in rows], linestyle="--", color=color,
-                    alpha=0.6, label=f"{label}: sent/s")  # fmt: skip
+            ax.plot(
+                _times(result),
+                [r["deliveries"] for r in rows],
+                marker=".",
+                color=color,
+                label=f"{label}: deliveries/s",
+            )
+            ax.plot(
+                _times(result),
+                [r["sent"] for r in rows],
+                linestyle="--",
+                color=color,
+                alpha=0.6,
+                label=f"{label}: sent/s",
+            )
         ax.set_xlabel("seconds since the start")
         ax.set_ylabel("per second")
 
@@ -114,11 +135,19 @@ def latency_distribution(runs: Runs) -> bytes:
 
 def refusals(runs: Runs) -> bytes:
     def draw(ax: Axes) -> None:
-        keys = sorted({f"refused: {k}" for _, r in runs for k in r["refusals"]}
-                      | {f"closed: {k}" for _, r in runs for k in r["closes"]})  # fmt: skip
+        keys = sorted(
+            {f"refused: {k}" for _, r in runs for k in r["refusals"]}
+            | {f"closed: {k}" for _, r in runs for k in r["closes"]}
+        )
         if not keys:
-            ax.text(0.5, 0.5, "no refusals and no closes", ha="center", va="center",
-                    transform=ax.transAxes)  # fmt: skip
+            ax.text(
+                0.5,
+                0.5,
+                "no refusals and no closes",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
             return
         width = 0.8 / len(runs)
         for i, ((label, result), color) in enumerate(zip(runs, COLORS, strict=False)):
@@ -143,8 +172,14 @@ def _hist(raw: dict[Any, int]) -> dict[int, int]:
 
 def _no_data(ax: Axes, runs: Runs) -> None:
     if not any(result["latency"]["samples"] for _, result in runs):
-        ax.text(0.5, 0.5, "no latency samples in this scenario", ha="center", va="center",
-                transform=ax.transAxes)  # fmt: skip
+        ax.text(
+            0.5,
+            0.5,
+            "no latency samples in this scenario",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
 
 
 CHARTS: tuple[tuple[str, Callable[[Runs], bytes]], ...] = (

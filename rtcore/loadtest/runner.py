@@ -192,6 +192,18 @@ def build_result(
         "plan": plan_summary(plan),
         "timed_out": timed_out,
         "phases": {k: round(v, 3) for k, v in marks.items()},
+        **_tables(plan, total),
+        "deliveries": {"received": got, "expected": owed, "complete": got == owed},
+        "refusals": total["refusals"],
+        "closes": total["closes"],
+        "latency": {**stats.summary(hist), "histogram": {str(k): v for k, v in hist.items()}},
+        "series": series,
+    }
+
+
+def _tables(plan: p.Plan, total: dict[str, Any]) -> dict[str, Any]:
+    counts = total["counts"]
+    return {
         "connections": {
             "planned": len(plan.conns),
             "opened": total["opened"],
@@ -203,11 +215,6 @@ def build_result(
             "acked": counts.get("acked", 0),
             "refused": counts.get("refused_requests", 0),
         },
-        "deliveries": {"received": got, "expected": owed, "complete": got == owed},
-        "refusals": total["refusals"],
-        "closes": total["closes"],
-        "latency": {**stats.summary(hist), "histogram": {str(k): v for k, v in hist.items()}},
-        "series": series,
     }
 
 

@@ -60,7 +60,11 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
         out[section] = _sum_tables([r[section] for r in results])
     received = sum(r["deliveries"]["received"] for r in results)
     expected = sum(r["deliveries"]["expected"] for r in results)
-    out["deliveries"] = {"received": received, "expected": expected, "complete": received == expected}
+    out["deliveries"] = {
+        "received": received,
+        "expected": expected,
+        "complete": received == expected,
+    }
     out["plan"] = {**results[0]["plan"], "combined_from": len(results)}
     return out
 
@@ -90,11 +94,17 @@ def render(runs: list[tuple[str, dict[str, Any]]], title: str) -> str:
     """A self-contained HTML page: the summary tables, then every chart."""
     from rtcore.loadtest import plots  # matplotlib: only when drawing
 
-    parts = [f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
-             f"<style>{STYLE}</style><h1>{html.escape(title)}</h1>"]  # fmt: skip
+    parts = [
+        f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title>",
+        f"<style>{STYLE}</style><h1>{html.escape(title)}</h1>",
+    ]
     parts.append(_verdicts(runs))
-    parts.append(_table(["", *(label for label, _ in runs), *(["after / before"] * (len(runs) == 2))],
-                        summary_rows(runs)))  # fmt: skip
+    parts.append(
+        _table(
+            ["", *(label for label, _ in runs), *(["after / before"] * (len(runs) == 2))],
+            summary_rows(runs),
+        )
+    )
     parts.append("<h2>Refusals and closes by code</h2>")
     parts.append(_table(["", *(label for label, _ in runs)], code_rows(runs)))
     for chart_id, draw in plots.CHARTS:
@@ -103,8 +113,10 @@ def render(runs: list[tuple[str, dict[str, Any]]], title: str) -> str:
             f'<figure><img id="{chart_id}" alt="{chart_id}" src="data:image/png;base64,{png}">'
             f"<figcaption>{html.escape(CAPTIONS[chart_id])}</figcaption></figure>"
         )
-    parts.append(f"<p><small>generated {time.strftime('%Y-%m-%d %H:%M:%S')}; how to read it: "
-                 "docs/loadtest.md</small></p>")  # fmt: skip
+    parts.append(
+        f"<p><small>generated {time.strftime('%Y-%m-%d %H:%M:%S')}; how to read it: "
+        "docs/loadtest.md</small></p>"
+    )
     return "\n".join(parts)
 
 
@@ -153,10 +165,9 @@ def summary_rows(runs: list[tuple[str, dict[str, Any]]]) -> Rows:
         ("deliveries received", lambda r: r["deliveries"]["received"]),
         ("deliveries owed", lambda r: r["deliveries"]["expected"]),
         ("peak deliveries/s", lambda r: max((x["deliveries"] for x in r["series"]), default=0)),
-        *[(f"latency {p}, ms", (lambda p: lambda r: r["latency"][p])(p))
-          for p in ("p50", "p90", "p99", "p999", "max")],
+        *[(f"latency {p}, ms", _latency(p)) for p in ("p50", "p90", "p99", "p999", "max")],
         ("latency samples", lambda r: r["latency"]["samples"]),
-    ]  # fmt: skip
+    ]
     rows: Rows = []
     for name, get in getters:
         values = [get(r) for _, r in runs]
@@ -164,6 +175,10 @@ def summary_rows(runs: list[tuple[str, dict[str, Any]]]) -> Rows:
             values.append(ratio(values[0], values[1]))
         rows.append((name, values))
     return rows
+
+
+def _latency(name: str) -> Any:
+    return lambda r: r["latency"][name]
 
 
 def ratio(before: Any, after: Any) -> str:
@@ -175,12 +190,16 @@ def ratio(before: Any, after: Any) -> str:
 
 
 def code_rows(runs: list[tuple[str, dict[str, Any]]]) -> Rows:
-    keys = sorted({("refused", k) for _, r in runs for k in r["refusals"]}
-                  | {("closed", k) for _, r in runs for k in r["closes"]})  # fmt: skip
+    keys = sorted(
+        {("refused", k) for _, r in runs for k in r["refusals"]}
+        | {("closed", k) for _, r in runs for k in r["closes"]}
+    )
     if not keys:
         return [("none", ["—" for _ in runs])]
     table = {"refused": "refusals", "closed": "closes"}
-    return [(f"{kind}: {code}", [r[table[kind]].get(code, 0) for _, r in runs]) for kind, code in keys]
+    return [
+        (f"{kind}: {code}", [r[table[kind]].get(code, 0) for _, r in runs]) for kind, code in keys
+    ]
 
 
 def _cell(value: Any) -> str:
@@ -233,8 +252,10 @@ def main(argv: list[str]) -> int:
         elif args.tool == "report":
             write_report(load(args.result), Path(args.html))
         else:
-            runs = [(f"before ({args.before})", load(args.before)),
-                    (f"after ({args.after})", load(args.after))]  # fmt: skip
+            runs = [
+                (f"before ({args.before})", load(args.before)),
+                (f"after ({args.after})", load(args.after)),
+            ]
             Path(args.html).write_text(render(runs, title="rtcore loadtest: comparison"))
     except ResultError as exc:
         print(f"rtcore loadtest: {exc}", file=sys.stderr)

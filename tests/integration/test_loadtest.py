@@ -75,10 +75,21 @@ class Node:
         path.write_text(config(self.port, self.api_port, redis_url))
         env = {**os.environ, "LT_TEST_SESSION_SECRET": SECRET}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtcore.cli", "serve", "--config", str(path),
-             "--log-level", "WARNING"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "rtcore.cli",
+                "serve",
+                "--config",
+                str(path),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + STARTUP
         while not self._ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -120,17 +131,33 @@ def loadtest(
     """``python -m rtcore.loadtest ARGS`` (JSON only); its result and its stderr."""
     out = tmp / f"result-{time.monotonic_ns()}.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "rtcore.loadtest", *args, "--json", str(out), "--no-html",
-         "--duration", "60"],
-        cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rtcore.loadtest",
+            *args,
+            "--json",
+            str(out),
+            "--no-html",
+            "--duration",
+            "60",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == expect, proc.stderr[-3000:]
     return json.loads(out.read_text()), proc.stderr
 
 
-def test_connect_opens_every_connection_and_holds_them_answering_pings(node: Node, tmp_path: Path) -> None:
-    result, stderr = loadtest(tmp_path, node.url, "--scenario", "connect", "-n", "20",
-                              "--hold", "2.5", "--workers", "2")  # fmt: skip
+def test_connect_opens_every_connection_and_holds_them_answering_pings(
+    node: Node, tmp_path: Path
+) -> None:
+    result, stderr = loadtest(
+        tmp_path, node.url, "--scenario", "connect", "-n", "20", "--hold", "2.5", "--workers", "2"
+    )
     assert result["connections"] == {"planned": 20, "opened": 20, "open_at_end": 20, "refused": 0}
     assert result["refusals"] == {} and result["closes"] == {}
     assert sum(row["opened"] for row in result["series"]) == 20
@@ -148,15 +175,30 @@ def test_a_wrong_api_key_is_refused_with_4011_and_the_right_one_admitted(
     assert wrong["refusals"] == {"close 4011": 6}
     missing, _ = loadtest(tmp_path, node.url, "--app", "keyed", "-n", "3")
     assert missing["refusals"] == {"close 4010": 3}
-    right, _ = loadtest(tmp_path, node.url, "--app", "keyed", "--key-env", "LT_KEY", "-n", "6",
-                        env={"LT_KEY": KEY})  # fmt: skip
+    right, _ = loadtest(
+        tmp_path, node.url, "--app", "keyed", "--key-env", "LT_KEY", "-n", "6", env={"LT_KEY": KEY}
+    )
     assert right["connections"]["opened"] == 6 and right["refusals"] == {}
 
 
 def test_fanout_counts_every_delivery_of_a_burst(node: Node, tmp_path: Path) -> None:
     # 12 subscribers over 3 channels (4 each); 9 messages round-robin: 3 per channel
-    result, _ = loadtest(tmp_path, node.url, "--scenario", "fanout", "-n", "12", "--channels",
-                         "3", "--messages", "9", "--rate", "0", "--size", "500")  # fmt: skip
+    result, _ = loadtest(
+        tmp_path,
+        node.url,
+        "--scenario",
+        "fanout",
+        "-n",
+        "12",
+        "--channels",
+        "3",
+        "--messages",
+        "9",
+        "--rate",
+        "0",
+        "--size",
+        "500",
+    )
     assert result["messages"] == {"sent": 9, "acked": 9, "refused": 0}
     assert result["deliveries"] == {"received": 36, "expected": 36, "complete": True}
     assert result["latency"]["samples"] == 36
@@ -168,8 +210,19 @@ def test_fanout_across_two_nodes_over_redis(tmp_path: Path) -> None:
         a, b = Node(tmp_path, redis.url), Node(tmp_path, redis.url)
         try:
             # 10 subscribers of one channel, 5 on each node; the publisher on the first
-            result, _ = loadtest(tmp_path, a.url, b.url, "--scenario", "fanout", "-n", "10",
-                                 "--messages", "6", "--rate", "50")  # fmt: skip
+            result, _ = loadtest(
+                tmp_path,
+                a.url,
+                b.url,
+                "--scenario",
+                "fanout",
+                "-n",
+                "10",
+                "--messages",
+                "6",
+                "--rate",
+                "50",
+            )
         finally:
             a.stop()
             b.stop()
@@ -180,16 +233,44 @@ def test_fanout_across_two_nodes_over_redis(tmp_path: Path) -> None:
 
 def test_chat_rooms_each_member_hears_the_others(node: Node, tmp_path: Path) -> None:
     # 12 members in rooms of 4: each message reaches the 3 others
-    result, _ = loadtest(tmp_path, node.url, "--scenario", "chat", "-n", "12", "--room-size",
-                         "4", "--messages", "3", "--rate", "40", "--workers", "2")  # fmt: skip
+    result, _ = loadtest(
+        tmp_path,
+        node.url,
+        "--scenario",
+        "chat",
+        "-n",
+        "12",
+        "--room-size",
+        "4",
+        "--messages",
+        "3",
+        "--rate",
+        "40",
+        "--workers",
+        "2",
+    )
     assert result["messages"] == {"sent": 36, "acked": 36, "refused": 0}
     assert result["deliveries"] == {"received": 108, "expected": 108, "complete": True}
 
 
 def test_rate_limited_sends_are_refusals_with_their_code(node: Node, tmp_path: Path) -> None:
     # the "limited" app lets a connection make 5 requests a minute: the join and 4 sends
-    result, _ = loadtest(tmp_path, node.url, "--app", "limited", "--scenario", "chat", "-n",
-                         "6", "--room-size", "3", "--messages", "7", "--rate", "0")  # fmt: skip
+    result, _ = loadtest(
+        tmp_path,
+        node.url,
+        "--app",
+        "limited",
+        "--scenario",
+        "chat",
+        "-n",
+        "6",
+        "--room-size",
+        "3",
+        "--messages",
+        "7",
+        "--rate",
+        "0",
+    )
     assert result["messages"] == {"sent": 42, "acked": 24, "refused": 18}
     assert result["refusals"] == {"err rate_limited": 18}
     assert result["deliveries"] == {"received": 48, "expected": 48, "complete": True}
@@ -199,8 +280,20 @@ def test_churn_counts_one_presence_event_per_member_and_operation(
     node: Node, tmp_path: Path
 ) -> None:
     # 2 churners x 6 operations (join, profile, leave, twice) reach each of 8 members
-    result, _ = loadtest(tmp_path, node.url, "--scenario", "churn", "-n", "8", "--churners",
-                         "2", "--messages", "6", "--rate", "30")  # fmt: skip
+    result, _ = loadtest(
+        tmp_path,
+        node.url,
+        "--scenario",
+        "churn",
+        "-n",
+        "8",
+        "--churners",
+        "2",
+        "--messages",
+        "6",
+        "--rate",
+        "30",
+    )
     assert result["messages"] == {"sent": 12, "acked": 12, "refused": 0}
     assert result["deliveries"] == {"received": 96, "expected": 96, "complete": True}
 
@@ -208,22 +301,48 @@ def test_churn_counts_one_presence_event_per_member_and_operation(
 def test_storm_drops_everyone_and_all_come_back_with_minted_tokens(
     node: Node, tmp_path: Path
 ) -> None:
-    args = (node.url, "--app", "signed", "--scenario", "storm", "-n", "15",
-            "--token-secret-env", "LT_SECRET", "--users", "4")  # fmt: skip
+    args = (
+        node.url,
+        "--app",
+        "signed",
+        "--scenario",
+        "storm",
+        "-n",
+        "15",
+        "--token-secret-env",
+        "LT_SECRET",
+        "--users",
+        "4",
+    )
     result, _ = loadtest(tmp_path, *args, env={"LT_SECRET": SECRET})
     assert result["connections"] == {"planned": 15, "opened": 30, "open_at_end": 15, "refused": 0}
     assert result["refusals"] == {} and "recovery" in result["phases"]
     assert result["plan"]["tokens"] == 4
-    forged, _ = loadtest(tmp_path, *args[:4], "connect", *args[5:], "--hold", "0",
-                         env={"LT_SECRET": "x" * 40})  # fmt: skip
+    forged, _ = loadtest(
+        tmp_path, *args[:4], "connect", *args[5:], "--hold", "0", env={"LT_SECRET": "x" * 40}
+    )
     assert forged["refusals"] == {"close 4014": 15} and forged["connections"]["opened"] == 0
 
 
 def test_tokens_from_a_command_and_none_without_a_session(node: Node, tmp_path: Path) -> None:
-    mint = f"{sys.executable} -m rtcore.cli token --config {tmp_path / 'c.toml'} --app signed --user $RTCORE_LOADTEST_USER"
+    mint = (
+        f"{sys.executable} -m rtcore.cli token --config {tmp_path / 'c.toml'} --app signed "
+        "--user $RTCORE_LOADTEST_USER"
+    )
     (tmp_path / "c.toml").write_text(config(1, 2))
-    result, _ = loadtest(tmp_path, node.url, "--app", "signed", "-n", "4", "--users", "2",
-                         "--token-command", mint, env={"LT_TEST_SESSION_SECRET": SECRET})  # fmt: skip
+    result, _ = loadtest(
+        tmp_path,
+        node.url,
+        "--app",
+        "signed",
+        "-n",
+        "4",
+        "--users",
+        "2",
+        "--token-command",
+        mint,
+        env={"LT_TEST_SESSION_SECRET": SECRET},
+    )
     assert result["connections"]["opened"] == 4 and result["plan"]["tokens"] == 2
     anonymous, _ = loadtest(tmp_path, node.url, "--app", "signed", "-n", "4")
     assert anonymous["refusals"] == {"close 4013": 4}
@@ -232,8 +351,11 @@ def test_tokens_from_a_command_and_none_without_a_session(node: Node, tmp_path: 
 def test_targets_beyond_loopback_are_refused_without_the_owners_flag(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "rtcore.loadtest", "ws://192.0.2.10:8765/", "-n", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "not a loopback address" in proc.stderr and "--i-own-this-target" in proc.stderr
 
@@ -269,11 +391,31 @@ def test_the_report_and_the_comparison_open_in_chromium_with_their_charts(
     for n in ("6", "9"):
         out = tmp_path / f"fanout-{n}.json"
         proc = subprocess.run(
-            [sys.executable, "-m", "rtcore.cli", "loadtest", node.url, "--scenario", "fanout",
-             "-n", n, "--messages", "10", "--rate", "50", "--json", str(out),
-             "--html", str(tmp_path / f"fanout-{n}.html"), "--quiet"],
-            cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "rtcore.cli",
+                "loadtest",
+                node.url,
+                "--scenario",
+                "fanout",
+                "-n",
+                n,
+                "--messages",
+                "10",
+                "--rate",
+                "50",
+                "--json",
+                str(out),
+                "--html",
+                str(tmp_path / f"fanout-{n}.html"),
+                "--quiet",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(out)
     seen = open_in_chromium(tmp_path / "fanout-6.html")
@@ -293,8 +435,20 @@ def test_the_report_and_the_comparison_open_in_chromium_with_their_charts(
 def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) -> None:
     a, _ = loadtest(tmp_path, node.url, "--scenario", "fanout", "-n", "4", "--messages", "5")
     b, _ = loadtest(tmp_path, node.url, "--app", "keyed", "--key", "wrong", "-n", "3")
-    b_fanout, _ = loadtest(tmp_path, node.url, "--scenario", "fanout", "-n", "2",
-                           "--messages", "5", "--app", "keyed", "--key", KEY)  # fmt: skip
+    b_fanout, _ = loadtest(
+        tmp_path,
+        node.url,
+        "--scenario",
+        "fanout",
+        "-n",
+        "2",
+        "--messages",
+        "5",
+        "--app",
+        "keyed",
+        "--key",
+        KEY,
+    )
     paths = []
     for i, result in enumerate((a, b_fanout)):
         paths.append(tmp_path / f"m{i}.json")
@@ -310,6 +464,16 @@ def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) 
     assert sum(row["deliveries"] for row in combined["series"]) == 30
     # a connect run is another scenario: not added to a fanout
     (tmp_path / "other.json").write_text(json.dumps(b))
-    proc = subprocess.run([*tool[:-2], str(paths[0]), str(tmp_path / "other.json"), "--json",
-                           str(tmp_path / "x.json")], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            *tool[:-2],
+            str(paths[0]),
+            str(tmp_path / "other.json"),
+            "--json",
+            str(tmp_path / "x.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "cannot combine different scenarios" in proc.stderr

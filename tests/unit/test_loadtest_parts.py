@@ -42,12 +42,40 @@ def test_histograms_of_two_machines_add_up_to_the_histogram_of_both(
 
 
 def test_series_merge_by_second_and_add_every_count() -> None:
-    one = [{"t": 0, "open": 3, "opened": 3, "deliveries": 5, "sent": 1,
-            "refusals": {"close 4011": 1}, "closes": {}, "latency": {"10": 2}}]  # fmt: skip
-    two = [{"t": 0, "open": 2, "opened": 2, "deliveries": 1, "sent": 0,
-            "refusals": {"close 4011": 2}, "closes": {"close 4008": 1}, "latency": {"10": 1}},
-           {"t": 1, "open": 2, "opened": 0, "deliveries": 4, "sent": 0,
-            "refusals": {}, "closes": {}, "latency": {}}]  # fmt: skip
+    one = [
+        {
+            "t": 0,
+            "open": 3,
+            "opened": 3,
+            "deliveries": 5,
+            "sent": 1,
+            "refusals": {"close 4011": 1},
+            "closes": {},
+            "latency": {"10": 2},
+        }
+    ]
+    two = [
+        {
+            "t": 0,
+            "open": 2,
+            "opened": 2,
+            "deliveries": 1,
+            "sent": 0,
+            "refusals": {"close 4011": 2},
+            "closes": {"close 4008": 1},
+            "latency": {"10": 1},
+        },
+        {
+            "t": 1,
+            "open": 2,
+            "opened": 0,
+            "deliveries": 4,
+            "sent": 0,
+            "refusals": {},
+            "closes": {},
+            "latency": {},
+        },
+    ]
     merged = stats.merge_series([one, two])
     assert [row["t"] for row in merged] == [0, 1]
     assert merged[0]["open"] == 5 and merged[0]["deliveries"] == 6
@@ -75,16 +103,21 @@ def test_the_plans_connections() -> None:
     assert [c.channels[0] for c in chat] == ["lt.room.0"] * 3 + ["lt.room.1"] * 3 + ["lt.room.2"]
     churn = plan.build_conns("churn", 3, targets=1, churners=2)
     assert [c.role for c in churn] == ["member"] * 3 + ["churner"] * 2
-    p = plan.Plan("connect", (plan.Target("127.0.0.1", 1),), plan.build_conns("connect", 5, 1),
-                  {}, workers=2)  # fmt: skip
+    p = plan.Plan(
+        "connect", (plan.Target("127.0.0.1", 1),), plan.build_conns("connect", 5, 1), {}, workers=2
+    )
     assert [c.index for c in p.share(0)] == [0, 2, 4] and [c.index for c in p.share(1)] == [1, 3]
 
 
 @pytest.mark.parametrize(
     ("url", "address"),
-    [("ws://127.0.0.1:8765/", "127.0.0.1"), ("ws://localhost:8765/x?y=1", None),
-     ("ws://[::1]:8765", "::1"), ("ws://127.9.9.9", "127.9.9.9")],
-)  # fmt: skip
+    [
+        ("ws://127.0.0.1:8765/", "127.0.0.1"),
+        ("ws://localhost:8765/x?y=1", None),
+        ("ws://[::1]:8765", "::1"),
+        ("ws://127.9.9.9", "127.9.9.9"),
+    ],
+)
 def test_loopback_targets_are_accepted(url: str, address: str | None) -> None:
     target = targets.parse(url, own_target=False)
     assert address is None or target.host == address
@@ -96,8 +129,10 @@ def test_other_targets_need_the_owners_word() -> None:
     with pytest.raises(targets.TargetError, match="not a loopback address"):
         targets.parse("ws://192.0.2.10:8765/", own_target=False)
     assert targets.parse("ws://192.0.2.10:8765/", own_target=True).host == "192.0.2.10"
-    for url, reason in (("wss://127.0.0.1/", "wss:// is not supported"),
-                        ("http://127.0.0.1/", "expected ws://")):  # fmt: skip
+    for url, reason in (
+        ("wss://127.0.0.1/", "wss:// is not supported"),
+        ("http://127.0.0.1/", "expected ws://"),
+    ):
         with pytest.raises(targets.TargetError, match=reason):
             targets.parse(url, own_target=True)
 
