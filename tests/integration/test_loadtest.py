@@ -477,3 +477,38 @@ def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) 
         text=True,
     )
     assert proc.returncode == 2 and "cannot combine different scenarios" in proc.stderr
+
+
+def test_the_c_clients_build_from_the_package_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench's C clients ship inside rtcore (rtcore/loadtest/csrc) and build on demand."""
+    import shutil
+
+    from rtcore.loadtest import native
+
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc): the Python load clients are used")
+    monkeypatch.setenv("RTCORE_LOADTEST_BUILD", str(tmp_path / "build"))
+    for name in ("csub", "cstorm"):
+        assert native.build(name)
+        binary = native.binary_path(name)
+        assert binary.parent == tmp_path / "build" and os.access(binary, os.X_OK)
+        usage = subprocess.run([str(binary)], capture_output=True, text=True, timeout=10)
+        assert usage.returncode == 2 and f"usage: {name} HOST PORT N" in usage.stderr
+
+
+def test_every_loadtest_command_in_the_docs_parses() -> None:
+    import re
+    import shlex
+
+    from rtcore.loadtest import cli, tools
+
+    text = (ROOT / "docs" / "loadtest.md").read_text()
+    shell = "\n".join(re.findall(r"```sh\n(.*?)```", text, re.S))
+    commands = re.findall(r"^(?:rtcore |python -m rtcore\.)loadtest ([^\n#]*)", shell, re.M)
+    assert len(commands) >= 8
+    for command in commands:
+        words = shlex.split(command)
+        parser = tools.build_parser() if words[0] in cli.TOOLS else cli.build_parser()
+        parser.parse_args(words)  # argparse exits (SystemExit) on anything it rejects
