@@ -2,11 +2,11 @@
 joins, storm, nodes-burst, nodes-steady, all, smoke).
 
 Every scenario starts each server under test in its own process (``bench.servers``), drives it
-from separate load processes (``bench.load``), and prints a markdown table with the ratio to
-the naive trio-websocket baseline measured in the same invocation. The ``raw`` server shows
-the load generator's own ceiling on this machine. The ``nodes-*`` scenarios run rtcore nodes
-(``rtcore serve``) over a private ``redis-server`` (``bench.cluster``) and compare them with
-one node in the same invocation.
+from separate load processes (``rtcore.loadtest``'s load clients, the ones ``rtcore loadtest``
+uses), and prints a markdown table with the ratio to the naive trio-websocket baseline measured
+in the same invocation. The ``raw`` server shows the load generator's own ceiling on this
+machine. The ``nodes-*`` scenarios run rtcore nodes (``rtcore serve``) over a private
+``redis-server`` (``bench.cluster``) and compare them with one node in the same invocation.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--load",
         choices=["c", "python"],
         default="c",
-        help="subscriber load generator: C (bench/csub.c, built with cc) or Python",
+        help="subscriber load generator: C (rtcore/loadtest/csrc/csub.c, built with cc) or Python",
     )
     sub = parser.add_subparsers(dest="scenario", required=True)
     for add_parser in PARSERS:
