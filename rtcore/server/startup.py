@@ -21,7 +21,13 @@ log = logging.getLogger("rtcore.server")
 
 
 class ListenError(RtcoreError, OSError):
-    """An address to listen on could not be bound; the message names it and why."""
+    """An address to listen on could not be bound; the message names it and why.
+
+    ``str()`` is that one line, the same ``rtcore serve`` prints (``errno`` is the OS's).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else super().__str__()
 
 
 async def open_listeners(
@@ -32,7 +38,8 @@ async def open_listeners(
     try:
         return await listen.open_listeners(port, host, reuse_port=reuse_port)
     except OSError as exc:
-        raise ListenError(exc.errno, listen.failure_reason(exc, host, port, what)) from exc
+        # from None: the one line says it all; the OS's error is in errno and the message
+        raise ListenError(exc.errno, listen.failure_reason(exc, host, port, what)) from None
 
 
 def address(listener: trio.SocketListener) -> tuple[str, int]:

@@ -71,6 +71,8 @@ async def run_script(code: str, ws_port: int, api_port: int) -> str:
     code = code.replace("127.0.0.1:8765", f"127.0.0.1:{ws_port}")
     code = code.replace("127.0.0.1:8766", f"127.0.0.1:{api_port}")
     code = code.replace("port=8765", f"port={ws_port}").replace("port=8766", f"port={api_port}")
+    # the embedding example's own ports (beside a quick-start server)
+    code = code.replace("port=8775", f"port={ws_port}").replace("port=8776", f"port={api_port}")
     with trio.fail_after(60):
         out = await trio.run_process(
             [sys.executable, "-c", code],
@@ -107,6 +109,15 @@ def test_the_docs_have_the_blocks_this_test_expects() -> None:
     ids = [id_ for id_, _, _ in PYTHON]
     assert any(i.startswith("README.md") for i in ids) and any(i.startswith("docs/") for i in ids)
     assert readme_apps(), "the README shows the config its server-API example needs"
+
+
+def test_embedding_examples_stay_off_the_quick_start_servers_ports() -> None:
+    """The reader keeps ``rtcore serve`` running (8765, 8766) while trying these."""
+    embedding = [(i, c) for i, _, c in PYTHON if "rtcore.Server(" in c]
+    assert embedding
+    for id_, code in embedding:
+        ports = re.findall(r"\bport=(\d+)", code)
+        assert ports and not {"8765", "8766"} & set(ports), (id_, ports)
 
 
 @pytest.mark.parametrize(
