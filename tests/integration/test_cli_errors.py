@@ -146,3 +146,24 @@ def test_a_missing_secret_file_in_the_config_is_one_line(
     path.write_text('[[apps]]\nname = "chat"\nserver_secret_file = "gone.txt"\n')
     assert main(["check-config", str(path)]) == 2
     assert "apps[0].server_secret_file: cannot read 'gone.txt'" in one_line(capsys.readouterr().err)
+
+
+def test_check_config_lists_every_bad_key_of_one_limiter_and_names_bad_operations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "limiter.toml"
+    path.write_text(
+        '[[apps]]\nname = "chat"\n\n[[apps.rate_limits]]\nname = "r"\nrate = 0\n'
+        'per_seconds = -1\nburst = 0.5\nscope = "world"\noperations = ["join", "jion"]\n'
+    )
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    where = "rtcore: config error: apps[0].rate_limits[0]"
+    assert lines == [
+        f"{where}.rate: must be a positive number",
+        f"{where}.per_seconds: must be a positive number",
+        f"{where}.burst: must be at least 1",
+        f"{where}.scope: must be client or connection",
+        f"{where}.operations: must be some of broadcast, history, join, members, profile, "
+        "refresh, send ('jion' is not one)",
+    ]
