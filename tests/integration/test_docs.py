@@ -36,6 +36,7 @@ FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 SECRET_ENV = {
     "CHAT_SERVER_SECRET": "a-server-secret-of-at-least-32-chars!",
     "RTCORE_REDIS_URL": "redis://:password@10.0.0.5:6379/0",
+    "CHAT_JWT_SECRET": "a-jwt-secret-of-at-least-32-characters",
 }
 RTCORE_COMMAND = re.compile(r"(?:^|[\s/])rtcore ((?:serve|check-config|token)\b[^\n&|;]*)")
 
@@ -191,3 +192,32 @@ def test_the_dockerfile_runs_rtcore_as_a_non_root_user_with_a_command_that_parse
     assert entry == ["rtcore"]
     args = build_parser().parse_args(command)
     assert (args.command, args.host, args.api_host) == ("serve", "0.0.0.0", "0.0.0.0")
+
+
+async def test_the_backend_token_example_mints_tokens_the_server_accepts(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/api.md's realtime_token, run as written: the server admits its token as that user
+    and session (sub, sid, exp as the docs say)."""
+    from rtcore.client import open_client
+
+    (code,) = [c for i, _, c in PYTHON if "def realtime_token" in c]
+    (toml,) = [c for i, _, c in TOML if i.startswith("docs/api.md") and "CHAT_JWT_SECRET" in c]
+    secret = "a-jwt-secret-of-at-least-32-characters"
+    monkeypatch.setenv("CHAT_JWT_SECRET", secret)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/api.md", "exec"), namespace)
+    token = namespace["realtime_token"]("u42", "s-1")  # type: ignore[operator]
+    conf = cfg.from_dict(tomllib.loads(toml), env={"CHAT_JWT_SECRET": secret})
+    server = Server(Config(host="127.0.0.1", port=0, api_port=None, apps=conf.apps))
+    await nursery.start(server.serve)
+    address = f"ws://127.0.0.1:{server.addresses[0][1]}/"
+    async with open_client(address, app="chat", token=token) as client:
+        assert client.welcome is not None and client.welcome.user == "u42"
+        await client.join("lobby")
+        (member,) = server.members("chat", "lobby")
+        assert member["user"] == "u42"
+        # the sid claim is the session a backend disconnects by
+        assert server.disconnect_session("chat", "u42", "other")["closed"] == 0
+        assert server.disconnect_session("chat", "u42", "s-1")["closed"] == 1
+    server.shutdown()
