@@ -216,6 +216,12 @@ class Server(InProcessAPI):
             for listener in listeners:
                 nursery.start_soon(accept, listener)
             log.info("rtcore serving on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
+            startup.log_pages(
+                self.addresses,
+                self.api_addresses,
+                self.config.tls_cert is not None,
+                self.config.admin_secret is not None,
+            )
             task_status.started(self.addresses)
             await self._stop.wait()
             accept_scope.cancel()

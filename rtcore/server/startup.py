@@ -48,6 +48,35 @@ def address(listener: trio.SocketListener) -> tuple[str, int]:
     return str(host), int(port)
 
 
+def page_url(address: tuple[str, int], scheme: str, path: str = "/") -> str:
+    """A URL a browser on this machine can open for ``address`` (a wildcard host becomes
+    loopback; IPv6 in brackets)."""
+    host, port = address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{path}"
+
+
+def log_pages(
+    addresses: Sequence[tuple[str, int]],
+    api_addresses: Sequence[tuple[str, int]],
+    tls: bool,
+    admin: bool,
+) -> None:
+    """Where a person starts: the demo chat and, on the server-API port, the settings page."""
+    scheme = "https" if tls else "http"
+    if not addresses:
+        return
+    if not api_addresses:
+        settings = "the settings page is off (no server API)"
+    elif admin:
+        settings = f"the settings page at {page_url(api_addresses[0], 'http', '/admin')}"
+    else:
+        settings = "the settings page is off (set server.admin_secret_env to turn it on)"
+    log.info("open %s for the demo chat; %s", page_url(addresses[0], scheme), settings)
+
+
 def tls_context(config: Config) -> ssl.SSLContext | None:
     """The server's TLS context, when it has a certificate and key."""
     if config.tls_cert is None or config.tls_key is None:

@@ -238,12 +238,18 @@ def test_connection_lines_are_rate_limited_then_summarised(
     assert (closed.conn, closed.code, closed.duration) == ("c0", 1000, 2.25)  # type: ignore[attr-defined]
 
 
-def test_a_closed_connection_without_a_websocket_says_none(
+def test_a_connection_without_a_websocket_is_a_debug_line_not_an_info_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Issue 21: each of the demo's static files logged "connection closed: none" at INFO."""
     caplog.set_level(logging.INFO)
     LogObserver().closed(Closed("c9", "10.0.0.1", None, NO_CLOSE, "no WebSocket", 0.01))
-    assert connection_lines(caplog)[-1].getMessage().startswith("connection c9 closed: none")
+    assert connection_lines(caplog) == []
+    caplog.set_level(logging.DEBUG)
+    LogObserver().closed(Closed("c9", "10.0.0.1", None, NO_CLOSE, "no WebSocket", 0.01))
+    (line,) = connection_lines(caplog)
+    assert line.levelno == logging.DEBUG
+    assert line.getMessage().startswith("connection c9 ended without a WebSocket")
 
 
 def test_refusals_are_debug_lines(caplog: pytest.LogCaptureFixture) -> None:
