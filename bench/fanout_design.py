@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 
 import trio
+import trio.lowlevel
+
 
 async def _drain(sock: trio.socket.SocketType, expected: int, done: Callable[[], None]) -> None:
     received = 0
@@ -62,7 +64,7 @@ async def channels(socks: list[socket.socket], batches: list[list[bytes]], queue
                         dropped += 1
                         send.close()
                         senders[i] = None
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
         for send in senders:
             if send is not None:
                 send.close()
@@ -106,7 +108,7 @@ async def outbox(socks: list[socket.socket], batches: list[list[bytes]], budget:
                     if buf:
                         draining.add(i)
                         nursery.start_soon(_drain_task, socks[i], buf, draining, i)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
     return len(dropped)
 
 
@@ -154,8 +156,11 @@ async def run(design: str, args: argparse.Namespace) -> tuple[float, float, int]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fanout_design", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fanout_design",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-n", type=int, default=1000, help="connections in the channel")
     parser.add_argument("-m", type=int, default=2000, help="messages")
     parser.add_argument("--batch", type=int, default=20, help="messages per scheduler turn")
@@ -169,8 +174,10 @@ def main(argv: list[str] | None = None) -> None:
         for design in results:
             results[design].append(trio.run(run, design, args))
     deliveries = args.n * args.batch * (args.m // args.batch)
-    print(f"{args.n} connections, {deliveries:,} deliveries of {args.size} B, "
-          f"bursts of {args.batch}, {args.rounds} rounds (medians)\n")  # fmt: skip
+    print(
+        f"{args.n} connections, {deliveries:,} deliveries of {args.size} B, "
+        f"bursts of {args.batch}, {args.rounds} rounds (medians)\n"
+    )
     print("| design | deliveries/s (wall) | deliveries/s (CPU) | dropped |")
     print("|---|---|---|---|")
     for design, runs in results.items():

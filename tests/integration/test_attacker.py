@@ -135,7 +135,9 @@ async def test_rate_limited_requests_raise_request_error_with_retry_after(two_ap
             assert (info.value.code, info.value.limiter) == ("rate_limited", "joins")
             assert info.value.retry_after is not None and 0 < info.value.retry_after <= 60
             # one unit, milliseconds, as on the wire; retry_after is the same in seconds
-            assert type(info.value.retry_after_ms) is int and 0 < info.value.retry_after_ms <= 60_000
+            assert (
+                type(info.value.retry_after_ms) is int and 0 < info.value.retry_after_ms <= 60_000
+            )
             assert info.value.retry_after == info.value.retry_after_ms / 1000
 
 
