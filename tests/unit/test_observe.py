@@ -326,3 +326,31 @@ def test_buckets_count_each_value_under_the_first_bound_it_does_not_exceed() -> 
     assert samples[("t_seconds_bucket", "+Inf")] == 6
     assert samples[("t_seconds_count", None)] == 6
     assert samples[("t_seconds_sum", None)] == 18.0
+
+
+def test_coredis_lines_from_outside_an_exception_carry_no_stray_traceback() -> None:
+    """coredis logs `exc_info=True` in a finally block when Redis drops; the line must not be
+    followed by "NoneType: None" (issue 21)."""
+    import io
+
+    from coredis._utils import logger as coredis_logger
+
+    import rtcore.engines.redis.connect  # noqa: F401  (installs the filter)
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    coredis_logger.addHandler(handler)
+    level = coredis_logger.level
+    coredis_logger.setLevel(logging.INFO)
+    try:
+        coredis_logger.info("Connection closed unexpectedly!", exc_info=True)
+        try:
+            raise ConnectionError("real")
+        except ConnectionError:
+            coredis_logger.info("with a real exception", exc_info=True)
+    finally:
+        coredis_logger.removeHandler(handler)
+        coredis_logger.setLevel(level)
+    text = out.getvalue()
+    assert "Connection closed unexpectedly!" in text and "NoneType: None" not in text
+    assert "ConnectionError: real" in text  # a real traceback is kept
