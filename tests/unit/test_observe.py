@@ -354,3 +354,20 @@ def test_coredis_lines_from_outside_an_exception_carry_no_stray_traceback() -> N
     text = out.getvalue()
     assert "Connection closed unexpectedly!" in text and "NoneType: None" not in text
     assert "ConnectionError: real" in text  # a real traceback is kept
+
+
+def test_connection_lines_in_json_have_the_keys_the_readme_lists() -> None:
+    stream = io.StringIO()
+    logs.configure("INFO", "json", stream)
+    try:
+        observer = LogObserver()
+        observer.connected(Connected("c1", "10.0.0.1", "chat", None))
+        observer.closed(Closed("c1", "10.0.0.1", "chat", 1000, "bye", 1.5))
+    finally:
+        logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+    opened, closed = (json.loads(line) for line in stream.getvalue().splitlines())
+    base = {"ts", "level", "logger", "msg"}
+    assert opened.keys() == base | {"conn", "app", "user", "remote"}
+    assert closed.keys() == base | {"conn", "app", "remote", "code", "reason", "duration"}
+    assert (opened["logger"], opened["user"]) == ("rtcore.connections", None)
+    assert (closed["code"], closed["reason"], closed["duration"]) == (1000, "bye", 1.5)
