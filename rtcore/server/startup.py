@@ -71,10 +71,10 @@ def log_pages(
     if not api_addresses:
         settings = "the settings page is off (no server API)"
     elif admin:
-        settings = f"the settings page at {page_url(api_addresses[0], 'http', '/admin')}"
+        settings = f"the settings page: {page_url(api_addresses[0], 'http', '/admin')}"
     else:
         settings = "the settings page is off (set server.admin_secret_env to turn it on)"
-    log.info("open %s for the demo chat; %s", page_url(addresses[0], scheme), settings)
+    log.info("the demo chat: %s; %s", page_url(addresses[0], scheme), settings)
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:

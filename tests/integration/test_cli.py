@@ -28,11 +28,11 @@ async def test_serve_then_sigterm_closes_clients_with_going_away(module: str) ->
                 chunk = await proc.stderr.receive_some(4096)
                 assert chunk, log
                 log += chunk
-            while b"for the demo chat" not in log:  # the start-up line after it
+            while b"the demo chat: " not in log:  # the start-up line after it
                 chunk = await proc.stderr.receive_some(4096)
                 assert chunk, log
                 log += chunk
-            assert f"open http://127.0.0.1:{int(m.group(1))}/ for the demo chat".encode() in log
+            assert f"the demo chat: http://127.0.0.1:{int(m.group(1))}/;".encode() in log
             raw = await RawClient.connect(("127.0.0.1", int(m.group(1))))
             await raw.hello()
             proc.send_signal(signal.SIGTERM)

@@ -446,8 +446,8 @@ async def test_start_up_names_the_demo_url_and_the_settings_page(
     (line,) = [r.getMessage() for r in caplog.records if "demo chat" in r.getMessage()]
     host, port = server.addresses[0]
     api_host, api_port = server.api_addresses[0]
-    assert line.startswith(f"open http://{host}:{port}/ for the demo chat; ")
+    assert line.startswith(f"the demo chat: http://{host}:{port}/; ")
     if admin:
-        assert line.endswith(f"the settings page at http://{api_host}:{api_port}/admin")
+        assert line.endswith(f"the settings page: http://{api_host}:{api_port}/admin")
     else:
         assert line.endswith("the settings page is off (set server.admin_secret_env to turn it on)")
