@@ -52,7 +52,11 @@ export interface Recovery {
 /** A page of a channel's history. */
 export interface HistoryPage<D = unknown> {
   messages: Message<D>[];
-  /** The stream's epoch and latest offset when the page was read. */
+  /** The stream's epoch when the page was read (protocol.md §4.11). */
+  epoch: string;
+  /** The stream's top: the offset of its latest message (0: none yet). */
+  offset: number;
+  /** The same `{epoch, offset}` (as the Python client's `HistoryPage.top`). */
   top: Position;
   /** The `since` of the next page; null after the last. */
   next: Position | null;

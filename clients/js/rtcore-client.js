@@ -367,15 +367,19 @@ export class RealtimeClient {
 
   /**
    * A page of a channel's history (protocol.md §4.11): oldest first after `since`, or newest
-   * first before it with `reverse`. Resolves with `{messages, top, next}`: pass `next` as
-   * `since` for the next page (null: that was the last).
+   * first before it with `reverse`. Resolves with the reply's shape, `{messages, epoch, offset,
+   * next}` (`epoch` and `offset`: the stream's top), plus `top` (the same `{epoch, offset}`, as
+   * the Python client's `HistoryPage.top`): pass `next` as `since` for the next page (null:
+   * that was the last).
    */
   async history(channel, { since = null, limit = 100, reverse = false } = {}) {
     const data = await this._request((id) => frames.history(id, channel, since ?? undefined, limit, reverse));
     return {
       messages: data.messages.map(messageEvent),
-      top: { epoch: data.epoch, offset: data.offset },
+      epoch: data.epoch,
+      offset: data.offset,
       next: data.next ?? null,
+      top: { epoch: data.epoch, offset: data.offset },
     };
   }
 

@@ -71,8 +71,7 @@ class Requests:
             raise reply.error
         if isinstance(reply.frame, f.Err):
             err = reply.frame
-            retry = None if err.retry_after is None else err.retry_after / 1000
-            raise RequestError(err.code, err.message, err.limiter, retry)
+            raise RequestError(err.code, err.message, err.limiter, err.retry_after)
         assert reply.frame is not None
         return reply.frame.data
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, TypeVar
 
 from rtcore.config.model import CHANNEL_RULE_KEYS, ChannelRule, ConfigError
 from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
@@ -16,6 +17,7 @@ from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
 POLICIES = ("anyone", "signed_in", "nobody")
 MAX_HISTORY_SIZE = 1_000_000
 """Largest ``history_size`` of a channel rule."""
+T = TypeVar("T")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -52,43 +54,57 @@ def channel_rule(raw: object, where: str) -> ChannelRule:
 
 
 def rate_rule(raw: object, where: str) -> Rule:
+    """One ``[[apps.rate_limits]]`` table; every broken key of it reported in one ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a table")
-    known_keys(
-        raw,
-        f"{where}.",
-        set(LIMITER_KEYS),
-    )
+    errors: list[str] = []
+
+    def check(fn: Callable[[], T], fallback: T) -> T:
+        try:
+            return fn()
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+            return fallback
+
+    check(lambda: known_keys(raw, f"{where}.", set(LIMITER_KEYS)), None)
     name = raw.get("name")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"{where}.name: must be a non-empty string")
-    rate = positive_number(raw.get("rate"), f"{where}.rate")
-    per = positive_number(raw.get("per_seconds", 1), f"{where}.per_seconds")
-    burst = raw.get("burst")
-    if burst is not None:
-        positive_number(burst, f"{where}.burst")
-        if burst < 1:
-            raise ConfigError(f"{where}.burst: must be at least 1")
-    elif rate < 1:
-        raise ConfigError(f"{where}.burst: needed when rate < 1 (the bucket must hold a token)")
+        errors.append(f"{where}.name: must be a non-empty string")
+    rate = check(lambda: positive_number(raw.get("rate"), f"{where}.rate"), 1.0)
+    per = check(lambda: positive_number(raw.get("per_seconds", 1), f"{where}.per_seconds"), 1.0)
+    burst = check(lambda: _burst(raw.get("burst"), rate, where), None)
     message = raw.get("error_message", "rate limit exceeded")
     if not isinstance(message, str):
-        raise ConfigError(f"{where}.error_message: must be a string")
+        errors.append(f"{where}.error_message: must be a string")
     scope = raw.get("scope", "client")
     if scope not in SCOPES:
-        raise ConfigError(f"{where}.scope: must be {' or '.join(SCOPES)}")
-    ops = strings(raw.get("operations", sorted(OPERATIONS)), f"{where}.operations")
-    if not ops or not set(ops) <= OPERATIONS:
-        raise ConfigError(f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}")
-    return Rule(
-        name,
-        float(rate),
-        float(per),
-        None if burst is None else float(burst),
-        message,
-        scope,
-        frozenset(ops),
-    )
+        errors.append(f"{where}.scope: must be {' or '.join(SCOPES)}")
+    ops = check(lambda: _operations(raw.get("operations"), where), frozenset(OPERATIONS))
+    if errors:
+        raise ConfigError(*errors)
+    return Rule(str(name), float(rate), float(per), burst, str(message), scope, ops)
+
+
+def _burst(burst: object, rate: float, where: str) -> float | None:
+    if burst is None:
+        if rate < 1:
+            raise ConfigError(f"{where}.burst: needed when rate < 1 (the bucket must hold a token)")
+        return None
+    value = positive_number(burst, f"{where}.burst")
+    if value < 1:
+        raise ConfigError(f"{where}.burst: must be at least 1")
+    return value
+
+
+def _operations(value: object, where: str) -> frozenset[str]:
+    ops = strings(sorted(OPERATIONS) if value is None else value, f"{where}.operations")
+    unknown = [op for op in ops if op not in OPERATIONS]
+    if not ops or unknown:
+        given = f" ({', '.join(map(repr, unknown))} is not one)" if unknown else " (empty)"
+        raise ConfigError(
+            f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}{given}"
+        )
+    return frozenset(ops)
 
 
 def get_table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:

@@ -7,7 +7,9 @@ the same reader as ``rtcore check-config`` (so a bad value is refused with the s
 
 Secrets never travel to the page: an existing API key is referred to by its position in the
 file (``{"keep": i}``), which keeps its ``key``/``key_env``/``key_file`` line as it is; a new key
-is generated here (``{"generate": true}``) and shown to the operator once.
+is generated here (``{"generate": true}``: written into the file, shown to the operator once)
+or names where its secret lives (``{"key_env": NAME}`` or ``{"key_file": PATH}``: the file
+holds only the reference).
 """
 
 from __future__ import annotations
@@ -247,8 +249,12 @@ def _keys(table: Table, items: Any, generated: list[tuple[str, str]]) -> list[It
             old = None
             entry = {"key": secrets.token_urlsafe(24)}
             generated.append((name, entry["key"]))
+        elif reference := _key_reference(item, where):
+            old, entry = None, reference
         else:
-            raise SettingsError(f"{where}: give keep (an existing key) or generate: true")
+            raise SettingsError(
+                f"{where}: give keep (an existing key), generate: true, key_env or key_file"
+            )
         if name:
             entry["name"] = name
         expires = item.get("expires")
@@ -256,6 +262,21 @@ def _keys(table: Table, items: Any, generated: list[tuple[str, str]]) -> list[It
             entry["expires"] = _datetime(expires, f"{where}.expires")
         out.append((old, entry))
     return out
+
+
+def _key_reference(item: Mapping[str, Any], where: str) -> dict[str, str]:
+    """A new key whose secret stays out of the file: ``key_env`` (a variable of the server's
+    environment) or ``key_file`` (a path, relative to the config file's directory). Loading
+    the edited file checks that it resolves, with check-config's message if not."""
+    given = [k for k in ("key_env", "key_file") if k in item]
+    if not given:
+        return {}
+    if len(given) > 1:
+        raise SettingsError(f"{where}: give key_env or key_file, not both")
+    value = item[given[0]]
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"{where}.{given[0]}: must be a non-empty string")
+    return {given[0]: value.strip()}
 
 
 def _datetime(value: Any, where: str) -> dt.datetime:

@@ -384,9 +384,11 @@ class Reader:
             return self.env[value]
         if key.endswith("_file"):
             try:
-                return (self.base / value).read_text(encoding="utf-8")
+                text = (self.base / value).read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"{where}.{key}: cannot read {value!r}: {exc.strerror}") from exc
+            # `echo KEY > file` ends it with a line break that is no part of the secret
+            return text.removesuffix("\n").removesuffix("\r")
         return value
 
     def server_secret(self, raw: dict[str, Any], where: str) -> str | None:

@@ -87,6 +87,18 @@ def test_keys_are_kept_by_position_generated_new_and_revoked_by_omission() -> No
     assert edited.generated_keys[0][0] == "mobile" and len(edited.generated_keys[0][1]) >= 32
 
 
+def test_a_new_key_from_the_environment_or_a_file_keeps_its_secret_out_of_the_text(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "web.key").write_text("k-from-a-file\n")
+    change = {"api_keys": [{"key_env": "CHAT_KEY_2027", "name": "env"}, {"key_file": "web.key"}]}
+    edited = sf.edit(EXAMPLE, "chat", change, env=EXAMPLE_ENV, base=tmp_path)
+    assert [k.key for k in edited.config.apps[0].api_keys] == ["k-2027", "k-from-a-file"]
+    assert edited.generated_keys == ()
+    assert 'key_env = "CHAT_KEY_2027"' in edited.text and 'key_file = "web.key"' in edited.text
+    assert "k-2027" not in edited.text and "k-from-a-file" not in edited.text
+
+
 @pytest.mark.parametrize(
     ("change", "errors"),
     [
@@ -104,6 +116,12 @@ def test_keys_are_kept_by_position_generated_new_and_revoked_by_omission() -> No
         ({"api_keys": [{"keep": 0}, {"keep": 0}]}, None),
         ({"api_keys": [{"generate": True, "expires": "soon"}]}, None),
         ({"api_keys": [], "api_key_required": True}, None),
+        ({"api_keys": [{"key_env": "UNSET_VARIABLE"}]}, None),
+        (
+            {"api_keys": [{"key_env": "A", "key_file": "b"}]},
+            ["api_keys[0]: give key_env or key_file, not both"],
+        ),
+        ({"api_keys": [{"key_file": " "}]}, ["api_keys[0].key_file: must be a non-empty string"]),
     ],
 )
 def test_a_bad_change_is_refused_with_every_reason(

@@ -114,3 +114,94 @@ test("a limiter added on the page refuses a client with its message; a bad value
     await server.cleanup();
   }
 });
+
+test("the sign-in screen shows the sign-in form and nothing of the settings under it", T, async () => {
+  const server = await startServer({ config: CONFIG });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${server.apiPort}/admin`);
+    await page.locator("#login").waitFor({ state: "visible" });
+    for (const hidden of ["#app", "#stats", "#signout", "#settings-form"]) {
+      assert.equal(await page.locator(hidden).isVisible(), false, `${hidden} shows on the sign-in screen`);
+    }
+    await page.fill("#secret", ADMIN);
+    await page.click("#login-form button[type=submit]");
+    await page.locator("#app").waitFor({ state: "visible" });
+    assert.equal(await page.locator("#login").isVisible(), false);
+    assert.equal(await page.locator("#signout").isVisible(), true);
+  } finally {
+    await server.cleanup();
+  }
+});
+
+test("adding the first key protects the app, and the generated key stays on screen through refreshes", T, async () => {
+  const server = await startServer({ config: CONFIG });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 1400 } });
+    const page = await context.newPage();
+    await page.clock.install(); // the page's 2 s refresh runs when the test says so
+    await page.goto(`http://127.0.0.1:${server.apiPort}/admin`);
+    await page.fill("#secret", ADMIN);
+    await page.click("#login-form button[type=submit]");
+    await page.locator("#settings-title", { hasText: "default" }).waitFor();
+    const required = page.locator("input[name=api_key_required]");
+    assert.equal(await required.isChecked(), false); // no keys: an open app
+
+    await page.click("#add-key");
+    assert.equal(await required.isChecked(), true, "a key makes API key required (the file's default)");
+    assert.match(await page.locator("#keys-note").textContent(), /written into the config file in plain text/);
+    await save(page);
+    const key = await page.locator("#result .generated code").textContent();
+    assert.ok(key.length >= 32, key);
+
+    // two rounds of the periodic refresh later, the key is still there to be copied
+    const seen = Number(await page.locator("body").getAttribute("data-refreshes"));
+    await page.clock.runFor(4500);
+    await page.waitForFunction((n) => Number(document.body.dataset.refreshes) >= n + 2, seen, { timeout: 10000 });
+    assert.equal(await page.locator("#result .generated code").textContent(), key);
+
+    const file = readFileSync(join(server.configDir, "rtcore.toml"), "utf8");
+    assert.doesNotMatch(file, /api_key_required\s*=\s*false/);
+    const anon = client(server.url, { reconnect: false });
+    await assert.rejects(anon.open(), (e) => e instanceof ConnectionClosedError && e.code === 4010);
+    const keyed = client(server.url, { reconnect: false, key });
+    await keyed.open();
+    await keyed.join("lobby");
+  } finally {
+    await server.cleanup();
+  }
+});
+
+test("a key taken from an environment variable stays out of the config file", T, async () => {
+  const secretKey = "an-api-key-kept-in-the-environment-0123456789";
+  const server = await startServer({ config: CONFIG, env: { WEB_API_KEY: secretKey } });
+  try {
+    const { page, problems } = await settingsPage(server);
+    await page.click("#add-key");
+    const row = page.locator("#keys tbody tr").last();
+    await row.locator('input[aria-label="key name"]').fill("web");
+    await row.locator('select[aria-label="key source"]').selectOption("env");
+    // a variable the server does not have is refused with check-config's words
+    await row.locator('input[aria-label="key source name"]').fill("NOT_SET_ANYWHERE");
+    await page.click("#save");
+    await page.locator("#result .error").waitFor();
+    assert.match(await page.locator("#result").textContent(), /NOT_SET_ANYWHERE/);
+
+    await row.locator('input[aria-label="key source name"]').fill("WEB_API_KEY");
+    await save(page);
+    assert.equal(await page.locator("#result .generated").count(), 0);
+    const file = readFileSync(join(server.configDir, "rtcore.toml"), "utf8");
+    assert.match(file, /^key_env = "WEB_API_KEY"$/m);
+    assert.ok(!file.includes(secretKey));
+    assert.match(await page.locator("#keys tbody").textContent(), /key_env WEB_API_KEY/);
+
+    const anon = client(server.url, { reconnect: false });
+    await assert.rejects(anon.open(), (e) => e instanceof ConnectionClosedError && e.code === 4010);
+    const keyed = client(server.url, { reconnect: false, key: secretKey });
+    await keyed.open();
+    assert.deepEqual(problems, []);
+  } finally {
+    await server.cleanup();
+  }
+});
