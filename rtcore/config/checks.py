@@ -16,6 +16,17 @@ from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
 POLICIES = ("anyone", "signed_in", "nobody")
 MAX_HISTORY_SIZE = 1_000_000
 """Largest ``history_size`` of a channel rule."""
+MAX_NUMBER = 2**53 - 1
+"""The largest number any setting may be (integers and floats alike): every count, size and
+duration of rtcore fits far below it, and every integer up to it is exact as a float, so no
+setting can overflow a conversion (a 400-digit ``burst`` did, docs/configuration.md)."""
+MAX_LIMITER_VALUE = 1_000_000_000
+"""The largest ``rate`` and ``burst`` of a rate limiter."""
+MAX_PER_SECONDS = 86_400.0 * 365
+"""The longest ``per_seconds`` of a rate limiter: a year."""
+MIN_REFILL_PER_SECOND = 1 / 86_400
+"""The slowest a limiter may refill: one token a day (``rate / per_seconds``), so that a
+refusal's ``retry_after`` is at most a day in milliseconds, always encodable."""
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -62,15 +73,7 @@ def rate_rule(raw: object, where: str) -> Rule:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}.name: must be a non-empty string")
-    rate = positive_number(raw.get("rate"), f"{where}.rate")
-    per = positive_number(raw.get("per_seconds", 1), f"{where}.per_seconds")
-    burst = raw.get("burst")
-    if burst is not None:
-        positive_number(burst, f"{where}.burst")
-        if burst < 1:
-            raise ConfigError(f"{where}.burst: must be at least 1")
-    elif rate < 1:
-        raise ConfigError(f"{where}.burst: needed when rate < 1 (the bucket must hold a token)")
+    rate, per, burst = limiter_numbers(raw, where)
     message = raw.get("error_message", "rate limit exceeded")
     if not isinstance(message, str):
         raise ConfigError(f"{where}.error_message: must be a string")
@@ -82,13 +85,34 @@ def rate_rule(raw: object, where: str) -> Rule:
         raise ConfigError(f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}")
     return Rule(
         name,
-        float(rate),
-        float(per),
-        None if burst is None else float(burst),
+        rate,
+        per,
+        burst,
         message,
         scope,
         frozenset(ops),
     )
+
+
+def limiter_numbers(raw: dict[str, Any], where: str) -> tuple[float, float, float | None]:
+    """A limiter's ``rate``, ``per_seconds`` and ``burst`` (None: as ``rate``), within the
+    documented ranges: rate and burst up to :data:`MAX_LIMITER_VALUE`, per_seconds up to a
+    year, a refill of at least one token a day, a bucket of at least one token."""
+    rate = positive_number(raw.get("rate"), f"{where}.rate", MAX_LIMITER_VALUE)
+    per = positive_number(raw.get("per_seconds", 1), f"{where}.per_seconds", MAX_PER_SECONDS)
+    if rate / per < MIN_REFILL_PER_SECOND:
+        raise ConfigError(
+            f"{where}.rate: {rate:g} per {per:g} s is slower than the slowest limiter "
+            "(one token a day); refuse the operation with a channel rule instead"
+        )
+    burst = raw.get("burst")
+    if burst is not None:
+        burst = positive_number(burst, f"{where}.burst", MAX_LIMITER_VALUE)
+        if burst < 1:
+            raise ConfigError(f"{where}.burst: must be at least 1")
+    elif rate < 1:
+        raise ConfigError(f"{where}.burst: needed when rate < 1 (the bucket must hold a token)")
+    return rate, per, burst
 
 
 def get_table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -132,13 +156,27 @@ def boolean(value: object, where: str) -> bool:
     return value
 
 
-def positive_int(value: Any, where: str) -> int:
+def positive_int(value: Any, where: str, most: int = MAX_NUMBER) -> int:
+    """A positive integer up to ``most``."""
     if type(value) is not int or value <= 0:
         raise ConfigError(f"{where}: must be a positive integer")
+    if value > most:
+        raise ConfigError(f"{where}: must be at most {most}")
     return value
 
 
-def positive_number(value: Any, where: str) -> float:
-    if type(value) not in (int, float) or not (value > 0 and math.isfinite(value)):
+def positive_number(value: Any, where: str, most: float = MAX_NUMBER) -> float:
+    """A positive number up to ``most`` (compared before any conversion: a huge integer does
+    not overflow, NaN and infinities are refused)."""
+    if type(value) not in (int, float) or not value > 0:  # (NaN is not > 0)
         raise ConfigError(f"{where}: must be a positive number")
+    if not value <= most:
+        raise ConfigError(f"{where}: must be at most {most:.16g}")
+    return float(value)
+
+
+def seconds(value: Any, where: str) -> float:
+    """A duration of zero or more seconds, up to :data:`MAX_NUMBER`."""
+    if type(value) not in (int, float) or not 0 <= value <= MAX_NUMBER:
+        raise ConfigError(f"{where}: must be a number of seconds from 0 to {MAX_NUMBER}")
     return float(value)

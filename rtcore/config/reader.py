@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from rtcore.config.checks import (
     positive_int,
     positive_number,
     rate_rule,
+    seconds,
     strings,
 )
 from rtcore.config.model import (
@@ -433,16 +433,14 @@ class Reader:
                 "(a public key must never be usable as an HMAC secret)"
             )
         key = self.session_key(raw, where, hmac="HS" in families)
-        leeway = raw.get("leeway", 30)
-        if type(leeway) not in (int, float) or not 0 <= leeway < math.inf:
-            raise ConfigError(f"{where}.leeway: must be a number of seconds >= 0")
+        leeway = seconds(raw.get("leeway", 30), f"{where}.leeway")
         for k in ("issuer", "audience", "session_claim"):
             if k in raw and not isinstance(raw[k], str):
                 raise ConfigError(f"{where}.{k}: must be a string")
         return SessionSettings(
             algorithms=tuple(algorithms),
             key=key,
-            leeway=float(leeway),
+            leeway=leeway,
             issuer=raw.get("issuer"),
             audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),

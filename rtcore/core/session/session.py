@@ -251,7 +251,8 @@ class Session:
                 ErrorCode.RATE_LIMITED.value,
                 refusal.message,
                 refusal.rule,
-                math.ceil(refusal.retry_after * 1000),
+                # (config bounds keep it under a day; the clamp keeps it a uint whatever)
+                min(math.ceil(refusal.retry_after * 1000), codec.MAX_REQUEST_ID),
             )
         )
 
