@@ -6,7 +6,6 @@ the value it accepts or raises :class:`ConfigError` naming the key and the rule 
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Set as AbstractSet
 from typing import Any
 
