@@ -9,12 +9,11 @@ from typing import Any
 import msgpack
 import pytest
 
+from rtcore.core.session.session import Session
 from rtcore.protocol import ErrorCode, RemoteProtocolError, values
 from rtcore.protocol.close import Close
 from rtcore.protocol.codes import CloseCode
-from rtcore.core.session.session import Session
 from tests.unit.test_session import MONO, NOW, World, err, ok, take
-from tests.unit.test_values import nest
 
 
 def refusal(value: Any, budget: values.Budget = values.DATA) -> str:
