@@ -6,6 +6,7 @@ the value it accepts or raises :class:`ConfigError` naming the key and the rule 
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -114,6 +115,22 @@ def limiter_numbers(raw: dict[str, Any], where: str) -> tuple[float, float, floa
     return rate, per, burst
 
 
+def presence_rate(value: Any, where: str) -> float:
+    """An app's ``presence_rate``: 0 (no presence limit), or per second within the limiters'
+    range (at least one a day, at most :data:`MAX_LIMITER_VALUE`)."""
+    if value == 0 and type(value) in (int, float):
+        return 0.0
+    rate = positive_number(value, where, MAX_LIMITER_VALUE)
+    if rate < MIN_REFILL_PER_SECOND:
+        raise ConfigError(f"{where}: must be 0 (no limit) or at least one a day (1/86400)")
+    return rate
+
+
+def limiter_burst(value: Any, where: str) -> int:
+    """A bucket's capacity: an integer from 1 to :data:`MAX_LIMITER_VALUE`."""
+    return positive_int(value, where, MAX_LIMITER_VALUE)
+
+
 def get_table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     value = raw.get(key, {})
     if not isinstance(value, dict):
@@ -167,7 +184,11 @@ def positive_int(value: Any, where: str, most: int = MAX_NUMBER) -> int:
 def positive_number(value: Any, where: str, most: float = MAX_NUMBER) -> float:
     """A positive number up to ``most`` (compared before any conversion: a huge integer does
     not overflow, NaN and infinities are refused)."""
-    if type(value) not in (int, float) or not value > 0:  # (NaN is not > 0)
+    if (
+        type(value) not in (int, float)
+        or not value > 0
+        or (type(value) is float and not math.isfinite(value))
+    ):
         raise ConfigError(f"{where}: must be a positive number")
     if not value <= most:
         raise ConfigError(f"{where}: must be at most {most:.16g}")

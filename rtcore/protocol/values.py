@@ -102,11 +102,7 @@ def check(value: object, field: str, budget: Budget = DATA) -> None:
     containers = items = 0
     while stack:
         item, depth, path = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list) or type(item) is tuple:  # not msgpack's ExtType tuple
-            children = item
-        else:
+        if not (isinstance(item, dict | list) or type(item) is tuple):  # (not ExtType)
             rule = _scalar_rule(item)
             if rule is not None:
                 raise _refuse(path, rule)
@@ -116,21 +112,27 @@ def check(value: object, field: str, budget: Budget = DATA) -> None:
         items += len(item)
         if containers > budget.containers or items > budget.items:
             raise _refuse(field, _over(budget, containers > budget.containers))
-        entries = item.items() if isinstance(item, dict) else enumerate(item)
-        if len(item) <= SMALL:  # one by one: cheaper than the bulk checks' set-up
-            for key, child in entries:
-                if isinstance(item, dict):
-                    _check_key(item, key, path)
-                if type(child) not in _PLAIN:
-                    stack.append((child, depth + 1, (path, key)))
-            continue
-        if isinstance(item, dict):
-            _check_keys(item, path)
-        deep, count = _check_elements(item, children, path)
+        deep, count = _visit(item, path)
         if containers + count > budget.containers:  # before visiting any of them
             raise _refuse(field, _over(budget, True))
         if deep:
+            entries = item.items() if isinstance(item, dict) else enumerate(item)
             stack.extend((c, depth + 1, (path, k)) for k, c in entries if type(c) in deep)
+
+
+def _visit(item: Any, path: _Path) -> tuple[set[type], int]:
+    """Check one array's or map's keys and scalar elements; return the types of the
+    elements to visit one by one, and (for a large one) how many of those are arrays or maps:
+    a small one's are counted as they are visited."""
+    mapping = isinstance(item, dict)
+    if len(item) <= SMALL:  # one by one: cheaper than the bulk checks' set-up
+        if mapping:
+            for key in item:
+                _check_key(item, key, path)
+        return set(map(type, item.values() if mapping else item)) - _PLAIN, 0
+    if mapping:
+        _check_keys(item, path)
+    return _check_elements(item, item.values() if mapping else item, path)
 
 
 def _over(budget: Budget, containers: bool) -> str:

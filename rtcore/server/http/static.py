@@ -91,6 +91,15 @@ def respond(raw: bytes, admit: Admit = _admit_all) -> bytes | None:
         status, content_type, body = 429, b"text/plain; charset=utf-8", refused.encode() + b"\n"
     else:
         status, content_type, body = _resource(request.method, request.target)
+    headers = _headers(status, content_type, body)
+    reason = HTTPStatus(status).phrase.encode()
+    out = conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+    if request.method != b"HEAD":
+        out += conn.send(h11.Data(data=body)) or b""
+    return out + (conn.send(h11.EndOfMessage()) or b"")
+
+
+def _headers(status: int, content_type: bytes, body: bytes) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
@@ -105,11 +114,7 @@ def respond(raw: bytes, admit: Admit = _admit_all) -> bytes | None:
         headers.append((b"content-security-policy", CSP))
     if status == 405:
         headers.append((b"allow", b"GET, HEAD"))
-    reason = HTTPStatus(status).phrase.encode()
-    out = conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
-    if request.method != b"HEAD":
-        out += conn.send(h11.Data(data=body)) or b""
-    return out + (conn.send(h11.EndOfMessage()) or b"")
+    return headers
 
 
 def _resource(method: bytes, target: bytes) -> tuple[int, bytes, bytes]:
