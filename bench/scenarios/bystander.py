@@ -123,7 +123,9 @@ async def _sender(port: int, i: int, until: float, done: list[int]) -> None:
     payload = wire.request(t="send", id=2, ch=channel, ev="e", data=costliest_data(), echo=False)
     while time.monotonic() < until:
         await conn.stream.send_all(payload)
-        if (await conn.reply(2)) is None:
+        answer = await conn.reply(2)
+        if answer is None or answer["t"] != "ok":  # (a refusal would make the run meaningless)
+            print(f"sender {i}: {answer}", file=sys.stderr)
             return
         done[0] += 1
 

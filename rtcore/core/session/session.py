@@ -149,8 +149,8 @@ class Session:
             app = self.app
             presence = self._presence_bucket(app, operation, now)
             if presence is not None and not presence.tokens >= 1.0:
-                refusal = Refusal(PRESENCE_LIMITER, PRESENCE_MESSAGE, presence.wait())
-                return self._rate_limited(app, frame, operation, refusal)
+                over = Refusal(PRESENCE_LIMITER, PRESENCE_MESSAGE, presence.wait())
+                return self._rate_limited(app, frame, operation, over)
             if app.limiter:
                 if app.broker.shared and app.limiter.client_rules(operation):
                     return self._charge_shared(app, frame, operation, now, wall)
