@@ -116,8 +116,7 @@ def check(value: object, field: str, budget: Budget = DATA) -> None:
         if containers + count > budget.containers:  # before visiting any of them
             raise _refuse(field, _over(budget, True))
         if deep:
-            entries = item.items() if isinstance(item, dict) else enumerate(item)
-            stack.extend((c, depth + 1, (path, k)) for k, c in entries if type(c) in deep)
+            stack.extend((c, depth + 1, (path, k)) for k, c in _of_kinds(item, deep))
 
 
 def _visit(item: Any, path: _Path) -> tuple[set[type], int]:
@@ -173,7 +172,7 @@ def _check_elements(parent: Any, children: Any, path: _Path) -> tuple[set[type],
     deep: set[type] = set()
     count = 0
     for kind in kinds - _PLAIN:
-        same = children if single else [c for c in children if type(c) is kind]
+        same = children if single else _is(children, kind)
         ok = _bulk_ok(kind, same)
         if ok is None:
             deep.add(kind)
@@ -188,6 +187,18 @@ def _check_elements(parent: Any, children: Any, path: _Path) -> tuple[set[type],
     return deep, count
 
 
+def _is(elements: Any, kind: type) -> list[Any]:
+    """The elements whose type is ``kind`` (a comprehension: measured faster than
+    ``compress`` over ``map(type, ...)``)."""
+    return [e for e in elements if type(e) is kind]
+
+
+def _of_kinds(item: Any, kinds: set[type]) -> list[tuple[Any, Any]]:
+    """``(key or index, element)`` of the elements of ``item`` whose type is in ``kinds``."""
+    entries = item.items() if isinstance(item, dict) else enumerate(item)
+    return [(k, c) for k, c in entries if type(c) in kinds]
+
+
 def _check_keys(mapping: dict[Any, Any], path: _Path) -> None:
     """A map's keys, in bulk: strings (ASCII, else valid Unicode) and integers in range, never
     an integer and its decimal string both; anything else is checked key by key."""
@@ -197,8 +208,8 @@ def _check_keys(mapping: dict[Any, Any], path: _Path) -> None:
     if kinds == {str} and (all(map(str.isascii, mapping)) or all(map(is_text, mapping))):
         return
     if kinds == {int} or kinds == {str, int}:
-        ints = [k for k in mapping if type(k) is int] if str in kinds else list(mapping)
-        strs = [k for k in mapping if type(k) is str] if str in kinds else []
+        ints = _is(mapping, int) if str in kinds else list(mapping)
+        strs = _is(mapping, str) if str in kinds else []
         clash = bool(strs) and not set(map(str, ints)).isdisjoint(strs)
         if (
             MIN_INT <= min(ints, default=0)
