@@ -333,7 +333,7 @@ class Reader:
                 raw, "refusals_before_disconnect", 100, positive_int, where
             ),
             presence_rate=self.number(raw, "presence_rate", 10.0, presence_rate, where),
-            presence_burst=self.number(raw, "presence_burst", 32, limiter_burst, where),
+            presence_burst=self.number(raw, "presence_burst", 128, limiter_burst, where),
             max_connections=self.number(raw, "max_connections", 100_000, positive_int, where),
             server_secret=get(lambda: self.server_secret(raw, where), None),
             revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, positive_number, where),

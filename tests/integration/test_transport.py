@@ -546,13 +546,10 @@ async def test_without_a_pipelined_hello_the_101_is_written_at_once(
 
 
 async def test_an_idle_connection_holds_a_small_event_queue_and_frames_stay_in_order(
-    start_server: StartServer,
+    server: Server,
 ) -> None:
     """wsproto's 760-byte deque is swapped for a 56-byte list after the handshake (idle memory,
     bench/RESULTS.md); many frames arriving in one read still come out in order."""
-    # 200 joins at once: beyond the default presence budget (protocol.md §4.1), which this
-    # test is not about
-    server = await start_server(apps=(AppConfig("default", presence_rate=0.0),))
     with trio.fail_after(10):
         raw = await RawClient.connect(server.addresses[0])
         assert isinstance(await raw.hello(), f.Welcome)
