@@ -1,5 +1,5 @@
 """rtcore benchmark harness: ``python -m bench SCENARIO --help`` (burst, steady, connect, churn,
-joins, storm, nodes-burst, nodes-steady, all, smoke).
+joins, storm, nodes-burst, nodes-steady, bystander, all, smoke).
 
 Every scenario starts each server under test in its own process (``bench.servers``), drives it
 from separate load processes (``rtcore.loadtest``'s load clients, the ones ``rtcore loadtest``
@@ -16,7 +16,17 @@ import sys
 from collections.abc import Callable
 
 from bench import cluster, harness
-from bench.scenarios import Subparsers, burst, churn, connect, joins, nodes, steady, storm
+from bench.scenarios import (
+    Subparsers,
+    burst,
+    bystander,
+    churn,
+    connect,
+    joins,
+    nodes,
+    steady,
+    storm,
+)
 from bench.tables import machine
 
 Command = Callable[[argparse.ArgumentParser, argparse.Namespace, list[str]], None]
@@ -29,6 +39,7 @@ PARSERS: tuple[Callable[[Subparsers], None], ...] = (
     joins.add_parser,
     storm.add_parser,
     nodes.add_parser,  # nodes-burst and nodes-steady
+    bystander.add_parser,
 )
 """Each scenario's subcommands, in the order ``--help`` lists them."""
 COMMANDS: dict[str, Command] = {
@@ -40,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "storm": storm.command,
     "nodes-burst": nodes.command,
     "nodes-steady": nodes.command,
+    "bystander": bystander.command,
 }
 
 

@@ -319,6 +319,8 @@ def _reload(server: Server) -> None:
         server.reload_file(server.config_path)
     except cfg.ConfigError as exc:
         log.error("SIGHUP: %s: the old settings stay in force", exc)
+    except Exception:  # a bug of ours: logged, and the server goes on with the old settings
+        log.exception("SIGHUP: reloading failed; the old settings stay in force")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,17 @@ POLICIES = ("anyone", "signed_in", "nobody")
 MAX_HISTORY_SIZE = 1_000_000
 """Largest ``history_size`` of a channel rule."""
 T = TypeVar("T")
+MAX_NUMBER = 2**53 - 1
+"""The largest number any setting may be (integers and floats alike): every count, size and
+duration of rtcore fits far below it, and every integer up to it is exact as a float, so no
+setting can overflow a conversion (a 400-digit ``burst`` did, docs/configuration.md)."""
+MAX_LIMITER_VALUE = 1_000_000_000
+"""The largest ``rate`` and ``burst`` of a rate limiter."""
+MAX_PER_SECONDS = 86_400.0 * 365
+"""The longest ``per_seconds`` of a rate limiter: a year."""
+MIN_REFILL_PER_SECOND = 1 / 86_400
+"""The slowest a limiter may refill: one token a day (``rate / per_seconds``), so that a
+refusal's ``retry_after`` is at most a day in milliseconds, always encodable."""
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -70,8 +81,12 @@ def rate_rule(raw: object, where: str) -> Rule:
     name = raw.get("name")
     if not isinstance(name, str) or not name:
         errors.append(f"{where}.name: must be a non-empty string")
-    rate = check(lambda: positive_number(raw.get("rate"), f"{where}.rate"), 1.0)
-    per = check(lambda: positive_number(raw.get("per_seconds", 1), f"{where}.per_seconds"), 1.0)
+    rate = check(lambda: positive_number(raw.get("rate"), f"{where}.rate", MAX_LIMITER_VALUE), 1.0)
+    per = check(
+        lambda: positive_number(raw.get("per_seconds", 1), f"{where}.per_seconds", MAX_PER_SECONDS),
+        1.0,
+    )
+    check(lambda: _refill(rate, per, where), None)
     burst = check(lambda: _burst(raw.get("burst"), rate, where), None)
     message = raw.get("error_message", "rate limit exceeded")
     if not isinstance(message, str):
@@ -85,12 +100,21 @@ def rate_rule(raw: object, where: str) -> Rule:
     return Rule(str(name), float(rate), float(per), burst, str(message), scope, ops)
 
 
+def _refill(rate: float, per: float, where: str) -> None:
+    """A limiter refills at least :data:`MIN_REFILL_PER_SECOND` (one token a day)."""
+    if rate / per < MIN_REFILL_PER_SECOND:
+        raise ConfigError(
+            f"{where}.rate: {rate:g} per {per:g} s is slower than the slowest limiter "
+            "(one token a day); refuse the operation with a channel rule instead"
+        )
+
+
 def _burst(burst: object, rate: float, where: str) -> float | None:
     if burst is None:
         if rate < 1:
             raise ConfigError(f"{where}.burst: needed when rate < 1 (the bucket must hold a token)")
         return None
-    value = positive_number(burst, f"{where}.burst")
+    value = positive_number(burst, f"{where}.burst", MAX_LIMITER_VALUE)
     if value < 1:
         raise ConfigError(f"{where}.burst: must be at least 1")
     return value
@@ -105,6 +129,22 @@ def _operations(value: object, where: str) -> frozenset[str]:
             f"{where}.operations: must be some of {', '.join(sorted(OPERATIONS))}{given}"
         )
     return frozenset(ops)
+
+
+def presence_rate(value: Any, where: str) -> float:
+    """An app's ``presence_rate``: 0 (no presence limit), or per second within the limiters'
+    range (at least one a day, at most :data:`MAX_LIMITER_VALUE`)."""
+    if value == 0 and type(value) in (int, float):
+        return 0.0
+    rate = positive_number(value, where, MAX_LIMITER_VALUE)
+    if rate < MIN_REFILL_PER_SECOND:
+        raise ConfigError(f"{where}: must be 0 (no limit) or at least one a day (1/86400)")
+    return rate
+
+
+def limiter_burst(value: Any, where: str) -> int:
+    """A bucket's capacity: an integer from 1 to :data:`MAX_LIMITER_VALUE`."""
+    return positive_int(value, where, MAX_LIMITER_VALUE)
 
 
 def get_table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -148,13 +188,31 @@ def boolean(value: object, where: str) -> bool:
     return value
 
 
-def positive_int(value: Any, where: str) -> int:
+def positive_int(value: Any, where: str, most: int = MAX_NUMBER) -> int:
+    """A positive integer up to ``most``."""
     if type(value) is not int or value <= 0:
         raise ConfigError(f"{where}: must be a positive integer")
+    if value > most:
+        raise ConfigError(f"{where}: must be at most {most}")
     return value
 
 
-def positive_number(value: Any, where: str) -> float:
-    if type(value) not in (int, float) or not (value > 0 and math.isfinite(value)):
+def positive_number(value: Any, where: str, most: float = MAX_NUMBER) -> float:
+    """A positive number up to ``most`` (compared before any conversion: a huge integer does
+    not overflow, NaN and infinities are refused)."""
+    if (
+        type(value) not in (int, float)
+        or not value > 0
+        or (type(value) is float and not math.isfinite(value))
+    ):
         raise ConfigError(f"{where}: must be a positive number")
+    if not value <= most:
+        raise ConfigError(f"{where}: must be at most {most:.16g}")
+    return float(value)
+
+
+def seconds(value: Any, where: str) -> float:
+    """A duration of zero or more seconds, up to :data:`MAX_NUMBER`."""
+    if type(value) not in (int, float) or not 0 <= value <= MAX_NUMBER:
+        raise ConfigError(f"{where}: must be a number of seconds from 0 to {MAX_NUMBER}")
     return float(value)

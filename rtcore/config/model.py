@@ -179,6 +179,14 @@ class AppConfig:
     channels: tuple[ChannelRule, ...] = ()
     """Channel rules, first match wins; a channel no rule matches follows allow_client_*."""
     rate_limits: tuple[Rule, ...] = ()
+    presence_rate: float = 10.0
+    """Presence operations -- joins and profile updates -- one connection may make per
+    second (a token bucket per connection, refusing with ``rate_limited``, limiter
+    ``presence``; protocol.md §4.1); 0: no presence limit. A leave is never refused: each
+    follows a join that was charged."""
+    presence_burst: int = 128
+    """...with this burst: a reconnecting client (a new connection, a full bucket) rejoins
+    this many channels at once, so keep it at least ``limits.max_channels``."""
     refusals_before_disconnect: int = 100
     """How many ``rate_limited`` replies in a row a client gets: the next request refused in
     that row closes the connection (4030) instead. An admitted request ends the row."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -25,10 +24,13 @@ from rtcore.config.checks import (
     get_array,
     get_table,
     known_keys,
+    limiter_burst,
     network,
     positive_int,
     positive_number,
+    presence_rate,
     rate_rule,
+    seconds,
     strings,
 )
 from rtcore.config.model import (
@@ -81,6 +83,8 @@ APP_KEYS = frozenset(
         "channels",
         "rate_limits",
         "refusals_before_disconnect",
+        "presence_rate",
+        "presence_burst",
         "max_connections",
         "server_secret",
         "server_secret_env",
@@ -328,6 +332,8 @@ class Reader:
             refusals_before_disconnect=self.number(
                 raw, "refusals_before_disconnect", 100, positive_int, where
             ),
+            presence_rate=self.number(raw, "presence_rate", 10.0, presence_rate, where),
+            presence_burst=self.number(raw, "presence_burst", 128, limiter_burst, where),
             max_connections=self.number(raw, "max_connections", 100_000, positive_int, where),
             server_secret=get(lambda: self.server_secret(raw, where), None),
             revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, positive_number, where),
@@ -435,16 +441,14 @@ class Reader:
                 "(a public key must never be usable as an HMAC secret)"
             )
         key = self.session_key(raw, where, hmac="HS" in families)
-        leeway = raw.get("leeway", 30)
-        if type(leeway) not in (int, float) or not 0 <= leeway < math.inf:
-            raise ConfigError(f"{where}.leeway: must be a number of seconds >= 0")
+        leeway = seconds(raw.get("leeway", 30), f"{where}.leeway")
         for k in ("issuer", "audience", "session_claim"):
             if k in raw and not isinstance(raw[k], str):
                 raise ConfigError(f"{where}.{k}: must be a string")
         return SessionSettings(
             algorithms=tuple(algorithms),
             key=key,
-            leeway=float(leeway),
+            leeway=leeway,
             issuer=raw.get("issuer"),
             audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),

@@ -260,7 +260,7 @@ class App:
         else:
             assert channel is not None
             entry = self.broker.history.publish(self.name, channel, frame, retention, wall)
-            payload, position = entry.data, Position(entry.msg.epoch or "", entry.offset)
+            payload, position = entry.data, Position(entry.epoch, entry.offset)
         count = self._publish(target, channel, payload, skip)
         stats = self.statistics  # per publication, never per recipient
         stats.messages += 1

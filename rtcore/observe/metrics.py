@@ -36,7 +36,6 @@ from prometheus_client.core import (
 )
 
 from rtcore.observe.events import (
-    NO_CLOSE,
     Closed,
     Connected,
     FlusherStatistics,
@@ -212,8 +211,8 @@ class StatisticsCollector:
             "Connections ended, by WebSocket close code (none: there never was a WebSocket)",
             labels=["code"],
         )
-        for code, count in sorted(stats.closed.items()):
-            closed.add_metric(["none" if code == NO_CLOSE else str(code)], count)
+        for label, count in sorted(stats.closed.items()):
+            closed.add_metric([label], count)
         yield closed
         yield CounterMetricFamily(
             "rtcore_bytes_out",

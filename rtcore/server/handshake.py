@@ -38,10 +38,16 @@ def origin_allowed(request: Request, allowed: Collection[str]) -> bool:
     return all(o.decode("latin-1") in allowed for o in origins)
 
 
-def refusal(ws: wsproto.WSConnection, exc: WSRemoteProtocolError, received: bytes) -> bytes:
+def refusal(
+    ws: wsproto.WSConnection,
+    exc: WSRemoteProtocolError,
+    received: bytes,
+    admit: static.Admit,
+) -> bytes:
     """The answer to bytes that are not a valid upgrade request: a plain HTTP request's file
-    (rtcore.server.http.static: the client and demo), else wsproto's own 4xx."""
-    reply = static.respond(received)
+    (rtcore.server.http.static: the client and demo; 429 when ``admit`` refuses its address),
+    else wsproto's own 4xx."""
+    reply = static.respond(received, admit)
     if reply is not None:
         return reply
     return ws.send(exc.event_hint or RejectConnection(status_code=400))

@@ -14,6 +14,7 @@ from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtoc
 from rtcore.protocol import frames as f
 from rtcore.protocol.close import Close
 from rtcore.protocol.names import refuse
+from rtcore.protocol.values import PROFILE
 from rtcore.protocol.values import check as check_value
 
 
@@ -92,7 +93,8 @@ def admit(app: App, principal: Principal | None, *, reconnect: bool) -> Close | 
 
 
 def check_profile(profile: object, field: str, max_bytes: int) -> None:
-    """A profile must be a valid value (protocol.md §4.3.1) within ``max_profile_bytes``."""
-    check_value(profile, field)
+    """A profile must be a valid value (protocol.md §4.3.1) within the profile budget
+    (``values.PROFILE``: arrays, maps and elements) and ``max_profile_bytes``."""
+    check_value(profile, field, PROFILE)
     if len(codec.pack(profile)) > max_bytes:
         raise refuse(ErrorCode.PROFILE_TOO_LARGE, f"profile exceeds {max_bytes} bytes")

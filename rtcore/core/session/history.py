@@ -82,7 +82,7 @@ def replay(
     top = found.top
     after: list[Entry] = []
     for entry in held:  # in the cluster's order; a hole (pub/sub lost one) stops it
-        if entry.msg.epoch == top.epoch and entry.offset == top.offset + len(after) + 1:
+        if entry.epoch == top.epoch and entry.offset == top.offset + len(after) + 1:
             after.append(entry)
     position = Position(top.epoch, top.offset + len(after))
     result: Result = {**position.to_wire()}

@@ -41,6 +41,7 @@ from rtcore import observe
 from rtcore.config.model import Config
 from rtcore.core.app import App, framed
 from rtcore.core.auth import Principal
+from rtcore.core.limits.bucket import TokenBucket
 from rtcore.core.limits.limiter import Refusal
 from rtcore.core.members import Member
 from rtcore.core.outbox import Outbox, Pending
@@ -81,6 +82,7 @@ class Session:
         "_refusals",
         "_pass",
         "_reply_bytes",
+        "_presence",
         "deferred",
     )
 
@@ -114,6 +116,8 @@ class Session:
         """Bytes queued for this connection as this pass's replies began, plus those replies."""
         self.deferred: Deferred | None = None
         """The request awaiting the broker's answer (the server resumes it); None mostly."""
+        self._presence: TokenBucket | None = None
+        """The connection's presence bucket (joins, profile updates), once it made one."""
 
     @property
     def established(self) -> bool:
@@ -141,14 +145,36 @@ class Session:
         if isinstance(frame, f.Hello):
             return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
         operation = _OPERATIONS.get(type(frame))
-        if operation is not None and self.app is not None and self.app.limiter:
+        if operation is not None and self.app is not None:
             app = self.app
-            if app.broker.shared and app.limiter.client_rules(operation):
-                return self._charge_shared(app, frame, operation, now, wall)
-            refusal = self._charge(app, operation, now)
-            if refusal is not None:
-                return self._rate_limited(app, frame, operation, refusal)
+            presence = self._presence_bucket(app, operation, now)
+            if presence is not None and not presence.tokens >= 1.0:
+                over = Refusal(PRESENCE_LIMITER, PRESENCE_MESSAGE, presence.wait())
+                return self._rate_limited(app, frame, operation, over)
+            if app.limiter:
+                if app.broker.shared and app.limiter.client_rules(operation):
+                    return self._charge_shared(app, frame, operation, now, wall)
+                refusal = self._charge(app, operation, now)
+                if refusal is not None:
+                    return self._rate_limited(app, frame, operation, refusal)
+            if presence is not None:
+                presence.spend()
+                self._refusals = 0
         return self._handle(frame, now, wall)
+
+    def _presence_bucket(self, app: App, operation: str, now: float) -> TokenBucket | None:
+        """The connection's presence bucket, refilled to ``now``, for a join or a profile
+        update when the app limits presence (protocol.md §4.1); None otherwise. Made on the
+        first presence request: idle connections stay small."""
+        rate = app.settings.presence_rate
+        if operation not in PRESENCE_OPERATIONS or not rate:
+            return None
+        bucket = self._presence
+        burst = float(app.settings.presence_burst)
+        if bucket is None or (bucket.rate, bucket.capacity) != (rate, burst):  # (a reload)
+            bucket = self._presence = TokenBucket(burst, rate, now)
+        bucket.refill(now)
+        return bucket
 
     def _rate_limited(
         self, app: App, frame: f.Request, operation: str, refusal: Refusal
@@ -182,6 +208,8 @@ class Session:
             if refusal is not None:
                 return self._rate_limited(app, frame, operation, refusal)
             self._refusals = 0
+            if (presence := self._presence_bucket(app, operation, now)) is not None:
+                presence.spend()  # (checked before the broker was asked)
             return self._handle(frame, now, wall)
 
         self.deferred = Deferred(
@@ -251,7 +279,8 @@ class Session:
                 ErrorCode.RATE_LIMITED.value,
                 refusal.message,
                 refusal.rule,
-                math.ceil(refusal.retry_after * 1000),
+                # (config bounds keep it under a day; the clamp keeps it a uint whatever)
+                min(math.ceil(refusal.retry_after * 1000), codec.MAX_REQUEST_ID),
             )
         )
 
@@ -365,6 +394,12 @@ class Session:
     def error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         return self._reply(f.Err(request_id, code.value, message))
 
+
+PRESENCE_OPERATIONS = frozenset({"join", "profile"})
+"""What the per-connection presence limit charges (leaves follow joins, and are free)."""
+PRESENCE_LIMITER = "presence"
+"""The ``limiter`` of a presence refusal (protocol.md §4.1)."""
+PRESENCE_MESSAGE = "too many joins and profile updates: slow down"
 
 _OPERATIONS: dict[type[f.Request], str] = {
     f.Join: "join",
