@@ -561,6 +561,15 @@ export class RealtimeClient {
     return this._add("left", fn);
   }
 
+  /**
+   * `fn({channel, reason, position?})` when the server puts this connection into a channel
+   * (protocol.md §5.7; reason `added` or `subscribe`). The server puts it back after a
+   * reconnect (then `fn` hears it again): the client does not rejoin it itself.
+   */
+  onJoined(fn) {
+    return this._add("joined", fn);
+  }
+
   /** `fn(socketId, {reconnected})` after every successful (re)connection. */
   onConnect(fn) {
     return this._add("connect", fn);
@@ -819,6 +828,17 @@ export class RealtimeClient {
         this.positions.delete(frame.ch);
         this._emit("left", { channel: frame.ch, reason: frame.reason, msg: frame.msg ?? "" });
         return;
+      case "joined": {
+        // The server put this connection into a channel (§5.7) and puts it back after a
+        // reconnect: not added to `channels` (the rejoin set); its position is tracked.
+        const event = { channel: frame.ch, reason: frame.reason };
+        if (typeof frame.epoch === "string" && Number.isInteger(frame.offset)) {
+          event.position = { epoch: frame.epoch, offset: frame.offset };
+          this.positions.set(frame.ch, event.position);
+        }
+        this._emit("joined", event);
+        return;
+      }
       default:
         return; // a push type newer than this client: ignored (protocol.md §8)
     }

@@ -319,6 +319,10 @@ class Link:
             self.channels.left(frame.channel)
             self.handlers.emit("left", frame)
             self.listeners.publish(frame)
+        elif isinstance(frame, f.Joined):
+            self.channels.server_joined(frame)
+            self.handlers.emit("joined", frame)
+            self.listeners.publish(frame)
 
     def _member_event(self, event: f.MemberEvent) -> None:
         self.channels.members.apply(event)
