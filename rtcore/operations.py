@@ -255,7 +255,9 @@ MAX_REMOVE_MESSAGE = 256
 def _whom(user: object, conn: object) -> tuple[str | None, str | None]:
     """A server-side add or remove's target: a user, a connection id, or both (400 else)."""
     for name, value in (("user", user), ("conn", conn)):
-        if value is not None and (not isinstance(value, str) or not value or not values.is_text(value)):
+        if value is not None and (
+            not isinstance(value, str) or not value or not values.is_text(value)
+        ):
             raise ApiError(400, "bad_request", f"{name} must be a non-empty string")
     if user is None and conn is None:
         raise ApiError(400, "bad_request", "give user (every connection of it), conn, or both")
@@ -313,7 +315,9 @@ def remove_member(
         message = f"the app took you out of {channel!r}"
     if not isinstance(message, str) or len(message) > MAX_REMOVE_MESSAGE:
         raise ApiError(
-            400, "bad_request", f"message must be a string of at most {MAX_REMOVE_MESSAGE} characters"
+            400,
+            "bad_request",
+            f"message must be a string of at most {MAX_REMOVE_MESSAGE} characters",
         )
     valid_data(message, "message")
     if forward and app.broker.shared:

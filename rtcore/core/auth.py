@@ -17,8 +17,8 @@ import jwt
 
 from rtcore.core.restrictions import IPNetwork, OriginPattern
 from rtcore.protocol import CloseCode
-from rtcore.protocol.names import check_channel
 from rtcore.protocol.errors import RemoteProtocolError
+from rtcore.protocol.names import check_channel
 
 MAX_SUBSCRIBE = 64
 """Most channels a token's ``subscribe`` claim may list (protocol.md §3.4)."""

@@ -5,9 +5,10 @@ Theory of operation: an add joins the connection as a ``join`` request would -- 
 members hear a ``member_join`` -- without the channel rules' join check (the backend decided),
 but within ``max_channels``; the connection gets a ``joined`` frame, with the channel's
 position for a channel with history. An add for a user (not one connection) is also
-remembered, in :class:`rtcore.core.server_channels.ServerChannels` (bounded), so that the user's later connections --
-a reconnect included -- are put back at hello; a remove forgets it. With a shared broker
-every node applies the add or remove to its own connections and remembers it too.
+remembered, in the app's :class:`rtcore.core.server_channels.ServerChannels` (bounded), so
+that the user's later connections -- a reconnect included -- are put back at hello; a
+remove forgets it. With a shared broker every node applies the add or remove to its own
+connections and remembers it too.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ MAX_REMEMBERED = 100_000
 """User-wide server-side memberships an app remembers (per node); beyond it the oldest is
 forgotten first (its connections stay in the channel; a later connection is not put back)."""
 
+
 class ServerChannels:
     """Which users the backend put into which channels (bounded, oldest forgotten first)."""
 

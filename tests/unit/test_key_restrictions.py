@@ -10,6 +10,7 @@ import msgpack
 import pytest
 
 from rtcore.config import ConfigError
+from rtcore.config.model import AppConfig
 from rtcore.config.reader import Reader
 from rtcore.core.auth import ApiKey
 from rtcore.core.restrictions import (
@@ -20,7 +21,6 @@ from rtcore.core.restrictions import (
     origin_allowed,
     origin_pattern,
 )
-from rtcore.config.model import AppConfig
 from rtcore.protocol import CloseCode
 from tests.unit.test_session import MONO, NOW, World
 
@@ -58,7 +58,18 @@ def test_origin_patterns(origin: str, patterns: list[str], expected: bool) -> No
 
 
 @pytest.mark.parametrize(
-    "bad", ["example.com", "*", "https://", "https://*", "ftp//x", "https://a.com:0", "https://a.com:70000", "*.", "https://a..com"]
+    "bad",
+    [
+        "example.com",
+        "*",
+        "https://",
+        "https://*",
+        "ftp//x",
+        "https://a.com:0",
+        "https://a.com:70000",
+        "*.",
+        "https://a..com",
+    ],
 )
 def test_a_pattern_that_is_neither_an_origin_nor_a_wildcard_is_refused(bad: str) -> None:
     with pytest.raises(PatternError, match="is not an origin"):
@@ -66,7 +77,11 @@ def test_a_pattern_that_is_neither_an_origin_nor_a_wildcard_is_refused(bad: str)
 
 
 def test_addresses_and_networks() -> None:
-    nets = [address_network("10.0.0.0/8"), address_network("2001:db8::/32"), address_network("192.0.2.7")]
+    nets = [
+        address_network("10.0.0.0/8"),
+        address_network("2001:db8::/32"),
+        address_network("192.0.2.7"),
+    ]
     assert ip_allowed("10.1.2.3", nets)
     assert ip_allowed("192.0.2.7", nets)
     assert not ip_allowed("192.0.2.8", nets)
@@ -152,7 +167,13 @@ def test_a_session_checks_its_key_restrictions_and_counts_refusals() -> None:
         allowed_origins=(origin_pattern("*.example.com"),),
         allowed_ips=(ipaddress.ip_network("10.0.0.0/8"),),
     )
-    world = World(apps=(AppConfig("default", api_keys=(key, ApiKey("k2", realtime=False)), api_key_required=True),))
+    world = World(
+        apps=(
+            AppConfig(
+                "default", api_keys=(key, ApiKey("k2", realtime=False)), api_key_required=True
+            ),
+        )
+    )
     assert hello_close(world, "https://a.example.com", "10.0.0.1") is None
     assert hello_close(world, None, "10.0.0.1") == CloseCode.ORIGIN_MISSING
     assert hello_close(world, "https://a.example.net", "10.0.0.1") == CloseCode.ORIGIN_NOT_ALLOWED

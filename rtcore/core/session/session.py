@@ -39,10 +39,10 @@ from typing import Any
 
 from rtcore import observe
 from rtcore.config.model import Config
+from rtcore.core import membership
 from rtcore.core.app import App, framed
 from rtcore.core.auth import Principal
 from rtcore.core.limits.limiter import Refusal
-from rtcore.core import membership
 from rtcore.core.members import Member
 from rtcore.core.outbox import Outbox, Pending
 from rtcore.core.session import history as session_history
