@@ -27,6 +27,7 @@ export const PROTOCOL_VERSION = 1;
 /** Close codes after which reconnecting would fail again the same way (protocol.md §7). */
 export const FATAL_CLOSE_CODES = Object.freeze([
   1002, 1003, 4000, 4002, 4003, 4004, 4005, 4006, 4010, 4011, 4012, 4013, 4014, 4015, 4016, 4017,
+  4018, 4019, 4021, 4022,
 ]);
 
 /** Of those, the codes a token provider can fix by handing out a fresh token. */

@@ -61,6 +61,10 @@ FATAL_CLOSE_CODES = frozenset(
         CloseCode.SESSION_EXPIRED,
         CloseCode.SESSION_ENDED,
         CloseCode.DISCONNECTED,
+        CloseCode.KEY_NOT_REALTIME,
+        CloseCode.ORIGIN_NOT_ALLOWED,
+        CloseCode.IP_NOT_ALLOWED,
+        CloseCode.ORIGIN_MISSING,
     }
 )
 """Close codes after which reconnecting would fail again the same way."""
