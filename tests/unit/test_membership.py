@@ -192,3 +192,22 @@ def test_a_bad_subscribe_claim_refuses_the_hello(
     close = s.receive(codec.pack(hello), MONO, NOW)
     assert close is not None and close.code == CloseCode.SESSION_INVALID
     assert reason in close.reason
+
+
+def test_the_python_client_tracks_a_joined_channel_without_rejoining_it() -> None:
+    from rtcore.client._channels import Channels
+    from rtcore.protocol.position import Position
+
+    reports: list[Any] = []
+    channels = Channels(reports.append)
+    channels.server_joined(f.Joined("room:42", "added", "e1", 17))
+    channels.server_joined(f.Joined("news", "subscribe"))
+    assert channels.positions == {"room:42": Position("e1", 17)}
+    assert channels.rejoin == {}  # the server puts it back, not the client
+    msg = f.Msg("room:42", "x", None, None, 0, "m", offset=17, epoch="e1")
+    assert channels.seen(msg)  # at the position: received already
+    member = {"id": "c7", "user": "bob", "data": None}
+    channels.members.apply(f.MemberEvent("member_join", "room:42", member))
+    assert channels.members.members("room:42") == [member]  # its member list is kept
+    frame = f.Joined("room:42", "added", "e1", 17)
+    assert codec.decode_server_frame(codec.encode(frame)) == frame
