@@ -265,7 +265,11 @@ def _keys(table: Table, items: Any, generated: list[tuple[str, str]]) -> list[It
     return out
 
 
-_RESTRICTIONS = (("allowed_origins", []), ("allowed_ips", []), ("realtime", True))
+_RESTRICTIONS: tuple[tuple[str, Any], ...] = (
+    ("allowed_origins", []),
+    ("allowed_ips", []),
+    ("realtime", True),
+)
 """A key's restrictions (protocol.md §3.4) and their defaults, which the file leaves out."""
 
 
