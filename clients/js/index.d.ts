@@ -214,6 +214,10 @@ export class RealtimeClient<P = unknown> {
   onLeft(
     handler: (event: { channel: string; reason: "token_expired" | "grant_revoked" | "removed" | string; msg: string }) => void,
   ): Unsubscribe;
+  /** The server put this connection into a channel (protocol.md §5.7); it puts it back after a reconnect. */
+  onJoined(
+    handler: (event: { channel: string; reason: "added" | "subscribe" | string; position?: { epoch: string; offset: number } }) => void,
+  ): Unsubscribe;
   onConnect(handler: (socketId: string, info: { reconnected: boolean }) => void): Unsubscribe;
   /** `code` is the close code (1006 when no close frame arrived). */
   onDisconnect(handler: (code: number, reason: string) => void): Unsubscribe;

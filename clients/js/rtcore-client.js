@@ -27,6 +27,7 @@ export const PROTOCOL_VERSION = 1;
 /** Close codes after which reconnecting would fail again the same way (protocol.md §7). */
 export const FATAL_CLOSE_CODES = Object.freeze([
   1002, 1003, 4000, 4002, 4003, 4004, 4005, 4006, 4010, 4011, 4012, 4013, 4014, 4015, 4016, 4017,
+  4018, 4019, 4021, 4022,
 ]);
 
 /** Of those, the codes a token provider can fix by handing out a fresh token. */
@@ -565,6 +566,15 @@ export class RealtimeClient {
     return this._add("left", fn);
   }
 
+  /**
+   * `fn({channel, reason, position?})` when the server puts this connection into a channel
+   * (protocol.md §5.7; reason `added` or `subscribe`). The server puts it back after a
+   * reconnect (then `fn` hears it again): the client does not rejoin it itself.
+   */
+  onJoined(fn) {
+    return this._add("joined", fn);
+  }
+
   /** `fn(socketId, {reconnected})` after every successful (re)connection. */
   onConnect(fn) {
     return this._add("connect", fn);
@@ -823,6 +833,17 @@ export class RealtimeClient {
         this.positions.delete(frame.ch);
         this._emit("left", { channel: frame.ch, reason: frame.reason, msg: frame.msg ?? "" });
         return;
+      case "joined": {
+        // The server put this connection into a channel (§5.7) and puts it back after a
+        // reconnect: not added to `channels` (the rejoin set); its position is tracked.
+        const event = { channel: frame.ch, reason: frame.reason };
+        if (typeof frame.epoch === "string" && Number.isInteger(frame.offset)) {
+          event.position = { epoch: frame.epoch, offset: frame.offset };
+          this.positions.set(frame.ch, event.position);
+        }
+        this._emit("joined", event);
+        return;
+      }
       default:
         return; // a push type newer than this client: ignored (protocol.md §8)
     }

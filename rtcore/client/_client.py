@@ -375,8 +375,9 @@ class Client(Registrations):
         return self.events()
 
     def events(self, maxsize: int = 1000) -> EventStream:
-        """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Left, Connected,
-        Disconnected. It raises EventOverflowError once ``maxsize`` events are unread."""
+        """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Left, Joined,
+        Connected, Disconnected. It raises EventOverflowError once ``maxsize`` events are
+        unread."""
         return EventStream(self._listeners, maxsize)
 
 

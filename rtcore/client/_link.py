@@ -61,6 +61,10 @@ FATAL_CLOSE_CODES = frozenset(
         CloseCode.SESSION_EXPIRED,
         CloseCode.SESSION_ENDED,
         CloseCode.DISCONNECTED,
+        CloseCode.KEY_NOT_REALTIME,
+        CloseCode.ORIGIN_NOT_ALLOWED,
+        CloseCode.IP_NOT_ALLOWED,
+        CloseCode.ORIGIN_MISSING,
     }
 )
 """Close codes after which reconnecting would fail again the same way."""
@@ -318,6 +322,10 @@ class Link:
         elif isinstance(frame, f.Left):
             self.channels.left(frame.channel)
             self.handlers.emit("left", frame)
+            self.listeners.publish(frame)
+        elif isinstance(frame, f.Joined):
+            self.channels.server_joined(frame)
+            self.handlers.emit("joined", frame)
             self.listeners.publish(frame)
 
     def _member_event(self, event: f.MemberEvent) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 from rtcore.config.model import CHANNEL_RULE_KEYS, ChannelRule, ConfigError
+from rtcore.core import restrictions
 from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
 
 POLICIES = ("anyone", "signed_in", "nobody")
@@ -30,6 +31,7 @@ MIN_REFILL_PER_SECOND = 1 / 86_400
 """The slowest a limiter may refill: one token a day (``rate / per_seconds``), so that a
 refusal's ``retry_after`` is at most a day in milliseconds, always encodable."""
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 
 def channel_rule(raw: object, where: str) -> ChannelRule:
@@ -216,3 +218,35 @@ def seconds(value: Any, where: str) -> float:
     if type(value) not in (int, float) or not 0 <= value <= MAX_NUMBER:
         raise ConfigError(f"{where}: must be a number of seconds from 0 to {MAX_NUMBER}")
     return float(value)
+
+
+MAX_KEY_RESTRICTIONS = 256
+"""Most entries of an API key's ``allowed_origins`` or ``allowed_ips``."""
+
+
+def key_restrictions(
+    raw: dict[str, Any], where: str
+) -> tuple[tuple[restrictions.OriginPattern, ...], tuple[IPNetwork, ...]]:
+    """An API key's ``allowed_origins`` (origins or ``*.domain`` wildcards) and
+    ``allowed_ips`` (addresses or CIDR networks): every bad entry named."""
+    errors: list[str] = []
+    origins = _entries(raw, "allowed_origins", restrictions.origin_pattern, where, errors)
+    ips = _entries(raw, "allowed_ips", restrictions.address_network, where, errors)
+    if errors:
+        raise ConfigError(*errors)
+    return tuple(origins), tuple(ips)
+
+
+def _entries(
+    raw: dict[str, Any], key: str, parse: Callable[[str], T], where: str, errors: list[str]
+) -> list[T]:
+    entries = strings(raw.get(key, []), f"{where}.{key}")
+    if len(entries) > MAX_KEY_RESTRICTIONS:
+        errors.append(f"{where}.{key}: at most {MAX_KEY_RESTRICTIONS} entries")
+    out: list[T] = []
+    for i, entry in enumerate(entries):
+        try:
+            out.append(parse(entry))
+        except restrictions.PatternError as exc:
+            errors.append(f"{where}.{key}[{i}]: {exc}")
+    return out

@@ -81,6 +81,9 @@ def view_config(settings: cfg.AppConfig) -> dict[str, Any]:
                 if k.expires is None
                 else dt.datetime.fromtimestamp(k.expires, dt.UTC).isoformat(),
                 "source": "configured",
+                "allowed_origins": [p.text for p in k.allowed_origins],
+                "allowed_ips": [str(n) for n in k.allowed_ips],
+                "realtime": k.realtime,
             }
             for k in settings.api_keys
         ],
@@ -222,6 +225,9 @@ def _key_view(key: Mapping[str, Any]) -> dict[str, Any]:
         "name": key.get("name", ""),
         "expires": expires.isoformat() if isinstance(expires, dt.datetime) else None,
         "source": "in the file" if source == "key" else f"{source} {key[source]!s}",
+        "allowed_origins": list(key.get("allowed_origins", [])),
+        "allowed_ips": list(key.get("allowed_ips", [])),
+        "realtime": key.get("realtime", True),
     }
 
 
@@ -260,6 +266,7 @@ def _keys(table: Table, items: Any, generated: list[tuple[str, str]]) -> list[It
         expires = item.get("expires")
         if expires:
             entry["expires"] = _datetime(expires, f"{where}.expires")
+        entry |= _restrictions(item, old, where)
         out.append((old, entry))
     return out
 
@@ -277,6 +284,38 @@ def _key_reference(item: Mapping[str, Any], where: str) -> dict[str, str]:
     if not isinstance(value, str) or not value.strip():
         raise SettingsError(f"{where}.{given[0]}: must be a non-empty string")
     return {given[0]: value.strip()}
+
+
+_RESTRICTIONS: tuple[tuple[str, Any], ...] = (
+    ("allowed_origins", []),
+    ("allowed_ips", []),
+    ("realtime", True),
+)
+"""A key's restrictions (protocol.md §3.4) and their defaults, which the file leaves out."""
+
+
+def _restrictions(item: Mapping[str, Any], old: Table | None, where: str) -> dict[str, Any]:
+    """A key's restrictions as the page gave them; those it did not send stay as the file
+    has them. Their entries are checked with the whole file (as check-config does)."""
+    out: dict[str, Any] = {}
+    for name, default in _RESTRICTIONS:
+        if name in item:
+            value = item[name]
+        elif old is not None and name in old:
+            value = old[name].unwrap()
+        else:
+            continue
+        ok = isinstance(value, bool) if default is True else _strings(value)
+        if not ok:
+            what = "true or false" if default is True else "a list of strings"
+            raise SettingsError(f"{where}.{name}: must be {what}")
+        if value != default:
+            out[name] = value
+    return out
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _datetime(value: Any, where: str) -> dt.datetime:

@@ -23,6 +23,7 @@ from rtcore.config.checks import (
     channel_rule,
     get_array,
     get_table,
+    key_restrictions,
     known_keys,
     limiter_burst,
     network,
@@ -93,6 +94,9 @@ APP_KEYS = frozenset(
         *(k for k, _ in APP_FLAGS),
     }
 )
+API_KEY_KEYS = frozenset(
+    {"key", "key_env", "key_file", "expires", "name", "allowed_origins", "allowed_ips", "realtime"}
+)
 SESSION_KEYS = frozenset(
     {
         "algorithms",
@@ -106,6 +110,7 @@ SESSION_KEYS = frozenset(
         "issuer",
         "audience",
         "session_claim",
+        "subscribe_claim",
         "expire_connections",
     }
 )
@@ -410,7 +415,7 @@ class Reader:
     def api_key(self, raw: object, where: str) -> ApiKey:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table with key (or key_env) and expires")
-        known_keys(raw, f"{where}.", {"key", "key_env", "key_file", "expires", "name"})
+        known_keys(raw, f"{where}.", API_KEY_KEYS)
         key = self.secret(raw, where, "key")
         if key is None:
             raise ConfigError(f"{where}: needs key, key_env or key_file")
@@ -425,7 +430,15 @@ class Reader:
         label = raw.get("name", "")
         if not isinstance(label, str):
             raise ConfigError(f"{where}.name: must be a string")
-        return ApiKey(key=key, expires=expires, name=label)
+        origins, ips = key_restrictions(raw, where)
+        return ApiKey(
+            key=key,
+            expires=expires,
+            name=label,
+            allowed_origins=origins,
+            allowed_ips=ips,
+            realtime=boolean(raw.get("realtime", True), f"{where}.realtime"),
+        )
 
     def session(self, raw: object, where: str) -> SessionSettings:
         if not isinstance(raw, dict):
@@ -442,7 +455,7 @@ class Reader:
             )
         key = self.session_key(raw, where, hmac="HS" in families)
         leeway = seconds(raw.get("leeway", 30), f"{where}.leeway")
-        for k in ("issuer", "audience", "session_claim"):
+        for k in ("issuer", "audience", "session_claim", "subscribe_claim"):
             if k in raw and not isinstance(raw[k], str):
                 raise ConfigError(f"{where}.{k}: must be a string")
         return SessionSettings(
@@ -452,6 +465,7 @@ class Reader:
             issuer=raw.get("issuer"),
             audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),
+            subscribe_claim=raw.get("subscribe_claim", "subscribe"),
             expire_connections=boolean(
                 raw.get("expire_connections", False), f"{where}.expire_connections"
             ),

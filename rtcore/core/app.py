@@ -21,6 +21,7 @@ from rtcore.core.limits.limiter import Chain
 from rtcore.core.members import ChannelTable, Member
 from rtcore.core.outbox import Pending
 from rtcore.core.presence import PresenceBatcher
+from rtcore.core.server_channels import ServerChannels
 from rtcore.engines.base import Broker, Publication, Target, deliver_local
 from rtcore.engines.memory import MemoryBroker
 from rtcore.observe.events import NULL_OBSERVER, AppStatistics, Observer
@@ -106,6 +107,8 @@ class App:
         """Channel -> its history retention (a cache of channel-rule lookups)."""
         self._history = any(r.history_size for r in settings.channels)
         """Whether any channel rule keeps history (else messages skip the lookup)."""
+        self.server_channels = ServerChannels()
+        """The channels the backend put users into (re-added at their hellos)."""
         self._revoked: dict[tuple[str, str], float] = {}
         """Ended sessions, as (user, session) -> until when (monotonic) their tokens are
         refused."""
@@ -399,8 +402,12 @@ class App:
         first, as for a ``leave`` request). Returns False if it was not a member."""
         if not self.leave(member, channel, member.echo):
             return False
-        self._pending.push(member.outbox, framed(f.Left(channel, reason, message)))
+        self.tell(member, f.Left(channel, reason, message))
         return True
+
+    def tell(self, member: Member, frame: f.ServerFrame) -> None:
+        """Queue a frame for one member (``left``, ``joined``)."""
+        self._pending.push(member.outbox, framed(frame))
 
     def sees_presence(self, member: Member, channel: str) -> bool:
         """Whether ``member`` may list ``channel``'s members and receive its presence."""

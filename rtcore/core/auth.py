@@ -15,7 +15,13 @@ from typing import Any
 import attrs
 import jwt
 
+from rtcore.core.restrictions import IPNetwork, OriginPattern
 from rtcore.protocol import CloseCode
+from rtcore.protocol.errors import RemoteProtocolError
+from rtcore.protocol.names import check_channel
+
+MAX_SUBSCRIBE = 64
+"""Most channels a token's ``subscribe`` claim may list (protocol.md §3.4)."""
 
 
 @attrs.frozen
@@ -27,6 +33,14 @@ class ApiKey:
     """Unix time after which the key is refused (4012); None: never."""
     name: str = ""
     """A label for logs (the key itself is never logged)."""
+    allowed_origins: tuple[OriginPattern, ...] = ()
+    """Browser origins this key serves (empty: any); a handshake from another origin, or
+    without an Origin header, is refused (4019, 4022)."""
+    allowed_ips: tuple[IPNetwork, ...] = ()
+    """Client addresses (behind trusted proxies: the forwarded address) this key serves
+    (empty: any); others are refused (4021)."""
+    realtime: bool = True
+    """False: the key may not open realtime connections (4018), e.g. a server-only key."""
 
 
 @attrs.frozen
@@ -45,6 +59,8 @@ class SessionSettings:
     expire_connections: bool = False
     """Close a connection (4015) once its token expires, unless the client sent a fresh one
     with a ``refresh`` request. Off: a token is checked when the connection opens."""
+    subscribe_claim: str = "subscribe"
+    """The claim listing channels the connection joins at hello (protocol.md §3.4)."""
 
 
 @attrs.frozen
@@ -54,6 +70,8 @@ class Principal:
     user: str
     session: str | None
     expires: float | None
+    subscribe: tuple[str, ...] = ()
+    """The channels the token's ``subscribe`` claim lists: joined at hello."""
 
 
 class CredentialError(Exception):
@@ -112,7 +130,33 @@ def verify_session(settings: SessionSettings, token: str, wall: float) -> Princi
     if nbf is not None and wall < nbf - settings.leeway:
         raise CredentialError(CloseCode.SESSION_INVALID, "the session token is not valid yet")
     session = claims.get(settings.session_claim)
-    return Principal(sub, session if isinstance(session, str) else None, exp)
+    try:
+        subscribe = parse_subscribe(claims.get(settings.subscribe_claim))
+    except ValueError as exc:
+        raise CredentialError(
+            CloseCode.SESSION_INVALID, f"the token's '{settings.subscribe_claim}' claim {exc}"
+        ) from None
+    return Principal(sub, session if isinstance(session, str) else None, exp, subscribe)
+
+
+def parse_subscribe(value: object) -> tuple[str, ...]:
+    """A ``subscribe`` claim's channels (absent: none): an array of at most
+    :data:`MAX_SUBSCRIBE` valid channel names (protocol.md §4.2), duplicates dropped, in
+    order. ValueError says what is wrong (the caller names the claim)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("must be an array of channel names")
+    if len(value) > MAX_SUBSCRIBE:
+        raise ValueError(f"lists {len(value)} channels; at most {MAX_SUBSCRIBE} are allowed")
+    for i, channel in enumerate(value):
+        if not isinstance(channel, str):
+            raise ValueError(f"[{i}] must be a channel name (a string)")
+        try:
+            check_channel(channel)
+        except RemoteProtocolError as exc:
+            raise ValueError(f"[{i}]: {exc.message}") from None
+    return tuple(dict.fromkeys(value))
 
 
 def _number(value: Any, claim: str) -> float | None:

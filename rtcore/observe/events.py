@@ -102,6 +102,9 @@ class AppStatistics:
     rate_limited: dict[str, int] = attrs.field(factory=dict)
     """Requests a rate limiter refused, by limiter name (an error reply or, for a client that
     kept going, the close)."""
+    key_refusals: dict[str, int] = attrs.field(factory=dict)
+    """Hellos an API key's restrictions refused, by reason (one of
+    ``rtcore.core.restrictions.REFUSAL_REASONS``)."""
 
 
 # -- events -------------------------------------------------------------------------------------

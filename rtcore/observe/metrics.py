@@ -188,8 +188,16 @@ class StatisticsCollector:
         limited = CounterMetricFamily(
             "rtcore_rate_limited", "Requests refused by a rate limiter", labels=["app", "limiter"]
         )
+        keys = CounterMetricFamily(
+            "rtcore_key_refusals",
+            "Hellos refused by an API key's restrictions, by reason (key_not_realtime, "
+            "origin_missing, origin_not_allowed, ip_not_allowed)",
+            labels=["app", "reason"],
+        )
         for name, app in self._server.apps.items():
             stats = app.statistics
+            for reason, count in sorted(stats.key_refusals.items()):
+                keys.add_metric([name, reason], count)
             messages.add_metric([name], stats.messages)
             deliveries.add_metric([name, "message"], stats.message_deliveries)
             deliveries.add_metric([name, "presence"], stats.presence_deliveries)
@@ -198,7 +206,7 @@ class StatisticsCollector:
                 refusals.add_metric([name, code], count)
             for limiter, count in sorted(stats.rate_limited.items()):
                 limited.add_metric([name, limiter], count)
-        yield from (messages, deliveries, refusals, limited)
+        yield from (messages, deliveries, refusals, limited, keys)
 
     def _server_counters(self) -> Iterator[Metric]:
         server = self._server

@@ -184,6 +184,15 @@ _SERVER_SPECS: dict[str, tuple[type[f.ServerFrame], tuple[_Field, ...]]] = {
         ),
     ),
     "left": (f.Left, _spec(_CH, ("reason", "reason", "str"), ("msg", "message", "str"))),
+    "joined": (
+        f.Joined,
+        _spec(
+            _CH,
+            ("reason", "reason", "str"),
+            ("epoch", "epoch", "str", False),
+            ("offset", "offset", "uint", False),
+        ),
+    ),
 }
 for _kind in f.MemberEvent.TYPES:
     _SERVER_SPECS[_kind] = (

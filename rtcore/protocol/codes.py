@@ -89,8 +89,16 @@ class CloseCode(enum.IntEnum):
     """The app's backend ended (signed out, revoked) the connection's session."""
     DISCONNECTED = 4017
     """The app's backend disconnected this user or connection."""
+    KEY_NOT_REALTIME = 4018
+    """The API key may not open realtime connections (``realtime = false``: a server key)."""
+    ORIGIN_NOT_ALLOWED = 4019
+    """The handshake's Origin is not one of the API key's ``allowed_origins``."""
     TOO_MANY_CONNECTIONS = 4020
     """The per-IP or per-app connection limit is reached."""
+    IP_NOT_ALLOWED = 4021
+    """The client's address is not in the API key's ``allowed_ips``."""
+    ORIGIN_MISSING = 4022
+    """The API key has ``allowed_origins`` and the handshake carried no Origin header."""
     CONNECTION_RATE_LIMITED = 4029
     """Too many new connections from this IP address in a short time."""
     RATE_LIMIT_ABUSE = 4030

@@ -327,6 +327,7 @@ class Connection(Transport):
         self.session.remote = handshake.client_of(
             request, self.session.remote, config.trusted_proxies
         )
+        self.session.origin = handshake.origin_of(request)
         if not handshake.origin_allowed(request, config.allowed_origins):
             await self._write_through(self._ws.send(RejectConnection(status_code=403)))
             return False

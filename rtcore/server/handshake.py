@@ -26,6 +26,15 @@ def client_of(request: Request, remote: str, trusted_proxies: tuple[Network, ...
     return client_address(remote, forwarded, trusted_proxies)
 
 
+def origin_of(request: Request) -> str | None:
+    """The request's Origin header (None: it has none). Several Origin headers are not an
+    origin: they give one that matches no pattern."""
+    origins = [v for k, v in request.extra_headers if k.lower() == b"origin"]
+    if len(origins) > 1:
+        return "(several Origin headers)"
+    return origins[0].decode("latin-1") if origins else None
+
+
 def origin_allowed(request: Request, allowed: Collection[str]) -> bool:
     """Browsers send Origin; with allowed_origins set, other origins are refused (403).
 

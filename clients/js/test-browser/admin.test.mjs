@@ -205,3 +205,43 @@ test("a key taken from an environment variable stays out of the config file", T,
     await server.cleanup();
   }
 });
+
+/**
+ * Click save and wait until the config file says `expected`. (Not `save()`: the page's
+ * 2-second refresh clears the result line of a saved form, so reading it races that timer.)
+ */
+async function saveUntil(page, file, expected) {
+  await page.click("#save");
+  for (let i = 0; i < 200 && !expected.test(file()); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.match(file(), expected);
+}
+
+test("a key's restrictions set on the page refuse clients with their close codes", T, async () => {
+  const KEY = "a-client-key-for-the-restriction-test";
+  const server = await startServer({ config: `${CONFIG}\n[[apps.api_keys]]\nname = "web"\nkey = "${KEY}"\n` });
+  try {
+    const { page, problems } = await settingsPage(server);
+    const file = () => readFileSync(join(server.configDir, "rtcore.toml"), "utf8");
+    const row = page.locator("#keys tbody tr").first();
+    await row.locator('input[aria-label="allowed IPs"]').fill("10.0.0.0/8, 192.0.2.7");
+    await saveUntil(page, file, /^allowed_ips = \["10\.0\.0\.0\/8", "192\.0\.2\.7"\]$/m);
+    const refused = client(server.url, { key: KEY, reconnect: false });
+    await assert.rejects(refused.open(), (e) => e instanceof ConnectionClosedError && e.code === 4021);
+
+    // a bad entry is refused with check-config's words (an error stays shown: not dirty-reset)
+    await row.locator('input[aria-label="allowed IPs"]').fill("10.0.0.0/40");
+    await page.click("#save");
+    await page.locator("#result .error").waitFor();
+    assert.match(await page.locator("#result").textContent(), /allowed_ips\[0\]: '10\.0\.0\.0\/40' is not an IP address/);
+
+    await row.locator('input[aria-label="allowed IPs"]').fill("");
+    await row.locator('input[aria-label="realtime connections"]').uncheck();
+    await saveUntil(page, file, /^realtime = false$/m);
+    assert.doesNotMatch(file(), /allowed_ips/);
+    const serverOnly = client(server.url, { key: KEY, reconnect: false });
+    await assert.rejects(serverOnly.open(), (e) => e instanceof ConnectionClosedError && e.code === 4018);
+    assert.deepEqual(problems, []);
+  } finally {
+    await server.cleanup();
+  }
+});

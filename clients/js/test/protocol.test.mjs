@@ -22,7 +22,7 @@ const EXAMPLES = [...DOC.matchAll(/```(frame|wsframe)\n(.*?)\n\n(.*?)\n```/gs)].
 }));
 const FRAMES = EXAMPLES.filter((e) => e.kind === "frame");
 const CLIENT_TYPES = ["hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh", "history"];
-const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user", "left"];
+const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user", "left", "joined"];
 
 /** The client's frame builder called with the fields of a documented client frame. */
 function build(v) {
@@ -98,6 +98,19 @@ test("a left frame: the channel is forgotten (not rejoined) and onLeft hears why
   c._dispatch(decodeFrame(left.bytes));
   assert.deepEqual(heard, [{ channel: "room:42", reason: "token_expired", msg: "the channel token for 'room:42' expired" }]);
   assert.deepEqual([...c.channels.keys()], ["lobby"]);
+});
+
+test("a joined frame: onJoined hears it, the position is tracked, the channel is not rejoined", () => {
+  const c = client("ws://127.0.0.1:1/");
+  const heard = [];
+  c.onJoined((event) => heard.push(event));
+  for (const joined of FRAMES.filter((e) => e.value.t === "joined")) c._dispatch(decodeFrame(joined.bytes));
+  assert.deepEqual(heard, [
+    { channel: "room:42", reason: "added", position: { epoch: "a1b2c3d4", offset: 17 } },
+    { channel: "user:u42", reason: "subscribe" },
+  ]);
+  assert.deepEqual(c.positions.get("room:42"), { epoch: "a1b2c3d4", offset: 17 });
+  assert.deepEqual([...c.channels.keys()], []);
 });
 
 test("a message that is not a map with a string t is a ProtocolError", () => {

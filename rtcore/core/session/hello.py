@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from rtcore.config.model import Config
 from rtcore.core.app import App
 from rtcore.core.auth import CredentialError, Principal, check_api_key, verify_session
+from rtcore.core.restrictions import check_restrictions
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
 from rtcore.protocol.close import Close
@@ -19,10 +20,16 @@ from rtcore.protocol.values import check as check_value
 
 
 def check_hello(
-    frame: f.Hello, apps: Mapping[str, App], config: Config, now: float, wall: float
+    frame: f.Hello,
+    apps: Mapping[str, App],
+    config: Config,
+    now: float,
+    wall: float,
+    handshake: tuple[str | None, str] = (None, "?"),
 ) -> tuple[App, Principal | None] | Close:
     """The app the hello connects to and its signed-in user (None: anonymous), or the
-    refusal."""
+    refusal. ``handshake``: the upgrade's Origin header (None: it had none) and the client's
+    address, which an API key's restrictions check."""
     if frame.version != PROTOCOL_VERSION:
         return Close(
             CloseCode.UNSUPPORTED_VERSION,
@@ -35,10 +42,10 @@ def check_hello(
         return Close(CloseCode.UNKNOWN_APP, f"unknown app {name!r}" if name else "app required")
     # protocol.md §3.4's order: nothing about a token is revealed to a client the app or
     # its API key refuses.
-    close = open_to(app, frame.key, wall)
+    close = open_to(app, frame.key, wall, *handshake)
     if close is not None:
         return close
-    principal = sign_in(app, frame.token, now, wall)
+    principal = sign_in(app, frame.token, now, wall, config.limits.max_channels)
     if isinstance(principal, Close):
         return principal
     close = admit(app, principal, reconnect=True)
@@ -51,21 +58,35 @@ def check_hello(
     return app, principal
 
 
-def open_to(app: App, key: str | None, wall: float) -> Close | None:
-    """Steps 1-2 of §3.4: the app is enabled; its API key, when it requires one."""
+def open_to(
+    app: App, key: str | None, wall: float, origin: str | None, address: str
+) -> Close | None:
+    """Steps 1-2 of §3.4: the app is enabled; its API key, when it requires one, with the
+    key's restrictions (realtime, origins, addresses: rtcore.core.restrictions)."""
     settings = app.settings
     if not settings.enabled:
         return Close(CloseCode.APP_DISABLED, f"realtime is disabled for app {app.name!r}")
     if settings.api_key_required:
         try:
-            check_api_key(settings.api_keys, key, wall)
+            matched = check_api_key(settings.api_keys, key, wall)
         except CredentialError as exc:
             return Close(exc.code, exc.message)
+        refused = check_restrictions(
+            matched.realtime, matched.allowed_origins, matched.allowed_ips, origin, address
+        )
+        if refused is not None:
+            reason, close = refused
+            counts = app.statistics.key_refusals
+            counts[reason] = counts.get(reason, 0) + 1
+            return close
     return None
 
 
-def sign_in(app: App, token: str | None, now: float, wall: float) -> Principal | Close | None:
-    """Step 3 of §3.4: the token, when present, verifies and names a live session."""
+def sign_in(
+    app: App, token: str | None, now: float, wall: float, max_channels: int
+) -> Principal | Close | None:
+    """Step 3 of §3.4: the token, when present, verifies, names a live session, and its
+    ``subscribe`` claim lists no more channels than a connection may be in."""
     if token is None:
         return None
     if app.settings.session is None:
@@ -74,6 +95,12 @@ def sign_in(app: App, token: str | None, now: float, wall: float) -> Principal |
         principal = verify_session(app.settings.session, token, wall)
     except CredentialError as exc:
         return Close(exc.code, exc.message)
+    if len(principal.subscribe) > max_channels:
+        return Close(
+            CloseCode.SESSION_INVALID,
+            f"the token's subscribe claim lists {len(principal.subscribe)} channels; a "
+            f"connection may be in at most {max_channels}",
+        )
     if app.session_ended(principal.user, principal.session, now):
         return Close(CloseCode.SESSION_ENDED, "this session was ended; sign in again")
     return principal

@@ -39,6 +39,7 @@ from typing import Any
 
 from rtcore import observe
 from rtcore.config.model import Config
+from rtcore.core import membership
 from rtcore.core.app import App, framed
 from rtcore.core.auth import Principal
 from rtcore.core.limits.bucket import TokenBucket
@@ -74,6 +75,7 @@ class Session:
         "member",
         "principal",
         "remote",
+        "origin",
         "_apps",
         "_config",
         "limits",
@@ -103,6 +105,8 @@ class Session:
         """The signed-in user, when the hello carried a valid session token."""
         self.remote = remote
         """The peer's IP address: the rate-limit key of anonymous clients."""
+        self.origin: str | None = None
+        """The upgrade's Origin header (None: it had none), for the API key's restrictions."""
         self._apps = apps
         self._config = config
         self.limits = config.limits
@@ -292,7 +296,7 @@ class Session:
             return None
         if self._apps.get(self.app.name) is not self.app:
             return Close(CloseCode.UNKNOWN_APP, f"app {self.app.name!r} was removed")
-        close = open_to(self.app, self._key, wall) or admit(
+        close = open_to(self.app, self._key, wall, self.origin, self.remote) or admit(
             self.app, self.principal, reconnect=False
         )
         if close is None and self._token_expired(self.app, wall):
@@ -325,7 +329,9 @@ class Session:
     def _hello(self, frame: f.ClientFrame, now: float, wall: float) -> Close | None:
         if not isinstance(frame, f.Hello):
             return Close(CloseCode.HELLO_EXPECTED, "the first frame must be hello")
-        checked = check_hello(frame, self._apps, self._config, now, wall)
+        checked = check_hello(
+            frame, self._apps, self._config, now, wall, (self.origin, self.remote)
+        )
         if isinstance(checked, Close):
             return checked
         app, principal = checked
@@ -343,7 +349,7 @@ class Session:
         )
         app.connect(self.member)
         limits = self.limits
-        return self._reply(
+        close = self._reply(
             f.Welcome(
                 PROTOCOL_VERSION,
                 self.conn_id,
@@ -354,6 +360,10 @@ class Session:
                 features or None,
             )
         )
+        if close is None:  # after the welcome: the channels the server puts it in (§5.7)
+            subscribe = principal.subscribe if principal else ()
+            membership.restore(app, self.member, subscribe, limits.max_channels, wall)
+        return close
 
     # -- replies --------------------------------------------------------------------------
 

@@ -143,12 +143,22 @@ function keySource(k) {
   return el("td", {}, el("div", { class: "key-source" }, choose, ref));
 }
 
+/** A key's list restriction (origins, IPs) as one text input: entries separated by spaces or commas. */
+function listInput(key, field, label, placeholder) {
+  return el("input", { type: "text", value: (key[field] || []).join(" "), "aria-label": label, placeholder,
+    oninput: (e) => { key[field] = e.target.value.split(/[\s,]+/).filter(Boolean); markDirty(); } });
+}
+
 function renderKeys() {
   renderKeyNote();
   $("#keys tbody").replaceChildren(...form.api_keys.map((k, i) => el("tr", {},
     el("td", {}, el("input", { type: "text", value: k.name || "", "aria-label": "key name", oninput: (e) => { k.name = e.target.value; markDirty(); } })),
     el("td", {}, el("input", { type: "datetime-local", value: (k.expires || "").slice(0, 16), "aria-label": "expires",
       oninput: (e) => { k.expires = e.target.value ? `${e.target.value}:00Z` : null; markDirty(); } })),
+    el("td", {}, listInput(k, "allowed_origins", "allowed origins", "any; e.g. https://app.example.com *.example.com")),
+    el("td", {}, listInput(k, "allowed_ips", "allowed IPs", "any; e.g. 10.0.0.0/8 192.0.2.7")),
+    el("td", {}, el("input", { type: "checkbox", checked: k.realtime !== false, "aria-label": "realtime connections",
+      title: "off: the key may not open realtime connections (4018)", onchange: (e) => { k.realtime = e.target.checked; markDirty(); } })),
     keySource(k),
     el("td", {},
       el("button", { type: "button", class: "icon", title: "add a new key and let this one expire in 24 h", onclick: () => rotateKey(i) }, "Rotate"),
@@ -234,10 +244,17 @@ function payload() {
   for (const flag of FLAGS) out[flag] = $(`input[name=${flag}]`).checked;
   if (form.api_key_required === null) delete out.api_key_required; // the default: required iff keys
   out.api_keys = form.api_keys.map((k) => {
-    if (!k.generate) return { keep: k.keep, name: k.name, expires: k.expires };
-    if (k.from === "env") return { key_env: k.ref || "", name: k.name, expires: k.expires };
-    if (k.from === "file") return { key_file: k.ref || "", name: k.name, expires: k.expires };
-    return { generate: true, name: k.name, expires: k.expires };
+    const restrictions = {
+      name: k.name,
+      expires: k.expires,
+      allowed_origins: k.allowed_origins || [],
+      allowed_ips: k.allowed_ips || [],
+      realtime: k.realtime !== false,
+    };
+    if (!k.generate) return { keep: k.keep, ...restrictions };
+    if (k.from === "env") return { key_env: k.ref || "", ...restrictions };
+    if (k.from === "file") return { key_file: k.ref || "", ...restrictions };
+    return { generate: true, ...restrictions };
   });
   out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null }));
   out.rate_limits = form.rate_limits;
