@@ -31,7 +31,6 @@ MIN_REFILL_PER_SECOND = 1 / 86_400
 """The slowest a limiter may refill: one token a day (``rate / per_seconds``), so that a
 refusal's ``retry_after`` is at most a day in milliseconds, always encodable."""
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-T = TypeVar("T")
 
 
 def channel_rule(raw: object, where: str) -> ChannelRule:
