@@ -32,9 +32,10 @@ from typing import Any
 import msgpack
 import trio
 
-from bench import cluster, wire
+from bench import cluster
 from bench.scenarios import Subparsers
 from bench.tables import table
+from rtcore.loadtest import wire
 
 MAX_MESSAGE = 64 * 1024
 PROFILE = {"name": "x" * 4000}
