@@ -25,6 +25,7 @@ from rtcore.config.checks import (
     get_array,
     get_table,
     known_keys,
+    needs_session,
     network,
     positive_int,
     positive_number,
@@ -102,6 +103,7 @@ SESSION_KEYS = frozenset(
         "issuer",
         "audience",
         "session_claim",
+        "channels_claim",
         "expire_connections",
     }
 )
@@ -315,6 +317,9 @@ class Reader:
             session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
         elif flags["session_required"]:
             self.errors.append(f"{where}.session_required: true, but there is no {where}.session")
+        channels = tuple(self.list_of(raw, "channels", channel_rule, where))
+        if session is None and "session" not in raw:
+            self.errors.extend(needs_session(channels, f"{where}.channels"))
         limits = self.list_of(raw, "rate_limits", rate_rule, where)
         if len({r.name for r in limits}) != len(limits):
             self.errors.append(f"{where}.rate_limits: limiter names must be unique")
@@ -323,7 +328,7 @@ class Reader:
             api_keys=tuple(keys),
             api_key_required=required,
             session=session,
-            channels=tuple(self.list_of(raw, "channels", channel_rule, where)),
+            channels=channels,
             rate_limits=tuple(limits),
             refusals_before_disconnect=self.number(
                 raw, "refusals_before_disconnect", 100, positive_int, where
@@ -436,7 +441,7 @@ class Reader:
         leeway = raw.get("leeway", 30)
         if type(leeway) not in (int, float) or not 0 <= leeway < math.inf:
             raise ConfigError(f"{where}.leeway: must be a number of seconds >= 0")
-        for k in ("issuer", "audience", "session_claim"):
+        for k in ("issuer", "audience", "session_claim", "channels_claim"):
             if k in raw and not isinstance(raw[k], str):
                 raise ConfigError(f"{where}.{k}: must be a string")
         return SessionSettings(
@@ -446,6 +451,7 @@ class Reader:
             issuer=raw.get("issuer"),
             audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),
+            channels_claim=raw.get("channels_claim", "channels"),
             expire_connections=boolean(
                 raw.get("expire_connections", False), f"{where}.expire_connections"
             ),

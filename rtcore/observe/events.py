@@ -84,6 +84,11 @@ class AppStatistics:
     rate_limited: dict[str, int] = attrs.field(factory=dict)
     """Requests a rate limiter refused, by limiter name (an error reply or, for a client that
     kept going, the close)."""
+    permission_refusals: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    """Operations the channel rules refused, by ``(operation, reason)``: both from fixed
+    sets (rtcore.core.permissions.OPERATIONS, REFUSAL_REASONS)."""
+    channel_removals: dict[str, int] = attrs.field(factory=dict)
+    """Connections the server took out of a channel (the ``left`` push), by reason."""
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -225,6 +230,19 @@ def refused(app: ObservedApp, conn: str, code: str, operation: str) -> None:
     refusals = app.statistics.refusals
     refusals[code] = refusals.get(code, 0) + 1
     app.observer.refused(conn, app.name, code, operation)
+
+
+def permission_refused(app: ObservedApp, operation: str, reason: str) -> None:
+    """Count a refusal by the channel rules (its error reply is counted by :func:`refused`)."""
+    counts = app.statistics.permission_refusals
+    key = (operation, reason)
+    counts[key] = counts.get(key, 0) + 1
+
+
+def removed(app: ObservedApp, reason: str) -> None:
+    """Count a connection taken out of a channel (protocol.md §5.6) for ``reason``."""
+    counts = app.statistics.channel_removals
+    counts[reason] = counts.get(reason, 0) + 1
 
 
 def rate_limited(

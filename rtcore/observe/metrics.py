@@ -189,8 +189,22 @@ class StatisticsCollector:
         limited = CounterMetricFamily(
             "rtcore_rate_limited", "Requests refused by a rate limiter", labels=["app", "limiter"]
         )
+        permissions = CounterMetricFamily(
+            "rtcore_permission_refusals",
+            "Operations the channel rules refused, by operation and reason",
+            labels=["app", "op", "reason"],
+        )
+        removals = CounterMetricFamily(
+            "rtcore_channel_removals",
+            "Connections the server took out of a channel (the left push), by reason",
+            labels=["app", "reason"],
+        )
         for name, app in self._server.apps.items():
             stats = app.statistics
+            for (op, reason), count in sorted(stats.permission_refusals.items()):
+                permissions.add_metric([name, op, reason], count)
+            for reason, count in sorted(stats.channel_removals.items()):
+                removals.add_metric([name, reason], count)
             messages.add_metric([name], stats.messages)
             deliveries.add_metric([name, "message"], stats.message_deliveries)
             deliveries.add_metric([name, "presence"], stats.presence_deliveries)
@@ -199,7 +213,7 @@ class StatisticsCollector:
                 refusals.add_metric([name, code], count)
             for limiter, count in sorted(stats.rate_limited.items()):
                 limited.add_metric([name, limiter], count)
-        yield from (messages, deliveries, refusals, limited)
+        yield from (messages, deliveries, refusals, limited, permissions, removals)
 
     def _server_counters(self) -> Iterator[Metric]:
         server = self._server

@@ -44,8 +44,9 @@ from rtcore.core.auth import Principal
 from rtcore.core.limits.limiter import Refusal
 from rtcore.core.members import Member
 from rtcore.core.outbox import Outbox, Pending
+from rtcore.core.permissions import ChannelToken
+from rtcore.core.session import access, requests
 from rtcore.core.session import history as session_history
-from rtcore.core.session import requests
 from rtcore.core.session.context import Result
 from rtcore.core.session.deferred import Deferred, unused_then
 from rtcore.core.session.hello import admit, check_hello, open_to
@@ -72,6 +73,7 @@ class Session:
         "app",
         "member",
         "principal",
+        "channel_tokens",
         "remote",
         "_apps",
         "_config",
@@ -99,6 +101,8 @@ class Session:
         self.member: Member | None = None
         self.principal: Principal | None = None
         """The signed-in user, when the hello carried a valid session token."""
+        self.channel_tokens: dict[str, ChannelToken] = {}
+        """The channel tokens the connection holds (rtcore.core.session.access)."""
         self.remote = remote
         """The peer's IP address: the rate-limit key of anonymous clients."""
         self._apps = apps
@@ -268,6 +272,8 @@ class Session:
         )
         if close is None and self._token_expired(self.app, wall):
             close = Close(CloseCode.SESSION_EXPIRED, "the session token expired (send refresh)")
+        if close is None:
+            access.expire(self, wall)  # channel tokens: out of their channels, not closed
         return close
 
     def _token_expired(self, app: App, wall: float) -> bool:
