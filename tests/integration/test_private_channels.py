@@ -17,6 +17,7 @@ from rtcore.config import AppConfig, ChannelRule
 from rtcore.core.auth import SessionSettings
 from rtcore.protocol import frames as f
 from tests.integration.conftest import VIRTUAL_EPOCH, StartServer, url, virtual_wall
+from tests.integration.test_observe import scrape, value
 
 SECRET = "q" * 32
 APP = AppConfig(
@@ -206,3 +207,32 @@ async def test_grants_narrowed_by_refresh_remove_the_connection(
             with pytest.raises(RequestError) as refused:
                 await ann.join("team:red")
             assert refused.value.code == "forbidden"
+
+
+async def test_refusals_and_removals_are_metrics_by_operation_and_reason(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(apps=(APP,))
+    grants = {"team:red": ["join"]}
+    with trio.fail_after(10):
+        async with open_client(
+            url(server), app="a", token=session_token("ann", channels=grants)
+        ) as ann:
+            for channel in ("dm#bob,carol", "team:blue", "room:1"):
+                with pytest.raises(RequestError):
+                    await ann.join(channel)
+            assert await ann.join("team:red")
+            with pytest.raises(RequestError):
+                await ann.send("team:red", "chat", "x")
+            inbox = Inbox(ann)
+            await ann.refresh(session_token("ann"))
+            await inbox.wait(lambda: inbox.left != [])
+            samples = await scrape(server)
+    refusals = "rtcore_permission_refusals_total"
+    assert value(samples, refusals, app="a", op="join", reason="user_limited") == 1
+    assert value(samples, refusals, app="a", op="join", reason="not_granted") == 1
+    assert value(samples, refusals, app="a", op="join", reason="no_token") == 1
+    assert value(samples, refusals, app="a", op="send", reason="not_granted") == 1
+    assert value(samples, "rtcore_refusals_total", app="a", code="forbidden") == 4
+    removals = "rtcore_channel_removals_total"
+    assert value(samples, removals, app="a", reason="grant_revoked") == 1
