@@ -61,6 +61,9 @@ def enforce(session: Context, op: str, channel: str, token: ChannelToken | None 
 def admit_join(session: Context, frame: f.Join, wall: float) -> ChannelToken | None:
     """A join's permission: its channel token verified (when it carries one), then the
     rules; returns the token."""
+    assert session.member is not None
+    if frame.channel not in session.member.channels:  # a join that did not complete left it
+        session.channel_tokens.pop(frame.channel, None)
     token = None if frame.token is None else _verified(session, frame.channel, frame.token, wall)
     enforce(session, "join", frame.channel, token)
     return token
@@ -71,6 +74,8 @@ def enter(session: Context, channel: str, token: ChannelToken | None) -> None:
     sees the channel's presence (so the join's presence event carries them)."""
     member = session.member
     assert member is not None
+    member.channel_info.pop(channel, None)  # (what a join that did not complete left)
+    member.watching.discard(channel)
     if token is not None:
         session.channel_tokens[channel] = token
         if token.info is not None:
