@@ -355,3 +355,23 @@ def test_a_page_at_any_depth_does_not_scan_the_channel() -> None:
     page, after = table.page("ch", cursor, 50)
     assert page == members[4901:4951] and after == members[4950].channels["ch"]
     assert table.page("ch", after, 50) == (members[4951:], None)
+
+
+def test_a_per_connection_presence_group_follows_rights_joins_and_leaves() -> None:
+    table = ChannelTable(Pending(), lambda ch: "granted")
+    ann, bob, cat = (Member(c, c, None, Outbox()) for c in ("ann", "bob", "cat"))
+    ann.watching.add("ch")
+    for m in (ann, bob):
+        table.connect(m)
+        table.join(m, "ch")
+    assert list(table.presence_group("ch")) == ["ann"]
+    table.rewatch(bob, "ch", True)  # a refresh gave bob the right
+    assert list(table.presence_group("ch")) == ["ann", "bob"]
+    table.rewatch(ann, "ch", False)  # ...and took ann's
+    assert list(table.presence_group("ch")) == ["bob"]
+    cat.watching.add("ch")
+    table.connect(cat)
+    table.join(cat, "ch")  # a kept group follows joins
+    assert list(table.presence_group("ch")) == ["bob", "cat"]
+    table.leave(bob, "ch")
+    assert list(table.presence_group("ch")) == ["cat"]
