@@ -11,6 +11,8 @@ export interface Member<P = unknown> {
   id: string;
   user: string | null;
   data: P | null;
+  /** The `info` of the channel token that admitted the member to this channel (§4.4.2). */
+  info?: unknown;
 }
 
 /** An application event (a `msg` frame), as `on`/`once` handlers receive it. */
@@ -150,6 +152,11 @@ export interface ClientOptions<P = unknown> {
   failFast?: boolean;
   /** With a token provider: refresh this many ms before the token's `exp` (default 30000). */
   refreshBefore?: number;
+  /**
+   * A channel token (protocol.md §4.4.2) for `channel` from the app's backend, or null to
+   * join without one. Asked on every join and rejoin, and before a held token expires.
+   */
+  getChannelToken?: ((channel: string) => string | null | Promise<string | null>) | null;
   /** The WebSocket implementation (default: globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
 }
@@ -290,13 +297,13 @@ export interface Frame {
 
 export const frames: {
   hello(fields: { app?: string | null; key?: string | null; token?: string | null; profile?: unknown; echo?: boolean }): Frame;
-  join(id: number, ch: string, echo?: boolean, recover?: Position): Frame;
+  join(id: number, ch: string, echo?: boolean, recover?: Position, token?: string): Frame;
   leave(id: number, ch: string, echo?: boolean): Frame;
   members(id: number, ch: string, limit?: number, after?: number | null): Frame;
   profile(id: number, data: unknown, echo?: boolean): Frame;
   send(id: number, ch: string, ev: string, data?: unknown, echo?: boolean): Frame;
   broadcast(id: number, ev: string, data?: unknown, echo?: boolean): Frame;
-  refresh(id: number, token: string): Frame;
+  refresh(id: number, token: string, ch?: string): Frame;
   history(id: number, ch: string, since?: Position, limit?: number, reverse?: boolean): Frame;
 };
 

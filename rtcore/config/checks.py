@@ -14,8 +14,11 @@ from typing import Any, TypeVar
 from rtcore.config.model import CHANNEL_RULE_KEYS, ChannelRule, ConfigError
 from rtcore.core import restrictions
 from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
+from rtcore.core.permissions import RULE_VALUES
 
-POLICIES = ("anyone", "signed_in", "nobody")
+POLICIES = RULE_VALUES
+"""What a channel rule's join, send, presence and history may be (protocol.md §4.1)."""
+
 MAX_HISTORY_SIZE = 1_000_000
 """Largest ``history_size`` of a channel rule."""
 T = TypeVar("T")
@@ -62,7 +65,25 @@ def channel_rule(raw: object, where: str) -> ChannelRule:
         size,
         float(ttl),
         raw.get("history"),
+        boolean(raw.get("user_limited", False), f"{where}.user_limited"),
     )
+
+
+def needs_session(rules: tuple[ChannelRule, ...], where: str) -> list[str]:
+    """A rule that checks grants or channel tokens, or is user-limited, in an app without
+    session settings could never admit anyone: say so."""
+    errors = []
+    for i, rule in enumerate(rules):
+        values = [v for v in (rule.join, rule.send, rule.presence, rule.history) if v]
+        for value in ("granted", "token"):
+            if value in values:
+                errors.append(
+                    f"{where}[{i}]: {value!r} needs the app's session settings "
+                    "([apps.session]) to check tokens"
+                )
+        if rule.user_limited:
+            errors.append(f"{where}[{i}].user_limited: needs the app's session settings")
+    return errors
 
 
 def rate_rule(raw: object, where: str) -> Rule:

@@ -26,6 +26,7 @@ from rtcore.config.checks import (
     key_restrictions,
     known_keys,
     limiter_burst,
+    needs_session,
     network,
     positive_int,
     positive_number,
@@ -34,86 +35,29 @@ from rtcore.config.checks import (
     seconds,
     strings,
 )
+from rtcore.config.keys import (
+    API_KEY_KEYS,
+    APP_FLAGS,
+    APP_KEYS,
+    ROOT_KEYS,
+    SERVER_KEYS,
+    SESSION_KEYS,
+)
 from rtcore.config.model import (
     AppConfig,
     BrokerConfig,
+    ChannelRule,
     Config,
     ConfigError,
     Limits,
 )
 from rtcore.core.auth import ApiKey, SessionSettings
+from rtcore.core.limits.limiter import Rule
 
 APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 T = TypeVar("T")
-
-ROOT_KEYS = frozenset({"server", "limits", "apps", "broker"})
-SERVER_KEYS = frozenset(
-    {
-        "host",
-        "port",
-        "default_app",
-        "allowed_origins",
-        "trusted_proxies",
-        "tls_cert",
-        "tls_key",
-        "api_host",
-        "api_port",
-        "admin_secret",
-        "admin_secret_env",
-        "admin_secret_file",
-    }
-)
-APP_FLAGS = (
-    ("enabled", True),
-    ("allow_client_join", True),
-    ("allow_client_send", True),
-    ("allow_client_broadcast", True),
-    ("session_required", False),
-    ("end_sessions_on_password_change", False),
-    ("profile_updates_member", False),
-)
-"""An app's boolean keys and their defaults."""
-APP_KEYS = frozenset(
-    {
-        "name",
-        "api_keys",
-        "api_key_required",
-        "session",
-        "channels",
-        "rate_limits",
-        "refusals_before_disconnect",
-        "presence_rate",
-        "presence_burst",
-        "max_connections",
-        "server_secret",
-        "server_secret_env",
-        "server_secret_file",
-        "revocation_ttl",
-        *(k for k, _ in APP_FLAGS),
-    }
-)
-API_KEY_KEYS = frozenset(
-    {"key", "key_env", "key_file", "expires", "name", "allowed_origins", "allowed_ips", "realtime"}
-)
-SESSION_KEYS = frozenset(
-    {
-        "algorithms",
-        "secret",
-        "secret_env",
-        "secret_file",
-        "public_key",
-        "public_key_env",
-        "public_key_file",
-        "leeway",
-        "issuer",
-        "audience",
-        "session_claim",
-        "subscribe_claim",
-        "expire_connections",
-    }
-)
 
 
 class Reader:
@@ -324,15 +268,13 @@ class Reader:
             session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
         elif flags["session_required"]:
             self.errors.append(f"{where}.session_required: true, but there is no {where}.session")
-        limits = self.list_of(raw, "rate_limits", rate_rule, where)
-        if len({r.name for r in limits}) != len(limits):
-            self.errors.append(f"{where}.rate_limits: limiter names must be unique")
+        channels, limits = self.rules(raw, "session" in raw, where)
         return AppConfig(
             name=name,
             api_keys=tuple(keys),
             api_key_required=required,
             session=session,
-            channels=tuple(self.list_of(raw, "channels", channel_rule, where)),
+            channels=channels,
             rate_limits=tuple(limits),
             refusals_before_disconnect=self.number(
                 raw, "refusals_before_disconnect", 100, positive_int, where
@@ -344,6 +286,18 @@ class Reader:
             revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, positive_number, where),
             **flags,
         )
+
+    def rules(
+        self, raw: dict[str, Any], has_session: bool, where: str
+    ) -> tuple[tuple[ChannelRule, ...], list[Rule]]:
+        """An app's channel rules and rate limiters."""
+        channels = tuple(self.list_of(raw, "channels", channel_rule, where))
+        if not has_session:
+            self.errors.extend(needs_session(channels, f"{where}.channels"))
+        limits = self.list_of(raw, "rate_limits", rate_rule, where)
+        if len({r.name for r in limits}) != len(limits):
+            self.errors.append(f"{where}.rate_limits: limiter names must be unique")
+        return channels, limits
 
     def app_keys(self, raw: dict[str, Any], where: str) -> tuple[list[ApiKey], bool]:
         """An app's ``api_keys``, and whether it requires one."""
@@ -455,7 +409,7 @@ class Reader:
             )
         key = self.session_key(raw, where, hmac="HS" in families)
         leeway = seconds(raw.get("leeway", 30), f"{where}.leeway")
-        for k in ("issuer", "audience", "session_claim", "subscribe_claim"):
+        for k in ("issuer", "audience", "session_claim", "subscribe_claim", "channels_claim"):
             if k in raw and not isinstance(raw[k], str):
                 raise ConfigError(f"{where}.{k}: must be a string")
         return SessionSettings(
@@ -466,6 +420,7 @@ class Reader:
             audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),
             subscribe_claim=raw.get("subscribe_claim", "subscribe"),
+            channels_claim=raw.get("channels_claim", "channels"),
             expire_connections=boolean(
                 raw.get("expire_connections", False), f"{where}.expire_connections"
             ),

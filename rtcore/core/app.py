@@ -18,13 +18,13 @@ import attrs
 from rtcore.config.model import AppConfig
 from rtcore.core.history import Recovery, Retention, Slice, decide_recovery
 from rtcore.core.limits.limiter import Chain
-from rtcore.core.members import ChannelTable, Member
+from rtcore.core.members import ChannelTable, Member, admits
 from rtcore.core.outbox import Pending
 from rtcore.core.presence import PresenceBatcher
 from rtcore.core.server_channels import ServerChannels
 from rtcore.engines.base import Broker, Publication, Target, deliver_local
 from rtcore.engines.memory import MemoryBroker
-from rtcore.observe.events import NULL_OBSERVER, AppStatistics, Observer
+from rtcore.observe.events import NULL_OBSERVER, AppStatistics, Observer, removed
 from rtcore.protocol import codec, wsframe
 from rtcore.protocol import frames as f
 from rtcore.protocol.position import Position
@@ -365,7 +365,7 @@ class App:
                 self.broker.want(self.name, channel)
             self.broker.presence(self.name, "member_join", channel, member, skip)
         else:
-            self.presence_event("member_join", channel, member.info(), first, skip)
+            self.presence_event("member_join", channel, member.info(channel), first, skip)
         return True
 
     def _left(self, channel: str, member: Member, last: bool) -> None:
@@ -375,7 +375,7 @@ class App:
             if not self.table.members(channel):
                 self.broker.unwant(self.name, channel)
         else:
-            self.presence_event("member_leave", channel, member.info(), last, None)
+            self.presence_event("member_leave", channel, member.info(channel), last, None)
 
     def leave(self, member: Member, channel: str, echo: bool) -> bool:
         """Leave; returns False if not a member (then nothing is sent).
@@ -389,11 +389,14 @@ class App:
         self._left(channel, member, last)
         if echo and self.sees_presence(member, channel) and self.presence_events(channel):
             own: f.PresenceDiff | f.MemberEvent
+            info = member.info(channel)
             if member.diffs:
-                own = f.PresenceDiff(channel, leaves=[{**member.info(), "last": last}])
+                own = f.PresenceDiff(channel, leaves=[{**info, "last": last}])
             else:
-                own = f.MemberEvent("member_leave", channel, member.info(), last=last)
+                own = f.MemberEvent("member_leave", channel, info, last=last)
             self._pending.push(member.outbox, framed(own))
+        member.channel_info.pop(channel, None)  # what its channel token gave it there
+        member.watching.discard(channel)
         return True
 
     def remove(self, member: Member, channel: str, reason: str, message: str) -> bool:
@@ -403,6 +406,7 @@ class App:
         if not self.leave(member, channel, member.echo):
             return False
         self.tell(member, f.Left(channel, reason, message))
+        removed(self, reason)
         return True
 
     def tell(self, member: Member, frame: f.ServerFrame) -> None:
@@ -411,8 +415,7 @@ class App:
 
     def sees_presence(self, member: Member, channel: str) -> bool:
         """Whether ``member`` may list ``channel``'s members and receive its presence."""
-        policy = self.settings.presence_policy(channel)
-        return policy == "anyone" or (policy == "signed_in" and member.user is not None)
+        return admits(self.settings.presence_policy(channel), member, channel)
 
     def presence_events(self, channel: str) -> bool:
         """Whether ``channel``'s members get presence events at all (its channel rule)."""
@@ -426,7 +429,7 @@ class App:
             if self.broker.shared:
                 self.broker.presence(self.name, "member_update", channel, member, skip)
             else:
-                self.presence_event("member_update", channel, member.info(), None, skip)
+                self.presence_event("member_update", channel, member.info(channel), None, skip)
         return len(member.channels)
 
     def presence_event(

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import jwt
 
+from rtcore.core.permissions import NO_GRANTS, Grants, GrantsError, parse_grants
 from rtcore.core.restrictions import IPNetwork, OriginPattern
 from rtcore.protocol import CloseCode
 from rtcore.protocol.errors import RemoteProtocolError
@@ -56,6 +57,8 @@ class SessionSettings:
     audience: str | None = None
     session_claim: str = "sid"
     """The claim naming the session (for user events and revocation)."""
+    channels_claim: str = "channels"
+    """The claim holding the token's channel grants (rtcore.core.permissions.Grants)."""
     expire_connections: bool = False
     """Close a connection (4015) once its token expires, unless the client sent a fresh one
     with a ``refresh`` request. Off: a token is checked when the connection opens."""
@@ -72,6 +75,8 @@ class Principal:
     expires: float | None
     subscribe: tuple[str, ...] = ()
     """The channels the token's ``subscribe`` claim lists: joined at hello."""
+    grants: Grants = NO_GRANTS
+    """What the token's grants claim allows per channel (protocol.md §4.1)."""
 
 
 class CredentialError(Exception):
@@ -130,13 +135,23 @@ def verify_session(settings: SessionSettings, token: str, wall: float) -> Princi
     if nbf is not None and wall < nbf - settings.leeway:
         raise CredentialError(CloseCode.SESSION_INVALID, "the session token is not valid yet")
     session = claims.get(settings.session_claim)
+    return Principal(
+        sub,
+        session if isinstance(session, str) else None,
+        exp,
+        subscribe=_subscribe(claims, settings.subscribe_claim),
+        grants=_grants(claims, settings.channels_claim),
+    )
+
+
+def _subscribe(claims: dict[str, Any], name: str) -> tuple[str, ...]:
+    """A session token's channels to join at hello (protocol.md §3.4)."""
     try:
-        subscribe = parse_subscribe(claims.get(settings.subscribe_claim))
+        return parse_subscribe(claims.get(name))
     except ValueError as exc:
         raise CredentialError(
-            CloseCode.SESSION_INVALID, f"the token's '{settings.subscribe_claim}' claim {exc}"
+            CloseCode.SESSION_INVALID, f"the token's '{name}' claim {exc}"
         ) from None
-    return Principal(sub, session if isinstance(session, str) else None, exp, subscribe)
 
 
 def parse_subscribe(value: object) -> tuple[str, ...]:
@@ -157,6 +172,20 @@ def parse_subscribe(value: object) -> tuple[str, ...]:
         except RemoteProtocolError as exc:
             raise ValueError(f"[{i}]: {exc.message}") from None
     return tuple(dict.fromkeys(value))
+
+
+def _grants(claims: dict[str, Any], name: str) -> Grants:
+    """A session token's grants (protocol.md §4.1); a channel token is no session token."""
+    if "channel" in claims:
+        raise CredentialError(
+            CloseCode.SESSION_INVALID, "a channel token is not a session token (it has 'channel')"
+        )
+    try:
+        return parse_grants(claims.get(name))
+    except GrantsError as exc:
+        raise CredentialError(
+            CloseCode.SESSION_INVALID, f"the token's {name!r} claim {exc}"
+        ) from None
 
 
 def _number(value: Any, claim: str) -> float | None:

@@ -105,6 +105,11 @@ class AppStatistics:
     key_refusals: dict[str, int] = attrs.field(factory=dict)
     """Hellos an API key's restrictions refused, by reason (one of
     ``rtcore.core.restrictions.REFUSAL_REASONS``)."""
+    permission_refusals: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    """Operations the channel rules refused, by ``(operation, reason)``: both from fixed
+    sets (rtcore.core.permissions.OPERATIONS, REFUSAL_REASONS)."""
+    channel_removals: dict[str, int] = attrs.field(factory=dict)
+    """Connections the server took out of a channel (the ``left`` push), by reason."""
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -246,6 +251,19 @@ def refused(app: ObservedApp, conn: str, code: str, operation: str) -> None:
     refusals = app.statistics.refusals
     refusals[code] = refusals.get(code, 0) + 1
     app.observer.refused(conn, app.name, code, operation)
+
+
+def permission_refused(app: ObservedApp, operation: str, reason: str) -> None:
+    """Count a refusal by the channel rules (its error reply is counted by :func:`refused`)."""
+    counts = app.statistics.permission_refusals
+    key = (operation, reason)
+    counts[key] = counts.get(key, 0) + 1
+
+
+def removed(app: ObservedApp, reason: str) -> None:
+    """Count a connection taken out of a channel (protocol.md §5.6) for ``reason``."""
+    counts = app.statistics.channel_removals
+    counts[reason] = counts.get(reason, 0) + 1
 
 
 def rate_limited(

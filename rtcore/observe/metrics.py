@@ -188,6 +188,31 @@ class StatisticsCollector:
         limited = CounterMetricFamily(
             "rtcore_rate_limited", "Requests refused by a rate limiter", labels=["app", "limiter"]
         )
+        for name, app in self._server.apps.items():
+            stats = app.statistics
+            messages.add_metric([name], stats.messages)
+            deliveries.add_metric([name, "message"], stats.message_deliveries)
+            deliveries.add_metric([name, "presence"], stats.presence_deliveries)
+            deliveries.add_metric([name, "user_event"], stats.user_event_deliveries)
+            for code, count in sorted(stats.refusals.items()):
+                refusals.add_metric([name, code], count)
+            for limiter, count in sorted(stats.rate_limited.items()):
+                limited.add_metric([name, limiter], count)
+        yield from (messages, deliveries, refusals, limited)
+        yield from self._access_counters()
+
+    def _access_counters(self) -> Iterator[Metric]:
+        """Refusals by an API key's restrictions and the channel rules, and removals."""
+        permissions = CounterMetricFamily(
+            "rtcore_permission_refusals",
+            "Operations the channel rules refused, by operation and reason",
+            labels=["app", "op", "reason"],
+        )
+        removals = CounterMetricFamily(
+            "rtcore_channel_removals",
+            "Connections the server took out of a channel (the left push), by reason",
+            labels=["app", "reason"],
+        )
         keys = CounterMetricFamily(
             "rtcore_key_refusals",
             "Hellos refused by an API key's restrictions, by reason (key_not_realtime, "
@@ -198,15 +223,11 @@ class StatisticsCollector:
             stats = app.statistics
             for reason, count in sorted(stats.key_refusals.items()):
                 keys.add_metric([name, reason], count)
-            messages.add_metric([name], stats.messages)
-            deliveries.add_metric([name, "message"], stats.message_deliveries)
-            deliveries.add_metric([name, "presence"], stats.presence_deliveries)
-            deliveries.add_metric([name, "user_event"], stats.user_event_deliveries)
-            for code, count in sorted(stats.refusals.items()):
-                refusals.add_metric([name, code], count)
-            for limiter, count in sorted(stats.rate_limited.items()):
-                limited.add_metric([name, limiter], count)
-        yield from (messages, deliveries, refusals, limited, keys)
+            for (op, reason), count in sorted(stats.permission_refusals.items()):
+                permissions.add_metric([name, op, reason], count)
+            for reason, count in sorted(stats.channel_removals.items()):
+                removals.add_metric([name, reason], count)
+        yield from (keys, permissions, removals)
 
     def _server_counters(self) -> Iterator[Metric]:
         server = self._server

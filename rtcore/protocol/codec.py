@@ -113,7 +113,16 @@ _CLIENT_SPECS: dict[str, tuple[type[f.ClientFrame], tuple[_Field, ...]]] = {
             ("features", "features", "strs", False),
         ),
     ),
-    "join": (f.Join, _spec(_ID, _CH, _ECHO, ("recover", "recover", "map", False, True))),
+    "join": (
+        f.Join,
+        _spec(
+            _ID,
+            _CH,
+            _ECHO,
+            ("recover", "recover", "map", False, True),
+            ("token", "token", "str", False, True),
+        ),
+    ),
     "leave": (f.Leave, _spec(_ID, _CH, _ECHO)),
     "members": (
         f.GetMembers,
@@ -124,7 +133,10 @@ _CLIENT_SPECS: dict[str, tuple[type[f.ClientFrame], tuple[_Field, ...]]] = {
         f.Send,
         _spec(_ID, _CH, ("ev", "event", "str"), ("data", "data", "any", False), _ECHO),
     ),
-    "refresh": (f.Refresh, _spec(_ID, ("token", "token", "str"))),
+    "refresh": (
+        f.Refresh,
+        _spec(_ID, ("token", "token", "str"), ("ch", "channel", "str", False, True)),
+    ),
     "history": (
         f.History,
         _spec(

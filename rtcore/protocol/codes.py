@@ -31,6 +31,9 @@ class ErrorCode(enum.StrEnum):
     """A profile or data value breaks the rules of protocol.md §4.3.1 (the message says where)."""
     INVALID_TOKEN = "invalid_token"
     """A ``refresh`` carried a token that does not verify or has expired."""
+    INVALID_CHANNEL_TOKEN = "invalid_channel_token"
+    """A channel token (``join``'s or a per-channel ``refresh``'s) does not verify, has
+    expired, or is for another channel, user or app (protocol.md §4.4.2)."""
     FORBIDDEN = "forbidden"
     """The app's settings or channel rules do not allow this client the operation."""
     HISTORY_UNAVAILABLE = "history_unavailable"

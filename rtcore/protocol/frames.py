@@ -51,6 +51,8 @@ class Join:
     recover: dict[str, Any] | None = None
     """``{"epoch": str, "offset": uint}``: the last message of the channel this client
     received; the server replays what followed it (protocol.md §4.4.1)."""
+    token: str | None = None
+    """A channel token for this channel (protocol.md §4.4.2)."""
 
 
 @attrs.frozen
@@ -119,6 +121,9 @@ class Refresh:
     TYPE: ClassVar[str] = "refresh"
     id: int
     token: str
+    channel: str | None = None
+    """With a channel: a fresh channel token for that channel (protocol.md §4.4.2), not a
+    session token."""
 
 
 Request = Join | Leave | GetMembers | UpdateProfile | Send | Broadcast | Refresh | History

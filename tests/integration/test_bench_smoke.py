@@ -101,6 +101,7 @@ def table_rows(section: str) -> list[dict[str, str]]:
         (["bench.member_memory", "--members", "200", "--channels", "2"], "| index |"),
         (["bench.fanout_design", "-n", "20", "-m", "40", "--rounds", "1"], "| outbox |"),
         (["bench.value_cost", "--size", "2000", "--repeat", "2"], "| 60K empty arrays (refused) |"),
+        (["bench.join_cost", "-n", "20", "--rounds", "1"], "| 256 grants | "),
     ],
 )
 def test_the_in_process_benchmarks_run(command: list[str], shows: str) -> None:

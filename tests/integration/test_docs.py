@@ -131,10 +131,18 @@ async def test_python_block_runs(id_: str, code: str, nursery: trio.Nursery) -> 
         server = await start_docs_server(nursery)
         printed = await run_script(code, server.addresses[0][1], server.api_addresses[0][1])
         server.shutdown()
-    if "bob got" in code:  # the README tour: what it prints is what it promises
+    if "carol was refused the DM" in code:  # docs/auth.md: what it prints is what it says
+        assert printed == auth_guide_output(), printed
+    if "bob got" in code and "carol" not in code:  # the README tour: as it promises
         assert "bob got chat {'text': 'hi'}" in printed
         assert "bob got chat {'text': 'psst'}" in printed
         assert "ann got Msg" in printed
+
+
+def auth_guide_output() -> str:
+    """The ```text block docs/auth.md shows after its script: what the script prints."""
+    text = (ROOT / "docs" / "auth.md").read_text(encoding="utf-8")
+    return text.split("It prints:\n\n```text\n", 1)[1].split("```", 1)[0]
 
 
 async def test_the_readme_tour_works_pasted_into_the_trio_repl(nursery: trio.Nursery) -> None:

@@ -784,3 +784,48 @@ async def test_foreign_bytes_on_a_redis_channel_are_skipped_and_the_node_serves_
         b.send("default", "room", "after", 1)
         got = await pushes_until(raw, lambda fr: isinstance(fr, f.Msg))
         assert got[-1].event == "after" and a.broker.health() is None
+
+
+async def test_a_channel_tokens_info_is_the_same_on_every_node(
+    start_server: StartServer, redis_url: str
+) -> None:
+    """protocol.md §4.4.2: a member's ``info`` in a channel crosses nodes with its presence
+    (join, update, leave, listings); its grant stays with the node that checked it."""
+    secret = "r" * 32
+    app = AppConfig(
+        "a",
+        session=SessionSettings(key=secret),
+        channels=(ChannelRule("room:*", join="token", presence="anyone"),),
+    )
+
+    def room(user: str, info: Any) -> str:
+        claims = {"sub": user, "channel": "room:1", "exp": 4_000_000_000, "info": info}
+        return jwt.encode(claims, secret, "HS256")
+
+    def signed(user: str) -> str:
+        return jwt.encode({"sub": user, "exp": 4_000_000_000}, secret, "HS256")
+
+    with trio.fail_after(30):
+        a, b = await nodes(start_server, redis_url, n=2, apps=(app,))
+        watcher = tracked(await client(b, app="a", token=signed("bob")))
+        ok = await request(watcher, "join", 1, ch="room:1", token=room("bob", None))
+        assert isinstance(ok, f.Ok), ok
+        ann = tracked(await client(a, app="a", token=signed("ann"), profile={"n": 1}))
+        ok = await request(ann, "join", 1, ch="room:1", token=room("ann", {"role": "host"}))
+        assert isinstance(ok, f.Ok), ok
+        ev = await pushes_until(
+            watcher, lambda fr: isinstance(fr, f.MemberEvent) and fr.member["user"] == "ann"
+        )
+        assert ev[-1].member["info"] == {"role": "host"} and ev[-1].member["data"] == {"n": 1}
+        for raw, rid in ((watcher, 2), (ann, 2)):  # listed alike from either node
+            page = await request(raw, "members", rid, ch="room:1")
+            infos = {m["user"]: m.get("info", "absent") for m in page.data["members"]}
+            assert infos == {"bob": "absent", "ann": {"role": "host"}}
+        assert isinstance(await request(ann, "profile", 3, data={"n": 2}), f.Ok)
+        ev = await pushes_until(
+            watcher, member_event("member_update", ann_id := ev[-1].member["id"])
+        )
+        assert ev[-1].member["info"] == {"role": "host"} and ev[-1].member["data"] == {"n": 2}
+        assert isinstance(await request(ann, "leave", 4, ch="room:1"), f.Ok)
+        ev = await pushes_until(watcher, member_event("member_leave", ann_id))
+        assert ev[-1].member["info"] == {"role": "host"}

@@ -59,6 +59,11 @@ def test_the_example_config_is_valid_and_means_what_it_says() -> None:
     assert chat.presence_events("public-lobby") and chat.presence_events("other")
     assert not chat.presence_events("live-final")
     assert chat.presence_policy("live-final") == "anyone"  # listing stays as join says
+    assert chat.permission("dm#alice,bob", "join") == ("signed_in", True)
+    assert chat.permission("room:1", "send") == ("token", False)
+    assert chat.permission("room:1", "presence") == ("token", False)  # as join
+    assert chat.permission("team:1", "join") == ("granted", False)
+    assert chat.session.channels_claim == "channels"
     assert dashboard.session_required and not dashboard.api_key_required
     assert dashboard.session is not None and dashboard.session.algorithms == ("ES256",)
     assert conf.allowed_origins == ("https://chat.example.com",)
@@ -190,6 +195,26 @@ def test_several_apps_need_an_explicit_default() -> None:
         (
             {"apps": [{"name": "a", "channels": [{"pattern": "x", "presence_events": 0}]}]},
             "apps[0].channels[0].presence_events: must be true or false",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "join": "tokens"}]}]},
+            "apps[0].channels[0].join: must be one of anyone, signed_in, nobody, granted, token",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "user_limited": 1}]}]},
+            "apps[0].channels[0].user_limited: must be true or false",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "send": "granted"}]}]},
+            "apps[0].channels[0]: 'granted' needs the app's session settings",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "user_limited": True}]}]},
+            "apps[0].channels[0].user_limited: needs the app's session settings",
+        ),
+        (
+            {"apps": [{"name": "a", "session": {"secret": "s" * 32, "channels_claim": 5}}]},
+            "apps[0].session.channels_claim: must be a string",
         ),
         ({"server": {"default_app": "zz"}}, "server.default_app: 'zz' is not one of the apps"),
         ({"apps": []}, "apps: must be a non-empty array"),

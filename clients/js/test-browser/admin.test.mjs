@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { launchChromium, ARTIFACTS } from "./chromium.mjs";
-import { startServer, client, next, cleanupAll } from "../test/helpers.mjs";
+import { startServer, client, next, cleanupAll, mintToken, nowSeconds } from "../test/helpers.mjs";
 import { RequestError, ConnectionClosedError } from "../rtcore-client.js";
 
 const SCREENSHOT_FOR_DOCS = process.env.RTCORE_ADMIN_SCREENSHOT; // a path: also save the page there
@@ -240,6 +240,40 @@ test("a key's restrictions set on the page refuse clients with their close codes
     assert.doesNotMatch(file(), /allowed_ips/);
     const serverOnly = client(server.url, { key: KEY, reconnect: false });
     await assert.rejects(serverOnly.open(), (e) => e instanceof ConnectionClosedError && e.code === 4018);
+    assert.deepEqual(problems, []);
+  } finally {
+    await server.cleanup();
+  }
+});
+
+test("a user-limited rule and a token rule added on the page admit only whom they say", T, async () => {
+  const server = await startServer({ config: CONFIG });
+  try {
+    const { page, problems } = await settingsPage(server);
+    const addRule = async (pattern, join) => {
+      await page.click("#add-rule");
+      const row = page.locator("#rules tbody tr").last();
+      await row.locator('input[aria-label="pattern"]').fill(pattern);
+      await row.locator("select").first().selectOption(join);
+      return row;
+    };
+    const dm = await addRule("dm#*", "signed_in");
+    await dm.locator('input[aria-label="user-limited"]').check();
+    await addRule("room:*", "token");
+    await save(page);
+    const file = readFileSync(join(server.configDir, "rtcore.toml"), "utf8");
+    assert.match(file, /^user_limited = true$/m);
+    assert.match(file, /^join = "token"$/m);
+
+    const as = (user) => client(server.url, { token: mintToken({ sub: user, exp: nowSeconds() + 600 }) });
+    const [alice, carol] = [as("alice"), as("carol")];
+    await alice.open();
+    await carol.open();
+    assert.equal(await alice.join("dm#alice,bob"), true);
+    await assert.rejects(carol.join("dm#alice,bob"), (e) => e instanceof RequestError && e.code === "forbidden");
+    await assert.rejects(alice.join("room:1"), (e) => e instanceof RequestError && e.code === "forbidden");
+    await alice.close();
+    await carol.close();
     assert.deepEqual(problems, []);
   } finally {
     await server.cleanup();

@@ -28,13 +28,13 @@ const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leav
 function build(v) {
   switch (v.t) {
     case "hello": return frames.hello(v);
-    case "join": return frames.join(v.id, v.ch, v.echo, v.recover);
+    case "join": return frames.join(v.id, v.ch, v.echo, v.recover, v.token);
     case "leave": return frames.leave(v.id, v.ch, v.echo);
     case "members": return frames.members(v.id, v.ch, v.limit, v.after);
     case "profile": return frames.profile(v.id, v.data, v.echo);
     case "send": return frames.send(v.id, v.ch, v.ev, v.data, v.echo);
     case "broadcast": return frames.broadcast(v.id, v.ev, v.data, v.echo);
-    case "refresh": return frames.refresh(v.id, v.token);
+    case "refresh": return frames.refresh(v.id, v.token, v.ch);
     case "history": return frames.history(v.id, v.ch, v.since, v.limit, v.reverse);
     default: throw new Error(`not a client frame: ${v.t}`);
   }
@@ -58,7 +58,8 @@ for (const { kind, bytes, value } of FRAMES) {
 }
 
 test("server pushes become the documented handler arguments", () => {
-  const byType = Object.fromEntries(FRAMES.map((e) => [e.value.t, decodeFrame(e.bytes)]));
+  // (the first example of each type: the later member_join is a channel token's, with info)
+  const byType = Object.fromEntries([...FRAMES].reverse().map((e) => [e.value.t, decodeFrame(e.bytes)]));
   const msg = FRAMES.find((e) => e.value.t === "msg" && e.value.ch === "lobby").value;
   assert.deepEqual(messageEvent(msg), {
     channel: "lobby", event: "chat", data: { text: "hi" }, sender: "q3Jx0aZ1bC9d", ts: 1764400000123, mid: "9f2c01ab-1a",
@@ -72,6 +73,8 @@ test("server pushes become the documented handler arguments", () => {
     type: "join", channel: "lobby", member: { id: "Zk81mPq0Lr2s", user: "u42", data: { name: "bob" } }, first: true,
   });
   assert.deepEqual(memberEvent(byType.member_leave).last, false);
+  const withInfo = FRAMES.filter((e) => e.value.t === "member_join").map((e) => decodeFrame(e.bytes))[1];
+  assert.deepEqual(memberEvent(withInfo).member.info, { role: "host" });
   assert.deepEqual(memberEvent(byType.member_update).member.data, { name: "ann", status: "away" });
   assert.deepEqual(userEvent(byType.user), {
     event: "signout", session: { id: "s-1", device: "phone" }, user: { id: "u42", name: "Ann" }, ts: 1764400000900,

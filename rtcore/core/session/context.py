@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rtcore.protocol import ErrorCode
-from rtcore.protocol.names import refuse
-
 if TYPE_CHECKING:
     from rtcore.config.model import Limits
     from rtcore.core.app import App
     from rtcore.core.auth import Principal
     from rtcore.core.members import Member
+    from rtcore.core.permissions import ChannelToken
     from rtcore.core.session.deferred import Deferred
+    from rtcore.protocol import ErrorCode
     from rtcore.protocol.close import Close
 
 Result = dict[str, Any]
@@ -30,6 +29,8 @@ class Context(Protocol):
     member: Member | None
     principal: Principal | None
     """The signed-in user; a ``refresh`` replaces it."""
+    channel_tokens: dict[str, ChannelToken]
+    """The channel tokens the connection holds, by channel (rtcore.core.session.access)."""
     deferred: Deferred | None
     """A deferred request's resume may defer again (a history join waits for presence)."""
 
@@ -49,18 +50,3 @@ def wants_echo(session: Context, echo: bool | None) -> bool:
     """The request's ``echo``, else the connection's default."""
     assert session.member is not None
     return session.member.echo if echo is None else echo
-
-
-def permits(session: Context, policy: str) -> bool:
-    """Whether a channel policy (``anyone``, ``signed_in``, ``nobody``) admits this client."""
-    return policy == "anyone" or (policy == "signed_in" and session.principal is not None)
-
-
-def check_permitted(session: Context, policy: str, what: str) -> None:
-    """Refuse with ``forbidden`` unless ``policy`` admits this client."""
-    if permits(session, policy):
-        return
-    raise refuse(
-        ErrorCode.FORBIDDEN,
-        f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
-    )

@@ -11,8 +11,8 @@ from typing import Any
 
 from rtcore.core.auth import CredentialError, verify_session
 from rtcore.core.history import parse_position
-from rtcore.core.session import history
-from rtcore.core.session.context import Context, Result, check_permitted, wants_echo
+from rtcore.core.session import access, history
+from rtcore.core.session.context import Context, Result, wants_echo
 from rtcore.core.session.deferred import Deferred
 from rtcore.core.session.hello import check_profile
 from rtcore.protocol import ErrorCode
@@ -28,7 +28,7 @@ def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | D
     app, member = session.app, session.member
     assert app is not None and member is not None
     check_channel(frame.channel)
-    check_permitted(session, app.settings.join_policy(frame.channel), f"joining {frame.channel!r}")
+    token = access.admit_join(session, frame, wall)
     max_channels = session.limits.max_channels
     if frame.channel not in member.channels and len(member.channels) >= max_channels:
         raise refuse(
@@ -36,6 +36,8 @@ def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | D
             f"a connection may be in at most {max_channels} channels",
         )
     recover = None if frame.recover is None else parse_position(frame.recover, "recover")
+    if frame.channel not in member.channels:
+        access.enter(session, frame.channel, token)
     broker = app.broker
     retention = app.retention(frame.channel)
     if broker.shared and retention is not None and frame.channel not in member.channels:
@@ -62,11 +64,7 @@ def members(session: Context, frame: f.GetMembers, now: float, wall: float) -> R
     app = session.app
     assert app is not None
     check_channel(frame.channel)
-    check_permitted(
-        session,
-        app.settings.presence_policy(frame.channel),
-        f"listing the members of {frame.channel!r}",
-    )
+    access.enforce(session, "presence", frame.channel)
     limit = DEFAULT_MEMBERS_PAGE if frame.limit is None else frame.limit
     if not 1 <= limit <= session.limits.max_members_page:
         raise refuse(
@@ -78,7 +76,7 @@ def members(session: Context, frame: f.GetMembers, now: float, wall: float) -> R
         name, channel, after = app.name, frame.channel, frame.after
         return Deferred(frame.id, lambda: broker.members(name, channel, after, limit), _listing)
     page, cursor = app.table.page(frame.channel, frame.after, limit)
-    return {"members": [m.info() for m in page], "next": cursor}
+    return {"members": [m.info(frame.channel) for m in page], "next": cursor}
 
 
 def profile(session: Context, frame: f.UpdateProfile, now: float, wall: float) -> Result:
@@ -99,9 +97,7 @@ def send(session: Context, frame: f.Send, now: float, wall: float) -> Result | D
     settings = app.settings
     if not settings.allow_client_send:
         raise refuse(ErrorCode.FORBIDDEN, f"app {app.name!r} does not allow client sends")
-    rule = settings.channel_rule(frame.channel)
-    if rule is not None:
-        check_permitted(session, rule.send, f"sending to {frame.channel!r}")
+    access.enforce(session, "send", frame.channel)
     if frame.channel not in member.channels:
         raise refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
     sent = app.send(
@@ -123,9 +119,12 @@ def send(session: Context, frame: f.Send, now: float, wall: float) -> Result | D
 
 
 def refresh(session: Context, frame: f.Refresh, now: float, wall: float) -> Result:
-    """A fresh token for the same user: the connection lives on past the old one."""
+    """A fresh token for the same user: the connection lives on past the old one, under
+    its grants. With ``ch``: a fresh channel token for that channel."""
     app = session.app
     assert app is not None and session.member is not None
+    if frame.channel is not None:
+        return access.refresh_channel(session, frame, wall)
     settings = app.settings.session
     if settings is None:
         raise refuse(ErrorCode.FORBIDDEN, f"app {app.name!r} takes no session tokens")
@@ -142,6 +141,7 @@ def refresh(session: Context, frame: f.Refresh, now: float, wall: float) -> Resu
         raise refuse(ErrorCode.INVALID_TOKEN, "that session was ended; sign in again")
     app.table.set_session(session.member, principal.session)
     session.principal = principal
+    access.recheck(session, list(session.member.channels))
     expires = None if principal.expires is None else int(principal.expires * 1000)
     return {"expires": expires}
 

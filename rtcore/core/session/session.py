@@ -46,8 +46,9 @@ from rtcore.core.limits.bucket import TokenBucket
 from rtcore.core.limits.limiter import Refusal
 from rtcore.core.members import Member
 from rtcore.core.outbox import Outbox, Pending
+from rtcore.core.permissions import ChannelToken
+from rtcore.core.session import access, requests
 from rtcore.core.session import history as session_history
-from rtcore.core.session import requests
 from rtcore.core.session.context import Result
 from rtcore.core.session.deferred import Deferred, unused_then
 from rtcore.core.session.hello import admit, check_hello, open_to
@@ -74,6 +75,7 @@ class Session:
         "app",
         "member",
         "principal",
+        "channel_tokens",
         "remote",
         "origin",
         "_apps",
@@ -103,6 +105,8 @@ class Session:
         self.member: Member | None = None
         self.principal: Principal | None = None
         """The signed-in user, when the hello carried a valid session token."""
+        self.channel_tokens: dict[str, ChannelToken] = {}
+        """The channel tokens the connection holds (rtcore.core.session.access)."""
         self.remote = remote
         """The peer's IP address: the rate-limit key of anonymous clients."""
         self.origin: str | None = None
@@ -301,6 +305,8 @@ class Session:
         )
         if close is None and self._token_expired(self.app, wall):
             close = Close(CloseCode.SESSION_EXPIRED, "the session token expired (send refresh)")
+        if close is None:
+            access.expire(self, wall)  # channel tokens: out of their channels, not closed
         return close
 
     def _token_expired(self, app: App, wall: float) -> bool:

@@ -36,7 +36,7 @@ class PresenceMixin(BrokerCore):
         self._joining = {}
 
     def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
-        info = member.info()
+        info = member.info(channel)
         local = self._local_presence(app, kind, channel, member.user, info, skip)
         if self._down is not None:
             self.statistics.dropped += 1
@@ -190,7 +190,7 @@ class PresenceMixin(BrokerCore):
                             name.encode(),
                         ]
                         for m in group.values():
-                            blob = rp.member_blob(m.user, m.info())
+                            blob = rp.member_blob(m.user, m.info(name))
                             args += [m.id.encode(), blob, (m.user or "").encode()]
                         self._scripts["SYNC"](
                             keys=self.keys.presence(app, name), args=args, client=pipe

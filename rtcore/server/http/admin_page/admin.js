@@ -4,7 +4,7 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const OPERATIONS = ["join", "members", "profile", "send", "broadcast", "refresh", "history"];
-const POLICIES = ["anyone", "signed_in", "nobody"];
+const POLICIES = ["anyone", "signed_in", "nobody", "granted", "token"];
 const FLAGS = ["enabled", "api_key_required", "session_required",
   "allow_client_join", "allow_client_send", "allow_client_broadcast"];
 
@@ -193,6 +193,8 @@ function renderRules() {
     el("td", {}, el("input", { type: "number", min: "0", step: "any", value: r.history_ttl ?? "", placeholder: "300", "aria-label": "history ttl",
       oninput: (e) => { r.history_ttl = e.target.value === "" ? null : Number(e.target.value); markDirty(); } })),
     el("td", {}, policySelect(r.history, (v) => { r.history = v; }, true)),
+    el("td", {}, el("input", { type: "checkbox", "aria-label": "user-limited", checked: r.user_limited ?? false,
+      onchange: (e) => { r.user_limited = e.target.checked ? true : null; markDirty(); } })),
     el("td", {}, el("button", { type: "button", class: "icon danger", onclick: () => { form.channels.splice(i, 1); markDirty(); renderRules(); } }, "Remove")))));
 }
 $("#add-rule").addEventListener("click", () => { form.channels.push({ pattern: "", join: "anyone", send: "anyone" }); markDirty(); renderRules(); });
@@ -256,7 +258,7 @@ function payload() {
     if (k.from === "file") return { key_file: k.ref || "", ...restrictions };
     return { generate: true, ...restrictions };
   });
-  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null }));
+  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null, user_limited: r.user_limited ?? null }));
   out.rate_limits = form.rate_limits;
   return out;
 }
