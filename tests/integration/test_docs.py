@@ -74,6 +74,8 @@ async def run_script(code: str, ws_port: int, api_port: int) -> str:
     code = code.replace("port=8765", f"port={ws_port}").replace("port=8766", f"port={api_port}")
     # the embedding example's own ports (beside a quick-start server)
     code = code.replace("port=8775", f"port={ws_port}").replace("port=8776", f"port={api_port}")
+    code = code.replace("127.0.0.1:8775", f"127.0.0.1:{ws_port}")
+    code = code.replace("127.0.0.1:8776", f"127.0.0.1:{api_port}")
     with trio.fail_after(60):
         out = await trio.run_process(
             [sys.executable, "-c", code],
