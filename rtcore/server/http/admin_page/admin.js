@@ -12,6 +12,7 @@ let state = null;          // the last /admin/api/state
 let selected = null;       // the selected app's name
 let form = null;           // the edited settings of the selected app
 let dirty = false;
+let formVersion = null;    // the config file's version the form was loaded at (sent on save)
 
 function secret() { return sessionStorage.getItem("rtcore-admin-secret"); }
 
@@ -94,6 +95,7 @@ async function showMembers(channel) {
 
 function loadForm() {
   form = structuredClone(app().settings);
+  formVersion = state.version;
   form.api_keys = form.api_keys.map((k, i) => ({ ...k, keep: i }));
   dirty = false; $("#dirty").textContent = ""; $("#result").replaceChildren();
   $("#settings-title").textContent = `Settings of ${selected}`;
@@ -202,6 +204,7 @@ function payload() {
     : { keep: k.keep, name: k.name, expires: k.expires }));
   out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null }));
   out.rate_limits = form.rate_limits;
+  out.version = formVersion;  // a save from an older version is refused (409), never lost
   return out;
 }
 
@@ -211,6 +214,13 @@ $("#settings-form").addEventListener("submit", async (ev) => {
   try {
     const { status, data } = await call("PUT", `/admin/api/apps/${encodeURIComponent(selected)}/settings`, payload());
     const result = $("#result");
+    if (status === 409 && data.code === "stale_settings") {
+      result.replaceChildren(el("div", { class: "error", role: "alert" },
+        "Not saved: these settings were changed elsewhere (another save, or an edit of the config file) since you loaded them. ",
+        el("button", { type: "button", onclick: () => { dirty = false; refresh(true); } }, "Load the current settings"),
+        " and make your change again."));
+      return;
+    }
     if (status !== 200) {
       result.replaceChildren(el("div", { class: "error" }, data.errors ? "Not saved:" : data.message),
         ...(data.errors ? [el("ul", {}, ...data.errors.map((e) => el("li", {}, e)))] : []));
