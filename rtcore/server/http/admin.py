@@ -264,25 +264,8 @@ async def save(
         )
     try:
         edited, view = await trio.to_thread.run_sync(_edit_file, path, app, change, version)
-    except ConfigError as exc:
-        return 400, {
-            "code": "invalid_settings",
-            "message": "the settings were not saved: " + "; ".join(exc.errors),
-            "errors": list(exc.errors),
-        }
-    except _Stale as exc:
-        return 409, {
-            "code": "stale_settings",
-            "message": "the settings were not saved: the config file changed since this page "
-            "loaded it (another save, or an edit of the file); reload and make the change again",
-            "version": exc.current,
-        }
-    except config_file.Unreadable as exc:
-        raise api.ApiError(409, "config_unreadable", str(exc)) from None
-    except OSError as exc:
-        raise api.ApiError(
-            409, "config_unwritable", f"the settings were not saved: cannot write {path}: {exc}"
-        ) from None
+    except (ConfigError, _Stale, config_file.Unreadable, OSError) as exc:
+        return _not_saved(path, exc)
     closed = server.reload(attrs.evolve(edited.config, **server.config_overrides))
     log.info("settings page: saved app %r to %s; %d connections closed", app, path, closed)
     if server.on_settings_saved is not None:
@@ -294,6 +277,27 @@ async def save(
         "generated_keys": [{"name": n, "key": k} for n, k in edited.generated_keys],
         "settings": view,
     }
+
+
+def _not_saved(path: Path, exc: Exception) -> tuple[int, dict[str, Any]]:
+    """Why a save did not happen: the change's fault (400), or the file's state (409)."""
+    if isinstance(exc, ConfigError):
+        return 400, {
+            "code": "invalid_settings",
+            "message": "the settings were not saved: " + "; ".join(exc.errors),
+            "errors": list(exc.errors),
+        }
+    if isinstance(exc, _Stale):
+        return 409, {
+            "code": "stale_settings",
+            "message": "the settings were not saved: the config file changed since this page "
+            "loaded it (another save, or an edit of the file); reload and make the change again",
+            "version": exc.current,
+        }
+    if isinstance(exc, config_file.Unreadable):
+        return 409, {"code": "config_unreadable", "message": str(exc)}
+    message = f"the settings were not saved: cannot write {path}: {exc}"
+    return 409, {"code": "config_unwritable", "message": message}
 
 
 def _edit_file(
