@@ -5,7 +5,9 @@ of the file, off the event loop."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import stat
 import tempfile
 import threading
@@ -20,6 +22,7 @@ import trio
 
 from rtcore import Server
 from rtcore import config as cfg
+from rtcore.server.http import config_file
 from tests.integration.test_admin import CONFIG, call, put_settings, served
 
 __all__ = ["served"]  # the fixture, used by name
@@ -150,6 +153,8 @@ async def test_a_symlinked_config_stays_a_symlink_with_its_mode(
     target = tmp_path / "etc" / "rtcore.toml"
     target.write_text(CONFIG)
     target.chmod(0o640)
+    owner = (1234, 1234) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(target, *owner)  # as root (the tests' CI), a file of another user
     link = tmp_path / "rtcore.toml"
     link.symlink_to(target)
     server = Server(cfg.load(link))
@@ -159,6 +164,7 @@ async def test_a_symlinked_config_stays_a_symlink_with_its_mode(
     assert response.status_code == 200, response.text
     assert link.is_symlink() and link.resolve() == target
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert (target.stat().st_uid, target.stat().st_gid) == owner
     assert cfg.load(link).apps[0].session_required
     assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == ["rtcore.toml"]  # no leftovers
 
@@ -191,3 +197,18 @@ async def test_the_state_parses_the_file_once_per_change_off_the_event_loop(
         state = (await call(server, "GET", "/admin/api/state")).json()
         assert state["apps"][0]["settings"]["rate_limits"][0]["rate"] == 51
     assert parses == ["in a thread"] * 2
+
+
+async def test_a_save_waits_for_the_files_lock_within_a_bound(
+    served: tuple[Server, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, path = served
+    before = path.read_text()
+    monkeypatch.setattr(config_file, "LOCK_WAIT", 0.05)
+    with path.open() as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as another worker's save would
+        response = await put_settings(server, "chat", {"enabled": False})
+    assert response.status_code == 409 and response.json()["code"] == "config_unwritable"
+    assert "stayed locked by another save" in response.json()["message"]
+    assert path.read_text() == before
+    assert (await put_settings(server, "chat", {"enabled": False})).status_code == 200

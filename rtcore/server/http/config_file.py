@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,8 @@ import attrs
 
 LOCK_ATTEMPTS = 20
 """Times :func:`locked` starts over when the file was replaced while it waited."""
+LOCK_WAIT = 10.0
+"""Seconds a save waits for another save's lock (one takes milliseconds)."""
 
 
 @attrs.frozen
@@ -66,17 +69,34 @@ def read(path: Path) -> Snapshot:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``path`` names (see the module docstring)."""
+    """Hold an exclusive lock on the file ``path`` names (see the module docstring), waiting
+    at most :data:`LOCK_WAIT` seconds for another holder.
+
+    Raises:
+        OSError: the file cannot be opened, or stayed locked (or kept being replaced).
+    """
     for _ in range(LOCK_ATTEMPTS):
         fd = os.open(path, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _flock(fd, path)
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 yield
                 return
         finally:
             os.close(fd)  # closing it releases the lock
     raise OSError(f"{path} kept being replaced while waiting to lock it")
+
+
+def _flock(fd: int, path: Path) -> None:
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise OSError(f"{path} stayed locked by another save for {LOCK_WAIT:g} s") from None
+            time.sleep(0.01)  # a worker thread: the event loop goes on
 
 
 def replace(path: Path, text: str) -> None:
