@@ -31,7 +31,9 @@ def test_counts_go_back_to_nothing() -> None:
     assert admission.counts == {}
     admission.release(IP)  # one too many: still nothing, never negative
     assert admission.counts == {}
-    assert admission.accept() and admission.open == 1
+    assert admission.accept() and admission.accept() and admission.open == 2
+    admission.ended()
+    assert admission.open == 1
     admission.ended()
     assert admission.open == 0
     admission.ended()
