@@ -251,11 +251,12 @@ def _replace(table: Table, key: str, items: list[Item]) -> None:
     current = table.get(key)
     if current is not None and current.unwrap() == [values for _, values in items]:
         return
+    tail = _cut_trailing(current[-1]) if isinstance(current, AoT) and len(current) else []
     if not items:
         if key in table:
             del table[key]
+            table.value.body.extend(tail)  # what followed the array (a comment) stays
         return
-    tail = _cut_trailing(current[-1]) if isinstance(current, AoT) and len(current) else []
     aot = tomlkit.aot()
     for old, values in items:
         sub = old if old is not None else tomlkit.table()

@@ -95,3 +95,57 @@ def test_due_times_of_channels_that_went_quiet_are_forgotten() -> None:
     batcher.channel("other").join(info("b", None), True)
     batcher.flush(100.0)  # long past every due time: they are forgotten, the table bounded
     assert len(batcher._due) <= 64
+
+
+def test_a_cancelled_diff_publishes_nothing() -> None:
+    batcher, pending, sent = batcher_reaching(PACE_FROM + 1)
+    batcher.channel("c").join(info("a", None), True)
+    batcher.channel("c").leave(info("a", None), True)
+    assert batcher.flush(1.0) == math.inf and sent == [] and not pending.batches
+    batcher.channel("c").join(info("b", None), True)
+    assert batcher.flush(1.0) == math.inf and sent == ["c"]  # and nothing was paced before
+
+
+def test_a_flush_of_everything_paces_nothing_after_it() -> None:
+    batcher, _, sent = batcher_reaching(PACE_FROM + 1)
+    batcher.channel("c").join(info("a", None), True)
+    batcher.flush()  # before a broadcast: everything, now
+    batcher.channel("c").join(info("b", None), True)
+    assert batcher.flush(1.0) == math.inf  # sent at once (then paced from this diff on)
+    assert sent == ["c", "c"]
+
+
+def paced(batcher: PresenceBatcher, count: int, now: float) -> None:
+    for i in range(count):
+        batcher.channel(f"p{i}").join(info("a", None), True)
+    batcher.flush(now)
+
+
+@pytest.mark.parametrize(("count", "forgotten"), [(1, False), (64, False), (65, True)])
+def test_past_due_times_are_forgotten_beyond_64_more_than_twice_the_held_diffs(
+    count: int, forgotten: bool
+) -> None:
+    batcher, _, _ = batcher_reaching(PACE_FROM + 1)
+    paced(batcher, count, 1.0)
+    assert len(batcher._due) == count
+    due = max(batcher._due.values())
+    batcher.flush(due)  # exactly when the last is due: all are past
+    assert len(batcher._due) == (0 if forgotten else count)
+
+
+def test_held_diffs_raise_the_number_of_due_times_kept() -> None:
+    batcher, _, _ = batcher_reaching(PACE_FROM + 1)
+    paced(batcher, 66, 1.0)  # due at 1.303
+    batcher.channel("q").join(info("a", None), True)
+    batcher.flush(1.2)  # "q" due at 1.503: 67 due times
+    batcher.channel("q").join(info("b", None), True)
+    batcher.flush(1.4)  # "q" held: 67 > 2 × 1 + 64, so the 66 past ones go
+    assert set(batcher._due) == {"q"}
+
+
+def test_due_times_stay_after_a_flush_of_everything() -> None:
+    batcher, _, sent = batcher_reaching(PACE_FROM + 1)
+    paced(batcher, 100, 1.0)
+    batcher.flush()  # nothing held: the due times stay
+    batcher.channel("p0").join(info("b", None), True)
+    assert batcher.flush(1.0) > 1.0 and sent.count("p0") == 1  # still held back

@@ -12,7 +12,7 @@ import pytest
 from rtcore.config import AppConfig, ChannelRule
 from rtcore.config import editor as sf
 from rtcore.core.limits.limiter import Rule
-from tests.unit.test_settings_file import EXAMPLE, edit
+from tests.unit.test_settings_file import EXAMPLE, ROOT, edit
 
 SMALL = """[[apps]]
 name = "chat"
@@ -138,3 +138,78 @@ def test_the_view_of_settings_without_a_file() -> None:
             "operations": ["join", "send"],
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("change", "errors"),
+    [
+        ({"api_keys": {"keep": 0}}, ["api_keys: must be a list of objects"]),
+        ({"api_keys": ["web"]}, ["api_keys: must be a list of objects"]),
+        ({"api_keys": [{"keep": 0, "name": 5}]}, ["api_keys[0].name: must be a string"]),
+        (
+            {"api_keys": [{"keep": 1}]},
+            ["api_keys[0].keep: not one of the app's keys (or kept twice)"],
+        ),
+        (
+            {"api_keys": [{"keep": True}]},
+            ["api_keys[0].keep: not one of the app's keys (or kept twice)"],
+        ),
+        (
+            {"api_keys": [{"name": "x"}]},
+            ["api_keys[0]: give keep (an existing key) or generate: true"],
+        ),
+        (
+            {"api_keys": [{"keep": 0, "expires": "soon"}]},
+            ["api_keys[0].expires: must be a date-time such as 2027-01-31T00:00:00Z"],
+        ),
+        ({"channels": {"pattern": "x"}}, ["channels: must be a list of objects"]),
+        ({"rate_limits": [1]}, ["rate_limits: must be a list of objects"]),
+        (
+            {"channels": [{"pattern": "x", "colour": 1, "bold": 2}]},
+            ["channels[0].bold: unknown key", "channels[0].colour: unknown key"],
+        ),
+    ],
+)
+def test_a_malformed_change_is_refused_with_its_place(change: Any, errors: list[str]) -> None:
+    with pytest.raises(sf.SettingsError) as refused:
+        small(change)
+    assert list(refused.value.errors) == errors
+
+
+def test_a_renamed_key_keeps_its_table_and_a_generated_key_is_32_characters() -> None:
+    text = SMALL.replace('name = "web"', 'name = "web"   # the site')
+    edited = edit({"api_keys": [{"keep": 0, "name": "site"}, {"generate": True}]}, text)
+    assert 'name = "site"   # the site' in edited.text  # the kept key's line, renamed in place
+    (generated,) = edited.generated_keys
+    assert generated[0] == "" and len(generated[1]) == 32
+    assert edited.config.apps[0].api_keys[1].key == generated[1]
+    assert edited.text.count("[[apps.api_keys]]") == 2
+
+
+def test_a_key_view_says_where_its_secret_is_and_defaults_its_name() -> None:
+    text = SMALL.replace('name = "web"\n', "")
+    (view,) = sf.view(text, "chat")["api_keys"]
+    assert view == {"name": "", "expires": "2030-01-01T00:00:00+00:00", "source": "in the file"}
+    text = SMALL.replace('key = "k-web-0123456789"', 'key_file = "secret.txt"')
+    assert sf.view(text, "chat")["api_keys"][0]["source"] == "key_file secret.txt"
+
+
+def test_what_follows_an_array_stays_after_it_when_the_array_changes() -> None:
+    text = (
+        '[[apps]]\nname = "chat"\n\n[[apps.rate_limits]]\nname = "a"\nrate = 1\n\n'
+        '# the second app\n[[apps]]\nname = "other"\n'
+    )
+    edited = edit({"rate_limits": [{"name": "a", "rate": 1}, {"name": "b", "rate": 2}]}, text)
+    assert edited.text == (
+        '[[apps]]\nname = "chat"\n\n[[apps.rate_limits]]\nname = "a"\nrate = 1\n\n'
+        '[[apps.rate_limits]]\nname = "b"\nrate = 2\n\n'
+        '# the second app\n[[apps]]\nname = "other"\n'
+    )
+    removed = edit({"rate_limits": []}, text)
+    assert "rate_limits" not in removed.text
+    assert '\n# the second app\n[[apps]]\nname = "other"\n' in removed.text
+
+
+def test_a_file_that_is_not_toml_is_refused_with_the_reason() -> None:
+    with pytest.raises(sf.SettingsError, match="the config file is not valid TOML"):
+        sf.edit("[[apps]\n", "chat", {}, env={}, base=ROOT)
