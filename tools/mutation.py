@@ -5,8 +5,9 @@ Runs mutmut (``pip install -c constraints.txt -e '.[test,mutation]'``) over the 
 then writes each module's score and its surviving mutants to docs/mutation.md. mutmut keeps its
 results in ``mutants/`` (not committed), so a second run only tests what changed.
 
-    python -m tools.mutation                      # every listed module
-    python -m tools.mutation --module rtcore.core.history --module rtcore.core.presence
+    python -m tools.mutation                      # what is new or changed since the last run
+    python -m tools.mutation --module rtcore.core.history   # that module's mutants, all again
+    python -m tools.mutation --recheck-alive      # the mutants alive last time (new tests?)
     python -m tools.mutation --report-only        # the report from the last results
     mutmut show rtcore.core.history.x_page__mutmut_3   # one mutant's diff
 
@@ -41,13 +42,23 @@ def listed_modules() -> list[str]:
     return [p.removesuffix(".py").replace("/", ".") for p in config["only_mutate"]]
 
 
-def run(modules: Sequence[str], jobs: int) -> int:
-    """``mutmut run`` over ``modules`` (their mutants' names start with the module's)."""
+def run(names: Sequence[str], jobs: int) -> int:
+    """``mutmut run``: mutants named (or matched by a glob) are run again; without names,
+    only those without a result (new, or of code that changed)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut sets the path
     mutmut = Path(sys.executable).with_name("mutmut")
-    command = ["nice", "-n", "10", str(mutmut), "run", "--max-children", str(jobs)]
-    command += [f"{m}.*" for m in modules]
+    command = ["nice", "-n", "10", str(mutmut), "run", "--max-children", str(jobs), *names]
     return subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+
+
+def alive(modules: Iterable[str]) -> list[str]:
+    """The mutants of ``modules`` that no test caught in the last results."""
+    return [
+        name
+        for module in modules
+        for name, code in results(module).items()
+        if code not in NOT_COUNTED and code not in DETECTED
+    ]
 
 
 def results(module: str) -> dict[str, int | None]:
@@ -108,14 +119,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.mutation", description=__doc__)
     parser.add_argument("--module", action="append", help="a listed module (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel mutmut workers")
+    parser.add_argument("--recheck-alive", action="store_true", help="run the alive ones again")
     parser.add_argument("--report-only", action="store_true", help="do not run mutmut")
     args = parser.parse_args(argv)
     modules = listed_modules()
     unknown = set(args.module or ()) - set(modules)
     if unknown:
         parser.error(f"not in [tool.mutmut] only_mutate: {', '.join(sorted(unknown))}")
-    if not args.report_only:
-        run(args.module or modules, args.jobs)
+    if args.recheck_alive:
+        names = alive(args.module or modules)
+        if names:
+            run(names, args.jobs)
+    elif not args.report_only:
+        run([f"{m}.*" for m in args.module or ()], args.jobs)
     REPORT.write_text(report(modules))
     print(f"wrote {REPORT.relative_to(ROOT)}")
     return 0
