@@ -8,6 +8,7 @@ import pytest
 
 from rtcore.config import Limits
 from rtcore.core.limits.admission import EXPLAINED_REFUSALS_PER_IP, Admission, InboundBudget
+from rtcore.core.limits.limiter import Chain, Rule
 from rtcore.protocol import CloseCode
 
 IP = "192.0.2.1"
@@ -97,3 +98,12 @@ def test_an_idle_connection_gets_no_more_than_its_burst(kind: str) -> None:
         else "more than 100 bytes a second (burst 500)"
     )
     assert refused.reason == expected  # type: ignore[attr-defined]
+
+
+def test_forgetting_a_connection_that_never_used_its_bucket() -> None:
+    chain = Chain([Rule("c", 1.0, 1.0, scope="connection"), Rule("u", 1.0, 1.0)])
+    assert chain.check("join", "ip", "conn-1", 0.0) is None
+    chain.forget_connection("conn-2")  # never charged: nothing to drop, no error
+    assert len(chain) == 2
+    chain.forget_connection("conn-1")
+    assert len(chain) == 1  # the client's bucket stays

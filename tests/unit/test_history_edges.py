@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from rtcore.core.history import MemoryHistory, Retention, Slice, check_since, page
+from rtcore.core.history import (
+    MemoryHistory,
+    Retention,
+    Slice,
+    check_since,
+    new_epoch,
+    page,
+    parse_position,
+)
+from rtcore.protocol import ErrorCode
 from rtcore.protocol.errors import RemoteProtocolError
 from rtcore.protocol.position import Position
 from tests.unit.test_history import counting_epochs, msg, offsets
@@ -159,3 +168,64 @@ def test_since_just_before_the_oldest_held_is_in_the_stream_one_earlier_is_not()
     check_since(Position("e1", 3), held_from_5, reverse=True)  # reverse reads older: fine
     with pytest.raises(RemoteProtocolError):
         check_since(Position("e1", 10), held_from_5, reverse=True)
+
+
+def test_trimming_to_the_size_counts_what_is_left() -> None:
+    trimmed, fresh = store(), store()
+    for n in range(5):
+        trimmed.publish("app", "feed", msg(n), Retention(3, 60.0), NOW)
+    for n in range(2, 5):
+        fresh.publish("app", "feed", msg(n), Retention(3, 60.0), NOW)
+    assert trimmed.bytes == fresh.bytes and held(trimmed, "feed") == [3, 4, 5]
+
+
+def test_after_evictions_a_dropped_stream_takes_all_it_counted_with_it() -> None:
+    probe = store()
+    probe.publish("app", "x", msg(0, "x"), KEEP, NOW)
+    s = store(max_bytes=3 * probe.bytes, meta_ttl=100.0)
+    for n in range(3):
+        s.publish("app", "a", msg(n, "a"), KEEP, NOW)
+    for n in range(3):
+        s.publish("app", "b", msg(n, "b"), KEEP, NOW)  # evicts some of "a"
+    assert len(held(s, "a")) < 3
+    s.sweep(NOW + 100.0)  # both identities expire: nothing is left, nothing counted
+    assert len(s) == 0 and s.bytes == 0
+
+
+def test_a_read_says_where_the_stream_starts_whatever_it_returns() -> None:
+    s = store()
+    for n in range(5):
+        s.publish("app", "feed", msg(n), Retention(3, 60.0), NOW)
+    for since, reverse in [(None, True), (Position("e1", 5), True), (Position("x", 1), False)]:
+        assert s.read("app", "feed", since=since, limit=2, reverse=reverse, wall=NOW).first == 3
+
+
+def test_defaults_epochs_of_8_hex_digits_and_a_day_of_identity() -> None:
+    assert MemoryHistory().meta_ttl == 86_400.0
+    epoch = new_epoch()
+    assert len(epoch) == 8 and int(epoch, 16) >= 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["e1", 1],
+        {"epoch": "e" * 65, "offset": 1},
+        {"epoch": "", "offset": 1},
+        {"epoch": "e1", "offset": -1},
+        {"epoch": "e1", "offset": 2**53},
+        {"epoch": "e1", "offset": True},
+        {"epoch": "e1", "offset": 1.0},
+        {"epoch": 1, "offset": 1},
+    ],
+)
+def test_a_bad_position_is_a_bad_request(value: object) -> None:
+    with pytest.raises(RemoteProtocolError, match="since: must be a map") as refused:
+        parse_position(value, "since")
+    assert refused.value.code == ErrorCode.BAD_REQUEST
+
+
+def test_the_widest_position() -> None:
+    assert parse_position({"epoch": "e" * 64, "offset": 2**53 - 1}, "since") == Position(
+        "e" * 64, 2**53 - 1
+    )

@@ -92,3 +92,23 @@ def test_a_member_blob_of_an_anonymous_member_and_a_too_long_user() -> None:
     assert rp.member_blob("x" * 0xFFFF, {})[:2] == b"\xff\xff"
     with pytest.raises(ValueError, match="65,535"):
         rp.member_blob("x" * 0x10000, {})
+
+
+def test_refusals_name_what_was_refused() -> None:
+    long = msgpack.packb(["X", "n1", "x" * 60])
+    with pytest.raises(rp.BadEnvelope) as refused:
+        rp.decode(long)
+    assert str(refused.value) == f"not an envelope: {long[:40]!r}"
+    short = msgpack.packb(["M", "n1"])
+    with pytest.raises(rp.BadEnvelope) as refused:
+        rp.decode(short)
+    assert str(refused.value) == f"not an envelope: {short!r}"
+    with pytest.raises(rp.BadEnvelope) as refused:
+        rp.decode(b"\xc1")
+    assert str(refused.value).startswith("undecodable envelope: ")
+    with pytest.raises(ValueError) as too_long:
+        rp.member_blob("x" * 0x10000, {})
+    assert str(too_long.value) == "a user id longer than 65,535 bytes"
+    with pytest.raises(ValueError) as too_many:
+        rp.msg_head({f"k{i}": i for i in range(14)})
+    assert str(too_many.value) == "a msg map of more than 13 fields"
