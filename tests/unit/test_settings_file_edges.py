@@ -5,12 +5,14 @@ change may hold at all, and the views parsed once for every app."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rtcore.config import AppConfig, ChannelRule
 from rtcore.config import editor as sf
+from rtcore.core.auth import ApiKey
 from rtcore.core.limits.limiter import Rule
 from tests.unit.test_settings_file import EXAMPLE, ROOT, edit
 
@@ -213,3 +215,64 @@ def test_what_follows_an_array_stays_after_it_when_the_array_changes() -> None:
 def test_a_file_that_is_not_toml_is_refused_with_the_reason() -> None:
     with pytest.raises(sf.SettingsError, match="the config file is not valid TOML"):
         sf.edit("[[apps]\n", "chat", {}, env={}, base=ROOT)
+
+
+def test_the_view_of_keys_without_a_file() -> None:
+    keys = (ApiKey("k" * 32, expires=1_900_000_000.0, name="web"), ApiKey("j" * 32))
+    view = sf.view_config(AppConfig("demo", api_keys=keys))
+    assert view["api_keys"] == [
+        {"name": "web", "expires": "2030-03-17T17:46:40+00:00", "source": "configured"},
+        {"name": "", "expires": None, "source": "configured"},
+    ]
+
+
+def test_views_of_hand_made_shapes() -> None:
+    text = (
+        'apps = [1, {name = "a", channels = [1]}, {name = "b", api_keys = "oops"},'
+        ' {name = "c"}, {name = "c", enabled = false}]\n'
+    )
+    views = sf.views(text)
+    assert sorted(views) == ["c"]  # a and b cannot be shown from the file: skipped
+    assert views["c"]["enabled"] is True  # the first of two apps of one name
+    assert sf.views("apps = 5\n") == {} and sf.views("") == {}
+
+
+def test_a_key_without_a_secret_line_is_shown_as_in_the_file() -> None:
+    text = SMALL.replace('key = "k-web-0123456789"\n', "")
+    assert sf.view(text, "chat")["api_keys"][0]["source"] == "in the file"
+
+
+def test_an_app_without_keys_gets_a_generated_one() -> None:
+    edited = sf.edit(
+        SMALL, "other", {"api_keys": [{"generate": True, "name": "n"}]}, env={}, base=ROOT
+    )
+    assert [k.name for k in edited.config.apps[1].api_keys] == ["n"]
+
+
+def test_reordered_channel_rules_keep_their_comments() -> None:
+    text = SMALL.replace(
+        '[[apps]]\nname = "other"\n',
+        '[[apps.channels]]\npattern = "a-*"   # the a rooms\n\n'
+        '[[apps.channels]]\npattern = "b-*"   # the b rooms\n\n[[apps]]\nname = "other"\n',
+    )
+    edited = edit({"channels": [{"pattern": "b-*"}, {"pattern": "a-*"}]}, text)
+    assert edited.text.index('"b-*"   # the b rooms') < edited.text.index('"a-*"   # the a rooms')
+
+
+def test_a_key_file_is_read_relative_to_the_config_files_directory(tmp_path: Path) -> None:
+    (tmp_path / "web.key").write_text("k-from-a-file-0123456789")
+    text = SMALL.replace('key = "k-web-0123456789"', 'key_file = "web.key"')
+    edited = sf.edit(text, "chat", {"enabled": True}, env={}, base=tmp_path)
+    assert edited.config.apps[0].api_keys[0].key == "k-from-a-file-0123456789"
+
+
+def test_places_are_named_from_the_top_and_at_most_20_are_listed() -> None:
+    with pytest.raises(sf.SettingsError) as refused:
+        sf.check_change({"rate_limits": [{"rate": 2**64}]})
+    assert refused.value.errors == ("rate_limits[0].rate: an integer beyond 64 bits",)
+    with pytest.raises(sf.SettingsError) as refused:
+        sf.check_change({"rate_limits": [None] * 25})
+    assert len(refused.value.errors) == 20
+    with pytest.raises(sf.SettingsError) as refused:
+        sf.check_change("x")
+    assert refused.value.errors == ("the settings change must be a JSON object",)
