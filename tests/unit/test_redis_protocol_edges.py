@@ -112,3 +112,10 @@ def test_refusals_name_what_was_refused() -> None:
     with pytest.raises(ValueError) as too_many:
         rp.msg_head({f"k{i}": i for i in range(14)})
     assert str(too_many.value) == "a msg map of more than 13 fields"
+
+
+def test_a_long_two_item_envelope_is_named_by_its_first_40_bytes() -> None:
+    data = msgpack.packb(["M", "n" * 60])
+    with pytest.raises(rp.BadEnvelope) as refused:
+        rp.decode(data)
+    assert str(refused.value) == f"not an envelope: {data[:40]!r}"
