@@ -14,7 +14,9 @@ holds only the reference).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import math
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -23,6 +25,7 @@ from typing import Any
 
 import attrs
 import tomlkit
+import tomlkit.exceptions
 from tomlkit.items import AoT, Comment, Table, Whitespace
 
 from rtcore import config as cfg
@@ -58,8 +61,34 @@ class Edited:
 def view(text: str, app: str) -> dict[str, Any]:
     """What the settings page shows of ``app``: switches, channel rules, limiters, and keys
     by name, expiry and where the secret comes from (never the secret itself)."""
-    table = _app_table(tomlkit.parse(text), app)
-    plain = table.unwrap()
+    found = views(text).get(app)
+    if found is None:
+        raise SettingsError(f"apps: the config file has no app {app!r}")
+    return found
+
+
+def views(text: str) -> dict[str, dict[str, Any]]:
+    """:func:`view` of every app of the file, from one parse (``tomllib``: a read-only
+    parse, several times faster than ``tomlkit``'s).
+
+    Raises:
+        SettingsError: the file is not TOML.
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"the config file is not valid TOML: {exc}") from None
+    apps = doc.get("apps")
+    found: dict[str, dict[str, Any]] = {}
+    for plain in apps if isinstance(apps, list) else []:
+        name = plain.get("name") if isinstance(plain, dict) else None
+        if isinstance(name, str) and name not in found:
+            with contextlib.suppress(TypeError, AttributeError, KeyError):  # a hand-made shape:
+                found[name] = _plain_view(plain)  # the page shows the running settings
+    return found
+
+
+def _plain_view(plain: dict[str, Any]) -> dict[str, Any]:
     return {
         **{name: plain.get(name, default) for name, default in FLAGS},
         "api_keys": [_key_view(k) for k in plain.get("api_keys", [])],
@@ -108,7 +137,11 @@ def edit(
         ConfigError: the change, or the file it makes, breaks a rule; ``errors`` lists every one,
             worded as ``rtcore check-config`` words them.
     """
-    doc = tomlkit.parse(text)
+    check_change(change)
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise SettingsError(f"the config file is not valid TOML: {exc}") from None
     table = _app_table(doc, app)
     unknown = sorted(set(change) - {n for n, _ in FLAGS} - {"api_keys", "channels", "rate_limits"})
     if unknown:
@@ -128,6 +161,70 @@ def edit(
     new_text = tomlkit.dumps(doc)
     conf = cfg.from_dict(tomllib.loads(new_text), env=env, base=base)
     return Edited(new_text, conf, tuple(generated))
+
+
+# -- what a change may hold -----------------------------------------------------------------------
+
+MAX_DEPTH = 4
+"""Containers a change may nest: the change, a list of tables, a table, a list of values."""
+INT_RANGE = range(-(2**63), 2**63)
+"""TOML's integers (64-bit signed)."""
+
+
+def check_change(change: Any) -> None:
+    """A change (JSON from the page) must hold only what a TOML file can: strings of
+    Unicode scalar values, 64-bit integers, finite floats, booleans, lists without nulls and
+    tables with string keys, nested at most :data:`MAX_DEPTH` deep; null only as a table's
+    value (the key's default).
+
+    Raises:
+        SettingsError: every value that breaks these rules, named by its place.
+    """
+    if not isinstance(change, dict):
+        raise SettingsError("the settings change must be a JSON object")
+    errors: list[str] = []
+    _check_value(change, "", 1, errors)
+    if errors:
+        raise SettingsError(*errors[:20])
+
+
+def _check_value(value: Any, where: str, depth: int, errors: list[str]) -> None:
+    place = where or "the change"
+    if isinstance(value, dict | list) and depth > MAX_DEPTH:
+        errors.append(f"{place}: nested too deeply (settings nest at most {MAX_DEPTH} levels)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or not _unicode(key):
+                errors.append(f"{place}: a key is not a string of Unicode characters")
+            elif item is not None:
+                _check_value(item, f"{where}.{key}" if where else key, depth + 1, errors)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if item is None:
+                errors.append(f"{place}[{i}]: must not be null")
+            else:
+                _check_value(item, f"{where}[{i}]", depth + 1, errors)
+    elif isinstance(value, str):
+        if not _unicode(value):
+            errors.append(f"{place}: not a string of Unicode characters (a lone surrogate?)")
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if value not in INT_RANGE:
+            errors.append(f"{place}: an integer beyond 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            errors.append(f"{place}: must be a finite number")
+    else:
+        errors.append(f"{place}: not a value a config file can hold")
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # -- the app's table ------------------------------------------------------------------------------
@@ -159,11 +256,12 @@ def _replace(table: Table, key: str, items: list[Item]) -> None:
     current = table.get(key)
     if current is not None and current.unwrap() == [values for _, values in items]:
         return
+    tail = _cut_trailing(current[-1]) if isinstance(current, AoT) and len(current) else []
     if not items:
         if key in table:
             del table[key]
+            table.value.body.extend(tail)  # what followed the array (a comment) stays
         return
-    tail = _cut_trailing(current[-1]) if isinstance(current, AoT) and len(current) else []
     aot = tomlkit.aot()
     for old, values in items:
         sub = old if old is not None else tomlkit.table()
@@ -197,8 +295,14 @@ def _matched(table: Table, key: str, items: list[dict[str, Any]], by: str) -> li
     """Pair each new item with the file's table of the same ``by`` (a rule's pattern, a
     limiter's name), so that its comments survive edits and reordering."""
     current = table.get(key)
-    old = {t.get(by): t for t in current} if isinstance(current, AoT) else {}
-    return [(old.pop(item.get(by), None), item) for item in items]
+    tables = list(current) if isinstance(current, AoT) else []
+    old = {t.get(by): t for t in tables if isinstance(t.get(by), str)}
+    return [(_pop_str(old, item.get(by)), item) for item in items]
+
+
+def _pop_str(tables: dict[Any, Table], name: Any) -> Table | None:
+    """The file's table named ``name``, once (a name that is not a string matches none)."""
+    return tables.pop(name, None) if isinstance(name, str) else None
 
 
 def _tables(items: Any, keys: tuple[str, ...], where: str) -> list[dict[str, Any]]:

@@ -65,6 +65,13 @@ async def call(
         return await http.request(method, path, json=body, headers=headers, **kw)
 
 
+async def put_settings(server: Server, app: str, change: Any, **kw: Any) -> httpx.Response:
+    """A save from the page: with the config file's version the state gave."""
+    version = (await call(server, "GET", "/admin/api/state")).json()["version"]
+    body = {**change, "version": version} if isinstance(change, dict) else change
+    return await call(server, "PUT", f"/admin/api/apps/{app}/settings", body, **kw)
+
+
 async def test_the_page_is_served_with_a_strict_policy(served: tuple[Server, Path]) -> None:
     server, _ = served
     page = await call(server, "GET", "/admin", secret=None)
@@ -115,7 +122,7 @@ async def test_saving_session_required_applies_at_once_and_keeps_comments(
     server, path = served
     anon = await RawClient.connect(server.addresses[0])
     await anon.hello(app="chat")
-    saved = await call(server, "PUT", "/admin/api/apps/chat/settings", {"session_required": True})
+    saved = await put_settings(server, "chat", {"session_required": True})
     assert saved.status_code == 200, saved.text
     assert saved.json()["closed"] == 1
     with trio.fail_after(5):
@@ -133,7 +140,7 @@ async def test_a_bad_value_is_refused_with_check_configs_words_and_nothing_chang
     server, path = served
     before = path.read_text()
     limiters = [{"name": "per-second", "rate": 0, "per_seconds": 1}, {"name": "x", "rate": -1}]
-    response = await call(server, "PUT", "/admin/api/apps/chat/settings", {"rate_limits": limiters})
+    response = await put_settings(server, "chat", {"rate_limits": limiters})
     assert response.status_code == 400
     body = response.json()
     assert body["code"] == "invalid_settings"
@@ -153,7 +160,7 @@ async def test_a_limiter_added_on_the_page_refuses_clients_with_its_message(
         {"name": "tight", "rate": 1, "per_seconds": 60, "error_message": "One a minute, please."},
         {"name": "per-second", "rate": 50, "per_seconds": 1},
     ]
-    saved = await call(server, "PUT", "/admin/api/apps/chat/settings", {"rate_limits": limiters})
+    saved = await put_settings(server, "chat", {"rate_limits": limiters})
     assert saved.status_code == 200, saved.text
     assert [r.name for r in server.apps["chat"].limiter.rules] == ["tight", "per-second"]
     async with open_client(url(server), app="chat") as c:
@@ -169,7 +176,7 @@ async def test_a_generated_key_is_shown_once_and_admits_clients(
 ) -> None:
     server, path = served
     change = {"api_keys": [{"generate": True, "name": "web"}], "api_key_required": True}
-    saved = await call(server, "PUT", "/admin/api/apps/chat/settings", change)
+    saved = await put_settings(server, "chat", change)
     assert saved.status_code == 200, saved.text
     (generated,) = saved.json()["generated_keys"]
     assert generated["name"] == "web" and len(generated["key"]) >= 32

@@ -165,7 +165,9 @@ async def test_readyz_is_200_while_serving_and_503_while_shutting_down(
         raw = await RawClient.connect(server.addresses[0])
         await raw.hello()  # and then never answers the close: the shutdown waits for it
         server.shutdown()
-        await trio.sleep(0.05)
+        # the server's close (1001) arrives: the shutdown is under way, and this client never
+        # answers it
+        assert await raw.stream.receive_some(65536)
         assert server.connections, "the shutdown should still be waiting for the client"
         shutting = await get(server, "/readyz")
         assert shutting.status_code == 503

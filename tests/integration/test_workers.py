@@ -358,16 +358,54 @@ async def test_a_change_saved_on_the_settings_page_reaches_every_worker(
         with trio.fail_after(60):
             clients = await clients_on_every_worker(running, set(workers.values()))
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
+                auth = {"Authorization": f"Bearer {admin}"}
+                version = (await http.get("/admin/api/state", headers=auth)).json()["version"]
                 saved = await http.put(
                     "/admin/api/apps/default/settings",
-                    json={"enabled": False},
-                    headers={"Authorization": f"Bearer {admin}"},
+                    json={"enabled": False, "version": version},
+                    headers=auth,
                 )
             assert saved.status_code == 200, saved.text
         with trio.fail_after(30):
             for raw in clients.values():
                 assert (await raw.closed()).code == CloseCode.APP_DISABLED
         assert "saved the settings: the other workers reload them" in running.log()
+
+
+async def test_concurrent_saves_on_two_workers_never_lose_an_acknowledged_change(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two saves from the same version of the file, sent at once (each to whichever worker
+    the kernel picks): one is saved, the other refused as stale (409), never both "saved"
+    with one change lost -- the version is the file's hash, checked under the file's lock."""
+    port, api_port = free_port(), free_port()
+    admin = "an-admin-secret-of-at-least-32-characters"
+    conf = config(redis_url, port, api_port).replace(
+        "[server]\n", f'[server]\nadmin_secret = "{admin}"\n'
+    )
+    auth = {"Authorization": f"Bearer {admin}"}
+    async with supervised(tmp_path, conf, port, api_port) as running:
+        with trio.fail_after(START):
+            await running.all_serving()
+        for round_ in range(6):
+            with trio.fail_after(30):
+                statuses: dict[str, int] = {}
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}") as http:
+                    version = (await http.get("/admin/api/state", headers=auth)).json()["version"]
+                    async with trio.open_nursery() as nursery:
+                        for name in (f"a{round_}", f"b{round_}"):
+                            nursery.start_soon(save_limiter, http, auth, name, version, statuses)
+            assert sorted(statuses.values()) == [200, 409], statuses
+            (won,) = [name for name, status in statuses.items() if status == 200]
+            assert f'name = "{won}"' in (tmp_path / "rtcore.toml").read_text()
+
+
+async def save_limiter(
+    http: httpx.AsyncClient, auth: dict[str, str], name: str, version: str, out: dict[str, int]
+) -> None:
+    change = {"rate_limits": [{"name": name, "rate": 5}], "version": version}
+    response = await http.put("/admin/api/apps/default/settings", json=change, headers=auth)
+    out[name] = response.status_code
 
 
 async def test_the_supervisor_gone_the_workers_stop(tmp_path: Path, redis_url: str) -> None:

@@ -4,7 +4,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { launchChromium, ARTIFACTS } from "./chromium.mjs";
 import { startServer, client, next, cleanupAll, mintToken, nowSeconds } from "../test/helpers.mjs";
@@ -274,6 +274,32 @@ test("a user-limited rule and a token rule added on the page admit only whom the
     await assert.rejects(alice.join("room:1"), (e) => e instanceof RequestError && e.code === "forbidden");
     await alice.close();
     await carol.close();
+    assert.deepEqual(problems, []);
+  } finally {
+    await server.cleanup();
+  }
+});
+
+test("a save made stale by another change is refused with a clear message, then works", T, async () => {
+  const server = await startServer({ config: CONFIG });
+  try {
+    const { page, problems } = await settingsPage(server);
+    await page.locator("label.switch", { hasText: "Session required" }).click(); // unsaved
+    // meanwhile the file changes (another operator's save, or an edit by hand)
+    const path = join(server.configDir, "rtcore.toml");
+    writeFileSync(path, readFileSync(path, "utf8") + "\n# edited by hand\n");
+    await page.click("#save");
+    await page.locator("#result .error").waitFor();
+    assert.match(await page.locator("#result").textContent(), /Not saved: these settings were changed elsewhere/);
+    assert.doesNotMatch(readFileSync(path, "utf8"), /^session_required = true$/m);
+
+    await page.click("#result button"); // load the current settings, then change them again
+    await page.locator("#result .error").waitFor({ state: "detached" });
+    await page.locator("label.switch", { hasText: "Session required" }).click();
+    assert.match(await save(page), /Saved to/);
+    const file = readFileSync(path, "utf8");
+    assert.match(file, /^session_required = true$/m);
+    assert.match(file, /^# edited by hand$/m); // the other change kept
     assert.deepEqual(problems, []);
   } finally {
     await server.cleanup();

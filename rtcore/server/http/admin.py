@@ -14,8 +14,11 @@ Security model:
   script) and may not be framed.
 
 Saving validates the change with the same rules as ``rtcore check-config`` (same messages),
-writes the config file atomically (a temporary file in the same directory, fsync, rename),
-then applies it exactly as a reload (``SIGHUP``) does.
+writes the config file atomically (config_file.py: under the file's lock, only if the file is
+still at the version the page loaded, else 409 ``stale_settings``; a temporary file beside it,
+fsync, rename; symlinks and modes kept), then applies it exactly as a reload (``SIGHUP``) does.
+Parsing and file I/O run in a worker thread; the state's settings views are parsed once per
+change of the file, not per poll.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import hmac
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping, Sized
 from importlib import resources
 from pathlib import Path
@@ -32,13 +34,15 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 import attrs
+import trio
 
 from rtcore import operations as api
 from rtcore.config import editor as settings_file
-from rtcore.config.model import AppConfig, Config, ConfigError
+from rtcore.config.model import Config, ConfigError
 from rtcore.core.app import App
 from rtcore.server import queries
 from rtcore.server.flusher import Flusher
+from rtcore.server.http import config_file
 from rtcore.server.http.messages import Answer, Request, Text
 
 log = logging.getLogger("rtcore.admin")
@@ -120,8 +124,17 @@ async def answer(server: Administered, req: Request) -> Answer:
         return 200, api.members(app, channel, None, min(100, limit), limit).result
     if rest == "/settings" and req.method == "PUT":
         _same_origin(req)
-        return save(server, app.name, req.json())
+        return await _put_settings(server, app.name, req)
     raise api.ApiError(404, "not_found", f"no such endpoint: {req.method} {req.path}")
+
+
+async def _put_settings(server: Administered, app: str, req: Request) -> Answer:
+    body: Any = req.json()
+    version = req.headers.get("if-match", "").strip('"') or None
+    if isinstance(body, dict) and "version" in body:
+        body = dict(body)
+        version = body.pop("version")
+    return await save(server, app, body, version)
 
 
 def _authorize(server: Administered, req: Request) -> None:
@@ -152,20 +165,35 @@ def _same_origin(req: Request) -> None:
 # -- reading --------------------------------------------------------------------------------------
 
 
+@attrs.frozen
+class _Parsed:
+    """The config file as last parsed: its version and its apps' settings views."""
+
+    version: str
+    views: dict[str, dict[str, Any]]
+
+
+_PARSED: dict[Path, _Parsed] = {}
+"""The settings views of each config file, parsed once per version of the file (not per poll)."""
+_PARSED_FILES = 8
+
+
 async def state(server: Administered) -> dict[str, Any]:
     """Live statistics, every app with its largest channels, and its editable settings."""
     path = server.config_path
-    text = _read(path) if path is not None else None
+    parsed = await _parsed(path) if path is not None else None
     apps = []
     for name, app in list(server.apps.items()):
         largest = await queries.largest_channels(app, TOP_CHANNELS)
+        view = parsed.views.get(name) if parsed is not None else None
         apps.append(
             {
                 "name": name,
                 "connections": len(app.table),
                 "channels": len(app.table.channels()),
                 "top_channels": [{"name": ch, "members": n} for ch, n in largest],
-                "settings": _settings_view(text, app.settings),
+                # an app from overrides, not the file, is shown as it runs
+                "settings": view if view is not None else settings_file.view_config(app.settings),
             }
         )
     return {
@@ -174,32 +202,52 @@ async def state(server: Administered) -> dict[str, Any]:
             "slow_consumers": server.flusher.slow_consumers,
         },
         "config_file": str(path) if path is not None else None,
-        "editable": text is not None,
+        "editable": parsed is not None,
+        "version": parsed.version if parsed is not None else None,
         "apps": apps,
     }
 
 
-def _settings_view(text: str | None, settings: AppConfig) -> dict[str, Any]:
-    if text is not None:
-        try:
-            return settings_file.view(text, settings.name)
-        except ConfigError:
-            pass  # an app from overrides, not the file: shown read-only below
-    return settings_file.view_config(settings)
+async def _parsed(path: Path) -> _Parsed:
+    """The file's views: in a worker thread, the file is read and hashed (cheap), and parsed
+    only if its version is not the one parsed last."""
+    parsed = await trio.to_thread.run_sync(_parse, path, _PARSED.get(path))
+    if _PARSED.get(path) is not parsed:
+        _PARSED.pop(path, None)
+        while len(_PARSED) >= _PARSED_FILES:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[path] = parsed
+    return parsed
 
 
-def _read(path: Path) -> str:
+def _parse(path: Path, last: _Parsed | None) -> _Parsed:
     try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise api.ApiError(409, "config_unreadable", f"cannot read {path}: {exc.strerror}") from exc
+        snapshot = config_file.read(path)
+    except config_file.Unreadable as exc:
+        raise api.ApiError(409, "config_unreadable", str(exc)) from None
+    if last is not None and last.version == snapshot.version:
+        return last
+    try:
+        views = settings_file.views(snapshot.text)
+    except ConfigError:
+        views = {}  # not TOML (being edited?): the running settings are shown
+    return _Parsed(snapshot.version, views)
 
 
 # -- saving ---------------------------------------------------------------------------------------
 
 
-def save(server: Administered, app: str, change: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """Validate, write atomically, apply as a reload. Every broken rule is reported at once."""
+class _Stale(Exception):
+    def __init__(self, current: str) -> None:
+        super().__init__(current)
+        self.current = current
+
+
+async def save(
+    server: Administered, app: str, change: Any, version: str | None
+) -> tuple[int, dict[str, Any]]:
+    """Validate, write atomically under the file's lock if it is still at ``version``, apply
+    as a reload. Every broken rule is reported at once."""
     path = server.config_path
     if path is None:
         raise api.ApiError(
@@ -207,15 +255,17 @@ def save(server: Administered, app: str, change: dict[str, Any]) -> tuple[int, d
             "no_config_file",
             "rtcore serve was started without --config: there is no file to save settings to",
         )
+    if not isinstance(version, str) or not version:
+        raise api.ApiError(
+            428,
+            "version_required",
+            "send the config file's version the settings were loaded at "
+            "(the state's 'version', as 'version' in the body or If-Match)",
+        )
     try:
-        edited = settings_file.edit(_read(path), app, change, env=os.environ, base=path.parent)
-    except ConfigError as exc:
-        return 400, {
-            "code": "invalid_settings",
-            "message": "the settings were not saved: " + "; ".join(exc.errors),
-            "errors": list(exc.errors),
-        }
-    _write_atomically(path, edited.text)
+        edited, view = await trio.to_thread.run_sync(_edit_file, path, app, change, version)
+    except (ConfigError, _Stale, config_file.Unreadable, OSError) as exc:
+        return _not_saved(path, exc)
     closed = server.reload(attrs.evolve(edited.config, **server.config_overrides))
     log.info("settings page: saved app %r to %s; %d connections closed", app, path, closed)
     if server.on_settings_saved is not None:
@@ -223,22 +273,41 @@ def save(server: Administered, app: str, change: dict[str, Any]) -> tuple[int, d
     return 200, {
         "saved": str(path),
         "closed": closed,
+        "version": config_file.version_of(edited.text.encode()),
         "generated_keys": [{"name": n, "key": k} for n, k in edited.generated_keys],
-        "settings": settings_file.view(edited.text, app),
+        "settings": view,
     }
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a part (same directory: one rename)."""
-    mode = path.stat().st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _not_saved(path: Path, exc: Exception) -> tuple[int, dict[str, Any]]:
+    """Why a save did not happen: the change's fault (400), or the file's state (409)."""
+    if isinstance(exc, ConfigError):
+        return 400, {
+            "code": "invalid_settings",
+            "message": "the settings were not saved: " + "; ".join(exc.errors),
+            "errors": list(exc.errors),
+        }
+    if isinstance(exc, _Stale):
+        return 409, {
+            "code": "stale_settings",
+            "message": "the settings were not saved: the config file changed since this page "
+            "loaded it (another save, or an edit of the file); reload and make the change again",
+            "version": exc.current,
+        }
+    if isinstance(exc, config_file.Unreadable):
+        return 409, {"code": "config_unreadable", "message": str(exc)}
+    message = f"the settings were not saved: cannot write {path}: {exc}"
+    return 409, {"code": "config_unwritable", "message": message}
+
+
+def _edit_file(
+    path: Path, app: str, change: Any, version: str
+) -> tuple[settings_file.Edited, dict[str, Any]]:
+    """In a worker thread: under the file's lock, check its version, edit and replace it."""
+    with config_file.locked(path):
+        snapshot = config_file.read(path)
+        if snapshot.version != version:  # not a secret: a plain comparison
+            raise _Stale(snapshot.version)
+        edited = settings_file.edit(snapshot.text, app, change, env=os.environ, base=path.parent)
+        config_file.replace(path, edited.text)
+    return edited, settings_file.view(edited.text, app)

@@ -14,6 +14,7 @@ let form = null;           // the edited settings of the selected app
 let dirty = false;
 let loaded = null;         // the settings the form was loaded from (JSON), to see them change
 let refreshes = 0;         // state refreshes rendered (data-refreshes on <body>, for tests)
+let formVersion = null;    // the config file's version the form was loaded at (sent on save)
 
 function secret() { return sessionStorage.getItem("rtcore-admin-secret"); }
 
@@ -72,6 +73,7 @@ async function refresh(resetForm = false) {
   // never clears the result of the last save: a generated key stays on screen to be copied.
   if (resetForm) loadForm(true);
   else if (!dirty && JSON.stringify(app().settings) !== loaded) loadForm(false);
+  else if (!dirty) formVersion = state.version; // the file changed elsewhere, not this app's form
   document.body.dataset.refreshes = String(++refreshes);
 }
 
@@ -101,6 +103,7 @@ async function showMembers(channel) {
 function loadForm(clearResult) {
   loaded = JSON.stringify(app().settings);
   form = structuredClone(app().settings);
+  formVersion = state.version;
   form.api_keys = form.api_keys.map((k, i) => ({ ...k, keep: i }));
   dirty = false; $("#dirty").textContent = "";
   if (clearResult) $("#result").replaceChildren();
@@ -260,6 +263,7 @@ function payload() {
   });
   out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null, user_limited: r.user_limited ?? null }));
   out.rate_limits = form.rate_limits;
+  out.version = formVersion;  // a save from an older version is refused (409), never lost
   return out;
 }
 
@@ -269,6 +273,13 @@ $("#settings-form").addEventListener("submit", async (ev) => {
   try {
     const { status, data } = await call("PUT", `/admin/api/apps/${encodeURIComponent(selected)}/settings`, payload());
     const result = $("#result");
+    if (status === 409 && data.code === "stale_settings") {
+      result.replaceChildren(el("div", { class: "error", role: "alert" },
+        "Not saved: these settings were changed elsewhere (another save, or an edit of the config file) since you loaded them. ",
+        el("button", { type: "button", onclick: () => { dirty = false; refresh(true); } }, "Load the current settings"),
+        " and make your change again."));
+      return;
+    }
     if (status !== 200) {
       result.replaceChildren(el("div", { class: "error" }, data.errors ? "Not saved:" : data.message),
         ...(data.errors ? [el("ul", {}, ...data.errors.map((e) => el("li", {}, e)))] : []));
