@@ -323,8 +323,7 @@ class MemoryHistory:
     def _create(self, key: tuple[str, str], wall: float) -> _Stream:
         cost = STREAM_OVERHEAD + len(key[0]) + len(key[1])
         stream = self._streams[key] = _Stream(self._unused, wall, cost)
-        self.bytes += cost
-        self._bound(keep=key)
+        self.bytes += cost  # bounded by the publish that creates it (the only caller)
         return stream
 
     def _drop(self, key: tuple[str, str], stream: _Stream) -> None:

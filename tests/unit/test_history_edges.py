@@ -65,19 +65,21 @@ def test_a_sweep_leaves_the_count_of_what_is_still_held() -> None:
 
 def test_creating_a_stream_evicts_the_least_recently_used_to_stay_within_the_budget() -> None:
     probe = store()
-    probe.read("app", "x", since=None, limit=1, reverse=False, wall=NOW)
-    empty_stream = probe.bytes
     probe.publish("app", "x", msg(0, "x"), KEEP, NOW)
-    one_message = probe.bytes - empty_stream
-    assert one_message <= empty_stream  # so that "b" fits beside both messages of "a"
-    s = store(max_bytes=3 * empty_stream + one_message)
-    for i in range(2):
+    stream_with_one = probe.bytes
+    probe.publish("app", "x", msg(1, "x"), KEEP, NOW)
+    one_message = probe.bytes - stream_with_one
+    # "a" with three messages and "b" with one fill the budget exactly
+    s = store(max_bytes=2 * stream_with_one + 2 * one_message)
+    for i in range(3):
         s.publish("app", "a", msg(i, "a"), KEEP, NOW)
-    s.read("app", "b", since=None, limit=1, reverse=False, wall=NOW)  # creates "b"
+    s.publish("app", "b", msg(0, "b"), KEEP, NOW)
+    assert s.bytes == s.max_bytes and len(s) == 2
+    s.publish("app", "c", msg(0, "c"), KEEP, NOW)  # a new stream: over the budget
     assert s.bytes <= s.max_bytes
-    s.read("app", "c", since=None, limit=1, reverse=False, wall=NOW)  # creates "c": over
-    assert s.bytes <= s.max_bytes
-    assert held(s, "a") == [2]  # the oldest message of the least recently used went
+    # the least recently used ("a") went, messages first and then the stream; "b" stayed
+    assert held(s, "a") == [] and held(s, "b") == [1] and held(s, "c") == [1]
+    assert len(s) == 2
 
 
 def test_eviction_follows_the_last_publish_not_the_first() -> None:
@@ -182,7 +184,7 @@ def test_trimming_to_the_size_counts_what_is_left() -> None:
 def test_after_evictions_a_dropped_stream_takes_all_it_counted_with_it() -> None:
     probe = store()
     probe.publish("app", "x", msg(0, "x"), KEEP, NOW)
-    s = store(max_bytes=3 * probe.bytes, meta_ttl=100.0)
+    s = store(max_bytes=2 * probe.bytes, meta_ttl=100.0)  # two streams of one message each
     for n in range(3):
         s.publish("app", "a", msg(n, "a"), KEEP, NOW)
     for n in range(3):

@@ -158,7 +158,7 @@ def test_the_view_of_settings_without_a_file() -> None:
         ),
         (
             {"api_keys": [{"name": "x"}]},
-            ["api_keys[0]: give keep (an existing key) or generate: true"],
+            ["api_keys[0]: give keep (an existing key), generate: true, key_env or key_file"],
         ),
         (
             {"api_keys": [{"keep": 0, "expires": "soon"}]},
@@ -191,7 +191,14 @@ def test_a_renamed_key_keeps_its_table_and_a_generated_key_is_32_characters() ->
 def test_a_key_view_says_where_its_secret_is_and_defaults_its_name() -> None:
     text = SMALL.replace('name = "web"\n', "")
     (view,) = sf.view(text, "chat")["api_keys"]
-    assert view == {"name": "", "expires": "2030-01-01T00:00:00+00:00", "source": "in the file"}
+    assert view == {
+        "name": "",
+        "expires": "2030-01-01T00:00:00+00:00",
+        "source": "in the file",
+        "allowed_origins": [],
+        "allowed_ips": [],
+        "realtime": True,
+    }
     text = SMALL.replace('key = "k-web-0123456789"', 'key_file = "secret.txt"')
     assert sf.view(text, "chat")["api_keys"][0]["source"] == "key_file secret.txt"
 
@@ -217,12 +224,16 @@ def test_a_file_that_is_not_toml_is_refused_with_the_reason() -> None:
         sf.edit("[[apps]\n", "chat", {}, env={}, base=ROOT)
 
 
+OPEN = {"allowed_origins": [], "allowed_ips": [], "realtime": True}
+"""A key's restrictions as the view shows them when the file sets none."""
+
+
 def test_the_view_of_keys_without_a_file() -> None:
     keys = (ApiKey("k" * 32, expires=1_900_000_000.0, name="web"), ApiKey("j" * 32))
     view = sf.view_config(AppConfig("demo", api_keys=keys))
     assert view["api_keys"] == [
-        {"name": "web", "expires": "2030-03-17T17:46:40+00:00", "source": "configured"},
-        {"name": "", "expires": None, "source": "configured"},
+        {"name": "web", "expires": "2030-03-17T17:46:40+00:00", "source": "configured", **OPEN},
+        {"name": "", "expires": None, "source": "configured", **OPEN},
     ]
 
 
