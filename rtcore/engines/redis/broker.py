@@ -122,6 +122,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         self._work = trio.Event()
         self._drained = trio.Event()
         self._down: str | None = "not connected yet"
+        self._run = ""
         self._scripts: dict[str, Any] = {}
         self._warn = ThrottledLog(log)
         self._init_presence()
@@ -294,6 +295,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
                         nursery.start_soon(self._read, pubsub)
                         nursery.start_soon(self._reconcile, pubsub)
                         nursery.start_soon(self._refresh, client)
+                        nursery.start_soon(self._settle, client)
                         if self.statistics.reconnects:
                             nursery.start_soon(self._resync_members)
                             nursery.start_soon(self._fill_gaps)
@@ -323,6 +325,8 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         for i in range(0, len(channels), SUBSCRIBE_MAX):
             await pubsub.subscribe(*channels[i : i + SUBSCRIBE_MAX])
         self._subscribed = set(channels)
+        self._run = str((await client.info("server")).get("run_id", ""))
+        self._measured(int((await client.time()).timestamp() * 1000))
         await self._load_revocations(client)
         await self._sync_presence(client)
         if self._down is not None and self.statistics.reconnects:
@@ -336,7 +340,11 @@ class RedisBroker(PresenceMixin, HistoryMixin):
             log.warning("Redis is unreachable (%s); serving this node's members only", reason)
             self.statistics.reconnects += 1
         self._down = reason
-        failed = [*self._inflight, *self._queue]
+        # A history publish that may have been written is settled when Redis is back
+        # (``_settle``): its outcome must be one, never "refused" and then applied.
+        sent = [op for op in self._inflight if op.settle is not None and not op.finished]
+        self._unsettled += sent
+        failed = [o for o in [*self._inflight, *self._queue] if not o.finished and o not in sent]
         self._inflight, self._queue = [], deque()
         for op in failed:  # their local part, at least
             self.statistics.dropped += 1

@@ -32,6 +32,22 @@ class BrokerStatistics:
     """Operations not forwarded (Redis away, or the queue full): delivered locally only."""
     reconnects: int = 0
     bad_envelopes: int = 0
+    refused: int = 0
+    """History publishes refused (``broker_unavailable``): provably not applied."""
+    unknown: int = 0
+    """History publishes whose outcome was lost with a restarted Redis (``outcome_unknown``)."""
+
+
+@attrs.frozen
+class Settle:
+    """What settles a history publish whose link to Redis broke before its answer came."""
+
+    marker: bytes
+    """The key the script sets when it applies the publish."""
+    deadline: int
+    """Redis clock, ms: the script refuses to apply it later."""
+    run: str
+    """The Redis run id it was sent to (a restart may lose the marker)."""
 
 
 @attrs.define(slots=True)
@@ -47,9 +63,14 @@ class Op:
     failed: str | None = None
     key: tuple[str, str, str] | None = None
     """(app, channel, connection) of a join, which its request's answer waits for."""
+    settle: Settle | None = None
+    """A history publish: its outcome is settled, not failed, if the link breaks."""
+
+    finished: bool = False
+    """Its answer came (or it failed): a broken link must not fail it again."""
 
     def finish(self, result: Any = None, failed: str | None = None) -> None:
-        self.result, self.failed = result, failed
+        self.result, self.failed, self.finished = result, failed, True
         if self.done is not None:
             self.done.set()
 
@@ -88,6 +109,15 @@ class BrokerCore:
     """Per channel with history: the (epoch, offset) of the last message delivered here."""
     _filling: dict[bytes, list[tuple[str, int, bytes]]]
     _through: dict[bytes, tuple[str, int]]
+    _queue: Any
+    _published: int
+    """History publishes so far (their ids: node and count)."""
+    _redis_offset: float
+    """Redis clock (ms) minus this node's monotonic clock (ms): a lower bound."""
+    _run: str
+    """The run id of the Redis this node is connected to."""
+    _unsettled: list[Op]
+    """History publishes on their way when the link broke, in order: to settle."""
 
     def _enqueue(self, op: Op) -> bool:
         raise NotImplementedError
