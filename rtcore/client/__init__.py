@@ -2,7 +2,7 @@
 ``async with rtcore.client.open_client(url) as client: ...``."""
 
 from rtcore.client._client import FATAL_CLOSE_CODES, Client, HistoryPage, open_client
-from rtcore.client._events import Connected, Disconnected, Event, EventStream, Recovered
+from rtcore.client._events import Connected, Disconnected, Event, EventStream, Recovered, Rejoining
 from rtcore.client.errors import (
     BufferFullError,
     ClientError,
@@ -38,6 +38,7 @@ __all__ = [
     "NotConnectedError",
     "Position",
     "Recovered",
+    "Rejoining",
     "RequestError",
     "RequestTimeout",
     "UserEvent",

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import anyio
 
 from rtcore.client._channels import Channels
-from rtcore.client._events import Connected, Disconnected, Listeners
+from rtcore.client._events import Connected, Disconnected, Listeners, Rejoining
 from rtcore.client._handlers import MSG, Handlers
 from rtcore.client._presence import member_events
 from rtcore.client._requests import OnOk, Requests, join_request
@@ -265,25 +265,53 @@ class Link:
 
     async def _rejoin(self, reconnected: bool) -> None:
         """Rejoin remembered channels (recovering from their positions), then release
-        buffered requests."""
-        channels = self.channels
-        for channel, echo in list(channels.rejoin.items()):
-            try:
-                await self.request(
-                    functools.partial(join_request, channel, echo, channels.positions.get(channel)),
-                    buffered=False,
-                    on_ok=functools.partial(channels.joined, channel),
-                )
-            except RequestError as exc:
-                channels.rejoin.pop(channel, None)
-                self.handlers.emit("error", exc)
-            except (ConnectionLostError, RequestTimeout, NotConnectedError):
-                return
+        buffered requests. A rejoin refused for a passing reason (``broker_unavailable``,
+        ``rate_limited``) or unanswered (``request_timeout``) keeps its channel: it is
+        retried with backoff while the connection lasts, each failure told to ``on_error``
+        and iterators (:class:`Rejoining`). The client is ready after the first round,
+        whatever it brought: never connected and stuck before ready."""
+        try:
+            await self._rejoin_all(reconnected)
+        except (ConnectionLostError, NotConnectedError):
+            return  # the connection is ending: the manager reconnects and rejoins afresh
+
+    async def _rejoin_all(self, reconnected: bool) -> None:
+        pending = [c for c in list(self.channels.rejoin) if not await self._rejoin_one(c, 0)]
         self._was_ready = True
         self.ready.set()
         assert self.id is not None
         self.handlers.emit("connect", self.id)
         self.listeners.publish(Connected(self.id, reconnected))
+        attempt = 0
+        while pending:
+            attempt += 1
+            await anyio.sleep(random.uniform(0.5, 1.0) * self._backoff(attempt))
+            pending = [c for c in pending if not await self._rejoin_one(c, attempt)]
+
+    async def _rejoin_one(self, channel: str, attempt: int) -> bool:
+        """One rejoin of ``channel``; False when it is to be retried."""
+        channels = self.channels
+        if channel not in channels.rejoin:  # left meanwhile
+            return True
+        echo = channels.rejoin[channel]
+        try:
+            await self.request(
+                functools.partial(join_request, channel, echo, channels.positions.get(channel)),
+                buffered=False,
+                on_ok=functools.partial(channels.joined, channel),
+            )
+        except RequestError as exc:
+            self.handlers.emit("error", exc)
+            if not exc.retry_safe:  # refused for good (say, forbidden now): forget it
+                channels.rejoin.pop(channel, None)
+                return True
+            self.listeners.publish(Rejoining(channel, exc.code, attempt + 1))
+            return False
+        except RequestTimeout as exc:
+            self.handlers.emit("error", exc)
+            self.listeners.publish(Rejoining(channel, "request_timeout", attempt + 1))
+            return False
+        return True
 
     async def _read(self, ws: WebSocket) -> None:
         while True:

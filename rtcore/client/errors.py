@@ -20,12 +20,19 @@ class ClientError(RtcoreError):
     """Base of the client library's exceptions."""
 
 
+RETRY_SAFE = frozenset({"broker_unavailable", "rate_limited"})
+"""Refusals for a passing reason that left no effect: the same request may be sent again
+(protocol.md §6)."""
+
+
 class RequestError(ClientError):
     """An ``err`` reply: the server refused the request.
 
     Attributes:
         code: the error code (see ``rtcore.ErrorCode``).
         message: the server's explanation.
+        retry_safe: the refusal had no effect and its reason passes (``broker_unavailable``,
+            ``rate_limited``): sending the same request again later is safe.
     """
 
     def __init__(
@@ -38,6 +45,7 @@ class RequestError(ClientError):
         """For ``rate_limited``: the limiter that refused."""
         self.retry_after = retry_after
         """For ``rate_limited``: seconds until the request would be admitted."""
+        self.retry_safe = code in RETRY_SAFE
 
 
 class HandshakeError(ClientError):
