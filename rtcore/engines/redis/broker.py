@@ -296,6 +296,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
                         nursery.start_soon(self._reconcile, pubsub)
                         nursery.start_soon(self._refresh, client)
                         nursery.start_soon(self._settle, client)
+                        nursery.start_soon(self._sync_dirty, client)
                         if self.statistics.reconnects:
                             nursery.start_soon(self._resync_members)
                             nursery.start_soon(self._fill_gaps)
@@ -326,7 +327,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
             await pubsub.subscribe(*channels[i : i + SUBSCRIBE_MAX])
         self._subscribed = set(channels)
         self._run = str((await client.info("server")).get("run_id", ""))
-        self._measured(int((await client.time()).timestamp() * 1000))
+        await self._redis_now(client)
         await self._load_revocations(client)
         await self._sync_presence(client)
         if self._down is not None and self.statistics.reconnects:

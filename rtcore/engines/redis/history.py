@@ -108,15 +108,6 @@ class HistoryMixin(BrokerCore):
         self._enqueue(op)  # a full queue finishes it as failed: never written
         return count, functools.partial(self._placed, op, deadline)
 
-    def _redis_ms(self, monotonic: float) -> int:
-        """``monotonic`` (this node's clock) on the Redis clock, never later than it is: the
-        offset is a lower bound (measured as Redis's time minus the time its answer came)."""
-        return int(monotonic * 1000 + self._redis_offset)
-
-    def _measured(self, redis_ms: int) -> None:
-        """Redis's clock read ``redis_ms`` before now: the offset's newest lower bound."""
-        self._redis_offset = redis_ms - trio.current_time() * 1000
-
     async def _placed(self, op: Op, deadline: float) -> Position | None:
         """A history publish's outcome (see ``publish_history``), waited for."""
         assert op.done is not None
@@ -150,8 +141,7 @@ class HistoryMixin(BrokerCore):
         while self._unsettled:
             op = self._unsettled[0]
             assert op.settle is not None
-            now = int((await client.time()).timestamp() * 1000)
-            self._measured(now)
+            now = await self._redis_now(client)
             if now <= op.settle.deadline:
                 await trio.sleep((op.settle.deadline - now + 1) / 1000)
                 continue

@@ -16,6 +16,9 @@ from rtcore.engines.redis.keys import Keys
 if TYPE_CHECKING:
     from rtcore.core.app import App
 
+REDIS_NOW = "local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000)"
+"""Redis's clock in ms (as ``lua/clock.lua`` reads it)."""
+
 PIPELINE_MAX = 1000
 """Operations per pipeline round trip."""
 
@@ -118,6 +121,24 @@ class BrokerCore:
     """The run id of the Redis this node is connected to."""
     _unsettled: list[Op]
     """History publishes on their way when the link broke, in order: to settle."""
+    _dirty: dict[tuple[str, str], int]
+    """(app, channel) -> a deadline (Redis clock, ms): a join there was taken back while
+    its write may still land; synchronised once Redis's clock is past it."""
+
+    async def _redis_now(self, client: Any) -> int:
+        """Redis's clock, ms (coredis's ``time()`` drops the sub-second part), measured."""
+        now = int(await client.eval(REDIS_NOW, [], []))
+        self._measured(now)
+        return now
+
+    def _redis_ms(self, monotonic: float) -> int:
+        """``monotonic`` (this node's clock) on the Redis clock, never later than it is: the
+        offset is a lower bound (measured as Redis's time minus the time its answer came)."""
+        return int(monotonic * 1000 + self._redis_offset)
+
+    def _measured(self, redis_ms: int) -> None:
+        """Redis's clock read ``redis_ms`` before now: the offset's newest lower bound."""
+        self._redis_offset = redis_ms - trio.current_time() * 1000
 
     def _enqueue(self, op: Op) -> bool:
         raise NotImplementedError
