@@ -327,7 +327,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
             await pubsub.subscribe(*channels[i : i + SUBSCRIBE_MAX])
         self._subscribed = set(channels)
         self._run = str((await client.info("server")).get("run_id", ""))
-        await self._redis_now(client)
+        await self._measure(client)
         await self._load_revocations(client)
         await self._sync_presence(client)
         if self._down is not None and self.statistics.reconnects:

@@ -141,7 +141,7 @@ class HistoryMixin(BrokerCore):
         while self._unsettled:
             op = self._unsettled[0]
             assert op.settle is not None
-            now = await self._redis_now(client)
+            now = await self._redis_now(client, op.settle.marker)
             if now <= op.settle.deadline:
                 await trio.sleep((op.settle.deadline - now + 1) / 1000)
                 continue

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+from coredis._utils import hash_slot
 
 from rtcore.config.model import BrokerConfig
 from rtcore.core.history import Entry
@@ -78,6 +80,18 @@ class Op:
             self.done.set()
 
 
+async def shard_keys(client: Any, prefix: str) -> list[bytes]:
+    """A key in each slot range of a Redis Cluster (a command on it runs on that shard)."""
+    keys = []
+    for start, end in await client.cluster_slots():
+        for i in range(100_000):  # a range of n slots is hit within ~16384/n tries
+            key = f"{prefix}:clock:{i}".encode()
+            if start <= hash_slot(key) <= end:
+                keys.append(key)
+                break
+    return keys
+
+
 class BrokerCore:
     """The state and the core methods of ``RedisBroker`` that its parts (presence, history:
     separate modules, to keep each readable) use. Set up by ``RedisBroker.__init__``."""
@@ -125,11 +139,23 @@ class BrokerCore:
     """(app, channel) -> a deadline (Redis clock, ms): a join there was taken back while
     its write may still land; synchronised once Redis's clock is past it."""
 
-    async def _redis_now(self, client: Any) -> int:
-        """Redis's clock, ms (coredis's ``time()`` drops the sub-second part), measured."""
-        now = int(await client.eval(REDIS_NOW, [], []))
-        self._measured(now)
-        return now
+    async def _redis_now(self, client: Any, key: bytes | None = None) -> int:
+        """Redis's clock, ms (coredis's ``time()`` drops the sub-second part); in a cluster,
+        that of the shard holding ``key``."""
+        return int(await client.eval(REDIS_NOW, [] if key is None else [key], []))
+
+    async def _measure(self, client: Any) -> None:
+        """The Redis clock's offset from this node's, a lower bound: in a cluster, the
+        least over the shards (each script runs on the clock of its channel's shard)."""
+        if not self.config.cluster:
+            self._measured(await self._redis_now(client))
+            return
+        lowest = math.inf
+        for key in await shard_keys(client, self.keys.prefix):
+            redis_ms = await self._redis_now(client, key)
+            lowest = min(lowest, redis_ms - trio.current_time() * 1000)
+        if lowest != math.inf:
+            self._redis_offset = lowest
 
     def _redis_ms(self, monotonic: float) -> int:
         """``monotonic`` (this node's clock) on the Redis clock, never later than it is: the
@@ -137,8 +163,10 @@ class BrokerCore:
         return int(monotonic * 1000 + self._redis_offset)
 
     def _measured(self, redis_ms: int) -> None:
-        """Redis's clock read ``redis_ms`` before now: the offset's newest lower bound."""
-        self._redis_offset = redis_ms - trio.current_time() * 1000
+        """Redis's clock read ``redis_ms`` before now: the offset's newest lower bound (one
+        Redis; a cluster's shards each have their clock: ``_measure`` reads them all)."""
+        if not self.config.cluster:
+            self._redis_offset = redis_ms - trio.current_time() * 1000
 
     def _enqueue(self, op: Op) -> bool:
         raise NotImplementedError

@@ -103,6 +103,7 @@ class PresenceMixin(BrokerCore):
         members of nodes that stopped refreshing)."""
         while True:
             await trio.sleep(self.config.presence_refresh)
+            await self._measure(client)
             await self._sync_dirty(client)
             for app, table in list(self._tables.items()):
                 channels = list(table.channels())
@@ -147,8 +148,9 @@ class PresenceMixin(BrokerCore):
         join, protocol.md §6): once Redis's clock is past their joins' deadlines (the join
         script refuses them after), make the cluster's entries this node's members."""
         while self._dirty:
-            now = await self._redis_now(client)
-            wait = max(self._dirty.values()) - now
+            (app, channel), deadline = max(self._dirty.items(), key=lambda item: item[1])
+            now = await self._redis_now(client, self.keys.presence(app, channel)[0])
+            wait = deadline - now
             if wait >= 0:
                 await trio.sleep((wait + 1) / 1000)
                 continue
