@@ -15,7 +15,7 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
-from rtcore.protocol.frames import MemberEvent, Msg, UserEvent
+from rtcore.protocol.frames import Gap, MemberEvent, Msg, UserEvent
 from rtcore.protocol.position import Position
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "ConnectionLostError",
     "Disconnected",
     "Event",
+    "Gap",
     "EventLoopError",
     "EventOverflowError",
     "HandshakeError",

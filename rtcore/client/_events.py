@@ -62,7 +62,9 @@ class Rejoining:
     attempt: int
 
 
-Event = f.Msg | f.MemberEvent | f.UserEvent | Connected | Disconnected | Recovered | Rejoining
+Event = (
+    f.Msg | f.MemberEvent | f.UserEvent | f.Gap | Connected | Disconnected | Recovered | Rejoining
+)
 
 
 class EventStream:

@@ -343,6 +343,9 @@ class Link:
         elif isinstance(frame, f.UserEvent):
             self.handlers.emit("user_event", frame)
             self.listeners.publish(frame)
+        elif isinstance(frame, f.Gap):  # messages may have been missed (protocol.md §5.5)
+            self.handlers.emit("gap", frame)
+            self.listeners.publish(frame)
 
     def _member_event(self, event: f.MemberEvent) -> None:
         self.channels.members.apply(event)

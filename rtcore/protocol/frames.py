@@ -229,5 +229,16 @@ class UserEvent:
     ts: int
 
 
-ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent
+@attrs.frozen
+class Gap:
+    """Messages of a channel (``channel``; None: broadcasts) may have been sent that this
+    connection did not receive: a node could not reach the broker (protocol.md §5.5)."""
+
+    TYPE: ClassVar[str] = "gap"
+    channel: str | None
+    reason: str
+    """``broker_outage``."""
+
+
+ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent | Gap
 Frame = ClientFrame | ServerFrame

@@ -14,6 +14,7 @@ import trio
 from rtcore import Server
 from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer
+from tests.integration.proxy import Proxy
 from tests.integration.redisd import RedisProcess
 from tests.integration.test_redis_nodes import (
     HISTORY,
@@ -143,3 +144,38 @@ async def test_a_join_refused_broker_unavailable_makes_no_member(
 def ann_id(server: Server, name: str) -> str:
     members = server.apps["default"].table.members("room")
     return next(m for m, member in members.items() if member.profile == name)
+
+
+async def test_messages_a_cut_off_node_delivered_alone_are_signalled_as_gaps_everywhere(
+    start_server: StartServer, redis_server: RedisProcess, nursery: trio.Nursery
+) -> None:
+    """A channel without history: node A, cut off from Redis (its link through a proxy),
+    goes on delivering its members' messages locally. When A is back, node B's members are
+    told they missed some (a ``gap`` from A), and A's members are told too (B's messages did
+    not reach them): nothing is missed silently."""
+    proxy = Proxy(("127.0.0.1", redis_server.port))
+    await nursery.start(proxy.serve)
+    host, port = proxy.address
+    options = {"command_timeout": 0.5, "connect_timeout": 0.5}
+    with trio.fail_after(60):
+        a = await start_server(config={"broker": broker(f"redis://{host}:{port}/0", **options)})
+        b = await start_server(config={"broker": broker(redis_server.url, **options)})
+        ann, bob = tracked(await client(a)), tracked(await client(b))
+        for raw in (ann, bob):
+            assert isinstance(await request(raw, "join", 1, ch="room"), f.Ok)
+        proxy.refusing = True
+        proxy.cut()
+        await until(lambda: a.broker.health() is not None, "node A to be cut off")
+        local = await request(ann, "send", 2, ch="room", ev="local", data=1)
+        assert isinstance(local, f.Ok) and local.data["recipients"] == 1  # ann's echo
+        assert isinstance(await request(bob, "send", 2, ch="room", ev="remote", data=2), f.Ok)
+        proxy.refusing = False
+        await both_up(a, b)
+        told = await pushes_until(bob, lambda fr: isinstance(fr, f.Gap))
+        assert told[-1] == f.Gap("room", "broker_outage")
+        assert not [m for m in told if isinstance(m, f.Msg) and m.event == "local"]
+        gaps: set[Any] = set()
+        while gaps != {None, "room"}:
+            pushed = await pushes_until(ann, lambda fr: isinstance(fr, f.Gap))
+            assert not [m for m in pushed if isinstance(m, f.Msg) and m.event == "remote"]
+            gaps.add(pushed[-1].channel)

@@ -58,6 +58,7 @@ from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_co
 from rtcore.engines.redis import envelopes as rp
 from rtcore.engines.redis import scripts
 from rtcore.engines.redis.connect import connect
+from rtcore.engines.redis.gaps import GapMixin
 from rtcore.engines.redis.history import HistoryMixin
 from rtcore.engines.redis.keys import Keys
 from rtcore.engines.redis.ops import PIPELINE_MAX, BrokerStatistics, Op
@@ -77,7 +78,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 """Seconds between reconnection attempts: doubling from the first, capped, with jitter."""
 
 
-class RedisBroker(PresenceMixin, HistoryMixin):
+class RedisBroker(PresenceMixin, HistoryMixin, GapMixin):
     """A shared broker over Redis (see the module docstring).
 
     Args:
@@ -127,6 +128,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         self._warn = ThrottledLog(log)
         self._init_presence()
         self._init_history(meta_ttl)
+        self._init_gaps()
 
     # -- the core's side (sync, never waits) --------------------------------------------------
 
@@ -148,6 +150,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         app = self._apps[publication.app]
         if self._down is not None:
             self.statistics.dropped += 1
+            self._island_sent(publication)
             return app.deliver_published(publication)
         count = local_count(self._tables[publication.app], publication)
         if publication.target is Target.CHANNEL:
@@ -162,12 +165,12 @@ class RedisBroker(PresenceMixin, HistoryMixin):
             publication.skip,
             publication.data,
         )
-        self._enqueue(
-            Op(
-                lambda p: self._publish(p, channel, envelope),
-                lambda: app.deliver_published(publication),
-            )
-        )
+
+        def here_only() -> None:  # not forwarded (the link broke, or the queue is full)
+            self._island_sent(publication)
+            app.deliver_published(publication)
+
+        self._enqueue(Op(lambda p: self._publish(p, channel, envelope), here_only))
         return count
 
     def want(self, app: str, channel: str) -> None:
@@ -298,6 +301,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
                         nursery.start_soon(self._settle, client)
                         nursery.start_soon(self._sync_dirty, client)
                         if self.statistics.reconnects:
+                            self._tell_gaps()
                             nursery.start_soon(self._resync_members)
                             nursery.start_soon(self._fill_gaps)
             except* Exception as group:  # Redis or the link failed: degrade, retry (a
@@ -426,6 +430,9 @@ class RedisBroker(PresenceMixin, HistoryMixin):
             app.presence_event(kind.decode(), name.decode(), info, flag, rp.text(skip))
         elif envelope.node != self.node:  # control: the sending node applied it already
             op, args = fields
+            if op == "gap":
+                self._gap_control(app_name, args)
+                return
             now, wall = self._clock()
             try:
                 outcome = api.apply_control(app, op, args, now, wall)
