@@ -87,7 +87,18 @@ class HistoryMixin(BrokerCore):
         deadline = trio.current_time() + self.config.command_timeout
         settle = Settle(self.keys.published(app, channel, pid), self._redis_ms(deadline), self._run)
         keys = [*self.keys.history(app, channel), settle.marker]
-        args = [
+        args = self._publish_args(msg, retention, channel, skip, settle.deadline)
+        script = "HISTORY_PUBLISH"
+        op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p))
+        op.done, op.settle = trio.Event(), settle
+        self._enqueue(op)  # a full queue finishes it as failed: never written
+        return count, functools.partial(self._placed, op, deadline)
+
+    def _publish_args(
+        self, msg: f.Msg, retention: Retention, channel: str, skip: str | None, deadline: int
+    ) -> list[bytes]:
+        """HISTORY_PUBLISH's ARGV (lua/history_publish.lua)."""
+        return [
             self._publish_cmd,
             self.node.encode(),
             new_epoch().encode(),
@@ -99,14 +110,9 @@ class HistoryMixin(BrokerCore):
             channel.encode(),
             b"",
             (skip or "").encode(),
-            str(settle.deadline).encode(),
+            str(deadline).encode(),
             str(MARKER_TTL_MS).encode(),
         ]
-        script = "HISTORY_PUBLISH"
-        op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p))
-        op.done, op.settle = trio.Event(), settle
-        self._enqueue(op)  # a full queue finishes it as failed: never written
-        return count, functools.partial(self._placed, op, deadline)
 
     async def _placed(self, op: Op, deadline: float) -> Position | None:
         """A history publish's outcome (see ``publish_history``), waited for."""
