@@ -44,13 +44,20 @@ export class RtcoreError extends Error {
   }
 }
 
-/** The server refused a request with an `err` reply; `code` is the protocol's (§6). */
+/** Refusals for a passing reason that left no effect: the request may be sent again (§6). */
+export const RETRY_SAFE = Object.freeze(["broker_unavailable", "rate_limited"]);
+
+/**
+ * The server refused a request with an `err` reply; `code` is the protocol's (§6).
+ * `retrySafe`: the refusal had no effect and its reason passes; sending again is safe.
+ */
 export class RequestError extends RtcoreError {
   constructor(code, message, limiter = null, retryAfter = null) {
     super(code, `${code}: ${message}`);
     this.serverMessage = message;
     this.limiter = limiter;
     this.retryAfter = retryAfter;
+    this.retrySafe = RETRY_SAFE.includes(code);
   }
 }
 
@@ -583,6 +590,23 @@ export class RealtimeClient {
     return this._add("recover", fn);
   }
 
+  /**
+   * `fn({channel, reason})` when messages of `channel` (null: broadcasts) may have been missed:
+   * a node could not reach the broker (protocol.md §5.5). A notice, not a replay.
+   */
+  onGap(fn) {
+    return this._add("gap", fn);
+  }
+
+  /**
+   * `fn({channel, reason, attempt})` when a channel's rejoin was refused for a passing reason
+   * (`broker_unavailable`, `rate_limited`, or `request_timeout`): the client keeps the channel
+   * and tries again with backoff (`attempt` is the next try's number).
+   */
+  onRejoining(fn) {
+    return this._add("rejoining", fn);
+  }
+
   /** `fn(error)` when the backend ends the session (4016) or disconnects the client (4017). */
   onSessionEnded(fn) {
     return this._add("session_ended", fn);
@@ -724,24 +748,58 @@ export class RealtimeClient {
     });
   }
 
-  /** Rejoin remembered channels, then release the requests that waited for the connection. */
+  /**
+   * Rejoin remembered channels, then release the requests that waited for the connection.
+   * A rejoin refused for a passing reason (`broker_unavailable`, `rate_limited`) or left
+   * unanswered (`requestTimeout`) keeps its channel: it is retried with backoff while the
+   * connection lasts, each failure told to onError and onRejoining. The client is ready after
+   * the first round, whatever it brought: never connected and stuck before ready.
+   */
   async _rejoin(ws, reconnected) {
-    for (const [channel, echo] of [...this.channels]) {
-      try {
-        await this._request((id) => frames.join(id, channel, echo, this.positions.get(channel)), {
-          buffered: false,
-          onOk: (ok) => this._track(channel, ok),
-        });
-      } catch (err) {
-        if (!(err instanceof RequestError)) return; // the connection is failing: the loop retries
-        this.channels.delete(channel);
-        this._emit("error", err);
-      }
+    let pending = [];
+    for (const channel of [...this.channels.keys()]) {
+      const outcome = await this._rejoinOne(ws, channel, 0);
+      if (outcome === "lost") return; // the connection is failing: the loop reconnects
+      if (outcome === "retry") pending.push(channel);
     }
     if (this._ws !== ws || ws.readyState !== 1) return;
     this._ready = true;
     this._emit("connect", this._id, { reconnected });
     this._releaseWaiters();
+    for (let attempt = 1; pending.length > 0; attempt++) {
+      await this._sleep(backoffDelay(attempt, this.backoffInitial, this.backoffMax));
+      if (this._ws !== ws || ws.readyState !== 1) return;
+      const again = [];
+      for (const channel of pending) {
+        const outcome = await this._rejoinOne(ws, channel, attempt);
+        if (outcome === "lost") return;
+        if (outcome === "retry") again.push(channel);
+      }
+      pending = again;
+    }
+  }
+
+  /** One rejoin: "joined", "dropped" (refused for good), "retry", or "lost" (connection). */
+  async _rejoinOne(ws, channel, attempt) {
+    if (!this.channels.has(channel) || this._ws !== ws) return this._ws === ws ? "joined" : "lost";
+    const echo = this.channels.get(channel);
+    try {
+      await this._request((id) => frames.join(id, channel, echo, this.positions.get(channel)), {
+        buffered: false,
+        onOk: (ok) => this._track(channel, ok),
+      });
+      return "joined";
+    } catch (err) {
+      const timedOut = err instanceof RequestTimeoutError;
+      if (!(err instanceof RequestError) && !timedOut) return "lost";
+      this._emit("error", err);
+      if (!timedOut && !err.retrySafe) {
+        this.channels.delete(channel);
+        return "dropped";
+      }
+      this._emit("rejoining", { channel, reason: timedOut ? "request_timeout" : err.code, attempt: attempt + 1 });
+      return "retry";
+    }
   }
 
   _connectionEnded(ws, { code, reason, welcomed }) {
@@ -806,6 +864,9 @@ export class RealtimeClient {
         this._emit("user_event", ev.event, ev.session, ev.user, ev.ts);
         return;
       }
+      case "gap": // messages of the channel (null: broadcasts) may have been missed (§5.5)
+        this._emit("gap", { channel: frame.ch ?? null, reason: frame.reason ?? "" });
+        return;
       default:
         return; // a push type newer than this client: ignored (protocol.md §8)
     }
