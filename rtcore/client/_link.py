@@ -113,6 +113,9 @@ class Link:
         """How many requests wait for the connection (at most ``buffer_limit``)."""
         self._was_ready = False
         self._connections = 0
+        self.rejoining: dict[str, anyio.Event] = {}
+        """Channels whose rejoin is being retried: sends to them wait for it (or the end of
+        the connection), rather than being refused ``not_member``."""
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -129,6 +132,14 @@ class Link:
         with anyio.move_on_after(timeout):
             return await self.requests.send(ws, make, on_ok)
         raise RequestTimeout(f"no reply within {timeout} s")
+
+    async def channel_ready(self, channel: str) -> None:
+        """Wait while ``channel``'s rejoin is being retried (see ``_rejoin``)."""
+        event = self.rejoining.get(channel)
+        if event is not None:
+            if self.settings.fail_fast:
+                raise NotConnectedError(f"{channel!r} is being rejoined (fail_fast is on)")
+            await event.wait()
 
     async def _wait_connected(self) -> None:
         if self.ready.is_set():
@@ -227,6 +238,7 @@ class Link:
             with anyio.CancelScope(shield=True):
                 await self.ws.abort(CloseCode.GOING_AWAY, "client stopped")
         self.ws = None
+        self._rejoined(*self.rejoining)  # their sends now wait for the connection
         self.channels.members.forget()  # a new connection is a new member: lists start afresh
         if was_ready:
             self.ready = anyio.Event()
@@ -277,6 +289,8 @@ class Link:
 
     async def _rejoin_all(self, reconnected: bool) -> None:
         pending = [c for c in list(self.channels.rejoin) if not await self._rejoin_one(c, 0)]
+        for channel in pending:
+            self.rejoining.setdefault(channel, anyio.Event())
         self._was_ready = True
         self.ready.set()
         assert self.id is not None
@@ -286,7 +300,17 @@ class Link:
         while pending:
             attempt += 1
             await anyio.sleep(random.uniform(0.5, 1.0) * self._backoff(attempt))
-            pending = [c for c in pending if not await self._rejoin_one(c, attempt)]
+            retry = [c for c in pending if not await self._rejoin_one(c, attempt)]
+            self._rejoined(*(c for c in pending if c not in retry))
+            pending = retry
+
+    def _rejoined(self, *channels: str) -> None:
+        """These channels' rejoins are over (joined, refused for good, or the connection
+        ended): sends waiting for them go on."""
+        for channel in channels:
+            event = self.rejoining.pop(channel, None)
+            if event is not None:
+                event.set()
 
     async def _rejoin_one(self, channel: str, attempt: int) -> bool:
         """One rejoin of ``channel``; False when it is to be retried."""

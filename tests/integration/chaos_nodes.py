@@ -172,6 +172,8 @@ class Outcomes:
     acked: dict[tuple[int, int], tuple[str, int]] = attrs.Factory(dict)
     refused: set[tuple[int, int]] = attrs.Factory(set)
     unknown: set[tuple[int, int]] = attrs.Factory(set)
+    why: Counter[str] = attrs.Factory(Counter)
+    """The sends not acknowledged, by error code (or exception name)."""
 
 
 @attrs.define
@@ -223,8 +225,10 @@ async def publisher(client: Client, number: int, outcomes: Outcomes, stop: trio.
             ok = await client.send("feed", "tick", {"p": number, "n": n})
         except RequestError as exc:
             (outcomes.refused if exc.retry_safe else outcomes.unknown).add(key)
-        except ClientError:  # no reply (timeout, connection lost): its outcome is unknown
+            outcomes.why[exc.code] += 1
+        except ClientError as exc:  # no reply (timeout, connection lost): outcome unknown
             outcomes.unknown.add(key)
+            outcomes.why[type(exc).__name__] += 1
         else:
             outcomes.acked[key] = (ok["epoch"], ok["offset"])
         await trio.sleep(0.03)
@@ -240,6 +244,7 @@ class Report:
     acked: int
     refused: int
     unknown: int
+    why: dict[str, int]
     verdict: Verdict
     recovered_rejoins: int
     stuck: int
@@ -250,7 +255,8 @@ class Report:
         v = self.verdict
         return [
             f"redis: {self.mode}; {self.seconds:.0f} s; faults: {', '.join(self.faults)}",
-            f"sends: {self.acked} acknowledged, {self.refused} refused, {self.unknown} unknown",
+            f"sends: {self.acked} acknowledged, {self.refused} refused, {self.unknown} unknown"
+            f" ({', '.join(f'{k}: {n}' for k, n in sorted(self.why.items()))})",
             f"deliveries of refused sends: {v.refused_delivered}",
             f"messages missed without a signal: {v.missed_silently}"
             f" (with a signal: {v.missed_with_signal})",
@@ -438,6 +444,7 @@ async def _report(
         len(outcomes.acked),
         len(outcomes.refused),
         len(outcomes.unknown),
+        dict(outcomes.why),
         total,
         rejoins,
         stuck,
