@@ -279,6 +279,8 @@ export class RealtimeClient {
     this.bufferLimit = opts.bufferLimit;
     this.failFast = opts.failFast;
     this.refreshBefore = opts.refreshBefore;
+    /** Channels whose rejoin is being retried (sends to them wait): channel -> {done, release}. */
+    this._rejoining = new Map();
     /** Channels to rejoin after a reconnect, with their join echo option. */
     this.channels = new Map();
     /**
@@ -444,7 +446,12 @@ export class RealtimeClient {
   }
 
   /** Send an event to a joined channel; resolves with `{mid, ts, recipients}`. */
-  send(channel, event, data, echo) {
+  async send(channel, event, data, echo) {
+    const rejoin = this._rejoining.get(channel); // a rejoin being retried: after it
+    if (rejoin) {
+      if (this.failFast) throw new NotConnectedError(`${channel} is being rejoined (failFast is on)`);
+      await rejoin.done;
+    }
     return this._request((id) => frames.send(id, channel, event, data, echo));
   }
 
@@ -763,19 +770,34 @@ export class RealtimeClient {
       if (outcome === "retry") pending.push(channel);
     }
     if (this._ws !== ws || ws.readyState !== 1) return;
+    for (const channel of pending) {
+      if (this._rejoining.has(channel)) continue;
+      let release;
+      const done = new Promise((resolve) => (release = resolve));
+      this._rejoining.set(channel, { done, release });
+    }
     this._ready = true;
     this._emit("connect", this._id, { reconnected });
     this._releaseWaiters();
     for (let attempt = 1; pending.length > 0; attempt++) {
       await this._sleep(backoffDelay(attempt, this.backoffInitial, this.backoffMax));
-      if (this._ws !== ws || ws.readyState !== 1) return;
+      if (this._ws !== ws || ws.readyState !== 1) return this._rejoined(pending);
       const again = [];
       for (const channel of pending) {
         const outcome = await this._rejoinOne(ws, channel, attempt);
-        if (outcome === "lost") return;
+        if (outcome === "lost") return this._rejoined(pending);
         if (outcome === "retry") again.push(channel);
+        else this._rejoined([channel]);
       }
       pending = again;
+    }
+  }
+
+  /** These channels' rejoins are over (joined, refused for good, or the connection ended). */
+  _rejoined(channels) {
+    for (const channel of channels) {
+      this._rejoining.get(channel)?.release();
+      this._rejoining.delete(channel);
     }
   }
 
@@ -804,6 +826,7 @@ export class RealtimeClient {
 
   _connectionEnded(ws, { code, reason, welcomed }) {
     if (this._ws === ws) this._ws = null;
+    this._rejoined([...this._rejoining.keys()]); // their sends now wait for the connection
     this._ready = false;
     this._clearTimer(this._refreshTimer);
     for (const [id, reply] of this._replies) {

@@ -199,12 +199,15 @@ def verdict(timeline: list[tuple[Any, ...]], outcomes: Outcomes) -> Verdict:
     found.refused_delivered = sum(1 for key in counts if key in outcomes.refused)
     last: dict[str, int] = {}
     for _, (_, epoch, offset, _) in msgs:
+        if offset is None:  # a history message with no place in the stream
+            found.out_of_order += 1
+            continue
         found.out_of_order += offset <= last.get(epoch, 0)
         last[epoch] = max(offset, last.get(epoch, 0))
     for key, (epoch, offset) in outcomes.acked.items():
         if key in counts:
             continue
-        before = [i for i, e in msgs if e[1] == epoch and e[2] < offset]
+        before = [i for i, e in msgs if e[1] == epoch and e[2] is not None and e[2] < offset]
         since = before[-1] if before else -1
         later = [e for e in timeline[since + 1 :] if e[0] in ("lost", "recovered")]
         if any(e[0] == "lost" for e in later):

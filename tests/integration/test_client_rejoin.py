@@ -40,6 +40,8 @@ def script(second_reply: str, joins: list[tuple[int, str]]) -> Any:
             if request is None:
                 return
             if not isinstance(request, f.Join):
+                if isinstance(request, f.Send):
+                    joins.append((number, f"send {request.channel}"))
                 await peer.send_frame(f.Ok(request.id, {"mid": "m", "ts": 0, "recipients": 1}))
                 continue
             joins.append((number, request.channel))
@@ -62,19 +64,26 @@ async def _rejoin_through(second_reply: str, nursery: trio.Nursery) -> list[Any]
     client = Client(f"ws://127.0.0.1:{port}/", request_timeout=5.0, backoff_initial=0.5)
     client.on_error(errors.append)
     rejoining: list[Rejoining] = []
+    sent: list[Any] = []
+
+    async def send_now() -> None:  # while the rejoin is being retried: it waits for it
+        sent.append(await client.send("feed", "e"))
 
     async def watch() -> None:
         async for event in client.events():
             if isinstance(event, Rejoining):
                 rejoining.append(event)
+                nursery.start_soon(send_now)
 
     with trio.fail_after(120):
         nursery.start_soon(watch)
         await client.open(nursery)
         await client.join("feed")
-        while len(joins) < 3:  # noqa: ASYNC110 (the retry's join; on the mock clock)
+        while len(joins) < 4:  # noqa: ASYNC110 (the retry's join; on the mock clock)
             await trio.sleep(0.1)
-        assert joins == [(1, "feed"), (2, "feed"), (2, "feed")]  # kept and joined again
+        # kept and joined again; the send made meanwhile went after the rejoin
+        assert joins == [(1, "feed"), (2, "feed"), (2, "feed"), (2, "send feed")]
+        assert sent == [{"mid": "m", "ts": 0, "recipients": 1}]
         assert await client.broadcast("e") == {"mid": "m", "ts": 0, "recipients": 1}
         assert client.is_connected()
         reason = "request_timeout" if second_reply == "silence" else second_reply

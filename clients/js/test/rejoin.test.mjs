@@ -28,6 +28,7 @@ function scripted(second) {
         hello = true;
         return send({ t: "welcome", v: 1, conn: `c${number}`, time: Date.now(), hb: 25000, limits: {} });
       }
+      if (frame.t === "send") joins.push([number, `send ${frame.ch}`]);
       if (frame.t !== "join") return send({ t: "ok", id: frame.id, data: { mid: "m", ts: 0, recipients: 1 } });
       joins.push([number, frame.ch]);
       if (number === 1) {
@@ -56,12 +57,17 @@ for (const second of ["broker_unavailable", "silence"]) {
     const errors = [];
     const rejoining = [];
     client.onError((e) => errors.push(e));
-    client.onRejoining((info) => rejoining.push(info));
+    const sent = [];
+    client.onRejoining((info) => {
+      rejoining.push(info);
+      client.send("feed", "e").then((r) => sent.push(r)); // waits for the rejoin
+    });
     try {
       await client.open();
       await client.join("feed");
-      await until(() => joins.length >= 3, "the retried join");
-      assert.deepEqual(joins, [[1, "feed"], [2, "feed"], [2, "feed"]]);
+      await until(() => joins.length >= 4, "the retried join and the send");
+      assert.deepEqual(joins, [[1, "feed"], [2, "feed"], [2, "feed"], [2, "send feed"]]);
+      await until(() => sent.length === 1, "the send's reply");
       assert.deepEqual(await client.broadcast("e"), { mid: "m", ts: 0, recipients: 1 });
       assert.equal(client.isConnected(), true);
       const reason = second === "silence" ? "request_timeout" : second;
