@@ -289,8 +289,6 @@ class Link:
 
     async def _rejoin_all(self, reconnected: bool) -> None:
         pending = [c for c in list(self.channels.rejoin) if not await self._rejoin_one(c, 0)]
-        for channel in pending:
-            self.rejoining.setdefault(channel, anyio.Event())
         self._was_ready = True
         self.ready.set()
         assert self.id is not None
@@ -328,13 +326,17 @@ class Link:
             self.handlers.emit("error", exc)
             if not exc.retry_safe:  # refused for good (say, forbidden now): forget it
                 channels.rejoin.pop(channel, None)
+                self._rejoined(channel)
                 return True
-            self.listeners.publish(Rejoining(channel, exc.code, attempt + 1))
-            return False
+            reason = exc.code
         except RequestTimeout as exc:
             self.handlers.emit("error", exc)
-            self.listeners.publish(Rejoining(channel, "request_timeout", attempt + 1))
-            return False
+            reason = "request_timeout"
+        else:
+            return True
+        self.rejoining.setdefault(channel, anyio.Event())  # sends to it wait (channel_ready)
+        self.listeners.publish(Rejoining(channel, reason, attempt + 1))
+        return False
         return True
 
     async def _read(self, ws: WebSocket) -> None:

@@ -766,16 +766,10 @@ export class RealtimeClient {
     let pending = [];
     for (const channel of [...this.channels.keys()]) {
       const outcome = await this._rejoinOne(ws, channel, 0);
-      if (outcome === "lost") return; // the connection is failing: the loop reconnects
+      if (outcome === "lost") return this._rejoined(pending); // the loop reconnects
       if (outcome === "retry") pending.push(channel);
     }
-    if (this._ws !== ws || ws.readyState !== 1) return;
-    for (const channel of pending) {
-      if (this._rejoining.has(channel)) continue;
-      let release;
-      const done = new Promise((resolve) => (release = resolve));
-      this._rejoining.set(channel, { done, release });
-    }
+    if (this._ws !== ws || ws.readyState !== 1) return this._rejoined(pending);
     this._ready = true;
     this._emit("connect", this._id, { reconnected });
     this._releaseWaiters();
@@ -817,7 +811,13 @@ export class RealtimeClient {
       this._emit("error", err);
       if (!timedOut && !err.retrySafe) {
         this.channels.delete(channel);
+        this._rejoined([channel]);
         return "dropped";
+      }
+      if (!this._rejoining.has(channel)) {
+        let release;
+        const done = new Promise((resolve) => (release = resolve));
+        this._rejoining.set(channel, { done, release }); // sends to it wait (send)
       }
       this._emit("rejoining", { channel, reason: timedOut ? "request_timeout" : err.code, attempt: attempt + 1 });
       return "retry";
