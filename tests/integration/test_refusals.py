@@ -12,12 +12,15 @@ import pytest
 import trio
 
 from rtcore import Server
+from rtcore.backend import AsyncServerAPI, ServerAPIError
 from rtcore.protocol import frames as f
 from tests.integration.conftest import StartServer
 from tests.integration.proxy import Proxy
 from tests.integration.redisd import RedisProcess
 from tests.integration.test_redis_nodes import (
     HISTORY,
+    SERVER_SECRET,
+    api_url,
     broker,
     client,
     pushes_until,
@@ -100,9 +103,14 @@ async def test_a_send_while_the_node_has_no_redis_is_refused_and_delivered_nowhe
         try:
             await until(lambda: a.broker.health() is not None, "node A to notice")
             away = await request(cat, "send", 2, ch="feed", ev="refused", data="cat")
+            async with AsyncServerAPI(api_url(a), "default", SERVER_SECRET) as backend:
+                with pytest.raises(ServerAPIError) as refused:  # the server API's send too
+                    await backend.send("feed", "refused", "api")
+            refused_by_api = refused.value
         finally:
             signal_redis(redis_server, signal.SIGCONT)
         assert isinstance(away, f.Err) and away.code == "broker_unavailable", away
+        assert refused_by_api.status == 503 and refused_by_api.code == "broker_unavailable"
         await accepted_after(a, b, [ann, cat, bob])
 
 

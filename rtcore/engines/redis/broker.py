@@ -233,6 +233,8 @@ class RedisBroker(PresenceMixin, HistoryMixin, GapMixin):
         op = self._joining.get((app, channel, conn))
         if op is not None and op.done is not None:
             await op.done.wait()  # the cluster lists it from now on
+            if op.result == -1:  # the script refused it: past its deadline
+                raise BrokerUnavailable("Redis took the join after its deadline: not joined")
 
     async def take(self, app: str, client_key: str, rules: list[Rule]) -> Refusal | None:
         """One round trip (pipelined with this node's other writes) per limited request."""
