@@ -187,3 +187,45 @@ async def test_messages_a_cut_off_node_delivered_alone_are_signalled_as_gaps_eve
             pushed = await pushes_until(ann, lambda fr: isinstance(fr, f.Gap))
             assert not [m for m in pushed if isinstance(m, f.Msg) and m.event == "remote"]
             gaps.add(pushed[-1].channel)
+
+
+async def test_the_new_epochs_first_messages_reach_the_node_that_reconnects_second(
+    start_server: StartServer, redis_server: RedisProcess, nursery: trio.Nursery
+) -> None:
+    """Redis restarted without persistence: node A is back first and its member publishes
+    the new stream's first messages; node B, back later, delivers them to its member too
+    (from offset 1), not only what follows (issue 24, finding 6)."""
+    proxy = Proxy(("127.0.0.1", redis_server.port))
+    await nursery.start(proxy.serve)
+    host, port = proxy.address
+    options = {"command_timeout": 0.5, "connect_timeout": 0.5}
+    with trio.fail_after(60):
+        a = await start_server(
+            apps=(HISTORY,), config={"broker": broker(redis_server.url, **options)}
+        )
+        via_proxy = broker(f"redis://{host}:{port}/0", **options)
+        b = await start_server(apps=(HISTORY,), config={"broker": via_proxy})
+        ann, bob = tracked(await client(a)), tracked(await client(b))
+        for raw in (ann, bob):
+            assert isinstance(await request(raw, "join", 1, ch="feed"), f.Ok)
+        old = await request(ann, "send", 2, ch="feed", ev="old", data=0)
+        assert isinstance(old, f.Ok) and old.data["offset"] == 1
+        assert (await pushes_until(bob, lambda fr: isinstance(fr, f.Msg)))[-1].event == "old"
+        proxy.refusing = True
+        redis_server.stop()  # SIGKILL, no persistence: the streams are lost
+        proxy.cut()
+        await until(lambda: a.broker.health() and b.broker.health(), "both to notice")
+        redis_server.start()
+        await until(lambda: a.broker.health() is None, "node A back")
+        for i in range(3):
+            sent = await request(ann, "send", 3 + i, ch="feed", ev="new", data=i)
+            assert isinstance(sent, f.Ok) and sent.data["offset"] == i + 1, sent
+            assert sent.data["epoch"] != old.data["epoch"]
+        proxy.refusing = False
+        await until(lambda: b.broker.health() is None, "node B back")
+        got = []
+        while len(got) < 3:
+            frame = await pushes_until(bob, lambda fr: isinstance(fr, f.Msg))
+            got.append(frame[-1])
+        assert [(m.event, m.data, m.offset) for m in got] == [("new", i, i + 1) for i in range(3)]
+        assert {m.epoch for m in got} == {sent.data["epoch"]}
