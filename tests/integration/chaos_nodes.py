@@ -356,7 +356,7 @@ class Load:
     """How much: clients and the fault cadence."""
 
     duration: float = 0.0
-    """Seconds of faults (at least one round of the four)."""
+    """Seconds of faults, at least (and at least one round of the four)."""
     period: float = 6.0
     stall: float = 3.0
     subscribers: int = 8
@@ -414,7 +414,7 @@ async def _run(cluster: Cluster, load: Load) -> Report:
 async def _faults(cluster: Cluster, load: Load) -> list[str]:
     done: list[str] = []
     deadline = trio.current_time() + load.duration
-    while trio.current_time() + load.period <= deadline or len(done) < len(FAULTS):
+    while trio.current_time() < deadline or len(done) < len(FAULTS):
         await trio.sleep(load.period / 2)
         kind = FAULTS[len(done) % len(FAULTS)]
         with trio.fail_after(120):
