@@ -99,6 +99,9 @@ def send(app: App, channel: str, event: str, data: Any, wall: float) -> Outcome:
     valid_channel(channel)
     _checked(check_event, event)
     valid_data(data, "data")
+    down = app.broker.health() if app.broker.shared else None
+    if down is not None and app.retention(channel) is not None:  # the stream is the truth
+        raise ApiError(503, ErrorCode.BROKER_UNAVAILABLE.value, f"{down}: not published")
     sent = app.send(channel, event, data, wall=wall)
     result = {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
     return Outcome(result if sent.position is None else {**result, **sent.position.to_wire()})

@@ -232,6 +232,10 @@ export class RealtimeClient<P = unknown> {
   /** How each rejoin of a channel with a position went (after reconnects). */
   onRecover(handler: (recovery: Recovery) => void): Unsubscribe;
   onError(handler: (error: Error) => void): Unsubscribe;
+  /** Messages of `channel` (null: broadcasts) may have been missed (protocol.md §5.5). */
+  onGap(handler: (gap: { channel: string | null; reason: string }) => void): Unsubscribe;
+  /** A rejoin was refused for a passing reason; the client keeps the channel and retries. */
+  onRejoining(handler: (info: { channel: string; reason: string; attempt: number }) => void): Unsubscribe;
   /** The backend ended the session (4016) or disconnected the client (4017); it stops. */
   onSessionEnded(handler: (error: ConnectionClosedError) => void): Unsubscribe;
 }
@@ -252,7 +256,12 @@ export class RequestError extends RtcoreError {
   readonly limiter: string | null;
   /** rate_limited: ms until the request would be admitted. */
   readonly retryAfter: number | null;
+  /** The refusal had no effect and its reason passes (broker_unavailable, rate_limited). */
+  readonly retrySafe: boolean;
 }
+
+/** The codes of refusals that left no effect and may be retried (protocol.md §6). */
+export const RETRY_SAFE: readonly string[];
 
 export class RequestTimeoutError extends RtcoreError {
   readonly code: "timeout";

@@ -45,13 +45,20 @@ export class RtcoreError extends Error {
   }
 }
 
-/** The server refused a request with an `err` reply; `code` is the protocol's (§6). */
+/** Refusals for a passing reason that left no effect: the request may be sent again (§6). */
+export const RETRY_SAFE = Object.freeze(["broker_unavailable", "rate_limited"]);
+
+/**
+ * The server refused a request with an `err` reply; `code` is the protocol's (§6).
+ * `retrySafe`: the refusal had no effect and its reason passes; sending again is safe.
+ */
 export class RequestError extends RtcoreError {
   constructor(code, message, limiter = null, retryAfter = null) {
     super(code, `${code}: ${message}`);
     this.serverMessage = message;
     this.limiter = limiter;
     this.retryAfter = retryAfter;
+    this.retrySafe = RETRY_SAFE.includes(code);
   }
 }
 
@@ -280,6 +287,8 @@ export class RealtimeClient {
      * join and rejoin, and before a held token expires (sent with a per-channel refresh).
      */
     this.getChannelToken = opts.getChannelToken;
+    /** Channels whose rejoin is being retried (sends to them wait): channel -> {done, release}. */
+    this._rejoining = new Map();
     /** Channels to rejoin after a reconnect, with their join echo option. */
     this.channels = new Map();
     /**
@@ -461,7 +470,12 @@ export class RealtimeClient {
   }
 
   /** Send an event to a joined channel; resolves with `{mid, ts, recipients}`. */
-  send(channel, event, data, echo) {
+  async send(channel, event, data, echo) {
+    const rejoin = this._rejoining.get(channel); // a rejoin being retried: after it
+    if (rejoin) {
+      if (this.failFast) throw new NotConnectedError(`${channel} is being rejoined (failFast is on)`);
+      await rejoin.done;
+    }
     return this._request((id) => frames.send(id, channel, event, data, echo));
   }
 
@@ -624,6 +638,23 @@ export class RealtimeClient {
     return this._add("recover", fn);
   }
 
+  /**
+   * `fn({channel, reason})` when messages of `channel` (null: broadcasts) may have been missed:
+   * a node could not reach the broker (protocol.md §5.5). A notice, not a replay.
+   */
+  onGap(fn) {
+    return this._add("gap", fn);
+  }
+
+  /**
+   * `fn({channel, reason, attempt})` when a channel's rejoin was refused for a passing reason
+   * (`broker_unavailable`, `rate_limited`, or `request_timeout`): the client keeps the channel
+   * and tries again with backoff (`attempt` is the next try's number).
+   */
+  onRejoining(fn) {
+    return this._add("rejoining", fn);
+  }
+
   /** `fn(error)` when the backend ends the session (4016) or disconnects the client (4017). */
   onSessionEnded(fn) {
     return this._add("session_ended", fn);
@@ -765,25 +796,79 @@ export class RealtimeClient {
     });
   }
 
-  /** Rejoin remembered channels, then release the requests that waited for the connection. */
+  /**
+   * Rejoin remembered channels, then release the requests that waited for the connection.
+   * A rejoin refused for a passing reason (`broker_unavailable`, `rate_limited`) or left
+   * unanswered (`requestTimeout`) keeps its channel: it is retried with backoff while the
+   * connection lasts, each failure told to onError and onRejoining. The client is ready after
+   * the first round, whatever it brought: never connected and stuck before ready.
+   */
   async _rejoin(ws, reconnected) {
-    for (const [channel, echo] of [...this.channels]) {
-      try {
-        await this._join(channel, echo, this.positions.get(channel), false);
-      } catch (err) {
-        if (!(err instanceof RequestError)) return; // the connection is failing: the loop retries
-        this.channels.delete(channel);
-        this._emit("error", err);
-      }
+    let pending = [];
+    for (const channel of [...this.channels.keys()]) {
+      const outcome = await this._rejoinOne(ws, channel, 0);
+      if (outcome === "lost") return this._rejoined(pending); // the loop reconnects
+      if (outcome === "retry") pending.push(channel);
     }
-    if (this._ws !== ws || ws.readyState !== 1) return;
+    if (this._ws !== ws || ws.readyState !== 1) return this._rejoined(pending);
     this._ready = true;
     this._emit("connect", this._id, { reconnected });
     this._releaseWaiters();
+    for (let attempt = 1; pending.length > 0; attempt++) {
+      await this._sleep(backoffDelay(attempt, this.backoffInitial, this.backoffMax));
+      if (this._ws !== ws || ws.readyState !== 1) return this._rejoined(pending);
+      const again = [];
+      for (const channel of pending) {
+        const outcome = await this._rejoinOne(ws, channel, attempt);
+        if (outcome === "lost") return this._rejoined(pending);
+        if (outcome === "retry") again.push(channel);
+        else this._rejoined([channel]);
+      }
+      pending = again;
+    }
+  }
+
+  /** These channels' rejoins are over (joined, refused for good, or the connection ended). */
+  _rejoined(channels) {
+    for (const channel of channels) {
+      this._rejoining.get(channel)?.release();
+      this._rejoining.delete(channel);
+    }
+  }
+
+  /** One rejoin: "joined", "dropped" (refused for good), "retry", or "lost" (connection). */
+  async _rejoinOne(ws, channel, attempt) {
+    if (!this.channels.has(channel) || this._ws !== ws) return this._ws === ws ? "joined" : "lost";
+    const echo = this.channels.get(channel);
+    try {
+      await this._join(channel, echo, this.positions.get(channel), false);
+      return "joined";
+    } catch (err) {
+      const timedOut = err instanceof RequestTimeoutError;
+      const refused = err instanceof RequestError;
+      // Anything else is the connection ending, or the getChannelToken provider failing
+      // while the connection lasts: then the channel is kept and tried again.
+      if (!refused && !timedOut && (this._ws !== ws || ws.readyState !== 1)) return "lost";
+      this._emit("error", err);
+      if (refused && !err.retrySafe) {
+        this.channels.delete(channel);
+        this._rejoined([channel]);
+        return "dropped";
+      }
+      if (!this._rejoining.has(channel)) {
+        let release;
+        const done = new Promise((resolve) => (release = resolve));
+        this._rejoining.set(channel, { done, release }); // sends to it wait (send)
+      }
+      const reason = refused ? err.code : timedOut ? "request_timeout" : "channel_token_unavailable";
+      this._emit("rejoining", { channel, reason, attempt: attempt + 1 });
+      return "retry";
+    }
   }
 
   _connectionEnded(ws, { code, reason, welcomed }) {
     if (this._ws === ws) this._ws = null;
+    this._rejoined([...this._rejoining.keys()]); // their sends now wait for the connection
     this._ready = false;
     this._clearTimer(this._refreshTimer);
     for (const channel of [...this._channelTimers.keys()]) this._cancelChannelRefresh(channel);
@@ -862,6 +947,9 @@ export class RealtimeClient {
         this._emit("joined", event);
         return;
       }
+      case "gap": // messages of the channel (null: broadcasts) may have been missed (§5.5)
+        this._emit("gap", { channel: frame.ch ?? null, reason: frame.reason ?? "" });
+        return;
       default:
         return; // a push type newer than this client: ignored (protocol.md §8)
     }

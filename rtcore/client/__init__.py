@@ -2,9 +2,10 @@
 ``async with rtcore.client.open_client(url) as client: ...``."""
 
 from rtcore.client._client import FATAL_CLOSE_CODES, Client, HistoryPage, open_client
-from rtcore.client._events import Connected, Disconnected, Event, EventStream, Recovered
+from rtcore.client._events import Connected, Disconnected, Event, EventStream, Recovered, Rejoining
 from rtcore.client.errors import (
     BufferFullError,
+    ChannelTokenError,
     ClientError,
     ConnectionClosedError,
     ConnectionLostError,
@@ -15,12 +16,13 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
-from rtcore.protocol.frames import Joined, Left, MemberEvent, Msg, UserEvent
+from rtcore.protocol.frames import Gap, Joined, Left, MemberEvent, Msg, UserEvent
 from rtcore.protocol.position import Position
 
 __all__ = [
     "FATAL_CLOSE_CODES",
     "BufferFullError",
+    "ChannelTokenError",
     "Client",
     "ClientError",
     "Connected",
@@ -28,6 +30,7 @@ __all__ = [
     "ConnectionLostError",
     "Disconnected",
     "Event",
+    "Gap",
     "EventLoopError",
     "EventOverflowError",
     "HandshakeError",
@@ -40,6 +43,7 @@ __all__ = [
     "NotConnectedError",
     "Position",
     "Recovered",
+    "Rejoining",
     "RequestError",
     "RequestTimeout",
     "UserEvent",

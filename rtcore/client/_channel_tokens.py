@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from rtcore.client.errors import ChannelTokenError
+
 ChannelTokenProvider = Callable[[str], "str | None | Awaitable[str | None]"]
 """Channel name -> a channel token for it (None: join without one); sync or async."""
 REFRESH_MARGIN = 30.0
@@ -40,11 +42,16 @@ class ChannelTokens:
         """Ask the provider for ``channel``'s token (None without a provider)."""
         if self.provider is None:
             return None
-        token = self.provider(channel)
-        if inspect.isawaitable(token):
-            token = await token
+        try:
+            token = self.provider(channel)
+            if inspect.isawaitable(token):
+                token = await token
+        except Exception as exc:
+            raise ChannelTokenError(f"channel_token({channel!r}) raised {exc!r}") from exc
         if token is not None and not isinstance(token, str):
-            raise TypeError(f"channel_token({channel!r}) returned {type(token).__name__}, not str")
+            raise ChannelTokenError(
+                f"channel_token({channel!r}) returned {type(token).__name__}, not str"
+            )
         return token
 
     def synced(self, server_time_ms: int) -> None:

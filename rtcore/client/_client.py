@@ -332,6 +332,7 @@ class Client(Registrations):
         self, channel: str, event: str, data: object = None, echo: bool | None = None
     ) -> dict[str, Any]:
         """Send an event to a joined channel; returns ``{"mid", "ts", "recipients"}``."""
+        await self._link.channel_ready(channel)  # a rejoin being retried: after it
         return await self._request(lambda rid: f.Send(rid, channel, event, data, echo))  # type: ignore[no-any-return]
 
     async def broadcast(

@@ -49,8 +49,30 @@ class Recovered:
     position: Position | None
 
 
+@attrs.frozen
+class Rejoining:
+    """Iterator event: a channel's rejoin after a reconnect was refused for a passing reason
+    (``reason``: ``broker_unavailable``, ``rate_limited``, or ``request_timeout`` when no reply
+    came); the client keeps the channel and tries again (``attempt`` is the next try's number)
+    with backoff until it is joined (a :class:`Recovered` event follows for a channel with a
+    position) or the connection ends (then the reconnect rejoins it)."""
+
+    channel: str
+    reason: str
+    attempt: int
+
+
 Event = (
-    f.Msg | f.MemberEvent | f.UserEvent | f.Left | f.Joined | Connected | Disconnected | Recovered
+    f.Msg
+    | f.MemberEvent
+    | f.UserEvent
+    | f.Left
+    | f.Joined
+    | f.Gap
+    | Connected
+    | Disconnected
+    | Recovered
+    | Rejoining
 )
 
 

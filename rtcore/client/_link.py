@@ -28,13 +28,14 @@ import anyio
 
 from rtcore.client._channel_tokens import ChannelTokens
 from rtcore.client._channels import Channels
-from rtcore.client._events import Connected, Disconnected, Listeners
+from rtcore.client._events import Connected, Disconnected, Listeners, Rejoining
 from rtcore.client._handlers import MSG, Handlers
 from rtcore.client._presence import member_events
 from rtcore.client._requests import OnOk, Requests, join_request, refresh_request
 from rtcore.client._websocket import WebSocket, WebSocketClosed, connect
 from rtcore.client.errors import (
     BufferFullError,
+    ChannelTokenError,
     ConnectionClosedError,
     ConnectionLostError,
     HandshakeError,
@@ -128,6 +129,9 @@ class Link:
         """How many requests wait for the connection (at most ``buffer_limit``)."""
         self._was_ready = False
         self._connections = 0
+        self.rejoining: dict[str, anyio.Event] = {}
+        """Channels whose rejoin is being retried: sends to them wait for it (or the end of
+        the connection), rather than being refused ``not_member``."""
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -189,6 +193,14 @@ class Link:
                 return  # the rejoin asks for a token again
             self.tokens.scopes.pop(channel, None)
             self._schedule_refresh(channel, token)
+
+    async def channel_ready(self, channel: str) -> None:
+        """Wait while ``channel``'s rejoin is being retried (see ``_rejoin``)."""
+        event = self.rejoining.get(channel)
+        if event is not None:
+            if self.settings.fail_fast:
+                raise NotConnectedError(f"{channel!r} is being rejoined (fail_fast is on)")
+            await event.wait()
 
     async def _wait_connected(self) -> None:
         if self.ready.is_set():
@@ -289,6 +301,7 @@ class Link:
                 await self.ws.abort(CloseCode.GOING_AWAY, "client stopped")
         self.ws, self.tasks = None, None
         self.tokens.scopes.clear()  # (their task group is gone)
+        self._rejoined(*self.rejoining)  # their sends now wait for the connection
         self.channels.members.forget()  # a new connection is a new member: lists start afresh
         if was_ready:
             self.ready = anyio.Event()
@@ -328,21 +341,65 @@ class Link:
 
     async def _rejoin(self, reconnected: bool) -> None:
         """Rejoin remembered channels (recovering from their positions), then release
-        buffered requests."""
-        channels = self.channels
-        for channel, echo in list(channels.rejoin.items()):
-            try:
-                await self.join(channel, echo, channels.positions.get(channel), buffered=False)
-            except RequestError as exc:
-                channels.rejoin.pop(channel, None)
-                self.handlers.emit("error", exc)
-            except (ConnectionLostError, RequestTimeout, NotConnectedError):
-                return
+        buffered requests. A rejoin refused for a passing reason (``broker_unavailable``,
+        ``rate_limited``) or unanswered (``request_timeout``) keeps its channel: it is
+        retried with backoff while the connection lasts, each failure told to ``on_error``
+        and iterators (:class:`Rejoining`). The client is ready after the first round,
+        whatever it brought: never connected and stuck before ready."""
+        try:
+            await self._rejoin_all(reconnected)
+        except (ConnectionLostError, NotConnectedError):
+            return  # the connection is ending: the manager reconnects and rejoins afresh
+
+    async def _rejoin_all(self, reconnected: bool) -> None:
+        pending = [c for c in list(self.channels.rejoin) if not await self._rejoin_one(c, 0)]
         self._was_ready = True
         self.ready.set()
         assert self.id is not None
         self.handlers.emit("connect", self.id)
         self.listeners.publish(Connected(self.id, reconnected))
+        attempt = 0
+        while pending:
+            attempt += 1
+            await anyio.sleep(random.uniform(0.5, 1.0) * self._backoff(attempt))
+            retry = [c for c in pending if not await self._rejoin_one(c, attempt)]
+            self._rejoined(*(c for c in pending if c not in retry))
+            pending = retry
+
+    def _rejoined(self, *channels: str) -> None:
+        """These channels' rejoins are over (joined, refused for good, or the connection
+        ended): sends waiting for them go on."""
+        for channel in channels:
+            event = self.rejoining.pop(channel, None)
+            if event is not None:
+                event.set()
+
+    async def _rejoin_one(self, channel: str, attempt: int) -> bool:
+        """One rejoin of ``channel``; False when it is to be retried."""
+        channels = self.channels
+        if channel not in channels.rejoin:  # left meanwhile
+            return True
+        echo = channels.rejoin[channel]
+        try:
+            await self.join(channel, echo, channels.positions.get(channel), buffered=False)
+        except RequestError as exc:
+            self.handlers.emit("error", exc)
+            if not exc.retry_safe:  # refused for good (say, forbidden now): forget it
+                channels.rejoin.pop(channel, None)
+                self._rejoined(channel)
+                return True
+            reason = exc.code
+        except RequestTimeout as exc:
+            self.handlers.emit("error", exc)
+            reason = "request_timeout"
+        except ChannelTokenError as exc:  # the application's provider failed: try again
+            self.handlers.emit("error", exc)
+            reason = "channel_token_unavailable"
+        else:
+            return True
+        self.rejoining.setdefault(channel, anyio.Event())  # sends to it wait (channel_ready)
+        self.listeners.publish(Rejoining(channel, reason, attempt + 1))
+        return False
 
     async def _read(self, ws: WebSocket) -> None:
         while True:
@@ -382,6 +439,9 @@ class Link:
         elif isinstance(frame, f.Joined):
             self.channels.server_joined(frame)
             self.handlers.emit("joined", frame)
+            self.listeners.publish(frame)
+        elif isinstance(frame, f.Gap):  # messages may have been missed (protocol.md §5.5)
+            self.handlers.emit("gap", frame)
             self.listeners.publish(frame)
 
     def _member_event(self, event: f.MemberEvent) -> None:

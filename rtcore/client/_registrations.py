@@ -66,6 +66,10 @@ class Registrations:
         """``handler(exc)`` when a connection attempt fails or a rejoin is refused."""
         self._handlers.add("error", handler)
 
+    def on_gap(self, handler: Callable[[f.Gap], object]) -> None:
+        """``handler(gap: Gap)``: messages of ``gap.channel`` may have been missed (§5.5)."""
+        self._handlers.add("gap", handler)
+
     def on_user_event(self, handler: Callable[[f.UserEvent], object]) -> None:
         """``handler(event: UserEvent)`` for events about this connection's own user
         (``event.kind``: signin, signout, profile_update, password_change, ...)."""

@@ -5,6 +5,7 @@ ClientError
 ├── EventLoopError        used outside trio/asyncio, or from another event loop than its own
 ├── RequestError          the server refused a request (``code`` from protocol.md §6)
 ├── RequestTimeout        no reply within ``request_timeout``
+├── ChannelTokenError     the ``channel_token`` provider failed (raised, or returned no string)
 ├── NotConnectedError     disconnected and fail-fast, or the client is closed
 ├── BufferFullError       disconnected and the send buffer is full
 ├── ConnectionLostError   the connection dropped while the request awaited its reply
@@ -20,12 +21,19 @@ class ClientError(RtcoreError):
     """Base of the client library's exceptions."""
 
 
+RETRY_SAFE = frozenset({"broker_unavailable", "rate_limited"})
+"""Refusals for a passing reason that left no effect: the same request may be sent again
+(protocol.md §6)."""
+
+
 class RequestError(ClientError):
     """An ``err`` reply: the server refused the request.
 
     Attributes:
         code: the error code (see ``rtcore.ErrorCode``).
         message: the server's explanation.
+        retry_safe: the refusal had no effect and its reason passes (``broker_unavailable``,
+            ``rate_limited``): sending the same request again later is safe.
 
     ``rate_limited`` waits are milliseconds (``retry_after_ms``), one unit with the wire and
     the JavaScript client; ``retry_after`` gives the same in seconds.
@@ -50,12 +58,19 @@ class RequestError(ClientError):
         self.retry_after_ms = retry_after_ms
         """For ``rate_limited``: milliseconds until the request would be admitted, as on the
         wire (protocol.md §4) and in the JavaScript client's ``retryAfter``."""
+        self.retry_safe = code in RETRY_SAFE
 
     @property
     def retry_after(self) -> float | None:
         """The same wait in seconds (``retry_after_ms / 1000``), ready for ``trio.sleep`` or
         ``asyncio.sleep``; kept for compatibility, as it has always been seconds."""
         return None if self.retry_after_ms is None else self.retry_after_ms / 1000
+
+
+class ChannelTokenError(ClientError):
+    """The application's ``channel_token`` provider raised or returned something other than a
+    string or None. A join raises it; a rejoin after a reconnect reports it to ``on_error``
+    and tries again with backoff, keeping the channel."""
 
 
 class HandshakeError(ClientError):

@@ -55,7 +55,8 @@ class Delivery:
     """Its place in the channel's history (offset, epoch), for a channel with history."""
     sequenced: Callable[[], Awaitable[Position | None]] | None = None
     """With a shared broker, for a channel with history: waits until the cluster gave the
-    message its place, and returns it (None: Redis was away; delivered locally only)."""
+    message its place, and returns it; raises ``BrokerUnavailable`` when it provably was not
+    published (then it is delivered nowhere); None: its outcome was lost (protocol.md §4.8)."""
 
 
 RETENTION_CACHE = 4096

@@ -186,6 +186,7 @@ _SERVER_SPECS: dict[str, tuple[type[f.ServerFrame], tuple[_Field, ...]]] = {
             ("updates", "updates", "maps", False),
         ),
     ),
+    "gap": (f.Gap, _spec(("ch", "channel", "str", True, True), ("reason", "reason", "str"))),
     "user": (
         f.UserEvent,
         _spec(

@@ -47,7 +47,11 @@ class ErrorCode(enum.StrEnum):
     """The server failed while handling the request; it was logged."""
     BROKER_UNAVAILABLE = "broker_unavailable"
     """The answer is the cluster's and the broker (Redis) cannot give it now: it is
-    unreachable or did not answer within ``[broker] command_timeout``. Retry later."""
+    unreachable or did not answer within ``[broker] command_timeout``. The request had no
+    effect (a send was not published, a join made no member): retrying is safe."""
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    """A send to a channel with history was on its way to Redis when Redis restarted, which
+    lost the record of whether it was published: it may have reached some members."""
 
 
 class CloseCode(enum.IntEnum):

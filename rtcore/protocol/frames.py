@@ -250,6 +250,9 @@ class Left:
 
 
 LEFT_REASONS = ("token_expired", "grant_revoked", "removed")
+"""``token_expired``: the channel token that admitted it expired without a refresh;
+``grant_revoked``: a refreshed session token no longer grants the channel; ``removed``: the
+app's backend took the user (or connection) out of the channel."""
 
 
 @attrs.frozen
@@ -271,10 +274,22 @@ class Joined:
 
 
 JOINED_REASONS = ("added", "subscribe")
-"""``token_expired``: the channel token that admitted it expired without a refresh;
-``grant_revoked``: a refreshed session token no longer grants the channel; ``removed``: the
-app's backend took the user (or connection) out of the channel."""
+"""``added``: the app's backend put the user (or connection) in; ``subscribe``: the session
+token's ``subscribe`` claim lists the channel."""
 
 
-ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent | Left | Joined
+@attrs.frozen
+class Gap:
+    """Messages of a channel (``channel``; None: broadcasts) may have been sent that this
+    connection did not receive: a node could not reach the broker (protocol.md §5.5)."""
+
+    TYPE: ClassVar[str] = "gap"
+    channel: str | None
+    reason: str
+    """``broker_outage``."""
+
+
+ServerFrame = (
+    Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent | Left | Joined | Gap
+)
 Frame = ClientFrame | ServerFrame

@@ -24,6 +24,7 @@ Theory of operation:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -408,8 +409,8 @@ class Connection(Transport):
 
     async def _resume_deferred(self) -> None:
         """Await the broker's answer to the deferred request (bounded), then reply."""
-        timeout = self.server.config.broker.command_timeout
         while (deferred := self.session.deferred) is not None and self._close is None:
+            timeout = math.inf if deferred.bounded else self.server.config.broker.command_timeout
             value, failure = None, None
             with trio.move_on_after(timeout) as scope:
                 try:

@@ -22,10 +22,14 @@ class Proxy:
     """Forwards each accepted connection to ``target``; :meth:`cut` drops every open one.
 
     While ``refusing``, new connections are reset at once (the client retries with backoff).
+    With ``more`` targets it is a load balancer: each new connection goes to the next target
+    in turn, or to the one after if that one refuses (a node down).
     """
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], *more: tuple[str, int]) -> None:
         self.target = target
+        self.targets = [target, *more]
+        self._turn = 0
         self.refusing = False
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         self.accepted = 0
@@ -44,10 +48,20 @@ class Proxy:
                     continue
                 nursery.start_soon(self._pair, client)
 
+    async def _upstream(self) -> trio.SocketStream | None:
+        """A connection to the next target that takes one (round robin); None if none does."""
+        targets = self.targets if len(self.targets) > 1 else [self.target]
+        self._turn += 1
+        for i in range(len(targets)):
+            try:
+                return await trio.open_tcp_stream(*targets[(self._turn + i) % len(targets)])
+            except OSError:
+                continue
+        return None
+
     async def _pair(self, client: trio.SocketStream) -> None:
-        try:
-            upstream = await trio.open_tcp_stream(*self.target)
-        except OSError:
+        upstream = await self._upstream()
+        if upstream is None:
             _reset(client)
             return
         pair = (client, upstream)

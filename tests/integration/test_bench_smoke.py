@@ -132,3 +132,18 @@ def test_the_bystander_scenario_runs_at_tiny_size() -> None:
     assert all(r["bystander closed"] == "none" for r in rows)
     sends, ops = (int(x.split()[0]) for x in rows[1]["load done"].split(", "))
     assert sends > 0 and ops > 0  # the attack ran: costliest messages accepted, churn admitted
+
+
+def test_the_chaos_soak_command_line_parses_and_builds_its_load() -> None:
+    """Its run is tests/integration/test_chaos_nodes.py's harness (run there, short): here,
+    that the command the lead runs for bench/RESULTS.md starts and takes its options."""
+    from bench.scenarios import chaos_soak
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.scenarios.chaos_soak", "--help"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "--aof" in out.stdout and "--minutes" in out.stdout
+    args = chaos_soak.build_parser().parse_args(["--minutes", "0.5", "--aof"])
+    assert (args.minutes, args.aof, args.subscribers, args.publishers) == (0.5, True, 100, 6)

@@ -56,6 +56,7 @@ async def test_the_shared_history_expiry_cases_on_redis(
     redis_url: str, case: dict[str, Any]
 ) -> None:
     keys = Keys("t").history("app", "feed")
+    publish_keys = [*keys, Keys("t").published("app", "feed", "n1-1")]
     ttl = str(case["ttl"]).encode()
     publish = with_clock("HISTORY_PUBLISH", NOW_FROM_LAST_ARG)
     read = with_clock("HISTORY_READ", NOW_FROM_LAST_ARG)
@@ -64,10 +65,34 @@ async def test_the_shared_history_expiry_cases_on_redis(
             for i, published in enumerate(case["published"], 1):
                 head = msg_head({"t": "msg", "data": i})
                 args = [b"PUBLISH", b"n1", b"e1", b"86400000", b"100", ttl, head]
-                args += [b"channel", b"feed", b"", b"", str(published).encode()]
-                await client.eval(publish, keys, args)
+                args += [b"channel", b"feed", b"", b""]
+                args += [str(published).encode(), b"300000", str(published).encode()]  # on time
+                await client.eval(publish, publish_keys, args)
             args = [b"e1", b"86400000", ttl, b"", b"100", b"0", str(case["now"]).encode()]
             rows = await client.eval(read, keys, args)
     first, frames = int(rows[2]), rows[3:]
     assert int(rows[1]) == len(case["published"])  # the top: every message was published
     assert list(range(first, first + len(frames))) == case["held"]
+
+
+async def test_a_history_publish_past_its_deadline_is_refused_and_writes_nothing(
+    redis_url: str,
+) -> None:
+    keys = Keys("t")
+    marker = keys.published("app", "feed", "n1-1")
+    publish = with_clock("HISTORY_PUBLISH", NOW_FROM_LAST_ARG)
+    head = msg_head({"t": "msg", "data": 1})
+    args = [b"PUBLISH", b"n1", b"e1", b"86400000", b"100", b"60000", head]
+    args += [b"channel", b"feed", b"", b"", b"1000", b"300000"]
+    with trio.fail_after(20):
+        async with coredis.Redis.from_url(redis_url, decode_responses=False) as client:
+            late = await client.eval(
+                publish, [*keys.history("app", "feed"), marker], [*args, b"1001"]
+            )
+            assert late[0] == b"late"
+            assert await client.exists([*keys.history("app", "feed")[:2], marker]) == 0
+            on_time = await client.eval(
+                publish, [*keys.history("app", "feed"), marker], [*args, b"1000"]
+            )
+            assert (on_time[0], on_time[1]) == (b"e1", 1)
+            assert await client.get(marker) == b"e1 1"  # what settling reads

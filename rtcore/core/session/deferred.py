@@ -28,6 +28,13 @@ class Deferred:
     resume: Callable[[Any, str | None, float, float], Close | None] | None = None
     """Instead of ``then``: ``(value, failure, now, wall)`` does all that follows itself
     (a shared rate limit: the request is then handled, or refused)."""
+    undo: Callable[[], object] | None = None
+    """Takes back what the request did before it was deferred, when the broker's answer does
+    not come (a join refused ``broker_unavailable`` makes no member: protocol.md §6)."""
+    bounded: bool = False
+    """``wait()`` bounds itself (a send to a channel with history: its outcome must be
+    known before it is answered, protocol.md §4.8); the server does not cut it at
+    ``command_timeout``."""
 
 
 def unused_then(value: object, now: float, wall: float) -> dict[str, Any]:

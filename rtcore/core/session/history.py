@@ -58,7 +58,10 @@ def join_shared(
         result = {"joined": True, **replay(session, channel, recover, may, found, held)}
         broker.catch_up(app.name, channel, member, result["offset"])
         session.deferred = Deferred(
-            frame.id, lambda: broker.joined(app.name, channel, conn), lambda *_: result
+            frame.id,
+            lambda: broker.joined(app.name, channel, conn),
+            lambda *_: result,
+            undo=lambda: app.leave(member, channel, echo=False),  # refused: no member
         )
         return None
 

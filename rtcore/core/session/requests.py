@@ -7,6 +7,7 @@ requests are in :mod:`rtcore.core.session.history`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rtcore.core.auth import CredentialError, verify_session
@@ -45,12 +46,20 @@ def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | D
     joined = app.join(member, frame.channel, wants_echo(session, frame.echo))
     if joined and broker.shared:
         # Answer once this node receives the channel's messages (none published after
-        # the ok can be missed) and the cluster lists the member.
+        # the ok can be missed) and the cluster lists the member; refused, it is no member.
         name, channel, conn = app.name, frame.channel, session.conn_id
-        return Deferred(frame.id, lambda: broker.joined(name, channel, conn), _joined)
+        undo = leaving(session, channel)
+        return Deferred(frame.id, lambda: broker.joined(name, channel, conn), _joined, undo=undo)
     if recover is None and app.retention(frame.channel) is None:
         return {"joined": joined}
     return {"joined": joined, **history.position(session, frame.channel, joined, recover, wall)}
+
+
+def leaving(session: Context, channel: str) -> Callable[[], object]:
+    """Takes back a join whose answer is ``broker_unavailable`` (its member leaves again)."""
+    app, member = session.app, session.member
+    assert app is not None and member is not None
+    return lambda: app.leave(member, channel, echo=False)
 
 
 def leave(session: Context, frame: f.Leave, now: float, wall: float) -> Result:
@@ -112,9 +121,15 @@ def send(session: Context, frame: f.Send, now: float, wall: float) -> Result | D
     if sent.sequenced is not None:  # the cluster's place for it: the ok waits for it
 
         def placed(position: Position | None, now: float, wall: float) -> Result:
-            return reply if position is None else {**reply, **position.to_wire()}
+            if position is None:
+                raise refuse(
+                    ErrorCode.OUTCOME_UNKNOWN,
+                    "Redis restarted while the message was on its way; whether it was "
+                    "published is unknown (it may have reached some members)",
+                )
+            return {**reply, **position.to_wire()}
 
-        return Deferred(frame.id, sent.sequenced, placed)
+        return Deferred(frame.id, sent.sequenced, placed, bounded=True)
     return reply if sent.position is None else {**reply, **sent.position.to_wire()}
 
 

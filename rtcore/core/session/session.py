@@ -250,6 +250,8 @@ class Session:
         if deferred.resume is not None:
             return deferred.resume(value, failure, now, wall)
         if failure is not None:
+            if deferred.undo is not None:
+                deferred.undo()
             if self.app is not None:
                 observe.refused(self.app, self.conn_id, ErrorCode.BROKER_UNAVAILABLE.value, "")
             return self.error(deferred.request_id, ErrorCode.BROKER_UNAVAILABLE, failure)

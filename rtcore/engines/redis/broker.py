@@ -58,6 +58,7 @@ from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_co
 from rtcore.engines.redis import envelopes as rp
 from rtcore.engines.redis import scripts
 from rtcore.engines.redis.connect import connect
+from rtcore.engines.redis.gaps import GapMixin
 from rtcore.engines.redis.history import HistoryMixin
 from rtcore.engines.redis.keys import Keys
 from rtcore.engines.redis.ops import PIPELINE_MAX, BrokerStatistics, Op
@@ -77,7 +78,7 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 """Seconds between reconnection attempts: doubling from the first, capped, with jitter."""
 
 
-class RedisBroker(PresenceMixin, HistoryMixin):
+class RedisBroker(PresenceMixin, HistoryMixin, GapMixin):
     """A shared broker over Redis (see the module docstring).
 
     Args:
@@ -122,10 +123,12 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         self._work = trio.Event()
         self._drained = trio.Event()
         self._down: str | None = "not connected yet"
+        self._run = ""
         self._scripts: dict[str, Any] = {}
         self._warn = ThrottledLog(log)
         self._init_presence()
         self._init_history(meta_ttl)
+        self._init_gaps()
 
     # -- the core's side (sync, never waits) --------------------------------------------------
 
@@ -147,6 +150,7 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         app = self._apps[publication.app]
         if self._down is not None:
             self.statistics.dropped += 1
+            self._island_sent(publication)
             return app.deliver_published(publication)
         count = local_count(self._tables[publication.app], publication)
         if publication.target is Target.CHANNEL:
@@ -161,12 +165,12 @@ class RedisBroker(PresenceMixin, HistoryMixin):
             publication.skip,
             publication.data,
         )
-        self._enqueue(
-            Op(
-                lambda p: self._publish(p, channel, envelope),
-                lambda: app.deliver_published(publication),
-            )
-        )
+
+        def here_only() -> None:  # not forwarded (the link broke, or the queue is full)
+            self._island_sent(publication)
+            app.deliver_published(publication)
+
+        self._enqueue(Op(lambda p: self._publish(p, channel, envelope), here_only))
         return count
 
     def want(self, app: str, channel: str) -> None:
@@ -229,6 +233,8 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         op = self._joining.get((app, channel, conn))
         if op is not None and op.done is not None:
             await op.done.wait()  # the cluster lists it from now on
+            if op.result == -1:  # the script refused it: past its deadline
+                raise BrokerUnavailable("Redis took the join after its deadline: not joined")
 
     async def take(self, app: str, client_key: str, rules: list[Rule]) -> Refusal | None:
         """One round trip (pipelined with this node's other writes) per limited request."""
@@ -294,7 +300,10 @@ class RedisBroker(PresenceMixin, HistoryMixin):
                         nursery.start_soon(self._read, pubsub)
                         nursery.start_soon(self._reconcile, pubsub)
                         nursery.start_soon(self._refresh, client)
+                        nursery.start_soon(self._settle, client)
+                        nursery.start_soon(self._sync_dirty, client)
                         if self.statistics.reconnects:
+                            self._tell_gaps()
                             nursery.start_soon(self._resync_members)
                             nursery.start_soon(self._fill_gaps)
             except* Exception as group:  # Redis or the link failed: degrade, retry (a
@@ -323,6 +332,8 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         for i in range(0, len(channels), SUBSCRIBE_MAX):
             await pubsub.subscribe(*channels[i : i + SUBSCRIBE_MAX])
         self._subscribed = set(channels)
+        self._run = str((await client.info("server")).get("run_id", ""))
+        await self._measure(client)
         await self._load_revocations(client)
         await self._sync_presence(client)
         if self._down is not None and self.statistics.reconnects:
@@ -336,7 +347,11 @@ class RedisBroker(PresenceMixin, HistoryMixin):
             log.warning("Redis is unreachable (%s); serving this node's members only", reason)
             self.statistics.reconnects += 1
         self._down = reason
-        failed = [*self._inflight, *self._queue]
+        # A history publish that may have been written is settled when Redis is back
+        # (``_settle``): its outcome must be one, never "refused" and then applied.
+        sent = [op for op in self._inflight if op.settle is not None and not op.finished]
+        self._unsettled += sent
+        failed = [o for o in [*self._inflight, *self._queue] if not o.finished and o not in sent]
         self._inflight, self._queue = [], deque()
         for op in failed:  # their local part, at least
             self.statistics.dropped += 1
@@ -419,6 +434,9 @@ class RedisBroker(PresenceMixin, HistoryMixin):
                 app.presence_event(event, name.decode(), info, flag, rp.text(skip))
         elif envelope.node != self.node:  # control: the sending node applied it already
             op, args = fields
+            if op == "gap":
+                self._gap_control(app_name, args)
+                return
             now, wall = self._clock()
             try:
                 outcome = api.apply_control(app, op, args, now, wall)

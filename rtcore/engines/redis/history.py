@@ -14,21 +14,27 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
-from rtcore.core.app import framed
 from rtcore.core.history import Entry, HistoryStore, MemoryHistory, Retention, Slice, new_epoch
 from rtcore.core.members import Member
 from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_count
 from rtcore.engines.redis import envelopes as rp
-from rtcore.engines.redis.ops import BrokerCore, Op
+from rtcore.engines.redis.ops import BrokerCore, Op, Settle
 from rtcore.protocol import codec, wsframe
 from rtcore.protocol import frames as f
 from rtcore.protocol.position import Position
 
 if TYPE_CHECKING:
     from rtcore.core.app import App
+
+SETTLE_SECONDS = 15.0
+"""How long past its deadline a history publish whose link broke waits to be settled (Redis
+back, its clock past the deadline); beyond, its sender is told the outcome is unknown."""
+MARKER_TTL_MS = 300_000
+"""How long Redis keeps the marker that a history publish was applied (for settling)."""
+UNKNOWN = object()
+"""A history publish's result when its outcome was lost with a restarted Redis."""
 
 MAX_GAP_FILL = 10_000
 """Messages of one channel a node delivers after an outage, at most (beyond: the gap stays,
@@ -46,6 +52,9 @@ class HistoryMixin(BrokerCore):
         self._filling = {}
         self._through = {}
         self._no_history = MemoryHistory()
+        self._published = 0
+        self._redis_offset = 0.0
+        self._unsettled = []
 
     @property
     def history(self) -> HistoryStore:
@@ -63,19 +72,33 @@ class HistoryMixin(BrokerCore):
     ) -> tuple[int, Callable[[], Awaitable[Position | None]]]:
         """A message of a channel with history: Redis gives it its offset and epoch, appends
         it to the stream and publishes it, in one script; every node delivers it as it comes
-        back (with its position). Redis away: delivered here without a position."""
-        the_app = self._apps[app]
-        publication = Publication(app, Target.CHANNEL, channel, b"", skip)
+        back (with its position). Never delivered any other way: the stream is the only truth.
 
-        def deliver_here() -> int:
-            return the_app.deliver_published(attrs.evolve(publication, data=framed(msg)))
-
+        Its outcome is single (protocol.md §4.8): the wait returns its position, or raises
+        :class:`BrokerUnavailable` only when it provably was not and never will be applied
+        (Redis away, not written before its deadline, or the script refused it as late), or
+        returns None when Redis restarted before its outcome could be read (unknown)."""
         if self._down is not None:
-            self.statistics.dropped += 1
-            return deliver_here(), _no_position
-        count = local_count(self._tables[app], publication)
-        keys = self.keys.history(app, channel)
-        args = [
+            self.statistics.refused += 1
+            return 0, functools.partial(_refused, f"Redis is unreachable ({self._down})")
+        count = local_count(self._tables[app], Publication(app, Target.CHANNEL, channel, b""))
+        self._published += 1
+        pid = f"{self.node}-{self._published:x}"
+        deadline = trio.current_time() + self.config.command_timeout
+        settle = Settle(self.keys.published(app, channel, pid), self._redis_ms(deadline), self._run)
+        keys = [*self.keys.history(app, channel), settle.marker]
+        args = self._publish_args(msg, retention, channel, skip, settle.deadline)
+        script = "HISTORY_PUBLISH"
+        op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p))
+        op.done, op.settle = trio.Event(), settle
+        self._enqueue(op)  # a full queue finishes it as failed: never written
+        return count, functools.partial(self._placed, op, deadline)
+
+    def _publish_args(
+        self, msg: f.Msg, retention: Retention, channel: str, skip: str | None, deadline: int
+    ) -> list[bytes]:
+        """HISTORY_PUBLISH's ARGV (lua/history_publish.lua)."""
+        return [
             self._publish_cmd,
             self.node.encode(),
             new_epoch().encode(),
@@ -87,12 +110,55 @@ class HistoryMixin(BrokerCore):
             channel.encode(),
             b"",
             (skip or "").encode(),
+            str(deadline).encode(),
+            str(MARKER_TTL_MS).encode(),
         ]
-        script = "HISTORY_PUBLISH"
-        op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), deliver_here)
-        op.done = trio.Event()
-        self._enqueue(op)
-        return count, functools.partial(_position_of, op)
+
+    async def _placed(self, op: Op, deadline: float) -> Position | None:
+        """A history publish's outcome (see ``publish_history``), waited for."""
+        assert op.done is not None
+        with trio.move_on_at(deadline):
+            await op.done.wait()
+        if not op.done.is_set() and op in self._queue:  # never written: now it never will be
+            self._queue.remove(op)
+            self.statistics.refused += 1
+            raise BrokerUnavailable("not written to Redis within command_timeout: not published")
+        with trio.move_on_at(deadline + SETTLE_SECONDS):
+            await op.done.wait()
+        if not op.done.is_set() or op.result is UNKNOWN:
+            self.statistics.unknown += 1
+            return None
+        if op.failed is not None:
+            self.statistics.refused += 1
+            raise BrokerUnavailable(f"{op.failed}: not published")
+        if op.result[0] == b"late":
+            self.statistics.refused += 1
+            raise BrokerUnavailable("Redis took it after its deadline: not published")
+        epoch, offset = op.result[0], op.result[1]
+        if len(op.result) > 2:
+            self._measured(int(op.result[2]))
+        return Position(epoch.decode(), int(offset))
+
+    async def _settle(self, client: Any) -> None:
+        """After a reconnection: the outcome of each history publish that was on its way when
+        the link broke. Once Redis's clock is past its deadline the script can no longer
+        apply it, so its marker says whether it did; a Redis restarted meanwhile may have
+        lost the marker with what it applied (then the outcome is unknown)."""
+        while self._unsettled:
+            op = self._unsettled[0]
+            assert op.settle is not None
+            now = await self._redis_now(client, op.settle.marker)
+            if now <= op.settle.deadline:
+                await trio.sleep((op.settle.deadline - now + 1) / 1000)
+                continue
+            marker = await client.get(op.settle.marker)
+            if marker is not None:
+                op.finish(marker.split(b" "))
+            elif op.settle.run == self._run:
+                op.finish([b"late"])
+            else:
+                op.finish(UNKNOWN)
+            self._unsettled.pop(0)
 
     async def read_history(
         self,
@@ -170,7 +236,9 @@ class HistoryMixin(BrokerCore):
 
     async def _fill_gaps(self) -> None:
         """After an outage: each channel with history here gets, in order and once, what
-        other nodes published while this one could not hear (it is in the stream)."""
+        other nodes published while this one could not hear (it is in the stream) -- or,
+        when the stream was lost and began again (a new epoch), the new stream from its
+        first message, as every node's members get it."""
         for ch, (app, channel) in list(self._wanted.items()):
             last = self._last.get(ch)
             retention = self._apps[app].retention(channel)
@@ -179,14 +247,14 @@ class HistoryMixin(BrokerCore):
             held: list[tuple[str, int, bytes]] = []
             self._filling[ch] = held
             try:
-                found = await self.read_history(
-                    app, channel, Position(*last), MAX_GAP_FILL, False, retention
-                )
+                found = await self._read_gap(app, channel, Position(*last), retention)
             except BrokerUnavailable:
                 return  # away again: the next reconnection fills
             finally:
                 del self._filling[ch]
             epoch, top = last
+            if found.top.epoch != epoch:  # a new stream: from its start
+                epoch, top = found.top.epoch, 0
             fill = found.top.epoch == epoch and found.first <= top + 1
             frames = [(e.offset, e.data) for e in found.entries] if fill else []
             frames += [(o, data) for e, o, data in held if e == epoch]
@@ -197,6 +265,16 @@ class HistoryMixin(BrokerCore):
                     top = offset
             self._last[ch] = self._through[ch] = (epoch, top)
             self._poke()
+
+    async def _read_gap(
+        self, app: str, channel: str, last: Position, retention: Retention
+    ) -> Slice:
+        """The stream after ``last``; if its epoch is another, the new stream from its start."""
+        found = await self.read_history(app, channel, last, MAX_GAP_FILL, False, retention)
+        if found.top.epoch == last.epoch:
+            return found
+        since = Position(found.top.epoch, 0)
+        return await self.read_history(app, channel, since, MAX_GAP_FILL, False, retention)
 
     def catch_up(self, app: str, channel: str, member: Member, through: int) -> None:
         """``member`` just joined ``channel`` with every message up to offset ``through``
@@ -247,18 +325,8 @@ class HistoryMixin(BrokerCore):
                 del self._catching[channel]
 
 
-async def _no_position() -> Position | None:
-    return None
-
-
-async def _position_of(op: Op) -> Position | None:
-    """The position Redis gave a published message, once written (None: it was not)."""
-    assert op.done is not None
-    await op.done.wait()
-    if op.failed is not None or not op.result:
-        return None
-    epoch, offset = op.result
-    return Position(epoch.decode(), int(offset))
+async def _refused(reason: str) -> Position | None:
+    raise BrokerUnavailable(f"{reason}: not published")
 
 
 def _entry(frame: bytes, offset: int | None = None) -> Entry:

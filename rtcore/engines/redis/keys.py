@@ -14,6 +14,7 @@ tag ``{app:channel}``, so each script touches one Redis Cluster slot; the app-wi
     P:{app:ch}:h          stream the channel's history: entry id ``<offset>-0``, fields ``f``
                                  (the framed msg) and ``t`` (its time, ms)
     P:{app:ch}:hm         hash   the history's ``epoch`` and ``top``
+    P:{app:ch}:p:<id>     string a history publish was applied ("<epoch> <offset>", for 5 min)
     P:{app}               pub/sub: broadcasts and control (user events, disconnects)
     P:{app}:revoked       zset   "user\\0session" -> until (ms, Unix time)
     P:{app:rl:<key>}:<rule>   hash   a shared token bucket {tokens, stamp} (lua/bucket.lua)
@@ -47,6 +48,10 @@ class Keys:
         """The keys the history scripts take, in their KEYS order: stream, meta, pubsub."""
         tag = self.channel_tag(app, channel)
         return [f"{tag}:h".encode(), f"{tag}:hm".encode(), tag.encode()]
+
+    def published(self, app: str, channel: str, pid: str) -> bytes:
+        """The marker a history publish's script sets when it applies it (settling)."""
+        return f"{self.channel_tag(app, channel)}:p:{pid}".encode()
 
     def app_pubsub(self, app: str) -> bytes:
         return f"{self.prefix}:{{{app}}}".encode()

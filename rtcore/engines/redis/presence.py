@@ -34,10 +34,16 @@ class PresenceMixin(BrokerCore):
         self._seen = {}
         self._touched = None
         self._joining = {}
+        self._dirty = {}
 
     def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
         info = member.info(channel)
         local = self._local_presence(app, kind, channel, member.user, info, skip)
+        key = (app, channel, member.id)
+        if kind == "member_leave" and (self._down is not None or key in self._joining):
+            # Its join may still land late (a broken link): set right once past its deadline.
+            deadline = self._redis_ms(trio.current_time() + self.config.command_timeout)
+            self._dirty[(app, channel)] = max(deadline, self._dirty.get((app, channel), 0))
         if self._down is not None:
             self.statistics.dropped += 1
             local()
@@ -45,9 +51,11 @@ class PresenceMixin(BrokerCore):
         keys = self.keys.presence(app, channel)
         head = [self._publish_cmd, self.node.encode(), self._ttl_ms, channel.encode()]
         conn = member.id.encode()
-        if kind == "member_join":
+        if kind == "member_join":  # refused by the script past its deadline (a late write)
             blob = rp.member_blob(member.user, info)
+            deadline = self._redis_ms(trio.current_time() + self.config.command_timeout)
             args = [*head, conn, blob, (member.user or "").encode(), (skip or "").encode()]
+            args.append(str(deadline).encode())
             script = "JOIN"
         elif kind == "member_leave":
             args, script = [*head, conn], "LEAVE"
@@ -56,7 +64,7 @@ class PresenceMixin(BrokerCore):
             args, script = [*head, conn, blob, (skip or "").encode()], "UPDATE"
         op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), local)
         if kind == "member_join":
-            op.done, op.key = trio.Event(), (app, channel, member.id)
+            op.done, op.key = trio.Event(), key
             self._joining[op.key] = op
         self._enqueue(op)
 
@@ -116,6 +124,8 @@ class PresenceMixin(BrokerCore):
         members of nodes that stopped refreshing)."""
         while True:
             await trio.sleep(self.config.presence_refresh)
+            await self._measure(client)
+            await self._sync_dirty(client)
             for app, table in list(self._tables.items()):
                 channels = list(table.channels())
                 for i in range(0, len(channels), PIPELINE_MAX):
@@ -176,25 +186,44 @@ class PresenceMixin(BrokerCore):
             if after is None:
                 return listed
 
+    async def _sync_dirty(self, client: Any) -> None:
+        """Channels where a join was taken back while its write may still land (a refused
+        join, protocol.md §6): once Redis's clock is past their joins' deadlines (the join
+        script refuses them after), make the cluster's entries this node's members."""
+        while self._dirty:
+            (app, channel), deadline = max(self._dirty.items(), key=lambda item: item[1])
+            now = await self._redis_now(client, self.keys.presence(app, channel)[0])
+            wait = deadline - now
+            if wait >= 0:
+                await trio.sleep((wait + 1) / 1000)
+                continue
+            dirty, self._dirty = self._dirty, {}
+            for app, channel in dirty:
+                group = self._tables[app].members(channel)
+                await self._sync_channels(client, app, [(channel, group)])
+
     async def _sync_presence(self, client: Any) -> None:
         """Make the cluster's presence hold exactly this node's members (after an outage)."""
         for app, table in self._tables.items():
-            channels = list(table.channels().items())
-            for i in range(0, len(channels), PIPELINE_MAX):
-                async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                    for name, group in channels[i : i + PIPELINE_MAX]:
-                        args: list[Any] = [
-                            self._publish_cmd,
-                            self.node.encode(),
-                            self._ttl_ms,
-                            name.encode(),
-                        ]
-                        for m in group.values():
-                            blob = rp.member_blob(m.user, m.info(name))
-                            args += [m.id.encode(), blob, (m.user or "").encode()]
-                        self._scripts["SYNC"](
-                            keys=self.keys.presence(app, name), args=args, client=pipe
-                        )
+            await self._sync_channels(client, app, list(table.channels().items()))
+
+    async def _sync_channels(self, client: Any, app: str, channels: list[Any]) -> None:
+        """SYNC each ``(channel, its members here)``: the node's entries become those."""
+        for i in range(0, len(channels), PIPELINE_MAX):
+            async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                for name, group in channels[i : i + PIPELINE_MAX]:
+                    args: list[Any] = [
+                        self._publish_cmd,
+                        self.node.encode(),
+                        self._ttl_ms,
+                        name.encode(),
+                    ]
+                    for m in group.values():
+                        blob = rp.member_blob(m.user, m.info(name))
+                        args += [m.id.encode(), blob, (m.user or "").encode()]
+                    self._scripts["SYNC"](
+                        keys=self.keys.presence(app, name), args=args, client=pipe
+                    )
 
 
 def listing_diff(

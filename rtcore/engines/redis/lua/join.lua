@@ -1,7 +1,9 @@
 -- JOIN: add a member (idempotent), count its user, publish member_join with the
 -- cluster's first.
--- ARGV[4] channel, ARGV[5] conn, ARGV[6] member blob, ARGV[7] user or '', ARGV[8] skip or ''
+-- ARGV[4] channel, ARGV[5] conn, ARGV[6] member blob, ARGV[7] user or '', ARGV[8] skip or '',
+-- ARGV[9] deadline (ms, Redis clock): later, the join was refused to its client: no effect.
 local ms = now_ms()
+if ms > tonumber(ARGV[9]) then return -1 end
 prune(ms)
 if redis.call('HEXISTS', KEYS[1], ARGV[5]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[5], ARGV[6])
