@@ -10,7 +10,14 @@ import trio
 import trio.testing
 from wsproto.events import BytesMessage, CloseConnection
 
-from rtcore.client import Client, Connected, Rejoining, RequestError, RequestTimeout
+from rtcore.client import (
+    ChannelTokenError,
+    Client,
+    Connected,
+    Rejoining,
+    RequestError,
+    RequestTimeout,
+)
 from rtcore.protocol import codec
 from rtcore.protocol import frames as f
 from tests.integration.fake_ws import Peer, serve_fake
@@ -143,4 +150,56 @@ async def test_a_rejoin_refused_for_good_drops_the_channel(
         assert joins == [(1, "feed"), (2, "feed")]
         assert [getattr(e, "code", None) for e in errors] == ["forbidden"]
         assert not errors[0].retry_safe  # type: ignore[attr-defined]
+        await client.aclose()
+
+
+async def test_a_failing_channel_token_provider_keeps_the_channel_and_is_asked_again(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A rejoin asks the provider as a join does; when it raises, the channel is kept, the
+    failure goes to on_error and iterators, and the next try asks again (never stuck)."""
+    joins: list[tuple[int, str | None]] = []
+    connections = 0
+
+    async def run(peer: Peer) -> None:
+        nonlocal connections
+        connections += 1
+        number = connections
+        while (request := await next_request(peer)) is not None:
+            if isinstance(request, f.Join):
+                joins.append((number, request.token))
+            await peer.send_frame(f.Ok(request.id, {"joined": True}))
+            if number == 1:
+                await peer.send(CloseConnection(1011, "going"))
+                return
+
+    asked: list[str] = []
+
+    def provider(channel: str) -> str:
+        asked.append(channel)
+        if len(asked) == 2:
+            raise RuntimeError("the backend is down")
+        return f"token-{len(asked)}"
+
+    port = await nursery.start(serve_fake, run)
+    errors: list[Exception] = []
+    client = Client(f"ws://127.0.0.1:{port}/", backoff_initial=0.5, channel_token=provider)
+    client.on_error(errors.append)
+    rejoining: list[Rejoining] = []
+
+    async def watch() -> None:
+        async for event in client.events():
+            if isinstance(event, Rejoining):
+                rejoining.append(event)
+
+    with trio.fail_after(60):
+        nursery.start_soon(watch)
+        await client.open(nursery)
+        await client.join("room:1")
+        while len(joins) < 2:  # noqa: ASYNC110 (the retried rejoin; on the mock clock)
+            await trio.sleep(0.1)
+        assert joins == [(1, "token-1"), (2, "token-3")]
+        assert rejoining == [Rejoining("room:1", "channel_token_unavailable", 1)]
+        assert [type(e) for e in errors] == [ChannelTokenError]
+        assert client.is_connected() and client.channels == {"room:1": None}
         await client.aclose()
