@@ -97,3 +97,50 @@ test("a rejoin refused for good drops the channel", async () => {
     await client.close();
   }
 });
+
+test("a getChannelToken that fails during a rejoin keeps the channel and is asked again", async () => {
+  const joins = [];
+  let connections = 0;
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  servers.push(wss);
+  wss.on("connection", (ws) => {
+    const number = ++connections;
+    let hello = false;
+    ws.on("message", (data) => {
+      const frame = decode(data);
+      const send = (f) => ws.send(encode(f));
+      if (!hello) {
+        hello = true;
+        return send({ t: "welcome", v: 1, conn: `c${number}`, time: Date.now(), hb: 25000, limits: {} });
+      }
+      if (frame.t === "join") joins.push([number, frame.token ?? null]);
+      send({ t: "ok", id: frame.id, data: { joined: true } });
+      if (number === 1) ws.close(1011, "going");
+    });
+  });
+  await new Promise((resolve) => wss.on("listening", resolve));
+  let asked = 0;
+  const getChannelToken = async () => {
+    asked += 1;
+    if (asked === 2) throw new Error("the backend is down");
+    return `token-${asked}`;
+  };
+  const url = `ws://127.0.0.1:${wss.address().port}/`;
+  const client = new RealtimeClient({ url, WebSocket, getChannelToken, backoffInitial: 50, backoffMax: 200 });
+  const errors = [];
+  const rejoining = [];
+  client.onError((e) => errors.push(e));
+  client.onRejoining((info) => rejoining.push(info));
+  try {
+    await client.open();
+    await client.join("room:1");
+    await until(() => joins.length >= 2, "the retried rejoin");
+    assert.deepEqual(joins, [[1, "token-1"], [2, "token-3"]]);
+    assert.deepEqual(rejoining, [{ channel: "room:1", reason: "channel_token_unavailable", attempt: 1 }]);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0].message, /the backend is down/);
+    assert.equal(client.isConnected(), true);
+  } finally {
+    await client.close();
+  }
+});
