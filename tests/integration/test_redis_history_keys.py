@@ -27,7 +27,9 @@ def publish_args(now: int) -> list[bytes]:
         b"feed",
         b"",
         b"",
-        str(now).encode(),
+        str(now).encode(),  # the deadline: on time
+        b"300000",  # the marker's ttl
+        str(now).encode(),  # the clock
     ]
 
 
@@ -46,10 +48,11 @@ async def test_history_reads_of_unused_channels_create_no_key(redis_url: str) ->
             assert len(epochs) == 1  # the unused epoch: the same for every channel and node
             # the first publish creates the stream in the epoch reads showed
             feed = keys.history("app", "feed")
-            epoch, offset = await client.eval(publish, feed, publish_args(NOW + 1000))
+            marker = keys.published("app", "feed", "n1-1")
+            epoch, offset, _ = await client.eval(publish, [*feed, marker], publish_args(NOW + 1000))
             assert (epoch, offset) == (next(iter(epochs)), 1)
             assert 0 < await client.pttl(feed[1]) <= META_TTL  # and it expires
             # a later period's unused epoch differs: a stream lost meanwhile is not mistaken
             rows = await client.eval(read, keys.history("app", "c0"), read_args(NOW + META_TTL))
             assert rows[0] != epoch
-            await client.delete(feed[:2])
+            await client.delete([*feed[:2], marker])

@@ -369,11 +369,12 @@ async def test_after_an_outage_a_member_that_never_left_is_updated_not_left_and_
         assert sorted(m["id"] for m in listing.data["members"]) == sorted([ids["ann"], ids["bob"]])
 
 
-async def test_while_redis_is_away_a_history_send_is_acknowledged_without_a_position(
+async def test_while_redis_is_away_a_history_send_is_refused_and_delivered_to_nobody(
     start_server: StartServer, redis_server: RedisProcess
 ) -> None:
-    """protocol.md §4.8 (and docs/scaling.md): delivered on the node alone, and the ok and the
-    msg carry no epoch or offset, since Redis numbers the stream."""
+    """protocol.md §4.8 and §5.5 (and docs/scaling.md): a channel with history keeps one
+    truth, its stream; a send the stream cannot take is refused, retry-safe, and delivered to
+    nobody, not even on this node."""
     feed = AppConfig("default", channels=(ChannelRule("feed*", history_size=10),))
     with trio.fail_after(60):
         (node,) = await nodes(start_server, redis_server.url, n=1, apps=(feed,))
@@ -384,11 +385,11 @@ async def test_while_redis_is_away_a_history_send_is_acknowledged_without_a_posi
         assert isinstance(sent, f.Ok) and {"epoch", "offset"} <= set(sent.data)
         redis_server.stop()
         await until(lambda: node.broker.health() is not None, "the node to notice")
-        sent = await request(ann, "send", 3, ch="feed", ev="e", data=2)
-        assert isinstance(sent, f.Ok) and sent.data["recipients"] == 1
-        assert "epoch" not in sent.data and "offset" not in sent.data
-        (msg,) = [p for p in ann.pushes if isinstance(p, f.Msg) and p.data == 2]  # type: ignore[attr-defined]
-        assert (msg.epoch, msg.offset) == (None, None)
+        refused = await request(ann, "send", 3, ch="feed", ev="e", data=2)
+        assert isinstance(refused, f.Err) and refused.code == "broker_unavailable"
+        # the echo of the refused send never came (a later request's reply is in order)
+        assert isinstance(await request(ann, "members", 4, ch="feed"), f.Ok | f.Err)
+        assert [p for p in ann.pushes if isinstance(p, f.Msg) and p.data == 2] == []  # type: ignore[attr-defined]
 
 
 def cat_id(listing: Any) -> str:

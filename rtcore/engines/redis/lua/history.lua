@@ -7,12 +7,15 @@
 -- messages of at most ttl ms.
 -- A channel without a stream shows top 0 of the unused epoch, and its next stream takes it
 -- (a read creates no key: the keys of a channel exist only while it has history). The unused
--- epoch is the same on every node: the meta_ttl-long period of the Redis clock. A stream
--- lives at least meta_ttl after it took it, so a channel's next stream, created in a later
--- period, never takes the epoch of the one before (unless Redis lost the stream early:
--- evicted or flushed; docs/scaling.md asks for noeviction).
+-- epoch is the same on every node: the Redis server's run (the start of its run_id, new at
+-- every start of the process) and the meta_ttl-long period of its clock. A stream lives at
+-- least meta_ttl after it took it, so a channel's next stream, created in a later period,
+-- never takes the epoch of the one before; one created after a Redis restart that lost the
+-- streams (no persistence) has another run's. Only a stream dropped early by a running Redis
+-- (evicted, flushed) could come back with its epoch: docs/scaling.md asks for noeviction.
 local function unused_epoch(ms, meta_ttl)
-  return string.format('u%x', math.floor(ms / meta_ttl))
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  return string.format('u%s%x', string.sub(run, 1, 8), math.floor(ms / meta_ttl))
 end
 local function meta(ms, meta_ttl)
   local epoch = redis.call('HGET', KEYS[2], 'epoch')
