@@ -21,6 +21,8 @@ from contextlib import contextmanager
 import pytest
 
 STARTUP_SECONDS = 10.0
+CLUSTER_CREATE_SECONDS = 30.0
+"""``redis-cli --cluster create`` waits for the nodes to agree (seconds on a busy machine)."""
 
 
 def free_port() -> int:
@@ -135,7 +137,7 @@ def redis_cluster(shards: int = 3) -> Iterator[list[RedisProcess]]:
             subprocess.run(
                 [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0",
                  "--cluster-yes"],
-                check=True, capture_output=True, timeout=STARTUP_SECONDS,
+                check=True, capture_output=True, timeout=CLUSTER_CREATE_SECONDS,
             )  # fmt: skip
             _wait_cluster_ok(cli, nodes)
             yield nodes
