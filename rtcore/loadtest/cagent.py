@@ -61,7 +61,8 @@ def plan_text(plan: p.Plan, worker: int, t0: float) -> str:
         f"{plan.messages} {plan.size} {worker}"
     ]
     for t in plan.targets:
-        lines.append(f"target {t.host} {t.port} {wire.upgrade_request(t.host_header, t.path).hex()}")
+        upgrade = wire.upgrade_request(t.host_header, t.path)
+        lines.append(f"target {t.host} {t.port} {upgrade.hex()}")
     for token in plan.tokens or (None,):
         lines.append(f"hello {hello_frame(plan.hello, token).hex()}")
     lines.extend(f"channel {name}" for name in names)

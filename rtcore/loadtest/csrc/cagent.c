@@ -18,6 +18,7 @@
  *        {"kind":"error","message":...}. Channels are named by their index in reports.
  *        cagent hist    latencies (seconds, one a line) on stdin; their histogram out, as
  *                       JSON (tests compare it with rtcore/loadtest/stats.py's)
+ *        cagent backoff ATTEMPT COUNT   COUNT reconnection delays after attempt ATTEMPT
  *
  * Latencies: a message's data carries its send time "t0" (wall clock, seconds); a receiver
  * puts now - t0 into bucket ceil(log(s / 1e-6) / log(1.02)) (0 at most 1 µs): stats.py's.
@@ -1075,11 +1076,20 @@ static int hist_mode(void) {
     return 0;
 }
 
+/* cagent backoff ATTEMPT COUNT: COUNT delays after a failed attempt ATTEMPT (for tests) */
+static int backoff_mode(int attempt, long n) {
+    rng_state = (uint64_t)(wall() * 1e6);
+    for (long i = 0; i < n; i++) printf("%.9f\n", backoff(attempt));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && !strcmp(argv[1], "hist")) return hist_mode();
+    if (argc == 4 && !strcmp(argv[1], "backoff")) return backoff_mode(atoi(argv[2]), atol(argv[3]));
     if (argc != 1) {
         fprintf(stderr, "usage: cagent  (the plan on stdin; see rtcore/loadtest/cagent.py)\n"
-                        "       cagent hist  (latencies on stdin; their histogram out)\n");
+                        "       cagent hist  (latencies on stdin; their histogram out)\n"
+                        "       cagent backoff ATTEMPT COUNT  (reconnection delays)\n");
         return 2;
     }
     read_plan();
