@@ -28,7 +28,7 @@ KEY = "the-keyed-apps-right-key"
 STARTUP = 30.0
 
 
-def config(port: int, api_port: int, redis_url: str | None = None) -> str:
+def config(port: int, api_port: int, redis_url: str | None = None, limits: str = "") -> str:
     broker = f'\n[broker]\nkind = "redis"\nurl = "{redis_url}"\n' if redis_url else ""
     return f"""
 [server]
@@ -40,6 +40,7 @@ default_app = "open"
 {broker}
 [limits]
 heartbeat_interval = 1.0  # pings every second: load clients that do not answer are closed
+{limits}
 
 [[apps]]
 name = "open"
@@ -70,10 +71,10 @@ scope = "connection"
 class Node:
     """``rtcore serve --config FILE`` as users run it; ready once /readyz answers 200."""
 
-    def __init__(self, tmp: Path, redis_url: str | None = None) -> None:
+    def __init__(self, tmp: Path, redis_url: str | None = None, limits: str = "") -> None:
         self.port, self.api_port = free_port(), free_port()
         path = tmp / f"node-{self.port}.toml"
-        path.write_text(config(self.port, self.api_port, redis_url))
+        path.write_text(config(self.port, self.api_port, redis_url, limits))
         env = {**os.environ, "LT_TEST_SESSION_SECRET": SECRET}
         self.proc = subprocess.Popen(
             [
@@ -394,6 +395,32 @@ def test_storm_drops_everyone_and_all_come_back_with_minted_tokens(
         agent=agent,
     )
     assert forged["refusals"] == {"close 4014": 15} and forged["connections"]["opened"] == 0
+
+
+def test_storm_reconnects_refused_connections_with_backoff_until_all_are_back(
+    tmp_path: Path, agent: str
+) -> None:
+    # 5 new connections per IP at once, 5 more a second: the setup ramps at 4 a second (none
+    # refused), then the storm's 10 reconnections at once meet 4029 and back off until in
+    node = Node(tmp_path, limits="connect_burst_per_ip = 5\nconnect_rate_per_ip = 5.0")
+    try:
+        result, _ = loadtest(
+            tmp_path,
+            node.url,
+            "--scenario",
+            "storm",
+            "-n",
+            "10",
+            "--connect-rate",
+            "4",
+            agent=agent,
+        )
+    finally:
+        node.stop()
+    assert result["connections"] == {"planned": 10, "opened": 20, "open_at_end": 10, "refused": 0}
+    assert set(result["refusals"]) == {"close 4029"} and result["refusals"]["close 4029"] >= 1
+    per_second = sum(row["refusals"].get("close 4029", 0) for row in result["series"])
+    assert per_second == result["refusals"]["close 4029"] and not result["timed_out"]
 
 
 def test_tokens_from_a_command_and_none_without_a_session(

@@ -117,6 +117,8 @@ def test_the_plan_text_holds_the_shares_connections_and_every_hello() -> None:
     conns = [line for line in lines if line.startswith("conn")]
     assert conns == ["conn 4 0 p 0,1", "conn 0 0 m 0", "conn 2 0 m 0"]
     assert lines[-1] == "end"
+    other = cagent.plan_text(fanout_plan(), worker=1, t0=1700000000.25).splitlines()
+    assert [line for line in other if line.startswith("conn")] == ["conn 1 1 m 1", "conn 3 1 m 1"]
 
 
 def test_reports_name_channels_and_keep_a_second_of_latencies() -> None:
