@@ -124,7 +124,10 @@ def _relay(reports: Reports, out: IO[str], into: IO[str], pipe: Connection) -> N
         if report["kind"] == "error":
             raise RuntimeError(report["message"])
         kind = "final" if report["kind"] == "final" else "tick"
-        pipe.send((kind, reports.translate(report)))
+        translated = reports.translate(report)
+        if kind == "final":  # the C agent's CPU, and this relay's
+            translated["cpu"] = report["cpu"] + stats.cpu_seconds()
+        pipe.send((kind, translated))
         if kind == "final":
             return
         while pipe.poll():

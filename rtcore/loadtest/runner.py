@@ -195,6 +195,7 @@ def build_result(
         "plan": plan_summary(plan),
         "timed_out": timed_out,
         "phases": {k: round(v, 3) for k, v in marks.items()},
+        "load_cpu": round(sum(f["cpu"] for f in finals), 3),
         **_tables(plan, total),
         "deliveries": {"received": got, "expected": owed, "complete": got == owed},
         "refusals": total["refusals"],

@@ -1059,6 +1059,10 @@ static void run(void) {
     }
     for (int i = 0; i < npeers; i++) close_peer(&peers[i], 0);
     snapshot("final");
+    struct rusage self;
+    getrusage(RUSAGE_SELF, &self);
+    printf(",\"cpu\":%.6f", (double)self.ru_utime.tv_sec + self.ru_utime.tv_usec / 1e6 +
+                                 (double)self.ru_stime.tv_sec + self.ru_stime.tv_usec / 1e6);
     series();
     printf("}\n");
     fflush(stdout);
