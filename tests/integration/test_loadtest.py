@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from rtcore.loadtest import stats
 from tests.integration.redisd import free_port, redis_process
 
 pytestmark = pytest.mark.slow
@@ -535,7 +536,10 @@ def test_the_report_and_the_comparison_open_in_chromium_with_their_charts(
 
 
 def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) -> None:
-    a, _ = loadtest(tmp_path, node.url, "--scenario", "fanout", "-n", "4", "--messages", "5")
+    # one machine on the Python agent, the other on the default (C where cc is present)
+    a, _ = loadtest(
+        tmp_path, node.url, "--scenario", "fanout", "-n", "4", "--messages", "5", agent="python"
+    )
     b, _ = loadtest(tmp_path, node.url, "--app", "keyed", "--key", "wrong", "-n", "3")
     b_fanout, _ = loadtest(
         tmp_path,
@@ -551,6 +555,8 @@ def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) 
         "--key",
         KEY,
     )
+    b_hist = b_fanout["latency"]["histogram"]
+    assert sum(b_hist.values()) == 10 and b_fanout["load_cpu"] > 0
     paths = []
     for i, result in enumerate((a, b_fanout)):
         paths.append(tmp_path / f"m{i}.json")
@@ -564,6 +570,10 @@ def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) 
     assert combined["deliveries"] == {"received": 30, "expected": 30, "complete": True}
     assert combined["latency"]["samples"] == 30
     assert sum(row["deliveries"] for row in combined["series"]) == 30
+    hist = stats.merge_hist(stats.merge_hist({}, a["latency"]["histogram"]), b_hist)
+    assert combined["latency"]["histogram"] == {str(k): v for k, v in hist.items()}
+    assert combined["agent"] == "+".join(sorted({"python", b_fanout["agent"]}))
+    assert combined["load_cpu"] == round(a["load_cpu"] + b_fanout["load_cpu"], 3)
     # a connect run is another scenario: not added to a fanout
     (tmp_path / "other.json").write_text(json.dumps(b))
     proc = subprocess.run(
