@@ -110,7 +110,8 @@ static long *ready_in, *acked_in;
 static second_t *seconds;
 static long nseconds;
 static long recent[NBUCKETS];
-static peer_t **queue;
+static peer_t **queue, **senders;
+static int nsenders;
 static long q_head, q_len;
 static unsigned char rbuf[RECV];
 static double log_growth;
@@ -777,8 +778,8 @@ static void send_one(peer_t *p, long k, double now_wall) {
 static int sends(const peer_t *p) { return p->role == 'p' || p->role == 's'; }
 
 static void send_due(double now) {
-    for (int i = 0; i < npeers; i++) {
-        peer_t *p = &peers[i];
+    for (int i = 0; i < nsenders; i++) {
+        peer_t *p = senders[i];
         if (!sends(p) || p->state != READY || p->sent >= messages || !p->nch) continue;
         if (p->send_start < 0) p->send_start = now + (rate > 0 ? uniform(1 / rate) : 0);
         long due = messages;
@@ -885,8 +886,8 @@ static void print_counts(void) {
 }
 
 static int sends_done(void) {
-    for (int i = 0; i < npeers; i++)
-        if (sends(&peers[i]) && peers[i].state == READY && peers[i].sent < messages) return 0;
+    for (int i = 0; i < nsenders; i++)
+        if (senders[i]->state == READY && senders[i]->sent < messages) return 0;
     return phase == GO && pending == 0;
 }
 
@@ -1018,7 +1019,11 @@ static void prepare(void) {
     ready_in = calloc((size_t)nchannels + 1, sizeof(long));
     acked_in = calloc((size_t)nchannels + 1, sizeof(long));
     queue = grow(NULL, sizeof(peer_t *) * (size_t)(npeers + 1));
-    for (int i = 0; i < npeers; i++) enqueue(&peers[i]);
+    senders = grow(NULL, sizeof(peer_t *) * (size_t)(npeers + 1));
+    for (int i = 0; i < npeers; i++) {
+        enqueue(&peers[i]);
+        if (sends(&peers[i])) senders[nsenders++] = &peers[i];
+    }
     send_tpl = grow(NULL, sizeof(bytes_t) * (size_t)(nchannels + 1));
     send_id_at = grow(NULL, sizeof(size_t) * (size_t)(nchannels + 1));
     send_t0_at = grow(NULL, sizeof(size_t) * (size_t)(nchannels + 1));
