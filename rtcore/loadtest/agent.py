@@ -282,6 +282,7 @@ class Agent:
     def final(self) -> dict[str, Any]:
         snap = self.snapshot()
         snap["series"] = [self.seconds[t].to_json(t) for t in sorted(self.seconds)]
+        snap["cpu"] = stats.cpu_seconds()
         return snap
 
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rtcore.loadtest import creds, targets
+from rtcore.loadtest import cagent, creds, targets
 from rtcore.loadtest import plan as p
 
 MAX_CONNECTIONS = 200_000
@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hold", type=float, default=5.0, help="connect: seconds to hold")
     parser.add_argument("--duration", type=float, default=60.0, help="bound on the run, s")
     parser.add_argument("--workers", type=int, default=1, help="load processes")
+    parser.add_argument(
+        "--agent",
+        choices=("auto", "c", "python"),
+        default="auto",
+        help="load process code: the C agent (connect, fanout, chat, storm; needs cc), the "
+        "Python one, or auto: C where it runs the scenario and builds (default)",
+    )
     _credentials(parser)
     parser.add_argument("--presence-diffs", action="store_true", help="hello asks for them")
     parser.add_argument(
@@ -109,6 +116,7 @@ def make_plan(args: argparse.Namespace) -> p.Plan:
         hold=args.hold,
         duration=args.duration,
         workers=args.workers,
+        agent=cagent.choose(args.agent, args.scenario),
     )
 
 
@@ -164,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         plan = make_plan(args)
-    except (ValueError, targets.TargetError, creds.CredentialsError) as exc:
+    except (
+        ValueError,
+        targets.TargetError,
+        creds.CredentialsError,
+        cagent.AgentChoiceError,
+    ) as exc:
         print(f"rtcore loadtest: {exc}", file=sys.stderr)
         return 2
     return run(plan, args)

@@ -1,5 +1,6 @@
-"""The C load clients (``csrc/csub.c``, ``csrc/cstorm.c``, shipped as package data), compiled
-on demand with the system's ``cc`` into a cache directory, and their Python drivers.
+"""The C load clients (``csrc/csub.c``, ``csrc/cstorm.c``, and ``rtcore loadtest``'s C agent
+``csrc/cagent.c``, shipped as package data), compiled on demand with the system's ``cc`` into
+a cache directory, and bench's Python drivers of the first two (``cagent`` drives the third).
 
 ``python -m bench`` drives them for its subscribers (``CSubscriber``) and its reconnect storm
 (``CStorm``); where there is no compiler, ``build`` says so and the Python load side
@@ -32,7 +33,7 @@ def binary_path(name: str) -> Path:
 
 
 def build(name: str = "csub") -> bool:
-    """Compile the C client ``name`` (csub or cstorm) unless it is current; False, with a
+    """Compile the C client ``name`` (csub, cstorm or cagent) unless it is current; False, with a
     note on stderr, when there is no C compiler (or it failed)."""
     source = resources.files("rtcore.loadtest").joinpath("csrc", f"{name}.c")
     binary = binary_path(name)
@@ -43,7 +44,7 @@ def build(name: str = "csub") -> bool:
         partial = binary.with_name(f"{name}.{os.getpid()}.tmp")
         try:
             subprocess.run(
-                ["cc", "-O2", "-o", str(partial), str(src)], check=True, capture_output=True
+                ["cc", "-O2", "-o", str(partial), str(src), "-lm"], check=True, capture_output=True
             )
             os.replace(partial, binary)  # atomic: parallel builds never run a half-written file
         except (OSError, subprocess.CalledProcessError) as exc:

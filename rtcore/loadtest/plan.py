@@ -77,6 +77,8 @@ class Plan:
     duration: float = 60.0
     """The whole run's bound, in seconds: the test stops then, finished or not."""
     workers: int = 1
+    agent: str = "python"
+    """The load processes' code: ``c`` (csrc/cagent.c, via ``cagent``) or ``python``."""
 
     def share(self, worker: int) -> tuple[Conn, ...]:
         """The connections load process ``worker`` opens (the publisher is worker 0's)."""

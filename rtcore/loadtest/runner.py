@@ -19,6 +19,7 @@ from typing import Any
 from rtcore.loadtest import plan as p
 from rtcore.loadtest import stats
 from rtcore.loadtest.agent import agent_main
+from rtcore.loadtest.cagent import c_agent_main
 from rtcore.loadtest.progress import Progress
 
 CTX = mp.get_context("fork")
@@ -49,7 +50,8 @@ class Run:
     def execute(self) -> dict[str, Any]:
         for worker in range(self.plan.workers):
             parent, child = CTX.Pipe()
-            proc = CTX.Process(target=agent_main, args=(self.plan, worker, self.t0, child))
+            main = c_agent_main if self.plan.agent == "c" else agent_main
+            proc = CTX.Process(target=main, args=(self.plan, worker, self.t0, child))
             proc.start()
             child.close()
             self.pipes.append(parent)
@@ -189,9 +191,11 @@ def build_result(
         "started": t0,
         "machines": 1,
         "workers": plan.workers,
+        "agent": plan.agent,
         "plan": plan_summary(plan),
         "timed_out": timed_out,
         "phases": {k: round(v, 3) for k, v in marks.items()},
+        "load_cpu": round(sum(f["cpu"] for f in finals), 3),
         **_tables(plan, total),
         "deliveries": {"received": got, "expected": owed, "complete": got == owed},
         "refusals": total["refusals"],

@@ -9,6 +9,7 @@ within 2%, whatever the number of samples.
 from __future__ import annotations
 
 import math
+import resource
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -120,6 +121,12 @@ def _empty_row(t: int) -> dict[str, Any]:
         "closes": {},
         "latency": {},
     }
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user and system) this process has used: a load process's own cost."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def add_counters(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:

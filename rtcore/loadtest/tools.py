@@ -51,6 +51,8 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
         started=min(r["started"] for r in results),
         machines=sum(r["machines"] for r in results),
         workers=sum(r["workers"] for r in results),
+        agent="+".join(sorted({r.get("agent", "python") for r in results})),
+        load_cpu=round(sum(r.get("load_cpu", 0.0) for r in results), 3),
         timed_out=any(r["timed_out"] for r in results),
         phases={k: max(r["phases"].get(k, 0) for r in results) for k in results[0]["phases"]},
         series=series,
@@ -155,6 +157,8 @@ def summary_rows(runs: list[tuple[str, dict[str, Any]]]) -> Rows:
     getters: list[tuple[str, Any]] = [
         ("scenario", lambda r: r["scenario"]),
         ("machines × load processes", lambda r: f"{r['machines']} × {r['workers']}"),
+        ("load agent", lambda r: r.get("agent", "python")),
+        ("load processes' CPU, s", lambda r: r.get("load_cpu")),
         ("connections planned", lambda r: r["connections"]["planned"]),
         ("connections opened", lambda r: r["connections"]["opened"]),
         ("connections refused", lambda r: r["connections"]["refused"]),

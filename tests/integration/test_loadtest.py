@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from rtcore.loadtest import stats
 from tests.integration.redisd import free_port, redis_process
 
 pytestmark = pytest.mark.slow
@@ -27,7 +29,7 @@ KEY = "the-keyed-apps-right-key"
 STARTUP = 30.0
 
 
-def config(port: int, api_port: int, redis_url: str | None = None) -> str:
+def config(port: int, api_port: int, redis_url: str | None = None, limits: str = "") -> str:
     broker = f'\n[broker]\nkind = "redis"\nurl = "{redis_url}"\n' if redis_url else ""
     return f"""
 [server]
@@ -39,6 +41,7 @@ default_app = "open"
 {broker}
 [limits]
 heartbeat_interval = 1.0  # pings every second: load clients that do not answer are closed
+{limits}
 
 [[apps]]
 name = "open"
@@ -69,10 +72,10 @@ scope = "connection"
 class Node:
     """``rtcore serve --config FILE`` as users run it; ready once /readyz answers 200."""
 
-    def __init__(self, tmp: Path, redis_url: str | None = None) -> None:
+    def __init__(self, tmp: Path, redis_url: str | None = None, limits: str = "") -> None:
         self.port, self.api_port = free_port(), free_port()
         path = tmp / f"node-{self.port}.toml"
-        path.write_text(config(self.port, self.api_port, redis_url))
+        path.write_text(config(self.port, self.api_port, redis_url, limits))
         env = {**os.environ, "LT_TEST_SESSION_SECRET": SECRET}
         self.proc = subprocess.Popen(
             [
@@ -125,11 +128,32 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def c_build(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the C agent is built for these tests (not the user's cache)."""
+    return str(tmp_path_factory.mktemp("cagent-build"))
+
+
+@pytest.fixture(params=["python", "c"])
+def agent(request: pytest.FixtureRequest, c_build: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each scenario with both load agents: the counts must be exactly the same."""
+    if request.param == "c" and shutil.which("cc") is None:
+        pytest.skip("no C compiler (cc): only the Python agent runs here")
+    monkeypatch.setenv("RTCORE_LOADTEST_BUILD", c_build)
+    return str(request.param)
+
+
 def loadtest(
-    tmp: Path, *args: str, env: dict[str, str] | None = None, expect: int = 0
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    expect: int = 0,
+    agent: str | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """``python -m rtcore.loadtest ARGS`` (JSON only); its result and its stderr."""
+    """``python -m rtcore.loadtest ARGS`` (JSON only, with ``--agent AGENT`` if given); its
+    result and its stderr."""
     out = tmp / f"result-{time.monotonic_ns()}.json"
+    args += ("--agent", agent) if agent else ()
     proc = subprocess.run(
         [
             sys.executable,
@@ -149,14 +173,26 @@ def loadtest(
         timeout=120,
     )
     assert proc.returncode == expect, proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stderr
+    result = json.loads(out.read_text())
+    assert agent is None or result["agent"] == agent
+    return result, proc.stderr
 
 
 def test_connect_opens_every_connection_and_holds_them_answering_pings(
-    node: Node, tmp_path: Path
+    node: Node, tmp_path: Path, agent: str
 ) -> None:
     result, stderr = loadtest(
-        tmp_path, node.url, "--scenario", "connect", "-n", "20", "--hold", "2.5", "--workers", "2"
+        tmp_path,
+        node.url,
+        "--scenario",
+        "connect",
+        "-n",
+        "20",
+        "--hold",
+        "2.5",
+        "--workers",
+        "2",
+        agent=agent,
     )
     assert result["connections"] == {"planned": 20, "opened": 20, "open_at_end": 20, "refused": 0}
     assert result["refusals"] == {} and result["closes"] == {}
@@ -168,20 +204,31 @@ def test_connect_opens_every_connection_and_holds_them_answering_pings(
 
 
 def test_a_wrong_api_key_is_refused_with_4011_and_the_right_one_admitted(
-    node: Node, tmp_path: Path
+    node: Node, tmp_path: Path, agent: str
 ) -> None:
-    wrong, _ = loadtest(tmp_path, node.url, "--app", "keyed", "--key", "not-the-key", "-n", "6")
+    wrong, _ = loadtest(
+        tmp_path, node.url, "--app", "keyed", "--key", "not-the-key", "-n", "6", agent=agent
+    )
     assert wrong["connections"]["opened"] == 0 and wrong["connections"]["refused"] == 6
     assert wrong["refusals"] == {"close 4011": 6}
-    missing, _ = loadtest(tmp_path, node.url, "--app", "keyed", "-n", "3")
+    missing, _ = loadtest(tmp_path, node.url, "--app", "keyed", "-n", "3", agent=agent)
     assert missing["refusals"] == {"close 4010": 3}
     right, _ = loadtest(
-        tmp_path, node.url, "--app", "keyed", "--key-env", "LT_KEY", "-n", "6", env={"LT_KEY": KEY}
+        tmp_path,
+        node.url,
+        "--app",
+        "keyed",
+        "--key-env",
+        "LT_KEY",
+        "-n",
+        "6",
+        env={"LT_KEY": KEY},
+        agent=agent,
     )
     assert right["connections"]["opened"] == 6 and right["refusals"] == {}
 
 
-def test_fanout_counts_every_delivery_of_a_burst(node: Node, tmp_path: Path) -> None:
+def test_fanout_counts_every_delivery_of_a_burst(node: Node, tmp_path: Path, agent: str) -> None:
     # 12 subscribers over 3 channels (4 each); 9 messages round-robin: 3 per channel
     result, _ = loadtest(
         tmp_path,
@@ -198,6 +245,7 @@ def test_fanout_counts_every_delivery_of_a_burst(node: Node, tmp_path: Path) -> 
         "0",
         "--size",
         "500",
+        agent=agent,
     )
     assert result["messages"] == {"sent": 9, "acked": 9, "refused": 0}
     assert result["deliveries"] == {"received": 36, "expected": 36, "complete": True}
@@ -205,7 +253,7 @@ def test_fanout_counts_every_delivery_of_a_burst(node: Node, tmp_path: Path) -> 
     assert sum(row["deliveries"] for row in result["series"]) == 36
 
 
-def test_fanout_across_two_nodes_over_redis(tmp_path: Path) -> None:
+def test_fanout_across_two_nodes_over_redis(tmp_path: Path, agent: str) -> None:
     with redis_process() as redis:
         a, b = Node(tmp_path, redis.url), Node(tmp_path, redis.url)
         try:
@@ -222,6 +270,7 @@ def test_fanout_across_two_nodes_over_redis(tmp_path: Path) -> None:
                 "6",
                 "--rate",
                 "50",
+                agent=agent,
             )
         finally:
             a.stop()
@@ -231,7 +280,7 @@ def test_fanout_across_two_nodes_over_redis(tmp_path: Path) -> None:
     assert result["deliveries"] == {"received": 60, "expected": 60, "complete": True}
 
 
-def test_chat_rooms_each_member_hears_the_others(node: Node, tmp_path: Path) -> None:
+def test_chat_rooms_each_member_hears_the_others(node: Node, tmp_path: Path, agent: str) -> None:
     # 12 members in rooms of 4: each message reaches the 3 others
     result, _ = loadtest(
         tmp_path,
@@ -248,12 +297,15 @@ def test_chat_rooms_each_member_hears_the_others(node: Node, tmp_path: Path) -> 
         "40",
         "--workers",
         "2",
+        agent=agent,
     )
     assert result["messages"] == {"sent": 36, "acked": 36, "refused": 0}
     assert result["deliveries"] == {"received": 108, "expected": 108, "complete": True}
 
 
-def test_rate_limited_sends_are_refusals_with_their_code(node: Node, tmp_path: Path) -> None:
+def test_rate_limited_sends_are_refusals_with_their_code(
+    node: Node, tmp_path: Path, agent: str
+) -> None:
     # the "limited" app lets a connection make 5 requests a minute: the join and 4 sends
     result, _ = loadtest(
         tmp_path,
@@ -270,6 +322,7 @@ def test_rate_limited_sends_are_refusals_with_their_code(node: Node, tmp_path: P
         "7",
         "--rate",
         "0",
+        agent=agent,
     )
     assert result["messages"] == {"sent": 42, "acked": 24, "refused": 18}
     assert result["refusals"] == {"err rate_limited": 18}
@@ -296,10 +349,24 @@ def test_churn_counts_one_presence_event_per_member_and_operation(
     )
     assert result["messages"] == {"sent": 12, "acked": 12, "refused": 0}
     assert result["deliveries"] == {"received": 96, "expected": 96, "complete": True}
+    assert result["agent"] == "python"  # auto: churn runs on the Python agent
+
+
+def test_the_c_agent_is_refused_for_churn_with_the_reason(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "rtcore.loadtest", "ws://127.0.0.1:9/", "--scenario", "churn"]
+        + ["--agent", "c", "--json", str(tmp_path / "r.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "churn runs on the Python agent" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_storm_drops_everyone_and_all_come_back_with_minted_tokens(
-    node: Node, tmp_path: Path
+    node: Node, tmp_path: Path, agent: str
 ) -> None:
     args = (
         node.url,
@@ -314,17 +381,52 @@ def test_storm_drops_everyone_and_all_come_back_with_minted_tokens(
         "--users",
         "4",
     )
-    result, _ = loadtest(tmp_path, *args, env={"LT_SECRET": SECRET})
+    result, _ = loadtest(tmp_path, *args, env={"LT_SECRET": SECRET}, agent=agent)
     assert result["connections"] == {"planned": 15, "opened": 30, "open_at_end": 15, "refused": 0}
     assert result["refusals"] == {} and "recovery" in result["phases"]
     assert result["plan"]["tokens"] == 4
     forged, _ = loadtest(
-        tmp_path, *args[:4], "connect", *args[5:], "--hold", "0", env={"LT_SECRET": "x" * 40}
+        tmp_path,
+        *args[:4],
+        "connect",
+        *args[5:],
+        "--hold",
+        "0",
+        env={"LT_SECRET": "x" * 40},
+        agent=agent,
     )
     assert forged["refusals"] == {"close 4014": 15} and forged["connections"]["opened"] == 0
 
 
-def test_tokens_from_a_command_and_none_without_a_session(node: Node, tmp_path: Path) -> None:
+def test_storm_reconnects_refused_connections_with_backoff_until_all_are_back(
+    tmp_path: Path, agent: str
+) -> None:
+    # 5 new connections per IP at once, 5 more a second: the setup ramps at 4 a second (none
+    # refused), then the storm's 10 reconnections at once meet 4029 and back off until in
+    node = Node(tmp_path, limits="connect_burst_per_ip = 5\nconnect_rate_per_ip = 5.0")
+    try:
+        result, _ = loadtest(
+            tmp_path,
+            node.url,
+            "--scenario",
+            "storm",
+            "-n",
+            "10",
+            "--connect-rate",
+            "4",
+            agent=agent,
+        )
+    finally:
+        node.stop()
+    assert result["connections"] == {"planned": 10, "opened": 20, "open_at_end": 10, "refused": 0}
+    assert set(result["refusals"]) == {"close 4029"} and result["refusals"]["close 4029"] >= 1
+    per_second = sum(row["refusals"].get("close 4029", 0) for row in result["series"])
+    assert per_second == result["refusals"]["close 4029"] and not result["timed_out"]
+
+
+def test_tokens_from_a_command_and_none_without_a_session(
+    node: Node, tmp_path: Path, agent: str
+) -> None:
     mint = (
         f"{sys.executable} -m rtcore.cli token --config {tmp_path / 'c.toml'} --app signed "
         "--user $RTCORE_LOADTEST_USER"
@@ -342,9 +444,10 @@ def test_tokens_from_a_command_and_none_without_a_session(node: Node, tmp_path: 
         "--token-command",
         mint,
         env={"LT_TEST_SESSION_SECRET": SECRET},
+        agent=agent,
     )
     assert result["connections"]["opened"] == 4 and result["plan"]["tokens"] == 2
-    anonymous, _ = loadtest(tmp_path, node.url, "--app", "signed", "-n", "4")
+    anonymous, _ = loadtest(tmp_path, node.url, "--app", "signed", "-n", "4", agent=agent)
     assert anonymous["refusals"] == {"close 4013": 4}
 
 
@@ -433,7 +536,10 @@ def test_the_report_and_the_comparison_open_in_chromium_with_their_charts(
 
 
 def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) -> None:
-    a, _ = loadtest(tmp_path, node.url, "--scenario", "fanout", "-n", "4", "--messages", "5")
+    # one machine on the Python agent, the other on the default (C where cc is present)
+    a, _ = loadtest(
+        tmp_path, node.url, "--scenario", "fanout", "-n", "4", "--messages", "5", agent="python"
+    )
     b, _ = loadtest(tmp_path, node.url, "--app", "keyed", "--key", "wrong", "-n", "3")
     b_fanout, _ = loadtest(
         tmp_path,
@@ -449,6 +555,8 @@ def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) 
         "--key",
         KEY,
     )
+    b_hist = b_fanout["latency"]["histogram"]
+    assert sum(b_hist.values()) == 10 and b_fanout["load_cpu"] > 0
     paths = []
     for i, result in enumerate((a, b_fanout)):
         paths.append(tmp_path / f"m{i}.json")
@@ -462,6 +570,10 @@ def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) 
     assert combined["deliveries"] == {"received": 30, "expected": 30, "complete": True}
     assert combined["latency"]["samples"] == 30
     assert sum(row["deliveries"] for row in combined["series"]) == 30
+    hist = stats.merge_hist(stats.merge_hist({}, a["latency"]["histogram"]), b_hist)
+    assert combined["latency"]["histogram"] == {str(k): v for k, v in hist.items()}
+    assert combined["agent"] == "+".join(sorted({"python", b_fanout["agent"]}))
+    assert combined["load_cpu"] == round(a["load_cpu"] + b_fanout["load_cpu"], 3)
     # a connect run is another scenario: not added to a fanout
     (tmp_path / "other.json").write_text(json.dumps(b))
     proc = subprocess.run(
@@ -482,7 +594,8 @@ def test_combine_adds_up_runs_from_several_machines(node: Node, tmp_path: Path) 
 def test_the_c_clients_build_from_the_package_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """bench's C clients ship inside rtcore (rtcore/loadtest/csrc) and build on demand."""
+    """bench's C clients and rtcore loadtest's C agent ship inside rtcore
+    (rtcore/loadtest/csrc) and build on demand."""
     import shutil
 
     from rtcore.loadtest import native
@@ -490,12 +603,23 @@ def test_the_c_clients_build_from_the_package_data(
     if shutil.which("cc") is None:
         pytest.skip("no C compiler (cc): the Python load clients are used")
     monkeypatch.setenv("RTCORE_LOADTEST_BUILD", str(tmp_path / "build"))
-    for name in ("csub", "cstorm"):
+    usages = {  # what each says when run without its arguments
+        "csub": ([], "usage: csub HOST PORT N"),
+        "cstorm": ([], "usage: cstorm HOST PORT N"),
+        "cagent": (["-h"], "usage: cagent  (the plan on stdin"),
+    }
+    for name, (args, text) in usages.items():
         assert native.build(name)
         binary = native.binary_path(name)
         assert binary.parent == tmp_path / "build" and os.access(binary, os.X_OK)
-        usage = subprocess.run([str(binary)], capture_output=True, text=True, timeout=10)
-        assert usage.returncode == 2 and f"usage: {name} HOST PORT N" in usage.stderr
+        usage = subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=10)
+        assert usage.returncode == 2 and text in usage.stderr
+    # the agent reads its plan on stdin, and says what is wrong with one
+    for plan, why in (("", "the plan ended without its end line"), ("x\n", "an unknown line")):
+        bad = subprocess.run(
+            [str(native.binary_path("cagent"))], input=plan, capture_output=True, text=True
+        )
+        assert bad.returncode == 1 and json.loads(bad.stdout)["message"].startswith(why)
 
 
 def test_every_loadtest_command_in_the_docs_parses() -> None:
