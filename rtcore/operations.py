@@ -125,7 +125,7 @@ def members(app: App, channel: str, after: int | None, limit: int | None, page_m
     members: :func:`members_listed`)."""
     limit = members_limit(channel, limit, page_max)
     page, cursor = app.table.page(channel, after, limit)
-    return Outcome({"members": [m.info() for m in page], "next": cursor})
+    return Outcome({"members": [m.info(channel) for m in page], "next": cursor})
 
 
 def members_listed(infos: list[Any], cursor: int | None) -> Outcome:

@@ -14,6 +14,8 @@ from rtcore.config.model import CHANNEL_RULE_KEYS, ChannelRule, ConfigError
 from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
 
 POLICIES = ("anyone", "signed_in", "nobody")
+HOOK_POLICY = "hook"
+"""A ``join`` or ``send`` the app's hook decides (docs/hooks.md)."""
 MAX_HISTORY_SIZE = 1_000_000
 """Largest ``history_size`` of a channel rule."""
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -27,8 +29,9 @@ def channel_rule(raw: object, where: str) -> ChannelRule:
     if not isinstance(pattern, str) or not pattern:
         raise ConfigError(f'{where}.pattern: must be a glob such as "public-*"')
     for k in ("join", "send", "presence", "history"):
-        if raw.get(k, "anyone") not in POLICIES:
-            raise ConfigError(f"{where}.{k}: must be one of {', '.join(POLICIES)}")
+        allowed = (*POLICIES, HOOK_POLICY) if k in ("join", "send") else POLICIES
+        if raw.get(k, "anyone") not in allowed:
+            raise ConfigError(f"{where}.{k}: must be one of {', '.join(allowed)}")
     size = raw.get("history_size", 0)
     if type(size) is not int or not 0 <= size <= MAX_HISTORY_SIZE:
         raise ConfigError(

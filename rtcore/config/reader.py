@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from rtcore.config import hook_reader
 from rtcore.config.checks import (
     IPNetwork,
     boolean,
@@ -31,14 +32,17 @@ from rtcore.config.checks import (
     rate_rule,
     strings,
 )
+from rtcore.config.hook_settings import HooksConfig, WebhookConfig
 from rtcore.config.model import (
     AppConfig,
     BrokerConfig,
+    ChannelRule,
     Config,
     ConfigError,
     Limits,
 )
 from rtcore.core.auth import ApiKey, SessionSettings
+from rtcore.core.limits.limiter import Rule
 
 APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
@@ -86,6 +90,8 @@ APP_KEYS = frozenset(
         "server_secret_env",
         "server_secret_file",
         "revocation_ttl",
+        "hooks",
+        "webhooks",
         *(k for k, _ in APP_FLAGS),
     }
 )
@@ -315,15 +321,15 @@ class Reader:
             session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
         elif flags["session_required"]:
             self.errors.append(f"{where}.session_required: true, but there is no {where}.session")
-        limits = self.list_of(raw, "rate_limits", rate_rule, where)
-        if len({r.name for r in limits}) != len(limits):
-            self.errors.append(f"{where}.rate_limits: limiter names must be unique")
+        limits = self.rate_limits(raw, where)
+        channels = tuple(self.list_of(raw, "channels", channel_rule, where))
+        hooks, webhooks = self.integrations(raw, channels, where)
         return AppConfig(
             name=name,
             api_keys=tuple(keys),
             api_key_required=required,
             session=session,
-            channels=tuple(self.list_of(raw, "channels", channel_rule, where)),
+            channels=channels,
             rate_limits=tuple(limits),
             refusals_before_disconnect=self.number(
                 raw, "refusals_before_disconnect", 100, positive_int, where
@@ -331,8 +337,30 @@ class Reader:
             max_connections=self.number(raw, "max_connections", 100_000, positive_int, where),
             server_secret=get(lambda: self.server_secret(raw, where), None),
             revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, positive_number, where),
+            hooks=hooks,
+            webhooks=webhooks,
             **flags,
         )
+
+    def rate_limits(self, raw: dict[str, Any], where: str) -> list[Rule]:
+        limits = self.list_of(raw, "rate_limits", rate_rule, where)
+        if len({r.name for r in limits}) != len(limits):
+            self.errors.append(f"{where}.rate_limits: limiter names must be unique")
+        return limits
+
+    def integrations(
+        self, raw: dict[str, Any], channels: tuple[ChannelRule, ...], where: str
+    ) -> tuple[HooksConfig | None, tuple[WebhookConfig, ...]]:
+        """An app's ``[apps.hooks]`` and ``[[apps.webhooks]]`` (rtcore.config.hook_reader)."""
+        hooks = None
+        if "hooks" in raw:
+            hooks = self.attempt(
+                lambda: hook_reader.hooks(self, raw["hooks"], f"{where}.hooks"), None
+            )
+        self.errors += hook_reader.hooked_rules(channels, hooks, "hooks" in raw, where)
+        read = functools.partial(hook_reader.webhook, self)
+        webhooks = self.list_of(raw, "webhooks", read, where)
+        return hooks, tuple(w for w in webhooks if w is not None)
 
     def app_keys(self, raw: dict[str, Any], where: str) -> tuple[list[ApiKey], bool]:
         """An app's ``api_keys``, and whether it requires one."""

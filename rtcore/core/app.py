@@ -17,6 +17,7 @@ import attrs
 
 from rtcore.config.model import AppConfig
 from rtcore.core.history import Recovery, Retention, Slice, decide_recovery
+from rtcore.core.hooks.ports import NO_EVENTS, EventSink, HookCaller
 from rtcore.core.limits.limiter import Chain
 from rtcore.core.members import ChannelTable, Member
 from rtcore.core.outbox import Pending
@@ -77,6 +78,15 @@ def framed(frame: f.ServerFrame) -> bytes:
     return wsframe.binary_frame(codec.encode(frame))
 
 
+_TRANSITIONS = {
+    "o": "channel_occupied",
+    "v": "channel_vacated",
+    "a": "member_added",
+    "r": "member_removed",
+}
+"""A cluster transition's webhook event (App.cluster_transition)."""
+
+
 class App:
     """An app's channels, members and the operations clients and the host app perform."""
 
@@ -106,6 +116,10 @@ class App:
         """Channel -> its history retention (a cache of channel-rule lookups)."""
         self._history = any(r.history_size for r in settings.channels)
         """Whether any channel rule keeps history (else messages skip the lookup)."""
+        self.hooks: HookCaller | None = None
+        """The backend's hooks ([apps.hooks]; set by the server), None without them."""
+        self.events: EventSink = NO_EVENTS
+        """Where webhook events go ([[apps.webhooks]]; set by the server)."""
         self._revoked: dict[tuple[str, str], float] = {}
         """Ended sessions, as (user, session) -> until when (monotonic) their tokens are
         refused."""
@@ -362,7 +376,11 @@ class App:
                 self.broker.want(self.name, channel)
             self.broker.presence(self.name, "member_join", channel, member, skip)
         else:
-            self.presence_event("member_join", channel, member.info(), first, skip)
+            self.presence_event("member_join", channel, member.info(channel), first, skip)
+            if len(self.table.members(channel)) == 1:
+                self.cluster_transition(channel, "o")
+            if first and member.user is not None:
+                self.cluster_transition(channel, f"a:{member.user}")
         return True
 
     def _left(self, channel: str, member: Member, last: bool) -> None:
@@ -372,7 +390,24 @@ class App:
             if not self.table.members(channel):
                 self.broker.unwant(self.name, channel)
         else:
-            self.presence_event("member_leave", channel, member.info(), last, None)
+            self.presence_event("member_leave", channel, member.info(channel), last, None)
+            if last and member.user is not None:
+                self.cluster_transition(channel, f"r:{member.user}")
+            if not self.table.members(channel):
+                self.cluster_transition(channel, "v")
+
+    def cluster_transition(self, channel: str, transition: str) -> None:
+        """A transition of ``channel`` for the whole cluster (made by this node): ``o``
+        occupied, ``v`` vacated, ``a:<user>`` the user's first connection in it, ``r:<user>``
+        their last left. Told to the webhooks (docs/hooks.md)."""
+        kind, _, user = transition.partition(":")
+        event = _TRANSITIONS.get(kind)
+        if event is None or not self.events.wants(event):
+            return
+        data: dict[str, Any] = {"channel": channel}
+        if user:
+            data["user"] = user
+        self.events.emit(event, data)
 
     def leave(self, member: Member, channel: str, echo: bool) -> bool:
         """Leave; returns False if not a member (then nothing is sent).
@@ -387,10 +422,12 @@ class App:
         if echo and self.sees_presence(member, channel) and self.presence_events(channel):
             own: f.PresenceDiff | f.MemberEvent
             if member.diffs:
-                own = f.PresenceDiff(channel, leaves=[{**member.info(), "last": last}])
+                own = f.PresenceDiff(channel, leaves=[{**member.info(channel), "last": last}])
             else:
-                own = f.MemberEvent("member_leave", channel, member.info(), last=last)
+                own = f.MemberEvent("member_leave", channel, member.info(channel), last=last)
             self._pending.push(member.outbox, framed(own))
+        if member.infos is not None:
+            member.infos.pop(channel, None)
         return True
 
     def remove(self, member: Member, channel: str, reason: str, message: str) -> bool:
@@ -405,6 +442,8 @@ class App:
     def sees_presence(self, member: Member, channel: str) -> bool:
         """Whether ``member`` may list ``channel``'s members and receive its presence."""
         policy = self.settings.presence_policy(channel)
+        if policy == "hook":  # (presence following join = "hook"): its members
+            return channel in member.channels
         return policy == "anyone" or (policy == "signed_in" and member.user is not None)
 
     def presence_events(self, channel: str) -> bool:
@@ -419,7 +458,7 @@ class App:
             if self.broker.shared:
                 self.broker.presence(self.name, "member_update", channel, member, skip)
             else:
-                self.presence_event("member_update", channel, member.info(), None, skip)
+                self.presence_event("member_update", channel, member.info(channel), None, skip)
         return len(member.channels)
 
     def presence_event(

@@ -10,6 +10,7 @@ be told apart from invalid and no clock is read.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -54,6 +55,9 @@ class Principal:
     user: str
     session: str | None
     expires: float | None
+    grants: Mapping[str, frozenset[str]] | None = None
+    """Channel grants ``{pattern: {operation, ...}}`` a connect hook answered (docs/hooks.md),
+    the shape of a session token's ``channels`` claim; None: none given."""
 
 
 class CredentialError(Exception):

@@ -67,6 +67,8 @@ class Member:
     """Channel -> join sequence number (the paging cursor of member listings)."""
     diffs: bool = False
     """The connection takes presence as batched diffs (the ``presence_diffs`` feature)."""
+    infos: dict[str, Any] | None = None
+    """Channel -> the member's ``info`` there (a join hook's answer); None mostly."""
 
     @property
     def session_key(self) -> tuple[str, str] | None:
@@ -75,8 +77,16 @@ class Member:
             return None
         return (self.user, self.session)
 
-    def info(self) -> dict[str, Any]:
-        """The member as clients see it: ``{"id", "user", "data"}``."""
+    def info(self, channel: str | None = None) -> dict[str, Any]:
+        """The member as clients see it: ``{"id", "user", "data"}``, plus ``"info"`` in a
+        channel where it has one (docs/hooks.md)."""
+        if self.infos is not None and channel in self.infos:
+            return {
+                "id": self.id,
+                "user": self.user,
+                "data": self.profile,
+                "info": self.infos[channel],
+            }
         return {"id": self.id, "user": self.user, "data": self.profile}
 
 
@@ -257,7 +267,7 @@ class ChannelTable:
     def presence_group(self, channel: str) -> Mapping[str, Member]:
         """The members of ``channel`` who receive its presence events, per its policy."""
         policy = self.presence_policy(channel)
-        if policy == "anyone":
+        if policy in ("anyone", "hook"):  # hook: the members the join hook let in
             self._signed_in.pop(channel, None)  # the policy changed (a reload): not needed
             return self.members(channel)
         if policy == "signed_in":
@@ -346,7 +356,7 @@ def _join_seq(channel: str) -> Callable[[Member], int]:
 
 def _admits(policy: str, member: Member) -> bool:
     """Whether a presence policy lets ``member`` receive presence."""
-    return policy == "anyone" or (policy == "signed_in" and member.user is not None)
+    return policy in ("anyone", "hook") or (policy == "signed_in" and member.user is not None)
 
 
 def _unindex(index: dict[Any, dict[str, Member]], key: Any, member: Member) -> None:

@@ -111,9 +111,19 @@ _CLIENT_SPECS: dict[str, tuple[type[f.ClientFrame], tuple[_Field, ...]]] = {
             ("profile", "profile", "any", False),
             ("echo", "echo", "bool", False),
             ("features", "features", "strs", False),
+            ("data", "data", "any", False),
         ),
     ),
-    "join": (f.Join, _spec(_ID, _CH, _ECHO, ("recover", "recover", "map", False, True))),
+    "join": (
+        f.Join,
+        _spec(
+            _ID,
+            _CH,
+            _ECHO,
+            ("recover", "recover", "map", False, True),
+            ("data", "data", "any", False),
+        ),
+    ),
     "leave": (f.Leave, _spec(_ID, _CH, _ECHO)),
     "members": (
         f.GetMembers,

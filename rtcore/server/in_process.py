@@ -118,7 +118,7 @@ class InProcessAPI:
         order (whatever the channel's ``presence`` rule: the host app is trusted). With the
         Redis broker, :meth:`list_members` lists the whole cluster's."""
         members = self.app(app).table.members(api.valid_channel(channel))
-        return [m.info() for m in members.values()]
+        return [m.info(channel) for m in members.values()]
 
     async def list_members(
         self, app: str, channel: str, after: int | None = None, limit: int = 1000
@@ -130,7 +130,7 @@ class InProcessAPI:
         limit = api.members_limit(channel, limit, self.config.limits.max_members_page)
         if not the_app.broker.shared:
             page, cursor = the_app.table.page(channel, after, limit)
-            return [m.info() for m in page], cursor
+            return [m.info(channel) for m in page], cursor
         return await self.cluster_members(the_app, channel, after, limit)
 
     async def cluster_members(

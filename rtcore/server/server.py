@@ -52,6 +52,7 @@ from rtcore.server.heartbeat import Heartbeat
 from rtcore.server.http import router
 from rtcore.server.ids import ConnectionIds
 from rtcore.server.in_process import InProcessAPI, UnknownAppError
+from rtcore.server.integrations import Integrations
 from rtcore.server.startup import ListenError
 
 if TYPE_CHECKING:
@@ -130,6 +131,9 @@ class Server(InProcessAPI):
         self.redis = None
         self.broker: Broker = self._broker()
         self.apps: dict[str, App] = {a.name: self._new_app(a) for a in config.apps}
+        self.integrations = Integrations(self.node, lambda: self.wall())
+        """The apps' hooks and webhooks (docs/hooks.md)."""
+        self.integrations.apply(self.apps)
         self.admission = Admission(config.limits, startup.open_files())
         self.api_connections = 0
         self._refusals = ThrottledLog(log)
@@ -183,6 +187,7 @@ class Server(InProcessAPI):
         startup.log_capacity(self.config, self.admission)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
+            await nursery.start(self.integrations.run)
             if self.redis is not None:
                 await nursery.start(self.redis.run)
             nursery.start_soon(self._heartbeat.run, self.config.limits.heartbeat_interval)
@@ -353,6 +358,7 @@ class Server(InProcessAPI):
         ):
             log.warning("reload: listen addresses and TLS changes take effect on restart")
         self._apply_apps(config.apps)
+        self.integrations.apply(self.apps)
         self.config = config
         self.admission.apply(config.limits)
         self.flusher.budget = config.limits.outbound_buffer_bytes

@@ -44,6 +44,14 @@ class Context(Protocol):
         """Reply ``err``."""
         ...
 
+    def refuse(self, request_id: int, code: str, message: str) -> Close | None:
+        """Reply ``err`` with any code (a hook's own), counted as a refusal."""
+        ...
+
+    def answer(self, request_id: int, result: Result | Deferred) -> Close | None:
+        """Reply ``ok`` with ``result``, or defer again."""
+        ...
+
 
 def wants_echo(session: Context, echo: bool | None) -> bool:
     """The request's ``echo``, else the connection's default."""
@@ -51,16 +59,24 @@ def wants_echo(session: Context, echo: bool | None) -> bool:
     return session.member.echo if echo is None else echo
 
 
-def permits(session: Context, policy: str) -> bool:
-    """Whether a channel policy (``anyone``, ``signed_in``, ``nobody``) admits this client."""
+def permits(session: Context, policy: str, channel: str | None = None) -> bool:
+    """Whether a channel policy (``anyone``, ``signed_in``, ``nobody``) admits this client;
+    ``hook`` (presence and history that follow a ``join = "hook"``): its members, whom the
+    join hook let in."""
+    if policy == "hook":
+        return session.member is not None and channel in session.member.channels
     return policy == "anyone" or (policy == "signed_in" and session.principal is not None)
 
 
-def check_permitted(session: Context, policy: str, what: str) -> None:
+def check_permitted(session: Context, policy: str, what: str, channel: str | None = None) -> None:
     """Refuse with ``forbidden`` unless ``policy`` admits this client."""
-    if permits(session, policy):
+    if permits(session, policy, channel):
         return
     raise refuse(
         ErrorCode.FORBIDDEN,
-        f"{what} is not allowed" if policy == "nobody" else f"{what} needs a signed-in user",
+        f"{what} is not allowed"
+        if policy == "nobody"
+        else f"{what} needs a signed-in user"
+        if policy == "signed_in"
+        else f"{what} is for the channel's members",
     )

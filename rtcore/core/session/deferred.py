@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 @attrs.define(slots=True)
 class Deferred:
-    """A request whose answer needs the broker: the server awaits ``wait()``, then calls
-    :meth:`Session.resume` with the value (or why there is none)."""
+    """A request whose answer needs the broker (or the app's hook): the server awaits
+    ``wait()``, then calls :meth:`Session.resume` with the value (or why there is none)."""
 
     request_id: int
     wait: Callable[[], Awaitable[Any]]
@@ -28,6 +28,9 @@ class Deferred:
     resume: Callable[[Any, str | None, float, float], Close | None] | None = None
     """Instead of ``then``: ``(value, failure, now, wall)`` does all that follows itself
     (a shared rate limit: the request is then handled, or refused)."""
+    timeout: float | None = None
+    """Seconds the server waits for ``wait()`` (None: ``[broker] command_timeout``); a hook
+    call's is the hook's timeout (its client ends the call by then itself)."""
 
 
 def unused_then(value: object, now: float, wall: float) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def join_shared(
     assert session.app is not None and session.member is not None
     app, member, channel, conn = session.app, session.member, frame.channel, session.conn_id
     broker, echo = app.broker, wants_echo(session, frame.echo)
-    may = recover is not None and permits(session, app.settings.history_policy(channel))
+    may = recover is not None and permits(session, app.settings.history_policy(channel), channel)
     limit = session.limits.max_recovery + 1 if may else 0
     since = recover if may else None
 
@@ -117,7 +117,7 @@ def position(
     if recover is None:
         return session.app.history(channel, None, 0, True, wall).top.to_wire()
     budget = session.limits.outbound_buffer_bytes // 2
-    if joined and permits(session, session.app.settings.history_policy(channel)):
+    if joined and permits(session, session.app.settings.history_policy(channel), channel):
         outcome = session.app.recover(channel, recover, session.limits.max_recovery, budget, wall)
     else:
         top = session.app.history(channel, None, 0, True, wall).top
@@ -142,7 +142,7 @@ def history(session: Context, frame: f.History, now: float, wall: float) -> Resu
             f"channel {frame.channel!r} keeps no history", code=ErrorCode.HISTORY_UNAVAILABLE
         )
     policy = app.settings.history_policy(frame.channel)
-    check_permitted(session, policy, f"reading the history of {frame.channel!r}")
+    check_permitted(session, policy, f"reading the history of {frame.channel!r}", frame.channel)
     limit = DEFAULT_HISTORY_PAGE if frame.limit is None else frame.limit
     if not 1 <= limit <= session.limits.max_history_page:
         raise RemoteProtocolError(

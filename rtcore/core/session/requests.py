@@ -11,7 +11,8 @@ from typing import Any
 
 from rtcore.core.auth import CredentialError, verify_session
 from rtcore.core.history import parse_position
-from rtcore.core.session import history
+from rtcore.core.hooks.answers import ABSENT
+from rtcore.core.session import history, hooked
 from rtcore.core.session.context import Context, Result, check_permitted, wants_echo
 from rtcore.core.session.deferred import Deferred
 from rtcore.core.session.hello import check_profile
@@ -22,13 +23,17 @@ from rtcore.protocol.position import Position
 from rtcore.protocol.values import check as check_value
 
 DEFAULT_MEMBERS_PAGE = 100
+HOOK = "hook"
+"""A rule value: the app's hook decides (rtcore.core.session.hooked)."""
 
 
 def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | Deferred:
     app, member = session.app, session.member
     assert app is not None and member is not None
     check_channel(frame.channel)
-    check_permitted(session, app.settings.join_policy(frame.channel), f"joining {frame.channel!r}")
+    policy = app.settings.join_policy(frame.channel)
+    if policy != HOOK:
+        check_permitted(session, policy, f"joining {frame.channel!r}")
     max_channels = session.limits.max_channels
     if frame.channel not in member.channels and len(member.channels) >= max_channels:
         raise refuse(
@@ -36,6 +41,34 @@ def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | D
             f"a connection may be in at most {max_channels} channels",
         )
     recover = None if frame.recover is None else parse_position(frame.recover, "recover")
+    if policy == HOOK and frame.channel not in member.channels:  # the backend decides
+        return _hooked_join(session, frame, recover, now, wall)
+    return _admitted_join(session, frame, recover, wall)
+
+
+def _hooked_join(
+    session: Context, frame: f.Join, recover: Position | None, now: float, wall: float
+) -> Result | Deferred:
+    def proceed(info: Any, now: float, wall: float) -> Result | Deferred:
+        member = session.member
+        assert member is not None
+        if info is not ABSENT:
+            member.infos = member.infos or {}
+            member.infos[frame.channel] = info
+        return _admitted_join(session, frame, recover, wall)
+
+    verdict = hooked.cached_join(session, frame, now)
+    if verdict is not None:
+        return hooked.allowed(verdict, verdict.info, now, wall, proceed)
+    return hooked.join(session, frame, proceed)
+
+
+def _admitted_join(
+    session: Context, frame: f.Join, recover: Position | None, wall: float
+) -> Result | Deferred:
+    """A join its permission admitted."""
+    app, member = session.app, session.member
+    assert app is not None and member is not None
     broker = app.broker
     retention = app.retention(frame.channel)
     if broker.shared and retention is not None and frame.channel not in member.channels:
@@ -66,6 +99,7 @@ def members(session: Context, frame: f.GetMembers, now: float, wall: float) -> R
         session,
         app.settings.presence_policy(frame.channel),
         f"listing the members of {frame.channel!r}",
+        frame.channel,
     )
     limit = DEFAULT_MEMBERS_PAGE if frame.limit is None else frame.limit
     if not 1 <= limit <= session.limits.max_members_page:
@@ -78,7 +112,7 @@ def members(session: Context, frame: f.GetMembers, now: float, wall: float) -> R
         name, channel, after = app.name, frame.channel, frame.after
         return Deferred(frame.id, lambda: broker.members(name, channel, after, limit), _listing)
     page, cursor = app.table.page(frame.channel, frame.after, limit)
-    return {"members": [m.info() for m in page], "next": cursor}
+    return {"members": [m.info(frame.channel) for m in page], "next": cursor}
 
 
 def profile(session: Context, frame: f.UpdateProfile, now: float, wall: float) -> Result:
@@ -100,18 +134,44 @@ def send(session: Context, frame: f.Send, now: float, wall: float) -> Result | D
     if not settings.allow_client_send:
         raise refuse(ErrorCode.FORBIDDEN, f"app {app.name!r} does not allow client sends")
     rule = settings.channel_rule(frame.channel)
-    if rule is not None:
+    if rule is not None and rule.send != HOOK:
         check_permitted(session, rule.send, f"sending to {frame.channel!r}")
     if frame.channel not in member.channels:
         raise refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
+    if rule is not None and rule.send == HOOK:  # the backend decides, and may rewrite
+
+        def proceed(data: Any, now: float, wall: float) -> Result | Deferred:
+            check_value(data, "data")
+            return _deliver(session, frame, data, wall)
+
+        return hooked.send(session, frame, proceed)
+    return _deliver(session, frame, frame.data, wall)
+
+
+def _deliver(session: Context, frame: f.Send, data: Any, wall: float) -> Result | Deferred:
+    """Send an admitted message; the reply waits for its place in the history if shared."""
+    app, member = session.app, session.member
+    assert app is not None and member is not None
     sent = app.send(
         frame.channel,
         frame.event,
-        frame.data,
+        data,
         wall=wall,
         sender=member,
         echo=wants_echo(session, frame.echo),
     )
+    if app.events.wants("client_message", frame.channel):
+        app.events.emit(
+            "client_message",
+            {
+                "channel": frame.channel,
+                "event": frame.event,
+                "data": data,
+                "user": member.user,
+                "conn": member.id,
+                "mid": sent.mid,
+            },
+        )
     reply: Result = {"mid": sent.mid, "ts": sent.ts, "recipients": sent.recipients}
     if sent.sequenced is not None:  # the cluster's place for it: the ok waits for it
 

@@ -47,9 +47,13 @@ class Op:
     failed: str | None = None
     key: tuple[str, str, str] | None = None
     """(app, channel, connection) of a join, which its request's answer waits for."""
+    settled: Callable[[Any], None] | None = None
+    """Given the result once written (a presence script's cluster transitions)."""
 
     def finish(self, result: Any = None, failed: str | None = None) -> None:
         self.result, self.failed = result, failed
+        if failed is None and self.settled is not None:
+            self.settled(result)
         if self.done is not None:
             self.done.set()
 
@@ -90,6 +94,9 @@ class BrokerCore:
     _through: dict[bytes, tuple[str, int]]
 
     def _enqueue(self, op: Op) -> bool:
+        raise NotImplementedError
+
+    def _transitions(self, app: str, channel: str, result: Any) -> None:
         raise NotImplementedError
 
     async def _call(self, send: Callable[[Any], Any]) -> Any:

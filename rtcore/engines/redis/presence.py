@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import coredis
 import trio
 
 from rtcore.core.members import Member
@@ -30,7 +31,7 @@ class PresenceMixin(BrokerCore):
         self._joining = {}
 
     def presence(self, app: str, kind: str, channel: str, member: Member, skip: str | None) -> None:
-        info = member.info()
+        info = member.info(channel)
         local = self._local_presence(app, kind, channel, member.user, info, skip)
         if self._down is not None:
             self.statistics.dropped += 1
@@ -49,6 +50,7 @@ class PresenceMixin(BrokerCore):
             blob = rp.member_blob(member.user, info)
             args, script = [*head, conn, blob, (skip or "").encode()], "UPDATE"
         op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), local)
+        op.settled = lambda result: self._transitions(app, channel, result)
         if kind == "member_join":
             op.done, op.key = trio.Event(), (app, channel, member.id)
             self._joining[op.key] = op
@@ -75,6 +77,16 @@ class PresenceMixin(BrokerCore):
 
         return deliver
 
+    def _transitions(self, app: str, channel: str, result: Any) -> None:
+        """The cluster transitions a presence script of this node made (``'o'``, ``'v'``,
+        ``'a:<user>'``, ``'r:<user>'``): reported here only, so once for the cluster."""
+        target = self._apps.get(app)
+        if target is None or not isinstance(result, list):
+            return
+        for item in result:
+            if isinstance(item, bytes):
+                target.cluster_transition(channel, item.decode(errors="replace"))
+
     def _saw(self, channel: bytes, kind: str, info: Any) -> None:
         """Keep what this node's members were told of ``channel``'s presence."""
         if channel not in self._wanted:
@@ -99,13 +111,16 @@ class PresenceMixin(BrokerCore):
                 channels = list(table.channels())
                 for i in range(0, len(channels), PIPELINE_MAX):
                     async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                        sent = []
                         for name in channels[i : i + PIPELINE_MAX]:
                             args = [self._publish_cmd, self.node.encode(), self._ttl_ms]
-                            self._scripts["REFRESH"](
+                            request = self._scripts["REFRESH"](
                                 keys=self.keys.presence(app, name),
                                 args=[*args, name.encode()],
                                 client=pipe,
                             )
+                            sent.append((name, request))
+                    await self._settle(app, sent)
 
     async def _resync_members(self) -> None:
         """After an outage: tell this node's members what changed in their channels while
@@ -138,6 +153,7 @@ class PresenceMixin(BrokerCore):
         for app, table in self._tables.items():
             channels = list(table.channels().items())
             for i in range(0, len(channels), PIPELINE_MAX):
+                sent: list[tuple[str, Any]] = []
                 async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
                     for name, group in channels[i : i + PIPELINE_MAX]:
                         args: list[Any] = [
@@ -147,11 +163,26 @@ class PresenceMixin(BrokerCore):
                             name.encode(),
                         ]
                         for m in group.values():
-                            blob = rp.member_blob(m.user, m.info())
+                            blob = rp.member_blob(m.user, m.info(name))
                             args += [m.id.encode(), blob, (m.user or "").encode()]
-                        self._scripts["SYNC"](
-                            keys=self.keys.presence(app, name), args=args, client=pipe
+                        sent.append(
+                            (
+                                name,
+                                self._scripts["SYNC"](
+                                    keys=self.keys.presence(app, name), args=args, client=pipe
+                                ),
+                            )
                         )
+                await self._settle(app, sent)
+
+    async def _settle(self, app: str, sent: list[tuple[str, Any]]) -> None:
+        """The transitions of pipelined presence scripts (a script's error: none)."""
+        for name, request in sent:
+            try:
+                result = await request
+            except coredis.exceptions.ResponseError:
+                continue
+            self._transitions(app, name, result)
 
 
 def listing_diff(
