@@ -78,6 +78,7 @@ class HookClient:
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_open)
         self.cache: AnswerCache[answers.Verdict] = AnswerCache(settings.join_cache_ttl)
         self.statistics = HookStatistics()
+        self.latency_bounds = LATENCY_BUCKETS
         self._warn = ThrottledLog(log)
 
     @property

@@ -34,6 +34,7 @@ from rtcore.core.outbox import Pending
 from rtcore.engines.base import Broker
 from rtcore.engines.memory import MemoryBroker
 from rtcore.observe.events import Observer, ServerStatistics
+from rtcore.observe.integration_metrics import IntegrationCollector
 from rtcore.observe.throttled_log import ThrottledLog
 from rtcore.protocol import CloseCode
 from rtcore.protocol.close import Close
@@ -134,6 +135,9 @@ class Server(InProcessAPI):
         self.integrations = Integrations(self.node, lambda: self.wall())
         """The apps' hooks and webhooks (docs/hooks.md)."""
         self.integrations.apply(self.apps)
+        if self.metrics is not None:
+            collector = IntegrationCollector(self.integrations, trio.current_time)
+            self.metrics.registry.register(collector)
         self.admission = Admission(config.limits, startup.open_files())
         self.api_connections = 0
         self._refusals = ThrottledLog(log)
