@@ -132,12 +132,7 @@ class Server(InProcessAPI):
         self.redis = None
         self.broker: Broker = self._broker()
         self.apps: dict[str, App] = {a.name: self._new_app(a) for a in config.apps}
-        self.integrations = Integrations(self.node, lambda: self.wall())
-        """The apps' hooks and webhooks (docs/hooks.md)."""
-        self.integrations.apply(self.apps)
-        if self.metrics is not None:
-            collector = IntegrationCollector(self.integrations, trio.current_time)
-            self.metrics.registry.register(collector)
+        self.integrations = self._integrations()
         self.admission = Admission(config.limits, startup.open_files())
         self.api_connections = 0
         self._refusals = ThrottledLog(log)
@@ -153,6 +148,15 @@ class Server(InProcessAPI):
         self.config_path = None
         self.config_overrides = {}
         self.on_settings_saved = None
+
+    def _integrations(self) -> Integrations:
+        """The apps' hooks and webhooks (docs/hooks.md), and their metrics."""
+        integrations = Integrations(self.node, lambda: self.wall())
+        integrations.apply(self.apps)
+        if self.metrics is not None:
+            collector = IntegrationCollector(integrations, trio.current_time)
+            self.metrics.registry.register(collector)
+        return integrations
 
     def _new_app(self, settings: AppConfig) -> App:
         return App(settings, self.pending, self._ids, self.broker, self.observer)
