@@ -20,8 +20,11 @@ class Integrated(Protocol):
     """What this reads (rtcore.server.integrations.Integrations): hook clients by app and
     webhook endpoints by (app, settings); each with ``statistics``."""
 
-    hooks: Mapping[str, Any]
-    endpoints: Mapping[Any, Any]
+    @property
+    def hooks(self) -> Mapping[str, Any]: ...
+
+    @property
+    def endpoints(self) -> Mapping[Any, Any]: ...
 
 
 class IntegrationCollector:

@@ -129,7 +129,6 @@ class Server(InProcessAPI):
         self._ids = MessageIds(self.node)
         budget = config.limits.outbound_buffer_bytes
         self.flusher = Flusher(self.pending, budget, flush_window, self.observer)
-        self.redis = None
         self.broker: Broker = self._broker()
         self.apps: dict[str, App] = {a.name: self._new_app(a) for a in config.apps}
         self.integrations = self._integrations()
@@ -164,6 +163,7 @@ class Server(InProcessAPI):
     def _broker(self) -> Broker:
         """``[broker]``: in process, or Redis (imported only then)."""
         limits = self.config.limits
+        self.redis = None
         if self.config.broker.kind == "memory":
             return MemoryBroker(MemoryHistory(limits.max_history_bytes, limits.history_meta_ttl))
         from rtcore.engines.redis.broker import RedisBroker
