@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trio
 
@@ -44,8 +45,25 @@ def hooked_app(backend: Backend, **settings: Any) -> AppConfig:
     )
 
 
+ADMIN = "admin-secret-" + "a" * 24
+
+
 async def start(start_server: StartServer, backend: Backend, **settings: Any) -> Server:
-    return await start_server(apps=(hooked_app(backend, **settings),))
+    return await start_server(
+        apps=(hooked_app(backend, **settings),), config={"admin_secret": ADMIN}
+    )
+
+
+async def admin_state(server: Server) -> dict[str, Any]:
+    """The settings page's view of app a's hooks and webhooks."""
+    host, port = server.api_addresses[0]
+    async with httpx.AsyncClient() as http:
+        reply = await http.get(
+            f"http://{host}:{port}/admin/api/state", headers={"authorization": f"Bearer {ADMIN}"}
+        )
+    assert reply.status_code == 200, reply.text
+    (app,) = [a for a in reply.json()["apps"] if a["name"] == "a"]
+    return dict(app["integrations"])
 
 
 def view(frame: Any) -> dict[str, Any]:
@@ -230,6 +248,13 @@ async def test_the_breaker_opens_after_failures_and_recovers(
         reply = await request(raw, t="join", id=10, ch="team-a")
         assert reply["code"] == "hook_unavailable" and "breaker open" in reply["msg"]
         assert len(backend.seen) == 3  # not asked while open
+        health = await admin_state(server)
+        assert health["hooks"]["breaker"] == "open"
+        assert health["hooks"]["outcomes"] == {"join:breaker_open": 1, "join:unavailable": 3}
+        assert "HTTP 500" in health["hooks"]["last_failure"]
+        text = server.metrics.exposition().decode() if server.metrics else ""
+        assert 'rtcore_hook_breaker_state{app="a",state="open"} 1.0' in text
+        assert 'rtcore_hook_calls_total{app="a",hook="join",outcome="unavailable"} 3.0' in text
         answer["reply"] = ok({"allow": True})
         await trio.sleep(10.5)  # the breaker's open period passes (virtual time)
         assert client.breaker.state(trio.current_time()) == "half_open"

@@ -40,6 +40,7 @@ from rtcore.core.app import App
 from rtcore.server import queries
 from rtcore.server.flusher import Flusher
 from rtcore.server.http.messages import Answer, Request, Text
+from rtcore.server.http import admin_integrations
 
 log = logging.getLogger("rtcore.admin")
 
@@ -166,6 +167,7 @@ async def state(server: Administered) -> dict[str, Any]:
                 "channels": len(app.table.channels()),
                 "top_channels": [{"name": ch, "members": n} for ch, n in largest],
                 "settings": _settings_view(text, app.settings),
+                "integrations": admin_integrations.health(server, name),
             }
         )
     return {

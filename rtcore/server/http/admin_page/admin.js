@@ -66,6 +66,7 @@ async function refresh(resetForm = false) {
   if (!selected || !data.apps.some((a) => a.name === selected)) { selected = data.apps[0]?.name; resetForm = true; }
   renderApps();
   renderChannels();
+  renderIntegrations();
   if (resetForm || !dirty) loadForm();
 }
 
@@ -88,6 +89,26 @@ function renderChannels() {
 async function showMembers(channel) {
   const { data } = await call("GET", `/admin/api/apps/${encodeURIComponent(selected)}/channels/${encodeURIComponent(channel)}/members`);
   $("#members").replaceChildren(el("h2", {}, `Members of ${channel}`), el("pre", {}, JSON.stringify(data.members, null, 2)));
+}
+
+// -- hooks and webhooks (read-only health) ------------------------------------------------------
+
+function renderIntegrations() {
+  const { hooks, webhooks } = app().integrations;
+  const row = (k, v) => el("tr", {}, el("th", {}, k), el("td", {}, v == null ? "—" : String(v)));
+  $("#hooks-health").replaceChildren(hooks
+    ? el("table", { class: "grid", id: "hooks-table" },
+        ...Object.entries(hooks.urls).map(([k, url]) => row(`${k}_url`, url)),
+        row("breaker", hooks.breaker), row("in flight", hooks.in_flight),
+        row("outcomes", Object.entries(hooks.outcomes).map(([k, n]) => `${k} ${n}`).join(", ")),
+        row("last failure", hooks.last_failure))
+    : el("p", { class: "muted" }, "No hooks ([apps.hooks])."));
+  $("#webhooks-health").replaceChildren(...(webhooks.length ? webhooks.map((w) =>
+    el("table", { class: "grid webhook" },
+      row("url", w.url), row("events", w.events.join(", ")), row("queued", w.queued),
+      row("delivered", w.delivered), row("retries", w.retries), row("failed", w.failed),
+      row("dropped (queue full)", w.dropped), row("last failure", w.last_failure)))
+    : [el("p", { class: "muted" }, "No webhooks ([[apps.webhooks]]).")]));
 }
 
 // -- the settings form -----------------------------------------------------------------------
