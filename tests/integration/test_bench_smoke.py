@@ -99,6 +99,10 @@ def table_rows(section: str) -> list[dict[str, str]]:
     [
         (["bench.observe_cost", "-n", "10", "--passes", "2", "--rounds", "2"], "on / off: "),
         (["bench.member_memory", "--members", "200", "--channels", "2"], "| index |"),
+        (
+            ["bench.hooks", "--joins", "20", "--sends", "20", "--conns", "4"],
+            "webhook events delivered: ",
+        ),
     ],
 )
 def test_the_in_process_benchmarks_run(command: list[str], shows: str) -> None:

@@ -39,8 +39,8 @@ from rtcore.config.model import AppConfig, Config, ConfigError
 from rtcore.core.app import App
 from rtcore.server import queries
 from rtcore.server.flusher import Flusher
-from rtcore.server.http.messages import Answer, Request, Text
 from rtcore.server.http import admin_integrations
+from rtcore.server.http.messages import Answer, Request, Text
 
 log = logging.getLogger("rtcore.admin")
 
