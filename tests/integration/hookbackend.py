@@ -4,6 +4,8 @@ or a dropped connection. Every request is recorded with its verified signature."
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +14,12 @@ import attrs
 import h11
 import trio
 
-from rtcore.core.hooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+def verify(secret: str, timestamp: str, body: bytes, given: str) -> bool:
+    """docs/hooks.md's check, written out here (not rtcore's own code: a test of it)."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return timestamp.isdigit() and hmac.compare_digest("sha256=" + mac.hexdigest(), given)
+
 
 SECRET = "hook-secret-" + "s" * 24
 
@@ -109,10 +116,9 @@ class Backend:
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
         signed = verify(
             self.secret,
-            headers.get(TIMESTAMP_HEADER.lower(), ""),
+            headers.get("x-rtcore-timestamp", ""),
             body,
-            headers.get(SIGNATURE_HEADER.lower(), ""),
-            float(headers.get(TIMESTAMP_HEADER.lower(), "0") or 0),  # own time: tests' clocks
+            headers.get("x-rtcore-signature", ""),
         )
         path = request.target.decode()
         try:
