@@ -1,12 +1,12 @@
 """rtcore benchmark harness: ``python -m bench SCENARIO --help`` (burst, steady, connect, churn,
-joins, storm, nodes-burst, nodes-steady, all, smoke).
+joins, storm, nodes-burst, nodes-steady, bystander, all, smoke).
 
 Every scenario starts each server under test in its own process (``bench.servers``), drives it
-from separate load processes (``bench.load``), and prints a markdown table with the ratio to
-the naive trio-websocket baseline measured in the same invocation. The ``raw`` server shows
-the load generator's own ceiling on this machine. The ``nodes-*`` scenarios run rtcore nodes
-(``rtcore serve``) over a private ``redis-server`` (``bench.cluster``) and compare them with
-one node in the same invocation.
+from separate load processes (``rtcore.loadtest``'s load clients, the ones ``rtcore loadtest``
+uses), and prints a markdown table with the ratio to the naive trio-websocket baseline measured
+in the same invocation. The ``raw`` server shows the load generator's own ceiling on this
+machine. The ``nodes-*`` scenarios run rtcore nodes (``rtcore serve``) over a private
+``redis-server`` (``bench.cluster``) and compare them with one node in the same invocation.
 """
 
 from __future__ import annotations
@@ -16,7 +16,17 @@ import sys
 from collections.abc import Callable
 
 from bench import cluster, harness
-from bench.scenarios import Subparsers, burst, churn, connect, joins, nodes, steady, storm
+from bench.scenarios import (
+    Subparsers,
+    burst,
+    bystander,
+    churn,
+    connect,
+    joins,
+    nodes,
+    steady,
+    storm,
+)
 from bench.tables import machine
 
 Command = Callable[[argparse.ArgumentParser, argparse.Namespace, list[str]], None]
@@ -29,6 +39,7 @@ PARSERS: tuple[Callable[[Subparsers], None], ...] = (
     joins.add_parser,
     storm.add_parser,
     nodes.add_parser,  # nodes-burst and nodes-steady
+    bystander.add_parser,
 )
 """Each scenario's subcommands, in the order ``--help`` lists them."""
 COMMANDS: dict[str, Command] = {
@@ -40,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "storm": storm.command,
     "nodes-burst": nodes.command,
     "nodes-steady": nodes.command,
+    "bystander": bystander.command,
 }
 
 
@@ -65,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--load",
         choices=["c", "python"],
         default="c",
-        help="subscriber load generator: C (bench/csub.c, built with cc) or Python",
+        help="subscriber load generator: C (rtcore/loadtest/csrc/csub.c, built with cc) or Python",
     )
     sub = parser.add_subparsers(dest="scenario", required=True)
     for add_parser in PARSERS:

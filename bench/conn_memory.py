@@ -1,15 +1,15 @@
-"""Where the bytes of an idle connection go: tracemalloc by allocation site and a census of
-object types, per connection, at N idle connections after hello and join.
+"""Where the bytes of an idle connection go: tracemalloc by allocation site and a census of object
+types, per connection, at N idle connections after hello and join.
 
-    python -m bench.conn_memory [-n 10000]
+python -m bench.conn_memory [-n 10000]
 
-Runs an rtcore server in this process with tracemalloc on, opens N connections with the C
-load client (bench/csub.c: upgrade, hello, join into one channel, presence events off so the
-channel's presence is not in the count), waits until they are idle, and prints what the
-server allocated for them, per connection: the top allocation sites, and the object types
-that grew (their ``sys.getsizeof``, which leaves out what they share). The process's RSS
-growth per connection is printed too; it includes what tracemalloc does not see (kernel-side
-socket memory is not in RSS at all) and allocator slack.
+Runs an rtcore server in this process with tracemalloc on, opens N connections with the C load
+client (rtcore/loadtest/csrc/csub.c: upgrade, hello, join into one channel, presence events off
+so the channel's presence is not in the count), waits until they are idle, and prints what the
+server allocated for them, per connection: the top allocation sites, and the object types that
+grew (their ``sys.getsizeof``, which leaves out what they share). The process's RSS growth per
+connection is printed too; it includes what tracemalloc does not see (kernel-side socket memory
+is not in RSS at all) and allocator slack.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import attrs
 import trio
 
 import rtcore
-from bench import wire
-from bench.harness import HERE, build_csub
+from bench.harness import build_csub
 from rtcore.config import AppConfig, ChannelRule
+from rtcore.loadtest import native, wire
 
 
 def rss() -> int:
@@ -68,7 +68,7 @@ async def measure(n: int, top: int) -> None:
         before = tracemalloc.take_snapshot()
         first = wire.request(t="hello", v=1, echo=False) + wire.request(t="join", id=1, ch="c")
         csub = subprocess.Popen(  # noqa: ASYNC220 (spawning returns at once; reads are in threads)
-            [f"{HERE}/out/csub", host, str(port), str(n), first.hex()],
+            [str(native.binary_path("csub")), host, str(port), str(n), first.hex()],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
     if not build_csub():
-        raise SystemExit("needs a C compiler for bench/csub.c")
+        raise SystemExit("needs a C compiler for rtcore/loadtest/csrc/csub.c")
     tracemalloc.start()
     trio.run(measure, args.connections, args.top)
 

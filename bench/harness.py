@@ -1,5 +1,6 @@
 """The harness's processes: the server under test (``bench.servers``), load processes
-(``bench.load``, or the C subscriber ``bench/csub.c``), fleets of them ready and quiet, and what
+(``rtcore.loadtest.counting``, or the C subscriber ``rtcore/loadtest/csrc/csub.c``:
+the load clients ``rtcore loadtest`` ships), fleets of them ready and quiet, and what
 the servers spent (CPU) while a scenario measured."""
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench import load, wire
+from rtcore.loadtest import counting as load
+from rtcore.loadtest import native
+from rtcore.loadtest.native import CSubscriber
 
 CTX = mp.get_context("fork")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -85,87 +88,9 @@ class LoadProc:
             self.proc.kill()
 
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CSUB = os.path.join(HERE, "out", "csub")
-
-
 def build_csub(name: str = "csub") -> bool:
-    """Compile a C load client (bench/NAME.c) if needed; False if there is no C compiler."""
-    source = os.path.join(HERE, f"{name}.c")
-    binary = os.path.join(HERE, "out", name)
-    if os.path.exists(binary) and os.path.getmtime(binary) >= os.path.getmtime(source):
-        return True
-    os.makedirs(os.path.dirname(binary), exist_ok=True)
-    try:
-        subprocess.run(["cc", "-O2", "-o", binary, source], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"note: no C subscriber ({exc}); using the Python one", file=sys.stderr)
-        return False
-    return True
-
-
-class CSubscriber:
-    """bench/csub.c driven over stdin/stdout, with LoadProc's interface."""
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        n: int,
-        channel: str | None,
-        features: tuple[str, ...] = (),
-        pipeline: bool = False,
-    ) -> None:
-        hello: dict[str, Any] = {"features": list(features)} if features else {}
-        first = wire.request(t="hello", v=1, echo=False, **hello)
-        if channel:
-            first += wire.request(t="join", id=1, ch=channel)
-        self.proc = subprocess.Popen(
-            [CSUB, address[0], str(address[1]), str(n), first.hex(), *(["pipeline"] * pipeline)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.pending: str | None = "ready"
-
-    def call(self, cmd: str, **args: Any) -> None:
-        assert self.proc.stdin is not None
-        if cmd == "count":
-            line = f"count {args['expected']} {args['timeout']} {args.get('sample_every', 0)}"
-        else:
-            line = cmd
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        self.pending = cmd
-
-    def result(self, timeout: float = 600.0) -> Any:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()
-        if not line or line[0] == "error":
-            raise RuntimeError(f"C subscriber failed: {' '.join(line) or 'exited'}")
-        if line[0] == "ready":
-            return float(line[1])
-        if line[0] == "quiet":
-            return int(line[1])
-        total, first, last, closed, minpeer, nsamples = line[1:]
-        latencies = [float(self.proc.stdout.readline()) for _ in range(int(nsamples))]
-        return {
-            "total": int(total),
-            "first": float(first),
-            "last": float(last),
-            "closed": int(closed),
-            "min_per_peer": int(minpeer),
-            "latencies": latencies,
-        }
-
-    def stop(self) -> None:
-        try:
-            self.call("quit")
-        except (BrokenPipeError, OSError):
-            pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    """Compile a C load client (rtcore/loadtest/csrc/NAME.c) if needed; False without cc."""
+    return native.build(name)
 
 
 LOAD = {"c": True}
@@ -181,7 +106,7 @@ def subscriber(
     if LOAD["c"]:
         return CSubscriber(address, n, channel, features, pipeline)
     if features or pipeline:
-        raise SystemExit("this scenario needs the C load client (bench/csub.c and cc)")
+        raise SystemExit("this scenario needs the C load client (rtcore/loadtest/csrc/csub.c, cc)")
     return LoadProc(load.subscriber_main, address, n, channel)
 
 

@@ -12,7 +12,7 @@ from rtcore.protocol import CloseCode, ErrorCode, RtcoreError
 if TYPE_CHECKING:  # what __getattr__ gives, for type checkers (nothing is imported at run time)
     from rtcore.backend import AsyncServerAPI, ServerAPI, ServerAPIError
     from rtcore.operations import ApiError
-    from rtcore.server import Server, UnknownAppError
+    from rtcore.server import ListenError, Server, UnknownAppError
 
 __version__ = "0.1.0"
 
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # The server (and with it trio) is imported on first use, so that importing the sans-IO
     # core -- rtcore.core.session.session, rtcore.protocol, ... -- never pulls in trio.
-    if name in ("Server", "UnknownAppError"):
+    if name in ("Server", "UnknownAppError", "ListenError"):
         from rtcore import server
 
         return getattr(server, name)
@@ -42,6 +42,7 @@ __all__ = [
     "ConfigError",
     "ErrorCode",
     "Limits",
+    "ListenError",
     "RtcoreError",
     "AsyncServerAPI",
     "Server",

@@ -4,6 +4,7 @@ rtcore serve [--config FILE] [--host H] [--port P] [--api-host H] [--api-port P]
              [--workers N]                          run the server (SIGHUP reloads FILE)
 rtcore check-config FILE                            validate a config file
 rtcore token --config FILE --app A --user U         mint a development session token
+rtcore loadtest URL --scenario S [options]          load-test a deployment (docs/loadtest.md)
 
 ``--workers N`` (N > 1; Linux) runs N worker processes that share the client and server-API
 ports (SO_REUSEPORT), each a node of the Redis broker (``[broker] kind = "redis"`` is
@@ -39,7 +40,7 @@ log = logging.getLogger("rtcore")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: ``rtcore serve | check-config | token``."""
+    """The command line: ``rtcore serve | check-config | token | loadtest``."""
     parser = argparse.ArgumentParser(prog="rtcore", description="rtcore realtime server")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub.add_parser("serve", help="run the server (embedded defaults without --config)"))
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--session", help="session id claim")
     token.add_argument("--ttl", type=float, default=3600.0, help="seconds (default 3600)")
     token.add_argument("--private-key", help="PEM file, for RS*/ES* apps")
+    loadtest = sub.add_parser(  # main() hands its arguments to rtcore.loadtest.cli
+        "loadtest", help="load-test a deployment: rtcore loadtest --help", add_help=False
+    )
+    loadtest.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -87,7 +92,14 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["loadtest"]:  # its own parser: URLs, and combine / report / compare
+        return _loadtest(argv[1:])
+    return _command(build_parser().parse_args(argv))
+
+
+def _command(args: argparse.Namespace) -> int:
+    """serve, check-config or token."""
     workers = _worker_count(args)
     if workers is None:
         return 2
@@ -126,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rtcore: {reason}", file=sys.stderr)
         return 1
     return 0
+
+
+def _loadtest(argv: list[str]) -> int:
+    from rtcore.loadtest.cli import main as loadtest
+
+    return loadtest(argv)
 
 
 def _worker_count(args: argparse.Namespace) -> int | None:
@@ -301,6 +319,8 @@ def _reload(server: Server) -> None:
         server.reload_file(server.config_path)
     except cfg.ConfigError as exc:
         log.error("SIGHUP: %s: the old settings stay in force", exc)
+    except Exception:  # a bug of ours: logged, and the server goes on with the old settings
+        log.exception("SIGHUP: reloading failed; the old settings stay in force")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from rtcore.config.model import Limits
+from rtcore.core import membership
 from rtcore.core.app import App
 from rtcore.core.history import Retention, Slice, check_since, page
 from rtcore.core.members import Member
@@ -247,6 +248,86 @@ def disconnect_session(
     return Outcome({"closed": len(conns), "revoked": revoke}, [(m, reason) for m in conns])
 
 
+MAX_REMOVE_MESSAGE = 256
+"""Longest ``message`` of a server-side remove (the ``left`` frame's ``msg``)."""
+
+
+def _whom(user: object, conn: object) -> tuple[str | None, str | None]:
+    """A server-side add or remove's target: a user, a connection id, or both (400 else)."""
+    for name, value in (("user", user), ("conn", conn)):
+        if value is not None and (
+            not isinstance(value, str) or not value or not values.is_text(value)
+        ):
+            raise ApiError(400, "bad_request", f"{name} must be a non-empty string")
+    if user is None and conn is None:
+        raise ApiError(400, "bad_request", "give user (every connection of it), conn, or both")
+    return user, conn  # type: ignore[return-value]
+
+
+def _targets(app: App, user: str | None, conn: str | None) -> list[Member]:
+    """This node's connections of ``user`` (all, or the one with id ``conn``), or the
+    connection ``conn`` (anonymous ones too)."""
+    if conn is None:
+        return list(app.table.user(user).values()) if user is not None else []
+    member = app.table.everyone.get(conn)
+    if member is None or (user is not None and member.user != user):
+        return []
+    return [member]
+
+
+def add_member(
+    app: App,
+    channel: str,
+    user: object,
+    conn: object,
+    max_channels: int,
+    wall: float,
+    *,
+    forward: bool = True,
+) -> Outcome:
+    """Put every connection of ``user`` (or only connection ``conn``) into ``channel``
+    (protocol.md §5.7), whatever the channel rules say (the backend is trusted) but within
+    ``max_channels``. A user-wide add is remembered: the user's later connections are put
+    back at hello. With a shared broker every node does the same (``forward``); the counts
+    are this node's."""
+    valid_channel(channel)
+    user, conn = _whom(user, conn)
+    if forward and app.broker.shared:
+        app.broker.control(app.name, "add", [channel, user, conn, max_channels])
+    if conn is None and user is not None:
+        app.server_channels.remember(user, channel)
+    done = [
+        membership.add(app, m, channel, "added", max_channels, wall)
+        for m in _targets(app, user, conn)
+    ]
+    return Outcome({"added": done.count(membership.ADDED), "full": done.count(membership.FULL)})
+
+
+def remove_member(
+    app: App, channel: str, user: object, conn: object, message: object, *, forward: bool = True
+) -> Outcome:
+    """Take every connection of ``user`` (or only connection ``conn``) out of ``channel``
+    with a ``left`` frame, reason ``removed`` (protocol.md §5.6); a user-wide remove also
+    forgets a user-wide add. With a shared broker every node does the same."""
+    valid_channel(channel)
+    user, conn = _whom(user, conn)
+    if message is None:
+        message = f"the app took you out of {channel!r}"
+    if not isinstance(message, str) or len(message) > MAX_REMOVE_MESSAGE:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"message must be a string of at most {MAX_REMOVE_MESSAGE} characters",
+        )
+    valid_data(message, "message")
+    if forward and app.broker.shared:
+        app.broker.control(app.name, "remove", [channel, user, conn, message])
+    if conn is None and user is not None:
+        app.server_channels.forget(user, channel)
+    removed = [app.remove(m, channel, "removed", message) for m in _targets(app, user, conn)]
+    return Outcome({"removed": sum(removed)})
+
+
 def apply_control(app: App, op: str, args: Any, now: float, wall: float) -> Outcome:
     """Apply to this node's connections what another node's server API did to its own
     (a shared broker's control message, docs/scaling.md). Unknown operations (a newer node)
@@ -258,6 +339,12 @@ def apply_control(app: App, op: str, args: Any, now: float, wall: float) -> Outc
         return Outcome({"closed": len(done.closing)}, [(m, reason) for m in done.closing])
     if op == "disconnect_user":
         return disconnect_user(app, args[0], forward=False)
+    if op == "add":
+        channel, user, conn, max_channels = args
+        return add_member(app, channel, user, conn, max_channels, wall, forward=False)
+    if op == "remove":
+        channel, user, conn, message = args
+        return remove_member(app, channel, user, conn, message, forward=False)
     if op == "disconnect_session":
         user, session = args
         conns = list(app.table.session(user, session).values())

@@ -9,12 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench import cluster, load
+from bench import cluster
 from bench.harness import LoadProc, quiesce, split, subscriber
 from bench.scenarios import Subparsers
 from bench.scenarios.burst import measure_burst
 from bench.scenarios.steady import measure_steady
 from bench.tables import interleaved_runs, median_run, report
+from rtcore.loadtest import counting as load
 
 LAYOUTS = {
     "memory": (1, False, "1 node, memory broker"),

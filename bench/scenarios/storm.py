@@ -3,48 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 from typing import Any
 
-from bench import wire
-from bench.harness import HERE, ServerProc, build_csub
+from bench.harness import ServerProc, build_csub
 from bench.scenarios import Subparsers
 from bench.tables import median_run, runs_note, table
-
-
-class CStorm:
-    """bench/cstorm.c: N clients that reconnect with the Python client's jittered backoff."""
-
-    def __init__(self, address: tuple[str, int], n: int, ips: int) -> None:
-        first = wire.request(t="hello", v=1, echo=False, features=["presence_diffs"])
-        first += wire.request(t="join", id=1, ch="storm")
-        binary = os.path.join(HERE, "out", "cstorm")
-        args = [binary, address[0], str(address[1]), str(n), first.hex(), str(ips)]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def line(self) -> list[str]:
-        assert self.proc.stdout is not None
-        words = self.proc.stdout.readline().split()
-        if not words or words[0] == "error":
-            raise RuntimeError(f"cstorm failed: {' '.join(words) or 'exited'}")
-        return words
-
-    def storm(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("storm\n")
-        self.proc.stdin.flush()
-
-    def recovered(self) -> tuple[float, dict[str, int]]:
-        seconds = float(self.line()[1])
-        refusals: dict[str, int] = {}
-        while (words := self.line())[0] != "end":
-            refusals[words[1]] = int(words[2])
-        return seconds, refusals
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+from rtcore.loadtest.native import CStorm
 
 
 def run_storm(n: int, ips: int) -> dict[str, Any]:
@@ -76,7 +40,7 @@ def run_storm(n: int, ips: int) -> dict[str, Any]:
 
 def storm(args: argparse.Namespace, n: int, ips: int) -> None:
     if not build_csub("cstorm"):
-        raise SystemExit("the storm scenario needs a C compiler (bench/cstorm.c)")
+        raise SystemExit("the storm scenario needs a C compiler (rtcore/loadtest/csrc/cstorm.c)")
     row = median_run(args.runs, run_storm, n, ips, key="seconds")
     print(f"\n## storm: {n:,} clients from {ips} IPs, the server killed and restarted\n")
     print(

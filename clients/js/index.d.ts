@@ -11,6 +11,8 @@ export interface Member<P = unknown> {
   id: string;
   user: string | null;
   data: P | null;
+  /** The `info` of the channel token that admitted the member to this channel (§4.4.2). */
+  info?: unknown;
 }
 
 /** An application event (a `msg` frame), as `on`/`once` handlers receive it. */
@@ -52,7 +54,11 @@ export interface Recovery {
 /** A page of a channel's history. */
 export interface HistoryPage<D = unknown> {
   messages: Message<D>[];
-  /** The stream's epoch and latest offset when the page was read. */
+  /** The stream's epoch when the page was read (protocol.md §4.11). */
+  epoch: string;
+  /** The stream's top: the offset of its latest message (0: none yet). */
+  offset: number;
+  /** The same `{epoch, offset}` (as the Python client's `HistoryPage.top`). */
   top: Position;
   /** The `since` of the next page; null after the last. */
   next: Position | null;
@@ -146,6 +152,11 @@ export interface ClientOptions<P = unknown> {
   failFast?: boolean;
   /** With a token provider: refresh this many ms before the token's `exp` (default 30000). */
   refreshBefore?: number;
+  /**
+   * A channel token (protocol.md §4.4.2) for `channel` from the app's backend, or null to
+   * join without one. Asked on every join and rejoin, and before a held token expires.
+   */
+  getChannelToken?: ((channel: string) => string | null | Promise<string | null>) | null;
   /** The WebSocket implementation (default: globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
 }
@@ -209,6 +220,10 @@ export class RealtimeClient<P = unknown> {
   /** The server took this connection out of a channel (protocol.md §5.6); it is not rejoined. */
   onLeft(
     handler: (event: { channel: string; reason: "token_expired" | "grant_revoked" | "removed" | string; msg: string }) => void,
+  ): Unsubscribe;
+  /** The server put this connection into a channel (protocol.md §5.7); it puts it back after a reconnect. */
+  onJoined(
+    handler: (event: { channel: string; reason: "added" | "subscribe" | string; position?: { epoch: string; offset: number } }) => void,
   ): Unsubscribe;
   onConnect(handler: (socketId: string, info: { reconnected: boolean }) => void): Unsubscribe;
   /** `code` is the close code (1006 when no close frame arrived). */
@@ -282,13 +297,13 @@ export interface Frame {
 
 export const frames: {
   hello(fields: { app?: string | null; key?: string | null; token?: string | null; profile?: unknown; echo?: boolean }): Frame;
-  join(id: number, ch: string, echo?: boolean, recover?: Position): Frame;
+  join(id: number, ch: string, echo?: boolean, recover?: Position, token?: string): Frame;
   leave(id: number, ch: string, echo?: boolean): Frame;
   members(id: number, ch: string, limit?: number, after?: number | null): Frame;
   profile(id: number, data: unknown, echo?: boolean): Frame;
   send(id: number, ch: string, ev: string, data?: unknown, echo?: boolean): Frame;
   broadcast(id: number, ev: string, data?: unknown, echo?: boolean): Frame;
-  refresh(id: number, token: string): Frame;
+  refresh(id: number, token: string, ch?: string): Frame;
   history(id: number, ch: string, since?: Position, limit?: number, reverse?: boolean): Frame;
 };
 

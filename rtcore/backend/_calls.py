@@ -151,6 +151,16 @@ class Calls:
         path = f"{self._user(user)}/sessions/{quote(session, safe='')}/disconnect"
         return one(Call("POST", path, {"revoke": revoke}))
 
+    def add_member(self, channel: str, user: str | None, conn: str | None) -> Plan[Reply]:
+        body = _whom(user, conn)
+        return one(Call("POST", f"{self._channel(channel)}/add", body))
+
+    def remove_member(
+        self, channel: str, user: str | None, conn: str | None, message: str | None
+    ) -> Plan[Reply]:
+        body = _whom(user, conn) | ({} if message is None else {"message": message})
+        return one(Call("POST", f"{self._channel(channel)}/remove", body))
+
     def stats(self) -> Plan[Reply]:
         return one(Call("GET", f"{self._base}/stats"))
 
@@ -159,3 +169,7 @@ class Calls:
 
     def _user(self, user: str) -> str:
         return f"{self._base}/users/{quote(user, safe='')}"
+
+
+def _whom(user: str | None, conn: str | None) -> dict[str, Any]:
+    return {k: v for k, v in (("user", user), ("conn", conn)) if v is not None}

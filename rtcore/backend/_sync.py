@@ -86,6 +86,25 @@ class ServerAPI:
         """Close ``user``'s ``session`` (4017), or with ``revoke`` end it (4016)."""
         return self._run(self._calls.disconnect_session(user, session, revoke))
 
+    def add_member(
+        self, channel: str, user: str | None = None, conn: str | None = None
+    ) -> dict[str, Any]:
+        """Put every connection of ``user`` (or only connection ``conn``) into ``channel``,
+        whatever its channel rules (protocol.md §5.7); a user-wide add also puts the user's
+        later connections back at hello. ``{"added", "full"}`` (this node's counts)."""
+        return self._run(self._calls.add_member(channel, user, conn))
+
+    def remove_member(
+        self,
+        channel: str,
+        user: str | None = None,
+        conn: str | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """Take every connection of ``user`` (or only ``conn``) out of ``channel``: each gets
+        a ``left`` frame, reason ``removed`` (protocol.md §5.6). ``{"removed"}``."""
+        return self._run(self._calls.remove_member(channel, user, conn, message))
+
     def stats(self) -> dict[str, Any]:
         return self._run(self._calls.stats())
 

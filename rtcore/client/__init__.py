@@ -15,7 +15,7 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
-from rtcore.protocol.frames import Left, MemberEvent, Msg, UserEvent
+from rtcore.protocol.frames import Joined, Left, MemberEvent, Msg, UserEvent
 from rtcore.protocol.position import Position
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "HandshakeError",
     "EventStream",
     "HistoryPage",
+    "Joined",
     "Left",
     "MemberEvent",
     "Msg",

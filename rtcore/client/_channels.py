@@ -62,6 +62,14 @@ class Channels:
         elif top is not None and channel not in self.positions:
             self.positions[channel] = top
 
+    def server_joined(self, frame: f.Joined) -> None:
+        """The server put the client into a channel (protocol.md §5.7): its member list is
+        kept and its position is the one the frame gives. It is not rejoined after a
+        reconnect: the server puts the client back itself."""
+        self.members.track(frame.channel)
+        if frame.epoch is not None and frame.offset is not None:
+            self.positions[frame.channel] = Position(frame.epoch, frame.offset)
+
     def seen(self, msg: f.Msg) -> bool:
         """Whether ``msg`` (of a channel with history) was received already; else it becomes
         the channel's position. A message of another epoch means the server lost the stream

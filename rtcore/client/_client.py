@@ -49,6 +49,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from rtcore.client._channel_tokens import ChannelTokenProvider, ChannelTokens
 from rtcore.client._channels import Channels
 from rtcore.client._events import EventStream, Listeners, Recovered
 from rtcore.client._handlers import Handlers
@@ -59,7 +60,6 @@ from rtcore.client._requests import (
     HistoryPage,
     OnOk,
     history_request,
-    join_request,
     members_request,
     refresh_request,
 )
@@ -111,6 +111,10 @@ class Client(Registrations):
         presence_diffs: ask the server for batched presence (protocol.md §5.2.1). Handlers
             and iterators see the same per-member events either way; with diffs, events
             about this connection itself are passed on only when ``echo`` is on.
+        channel_token: ``channel -> token`` (a function or a coroutine function): a channel
+            token (protocol.md §4.4.2) from the app's backend, or None to join without one.
+            Asked on every join and rejoin, and before a held token expires (then sent
+            with a per-channel ``refresh``).
 
     Raises:
         ValueError: ``url`` is not a ws:// or wss:// URL.
@@ -137,6 +141,7 @@ class Client(Registrations):
         ssl_context: ssl.SSLContext | None = None,
         pipeline_hello: bool = True,
         presence_diffs: bool = True,
+        channel_token: ChannelTokenProvider | None = None,
     ) -> None:
         parse_url(url)
         self.url, self.app, self.key, self.token, self.profile = url, app, key, token, profile
@@ -149,7 +154,8 @@ class Client(Registrations):
         self._handlers = Handlers()
         self._listeners = Listeners(self._check_loop, lambda: self._link.fatal)
         self._channels = Channels(self._report_recovery)
-        self._link = Link(self, self._channels, self._handlers, self._listeners)
+        self._tokens = ChannelTokens(channel_token)
+        self._link = Link(self, self._channels, self._handlers, self._listeners, self._tokens)
         self._loop: object | None = None
         """The event loop that opened the client (anyio's native token for it)."""
         self._loop_name = ""
@@ -253,17 +259,16 @@ class Client(Registrations):
         an earlier run): the server replays what followed it before the ``ok``, and a
         :class:`Recovered` event says whether that was everything.
         """
+        self._check_loop()
         self._channels.joining(channel, recover)
-        data = await self._request(
-            functools.partial(join_request, channel, echo, recover),
-            on_ok=functools.partial(self._channels.joined, channel),
-        )
+        data = await self._link.join(channel, echo, recover)
         self._channels.rejoin[channel] = echo
         return bool(data["joined"])
 
     async def leave(self, channel: str, echo: bool | None = None) -> bool:
         """Leave a channel; returns False if not a member."""
         self._channels.left(channel)
+        self._tokens.cancel(channel)
         data = await self._request(lambda rid: f.Leave(rid, channel, echo))
         return bool(data["left"])
 
@@ -375,8 +380,9 @@ class Client(Registrations):
         return self.events()
 
     def events(self, maxsize: int = 1000) -> EventStream:
-        """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Left, Connected,
-        Disconnected. It raises EventOverflowError once ``maxsize`` events are unread."""
+        """An iterator over every event from now on: Msg, MemberEvent, UserEvent, Left, Joined,
+        Connected, Disconnected. It raises EventOverflowError once ``maxsize`` events are
+        unread."""
         return EventStream(self._listeners, maxsize)
 
 

@@ -49,7 +49,9 @@ class Recovered:
     position: Position | None
 
 
-Event = f.Msg | f.MemberEvent | f.UserEvent | f.Left | Connected | Disconnected | Recovered
+Event = (
+    f.Msg | f.MemberEvent | f.UserEvent | f.Left | f.Joined | Connected | Disconnected | Recovered
+)
 
 
 class EventStream:

@@ -26,11 +26,12 @@ from typing import Any, Protocol
 
 import anyio
 
+from rtcore.client._channel_tokens import ChannelTokens
 from rtcore.client._channels import Channels
 from rtcore.client._events import Connected, Disconnected, Listeners
 from rtcore.client._handlers import MSG, Handlers
 from rtcore.client._presence import member_events
-from rtcore.client._requests import OnOk, Requests, join_request
+from rtcore.client._requests import OnOk, Requests, join_request, refresh_request
 from rtcore.client._websocket import WebSocket, WebSocketClosed, connect
 from rtcore.client.errors import (
     BufferFullError,
@@ -43,6 +44,7 @@ from rtcore.client.errors import (
 )
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
+from rtcore.protocol.position import Position
 
 FATAL_CLOSE_CODES = frozenset(
     {
@@ -61,6 +63,10 @@ FATAL_CLOSE_CODES = frozenset(
         CloseCode.SESSION_EXPIRED,
         CloseCode.SESSION_ENDED,
         CloseCode.DISCONNECTED,
+        CloseCode.KEY_NOT_REALTIME,
+        CloseCode.ORIGIN_NOT_ALLOWED,
+        CloseCode.IP_NOT_ALLOWED,
+        CloseCode.ORIGIN_MISSING,
     }
 )
 """Close codes after which reconnecting would fail again the same way."""
@@ -92,9 +98,18 @@ class Link:
     """The connection, its state, and the task that keeps it open."""
 
     def __init__(
-        self, settings: Settings, channels: Channels, handlers: Handlers, listeners: Listeners
+        self,
+        settings: Settings,
+        channels: Channels,
+        handlers: Handlers,
+        listeners: Listeners,
+        tokens: ChannelTokens,
     ) -> None:
         self.settings = settings
+        self.tokens = tokens
+        """The channel-token provider and the refreshes it schedules."""
+        self.tasks: anyio.abc.TaskGroup | None = None
+        """The current connection's tasks (the channel-token refreshes run there)."""
         self.channels = channels
         self.handlers = handlers
         self.listeners = listeners
@@ -129,6 +144,51 @@ class Link:
         with anyio.move_on_after(timeout):
             return await self.requests.send(ws, make, on_ok)
         raise RequestTimeout(f"no reply within {timeout} s")
+
+    async def join(
+        self, channel: str, echo: bool | None, recover: Position | None, *, buffered: bool = True
+    ) -> Any:
+        """Join ``channel`` with a channel token from the provider (when there is one); a
+        join with a token has its refresh scheduled before the token expires."""
+        if buffered:
+            await self._wait_connected()
+        token = await self.tokens.get(channel)
+        data = await self.request(
+            functools.partial(join_request, channel, echo, recover, token),
+            buffered=buffered,
+            on_ok=functools.partial(self.channels.joined, channel),
+        )
+        if token is not None:
+            self._schedule_refresh(channel, token)
+        return data
+
+    def _schedule_refresh(self, channel: str, token: str) -> None:
+        self.tokens.cancel(channel)
+        delay = self.tokens.refresh_delay(token)
+        if delay is None or self.tasks is None:
+            return
+        scope = self.tokens.scopes[channel] = anyio.CancelScope()
+        self.tasks.start_soon(self._refresh_channel, channel, delay, scope)
+
+    async def _refresh_channel(self, channel: str, delay: float, scope: anyio.CancelScope) -> None:
+        """Before the channel's token expires: a fresh one from the provider, sent with a
+        per-channel ``refresh`` (protocol.md §4.4.2); a refusal is reported as an error."""
+        with scope:
+            await anyio.sleep(delay)
+            token = await self.tokens.get(channel)
+            if token is None:
+                return
+            try:
+                await self.request(
+                    functools.partial(refresh_request, token, channel=channel), buffered=False
+                )
+            except RequestError as exc:
+                self.handlers.emit("error", exc)
+                return
+            except (ConnectionLostError, RequestTimeout, NotConnectedError):
+                return  # the rejoin asks for a token again
+            self.tokens.scopes.pop(channel, None)
+            self._schedule_refresh(channel, token)
 
     async def _wait_connected(self) -> None:
         if self.ready.is_set():
@@ -199,6 +259,7 @@ class Link:
                     with anyio.fail_after(self.settings.connect_timeout):
                         self.ws = ws = await self._connect()
                         await self._await_welcome(ws)
+                    self.tasks = tasks
                     tasks.start_soon(self._rejoin, self._connections > 0)
                     self._connections += 1
                     await self._read(ws)
@@ -226,7 +287,8 @@ class Link:
         if self.ws is not None:
             with anyio.CancelScope(shield=True):
                 await self.ws.abort(CloseCode.GOING_AWAY, "client stopped")
-        self.ws = None
+        self.ws, self.tasks = None, None
+        self.tokens.scopes.clear()  # (their task group is gone)
         self.channels.members.forget()  # a new connection is a new member: lists start afresh
         if was_ready:
             self.ready = anyio.Event()
@@ -262,6 +324,7 @@ class Link:
         if not isinstance(welcome, f.Welcome):
             raise RemoteProtocolError(f"expected welcome, got {type(welcome).__name__}")
         self.welcome, self.id = welcome, welcome.conn
+        self.tokens.synced(welcome.time)
 
     async def _rejoin(self, reconnected: bool) -> None:
         """Rejoin remembered channels (recovering from their positions), then release
@@ -269,11 +332,7 @@ class Link:
         channels = self.channels
         for channel, echo in list(channels.rejoin.items()):
             try:
-                await self.request(
-                    functools.partial(join_request, channel, echo, channels.positions.get(channel)),
-                    buffered=False,
-                    on_ok=functools.partial(channels.joined, channel),
-                )
+                await self.join(channel, echo, channels.positions.get(channel), buffered=False)
             except RequestError as exc:
                 channels.rejoin.pop(channel, None)
                 self.handlers.emit("error", exc)
@@ -317,7 +376,12 @@ class Link:
             self.listeners.publish(frame)
         elif isinstance(frame, f.Left):
             self.channels.left(frame.channel)
+            self.tokens.cancel(frame.channel)
             self.handlers.emit("left", frame)
+            self.listeners.publish(frame)
+        elif isinstance(frame, f.Joined):
+            self.channels.server_joined(frame)
+            self.handlers.emit("joined", frame)
             self.listeners.publish(frame)
 
     def _member_event(self, event: f.MemberEvent) -> None:

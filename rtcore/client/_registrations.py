@@ -76,6 +76,12 @@ class Registrations:
         §5.6, ``event.reason`` says why); it is forgotten, not rejoined after a reconnect."""
         self._handlers.add("left", handler)
 
+    def on_joined(self, handler: Callable[[f.Joined], object]) -> None:
+        """``handler(event: Joined)`` when the server puts us into a channel (protocol.md
+        §5.7): the app's backend added us, or our token's ``subscribe`` claim lists it. The
+        server puts us back after a reconnect (then this fires again); we do not rejoin it."""
+        self._handlers.add("joined", handler)
+
     def on_session_ended(self, handler: Callable[[ConnectionClosedError], object]) -> None:
         """``handler(exc: ConnectionClosedError)`` when the server ends this client's session
         (4016) or disconnects it (4017). The client stops: it does not reconnect with a token

@@ -71,8 +71,7 @@ class Requests:
             raise reply.error
         if isinstance(reply.frame, f.Err):
             err = reply.frame
-            retry = None if err.retry_after is None else err.retry_after / 1000
-            raise RequestError(err.code, err.message, err.limiter, retry)
+            raise RequestError(err.code, err.message, err.limiter, err.retry_after)
         assert reply.frame is not None
         return reply.frame.data
 
@@ -103,12 +102,14 @@ def members_request(channel: str, after: int | None, limit: int, rid: int) -> f.
     return f.GetMembers(rid, channel, after, limit)
 
 
-def refresh_request(token: str, rid: int) -> f.Refresh:
-    return f.Refresh(rid, token)
+def refresh_request(token: str, rid: int, channel: str | None = None) -> f.Refresh:
+    return f.Refresh(rid, token, channel)
 
 
-def join_request(channel: str, echo: bool | None, recover: Position | None, rid: int) -> f.Join:
-    return f.Join(rid, channel, echo, None if recover is None else recover.to_wire())
+def join_request(
+    channel: str, echo: bool | None, recover: Position | None, token: str | None, rid: int
+) -> f.Join:
+    return f.Join(rid, channel, echo, None if recover is None else recover.to_wire(), token)
 
 
 def history_request(

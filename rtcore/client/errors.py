@@ -26,18 +26,36 @@ class RequestError(ClientError):
     Attributes:
         code: the error code (see ``rtcore.ErrorCode``).
         message: the server's explanation.
+
+    ``rate_limited`` waits are milliseconds (``retry_after_ms``), one unit with the wire and
+    the JavaScript client; ``retry_after`` gives the same in seconds.
     """
 
     def __init__(
-        self, code: str, message: str, limiter: str | None = None, retry_after: float | None = None
+        self,
+        code: str,
+        message: str,
+        limiter: str | None = None,
+        retry_after_ms: int | None = None,
+        *,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
+        if retry_after_ms is None and retry_after is not None:  # the old keyword, in seconds
+            retry_after_ms = round(retry_after * 1000)
         self.code = code
         self.message = message
         self.limiter = limiter
         """For ``rate_limited``: the limiter that refused."""
-        self.retry_after = retry_after
-        """For ``rate_limited``: seconds until the request would be admitted."""
+        self.retry_after_ms = retry_after_ms
+        """For ``rate_limited``: milliseconds until the request would be admitted, as on the
+        wire (protocol.md §4) and in the JavaScript client's ``retryAfter``."""
+
+    @property
+    def retry_after(self) -> float | None:
+        """The same wait in seconds (``retry_after_ms / 1000``), ready for ``trio.sleep`` or
+        ``asyncio.sleep``; kept for compatibility, as it has always been seconds."""
+        return None if self.retry_after_ms is None else self.retry_after_ms / 1000
 
 
 class HandshakeError(ClientError):

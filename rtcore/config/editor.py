@@ -7,7 +7,9 @@ the same reader as ``rtcore check-config`` (so a bad value is refused with the s
 
 Secrets never travel to the page: an existing API key is referred to by its position in the
 file (``{"keep": i}``), which keeps its ``key``/``key_env``/``key_file`` line as it is; a new key
-is generated here (``{"generate": true}``) and shown to the operator once.
+is generated here (``{"generate": true}``: written into the file, shown to the operator once)
+or names where its secret lives (``{"key_env": NAME}`` or ``{"key_file": PATH}``: the file
+holds only the reference).
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ def view_config(settings: cfg.AppConfig) -> dict[str, Any]:
                 if k.expires is None
                 else dt.datetime.fromtimestamp(k.expires, dt.UTC).isoformat(),
                 "source": "configured",
+                "allowed_origins": [p.text for p in k.allowed_origins],
+                "allowed_ips": [str(n) for n in k.allowed_ips],
+                "realtime": k.realtime,
             }
             for k in settings.api_keys
         ],
@@ -220,6 +225,9 @@ def _key_view(key: Mapping[str, Any]) -> dict[str, Any]:
         "name": key.get("name", ""),
         "expires": expires.isoformat() if isinstance(expires, dt.datetime) else None,
         "source": "in the file" if source == "key" else f"{source} {key[source]!s}",
+        "allowed_origins": list(key.get("allowed_origins", [])),
+        "allowed_ips": list(key.get("allowed_ips", [])),
+        "realtime": key.get("realtime", True),
     }
 
 
@@ -247,15 +255,67 @@ def _keys(table: Table, items: Any, generated: list[tuple[str, str]]) -> list[It
             old = None
             entry = {"key": secrets.token_urlsafe(24)}
             generated.append((name, entry["key"]))
+        elif reference := _key_reference(item, where):
+            old, entry = None, reference
         else:
-            raise SettingsError(f"{where}: give keep (an existing key) or generate: true")
+            raise SettingsError(
+                f"{where}: give keep (an existing key), generate: true, key_env or key_file"
+            )
         if name:
             entry["name"] = name
         expires = item.get("expires")
         if expires:
             entry["expires"] = _datetime(expires, f"{where}.expires")
+        entry |= _restrictions(item, old, where)
         out.append((old, entry))
     return out
+
+
+def _key_reference(item: Mapping[str, Any], where: str) -> dict[str, str]:
+    """A new key whose secret stays out of the file: ``key_env`` (a variable of the server's
+    environment) or ``key_file`` (a path, relative to the config file's directory). Loading
+    the edited file checks that it resolves, with check-config's message if not."""
+    given = [k for k in ("key_env", "key_file") if k in item]
+    if not given:
+        return {}
+    if len(given) > 1:
+        raise SettingsError(f"{where}: give key_env or key_file, not both")
+    value = item[given[0]]
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError(f"{where}.{given[0]}: must be a non-empty string")
+    return {given[0]: value.strip()}
+
+
+_RESTRICTIONS: tuple[tuple[str, Any], ...] = (
+    ("allowed_origins", []),
+    ("allowed_ips", []),
+    ("realtime", True),
+)
+"""A key's restrictions (protocol.md §3.4) and their defaults, which the file leaves out."""
+
+
+def _restrictions(item: Mapping[str, Any], old: Table | None, where: str) -> dict[str, Any]:
+    """A key's restrictions as the page gave them; those it did not send stay as the file
+    has them. Their entries are checked with the whole file (as check-config does)."""
+    out: dict[str, Any] = {}
+    for name, default in _RESTRICTIONS:
+        if name in item:
+            value = item[name]
+        elif old is not None and name in old:
+            value = old[name].unwrap()
+        else:
+            continue
+        ok = isinstance(value, bool) if default is True else _strings(value)
+        if not ok:
+            what = "true or false" if default is True else "a list of strings"
+            raise SettingsError(f"{where}.{name}: must be {what}")
+        if value != default:
+            out[name] = value
+    return out
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _datetime(value: Any, where: str) -> dt.datetime:

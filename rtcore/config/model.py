@@ -118,6 +118,7 @@ CHANNEL_RULE_KEYS = (
     "history_size",
     "history_ttl",
     "history",
+    "user_limited",
 )
 """The keys of a ``[[apps.channels]]`` table (the fields of :class:`ChannelRule`)."""
 
@@ -129,14 +130,15 @@ class ChannelRule:
 
     pattern: str
     join: str = "anyone"
-    """``anyone``, ``signed_in`` (a valid session token), ``nobody``, or ``hook`` (the app's
-    ``join_url`` decides; docs/hooks.md)."""
+    """``anyone``, ``signed_in`` (a valid session token), ``nobody``, ``granted`` (the
+    session token's grants allow it), ``token`` (a channel token allows it) or ``hook``
+    (the app's ``join_url`` decides; docs/hooks.md): rtcore.core.permissions.decide."""
     send: str = "anyone"
     """As ``join``; ``hook``: the app's ``publish_url`` decides (and may rewrite the data)."""
     presence: str | None = None
     """Who may list the members (``members`` request) and receive member_join, member_leave
-    and member_update: ``anyone``, ``signed_in`` or ``nobody``; None: as ``join``. The
-    server API lists members regardless (the app's backend is trusted)."""
+    and member_update (a value as for ``join``); None: as ``join``. The server API lists
+    members regardless (the app's backend is trusted)."""
     presence_events: bool = True
     """Whether the members who may see presence receive join, leave and update events at
     all. Each event goes to every such member, so N joins cost O(N²) frames without
@@ -149,8 +151,19 @@ class ChannelRule:
     history_ttl: float = 300.0
     """Seconds each message stays in the history."""
     history: str | None = None
-    """Who may read the history (``history`` requests and recovery): ``anyone``,
-    ``signed_in`` or ``nobody``; None: as ``join``. The server API reads it regardless."""
+    """Who may read the history (``history`` requests and recovery), a value as for
+    ``join``; None: as ``join``. The server API reads it regardless."""
+    user_limited: bool = False
+    """Only the users listed after the channel name's last ``#`` (comma-separated) may
+    join, send, list members and read history (``dm#alice,bob``)."""
+
+    def value(self, op: str) -> str:
+        """The rule's value for ``op`` (``join``, ``send``, ``presence``, ``history``)."""
+        if op == "join":
+            return self.join
+        if op == "send":
+            return self.send
+        return self.presence_policy if op == "presence" else self.history_policy
 
     @property
     def history_policy(self) -> str:
@@ -182,6 +195,14 @@ class AppConfig:
     channels: tuple[ChannelRule, ...] = ()
     """Channel rules, first match wins; a channel no rule matches follows allow_client_*."""
     rate_limits: tuple[Rule, ...] = ()
+    presence_rate: float = 10.0
+    """Presence operations -- joins and profile updates -- one connection may make per
+    second (a token bucket per connection, refusing with ``rate_limited``, limiter
+    ``presence``; protocol.md §4.1); 0: no presence limit. A leave is never refused: each
+    follows a join that was charged."""
+    presence_burst: int = 128
+    """...with this burst: a reconnecting client (a new connection, a full bucket) rejoins
+    this many channels at once, so keep it at least ``limits.max_channels``."""
     refusals_before_disconnect: int = 100
     """How many ``rate_limited`` replies in a row a client gets: the next request refused in
     that row closes the connection (4030) instead. An admitted request ends the row."""
@@ -216,6 +237,19 @@ class AppConfig:
         if rule is not None:
             return rule.presence_policy
         return "anyone" if self.allow_client_join else "nobody"
+
+    def permission(self, channel: str, op: str) -> tuple[str, bool]:
+        """The rule value deciding ``op`` in ``channel`` and whether the channel is
+        user-limited; with no matching rule, ``allow_client_join`` (join, presence),
+        ``allow_client_send`` is checked apart (send: anyone) and history is nobody's."""
+        rule = self.channel_rule(channel)
+        if rule is not None:
+            return rule.value(op), rule.user_limited
+        if op == "history":
+            return "nobody", False
+        if op == "send":
+            return "anyone", False
+        return ("anyone" if self.allow_client_join else "nobody"), False
 
     def history_retention(self, channel: str) -> Retention | None:
         """How much history ``channel`` keeps (None: none): its rule's ``history_size`` and

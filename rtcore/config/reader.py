@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -25,14 +24,27 @@ from rtcore.config.checks import (
     channel_rule,
     get_array,
     get_table,
+    key_restrictions,
     known_keys,
+    limiter_burst,
+    needs_session,
     network,
     positive_int,
     positive_number,
+    presence_rate,
     rate_rule,
+    seconds,
     strings,
 )
 from rtcore.config.hook_settings import HooksConfig, WebhookConfig
+from rtcore.config.keys import (
+    API_KEY_KEYS,
+    APP_FLAGS,
+    APP_KEYS,
+    ROOT_KEYS,
+    SERVER_KEYS,
+    SESSION_KEYS,
+)
 from rtcore.config.model import (
     AppConfig,
     BrokerConfig,
@@ -48,69 +60,6 @@ APP_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 
 T = TypeVar("T")
-
-ROOT_KEYS = frozenset({"server", "limits", "apps", "broker"})
-SERVER_KEYS = frozenset(
-    {
-        "host",
-        "port",
-        "default_app",
-        "allowed_origins",
-        "trusted_proxies",
-        "tls_cert",
-        "tls_key",
-        "api_host",
-        "api_port",
-        "admin_secret",
-        "admin_secret_env",
-        "admin_secret_file",
-    }
-)
-APP_FLAGS = (
-    ("enabled", True),
-    ("allow_client_join", True),
-    ("allow_client_send", True),
-    ("allow_client_broadcast", True),
-    ("session_required", False),
-    ("end_sessions_on_password_change", False),
-    ("profile_updates_member", False),
-)
-"""An app's boolean keys and their defaults."""
-APP_KEYS = frozenset(
-    {
-        "name",
-        "api_keys",
-        "api_key_required",
-        "session",
-        "channels",
-        "rate_limits",
-        "refusals_before_disconnect",
-        "max_connections",
-        "server_secret",
-        "server_secret_env",
-        "server_secret_file",
-        "revocation_ttl",
-        "hooks",
-        "webhooks",
-        *(k for k, _ in APP_FLAGS),
-    }
-)
-SESSION_KEYS = frozenset(
-    {
-        "algorithms",
-        "secret",
-        "secret_env",
-        "secret_file",
-        "public_key",
-        "public_key_env",
-        "public_key_file",
-        "leeway",
-        "issuer",
-        "audience",
-        "session_claim",
-        "expire_connections",
-    }
-)
 
 
 class Reader:
@@ -321,8 +270,7 @@ class Reader:
             session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
         elif flags["session_required"]:
             self.errors.append(f"{where}.session_required: true, but there is no {where}.session")
-        limits = self.rate_limits(raw, where)
-        channels = tuple(self.list_of(raw, "channels", channel_rule, where))
+        channels, limits = self.rules(raw, "session" in raw, where)
         hooks, webhooks = self.integrations(raw, channels, where)
         return AppConfig(
             name=name,
@@ -334,6 +282,8 @@ class Reader:
             refusals_before_disconnect=self.number(
                 raw, "refusals_before_disconnect", 100, positive_int, where
             ),
+            presence_rate=self.number(raw, "presence_rate", 10.0, presence_rate, where),
+            presence_burst=self.number(raw, "presence_burst", 128, limiter_burst, where),
             max_connections=self.number(raw, "max_connections", 100_000, positive_int, where),
             server_secret=get(lambda: self.server_secret(raw, where), None),
             revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, positive_number, where),
@@ -342,11 +292,17 @@ class Reader:
             **flags,
         )
 
-    def rate_limits(self, raw: dict[str, Any], where: str) -> list[Rule]:
+    def rules(
+        self, raw: dict[str, Any], has_session: bool, where: str
+    ) -> tuple[tuple[ChannelRule, ...], list[Rule]]:
+        """An app's channel rules and rate limiters."""
+        channels = tuple(self.list_of(raw, "channels", channel_rule, where))
+        if not has_session:
+            self.errors.extend(needs_session(channels, f"{where}.channels"))
         limits = self.list_of(raw, "rate_limits", rate_rule, where)
         if len({r.name for r in limits}) != len(limits):
             self.errors.append(f"{where}.rate_limits: limiter names must be unique")
-        return limits
+        return channels, limits
 
     def integrations(
         self, raw: dict[str, Any], channels: tuple[ChannelRule, ...], where: str
@@ -412,9 +368,11 @@ class Reader:
             return self.env[value]
         if key.endswith("_file"):
             try:
-                return (self.base / value).read_text(encoding="utf-8")
+                text = (self.base / value).read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"{where}.{key}: cannot read {value!r}: {exc.strerror}") from exc
+            # `echo KEY > file` ends it with a line break that is no part of the secret
+            return text.removesuffix("\n").removesuffix("\r")
         return value
 
     def server_secret(self, raw: dict[str, Any], where: str) -> str | None:
@@ -430,7 +388,7 @@ class Reader:
     def api_key(self, raw: object, where: str) -> ApiKey:
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table with key (or key_env) and expires")
-        known_keys(raw, f"{where}.", {"key", "key_env", "key_file", "expires", "name"})
+        known_keys(raw, f"{where}.", API_KEY_KEYS)
         key = self.secret(raw, where, "key")
         if key is None:
             raise ConfigError(f"{where}: needs key, key_env or key_file")
@@ -445,7 +403,15 @@ class Reader:
         label = raw.get("name", "")
         if not isinstance(label, str):
             raise ConfigError(f"{where}.name: must be a string")
-        return ApiKey(key=key, expires=expires, name=label)
+        origins, ips = key_restrictions(raw, where)
+        return ApiKey(
+            key=key,
+            expires=expires,
+            name=label,
+            allowed_origins=origins,
+            allowed_ips=ips,
+            realtime=boolean(raw.get("realtime", True), f"{where}.realtime"),
+        )
 
     def session(self, raw: object, where: str) -> SessionSettings:
         if not isinstance(raw, dict):
@@ -461,19 +427,19 @@ class Reader:
                 "(a public key must never be usable as an HMAC secret)"
             )
         key = self.session_key(raw, where, hmac="HS" in families)
-        leeway = raw.get("leeway", 30)
-        if type(leeway) not in (int, float) or not 0 <= leeway < math.inf:
-            raise ConfigError(f"{where}.leeway: must be a number of seconds >= 0")
-        for k in ("issuer", "audience", "session_claim"):
+        leeway = seconds(raw.get("leeway", 30), f"{where}.leeway")
+        for k in ("issuer", "audience", "session_claim", "subscribe_claim", "channels_claim"):
             if k in raw and not isinstance(raw[k], str):
                 raise ConfigError(f"{where}.{k}: must be a string")
         return SessionSettings(
             algorithms=tuple(algorithms),
             key=key,
-            leeway=float(leeway),
+            leeway=leeway,
             issuer=raw.get("issuer"),
             audience=raw.get("audience"),
             session_claim=raw.get("session_claim", "sid"),
+            subscribe_claim=raw.get("subscribe_claim", "subscribe"),
+            channels_claim=raw.get("channels_claim", "channels"),
             expire_connections=boolean(
                 raw.get("expire_connections", False), f"{where}.expire_connections"
             ),

@@ -16,15 +16,17 @@ from typing import Any
 import attrs
 
 from rtcore.config.model import AppConfig
+from rtcore.core import webhooks
 from rtcore.core.history import Recovery, Retention, Slice, decide_recovery
 from rtcore.core.hooks.ports import NO_EVENTS, EventSink, HookCaller
 from rtcore.core.limits.limiter import Chain
-from rtcore.core.members import ChannelTable, Member
+from rtcore.core.members import ChannelTable, Member, admits
 from rtcore.core.outbox import Pending
 from rtcore.core.presence import PresenceBatcher
+from rtcore.core.server_channels import ServerChannels
 from rtcore.engines.base import Broker, Publication, Target, deliver_local
 from rtcore.engines.memory import MemoryBroker
-from rtcore.observe.events import NULL_OBSERVER, AppStatistics, Observer
+from rtcore.observe.events import NULL_OBSERVER, AppStatistics, Observer, removed
 from rtcore.protocol import codec, wsframe
 from rtcore.protocol import frames as f
 from rtcore.protocol.position import Position
@@ -78,15 +80,6 @@ def framed(frame: f.ServerFrame) -> bytes:
     return wsframe.binary_frame(codec.encode(frame))
 
 
-_TRANSITIONS = {
-    "o": "channel_occupied",
-    "v": "channel_vacated",
-    "a": "member_added",
-    "r": "member_removed",
-}
-"""A cluster transition's webhook event (App.cluster_transition)."""
-
-
 class App:
     """An app's channels, members and the operations clients and the host app perform."""
 
@@ -120,6 +113,8 @@ class App:
         """The backend's hooks ([apps.hooks]; set by the server), None without them."""
         self.events: EventSink = NO_EVENTS
         """Where webhook events go ([[apps.webhooks]]; set by the server)."""
+        self.server_channels = ServerChannels()
+        """The channels the backend put users into (re-added at their hellos)."""
         self._revoked: dict[tuple[str, str], float] = {}
         """Ended sessions, as (user, session) -> until when (monotonic) their tokens are
         refused."""
@@ -274,7 +269,7 @@ class App:
         else:
             assert channel is not None
             entry = self.broker.history.publish(self.name, channel, frame, retention, wall)
-            payload, position = entry.data, Position(entry.msg.epoch or "", entry.offset)
+            payload, position = entry.data, Position(entry.epoch, entry.offset)
         count = self._publish(target, channel, payload, skip)
         stats = self.statistics  # per publication, never per recipient
         stats.messages += 1
@@ -400,14 +395,7 @@ class App:
         """A transition of ``channel`` for the whole cluster (made by this node): ``o``
         occupied, ``v`` vacated, ``a:<user>`` the user's first connection in it, ``r:<user>``
         their last left. Told to the webhooks (docs/hooks.md)."""
-        kind, _, user = transition.partition(":")
-        event = _TRANSITIONS.get(kind)
-        if event is None or not self.events.wants(event):
-            return
-        data: dict[str, Any] = {"channel": channel}
-        if user:
-            data["user"] = user
-        self.events.emit(event, data)
+        webhooks.transition(self.events, channel, transition)
 
     def leave(self, member: Member, channel: str, echo: bool) -> bool:
         """Leave; returns False if not a member (then nothing is sent).
@@ -421,13 +409,14 @@ class App:
         self._left(channel, member, last)
         if echo and self.sees_presence(member, channel) and self.presence_events(channel):
             own: f.PresenceDiff | f.MemberEvent
+            info = member.info(channel)
             if member.diffs:
-                own = f.PresenceDiff(channel, leaves=[{**member.info(channel), "last": last}])
+                own = f.PresenceDiff(channel, leaves=[{**info, "last": last}])
             else:
-                own = f.MemberEvent("member_leave", channel, member.info(channel), last=last)
+                own = f.MemberEvent("member_leave", channel, info, last=last)
             self._pending.push(member.outbox, framed(own))
-        if member.infos is not None:
-            member.infos.pop(channel, None)
+        member.channel_info.pop(channel, None)  # what its channel token gave it there
+        member.watching.discard(channel)
         return True
 
     def remove(self, member: Member, channel: str, reason: str, message: str) -> bool:
@@ -436,15 +425,17 @@ class App:
         first, as for a ``leave`` request). Returns False if it was not a member."""
         if not self.leave(member, channel, member.echo):
             return False
-        self._pending.push(member.outbox, framed(f.Left(channel, reason, message)))
+        self.tell(member, f.Left(channel, reason, message))
+        removed(self, reason)
         return True
+
+    def tell(self, member: Member, frame: f.ServerFrame) -> None:
+        """Queue a frame for one member (``left``, ``joined``)."""
+        self._pending.push(member.outbox, framed(frame))
 
     def sees_presence(self, member: Member, channel: str) -> bool:
         """Whether ``member`` may list ``channel``'s members and receive its presence."""
-        policy = self.settings.presence_policy(channel)
-        if policy == "hook":  # (presence following join = "hook"): its members
-            return channel in member.channels
-        return policy == "anyone" or (policy == "signed_in" and member.user is not None)
+        return admits(self.settings.presence_policy(channel), member, channel)
 
     def presence_events(self, channel: str) -> bool:
         """Whether ``channel``'s members get presence events at all (its channel rule)."""

@@ -10,13 +10,19 @@ be told apart from invalid and no clock is read.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import jwt
 
+from rtcore.core.permissions import NO_GRANTS, Grants, GrantsError, parse_grants
+from rtcore.core.restrictions import IPNetwork, OriginPattern
 from rtcore.protocol import CloseCode
+from rtcore.protocol.errors import RemoteProtocolError
+from rtcore.protocol.names import check_channel
+
+MAX_SUBSCRIBE = 64
+"""Most channels a token's ``subscribe`` claim may list (protocol.md §3.4)."""
 
 
 @attrs.frozen
@@ -28,6 +34,14 @@ class ApiKey:
     """Unix time after which the key is refused (4012); None: never."""
     name: str = ""
     """A label for logs (the key itself is never logged)."""
+    allowed_origins: tuple[OriginPattern, ...] = ()
+    """Browser origins this key serves (empty: any); a handshake from another origin, or
+    without an Origin header, is refused (4019, 4022)."""
+    allowed_ips: tuple[IPNetwork, ...] = ()
+    """Client addresses (behind trusted proxies: the forwarded address) this key serves
+    (empty: any); others are refused (4021)."""
+    realtime: bool = True
+    """False: the key may not open realtime connections (4018), e.g. a server-only key."""
 
 
 @attrs.frozen
@@ -43,9 +57,13 @@ class SessionSettings:
     audience: str | None = None
     session_claim: str = "sid"
     """The claim naming the session (for user events and revocation)."""
+    channels_claim: str = "channels"
+    """The claim holding the token's channel grants (rtcore.core.permissions.Grants)."""
     expire_connections: bool = False
     """Close a connection (4015) once its token expires, unless the client sent a fresh one
     with a ``refresh`` request. Off: a token is checked when the connection opens."""
+    subscribe_claim: str = "subscribe"
+    """The claim listing channels the connection joins at hello (protocol.md §3.4)."""
 
 
 @attrs.frozen
@@ -55,9 +73,10 @@ class Principal:
     user: str
     session: str | None
     expires: float | None
-    grants: Mapping[str, frozenset[str]] | None = None
-    """Channel grants ``{pattern: {operation, ...}}`` a connect hook answered (docs/hooks.md),
-    the shape of a session token's ``channels`` claim; None: none given."""
+    subscribe: tuple[str, ...] = ()
+    """The channels the token's ``subscribe`` claim lists: joined at hello."""
+    grants: Grants = NO_GRANTS
+    """What the token's grants claim allows per channel (protocol.md §4.1)."""
 
 
 class CredentialError(Exception):
@@ -116,7 +135,57 @@ def verify_session(settings: SessionSettings, token: str, wall: float) -> Princi
     if nbf is not None and wall < nbf - settings.leeway:
         raise CredentialError(CloseCode.SESSION_INVALID, "the session token is not valid yet")
     session = claims.get(settings.session_claim)
-    return Principal(sub, session if isinstance(session, str) else None, exp)
+    return Principal(
+        sub,
+        session if isinstance(session, str) else None,
+        exp,
+        subscribe=_subscribe(claims, settings.subscribe_claim),
+        grants=_grants(claims, settings.channels_claim),
+    )
+
+
+def _subscribe(claims: dict[str, Any], name: str) -> tuple[str, ...]:
+    """A session token's channels to join at hello (protocol.md §3.4)."""
+    try:
+        return parse_subscribe(claims.get(name))
+    except ValueError as exc:
+        raise CredentialError(
+            CloseCode.SESSION_INVALID, f"the token's '{name}' claim {exc}"
+        ) from None
+
+
+def parse_subscribe(value: object) -> tuple[str, ...]:
+    """A ``subscribe`` claim's channels (absent: none): an array of at most
+    :data:`MAX_SUBSCRIBE` valid channel names (protocol.md §4.2), duplicates dropped, in
+    order. ValueError says what is wrong (the caller names the claim)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ValueError("must be an array of channel names")
+    if len(value) > MAX_SUBSCRIBE:
+        raise ValueError(f"lists {len(value)} channels; at most {MAX_SUBSCRIBE} are allowed")
+    for i, channel in enumerate(value):
+        if not isinstance(channel, str):
+            raise ValueError(f"[{i}] must be a channel name (a string)")
+        try:
+            check_channel(channel)
+        except RemoteProtocolError as exc:
+            raise ValueError(f"[{i}]: {exc.message}") from None
+    return tuple(dict.fromkeys(value))
+
+
+def _grants(claims: dict[str, Any], name: str) -> Grants:
+    """A session token's grants (protocol.md §4.1); a channel token is no session token."""
+    if "channel" in claims:
+        raise CredentialError(
+            CloseCode.SESSION_INVALID, "a channel token is not a session token (it has 'channel')"
+        )
+    try:
+        return parse_grants(claims.get(name))
+    except GrantsError as exc:
+        raise CredentialError(
+            CloseCode.SESSION_INVALID, f"the token's {name!r} claim {exc}"
+        ) from None
 
 
 def _number(value: Any, claim: str) -> float | None:

@@ -13,8 +13,9 @@ Theory of operation (protocol.md §4.11 and §4.4.1):
 * :meth:`HistoryStore.publish` assigns the position and appends in one step, and returns the
   message framed once with its position inside: every recipient, and every replay, gets the
   same bytes. :meth:`HistoryStore.read` returns a slice of the stream with the stream's top
-  (the last offset given out), creating the stream if it does not exist, so that a client
-  that joins an empty channel still gets a position to recover from.
+  (the last offset given out). A channel without a stream has top 0 of the epoch its next
+  stream will take, so that a client that joins an empty channel still gets a position to
+  recover from -- and a read creates nothing (each store says how it keeps that epoch).
 * :func:`decide_recovery` is the recovery rule, a pure function of a read: a client at
   ``(epoch, offset)`` is recovered iff the epoch is the stream's and the stream still holds
   exactly ``offset + 1 .. top``; never partially. It refuses, as not recovered, a replay of
@@ -22,9 +23,10 @@ Theory of operation (protocol.md §4.11 and §4.4.1):
 
 Memory is bounded three ways: per stream by ``history_size`` and ``history_ttl``; streams
 whose identity is older than ``meta_ttl`` are dropped by :meth:`MemoryHistory.sweep`; and
-all streams of a node together hold at most ``max_bytes`` (counting each message's framed
-bytes and a fixed overhead per message and per stream): beyond it the oldest messages of the
-least recently used stream go first, then that stream itself.
+all streams of a node together hold at most ``max_bytes`` (counting what is held: each
+message's framed bytes -- the only form it is kept in -- and a measured overhead per message
+and per stream, empty streams included): beyond it the oldest messages of the least recently
+used stream go first, then that stream itself.
 
 Times here are wall-clock seconds (Unix time), passed in: a message's age is measured from
 its ``ts``, which is what a Redis store's TTLs measure too.
@@ -57,9 +59,12 @@ REASONS = (
 """Why a join's recovery failed (protocol.md §4.4.1)."""
 ENTRY_OVERHEAD = 200
 """Bytes counted per stored message besides its framed bytes (the deque slot, the entry
-object, the frame object); an estimate that keeps ``max_bytes`` honest."""
-STREAM_OVERHEAD = 500
-"""Bytes counted per stream besides its messages."""
+object, the bytes object's header: about 120 measured); an over-estimate that keeps
+``max_bytes`` honest."""
+STREAM_OVERHEAD = 1500
+"""Bytes counted per stream besides its messages and its names (the stream object, its
+deque, its table entry and key, its epoch: about 1,100 measured with tracemalloc,
+tests/unit/test_history_budget.py)."""
 
 
 @attrs.frozen
@@ -74,15 +79,24 @@ class Retention:
 
 @attrs.frozen
 class Entry:
-    """One stored message: its offset, its frame and the frame's WebSocket bytes."""
+    """One stored message: its offset, its stream's epoch and its WebSocket bytes.
+
+    Only the bytes are held, never the decoded message: a decoded value can cost many times
+    its encoded size (an empty array: one byte, some 60 decoded), and what a store counts
+    against its budget must be what it holds."""
 
     offset: int
-    msg: f.Msg
+    epoch: str
     data: bytes
     """The framed ``msg`` (with its offset and epoch): the bytes its live recipients got."""
     expires: float
     """Wall time from which it is no longer held: at exactly this instant it has expired (the
     Redis store draws the same boundary, ``lua/history.lua``; tests/cases holds the cases)."""
+
+    @property
+    def msg(self) -> f.Msg:
+        """The message, decoded from :attr:`data` (for a history page's reply)."""
+        return codec.decode_msg(wsframe.payload_of(self.data))
 
 
 @attrs.frozen
@@ -131,8 +145,9 @@ class HistoryStore(Protocol):
     ) -> Slice:
         """Up to ``limit`` held entries: forward, those after ``since.offset`` (from the
         oldest held without ``since``); reverse, those before ``since.offset`` (from the top
-        without ``since``), newest first. A ``since`` of another epoch reads nothing. Creates
-        the stream (a new epoch, top 0) if it does not exist."""
+        without ``since``), newest first. A ``since`` of another epoch reads nothing. A
+        channel without a stream reads as top 0 of the epoch its next stream will take, and
+        the read creates nothing."""
 
     def sweep(self, wall: float) -> None:
         """Drop what has expired (called on the server's periodic sweep)."""
@@ -229,13 +244,14 @@ def new_epoch() -> str:
 class _Stream:
     __slots__ = ("epoch", "top", "entries", "used", "bytes")
 
-    def __init__(self, epoch: str, wall: float) -> None:
+    def __init__(self, epoch: str, wall: float, cost: int) -> None:
         self.epoch = epoch
         self.top = 0
         self.entries: deque[Entry] = deque()
         self.used = wall
-        """When it was last published to or created (its identity lives ``meta_ttl`` more)."""
-        self.bytes = STREAM_OVERHEAD
+        """When it was last published to (its identity lives ``meta_ttl`` more)."""
+        self.bytes = cost
+        """What it holds as counted: :data:`STREAM_OVERHEAD`, its names, its entries."""
 
     def first(self) -> int:
         return self.entries[0].offset if self.entries else self.top + 1
@@ -257,6 +273,15 @@ def framed_msg(msg: f.Msg) -> bytes:
 class MemoryHistory:
     """History for one node, in memory (the memory broker's store).
 
+    A read of a channel that has no stream creates none (reads must not grow memory): it
+    answers top 0 of the *unused epoch*, which the next stream created takes, so a client
+    that read an empty channel recovers from ``(epoch, 0)`` once messages arrive. Streams
+    created meanwhile share that epoch -- a position is always read with its channel, so
+    only a channel's successive streams need distinct epochs -- and whenever a stream is
+    dropped (expired or evicted) the unused epoch is replaced, so a channel's next stream
+    never takes an epoch it had, and a position read before a stream that was since lost is
+    refused (``epoch_changed``) rather than wrongly recovered.
+
     Args:
         max_bytes: what all streams together may hold (see the module docstring).
         meta_ttl: seconds a stream's identity (epoch and top) outlives its last publish, so
@@ -273,6 +298,8 @@ class MemoryHistory:
         self.max_bytes = max_bytes
         self.meta_ttl = meta_ttl
         self._epochs = epochs
+        self._unused = epochs()
+        """The epoch of channels without a stream; the next stream created takes it."""
         self._streams: OrderedDict[tuple[str, str], _Stream] = OrderedDict()
         """Least recently used first."""
         self.bytes = 0
@@ -281,33 +308,40 @@ class MemoryHistory:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def _stream(self, key: tuple[str, str], wall: float) -> _Stream:
+    def _live(self, key: tuple[str, str], wall: float) -> _Stream | None:
+        """The stream of ``key`` if it exists and its identity has not expired (else None,
+        and an expired one is dropped); its expired messages are dropped."""
         stream = self._streams.get(key)
-        if stream is not None and stream.used + self.meta_ttl <= wall:
-            self._drop(key, stream)
-            stream = None
         if stream is None:
-            stream = self._streams[key] = _Stream(self._epochs(), wall)
-            self.bytes += stream.bytes
-            self._bound(keep=key)
-        else:
-            self.bytes -= stream.expire(wall)
+            return None
+        if stream.used + self.meta_ttl <= wall:
+            self._drop(key, stream)
+            return None
+        self.bytes -= stream.expire(wall)
+        return stream
+
+    def _create(self, key: tuple[str, str], wall: float) -> _Stream:
+        cost = STREAM_OVERHEAD + len(key[0]) + len(key[1])
+        stream = self._streams[key] = _Stream(self._unused, wall, cost)
+        self.bytes += cost
+        self._bound(keep=key)
         return stream
 
     def _drop(self, key: tuple[str, str], stream: _Stream) -> None:
         del self._streams[key]
         self.bytes -= stream.bytes
+        self._unused = self._epochs()  # no later stream of this channel takes its epoch
 
     def publish(
         self, app: str, channel: str, msg: f.Msg, retention: Retention, wall: float
     ) -> Entry:
         key = (app, channel)
-        stream = self._stream(key, wall)
+        stream = self._live(key, wall) or self._create(key, wall)
         self._streams.move_to_end(key)
         stream.used = wall
         stream.top += 1
         msg = attrs.evolve(msg, offset=stream.top, epoch=stream.epoch)
-        entry = Entry(stream.top, msg, framed_msg(msg), wall + retention.ttl)
+        entry = Entry(stream.top, stream.epoch, framed_msg(msg), wall + retention.ttl)
         entries = stream.entries
         entries.append(entry)
         added = len(entry.data) + ENTRY_OVERHEAD
@@ -342,7 +376,9 @@ class MemoryHistory:
         reverse: bool,
         wall: float,
     ) -> Slice:
-        stream = self._stream((app, channel), wall)
+        stream = self._live((app, channel), wall)
+        if stream is None:  # no stream, and none is created: top 0 of the unused epoch
+            return Slice(Position(self._unused, 0), 1, [])
         top = Position(stream.epoch, stream.top)
         first = stream.first()
         if since is not None and since.epoch != stream.epoch:

@@ -67,8 +67,12 @@ class Member:
     """Channel -> join sequence number (the paging cursor of member listings)."""
     diffs: bool = False
     """The connection takes presence as batched diffs (the ``presence_diffs`` feature)."""
-    infos: dict[str, Any] | None = None
-    """Channel -> the member's ``info`` there (a join hook's answer); None mostly."""
+    watching: set[str] = attrs.field(factory=set)
+    """Channels whose presence this connection may see under a per-connection presence
+    value (``granted``, ``token``, ``hook``): decided at its join and at each refresh."""
+    channel_info: dict[str, Any] = attrs.field(factory=dict)
+    """Channel -> the ``info`` its channel token (protocol.md §4.4.2) or the join hook
+    (docs/hooks.md) gave it there."""
 
     @property
     def session_key(self) -> tuple[str, str] | None:
@@ -78,16 +82,12 @@ class Member:
         return (self.user, self.session)
 
     def info(self, channel: str | None = None) -> dict[str, Any]:
-        """The member as clients see it: ``{"id", "user", "data"}``, plus ``"info"`` in a
-        channel where it has one (docs/hooks.md)."""
-        if self.infos is not None and channel in self.infos:
-            return {
-                "id": self.id,
-                "user": self.user,
-                "data": self.profile,
-                "info": self.infos[channel],
-            }
-        return {"id": self.id, "user": self.user, "data": self.profile}
+        """The member as clients see it: ``{"id", "user", "data"}``, and in ``channel``
+        its ``info`` when it has one there (from its channel token or the join hook)."""
+        found = {"id": self.id, "user": self.user, "data": self.profile}
+        if channel is not None and channel in self.channel_info:
+            found["info"] = self.channel_info[channel]
+        return found
 
 
 PresencePolicy = Callable[[str], str]
@@ -115,6 +115,7 @@ class ChannelTable:
         self._channels: dict[str, dict[str, Member]] = {}
         self._order: dict[str, SortedKeyList] = {}
         self._signed_in: dict[str, dict[str, Member]] = {}
+        self._watching: dict[str, dict[str, Member]] = {}
         self._diff_members: dict[str, int] = {}
         self._split: dict[str, _Split] = {}
         self._everyone: dict[str, Member] = {}
@@ -185,8 +186,11 @@ class ChannelTable:
         if member.diffs:
             self._diff_members[channel] = self._diff_members.get(channel, 0) + 1
         split = self._split.get(channel)
-        if split is not None and _admits(split.policy, member):
+        if split is not None and admits(split.policy, member, channel):
             split.sides[member.diffs][member.id] = member
+        watching = self._watching.get(channel)
+        if watching is not None and channel in member.watching:
+            watching[member.id] = member
         if member.user is None:
             return True
         signed_in = self._signed_in.get(channel)
@@ -206,9 +210,9 @@ class ChannelTable:
         del group[member.id]
         order = self._order[channel]
         del order[order.bisect_key_left(seq)]  # sequence numbers are unique: exactly it
-        signed_in = self._signed_in.get(channel)
-        if signed_in is not None:
-            signed_in.pop(member.id, None)
+        for kept in (self._signed_in.get(channel), self._watching.get(channel)):
+            if kept is not None:
+                kept.pop(member.id, None)
         if member.diffs:
             count = self._diff_members[channel] - 1
             if count:
@@ -225,6 +229,7 @@ class ChannelTable:
             del self._channels[channel]
             del self._order[channel]
             self._signed_in.pop(channel, None)
+            self._watching.pop(channel, None)
             self._split.pop(channel, None)
         if member.user is None:
             return True
@@ -267,12 +272,14 @@ class ChannelTable:
     def presence_group(self, channel: str) -> Mapping[str, Member]:
         """The members of ``channel`` who receive its presence events, per its policy."""
         policy = self.presence_policy(channel)
-        if policy in ("anyone", "hook"):  # hook: the members the join hook let in
+        if policy == "anyone":
             self._signed_in.pop(channel, None)  # the policy changed (a reload): not needed
             return self.members(channel)
         if policy == "signed_in":
             return self._signed_in_group(channel)
         self._signed_in.pop(channel, None)
+        if policy in _PER_CONNECTION:
+            return self._watching_group(channel)
         return _EMPTY
 
     def presence_receivers(self, channel: str, diffs: bool) -> Mapping[str, Member]:
@@ -308,6 +315,30 @@ class ChannelTable:
             group = {k: m for k, m in members.items() if m.user is not None}
             self._signed_in[channel] = group
         return group
+
+    def _watching_group(self, channel: str) -> Mapping[str, Member]:
+        group = self._watching.get(channel)
+        if group is None:
+            members = self._channels.get(channel)
+            if members is None:
+                return _EMPTY
+            # Built once per channel (or per change of a member's right), then kept by
+            # join and leave.
+            group = {k: m for k, m in members.items() if channel in m.watching}
+            self._watching[channel] = group
+        return group
+
+    def rewatch(self, member: Member, channel: str, sees: bool) -> None:
+        """``member``'s right to see ``channel``'s presence (per-connection values) is now
+        ``sees`` (a refreshed token): the groups built from it are rebuilt on next use."""
+        if sees == (channel in member.watching):
+            return
+        if sees:
+            member.watching.add(channel)
+        else:
+            member.watching.discard(channel)
+        self._watching.pop(channel, None)
+        self._split.pop(channel, None)
 
     def channels(self) -> Mapping[str, Mapping[str, Member]]:
         return self._channels
@@ -354,9 +385,18 @@ def _join_seq(channel: str) -> Callable[[Member], int]:
     return key
 
 
-def _admits(policy: str, member: Member) -> bool:
-    """Whether a presence policy lets ``member`` receive presence."""
-    return policy in ("anyone", "hook") or (policy == "signed_in" and member.user is not None)
+_PER_CONNECTION = frozenset({"granted", "token", "hook"})
+"""Presence values decided per connection (``Member.watching``); ``hook``: the members the
+join hook let in (docs/hooks.md)."""
+
+
+def admits(policy: str, member: Member, channel: str) -> bool:
+    """Whether a presence policy lets ``member`` receive ``channel``'s presence."""
+    if policy == "anyone":
+        return True
+    if policy == "signed_in":
+        return member.user is not None
+    return policy in _PER_CONNECTION and channel in member.watching
 
 
 def _unindex(index: dict[Any, dict[str, Member]], key: Any, member: Member) -> None:

@@ -8,6 +8,16 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from rtcore.core.hooks.ports import EventSink
+
+TRANSITIONS = {
+    "o": "channel_occupied",
+    "v": "channel_vacated",
+    "a": "member_added",
+    "r": "member_removed",
+}
+"""A cluster transition's kind -> its webhook event (:func:`transition`)."""
+
 
 class EventQueue:
     """Events for one endpoint, oldest first, at most ``limit``."""
@@ -45,3 +55,17 @@ def retry_delay(attempt: int, base: float, cap: float, unit: float) -> float:
     ``unit`` (uniform in [0, 1), passed in) times ``base * 2**(attempt - 1)`` capped at
     ``cap``."""
     return unit * min(cap, base * 2.0 ** (attempt - 1))
+
+
+def transition(events: EventSink, channel: str, change: str) -> None:
+    """Tell ``events`` of a transition of ``channel`` for the whole cluster: ``o`` occupied,
+    ``v`` vacated, ``a:<user>`` the user's first connection in it, ``r:<user>`` their last
+    left (made by this node, or by the presence scripts over Redis)."""
+    kind, _, user = change.partition(":")
+    event = TRANSITIONS.get(kind)
+    if event is None or not events.wants(event):
+        return
+    data: dict[str, Any] = {"channel": channel}
+    if user:
+        data["user"] = user
+    events.emit(event, data)

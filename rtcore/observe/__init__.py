@@ -18,8 +18,10 @@ from rtcore.observe.events import (
     Observer,
     Observers,
     ServerStatistics,
+    permission_refused,
     rate_limited,
     refused,
+    removed,
 )
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "Observer",
     "Observers",
     "ServerStatistics",
+    "permission_refused",
     "rate_limited",
     "refused",
+    "removed",
 ]

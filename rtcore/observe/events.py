@@ -23,11 +23,27 @@ from typing import Protocol
 
 import attrs
 
+from rtcore.protocol.codes import CloseCode
+
 NO_CLOSE = 0
 """The close code recorded for a connection that never had a WebSocket (refused upgrade,
 a peer that went away during the handshake). Real close codes are 1000 and above."""
 ABNORMAL_CLOSE = 1006
 """RFC 6455's code for a connection that ended without a closing handshake."""
+
+
+CLIENT_OTHER = "client_other"
+"""The label of every close code that is not one of protocol.md §7's (a client chose it)."""
+_KNOWN_CLOSE_CODES = frozenset(int(c) for c in CloseCode) | {ABNORMAL_CLOSE}
+
+
+def close_label(code: int) -> str:
+    """A close code as a metric label: ``none`` (no WebSocket), one of protocol.md §7's codes
+    (or 1006), else :data:`CLIENT_OTHER`: a client may close with any code from 1000 to
+    4999, and a label per code would let it create series without bound."""
+    if code == NO_CLOSE:
+        return "none"
+    return str(code) if code in _KNOWN_CLOSE_CODES else CLIENT_OTHER
 
 
 # -- statistics records -------------------------------------------------------------------------
@@ -39,14 +55,16 @@ class ServerStatistics:
 
     accepted: int = 0
     """TCP connections accepted on the WebSocket listeners."""
-    closed: dict[int, int] = attrs.field(factory=dict)
-    """Connections ended, by close code (:data:`NO_CLOSE` when there never was a WebSocket)."""
+    closed: dict[str, int] = attrs.field(factory=dict)
+    """Connections ended, by :func:`close_label` of their close code: a bounded set of
+    labels, whatever codes clients send."""
     api_requests: dict[tuple[int, str], int] = attrs.field(factory=dict)
     """Server-API (HTTP) requests answered, by (status, code): code is ``ok`` for a 2xx, else
     the error code of the body."""
 
     def count_close(self, code: int) -> None:
-        self.closed[code] = self.closed.get(code, 0) + 1
+        label = close_label(code)
+        self.closed[label] = self.closed.get(label, 0) + 1
 
     def count_api_request(self, status: int, code: str) -> None:
         key = (status, code)
@@ -84,6 +102,14 @@ class AppStatistics:
     rate_limited: dict[str, int] = attrs.field(factory=dict)
     """Requests a rate limiter refused, by limiter name (an error reply or, for a client that
     kept going, the close)."""
+    key_refusals: dict[str, int] = attrs.field(factory=dict)
+    """Hellos an API key's restrictions refused, by reason (one of
+    ``rtcore.core.restrictions.REFUSAL_REASONS``)."""
+    permission_refusals: dict[tuple[str, str], int] = attrs.field(factory=dict)
+    """Operations the channel rules refused, by ``(operation, reason)``: both from fixed
+    sets (rtcore.core.permissions.OPERATIONS, REFUSAL_REASONS)."""
+    channel_removals: dict[str, int] = attrs.field(factory=dict)
+    """Connections the server took out of a channel (the ``left`` push), by reason."""
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -225,6 +251,19 @@ def refused(app: ObservedApp, conn: str, code: str, operation: str) -> None:
     refusals = app.statistics.refusals
     refusals[code] = refusals.get(code, 0) + 1
     app.observer.refused(conn, app.name, code, operation)
+
+
+def permission_refused(app: ObservedApp, operation: str, reason: str) -> None:
+    """Count a refusal by the channel rules (its error reply is counted by :func:`refused`)."""
+    counts = app.statistics.permission_refusals
+    key = (operation, reason)
+    counts[key] = counts.get(key, 0) + 1
+
+
+def removed(app: ObservedApp, reason: str) -> None:
+    """Count a connection taken out of a channel (protocol.md §5.6) for ``reason``."""
+    counts = app.statistics.channel_removals
+    counts[reason] = counts.get(reason, 0) + 1
 
 
 def rate_limited(

@@ -2,7 +2,9 @@
 
 ``--log-format json`` writes one JSON object per line: ``ts`` (UTC, ISO 8601, milliseconds),
 ``level``, ``logger``, ``msg``, then the record's extra fields (``conn``, ``app``, ``remote``,
-``code``, ``duration``...), and ``exc`` with the traceback when there is one. Embedding
+``code``, ``duration``...), and ``exc`` with the traceback when there is one. Text lines
+escape control characters in the message (a newline becomes ``\\n``): a close reason or any
+other text a client chose cannot forge a line; tracebacks keep their lines. Embedding
 applications configure logging themselves; rtcore only logs to the ``rtcore.*`` loggers.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -27,6 +30,31 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "taskName",
 }
 """LogRecord attributes that are not extra fields."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}"
+
+
+def escape_control(text: str) -> str:
+    """``text`` with its control characters (C0, DEL, C1, the Unicode line separators)
+    written as escapes: one log record, one line."""
+    return _CONTROL.sub(_escape, text)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, with the message's control characters escaped (:func:`escape_control`);
+    a traceback or stack that follows keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return escape_control(super().formatMessage(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -80,7 +108,7 @@ def configure(
         raise ValueError(f"level must be one of {LEVELS} and format one of {FORMATS}")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     text = TEXT_FORMAT if worker is None else WORKER_TEXT_FORMAT
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(text))
     if worker is not None:
         handler.addFilter(WorkerFields(worker))
     logging.basicConfig(level=level, handlers=[handler], force=True)

@@ -5,7 +5,8 @@ Each connection's open and close is an INFO line carrying ``conn``, ``app``, ``r
 into JSON keys. Under load these lines would swamp the log, so at most ``per_second`` of them
 are written per second; the rest are counted and summarised in one line, "suppressed K
 connection logs", when the next second begins (or at :meth:`LogObserver.flush`, on shutdown).
-Refusals and rate-limit refusals are DEBUG lines (not rate-limited: DEBUG is for looking).
+Refusals and rate-limit refusals are DEBUG lines (not rate-limited: DEBUG is for looking), and
+so are the ends of connections that never became a WebSocket (plain HTTP: the demo's files).
 Slow consumers are INFO lines under the same limit as connections.
 
 Errors are not logged here: an exception is logged once, with its traceback, where it is
@@ -53,8 +54,18 @@ class LogObserver:
         )
 
     def closed(self, event: Closed) -> None:
-        code = "none" if event.code == NO_CLOSE else str(event.code)
-        how = f"{code} ({event.reason})" if event.reason else code
+        if event.code == NO_CLOSE:
+            # Never a WebSocket: a plain HTTP request (the demo's files) or a peer that sent
+            # nothing usable. One INFO line per static file would drown the connection log.
+            self.connections.debug(
+                "connection %s ended without a WebSocket after %.3f s (from %s)",
+                event.conn,
+                event.duration,
+                event.remote,
+                extra={"conn": event.conn, "remote": event.remote, "code": event.code},
+            )
+            return
+        how = f"{event.code} ({event.reason})" if event.reason else str(event.code)
         self._info(
             "connection %s closed: %s after %.3f s (app %s, from %s)",
             (event.conn, how, event.duration, event.app, event.remote),

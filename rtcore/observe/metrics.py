@@ -36,7 +36,6 @@ from prometheus_client.core import (
 )
 
 from rtcore.observe.events import (
-    NO_CLOSE,
     Closed,
     Connected,
     FlusherStatistics,
@@ -200,6 +199,35 @@ class StatisticsCollector:
             for limiter, count in sorted(stats.rate_limited.items()):
                 limited.add_metric([name, limiter], count)
         yield from (messages, deliveries, refusals, limited)
+        yield from self._access_counters()
+
+    def _access_counters(self) -> Iterator[Metric]:
+        """Refusals by an API key's restrictions and the channel rules, and removals."""
+        permissions = CounterMetricFamily(
+            "rtcore_permission_refusals",
+            "Operations the channel rules refused, by operation and reason",
+            labels=["app", "op", "reason"],
+        )
+        removals = CounterMetricFamily(
+            "rtcore_channel_removals",
+            "Connections the server took out of a channel (the left push), by reason",
+            labels=["app", "reason"],
+        )
+        keys = CounterMetricFamily(
+            "rtcore_key_refusals",
+            "Hellos refused by an API key's restrictions, by reason (key_not_realtime, "
+            "origin_missing, origin_not_allowed, ip_not_allowed)",
+            labels=["app", "reason"],
+        )
+        for name, app in self._server.apps.items():
+            stats = app.statistics
+            for reason, count in sorted(stats.key_refusals.items()):
+                keys.add_metric([name, reason], count)
+            for (op, reason), count in sorted(stats.permission_refusals.items()):
+                permissions.add_metric([name, op, reason], count)
+            for reason, count in sorted(stats.channel_removals.items()):
+                removals.add_metric([name, reason], count)
+        yield from (keys, permissions, removals)
 
     def _server_counters(self) -> Iterator[Metric]:
         server = self._server
@@ -212,8 +240,8 @@ class StatisticsCollector:
             "Connections ended, by WebSocket close code (none: there never was a WebSocket)",
             labels=["code"],
         )
-        for code, count in sorted(stats.closed.items()):
-            closed.add_metric(["none" if code == NO_CLOSE else str(code)], count)
+        for label, count in sorted(stats.closed.items()):
+            closed.add_metric([label], count)
         yield closed
         yield CounterMetricFamily(
             "rtcore_bytes_out",

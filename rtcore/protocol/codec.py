@@ -121,6 +121,7 @@ _CLIENT_SPECS: dict[str, tuple[type[f.ClientFrame], tuple[_Field, ...]]] = {
             _CH,
             _ECHO,
             ("recover", "recover", "map", False, True),
+            ("token", "token", "str", False, True),
             ("data", "data", "any", False),
         ),
     ),
@@ -134,7 +135,10 @@ _CLIENT_SPECS: dict[str, tuple[type[f.ClientFrame], tuple[_Field, ...]]] = {
         f.Send,
         _spec(_ID, _CH, ("ev", "event", "str"), ("data", "data", "any", False), _ECHO),
     ),
-    "refresh": (f.Refresh, _spec(_ID, ("token", "token", "str"))),
+    "refresh": (
+        f.Refresh,
+        _spec(_ID, ("token", "token", "str"), ("ch", "channel", "str", False, True)),
+    ),
     "history": (
         f.History,
         _spec(
@@ -194,6 +198,15 @@ _SERVER_SPECS: dict[str, tuple[type[f.ServerFrame], tuple[_Field, ...]]] = {
         ),
     ),
     "left": (f.Left, _spec(_CH, ("reason", "reason", "str"), ("msg", "message", "str"))),
+    "joined": (
+        f.Joined,
+        _spec(
+            _CH,
+            ("reason", "reason", "str"),
+            ("epoch", "epoch", "str", False),
+            ("offset", "offset", "uint", False),
+        ),
+    ),
 }
 for _kind in f.MemberEvent.TYPES:
     _SERVER_SPECS[_kind] = (

@@ -31,6 +31,9 @@ class ErrorCode(enum.StrEnum):
     """A profile or data value breaks the rules of protocol.md §4.3.1 (the message says where)."""
     INVALID_TOKEN = "invalid_token"
     """A ``refresh`` carried a token that does not verify or has expired."""
+    INVALID_CHANNEL_TOKEN = "invalid_channel_token"
+    """A channel token (``join``'s or a per-channel ``refresh``'s) does not verify, has
+    expired, or is for another channel, user or app (protocol.md §4.4.2)."""
     FORBIDDEN = "forbidden"
     """The app's settings or channel rules do not allow this client the operation."""
     HISTORY_UNAVAILABLE = "history_unavailable"
@@ -93,8 +96,16 @@ class CloseCode(enum.IntEnum):
     """The app's backend ended (signed out, revoked) the connection's session."""
     DISCONNECTED = 4017
     """The app's backend disconnected this user or connection."""
+    KEY_NOT_REALTIME = 4018
+    """The API key may not open realtime connections (``realtime = false``: a server key)."""
+    ORIGIN_NOT_ALLOWED = 4019
+    """The handshake's Origin is not one of the API key's ``allowed_origins``."""
     TOO_MANY_CONNECTIONS = 4020
     """The per-IP or per-app connection limit is reached."""
+    IP_NOT_ALLOWED = 4021
+    """The client's address is not in the API key's ``allowed_ips``."""
+    ORIGIN_MISSING = 4022
+    """The API key has ``allowed_origins`` and the handshake carried no Origin header."""
     CONNECTION_RATE_LIMITED = 4029
     """Too many new connections from this IP address in a short time."""
     RATE_LIMIT_ABUSE = 4030

@@ -53,6 +53,8 @@ class Join:
     recover: dict[str, Any] | None = None
     """``{"epoch": str, "offset": uint}``: the last message of the channel this client
     received; the server replays what followed it (protocol.md §4.4.1)."""
+    token: str | None = None
+    """A channel token for this channel (protocol.md §4.4.2)."""
     data: Any = None
     """For the app's join hook (docs/hooks.md): passed to it as is."""
 
@@ -123,6 +125,9 @@ class Refresh:
     TYPE: ClassVar[str] = "refresh"
     id: int
     token: str
+    channel: str | None = None
+    """With a channel: a fresh channel token for that channel (protocol.md §4.4.2), not a
+    session token."""
 
 
 Request = Join | Leave | GetMembers | UpdateProfile | Send | Broadcast | Refresh | History
@@ -249,10 +254,31 @@ class Left:
 
 
 LEFT_REASONS = ("token_expired", "grant_revoked", "removed")
+
+
+@attrs.frozen
+class Joined:
+    """The server put this connection into a channel (protocol.md §5.7): the app's backend
+    added it (server API), or its session token's ``subscribe`` claim lists the channel.
+
+    The connection is a member as if it had joined; the server, not the client, puts it back
+    after a reconnect (§5.7), so a client does not rejoin such a channel on its own."""
+
+    TYPE: ClassVar[str] = "joined"
+    channel: str
+    reason: str
+    """Why: one of :data:`JOINED_REASONS`."""
+    epoch: str | None = None
+    """For a channel with history: its stream's epoch..."""
+    offset: int | None = None
+    """...and the offset of its last message at the join (the client's position)."""
+
+
+JOINED_REASONS = ("added", "subscribe")
 """``token_expired``: the channel token that admitted it expired without a refresh;
 ``grant_revoked``: a refreshed session token no longer grants the channel; ``removed``: the
 app's backend took the user (or connection) out of the channel."""
 
 
-ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent | Left
+ServerFrame = Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent | Left | Joined
 Frame = ClientFrame | ServerFrame

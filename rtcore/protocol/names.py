@@ -8,7 +8,7 @@ from rtcore.protocol.codes import ErrorCode
 from rtcore.protocol.errors import RemoteProtocolError
 from rtcore.protocol.values import is_text
 
-CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:@/=+~-]{1,128}")
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9_.:@/=+~#,-]{1,128}")
 """protocol.md §4.1: channel names are 1-128 characters of this set."""
 MAX_EVENT_NAME = 128
 
@@ -23,7 +23,7 @@ def check_channel(name: str) -> None:
         raise refuse(
             ErrorCode.INVALID_CHANNEL,
             f"channel name {name[:140]!r} must be 1-128 characters of "
-            "A-Z a-z 0-9 _ . : @ / = + ~ -",
+            "A-Z a-z 0-9 _ . : @ / = + ~ # , -",
         )
 
 

@@ -35,6 +35,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from rtcore.protocol.codes import ErrorCode
 from rtcore.protocol.errors import RemoteProtocolError
 
@@ -59,32 +61,165 @@ def is_text(s: str) -> bool:
     return True
 
 
-def check(value: object, field: str) -> None:
+@attrs.frozen
+class Budget:
+    """What one value may contain, bounding the work of checking it and the memory it holds
+    once decoded (protocol.md §4.3.1): a decoded empty array costs ~60 bytes for its one byte
+    on the wire, so a size limit alone does not bound memory or CPU."""
+
+    containers: int
+    """Arrays and maps, the outermost one included."""
+    items: int
+    """Array elements plus map entries, at every level."""
+
+
+DATA = Budget(containers=1024, items=1 << 20)
+"""A message's ``data`` and a user event's ``session`` and ``data``: the items are bounded by
+the message size already (each takes a byte at least)."""
+PROFILE = Budget(containers=32, items=256)
+"""A member profile, which the server holds for the connection's life and sends with each
+of its presence events."""
+
+
+def check(value: object, field: str, budget: Budget = DATA) -> None:
     """Accept ``value`` as the definition above says, or refuse it.
 
     Args:
         value: the value as decoded (or as the host application passed it).
         field: its name in the request, used in the message (``profile``, ``data``...).
+        budget: what it may contain (:data:`DATA` or :data:`PROFILE`).
 
     Raises:
         RemoteProtocolError: code ``invalid_data``; the message names the element and the rule,
             e.g. ``profile.tags[3]: nested deeper than 32 levels``.
+
+    Cost: one Python step per array or map (at most ``budget.containers`` of them); their
+    elements are checked in bulk (``set(map(type, ...))``, ``min``/``max``, ``str.isascii``),
+    so a 60 KB message of small scalars costs about what 60 KB of binary does. Only a refused
+    container is walked element by element, to name the element in the message.
     """
     stack: list[tuple[Any, int, _Path]] = [(value, 0, field)]
+    containers = items = 0
     while stack:
         item, depth, path = stack.pop()
-        if isinstance(item, dict):
-            _check_container(depth, path)
-            for key, child in item.items():
-                _check_key(item, key, path)
-                stack.append((child, depth + 1, (path, key)))
-        elif isinstance(item, list) or type(item) is tuple:  # not msgpack's ExtType tuple
-            _check_container(depth, path)
-            stack.extend((child, depth + 1, (path, i)) for i, child in enumerate(item))
-        else:
+        if not (isinstance(item, dict | list) or type(item) is tuple):  # (not ExtType)
             rule = _scalar_rule(item)
             if rule is not None:
                 raise _refuse(path, rule)
+            continue
+        _check_container(depth, path)
+        containers += 1
+        items += len(item)
+        if containers > budget.containers or items > budget.items:
+            raise _refuse(field, _over(budget, containers > budget.containers))
+        deep, count = _visit(item, path)
+        if containers + count > budget.containers:  # before visiting any of them
+            raise _refuse(field, _over(budget, True))
+        if deep:
+            stack.extend((c, depth + 1, (path, k)) for k, c in _of_kinds(item, deep))
+
+
+def _visit(item: Any, path: _Path) -> tuple[set[type], int]:
+    """Check one array's or map's keys and scalar elements; return the types of the
+    elements to visit one by one, and (for a large one) how many of those are arrays or maps:
+    a small one's are counted as they are visited."""
+    mapping = isinstance(item, dict)
+    if len(item) <= SMALL:  # one by one: cheaper than the bulk checks' set-up
+        if mapping:
+            for key in item:
+                _check_key(item, key, path)
+        return set(map(type, item.values() if mapping else item)) - _PLAIN, 0
+    if mapping:
+        _check_keys(item, path)
+    return _check_elements(item, item.values() if mapping else item, path)
+
+
+def _over(budget: Budget, containers: bool) -> str:
+    if containers:
+        return f"holds more than {budget.containers} arrays and maps"
+    return f"holds more than {budget.items} elements (array elements and map entries)"
+
+
+_PLAIN = frozenset({type(None), bool, bytes, bytearray})
+"""Scalars that are always accepted."""
+_CONTAINERS = frozenset({list, tuple, dict})
+
+
+def _bulk_ok(kind: type, same: Any) -> bool | None:
+    """Whether every element of ``same`` (all of type ``kind``) is accepted, checked in bulk;
+    None: ``kind`` is checked one by one (arrays, maps, subclasses, refused types)."""
+    if kind is int:
+        return bool(MIN_INT <= min(same) and max(same) <= MAX_INT)
+    if kind is float:
+        return all(map(math.isfinite, same))
+    if kind is str:
+        return all(map(str.isascii, same)) or all(map(is_text, same))
+    return None
+
+
+SMALL = 16
+"""Arrays and maps of up to this many elements are checked one element at a time."""
+
+
+def _check_elements(parent: Any, children: Any, path: _Path) -> tuple[set[type], int]:
+    """Check the scalar elements of one array or map in bulk (raising for the first refused
+    one); return the types of the elements to visit one by one, and how many of those are
+    arrays or maps."""
+    kinds = set(map(type, children))
+    if kinds <= _PLAIN:
+        return set(), 0
+    single = len(kinds) == 1
+    deep: set[type] = set()
+    count = 0
+    for kind in kinds - _PLAIN:
+        same = children if single else _is(children, kind)
+        ok = _bulk_ok(kind, same)
+        if ok is None:
+            deep.add(kind)
+            if kind in _CONTAINERS:
+                count += len(same)
+        elif not ok:
+            entries = parent.items() if isinstance(parent, dict) else enumerate(parent)
+            for key, child in entries:
+                rule = _scalar_rule(child)
+                if rule is not None:
+                    raise _refuse((path, key), rule)
+    return deep, count
+
+
+def _is(elements: Any, kind: type) -> list[Any]:
+    """The elements whose type is ``kind`` (a comprehension: measured faster than
+    ``compress`` over ``map(type, ...)``)."""
+    return [e for e in elements if type(e) is kind]
+
+
+def _of_kinds(item: Any, kinds: set[type]) -> list[tuple[Any, Any]]:
+    """``(key or index, element)`` of the elements of ``item`` whose type is in ``kinds``."""
+    entries = item.items() if isinstance(item, dict) else enumerate(item)
+    return [(k, c) for k, c in entries if type(c) in kinds]
+
+
+def _check_keys(mapping: dict[Any, Any], path: _Path) -> None:
+    """A map's keys, in bulk: strings (ASCII, else valid Unicode) and integers in range, never
+    an integer and its decimal string both; anything else is checked key by key."""
+    kinds = set(map(type, mapping))
+    if not kinds:
+        return
+    if kinds == {str} and (all(map(str.isascii, mapping)) or all(map(is_text, mapping))):
+        return
+    if kinds == {int} or kinds == {str, int}:
+        ints = _is(mapping, int) if str in kinds else list(mapping)
+        strs = _is(mapping, str) if str in kinds else []
+        clash = bool(strs) and not set(map(str, ints)).isdisjoint(strs)
+        if (
+            MIN_INT <= min(ints, default=0)
+            and max(ints, default=0) <= MAX_INT
+            and not clash
+            and (all(map(str.isascii, strs)) or all(map(is_text, strs)))
+        ):
+            return
+    for key in mapping:
+        _check_key(mapping, key, path)
 
 
 def _check_container(depth: int, path: _Path) -> None:

@@ -17,6 +17,12 @@ def binary_frame(payload: bytes) -> bytes:
     return bytes(_SERVER.send_data(payload, fin=True))
 
 
+def payload_of(frame: bytes) -> bytes:
+    """The payload of one unmasked frame made by :func:`binary_frame` (its header skipped)."""
+    size = frame[1] & 0x7F
+    return frame[2 if size < 126 else 4 if size == 126 else 10 :]
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     """A close frame; the reason is truncated to fit a control frame by wsproto."""
     return bytes(_SERVER.close(CloseReason(code) if code < 3000 else code, reason))

@@ -43,7 +43,7 @@ from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
 from rtcore.config.model import Config
 from rtcore.core.app import App
-from rtcore.core.limits.admission import Admission, InboundBudget
+from rtcore.core.limits.admission import Admission, InboundBudget, client_address
 from rtcore.core.outbox import Pending
 from rtcore.core.session.session import Session
 from rtcore.engines.base import BrokerUnavailable
@@ -305,10 +305,26 @@ class Connection(Transport):
                     if isinstance(event, Request):
                         return await self._accept(event)
             except WSRemoteProtocolError as exc:
-                reply = handshake.refusal(self._ws, exc, received)  # not an upgrade: a file?
+                # not an upgrade: a file? (only within the per-IP connection limits)
+                reply = handshake.refusal(self._ws, exc, received, self._admit_plain)
                 with trio.move_on_after(1):
                     await self._write_through(reply)
                 return False
+
+    def _admit_plain(self, forwarded: list[str]) -> str | None:
+        """Whether a plain HTTP request (a static file) may be answered: the per-IP limits
+        refused this connection at accept, or, behind a trusted proxy, refuse the address
+        X-Forwarded-For names now (then it is counted like a WebSocket's). None: it may."""
+        if self.refusal is not None:
+            return self.refusal.reason
+        if self.counted_ip is not None:
+            return None
+        ip = client_address(self.peer, forwarded, self.server.config.trusted_proxies)
+        close = self.server.admission.admit(ip, trio.current_time())
+        if close is not None:
+            return close.reason
+        self.counted_ip = self.session.remote = ip
+        return None
 
     async def _accept(self, request: Request) -> bool:
         """Answer the upgrade request: 101, or 403 for an origin not allowed (False)."""
@@ -316,6 +332,7 @@ class Connection(Transport):
         self.session.remote = handshake.client_of(
             request, self.session.remote, config.trusted_proxies
         )
+        self.session.origin = handshake.origin_of(request)
         self.session.handshake = request.extra_headers  # for a connect hook, until hello
         if not handshake.origin_allowed(request, config.allowed_origins):
             await self._write_through(self._ws.send(RejectConnection(status_code=403)))

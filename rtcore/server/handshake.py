@@ -26,6 +26,15 @@ def client_of(request: Request, remote: str, trusted_proxies: tuple[Network, ...
     return client_address(remote, forwarded, trusted_proxies)
 
 
+def origin_of(request: Request) -> str | None:
+    """The request's Origin header (None: it has none). Several Origin headers are not an
+    origin: they give one that matches no pattern."""
+    origins = [v for k, v in request.extra_headers if k.lower() == b"origin"]
+    if len(origins) > 1:
+        return "(several Origin headers)"
+    return origins[0].decode("latin-1") if origins else None
+
+
 def origin_allowed(request: Request, allowed: Collection[str]) -> bool:
     """Browsers send Origin; with allowed_origins set, other origins are refused (403).
 
@@ -38,10 +47,16 @@ def origin_allowed(request: Request, allowed: Collection[str]) -> bool:
     return all(o.decode("latin-1") in allowed for o in origins)
 
 
-def refusal(ws: wsproto.WSConnection, exc: WSRemoteProtocolError, received: bytes) -> bytes:
+def refusal(
+    ws: wsproto.WSConnection,
+    exc: WSRemoteProtocolError,
+    received: bytes,
+    admit: static.Admit,
+) -> bytes:
     """The answer to bytes that are not a valid upgrade request: a plain HTTP request's file
-    (rtcore.server.http.static: the client and demo), else wsproto's own 4xx."""
-    reply = static.respond(received)
+    (rtcore.server.http.static: the client and demo; 429 when ``admit`` refuses its address),
+    else wsproto's own 4xx."""
+    reply = static.respond(received, admit)
     if reply is not None:
         return reply
     return ws.send(exc.event_hint or RejectConnection(status_code=400))

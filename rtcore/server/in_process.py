@@ -170,6 +170,31 @@ class InProcessAPI:
             )
         )
 
+    def add_member(
+        self, app: str, channel: str, user: str | None = None, conn: str | None = None
+    ) -> dict[str, Any]:
+        """Put every connection of ``user`` (or only connection ``conn``) into ``channel``,
+        whatever its channel rules but within ``max_channels`` (protocol.md §5.7); a
+        user-wide add also puts the user's later connections back at hello. Returns
+        ``{"added", "full"}`` (this node's). Raises ``rtcore.operations.ApiError`` (a bad
+        channel name: 422 ``invalid_channel``; neither user nor conn: 400)."""
+        limits = self.config.limits
+        return self._run(
+            api.add_member(self.app(app), channel, user, conn, limits.max_channels, self.wall())
+        )
+
+    def remove_member(
+        self,
+        app: str,
+        channel: str,
+        user: str | None = None,
+        conn: str | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """Take every connection of ``user`` (or only ``conn``) out of ``channel`` with a
+        ``left`` frame, reason ``removed`` (protocol.md §5.6); returns ``{"removed"}``."""
+        return self._run(api.remove_member(self.app(app), channel, user, conn, message))
+
     async def largest_channels(self, app: App, top: int) -> api.Sizes:
         """``api.largest`` over the app's channels, yielding to other tasks every
         :data:`rtcore.server.queries.STATS_SLICE` channels (a server with 100k channels

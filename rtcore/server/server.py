@@ -181,12 +181,18 @@ class Server(InProcessAPI):
     # -- serving ------------------------------------------------------------------------------
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and serve until :meth:`shutdown`; reports the bound addresses when ready."""
+        """Listen and serve until :meth:`shutdown`; reports the bound addresses when ready.
+
+        Raises:
+            ListenError: a port could not be bound (both are bound before anything starts,
+                so this is one plain exception with ``rtcore serve``'s one-line message).
+        """
         listeners: list[Any] = []
         for host in self.config.hosts():
             listeners += await startup.open_listeners(
                 self.config.port, host, "WebSocket", self.reuse_port
             )
+        api_listeners = await self._open_api_listeners(listeners)
         self.addresses = [startup.address(lst) for lst in listeners]
         tls = startup.tls_context(self.config)
         if tls is not None:
@@ -199,8 +205,8 @@ class Server(InProcessAPI):
             if self.redis is not None:
                 await nursery.start(self.redis.run)
             nursery.start_soon(self._heartbeat.run, self.config.limits.heartbeat_interval)
-            if self.config.api_port is not None:
-                await self._start_api(nursery, self.config.api_port)
+            if api_listeners:
+                self._start_api(nursery, api_listeners)
             await self._serve_clients(listeners, nursery, task_status)
             nursery.cancel_scope.cancel()
         observing.stopped(self.log_observer, self.statistics)
@@ -223,6 +229,12 @@ class Server(InProcessAPI):
             for listener in listeners:
                 nursery.start_soon(accept, listener)
             log.info("rtcore serving on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
+            startup.log_pages(
+                self.addresses,
+                self.api_addresses,
+                self.config.tls_cert is not None,
+                self.config.admin_secret is not None,
+            )
             task_status.started(self.addresses)
             await self._stop.wait()
             accept_scope.cancel()
@@ -234,10 +246,21 @@ class Server(InProcessAPI):
                     await self.redis.drain()  # the leaves of the closed connections
             conn_nursery.cancel_scope.cancel()
 
-    async def _start_api(self, nursery: trio.Nursery, port: int) -> None:
-        api_listeners = await startup.open_listeners(
-            port, self.config.api_host, "server API", self.reuse_port
-        )
+    async def _open_api_listeners(self, opened: list[Any]) -> list[trio.SocketListener]:
+        """The server API's listeners (none with ``api_port = false``); on failure the client
+        port's ``opened`` listeners are closed before ListenError goes on."""
+        if self.config.api_port is None:
+            return []
+        try:
+            return await startup.open_listeners(
+                self.config.api_port, self.config.api_host, "server API", self.reuse_port
+            )
+        except startup.ListenError:
+            for listener in opened:
+                await trio.aclose_forcefully(listener)
+            raise
+
+    def _start_api(self, nursery: trio.Nursery, api_listeners: list[trio.SocketListener]) -> None:
         self.api_addresses = [startup.address(lst) for lst in api_listeners]
         nursery.start_soon(self._serve_api, api_listeners)
         log.info("server API on %s", ", ".join(f"http://{h}:{p}" for h, p in self.api_addresses))

@@ -21,7 +21,13 @@ log = logging.getLogger("rtcore.server")
 
 
 class ListenError(RtcoreError, OSError):
-    """An address to listen on could not be bound; the message names it and why."""
+    """An address to listen on could not be bound; the message names it and why.
+
+    ``str()`` is that one line, the same ``rtcore serve`` prints (``errno`` is the OS's).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else super().__str__()
 
 
 async def open_listeners(
@@ -32,13 +38,43 @@ async def open_listeners(
     try:
         return await listen.open_listeners(port, host, reuse_port=reuse_port)
     except OSError as exc:
-        raise ListenError(exc.errno, listen.failure_reason(exc, host, port, what)) from exc
+        # from None: the one line says it all; the OS's error is in errno and the message
+        raise ListenError(exc.errno, listen.failure_reason(exc, host, port, what)) from None
 
 
 def address(listener: trio.SocketListener) -> tuple[str, int]:
     """Where ``listener`` listens: (host, port)."""
     host, port = listener.socket.getsockname()[:2]
     return str(host), int(port)
+
+
+def page_url(address: tuple[str, int], scheme: str, path: str = "/") -> str:
+    """A URL a browser on this machine can open for ``address`` (a wildcard host becomes
+    loopback; IPv6 in brackets)."""
+    host, port = address
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{path}"
+
+
+def log_pages(
+    addresses: Sequence[tuple[str, int]],
+    api_addresses: Sequence[tuple[str, int]],
+    tls: bool,
+    admin: bool,
+) -> None:
+    """Where a person starts: the demo chat and, on the server-API port, the settings page."""
+    scheme = "https" if tls else "http"
+    if not addresses:
+        return
+    if not api_addresses:
+        settings = "the settings page is off (no server API)"
+    elif admin:
+        settings = f"the settings page: {page_url(api_addresses[0], 'http', '/admin')}"
+    else:
+        settings = "the settings page is off (set server.admin_secret_env to turn it on)"
+    log.info("the demo chat: %s; %s", page_url(addresses[0], scheme), settings)
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:

@@ -115,6 +115,10 @@ client.onConnect((id, { reconnected }) => {
 });
 client.onDisconnect((code) => {
   if (code !== 1000) setStatus("reconnecting", "Reconnecting…");
+  // Offline, the member lists are not known: show none rather than a stale one (the
+  // reconnect fetches them again).
+  for (const r of state.rooms.values()) r.members.clear();
+  renderMembers();
 });
 client.onReconnectAttempt((n) => setStatus("reconnecting", `Reconnecting… (attempt ${n})`));
 client.onError((err) => {
@@ -288,8 +292,9 @@ function renderMessages() {
     meta.className = "meta";
     const who = document.createElement("span");
     who.className = "who";
-    who.textContent = m.data?.name ?? "anonymous";
-    who.style.color = safeColor(m.data?.color);
+    const profile = senderProfile(m);
+    who.textContent = profile.name;
+    who.style.color = safeColor(profile.color);
     const when = document.createElement("time");
     when.dateTime = new Date(m.ts).toISOString();
     when.textContent = time(m.ts);
@@ -298,10 +303,22 @@ function renderMessages() {
     text.className = "text";
     text.textContent = m.data?.text ?? "";
     body.append(meta, text);
-    li.append(avatar(m.data), body);
+    li.append(avatar(profile), body);
     list.append(li);
   }
   list.scrollTop = list.scrollHeight;
+}
+
+/** Who sent a message: the name the demo puts in its messages, else the sender's member
+ * profile in the room (clients such as the README's snippet send only `{ text }`), else
+ * the app's backend (no sender) or a short form of the member id. */
+function senderProfile(m) {
+  if (typeof m.data?.name === "string") return { name: m.data.name, color: m.data.color };
+  const member = m.channel ? state.rooms.get(m.channel)?.members.get(m.sender) : null;
+  const data = member?.data;
+  if (data && typeof data === "object" && typeof data.name === "string") return { name: data.name, color: data.color };
+  if (typeof data === "string") return { name: data };
+  return { name: m.sender ? `guest ${m.sender.slice(0, 4)}` : "the app's backend" };
 }
 
 // -- broadcasts -------------------------------------------------------------------------------
@@ -391,6 +408,7 @@ async function start() {
 
 if (state.profile) start();
 else {
+  setStatus("idle", "Not connected"); // until a name is chosen: nothing is connecting yet
   selectRoom(null);
   openProfileDialog(true);
 }

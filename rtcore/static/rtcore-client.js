@@ -27,6 +27,7 @@ export const PROTOCOL_VERSION = 1;
 /** Close codes after which reconnecting would fail again the same way (protocol.md §7). */
 export const FATAL_CLOSE_CODES = Object.freeze([
   1002, 1003, 4000, 4002, 4003, 4004, 4005, 4006, 4010, 4011, 4012, 4013, 4014, 4015, 4016, 4017,
+  4018, 4019, 4021, 4022,
 ]);
 
 /** Of those, the codes a token provider can fix by handing out a fresh token. */
@@ -119,13 +120,13 @@ export const frames = Object.freeze({
     t: "hello", v: PROTOCOL_VERSION, app: opt(app), key: opt(key), token: opt(token),
     profile: opt(profile), echo: opt(echo), features: opt(features),
   }),
-  join: (id, ch, echo, recover) => ({ t: "join", id, ch, echo: opt(echo), recover: opt(recover) }),
+  join: (id, ch, echo, recover, token) => ({ t: "join", id, ch, echo: opt(echo), recover: opt(recover), token: opt(token) }),
   leave: (id, ch, echo) => ({ t: "leave", id, ch, echo: opt(echo) }),
   members: (id, ch, limit, after) => ({ t: "members", id, ch, limit: opt(limit), after: opt(after) }),
   profile: (id, data, echo) => ({ t: "profile", id, data: data ?? null, echo: opt(echo) }),
   send: (id, ch, ev, data, echo) => ({ t: "send", id, ch, ev, data, echo: opt(echo) }),
   broadcast: (id, ev, data, echo) => ({ t: "broadcast", id, ev, data, echo: opt(echo) }),
-  refresh: (id, token) => ({ t: "refresh", id, token }),
+  refresh: (id, token, ch) => ({ t: "refresh", id, token, ch: opt(ch) }),
   history: (id, ch, since, limit, reverse) => ({
     t: "history", id, ch, since: opt(since), limit: opt(limit), reverse: reverse ? true : undefined,
   }),
@@ -235,6 +236,7 @@ const DEFAULTS = Object.freeze({
   bufferLimit: 100,
   failFast: false,
   refreshBefore: 30000,
+  getChannelToken: null,
 });
 
 function defaultUrl() {
@@ -272,6 +274,12 @@ export class RealtimeClient {
     this.bufferLimit = opts.bufferLimit;
     this.failFast = opts.failFast;
     this.refreshBefore = opts.refreshBefore;
+    /**
+     * `getChannelToken(channel)`: a channel token for `channel` from the app's backend
+     * (protocol.md §4.4.2), or null to join without one; may return a promise. Asked on every
+     * join and rejoin, and before a held token expires (sent with a per-channel refresh).
+     */
+    this.getChannelToken = opts.getChannelToken;
     /** Channels to rejoin after a reconnect, with their join echo option. */
     this.channels = new Map();
     /**
@@ -294,6 +302,7 @@ export class RealtimeClient {
     this._timers = new Set();
     this._wake = null;
     this._refreshTimer = null;
+    this._channelTimers = new Map();
     this._connections = 0;
   }
 
@@ -358,25 +367,39 @@ export class RealtimeClient {
   async join(channel, echo, recover) {
     if (recover != null) this.positions.set(channel, { epoch: recover.epoch, offset: recover.offset });
     else this.positions.delete(channel);
-    const data = await this._request((id) => frames.join(id, channel, echo, recover ?? undefined), {
-      onOk: (ok) => this._track(channel, ok),
-    });
+    const data = await this._join(channel, echo, recover ?? undefined, true);
     this.channels.set(channel, echo);
     return Boolean(data.joined);
   }
 
   /**
    * A page of a channel's history (protocol.md §4.11): oldest first after `since`, or newest
-   * first before it with `reverse`. Resolves with `{messages, top, next}`: pass `next` as
-   * `since` for the next page (null: that was the last).
+   * first before it with `reverse`. Resolves with the reply's shape, `{messages, epoch, offset,
+   * next}` (`epoch` and `offset`: the stream's top), plus `top` (the same `{epoch, offset}`, as
+   * the Python client's `HistoryPage.top`): pass `next` as `since` for the next page (null:
+   * that was the last).
    */
   async history(channel, { since = null, limit = 100, reverse = false } = {}) {
     const data = await this._request((id) => frames.history(id, channel, since ?? undefined, limit, reverse));
     return {
       messages: data.messages.map(messageEvent),
-      top: { epoch: data.epoch, offset: data.offset },
+      epoch: data.epoch,
+      offset: data.offset,
       next: data.next ?? null,
+      top: { epoch: data.epoch, offset: data.offset },
     };
+  }
+
+  /** A join, with a channel token from `getChannelToken` when there is one. */
+  async _join(channel, echo, recover, buffered) {
+    if (buffered) await this._waitConnected();
+    const token = this.getChannelToken ? await this.getChannelToken(channel) : null;
+    const data = await this._request((id) => frames.join(id, channel, echo, recover, token ?? undefined), {
+      buffered,
+      onOk: (ok) => this._track(channel, ok),
+    });
+    if (typeof token === "string") this._scheduleChannelRefresh(channel, token);
+    return data;
   }
 
   /** A join's ok: the channel's position, and after a recovering join, how it went. */
@@ -408,6 +431,7 @@ export class RealtimeClient {
   /** Leave a channel; resolves false if not a member. */
   async leave(channel, echo) {
     this.channels.delete(channel);
+    this._cancelChannelRefresh(channel);
     this.positions.delete(channel);
     const data = await this._request((id) => frames.leave(id, channel, echo));
     return Boolean(data.left);
@@ -559,6 +583,15 @@ export class RealtimeClient {
    */
   onLeft(fn) {
     return this._add("left", fn);
+  }
+
+  /**
+   * `fn({channel, reason, position?})` when the server puts this connection into a channel
+   * (protocol.md §5.7; reason `added` or `subscribe`). The server puts it back after a
+   * reconnect (then `fn` hears it again): the client does not rejoin it itself.
+   */
+  onJoined(fn) {
+    return this._add("joined", fn);
   }
 
   /** `fn(socketId, {reconnected})` after every successful (re)connection. */
@@ -736,10 +769,7 @@ export class RealtimeClient {
   async _rejoin(ws, reconnected) {
     for (const [channel, echo] of [...this.channels]) {
       try {
-        await this._request((id) => frames.join(id, channel, echo, this.positions.get(channel)), {
-          buffered: false,
-          onOk: (ok) => this._track(channel, ok),
-        });
+        await this._join(channel, echo, this.positions.get(channel), false);
       } catch (err) {
         if (!(err instanceof RequestError)) return; // the connection is failing: the loop retries
         this.channels.delete(channel);
@@ -756,6 +786,7 @@ export class RealtimeClient {
     if (this._ws === ws) this._ws = null;
     this._ready = false;
     this._clearTimer(this._refreshTimer);
+    for (const channel of [...this._channelTimers.keys()]) this._cancelChannelRefresh(channel);
     for (const [id, reply] of this._replies) {
       clearTimeout(reply.timer);
       reply.reject(new ConnectionLostError(`connection lost (${code}): ${reason}`));
@@ -816,9 +847,21 @@ export class RealtimeClient {
       }
       case "left":
         this.channels.delete(frame.ch);
+        this._cancelChannelRefresh(frame.ch);
         this.positions.delete(frame.ch);
         this._emit("left", { channel: frame.ch, reason: frame.reason, msg: frame.msg ?? "" });
         return;
+      case "joined": {
+        // The server put this connection into a channel (§5.7) and puts it back after a
+        // reconnect: not added to `channels` (the rejoin set); its position is tracked.
+        const event = { channel: frame.ch, reason: frame.reason };
+        if (typeof frame.epoch === "string" && Number.isInteger(frame.offset)) {
+          event.position = { epoch: frame.epoch, offset: frame.offset };
+          this.positions.set(frame.ch, event.position);
+        }
+        this._emit("joined", event);
+        return;
+      }
       default:
         return; // a push type newer than this client: ignored (protocol.md §8)
     }
@@ -843,6 +886,35 @@ export class RealtimeClient {
       this._scheduleRefresh(token);
     } catch (err) {
       this._emit("error", err);
+    }
+  }
+
+  /** Refresh a channel's token when four fifths of what is left of it have passed (at most
+   * `refreshBefore` ms before its exp); the rejoin after a reconnect asks for a new one. */
+  _scheduleChannelRefresh(channel, token) {
+    this._cancelChannelRefresh(channel);
+    const expires = tokenExpiry(token);
+    if (expires === null) return;
+    const left = expires - Date.now();
+    const delay = Math.max(0, left - Math.min(this.refreshBefore, left / 5));
+    this._channelTimers.set(channel, this._setTimer(() => this._refreshChannel(channel), delay));
+  }
+
+  _cancelChannelRefresh(channel) {
+    this._clearTimer(this._channelTimers.get(channel));
+    this._channelTimers.delete(channel);
+  }
+
+  async _refreshChannel(channel) {
+    this._channelTimers.delete(channel);
+    try {
+      const token = await this.getChannelToken(channel);
+      if (typeof token !== "string" || !this.channels.has(channel)) return;
+      await this._request((id) => frames.refresh(id, token, channel), { buffered: false });
+      this._scheduleChannelRefresh(channel, token);
+    } catch (err) {
+      if (err instanceof RequestError) this._emit("error", err);
+      // otherwise the connection is failing: the rejoin asks for a token again
     }
   }
 

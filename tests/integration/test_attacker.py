@@ -134,6 +134,11 @@ async def test_rate_limited_requests_raise_request_error_with_retry_after(two_ap
                 await c.join("one-too-many")
             assert (info.value.code, info.value.limiter) == ("rate_limited", "joins")
             assert info.value.retry_after is not None and 0 < info.value.retry_after <= 60
+            # one unit, milliseconds, as on the wire; retry_after is the same in seconds
+            assert (
+                type(info.value.retry_after_ms) is int and 0 < info.value.retry_after_ms <= 60_000
+            )
+            assert info.value.retry_after == info.value.retry_after_ms / 1000
 
 
 async def test_channel_rules_need_a_signed_in_user(two_apps: Server) -> None:

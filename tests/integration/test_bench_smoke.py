@@ -99,6 +99,9 @@ def table_rows(section: str) -> list[dict[str, str]]:
     [
         (["bench.observe_cost", "-n", "10", "--passes", "2", "--rounds", "2"], "on / off: "),
         (["bench.member_memory", "--members", "200", "--channels", "2"], "| index |"),
+        (["bench.fanout_design", "-n", "20", "-m", "40", "--rounds", "1"], "| outbox |"),
+        (["bench.value_cost", "--size", "2000", "--repeat", "2"], "| 60K empty arrays (refused) |"),
+        (["bench.join_cost", "-n", "20", "--rounds", "1"], "| 256 grants | "),
         (
             ["bench.hooks", "--joins", "20", "--sends", "20", "--conns", "4"],
             "webhook events delivered: ",
@@ -112,3 +115,24 @@ def test_the_in_process_benchmarks_run(command: list[str], shows: str) -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert shows in out.stdout, out.stdout
+
+
+def test_the_bystander_scenario_runs_at_tiny_size() -> None:
+    """``python -m bench bystander`` (issue 20) end to end: a quiet phase and an attacked one,
+    each with the bystander's latencies; its numbers are the lead's to measure, not checked."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--load", "python", "bystander", "--seconds", "0.5"]
+        + ["--senders", "1", "--churners", "2", "--interval", "0.05"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    section = out.stdout.split("## bystander: 1 senders of the costliest message", 1)[1]
+    rows = table_rows(section)
+    assert [r["phase"] for r in rows] == ["quiet", "attacked"]
+    assert all(int(r["pings"]) > 0 for r in rows)
+    assert all(r["bystander closed"] == "none" for r in rows)
+    sends, ops = (int(x.split()[0]) for x in rows[1]["load done"].split(", "))
+    assert sends > 0 and ops > 0  # the attack ran: costliest messages accepted, churn admitted

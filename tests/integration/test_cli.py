@@ -7,15 +7,17 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import trio
 
 from rtcore import CloseCode
 from tests.integration.raw import RawClient
 
 
-async def test_serve_then_sigterm_closes_clients_with_going_away() -> None:
+@pytest.mark.parametrize("module", ["rtcore.cli", "rtcore"])  # python -m rtcore too
+async def test_serve_then_sigterm_closes_clients_with_going_away(module: str) -> None:
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "rtcore.cli", "serve", "--port", "0", "--api-port", "0"],
+        [sys.executable, "-m", module, "serve", "--port", "0", "--api-port", "0"],
         stderr=subprocess.PIPE,
     )
     try:
@@ -26,6 +28,11 @@ async def test_serve_then_sigterm_closes_clients_with_going_away() -> None:
                 chunk = await proc.stderr.receive_some(4096)
                 assert chunk, log
                 log += chunk
+            while b"the demo chat: " not in log:  # the start-up line after it
+                chunk = await proc.stderr.receive_some(4096)
+                assert chunk, log
+                log += chunk
+            assert f"the demo chat: http://127.0.0.1:{int(m.group(1))}/;".encode() in log
             raw = await RawClient.connect(("127.0.0.1", int(m.group(1))))
             await raw.hello()
             proc.send_signal(signal.SIGTERM)

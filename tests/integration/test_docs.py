@@ -36,6 +36,7 @@ FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 SECRET_ENV = {
     "CHAT_SERVER_SECRET": "a-server-secret-of-at-least-32-chars!",
     "RTCORE_REDIS_URL": "redis://:password@10.0.0.5:6379/0",
+    "CHAT_JWT_SECRET": "a-jwt-secret-of-at-least-32-characters",
     "RTCORE_HOOKS_SECRET": "a-hooks-secret-of-at-least-32-chars!",  # docs/hooks.md
 }
 RTCORE_COMMAND = re.compile(r"(?:^|[\s/])rtcore ((?:serve|check-config|token)\b[^\n&|;]*)")
@@ -72,6 +73,10 @@ async def run_script(code: str, ws_port: int, api_port: int) -> str:
     code = code.replace("127.0.0.1:8765", f"127.0.0.1:{ws_port}")
     code = code.replace("127.0.0.1:8766", f"127.0.0.1:{api_port}")
     code = code.replace("port=8765", f"port={ws_port}").replace("port=8766", f"port={api_port}")
+    # the embedding example's own ports (beside a quick-start server)
+    code = code.replace("port=8775", f"port={ws_port}").replace("port=8776", f"port={api_port}")
+    code = code.replace("127.0.0.1:8775", f"127.0.0.1:{ws_port}")
+    code = code.replace("127.0.0.1:8776", f"127.0.0.1:{api_port}")
     with trio.fail_after(60):
         out = await trio.run_process(
             [sys.executable, "-c", code],
@@ -110,6 +115,15 @@ def test_the_docs_have_the_blocks_this_test_expects() -> None:
     assert readme_apps(), "the README shows the config its server-API example needs"
 
 
+def test_embedding_examples_stay_off_the_quick_start_servers_ports() -> None:
+    """The reader keeps ``rtcore serve`` running (8765, 8766) while trying these."""
+    embedding = [(i, c) for i, _, c in PYTHON if "rtcore.Server(" in c]
+    assert embedding
+    for id_, code in embedding:
+        ports = re.findall(r"\bport=(\d+)", code)
+        assert ports and not {"8765", "8766"} & set(ports), (id_, ports)
+
+
 @pytest.mark.parametrize(
     ("id_", "code"), [(i, c) for i, _, c in PYTHON], ids=[i for i, *_ in PYTHON]
 )
@@ -120,10 +134,18 @@ async def test_python_block_runs(id_: str, code: str, nursery: trio.Nursery) -> 
         server = await start_docs_server(nursery)
         printed = await run_script(code, server.addresses[0][1], server.api_addresses[0][1])
         server.shutdown()
-    if "bob got" in code:  # the README tour: what it prints is what it promises
+    if "carol was refused the DM" in code:  # docs/auth.md: what it prints is what it says
+        assert printed == auth_guide_output(), printed
+    if "bob got" in code and "carol" not in code:  # the README tour: as it promises
         assert "bob got chat {'text': 'hi'}" in printed
         assert "bob got chat {'text': 'psst'}" in printed
         assert "ann got Msg" in printed
+
+
+def auth_guide_output() -> str:
+    """The ```text block docs/auth.md shows after its script: what the script prints."""
+    text = (ROOT / "docs" / "auth.md").read_text(encoding="utf-8")
+    return text.split("It prints:\n\n```text\n", 1)[1].split("```", 1)[0]
 
 
 async def test_the_readme_tour_works_pasted_into_the_trio_repl(nursery: trio.Nursery) -> None:
@@ -181,3 +203,32 @@ def test_the_dockerfile_runs_rtcore_as_a_non_root_user_with_a_command_that_parse
     assert entry == ["rtcore"]
     args = build_parser().parse_args(command)
     assert (args.command, args.host, args.api_host) == ("serve", "0.0.0.0", "0.0.0.0")
+
+
+async def test_the_backend_token_example_mints_tokens_the_server_accepts(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/api.md's realtime_token, run as written: the server admits its token as that user
+    and session (sub, sid, exp as the docs say)."""
+    from rtcore.client import open_client
+
+    (code,) = [c for i, _, c in PYTHON if "def realtime_token" in c]
+    (toml,) = [c for i, _, c in TOML if i.startswith("docs/api.md") and "CHAT_JWT_SECRET" in c]
+    secret = "a-jwt-secret-of-at-least-32-characters"
+    monkeypatch.setenv("CHAT_JWT_SECRET", secret)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/api.md", "exec"), namespace)
+    token = namespace["realtime_token"]("u42", "s-1")  # type: ignore[operator]
+    conf = cfg.from_dict(tomllib.loads(toml), env={"CHAT_JWT_SECRET": secret})
+    server = Server(Config(host="127.0.0.1", port=0, api_port=None, apps=conf.apps))
+    await nursery.start(server.serve)
+    address = f"ws://127.0.0.1:{server.addresses[0][1]}/"
+    async with open_client(address, app="chat", token=token) as client:
+        assert client.welcome is not None and client.welcome.user == "u42"
+        await client.join("lobby")
+        (member,) = server.members("chat", "lobby")
+        assert member["user"] == "u42"
+        # the sid claim is the session a backend disconnects by
+        assert server.disconnect_session("chat", "u42", "other")["closed"] == 0
+        assert server.disconnect_session("chat", "u42", "s-1")["closed"] == 1
+    server.shutdown()

@@ -225,6 +225,42 @@ async def test_the_server_api_pages_through_history(server_with_history: Server)
             }
 
 
+@pytest.mark.parametrize(
+    ("query", "status", "code"),
+    [
+        ("limit=1001", 400, "bad_request"),  # over max_history_page (1000)
+        ("limit=0", 400, "bad_request"),
+        ("reverse=yes", 400, "bad_request"),
+        ("reverse=True", 400, "bad_request"),
+        ("since_epoch=E", 400, "bad_request"),  # one of the two
+        ("since_epoch=E&since_offset=%2B1", 400, "bad_request"),  # "+1": digits only
+        ("since_epoch=E&since_offset=%201", 400, "bad_request"),
+        ("since_epoch=E&since_offset=12345678901234567", 400, "bad_request"),  # 17 digits
+        ("since_epoch=E&since_offset=9007199254740992", 400, "bad_request"),  # 2**53
+        ("since_epoch=E&since_offset=9007199254740991", 409, "unrecoverable_position"),
+        ("limit=1000&reverse=false", 200, None),
+    ],
+)
+async def test_the_server_api_history_refusals_are_the_documented_ones(
+    server_with_history: Server, query: str, status: int, code: str | None
+) -> None:
+    """docs/api.md, the history endpoint's refusals (issue 21, item 13)."""
+    import httpx
+
+    server = server_with_history
+    server.send("default", "feed", "e", 1)
+    host, port = server.api_addresses[0]
+    with trio.fail_after(30):
+        async with httpx.AsyncClient() as http:
+            got = await http.get(
+                f"http://{host}:{port}/v1/apps/default/channels/feed/history?{query}",
+                headers={"Authorization": f"Bearer {SECRET}"},
+            )
+    assert got.status_code == status, got.text
+    if code is not None:
+        assert got.json()["code"] == code
+
+
 def test_the_client_drops_a_message_at_or_before_its_position_and_reports_a_new_epoch() -> None:
     client = Client("ws://127.0.0.1:1/")
     got = Received(client)

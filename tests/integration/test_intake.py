@@ -22,7 +22,14 @@ from rtcore.protocol import frames as f
 from rtcore.server_api import AsyncServerAPI
 from tests.integration.conftest import StartServer, url
 from tests.integration.raw import RawClient
-from tests.unit.test_values import accepted, as_json, as_msgpack, deep, nest, valid_values
+from tests.unit.test_values import (
+    accepted_profile,
+    as_json,
+    as_msgpack,
+    deep,
+    nest,
+    valid_values,
+)
 
 SERVER_SECRET = "s" * 40
 AUTH = {"Authorization": f"Bearer {SERVER_SECRET}"}
@@ -417,8 +424,8 @@ def _small(limit: int) -> Any:
 
 @settings(max_examples=25, deadline=None)
 @given(
-    profile=deep(valid_values()).filter(accepted).filter(_small(4000)),
-    data=deep(valid_values()).filter(accepted).filter(_small(4000)),  # also a profile
+    profile=deep(valid_values()).filter(accepted_profile).filter(_small(4000)),
+    data=deep(valid_values()).filter(accepted_profile).filter(_small(4000)),  # also a profile
 )
 def test_any_accepted_value_is_listed_and_delivered_by_every_path(profile: Any, data: Any) -> None:
     # Its own trio loop per example: hypothesis examples cannot share pytest-trio fixtures.

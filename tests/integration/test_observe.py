@@ -183,6 +183,16 @@ async def test_metrics_and_readyz_take_only_get(server: Server) -> None:
                 assert response.json()["code"] == "method_not_allowed"
 
 
+async def test_healthz_takes_only_get_as_docs_api_says(server: Server) -> None:
+    with trio.fail_after(10):
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(api_url(server, "/healthz"))).json() == {"ok": True}
+            for method in ("POST", "PUT", "DELETE", "PATCH"):
+                response = await http.request(method, api_url(server, "/healthz"))
+                assert response.status_code == 405, method
+                assert response.json()["code"] == "method_not_allowed"
+
+
 async def test_each_server_has_its_own_registry(start_server: StartServer) -> None:
     one = await start_server()
     two = await start_server()
@@ -424,3 +434,20 @@ async def test_an_embedders_observer_hears_connections_and_passes(nursery: trio.
     assert (opened.app, ended.app, ended.code) == ("default", "default", 1000)
     assert ended.duration >= 0
     assert server.metrics is None  # no server API, so no metrics by default
+
+
+@pytest.mark.parametrize("admin", [False, True])
+async def test_start_up_names_the_demo_url_and_the_settings_page(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, admin: bool
+) -> None:
+    caplog.set_level(logging.INFO, logger="rtcore.server")
+    config = {"admin_secret": "an-admin-secret-of-at-least-32-characters"} if admin else {}
+    server = await start_server(config=config)
+    (line,) = [r.getMessage() for r in caplog.records if "demo chat" in r.getMessage()]
+    host, port = server.addresses[0]
+    api_host, api_port = server.api_addresses[0]
+    assert line.startswith(f"the demo chat: http://{host}:{port}/; ")
+    if admin:
+        assert line.endswith(f"the settings page: http://{api_host}:{api_port}/admin")
+    else:
+        assert line.endswith("the settings page is off (set server.admin_secret_env to turn it on)")

@@ -331,6 +331,66 @@ async def test_a_redis_outage_degrades_to_local_and_recovers(
         assert msg[-1].event == "back"
 
 
+async def test_after_an_outage_a_member_that_never_left_is_updated_not_left_and_joined(
+    start_server: StartServer, redis_server: RedisProcess
+) -> None:
+    """Issue 21, item 12: b stays on node B through a Redis outage and changes its profile;
+    a member on node A gets member_update for it, never member_leave (whichever node
+    reconnects first), while a member that did leave meanwhile (dan, on C) is reported
+    leaving: after the presence_ttl that the other nodes get to re-publish their members."""
+    options = {"presence_ttl": 1.5, "presence_refresh": 0.5}
+    with trio.fail_after(60):
+        a, b, c = [
+            await start_server(config={"broker": broker(redis_server.url, **options)})
+            for _ in range(3)
+        ]
+        ann = tracked(await client(a, profile="ann"))
+        bob = tracked(await client(b, profile={"name": "bob"}))
+        dan = tracked(await client(c, profile="dan"))
+        for raw in (ann, bob, dan):
+            assert isinstance(await request(raw, "join", 1, ch="room", echo=False), f.Ok)
+        listing = await request(ann, "members", 2, ch="room")
+        ids = {m["data"] if isinstance(m["data"], str) else "bob": m["id"]
+               for m in listing.data["members"]}  # fmt: skip
+        assert set(ids) == {"ann", "bob", "dan"}
+        ann.pushes.clear()  # type: ignore[attr-defined]
+        redis_server.stop()  # SIGKILL: Redis comes back empty
+        await until(lambda: all(n.broker.health() for n in (a, b, c)), "the nodes to notice")
+        assert isinstance(await request(bob, "profile", 3, data={"name": "bob", "away": 1}), f.Ok)
+        assert isinstance(await request(dan, "leave", 4, ch="room"), f.Ok)
+        redis_server.start()
+        seen = await pushes_until(ann, member_event("member_leave", ids["dan"]))
+        about_bob = [
+            fr for fr in seen if isinstance(fr, f.MemberEvent) and fr.member["id"] == ids["bob"]
+        ]
+        assert [fr.kind for fr in about_bob] == ["member_update"], about_bob
+        assert about_bob[0].member["data"] == {"name": "bob", "away": 1}
+        listing = await request(ann, "members", 5, ch="room")
+        assert sorted(m["id"] for m in listing.data["members"]) == sorted([ids["ann"], ids["bob"]])
+
+
+async def test_while_redis_is_away_a_history_send_is_acknowledged_without_a_position(
+    start_server: StartServer, redis_server: RedisProcess
+) -> None:
+    """protocol.md §4.8 (and docs/scaling.md): delivered on the node alone, and the ok and the
+    msg carry no epoch or offset, since Redis numbers the stream."""
+    feed = AppConfig("default", channels=(ChannelRule("feed*", history_size=10),))
+    with trio.fail_after(60):
+        (node,) = await nodes(start_server, redis_server.url, n=1, apps=(feed,))
+        ann = tracked(await client(node, echo=True))
+        joined = await request(ann, "join", 1, ch="feed")
+        assert isinstance(joined, f.Ok) and "epoch" in joined.data
+        sent = await request(ann, "send", 2, ch="feed", ev="e", data=1)
+        assert isinstance(sent, f.Ok) and {"epoch", "offset"} <= set(sent.data)
+        redis_server.stop()
+        await until(lambda: node.broker.health() is not None, "the node to notice")
+        sent = await request(ann, "send", 3, ch="feed", ev="e", data=2)
+        assert isinstance(sent, f.Ok) and sent.data["recipients"] == 1
+        assert "epoch" not in sent.data and "offset" not in sent.data
+        (msg,) = [p for p in ann.pushes if isinstance(p, f.Msg) and p.data == 2]  # type: ignore[attr-defined]
+        assert (msg.epoch, msg.offset) == (None, None)
+
+
 def cat_id(listing: Any) -> str:
     return next(m["id"] for m in listing.data["members"] if m["data"] == "cat")
 
@@ -724,3 +784,48 @@ async def test_foreign_bytes_on_a_redis_channel_are_skipped_and_the_node_serves_
         b.send("default", "room", "after", 1)
         got = await pushes_until(raw, lambda fr: isinstance(fr, f.Msg))
         assert got[-1].event == "after" and a.broker.health() is None
+
+
+async def test_a_channel_tokens_info_is_the_same_on_every_node(
+    start_server: StartServer, redis_url: str
+) -> None:
+    """protocol.md §4.4.2: a member's ``info`` in a channel crosses nodes with its presence
+    (join, update, leave, listings); its grant stays with the node that checked it."""
+    secret = "r" * 32
+    app = AppConfig(
+        "a",
+        session=SessionSettings(key=secret),
+        channels=(ChannelRule("room:*", join="token", presence="anyone"),),
+    )
+
+    def room(user: str, info: Any) -> str:
+        claims = {"sub": user, "channel": "room:1", "exp": 4_000_000_000, "info": info}
+        return jwt.encode(claims, secret, "HS256")
+
+    def signed(user: str) -> str:
+        return jwt.encode({"sub": user, "exp": 4_000_000_000}, secret, "HS256")
+
+    with trio.fail_after(30):
+        a, b = await nodes(start_server, redis_url, n=2, apps=(app,))
+        watcher = tracked(await client(b, app="a", token=signed("bob")))
+        ok = await request(watcher, "join", 1, ch="room:1", token=room("bob", None))
+        assert isinstance(ok, f.Ok), ok
+        ann = tracked(await client(a, app="a", token=signed("ann"), profile={"n": 1}))
+        ok = await request(ann, "join", 1, ch="room:1", token=room("ann", {"role": "host"}))
+        assert isinstance(ok, f.Ok), ok
+        ev = await pushes_until(
+            watcher, lambda fr: isinstance(fr, f.MemberEvent) and fr.member["user"] == "ann"
+        )
+        assert ev[-1].member["info"] == {"role": "host"} and ev[-1].member["data"] == {"n": 1}
+        for raw, rid in ((watcher, 2), (ann, 2)):  # listed alike from either node
+            page = await request(raw, "members", rid, ch="room:1")
+            infos = {m["user"]: m.get("info", "absent") for m in page.data["members"]}
+            assert infos == {"bob": "absent", "ann": {"role": "host"}}
+        assert isinstance(await request(ann, "profile", 3, data={"n": 2}), f.Ok)
+        ev = await pushes_until(
+            watcher, member_event("member_update", ann_id := ev[-1].member["id"])
+        )
+        assert ev[-1].member["info"] == {"role": "host"} and ev[-1].member["data"] == {"n": 2}
+        assert isinstance(await request(ann, "leave", 4, ch="room:1"), f.Ok)
+        ev = await pushes_until(watcher, member_event("member_leave", ann_id))
+        assert ev[-1].member["info"] == {"role": "host"}

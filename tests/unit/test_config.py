@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,11 @@ def test_the_example_config_is_valid_and_means_what_it_says() -> None:
     assert chat.presence_events("public-lobby") and chat.presence_events("other")
     assert not chat.presence_events("live-final")
     assert chat.presence_policy("live-final") == "anyone"  # listing stays as join says
+    assert chat.permission("dm#alice,bob", "join") == ("signed_in", True)
+    assert chat.permission("room:1", "send") == ("token", False)
+    assert chat.permission("room:1", "presence") == ("token", False)  # as join
+    assert chat.permission("team:1", "join") == ("granted", False)
+    assert chat.session.channels_claim == "channels"
     assert dashboard.session_required and not dashboard.api_key_required
     assert dashboard.session is not None and dashboard.session.algorithms == ("ES256",)
     assert conf.allowed_origins == ("https://chat.example.com",)
@@ -190,6 +196,26 @@ def test_several_apps_need_an_explicit_default() -> None:
             {"apps": [{"name": "a", "channels": [{"pattern": "x", "presence_events": 0}]}]},
             "apps[0].channels[0].presence_events: must be true or false",
         ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "join": "tokens"}]}]},
+            "apps[0].channels[0].join: must be one of anyone, signed_in, nobody, granted, token",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "user_limited": 1}]}]},
+            "apps[0].channels[0].user_limited: must be true or false",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "send": "granted"}]}]},
+            "apps[0].channels[0]: 'granted' needs the app's session settings",
+        ),
+        (
+            {"apps": [{"name": "a", "channels": [{"pattern": "x", "user_limited": True}]}]},
+            "apps[0].channels[0].user_limited: needs the app's session settings",
+        ),
+        (
+            {"apps": [{"name": "a", "session": {"secret": "s" * 32, "channels_claim": 5}}]},
+            "apps[0].session.channels_claim: must be a string",
+        ),
         ({"server": {"default_app": "zz"}}, "server.default_app: 'zz' is not one of the apps"),
         ({"apps": []}, "apps: must be a non-empty array"),
         ({"apps": [{"name": "a b"}]}, "apps[0].name: must be 1-64 characters"),
@@ -219,6 +245,20 @@ def test_check_config_command(tmp_path: Path) -> None:
         env={**os.environ, **EXAMPLE_ENV},
     )
     assert good.returncode == 0 and "ok (2 apps)" in good.stdout
+    # The file's header names the variables it needs; without them, each is reported by name.
+    header = (ROOT / "rtcore.example.toml").read_text().split("\n\n")[0]
+    assert "five environment variables this file's `*_env` keys name" in header
+    assert len(EXAMPLE_ENV) == 5
+    bare = {k: v for k, v in os.environ.items() if k not in EXAMPLE_ENV}
+    unset = subprocess.run(
+        [sys.executable, "-m", "rtcore.cli", "check-config", str(ROOT / "rtcore.example.toml")],
+        capture_output=True,
+        text=True,
+        env=bare,
+    )
+    assert unset.returncode == 2
+    named = re.findall(r"environment variable (\w+) is not set", unset.stderr)
+    assert sorted(named) == sorted(EXAMPLE_ENV), unset.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[limits]\nmax_channels = -3\n")
     out = subprocess.run(
@@ -227,3 +267,36 @@ def test_check_config_command(tmp_path: Path) -> None:
         text=True,
     )
     assert out.returncode == 2 and "limits.max_channels" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "error"),
+    [
+        ("[broker]\npresence_ttl = 0", "broker.presence_ttl: must be a positive number"),
+        ("[broker]\npresence_refresh = -1", "broker.presence_refresh: must be a positive number"),
+        (
+            "[broker]\npresence_ttl = 5\npresence_refresh = 5",
+            "broker.presence_refresh: must be less than broker.presence_ttl (5.0 >= 5.0)",
+        ),
+        ("[limits]\nhistory_meta_ttl = 0", "limits.history_meta_ttl: must be a positive number"),
+        (
+            '[[apps]]\nname = "a"\n[[apps.channels]]\npattern = "f"\nhistory_size = 1\n'
+            "history_ttl = 0",
+            "apps[0].channels[0].history_ttl: must be a positive number",
+        ),
+    ],
+)
+def test_the_documented_lower_bounds_of_ttls(toml: str, error: str) -> None:
+    """README: presence_ttl, presence_refresh (< presence_ttl), history_ttl and
+    history_meta_ttl take any positive number, nothing else."""
+    with pytest.raises(cfg.ConfigError) as refused:
+        cfg.from_dict(tomllib.loads(toml))
+    assert list(refused.value.errors) == [error]
+    small = (
+        "[broker]\npresence_ttl = 0.002\npresence_refresh = 0.001\n"
+        "[limits]\nhistory_meta_ttl = 0.001\n"
+        '[[apps]]\nname = "a"\n[[apps.channels]]\npattern = "f"\nhistory_size = 1\n'
+        "history_ttl = 0.001\n"
+    )
+    conf = cfg.from_dict(tomllib.loads(small))
+    assert (conf.broker.presence_ttl, conf.apps[0].channels[0].history_ttl) == (0.002, 0.001)

@@ -4,6 +4,7 @@ and its backoff."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from rtcore.core.hooks import answers
 from rtcore.core.hooks.breaker import Breaker
 from rtcore.core.hooks.cache import MAX_ENTRIES, AnswerCache
 from rtcore.core.hooks.signing import signature, signed_headers, verify
+from rtcore.core.permissions import MAX_GRANT_PATTERNS
 from rtcore.core.webhooks import EventQueue, retry_delay
 
 SECRET = "s" * 32
@@ -90,6 +92,11 @@ def test_check_config_names_each_broken_key(extra: dict[str, Any], message: str)
     assert message in errors(app(**extra))
 
 
+TOO_MANY_GRANTS = json.dumps(
+    {"allow": True, "grants": {f"g{i}": ["join"] for i in range(MAX_GRANT_PATTERNS + 1)}}
+).encode()
+
+
 def test_answers_are_checked() -> None:
     allow = answers.parse("join", 200, b'{"allow": true, "info": {"r": 1}}')
     assert allow.allow and allow.info == {"r": 1}
@@ -98,7 +105,9 @@ def test_answers_are_checked() -> None:
     connect = answers.parse(
         "connect", 200, b'{"allow": true, "user": "u", "grants": {"a-*": ["join"]}}'
     )
-    assert connect.grants == {"a-*": frozenset({"join"})}
+    grants = connect.grants  # compiled as a session token's grants claim is
+    assert grants is not None and grants.count == 1
+    assert grants.ops("a-1") == frozenset({"join"}) and grants.ops("b-1") == frozenset()
     assert answers.parse("publish", 200, b'{"allow": true}').data is answers.ABSENT
     for kind, status, body in [
         ("join", 500, b'{"allow": true}'),
@@ -109,6 +118,9 @@ def test_answers_are_checked() -> None:
         ("join", 200, b'{"allow": false, "code": "Not OK"}'),
         ("connect", 200, b'{"allow": true, "user": ""}'),
         ("connect", 200, b'{"allow": true, "grants": {"a": ["fly"]}}'),
+        ("connect", 200, b'{"allow": true, "grants": {"a b": ["join"]}}'),  # a name's alphabet
+        ("connect", 200, b'{"allow": true, "grants": ["a"]}'),
+        ("connect", 200, TOO_MANY_GRANTS),  # the grants claim's bound
         ("publish", 200, b'{"allow": true, "data": {"x": NaN}}'),
     ]:
         with pytest.raises(answers.AnswerError):

@@ -17,7 +17,7 @@ CONNS = [f"c{i}" for i in range(6)]
 USERS = [None, "alice", "bob"]
 SESSIONS = [None, "s1", "s2"]
 CHANNELS = ["a", "b", "c"]
-POLICIES = ["anyone", "signed_in", "nobody"]
+POLICIES = ["anyone", "signed_in", "nobody", "granted", "token"]
 
 
 class ChannelTableMachine(RuleBasedStateMachine):
@@ -48,6 +48,21 @@ class ChannelTableMachine(RuleBasedStateMachine):
         if member is not None and member.user is not None:
             self.table.set_session(member, session)
 
+    @rule(conn=st.sampled_from(CONNS), channel=st.sampled_from(CHANNELS), sees=st.booleans())
+    def rights_change(self, conn: str, channel: str, sees: bool) -> None:
+        """A connection's grants or channel token give or take the right to see a channel's
+        presence: before its join (as a join sets it), or in the channel (a refresh)."""
+        member = self.members.get(conn)
+        if member is None:
+            return
+        if conn in self.model.get(channel, set()):
+            self.table.rewatch(member, channel, sees)
+            self.presence_reaches_whom_the_policy_says(channel)
+        elif sees:
+            member.watching.add(channel)
+        else:
+            member.watching.discard(channel)
+
     @rule(channel=st.sampled_from(CHANNELS), policy=st.sampled_from(POLICIES))
     def set_presence_policy(self, channel: str, policy: str) -> None:
         self.policies[channel] = policy  # a reload
@@ -61,6 +76,8 @@ class ChannelTableMachine(RuleBasedStateMachine):
             "anyone": conns,
             "signed_in": {c for c in conns if self.members[c].user is not None},
             "nobody": set(),
+            "granted": {c for c in conns if channel in self.members[c].watching},
+            "token": {c for c in conns if channel in self.members[c].watching},
         }[policy]
         assert list(group) == [c for c in self.table.members(channel) if c in expected]
         for diffs in (False, True):  # split by how each member takes presence
@@ -175,6 +192,10 @@ class ChannelTableMachine(RuleBasedStateMachine):
         for ch, signed_in in self.table._signed_in.items():
             assert ch in channels
             assert list(signed_in) == [k for k, m in channels[ch].items() if m.user is not None]
+        # a kept watching group holds exactly the members whose rights see its presence
+        for ch, watching in self.table._watching.items():
+            assert ch in channels
+            assert list(watching) == [k for k, m in channels[ch].items() if ch in m.watching]
         # diff takers are counted; a kept split holds what its policy admits, by kind
         counts = {ch: sum(m.diffs for m in g.values()) for ch, g in channels.items()}
         assert self.table._diff_members == {ch: n for ch, n in counts.items() if n}
@@ -334,3 +355,23 @@ def test_a_page_at_any_depth_does_not_scan_the_channel() -> None:
     page, after = table.page("ch", cursor, 50)
     assert page == members[4901:4951] and after == members[4950].channels["ch"]
     assert table.page("ch", after, 50) == (members[4951:], None)
+
+
+def test_a_per_connection_presence_group_follows_rights_joins_and_leaves() -> None:
+    table = ChannelTable(Pending(), lambda ch: "granted")
+    ann, bob, cat = (Member(c, c, None, Outbox()) for c in ("ann", "bob", "cat"))
+    ann.watching.add("ch")
+    for m in (ann, bob):
+        table.connect(m)
+        table.join(m, "ch")
+    assert list(table.presence_group("ch")) == ["ann"]
+    table.rewatch(bob, "ch", True)  # a refresh gave bob the right
+    assert list(table.presence_group("ch")) == ["ann", "bob"]
+    table.rewatch(ann, "ch", False)  # ...and took ann's
+    assert list(table.presence_group("ch")) == ["bob"]
+    cat.watching.add("ch")
+    table.connect(cat)
+    table.join(cat, "ch")  # a kept group follows joins
+    assert list(table.presence_group("ch")) == ["bob", "cat"]
+    table.leave(bob, "ch")
+    assert list(table.presence_group("ch")) == ["cat"]

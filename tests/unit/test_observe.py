@@ -238,12 +238,18 @@ def test_connection_lines_are_rate_limited_then_summarised(
     assert (closed.conn, closed.code, closed.duration) == ("c0", 1000, 2.25)  # type: ignore[attr-defined]
 
 
-def test_a_closed_connection_without_a_websocket_says_none(
+def test_a_connection_without_a_websocket_is_a_debug_line_not_an_info_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Issue 21: each of the demo's static files logged "connection closed: none" at INFO."""
     caplog.set_level(logging.INFO)
     LogObserver().closed(Closed("c9", "10.0.0.1", None, NO_CLOSE, "no WebSocket", 0.01))
-    assert connection_lines(caplog)[-1].getMessage().startswith("connection c9 closed: none")
+    assert connection_lines(caplog) == []
+    caplog.set_level(logging.DEBUG)
+    LogObserver().closed(Closed("c9", "10.0.0.1", None, NO_CLOSE, "no WebSocket", 0.01))
+    (line,) = connection_lines(caplog)
+    assert line.levelno == logging.DEBUG
+    assert line.getMessage().startswith("connection c9 ended without a WebSocket")
 
 
 def test_refusals_are_debug_lines(caplog: pytest.LogCaptureFixture) -> None:
@@ -320,3 +326,48 @@ def test_buckets_count_each_value_under_the_first_bound_it_does_not_exceed() -> 
     assert samples[("t_seconds_bucket", "+Inf")] == 6
     assert samples[("t_seconds_count", None)] == 6
     assert samples[("t_seconds_sum", None)] == 18.0
+
+
+def test_coredis_lines_from_outside_an_exception_carry_no_stray_traceback() -> None:
+    """coredis logs `exc_info=True` in a finally block when Redis drops; the line must not be
+    followed by "NoneType: None" (issue 21)."""
+    import io
+
+    from coredis._utils import logger as coredis_logger
+
+    import rtcore.engines.redis.connect  # noqa: F401  (installs the filter)
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    coredis_logger.addHandler(handler)
+    level = coredis_logger.level
+    coredis_logger.setLevel(logging.INFO)
+    try:
+        coredis_logger.info("Connection closed unexpectedly!", exc_info=True)
+        try:
+            raise ConnectionError("real")
+        except ConnectionError:
+            coredis_logger.info("with a real exception", exc_info=True)
+    finally:
+        coredis_logger.removeHandler(handler)
+        coredis_logger.setLevel(level)
+    text = out.getvalue()
+    assert "Connection closed unexpectedly!" in text and "NoneType: None" not in text
+    assert "ConnectionError: real" in text  # a real traceback is kept
+
+
+def test_connection_lines_in_json_have_the_keys_the_readme_lists() -> None:
+    stream = io.StringIO()
+    logs.configure("INFO", "json", stream)
+    try:
+        observer = LogObserver()
+        observer.connected(Connected("c1", "10.0.0.1", "chat", None))
+        observer.closed(Closed("c1", "10.0.0.1", "chat", 1000, "bye", 1.5))
+    finally:
+        logging.basicConfig(handlers=[logging.NullHandler()], force=True)
+    opened, closed = (json.loads(line) for line in stream.getvalue().splitlines())
+    base = {"ts", "level", "logger", "msg"}
+    assert opened.keys() == base | {"conn", "app", "user", "remote"}
+    assert closed.keys() == base | {"conn", "app", "remote", "code", "reason", "duration"}
+    assert (opened["logger"], opened["user"]) == ("rtcore.connections", None)
+    assert (closed["code"], closed["reason"], closed["duration"]) == (1000, "bye", 1.5)

@@ -87,6 +87,18 @@ def test_keys_are_kept_by_position_generated_new_and_revoked_by_omission() -> No
     assert edited.generated_keys[0][0] == "mobile" and len(edited.generated_keys[0][1]) >= 32
 
 
+def test_a_new_key_from_the_environment_or_a_file_keeps_its_secret_out_of_the_text(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "web.key").write_text("k-from-a-file\n")
+    change = {"api_keys": [{"key_env": "CHAT_KEY_2027", "name": "env"}, {"key_file": "web.key"}]}
+    edited = sf.edit(EXAMPLE, "chat", change, env=EXAMPLE_ENV, base=tmp_path)
+    assert [k.key for k in edited.config.apps[0].api_keys] == ["k-2027", "k-from-a-file"]
+    assert edited.generated_keys == ()
+    assert 'key_env = "CHAT_KEY_2027"' in edited.text and 'key_file = "web.key"' in edited.text
+    assert "k-2027" not in edited.text and "k-from-a-file" not in edited.text
+
+
 @pytest.mark.parametrize(
     ("change", "errors"),
     [
@@ -104,6 +116,12 @@ def test_keys_are_kept_by_position_generated_new_and_revoked_by_omission() -> No
         ({"api_keys": [{"keep": 0}, {"keep": 0}]}, None),
         ({"api_keys": [{"generate": True, "expires": "soon"}]}, None),
         ({"api_keys": [], "api_key_required": True}, None),
+        ({"api_keys": [{"key_env": "UNSET_VARIABLE"}]}, None),
+        (
+            {"api_keys": [{"key_env": "A", "key_file": "b"}]},
+            ["api_keys[0]: give key_env or key_file, not both"],
+        ),
+        ({"api_keys": [{"key_file": " "}]}, ["api_keys[0].key_file: must be a non-empty string"]),
     ],
 )
 def test_a_bad_change_is_refused_with_every_reason(
@@ -119,3 +137,38 @@ def test_a_bad_change_is_refused_with_every_reason(
 def test_an_unknown_app_is_refused() -> None:
     with pytest.raises(ConfigError, match="no app 'nope'"):
         sf.edit(EXAMPLE, "nope", {}, env=EXAMPLE_ENV, base=ROOT)
+
+
+def test_key_restrictions_are_shown_edited_and_checked_as_check_config_does() -> None:
+    view = sf.view(EXAMPLE, "chat")
+    first = view["api_keys"][0]
+    assert first["allowed_origins"] == ["https://chat.example.com", "*.example.com"]
+    assert (first["allowed_ips"], first["realtime"]) == ([], True)
+    edited = edit(
+        {
+            "api_keys": [
+                {"keep": 0, "name": "web-2026", "allowed_origins": ["https://a.example.com"]},
+                {"keep": 1, "name": "web-2027", "allowed_ips": ["10.0.0.0/8"], "realtime": False},
+            ]
+        }
+    )
+    web26, web27 = edited.config.apps[0].api_keys
+    assert [p.text for p in web26.allowed_origins] == ["https://a.example.com"]
+    assert [p.text for p in web27.allowed_origins] == ["https://chat.example.com", "*.example.com"]
+    assert [str(n) for n in web27.allowed_ips] == ["10.0.0.0/8"] and not web27.realtime
+    assert 'allowed_ips = ["10.0.0.0/8"]' in edited.text and "realtime = false" in edited.text
+    # Back to the defaults: the keys leave the file.
+    cleared = edit({"api_keys": [{"keep": 0, "allowed_origins": []}]}, edited.text)
+    assert "allowed_origins" not in cleared.text.split("[[apps.api_keys]]")[1]
+    with pytest.raises(ConfigError) as caught:
+        edit({"api_keys": [{"keep": 0, "allowed_origins": ["example.com"], "allowed_ips": ["x"]}]})
+    assert caught.value.errors == (
+        "apps[0].api_keys[0].allowed_origins[0]: 'example.com' is not an origin "
+        "(https://app.example.com, http://localhost:3000) or a wildcard (*.example.com, "
+        "https://*.example.com)",
+        "apps[0].api_keys[0].allowed_ips[0]: 'x' is not an IP address or a network "
+        "(192.0.2.0/24, 2001:db8::/32)",
+    )
+    for bad in ({"realtime": "no"}, {"allowed_ips": "10.0.0.0/8"}):
+        with pytest.raises(ConfigError, match="api_keys\\[0\\]"):
+            edit({"api_keys": [{"keep": 0, **bad}]})

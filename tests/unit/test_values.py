@@ -126,14 +126,19 @@ def _utf8(s: str) -> bool:
     return True
 
 
-def accepted(value: Any) -> bool:
+def accepted(value: Any, budget: values.Budget = values.DATA) -> bool:
     try:
-        values.check(value, "data")
+        values.check(value, "data", budget)
     except RemoteProtocolError as exc:
         assert exc.code is ErrorCode.INVALID_DATA and exc.close_code is None
         assert exc.message.startswith("data")
         return False
     return True
+
+
+def accepted_profile(value: Any) -> bool:
+    """Accepted as a profile: within the smaller budget of profiles (protocol.md §4.3.1)."""
+    return accepted(value, values.PROFILE)
 
 
 @given(deep(valid_values()))

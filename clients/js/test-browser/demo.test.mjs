@@ -222,3 +222,45 @@ test("the README's browser quick start, pasted into a page on another origin, ch
     await server.cleanup();
   }
 });
+
+test("the demo on a 390 px phone: whole buttons, no 'Connecting…' before a name, senders named, no stale members offline", T, async () => {
+  const server = await startServer();
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
+  try {
+    const page = await context.newPage();
+    await page.goto(`${server.http}/`);
+    await page.locator("#profile-dialog[open]").waitFor();
+    assert.equal(await page.locator("#status").getAttribute("data-state"), "idle");
+    assert.doesNotMatch(await page.locator("#status-text").textContent(), /Connecting/);
+    await page.fill("#profile-name", "Pia");
+    await page.click("#profile-save");
+    await page.locator('#status[data-state="connected"]').waitFor();
+    await page.locator("#member-list li", { hasText: "Pia" }).waitFor();
+    for (const id of ["#send", "#broadcast", "#text"]) {
+      const fits = await page.locator(id).evaluate((el) => {
+        const box = el.getBoundingClientRect();
+        return { right: box.right, clipped: el.scrollWidth > el.clientWidth, width: box.width };
+      });
+      assert.ok(fits.right <= 390 && !fits.clipped && fits.width > 0, `${id} does not fit: ${JSON.stringify(fits)}`);
+    }
+    await page.screenshot({ path: join(ARTIFACTS, "demo-390.png") });
+
+    // A client like the README's snippet sends only { text }: its profile names it.
+    const ann = client(server.url, { profile: { name: "ann" } });
+    await ann.open();
+    await ann.join("lobby");
+    await page.locator("#member-list li", { hasText: "ann" }).waitFor();
+    await ann.send("lobby", "chat", { text: "hello from the browser" });
+    await message(page, "ann", "hello from the browser").waitFor();
+    await ann.close();
+
+    // Offline, the member list is not shown stale.
+    await server.stop();
+    await page.locator('#status[data-state="reconnecting"]').waitFor();
+    await page.locator("#member-count", { hasText: "0" }).waitFor();
+    assert.equal(await page.locator("#member-list li").count(), 0);
+  } finally {
+    await context.close();
+    await server.cleanup();
+  }
+});

@@ -2,7 +2,7 @@
 // Lines marked @ts-expect-error must stay errors, so the declarations cannot become `any`.
 
 import RealtimeClient, {
-  RequestError, ConnectionClosedError, type Member, type Message, type MemberEvent,
+  RequestError, ConnectionClosedError, type Member, type Message, type MemberEvent, type Position,
 } from "rtcore-client";
 
 interface Profile { name: string; color?: string }
@@ -35,6 +35,10 @@ async function main(): Promise<void> {
   const all = await rt.broadcast("alert", "soon", false);
   const mid: string = all.mid;
   const expires: number | null = await rt.refresh("jwt2");
+  const page = await rt.history<{ text: string }>("feed", { limit: 10 });
+  const top: [string, number] = [page.epoch, page.offset];
+  const nextPage: Position | null = page.next;
+  void top, nextPage;
   const off = rt.on<{ text: string }>("chat", (m: Message<{ text: string }>) => {
     const text: string | undefined = m.data?.text;
     const channel: string | null = m.channel;

@@ -50,9 +50,9 @@ export const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 /**
  * A running `rtcore serve` on 127.0.0.1 (a free port unless `port` is given), with `config`
- * (TOML text, or none for the embedded default).
+ * (TOML text, or none for the embedded default); `env`: variables added to its environment.
  */
-export async function startServer({ config = null, port = 0, timeout = 20000 } = {}) {
+export async function startServer({ config = null, port = 0, timeout = 20000, env = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "rtcore-js-"));
   const args = ["-m", "rtcore.cli", "serve", "--port", String(port), "--api-port", "0"];
   if (config !== null) {
@@ -60,7 +60,7 @@ export async function startServer({ config = null, port = 0, timeout = 20000 } =
     writeFileSync(path, config);
     args.push("--config", path);
   }
-  const proc = spawn(python(), args, { cwd: REPO, stdio: ["ignore", "ignore", "pipe"] });
+  const proc = spawn(python(), args, { cwd: REPO, env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
   let log = "";
   const started = await new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error(`rtcore did not start in time:\n${log}`)), timeout);

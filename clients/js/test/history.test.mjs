@@ -82,6 +82,11 @@ test("duplicates at or before the position are dropped; history pages; permissio
   const first = await bob.history("feed", { limit: 3 });
   assert.deepEqual(first.messages.map((m) => m.data), [0, 1, 2]);
   assert.equal(first.top.offset, 7);
+  // protocol.md §4.11's reply shape: messages, epoch, offset, next
+  assert.deepEqual(Object.keys(first).slice(0, 4), ["messages", "epoch", "offset", "next"]);
+  assert.equal(first.offset, 7);
+  assert.deepEqual(first.top, { epoch: first.epoch, offset: 7 });
+  assert.equal(typeof first.epoch, "string");
   const rest = await bob.history("feed", { since: first.next, limit: 10 });
   assert.deepEqual(rest.messages.map((m) => m.offset), [4, 5, 6, 7]);
   assert.equal(rest.next, null);

@@ -22,19 +22,19 @@ const EXAMPLES = [...DOC.matchAll(/```(frame|wsframe)\n(.*?)\n\n(.*?)\n```/gs)].
 }));
 const FRAMES = EXAMPLES.filter((e) => e.kind === "frame");
 const CLIENT_TYPES = ["hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh", "history"];
-const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user", "left"];
+const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user", "left", "joined"];
 
 /** The client's frame builder called with the fields of a documented client frame. */
 function build(v) {
   switch (v.t) {
     case "hello": return frames.hello(v);
-    case "join": return frames.join(v.id, v.ch, v.echo, v.recover);
+    case "join": return frames.join(v.id, v.ch, v.echo, v.recover, v.token);
     case "leave": return frames.leave(v.id, v.ch, v.echo);
     case "members": return frames.members(v.id, v.ch, v.limit, v.after);
     case "profile": return frames.profile(v.id, v.data, v.echo);
     case "send": return frames.send(v.id, v.ch, v.ev, v.data, v.echo);
     case "broadcast": return frames.broadcast(v.id, v.ev, v.data, v.echo);
-    case "refresh": return frames.refresh(v.id, v.token);
+    case "refresh": return frames.refresh(v.id, v.token, v.ch);
     case "history": return frames.history(v.id, v.ch, v.since, v.limit, v.reverse);
     default: throw new Error(`not a client frame: ${v.t}`);
   }
@@ -58,7 +58,8 @@ for (const { kind, bytes, value } of FRAMES) {
 }
 
 test("server pushes become the documented handler arguments", () => {
-  const byType = Object.fromEntries(FRAMES.map((e) => [e.value.t, decodeFrame(e.bytes)]));
+  // (the first example of each type: the later member_join is a channel token's, with info)
+  const byType = Object.fromEntries([...FRAMES].reverse().map((e) => [e.value.t, decodeFrame(e.bytes)]));
   const msg = FRAMES.find((e) => e.value.t === "msg" && e.value.ch === "lobby").value;
   assert.deepEqual(messageEvent(msg), {
     channel: "lobby", event: "chat", data: { text: "hi" }, sender: "q3Jx0aZ1bC9d", ts: 1764400000123, mid: "9f2c01ab-1a",
@@ -72,6 +73,8 @@ test("server pushes become the documented handler arguments", () => {
     type: "join", channel: "lobby", member: { id: "Zk81mPq0Lr2s", user: "u42", data: { name: "bob" } }, first: true,
   });
   assert.deepEqual(memberEvent(byType.member_leave).last, false);
+  const withInfo = FRAMES.filter((e) => e.value.t === "member_join").map((e) => decodeFrame(e.bytes))[1];
+  assert.deepEqual(memberEvent(withInfo).member.info, { role: "host" });
   assert.deepEqual(memberEvent(byType.member_update).member.data, { name: "ann", status: "away" });
   assert.deepEqual(userEvent(byType.user), {
     event: "signout", session: { id: "s-1", device: "phone" }, user: { id: "u42", name: "Ann" }, ts: 1764400000900,
@@ -98,6 +101,19 @@ test("a left frame: the channel is forgotten (not rejoined) and onLeft hears why
   c._dispatch(decodeFrame(left.bytes));
   assert.deepEqual(heard, [{ channel: "room:42", reason: "token_expired", msg: "the channel token for 'room:42' expired" }]);
   assert.deepEqual([...c.channels.keys()], ["lobby"]);
+});
+
+test("a joined frame: onJoined hears it, the position is tracked, the channel is not rejoined", () => {
+  const c = client("ws://127.0.0.1:1/");
+  const heard = [];
+  c.onJoined((event) => heard.push(event));
+  for (const joined of FRAMES.filter((e) => e.value.t === "joined")) c._dispatch(decodeFrame(joined.bytes));
+  assert.deepEqual(heard, [
+    { channel: "room:42", reason: "added", position: { epoch: "a1b2c3d4", offset: 17 } },
+    { channel: "user:u42", reason: "subscribe" },
+  ]);
+  assert.deepEqual(c.positions.get("room:42"), { epoch: "a1b2c3d4", offset: 17 });
+  assert.deepEqual([...c.channels.keys()], []);
 });
 
 test("a message that is not a map with a string t is a ProtocolError", () => {

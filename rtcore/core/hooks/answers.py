@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
+from rtcore.core.permissions import Grants, GrantsError, parse_grants
 from rtcore.protocol import RemoteProtocolError
 from rtcore.protocol.values import check as check_value
 
-GRANT_OPERATIONS = frozenset({"join", "send", "presence", "history"})
-"""What a connect hook's ``grants`` may allow per pattern (issue 18's ``channels`` claim)."""
-MAX_GRANTS = 1024
 MAX_MESSAGE = 500
 """Characters of a refusal's message kept (longer ones are cut)."""
 CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -45,8 +42,9 @@ class Verdict:
     """connect: the connection's user (None: as the hello's token said, or anonymous)."""
     profile: Any = ABSENT
     """connect: the member profile instead of the hello's."""
-    grants: Mapping[str, frozenset[str]] | None = None
-    """connect: ``{pattern: {operation, ...}}``, as a session token's ``channels`` claim."""
+    grants: Grants | None = None
+    """connect: ``{pattern: [operation, ...]}`` compiled as a session token's grants claim
+    is (rtcore.core.permissions.parse_grants: the same bounds); None: not given."""
     info: Any = ABSENT
     """join: the member's ``info`` in that channel."""
     data: Any = ABSENT
@@ -112,17 +110,10 @@ def _value(answer: dict[str, Any], key: str, kind: str) -> Any:
     return answer[key]
 
 
-def _grants(raw: object) -> Mapping[str, frozenset[str]] | None:
+def _grants(raw: object) -> Grants | None:
     if raw is None:
         return None
-    if not isinstance(raw, dict) or len(raw) > MAX_GRANTS:
-        raise AnswerError(f"the connect hook's grants must be an object of at most {MAX_GRANTS}")
-    grants: dict[str, frozenset[str]] = {}
-    for pattern, ops in raw.items():
-        if not isinstance(ops, list) or not set(ops) <= GRANT_OPERATIONS or not pattern:
-            raise AnswerError(
-                'the connect hook\'s grants must map patterns to operations, e.g. {"room-*": '
-                f'["join", "send"]}} (operations: {", ".join(sorted(GRANT_OPERATIONS))})'
-            )
-        grants[pattern] = frozenset(ops)
-    return grants
+    try:
+        return parse_grants(raw)
+    except GrantsError as exc:
+        raise AnswerError(f"the connect hook's grants: {exc}") from None

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rtcore.protocol import ErrorCode
-from rtcore.protocol.names import refuse
-
 if TYPE_CHECKING:
     from rtcore.config.model import Limits
     from rtcore.core.app import App
     from rtcore.core.auth import Principal
     from rtcore.core.members import Member
+    from rtcore.core.permissions import ChannelToken
     from rtcore.core.session.deferred import Deferred
+    from rtcore.protocol import ErrorCode
     from rtcore.protocol.close import Close
 
 Result = dict[str, Any]
@@ -26,10 +25,14 @@ class Context(Protocol):
     """One established connection's session, as its requests see it."""
 
     conn_id: str
+    remote: str
+    """The peer's IP address."""
     app: App | None
     member: Member | None
     principal: Principal | None
     """The signed-in user; a ``refresh`` replaces it."""
+    channel_tokens: dict[str, ChannelToken]
+    """The channel tokens the connection holds, by channel (rtcore.core.session.access)."""
     deferred: Deferred | None
     """A deferred request's resume may defer again (a history join waits for presence)."""
 
@@ -57,26 +60,3 @@ def wants_echo(session: Context, echo: bool | None) -> bool:
     """The request's ``echo``, else the connection's default."""
     assert session.member is not None
     return session.member.echo if echo is None else echo
-
-
-def permits(session: Context, policy: str, channel: str | None = None) -> bool:
-    """Whether a channel policy (``anyone``, ``signed_in``, ``nobody``) admits this client;
-    ``hook`` (presence and history that follow a ``join = "hook"``): its members, whom the
-    join hook let in."""
-    if policy == "hook":
-        return session.member is not None and channel in session.member.channels
-    return policy == "anyone" or (policy == "signed_in" and session.principal is not None)
-
-
-def check_permitted(session: Context, policy: str, what: str, channel: str | None = None) -> None:
-    """Refuse with ``forbidden`` unless ``policy`` admits this client."""
-    if permits(session, policy, channel):
-        return
-    raise refuse(
-        ErrorCode.FORBIDDEN,
-        f"{what} is not allowed"
-        if policy == "nobody"
-        else f"{what} needs a signed-in user"
-        if policy == "signed_in"
-        else f"{what} is for the channel's members",
-    )

@@ -18,7 +18,8 @@ from rtcore.core.history import (
     page,
     parse_position,
 )
-from rtcore.core.session.context import Context, Result, check_permitted, permits, wants_echo
+from rtcore.core.session import access
+from rtcore.core.session.context import Context, Result, wants_echo
 from rtcore.core.session.deferred import Deferred, unused_then
 from rtcore.protocol import ErrorCode, RemoteProtocolError
 from rtcore.protocol import frames as f
@@ -42,7 +43,7 @@ def join_shared(
     assert session.app is not None and session.member is not None
     app, member, channel, conn = session.app, session.member, frame.channel, session.conn_id
     broker, echo = app.broker, wants_echo(session, frame.echo)
-    may = recover is not None and permits(session, app.settings.history_policy(channel), channel)
+    may = recover is not None and access.allows(session, "history", channel, entering=True)
     limit = session.limits.max_recovery + 1 if may else 0
     since = recover if may else None
 
@@ -82,7 +83,7 @@ def replay(
     top = found.top
     after: list[Entry] = []
     for entry in held:  # in the cluster's order; a hole (pub/sub lost one) stops it
-        if entry.msg.epoch == top.epoch and entry.offset == top.offset + len(after) + 1:
+        if entry.epoch == top.epoch and entry.offset == top.offset + len(after) + 1:
             after.append(entry)
     position = Position(top.epoch, top.offset + len(after))
     result: Result = {**position.to_wire()}
@@ -117,7 +118,7 @@ def position(
     if recover is None:
         return session.app.history(channel, None, 0, True, wall).top.to_wire()
     budget = session.limits.outbound_buffer_bytes // 2
-    if joined and permits(session, session.app.settings.history_policy(channel), channel):
+    if joined and access.allows(session, "history", channel):
         outcome = session.app.recover(channel, recover, session.limits.max_recovery, budget, wall)
     else:
         top = session.app.history(channel, None, 0, True, wall).top
@@ -141,8 +142,7 @@ def history(session: Context, frame: f.History, now: float, wall: float) -> Resu
         raise RemoteProtocolError(
             f"channel {frame.channel!r} keeps no history", code=ErrorCode.HISTORY_UNAVAILABLE
         )
-    policy = app.settings.history_policy(frame.channel)
-    check_permitted(session, policy, f"reading the history of {frame.channel!r}", frame.channel)
+    access.enforce(session, "history", frame.channel)
     limit = DEFAULT_HISTORY_PAGE if frame.limit is None else frame.limit
     if not 1 <= limit <= session.limits.max_history_page:
         raise RemoteProtocolError(

@@ -14,19 +14,25 @@ import http.cookies
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import attrs
+
+from rtcore.core.app import App
 from rtcore.core.auth import Principal
 from rtcore.core.hooks.answers import ABSENT, Verdict
 from rtcore.core.hooks.ports import HookCaller, HookOutcome, Unavailable
+from rtcore.core.permissions import NO_GRANTS
 from rtcore.core.session.context import Context, Result
 from rtcore.core.session.deferred import Deferred, unused_then
+from rtcore.core.session.hello import admit, check_profile
 from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError
 from rtcore.protocol import frames as f
 from rtcore.protocol.close import Close
 from rtcore.protocol.values import check as check_value
 
 UNAVAILABLE = "the app's {kind} hook is unavailable ({reason}); retry later"
-Proceed = Callable[[Any, float, float], "Result | Deferred"]
-"""What follows an allowed request: ``(verdict's data or info, now, wall)`` -> the reply."""
+Admitted = Callable[[Any, float], "Result | Deferred"]
+"""What follows an allowed request: ``(the member's info or the data to send, wall)`` ->
+the reply."""
 
 
 def hooks_of(session: Context, kind: str) -> HookCaller:
@@ -39,13 +45,19 @@ def hooks_of(session: Context, kind: str) -> HookCaller:
     return app.hooks
 
 
-def join(session: Context, frame: f.Join, proceed: Proceed) -> Deferred | Result:
-    """Ask the join hook (or its cache), then ``proceed`` with the member's ``info``."""
+def join(
+    session: Context, frame: f.Join, now: float, wall: float, admitted: Admitted
+) -> Deferred | Result:
+    """Ask the join hook (or its cache: ``join_cache_ttl``), then go on with the member's
+    ``info`` (None: none)."""
     hooks = hooks_of(session, "join")
     app, member = session.app, session.member
     assert app is not None and member is not None
     check_value(frame.data, "data")
     user = member.user
+    cached = None if user is None else hooks.cached_join(user, frame.channel, now)
+    if cached is not None:
+        return _allowed_or_refused(cached, _info(cached), wall, admitted)
     body = {
         "hook": "join",
         "app": app.name,
@@ -58,7 +70,7 @@ def join(session: Context, frame: f.Join, proceed: Proceed) -> Deferred | Result
     def decided(verdict: Verdict, now: float, wall: float) -> Result | Deferred:
         if user is not None:
             hooks.cache_join(user, frame.channel, verdict, now)
-        return _allowed_or_refused(verdict, verdict.info, now, wall, proceed)
+        return _allowed_or_refused(verdict, _info(verdict), wall, admitted)
 
     return Deferred(
         frame.id,
@@ -69,15 +81,12 @@ def join(session: Context, frame: f.Join, proceed: Proceed) -> Deferred | Result
     )
 
 
-def cached_join(session: Context, frame: f.Join, now: float) -> Verdict | None:
-    """A join answer remembered for this user and channel (``join_cache_ttl``)."""
-    hooks = hooks_of(session, "join")
-    user = session.member.user if session.member is not None else None
-    return None if user is None else hooks.cached_join(user, frame.channel, now)
+def _info(verdict: Verdict) -> Any:
+    return None if verdict.info is ABSENT else verdict.info
 
 
-def send(session: Context, frame: f.Send, proceed: Proceed) -> Deferred:
-    """Ask the publish hook, then ``proceed`` with the data to send (the hook's, if given)."""
+def send(session: Context, frame: f.Send, admitted: Admitted) -> Deferred:
+    """Ask the publish hook, then go on with the data to send (the hook's, if given)."""
     hooks = hooks_of(session, "publish")
     app, member = session.app, session.member
     assert app is not None and member is not None
@@ -93,7 +102,8 @@ def send(session: Context, frame: f.Send, proceed: Proceed) -> Deferred:
 
     def decided(verdict: Verdict, now: float, wall: float) -> Result | Deferred:
         data = frame.data if verdict.data is ABSENT else verdict.data
-        return _allowed_or_refused(verdict, data, now, wall, proceed)
+        check_value(data, "data")
+        return _allowed_or_refused(verdict, data, wall, admitted)
 
     return Deferred(
         frame.id,
@@ -104,19 +114,12 @@ def send(session: Context, frame: f.Send, proceed: Proceed) -> Deferred:
     )
 
 
-def allowed(
-    verdict: Verdict, value: Any, now: float, wall: float, proceed: Proceed
-) -> Result | Deferred:
-    """A cached verdict: as if the hook had just answered it."""
-    return _allowed_or_refused(verdict, value, now, wall, proceed)
-
-
 def _allowed_or_refused(
-    verdict: Verdict, value: Any, now: float, wall: float, proceed: Proceed
+    verdict: Verdict, value: Any, wall: float, admitted: Admitted
 ) -> Result | Deferred:
     if not verdict.allow:
         raise HookRefusal(verdict.code, verdict.message)
-    return proceed(value, now, wall)
+    return admitted(value, wall)
 
 
 class HookRefusal(RemoteProtocolError):
@@ -156,13 +159,24 @@ Welcome = Callable[[Principal | None, Any, float], Close | None]
 
 
 def connect(
-    hooks: HookCaller,
-    body: dict[str, Any],
+    app: App,
+    session: Context,
+    frame: f.Hello,
+    handshake: Iterable[tuple[bytes, bytes]],
     principal: Principal | None,
-    profile: Any,
     welcome: Welcome,
-) -> Deferred:
-    """Ask the connect hook; its answer names the user (and profile, grants) or refuses."""
+) -> Deferred | Close:
+    """Ask the connect hook (after the hello's checks, §3.4 steps 1-3 and 5); its answer
+    names the user (and profile, grants) or refuses. Then ``session_required`` and the
+    connection cap are checked again, the hook's user counting as signed in."""
+    hooks = app.hooks
+    assert hooks is not None
+    try:
+        check_value(frame.data, "data")
+    except RemoteProtocolError as exc:
+        return Close(CloseCode.HELLO_EXPECTED, f"hello: {exc.message}")
+    body = _connect_body(app, session, frame, handshake, principal)
+    max_profile = session.limits.max_profile_bytes
 
     def resume(outcome: HookOutcome, failure: str | None, now: float, wall: float) -> Close | None:
         if failure is not None or isinstance(outcome, Unavailable):
@@ -170,30 +184,77 @@ def connect(
             return Close(
                 CloseCode.HOOK_UNAVAILABLE, UNAVAILABLE.format(kind="connect", reason=reason)
             )
-        if not outcome.allow:
-            return Close(CloseCode.CONNECT_REFUSED, f"{outcome.code}: {outcome.message}")
-        who = principal
-        if outcome.user is not None or outcome.grants is not None:
-            user = (
-                outcome.user if outcome.user is not None else principal.user if principal else None
-            )
-            if user is None:
-                return Close(
-                    CloseCode.HOOK_UNAVAILABLE,
-                    "the connect hook gave grants without a user (and the hello has no token)",
-                )
-            same = principal is not None and principal.user == user
-            who = Principal(
-                user,
-                principal.session if same and principal else None,
-                principal.expires if same and principal else None,
-                grants=outcome.grants,
-            )
-        return welcome(who, profile if outcome.profile is ABSENT else outcome.profile, wall)
+        return _connected(app, outcome, principal, frame.profile, max_profile, welcome, wall)
 
     return Deferred(
         0, lambda: hooks.call("connect", body), unused_then, resume, timeout=hooks.timeout
     )
+
+
+def _connected(
+    app: App,
+    outcome: Verdict,
+    principal: Principal | None,
+    profile: Any,
+    max_profile: int,
+    welcome: Welcome,
+    wall: float,
+) -> Close | None:
+    """The connect hook answered: refused, or the user and profile it gives, checked again
+    against ``session_required`` and the connection cap, then welcomed."""
+    if not outcome.allow:
+        return Close(CloseCode.CONNECT_REFUSED, f"{outcome.code}: {outcome.message}")
+    who = signed_in(outcome, principal)
+    if isinstance(who, Close):
+        return who
+    if outcome.profile is not ABSENT:
+        profile = outcome.profile
+    try:
+        check_profile(profile, "profile", max_profile)
+    except RemoteProtocolError as exc:
+        return Close(CloseCode.HOOK_UNAVAILABLE, f"the connect hook's {exc.message}")
+    return admit(app, who, reconnect=True) or welcome(who, profile, wall)
+
+
+def _connect_body(
+    app: App,
+    session: Context,
+    frame: f.Hello,
+    handshake: Iterable[tuple[bytes, bytes]],
+    principal: Principal | None,
+) -> dict[str, Any]:
+    """What the connect hook is asked (docs/hooks.md)."""
+    assert app.settings.hooks is not None
+    headers, cookies = handshake_fields(handshake, app.settings.hooks.headers)
+    return {
+        "hook": "connect",
+        "app": app.name,
+        "conn": session.conn_id,
+        "ip": session.remote,
+        "user": principal.user if principal else None,
+        "data": frame.data,
+        "headers": headers,
+        "cookies": cookies,
+    }
+
+
+def signed_in(outcome: Verdict, principal: Principal | None) -> Principal | Close | None:
+    """Who the connection is after the connect hook's answer: the hook's ``user`` (else the
+    token's), with the hook's ``grants`` (else, for the token's own user, the token's).
+    The token's session, expiry and ``subscribe`` claim stay only for the token's user."""
+    if outcome.user is None and outcome.grants is None:
+        return principal
+    user = outcome.user if outcome.user is not None else principal.user if principal else None
+    if user is None:
+        return Close(
+            CloseCode.HOOK_UNAVAILABLE,
+            "the connect hook gave grants without a user (and the hello has no token)",
+        )
+    if principal is None or principal.user != user:
+        grants = NO_GRANTS if outcome.grants is None else outcome.grants
+        return Principal(user, None, None, grants=grants)
+    grants = principal.grants if outcome.grants is None else outcome.grants
+    return attrs.evolve(principal, grants=grants)
 
 
 def handshake_fields(

@@ -11,9 +11,9 @@ from typing import Any
 
 from rtcore.core.auth import CredentialError, verify_session
 from rtcore.core.history import parse_position
-from rtcore.core.hooks.answers import ABSENT
-from rtcore.core.session import history, hooked
-from rtcore.core.session.context import Context, Result, check_permitted, wants_echo
+from rtcore.core.permissions import ChannelToken
+from rtcore.core.session import access, history, hooked
+from rtcore.core.session.context import Context, Result, wants_echo
 from rtcore.core.session.deferred import Deferred
 from rtcore.core.session.hello import check_profile
 from rtcore.protocol import ErrorCode
@@ -23,17 +23,13 @@ from rtcore.protocol.position import Position
 from rtcore.protocol.values import check as check_value
 
 DEFAULT_MEMBERS_PAGE = 100
-HOOK = "hook"
-"""A rule value: the app's hook decides (rtcore.core.session.hooked)."""
 
 
 def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | Deferred:
     app, member = session.app, session.member
     assert app is not None and member is not None
     check_channel(frame.channel)
-    policy = app.settings.join_policy(frame.channel)
-    if policy != HOOK:
-        check_permitted(session, policy, f"joining {frame.channel!r}")
+    token, ask = access.admit_join(session, frame, wall)
     max_channels = session.limits.max_channels
     if frame.channel not in member.channels and len(member.channels) >= max_channels:
         raise refuse(
@@ -41,34 +37,28 @@ def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | D
             f"a connection may be in at most {max_channels} channels",
         )
     recover = None if frame.recover is None else parse_position(frame.recover, "recover")
-    if policy == HOOK and frame.channel not in member.channels:  # the backend decides
-        return _hooked_join(session, frame, recover, now, wall)
-    return _admitted_join(session, frame, recover, wall)
+    if ask and frame.channel not in member.channels:  # the app's join hook decides
 
+        def admitted(info: Any, wall: float) -> Result | Deferred:
+            return _admitted_join(session, frame, token, recover, wall, info)
 
-def _hooked_join(
-    session: Context, frame: f.Join, recover: Position | None, now: float, wall: float
-) -> Result | Deferred:
-    def proceed(info: Any, now: float, wall: float) -> Result | Deferred:
-        member = session.member
-        assert member is not None
-        if info is not ABSENT:
-            member.infos = member.infos or {}
-            member.infos[frame.channel] = info
-        return _admitted_join(session, frame, recover, wall)
-
-    verdict = hooked.cached_join(session, frame, now)
-    if verdict is not None:
-        return hooked.allowed(verdict, verdict.info, now, wall, proceed)
-    return hooked.join(session, frame, proceed)
+        return hooked.join(session, frame, now, wall, admitted)
+    return _admitted_join(session, frame, token, recover, wall)
 
 
 def _admitted_join(
-    session: Context, frame: f.Join, recover: Position | None, wall: float
+    session: Context,
+    frame: f.Join,
+    token: ChannelToken | None,
+    recover: Position | None,
+    wall: float,
+    info: Any = None,
 ) -> Result | Deferred:
-    """A join its permission admitted."""
+    """A join its permission admitted (``info``: the join hook's for the member)."""
     app, member = session.app, session.member
     assert app is not None and member is not None
+    if frame.channel not in member.channels:
+        access.enter(session, frame.channel, token, info)
     broker = app.broker
     retention = app.retention(frame.channel)
     if broker.shared and retention is not None and frame.channel not in member.channels:
@@ -95,12 +85,7 @@ def members(session: Context, frame: f.GetMembers, now: float, wall: float) -> R
     app = session.app
     assert app is not None
     check_channel(frame.channel)
-    check_permitted(
-        session,
-        app.settings.presence_policy(frame.channel),
-        f"listing the members of {frame.channel!r}",
-        frame.channel,
-    )
+    access.enforce(session, "presence", frame.channel)
     limit = DEFAULT_MEMBERS_PAGE if frame.limit is None else frame.limit
     if not 1 <= limit <= session.limits.max_members_page:
         raise refuse(
@@ -133,18 +118,15 @@ def send(session: Context, frame: f.Send, now: float, wall: float) -> Result | D
     settings = app.settings
     if not settings.allow_client_send:
         raise refuse(ErrorCode.FORBIDDEN, f"app {app.name!r} does not allow client sends")
-    rule = settings.channel_rule(frame.channel)
-    if rule is not None and rule.send != HOOK:
-        check_permitted(session, rule.send, f"sending to {frame.channel!r}")
+    ask = access.enforce(session, "send", frame.channel)
     if frame.channel not in member.channels:
         raise refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
-    if rule is not None and rule.send == HOOK:  # the backend decides, and may rewrite
+    if ask:  # the app's publish hook decides, and may rewrite the data
 
-        def proceed(data: Any, now: float, wall: float) -> Result | Deferred:
-            check_value(data, "data")
+        def admitted(data: Any, wall: float) -> Result | Deferred:
             return _deliver(session, frame, data, wall)
 
-        return hooked.send(session, frame, proceed)
+        return hooked.send(session, frame, admitted)
     return _deliver(session, frame, frame.data, wall)
 
 
@@ -183,9 +165,12 @@ def _deliver(session: Context, frame: f.Send, data: Any, wall: float) -> Result 
 
 
 def refresh(session: Context, frame: f.Refresh, now: float, wall: float) -> Result:
-    """A fresh token for the same user: the connection lives on past the old one."""
+    """A fresh token for the same user: the connection lives on past the old one, under
+    its grants. With ``ch``: a fresh channel token for that channel."""
     app = session.app
     assert app is not None and session.member is not None
+    if frame.channel is not None:
+        return access.refresh_channel(session, frame, wall)
     settings = app.settings.session
     if settings is None:
         raise refuse(ErrorCode.FORBIDDEN, f"app {app.name!r} takes no session tokens")
@@ -202,6 +187,7 @@ def refresh(session: Context, frame: f.Refresh, now: float, wall: float) -> Resu
         raise refuse(ErrorCode.INVALID_TOKEN, "that session was ended; sign in again")
     app.table.set_session(session.member, principal.session)
     session.principal = principal
+    access.recheck(session, list(session.member.channels))
     expires = None if principal.expires is None else int(principal.expires * 1000)
     return {"expires": expires}
 

@@ -39,21 +39,23 @@ from typing import Any
 
 from rtcore import observe
 from rtcore.config.model import Config
+from rtcore.core import membership
 from rtcore.core.app import App, framed
 from rtcore.core.auth import Principal
+from rtcore.core.limits.bucket import TokenBucket
 from rtcore.core.limits.limiter import Refusal
 from rtcore.core.members import Member
 from rtcore.core.outbox import Outbox, Pending
+from rtcore.core.permissions import ChannelToken
+from rtcore.core.session import access, hooked, requests
 from rtcore.core.session import history as session_history
-from rtcore.core.session import hooked, requests
 from rtcore.core.session.context import Result
 from rtcore.core.session.deferred import Deferred, unused_then
-from rtcore.core.session.hello import admit, check_hello, check_profile, open_to
+from rtcore.core.session.hello import admit, asks_connect, check_hello, open_to
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
 from rtcore.protocol.close import Close
 from rtcore.protocol.errors import LocalProtocolError
-from rtcore.protocol.values import check as check_value
 
 
 class Session:
@@ -73,7 +75,9 @@ class Session:
         "app",
         "member",
         "principal",
+        "channel_tokens",
         "remote",
+        "origin",
         "_apps",
         "_config",
         "limits",
@@ -82,6 +86,7 @@ class Session:
         "_refusals",
         "_pass",
         "_reply_bytes",
+        "_presence",
         "deferred",
         "handshake",
     )
@@ -101,8 +106,12 @@ class Session:
         self.member: Member | None = None
         self.principal: Principal | None = None
         """The signed-in user, when the hello carried a valid session token."""
+        self.channel_tokens: dict[str, ChannelToken] = {}
+        """The channel tokens the connection holds (rtcore.core.session.access)."""
         self.remote = remote
         """The peer's IP address: the rate-limit key of anonymous clients."""
+        self.origin: str | None = None
+        """The upgrade's Origin header (None: it had none), for the API key's restrictions."""
         self._apps = apps
         self._config = config
         self.limits = config.limits
@@ -119,6 +128,8 @@ class Session:
         self.handshake: Sequence[tuple[bytes, bytes]] = ()
         """The upgrade request's headers until the hello is answered (the connect hook's
         cookies and chosen headers), then nothing."""
+        self._presence: TokenBucket | None = None
+        """The connection's presence bucket (joins, profile updates), once it made one."""
 
     @property
     def established(self) -> bool:
@@ -146,14 +157,36 @@ class Session:
         if isinstance(frame, f.Hello):
             return Close(CloseCode.DUPLICATE_HELLO, "hello was already received")
         operation = _OPERATIONS.get(type(frame))
-        if operation is not None and self.app is not None and self.app.limiter:
+        if operation is not None and self.app is not None:
             app = self.app
-            if app.broker.shared and app.limiter.client_rules(operation):
-                return self._charge_shared(app, frame, operation, now, wall)
-            refusal = self._charge(app, operation, now)
-            if refusal is not None:
-                return self._rate_limited(app, frame, operation, refusal)
+            presence = self._presence_bucket(app, operation, now)
+            if presence is not None and not presence.tokens >= 1.0:
+                over = Refusal(PRESENCE_LIMITER, PRESENCE_MESSAGE, presence.wait())
+                return self._rate_limited(app, frame, operation, over)
+            if app.limiter:
+                if app.broker.shared and app.limiter.client_rules(operation):
+                    return self._charge_shared(app, frame, operation, now, wall)
+                refusal = self._charge(app, operation, now)
+                if refusal is not None:
+                    return self._rate_limited(app, frame, operation, refusal)
+            if presence is not None:
+                presence.spend()
+                self._refusals = 0
         return self._handle(frame, now, wall)
+
+    def _presence_bucket(self, app: App, operation: str, now: float) -> TokenBucket | None:
+        """The connection's presence bucket, refilled to ``now``, for a join or a profile
+        update when the app limits presence (protocol.md §4.1); None otherwise. Made on the
+        first presence request: idle connections stay small."""
+        rate = app.settings.presence_rate
+        if operation not in PRESENCE_OPERATIONS or not rate:
+            return None
+        bucket = self._presence
+        burst = float(app.settings.presence_burst)
+        if bucket is None or (bucket.rate, bucket.capacity) != (rate, burst):  # (a reload)
+            bucket = self._presence = TokenBucket(burst, rate, now)
+        bucket.refill(now)
+        return bucket
 
     def _rate_limited(
         self, app: App, frame: f.Request, operation: str, refusal: Refusal
@@ -187,6 +220,8 @@ class Session:
             if refusal is not None:
                 return self._rate_limited(app, frame, operation, refusal)
             self._refusals = 0
+            if (presence := self._presence_bucket(app, operation, now)) is not None:
+                presence.spend()  # (checked before the broker was asked)
             return self._handle(frame, now, wall)
 
         self.deferred = Deferred(
@@ -267,7 +302,8 @@ class Session:
                 ErrorCode.RATE_LIMITED.value,
                 refusal.message,
                 refusal.rule,
-                math.ceil(refusal.retry_after * 1000),
+                # (config bounds keep it under a day; the clamp keeps it a uint whatever)
+                min(math.ceil(refusal.retry_after * 1000), codec.MAX_REQUEST_ID),
             )
         )
 
@@ -279,11 +315,13 @@ class Session:
             return None
         if self._apps.get(self.app.name) is not self.app:
             return Close(CloseCode.UNKNOWN_APP, f"app {self.app.name!r} was removed")
-        close = open_to(self.app, self._key, wall) or admit(
+        close = open_to(self.app, self._key, wall, self.origin, self.remote) or admit(
             self.app, self.principal, reconnect=False
         )
         if close is None and self._token_expired(self.app, wall):
             close = Close(CloseCode.SESSION_EXPIRED, "the session token expired (send refresh)")
+        if close is None:
+            access.expire(self, wall)  # channel tokens: out of their channels, not closed
         return close
 
     def _token_expired(self, app: App, wall: float) -> bool:
@@ -316,36 +354,21 @@ class Session:
     def _hello(self, frame: f.ClientFrame, now: float, wall: float) -> Close | None:
         if not isinstance(frame, f.Hello):
             return Close(CloseCode.HELLO_EXPECTED, "the first frame must be hello")
-        checked = check_hello(frame, self._apps, self._config, now, wall)
+        checked = check_hello(
+            frame, self._apps, self._config, now, wall, (self.origin, self.remote)
+        )
         if isinstance(checked, Close):
             return checked
         app, principal = checked
-        settings = app.settings.hooks
-        if app.hooks is not None and settings is not None and settings.connect_url is not None:
-            try:
-                check_value(frame.data, "data")
-            except RemoteProtocolError as exc:
-                return Close(CloseCode.HELLO_EXPECTED, f"hello: {exc.message}")
-            headers, cookies = hooked.handshake_fields(self.handshake, settings.headers)
-            body = {
-                "hook": "connect",
-                "app": app.name,
-                "conn": self.conn_id,
-                "ip": self.remote,
-                "user": principal.user if principal else None,
-                "data": frame.data,
-                "headers": headers,
-                "cookies": cookies,
-            }
+        if asks_connect(app):  # the backend's answer decides, then the welcome (§3.4)
 
             def welcome(who: Principal | None, profile: object, wall: float) -> Close | None:
-                try:
-                    check_profile(profile, "profile", self.limits.max_profile_bytes)
-                except RemoteProtocolError as exc:
-                    return Close(CloseCode.HOOK_UNAVAILABLE, f"the connect hook's {exc.message}")
                 return self._welcome(app, who, frame, profile, wall)
 
-            self.deferred = hooked.connect(app.hooks, body, principal, frame.profile, welcome)
+            asked = hooked.connect(app, self, frame, self.handshake, principal, welcome)
+            if isinstance(asked, Close):
+                return asked
+            self.deferred = asked
             return None
         return self._welcome(app, principal, frame, frame.profile, wall)
 
@@ -372,7 +395,7 @@ class Session:
                 "connection_opened", {"conn": self.conn_id, "user": user, "ip": self.remote}
             )
         limits = self.limits
-        return self._reply(
+        close = self._reply(
             f.Welcome(
                 PROTOCOL_VERSION,
                 self.conn_id,
@@ -383,6 +406,10 @@ class Session:
                 features or None,
             )
         )
+        if close is None:  # after the welcome: the channels the server puts it in (§5.7)
+            subscribe = principal.subscribe if principal else ()
+            membership.restore(app, self.member, subscribe, limits.max_channels, wall)
+        return close
 
     # -- replies --------------------------------------------------------------------------
 
@@ -423,6 +450,12 @@ class Session:
     def error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         return self._reply(f.Err(request_id, code.value, message))
 
+
+PRESENCE_OPERATIONS = frozenset({"join", "profile"})
+"""What the per-connection presence limit charges (leaves follow joins, and are free)."""
+PRESENCE_LIMITER = "presence"
+"""The ``limiter`` of a presence refusal (protocol.md §4.1)."""
+PRESENCE_MESSAGE = "too many joins and profile updates: slow down"
 
 _OPERATIONS: dict[type[f.Request], str] = {
     f.Join: "join",

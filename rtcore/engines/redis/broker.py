@@ -414,8 +414,10 @@ class RedisBroker(PresenceMixin, HistoryMixin):
         elif envelope.kind == rp.PRESENCE:
             kind, name, blob, flag, skip = fields
             _, info = rp.unpack_member(blob)
-            self._saw(channel, kind.decode(), info)
-            app.presence_event(kind.decode(), name.decode(), info, flag, rp.text(skip))
+            event = self._republished(channel, kind.decode(), info, flag)
+            if event is not None:
+                self._saw(channel, event, info)
+                app.presence_event(event, name.decode(), info, flag, rp.text(skip))
         elif envelope.node != self.node:  # control: the sending node applied it already
             op, args = fields
             now, wall = self._clock()

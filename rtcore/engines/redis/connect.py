@@ -3,6 +3,7 @@ commands and pipelines, and the pub/sub subscriber."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,21 @@ from coredis.retry import NoRetryPolicy
 
 from rtcore.config.model import BrokerConfig
 from rtcore.engines.redis.subscriber import BatchingPubSub
+
+
+class _NoEmptyTraceback(logging.Filter):
+    """coredis logs "Connection closed unexpectedly!" with ``exc_info=True`` from a ``finally``
+    block where no exception is being handled, and logging then prints a stray
+    ``NoneType: None`` under the line when Redis drops; this drops that empty traceback (the
+    broker logs the outage itself, once)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is not None and record.exc_info[0] is None:
+            record.exc_info = None
+        return True
+
+
+logging.getLogger("coredis").addFilter(_NoEmptyTraceback())
 
 
 @asynccontextmanager

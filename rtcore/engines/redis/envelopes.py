@@ -8,7 +8,7 @@ Envelopes are msgpack arrays whose first element says what they are:
   (so that ``first``/``last`` are the cluster's): ``member`` is a :func:`member_blob`,
   ``flag`` is first (join) or last (leave) for the cluster, ``skip`` a member id or "".
 * ``["C", node, op, args]``: a control operation every node applies to its own connections
-  (user events, disconnects, ended sessions).
+  (user events, disconnects, ended sessions, server-side adds and removes).
 * ``["H", node, target, name, user, skip, offset, epoch, data]``: a message of a channel with
   history, built by the publish script once it gave the message its offset (``data`` is the
   framed ``msg``, offset and epoch inside: :func:`msg_head` is its start).

@@ -23,7 +23,7 @@ from rtcore.core.members import Member
 from rtcore.engines.base import BrokerUnavailable, Publication, Target, local_count
 from rtcore.engines.redis import envelopes as rp
 from rtcore.engines.redis.ops import BrokerCore, Op
-from rtcore.protocol import codec
+from rtcore.protocol import codec, wsframe
 from rtcore.protocol import frames as f
 from rtcore.protocol.position import Position
 
@@ -263,9 +263,7 @@ async def _position_of(op: Op) -> Position | None:
 
 def _entry(frame: bytes, offset: int | None = None) -> Entry:
     """A stored message from its framed bytes (as the publish script built them)."""
-    size = frame[1] & 0x7F
-    start = 2 if size < 126 else 4 if size == 126 else 10
-    msg = codec.decode_msg(frame[start:])
+    msg = codec.decode_msg(wsframe.payload_of(frame))
     stored = msg.offset if offset is None else offset
     assert stored is not None  # the publish script writes every stored message's offset
-    return Entry(stored, msg, frame, 0.0)
+    return Entry(stored, msg.epoch or "", frame, 0.0)

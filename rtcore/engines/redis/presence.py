@@ -6,6 +6,12 @@ node refreshes its deadline in each channel it holds every ``presence_refresh`` 
 script on the channel removes the members of nodes past their deadline, publishing their
 leaves). After an outage a node re-publishes its members (``SYNC``) and tells its own
 members what they missed, comparing what they were told with the cluster's listing.
+
+A member that never left is never reported leaving (protocol.md §5.5): a member missing from
+the listing right after an outage may belong to a node that has not re-published yet, so its
+leave waits one ``presence_ttl`` (the bound on a dead node's members) and a second listing;
+and a re-published join of a member this node's members know already is an update (its
+profile changed meanwhile) or nothing.
 """
 
 from __future__ import annotations
@@ -87,6 +93,21 @@ class PresenceMixin(BrokerCore):
             if isinstance(item, bytes):
                 target.cluster_transition(channel, item.decode(errors="replace"))
 
+    def _republished(self, channel: bytes, kind: str, info: Any, flag: Any) -> str | None:
+        """The event this node's members get for a presence envelope: a join of a member
+        they know already (another node's SYNC after an outage) becomes ``member_update`` if
+        the profile changed, else nothing; a SYNC's update (``flag`` true) they already had
+        is nothing too."""
+        seen = self._seen.get(channel)
+        member = info.get("id") if isinstance(info, dict) else None
+        if seen is None or member not in seen:
+            return kind
+        if kind == "member_join":
+            return "member_update" if seen[member] != info else None
+        if kind == "member_update" and flag is True and seen[member] == info:
+            return None
+        return kind
+
     def _saw(self, channel: bytes, kind: str, info: Any) -> None:
         """Keep what this node's members were told of ``channel``'s presence."""
         if channel not in self._wanted:
@@ -124,29 +145,51 @@ class PresenceMixin(BrokerCore):
 
     async def _resync_members(self) -> None:
         """After an outage: tell this node's members what changed in their channels while
-        the node was away (pub/sub delivers nothing to a node that is not subscribed)."""
-        self._touched = {}
+        the node was away (pub/sub delivers nothing to a node that is not subscribed). Leaves
+        wait a ``presence_ttl`` for the other nodes to re-publish their members."""
         try:
-            for ch, (app, channel) in list(self._wanted.items()):
-                listed: list[Any] = []
-                after: int | None = None
-                while True:
-                    try:
-                        page, after = await self.members(app, channel, after, 1000)
-                    except BrokerUnavailable:
-                        return  # away again: the next reconnection resyncs
-                    listed += page
-                    if after is None:
-                        break
-                if ch not in self._wanted:
-                    continue  # its last member here left meanwhile
-                seen = self._seen.setdefault(ch, {})
-                for kind, info, flag in listing_diff(seen, listed, self._touched.get(ch, set())):
-                    self._saw(ch, kind, info)
-                    self._apps[app].presence_event(kind, channel, info, flag, None)
-                self._poke()
+            self._touched = {}
+            withheld = await self._resync_pass(list(self._wanted), leaves=False)
+            if withheld:
+                await trio.sleep(self.config.presence_ttl)
+                self._touched = {}
+                await self._resync_pass(withheld, leaves=True)
+        except BrokerUnavailable:
+            return  # away again: the next reconnection resyncs
         finally:
             self._touched = None
+
+    async def _resync_pass(self, channels: list[bytes], leaves: bool) -> list[bytes]:
+        """One listing of each of ``channels`` told to this node's members; the channels
+        where a member is missing, whose leaves were withheld (``leaves`` false)."""
+        withheld = []
+        for ch in channels:
+            if ch not in self._wanted:
+                continue  # its last member here left meanwhile
+            app, channel = self._wanted[ch]
+            listed = await self._listing(app, channel)
+            if ch not in self._wanted:
+                continue
+            seen = self._seen.setdefault(ch, {})
+            touched = (self._touched or {}).get(ch, set())
+            for kind, info, flag in listing_diff(seen, listed, touched):
+                if kind == "member_leave" and not leaves:
+                    withheld.append(ch)
+                    continue
+                self._saw(ch, kind, info)
+                self._apps[app].presence_event(kind, channel, info, flag, None)
+            self._poke()
+        return list(dict.fromkeys(withheld))
+
+    async def _listing(self, app: str, channel: str) -> list[Any]:
+        """Every member of ``channel`` in the cluster (BrokerUnavailable: Redis away)."""
+        listed: list[Any] = []
+        after: int | None = None
+        while True:
+            page, after = await self.members(app, channel, after, 1000)
+            listed += page
+            if after is None:
+                return listed
 
     async def _sync_presence(self, client: Any) -> None:
         """Make the cluster's presence hold exactly this node's members (after an outage)."""

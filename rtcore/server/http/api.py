@@ -122,6 +122,25 @@ def _disconnect_session(server: Served, app: App, req: Request) -> operations.Ou
     )
 
 
+def _add(server: Served, app: App, req: Request) -> operations.Outcome:
+    body = req.json()
+    return operations.add_member(
+        app,
+        req.params["name"],
+        body.get("user"),
+        body.get("conn"),
+        server.config.limits.max_channels,
+        server.wall(),
+    )
+
+
+def _remove(server: Served, app: App, req: Request) -> operations.Outcome:
+    body = req.json()
+    return operations.remove_member(
+        app, req.params["name"], body.get("user"), body.get("conn"), body.get("message")
+    )
+
+
 async def _stats(server: Served, app: App, req: Request) -> operations.Outcome:
     sizes = await queries.largest_channels(app, operations.STATS_TOP)
     return operations.stats(app, sizes=sizes)
@@ -132,6 +151,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
     ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/broadcast"), _broadcast),
     ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/channels/(?P<name>[^/]+)/members"), _members),
     ("GET", re.compile(r"/v1/apps/(?P<app>[^/]+)/channels/(?P<name>[^/]+)/history"), _history),
+    ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/channels/(?P<name>[^/]+)/add"), _add),
+    ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/channels/(?P<name>[^/]+)/remove"), _remove),
     ("POST", re.compile(r"/v1/apps/(?P<app>[^/]+)/user-events"), _user_event),
     (
         "POST",

@@ -36,8 +36,17 @@ class Request:
     """A parsed API request."""
 
     def __init__(self, method: str, target: str, headers: dict[str, str], body: bytes) -> None:
+        """Raises:
+        operations.ApiError: 400 ``bad_request`` for a target that is not a URL path (say,
+            ``//[x``, which ``urlsplit`` refuses): the client's fault, not a failure here.
+        """
         self.method = method
-        parts = urlsplit(target)
+        try:
+            parts = urlsplit(target)
+        except ValueError as exc:
+            raise operations.ApiError(
+                400, "bad_request", f"malformed request target: {exc}"
+            ) from None
         self.path = parts.path
         self.query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         self.headers = headers

@@ -43,11 +43,11 @@ def readiness(server: Operated) -> str | None:
 
 
 def answer(server: Operated, req: Request) -> Answer:
-    """``/healthz`` (any method, as before), ``GET /metrics`` and ``GET /readyz``."""
-    if req.path == "/healthz":
-        return 200, {"ok": True}
+    """``GET /healthz``, ``GET /readyz`` and ``GET /metrics``; other methods get 405."""
     if req.method != "GET":
         raise operations.ApiError(405, "method_not_allowed", "use GET")
+    if req.path == "/healthz":
+        return 200, {"ok": True}
     if req.path == "/readyz":
         reason = readiness(server)
         if reason is None:

@@ -135,7 +135,10 @@ async def _one_request(
             break
     assert head is not None
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
-    req = Request(head.method.decode(), head.target.decode("latin-1"), headers, bytes(body))
+    try:
+        req = Request(head.method.decode(), head.target.decode("latin-1"), headers, bytes(body))
+    except operations.ApiError as exc:  # a malformed target: the client's fault, no log
+        return exc.status, error(exc.code, exc.message), headers.get("accept", "")
     try:
         status, payload = await dispatch(server, req)
     except operations.ApiError as exc:

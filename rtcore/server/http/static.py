@@ -7,7 +7,9 @@ answered here, once, and the connection is closed:
   JavaScript client at ``/rtcore-client.js``, its msgpack dependency at ``/msgpack.js``, the
   demo's script and style sheet) gets it, with its content type;
 * ``GET`` or ``HEAD`` of anything else gets 404 and a short text saying what this port is;
-* any other method gets 405.
+* any other method gets 405;
+* a request from an address over the per-IP connection limits (the same rate and count
+  every connection is charged to, §3.3 of protocol.md) gets 429, whatever it asks for.
 
 Every answer allows any origin (CORS): the files are public, and a page on another origin
 (the README's quick start) imports the client module from here.
@@ -23,6 +25,7 @@ A request that asks for an upgrade (even a malformed one) is not answered here: 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from http import HTTPStatus
 from importlib import resources
 
@@ -55,11 +58,22 @@ def _read(name: str) -> bytes:
     return resources.files("rtcore").joinpath("static", name).read_bytes()
 
 
-def respond(raw: bytes) -> bytes | None:
+Admit = Callable[[list[str]], str | None]
+"""Whether a plain request may be answered: given its X-Forwarded-For values, None (yes) or
+why not (the per-IP connection limits refused it)."""
+
+
+def _admit_all(forwarded: list[str]) -> str | None:
+    return None
+
+
+def respond(raw: bytes, admit: Admit = _admit_all) -> bytes | None:
     """The whole HTTP response to the plain request in ``raw``; None if it is not one.
 
     None for bytes that are not a complete HTTP/1.x request head, and for requests asking
-    for a WebSocket upgrade: the caller answers those as before.
+    for a WebSocket upgrade: the caller answers those as before. A request ``admit`` refuses
+    (its address is over the per-IP connection rate or count, like any connection) gets
+    429 and the reason, not the file.
     """
     conn = h11.Connection(h11.SERVER)
     try:
@@ -71,7 +85,21 @@ def respond(raw: bytes) -> bytes | None:
         return None
     if any(name == b"upgrade" for name, _ in request.headers):
         return None
-    status, content_type, body = _resource(request.method, request.target)
+    forwarded = [v.decode("latin-1") for k, v in request.headers if k == b"x-forwarded-for"]
+    refused = admit(forwarded)
+    if refused is not None:
+        status, content_type, body = 429, b"text/plain; charset=utf-8", refused.encode() + b"\n"
+    else:
+        status, content_type, body = _resource(request.method, request.target)
+    headers = _headers(status, content_type, body)
+    reason = HTTPStatus(status).phrase.encode()
+    out = conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+    if request.method != b"HEAD":
+        out += conn.send(h11.Data(data=body)) or b""
+    return out + (conn.send(h11.EndOfMessage()) or b"")
+
+
+def _headers(status: int, content_type: bytes, body: bytes) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"content-type", content_type),
         (b"content-length", str(len(body)).encode()),
@@ -86,11 +114,7 @@ def respond(raw: bytes) -> bytes | None:
         headers.append((b"content-security-policy", CSP))
     if status == 405:
         headers.append((b"allow", b"GET, HEAD"))
-    reason = HTTPStatus(status).phrase.encode()
-    out = conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
-    if request.method != b"HEAD":
-        out += conn.send(h11.Data(data=body)) or b""
-    return out + (conn.send(h11.EndOfMessage()) or b"")
+    return headers
 
 
 def _resource(method: bytes, target: bytes) -> tuple[int, bytes, bytes]:

@@ -1,13 +1,23 @@
 -- The history scripts' common part (after clock.lua). KEYS: the stream P:{app:ch}:h (entry
 -- id "<offset>-0", fields f = the framed msg, t = ms), its meta P:{app:ch}:hm (hash: epoch,
--- top), and the channel's pub/sub channel. The publish script gives the message its offset
+-- top; created by the first publish, expiring meta_ttl after the last), and the channel's
+-- pub/sub channel. The publish script gives the message its offset
 -- and publishes it in one step: no gap, no duplicate, one order for every node. Expired
 -- messages are deleted from the head as they are met, so a stream holds at most ~size
 -- messages of at most ttl ms.
-local function meta(new_epoch, meta_ttl)
+-- A channel without a stream shows top 0 of the unused epoch, and its next stream takes it
+-- (a read creates no key: the keys of a channel exist only while it has history). The unused
+-- epoch is the same on every node: the meta_ttl-long period of the Redis clock. A stream
+-- lives at least meta_ttl after it took it, so a channel's next stream, created in a later
+-- period, never takes the epoch of the one before (unless Redis lost the stream early:
+-- evicted or flushed; docs/scaling.md asks for noeviction).
+local function unused_epoch(ms, meta_ttl)
+  return string.format('u%x', math.floor(ms / meta_ttl))
+end
+local function meta(ms, meta_ttl)
   local epoch = redis.call('HGET', KEYS[2], 'epoch')
   if not epoch then
-    epoch = new_epoch
+    epoch = unused_epoch(ms, meta_ttl)
     redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[2], 'epoch', epoch, 'top', 0)
   end

@@ -1,9 +1,10 @@
--- HISTORY_READ: read a channel's history (creating its stream identity, as the memory
--- store does).
--- ARGV: 1 new epoch, 2 meta ttl ms, 3 ttl ms, 4 since offset ('' : none), 5 limit,
+-- HISTORY_READ: read a channel's history; a channel without a stream reads as top 0 of
+-- the unused epoch, and nothing is created (history.lua).
+-- ARGV: 1 (unused), 2 meta ttl ms, 3 ttl ms, 4 since offset ('' : none), 5 limit,
 -- 6 '1' reverse. Returns {epoch, top, first held offset, frame, frame, ...}.
 local ms = now_ms()
-local epoch = meta(ARGV[1], tonumber(ARGV[2]))
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then return {unused_epoch(ms, tonumber(ARGV[2])), 0, 1} end
 local top = tonumber(redis.call('HGET', KEYS[2], 'top'))
 expire_head(ms, tonumber(ARGV[3]), 1000000)
 local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)

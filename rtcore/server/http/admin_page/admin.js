@@ -4,7 +4,8 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const OPERATIONS = ["join", "members", "profile", "send", "broadcast", "refresh", "history"];
-const POLICIES = ["anyone", "signed_in", "nobody"];
+const POLICIES = ["anyone", "signed_in", "nobody", "granted", "token"];
+const HOOKED = POLICIES.concat(["hook"]); // join and send may be left to the app's hooks
 const FLAGS = ["enabled", "api_key_required", "session_required",
   "allow_client_join", "allow_client_send", "allow_client_broadcast"];
 
@@ -12,6 +13,8 @@ let state = null;          // the last /admin/api/state
 let selected = null;       // the selected app's name
 let form = null;           // the edited settings of the selected app
 let dirty = false;
+let loaded = null;         // the settings the form was loaded from (JSON), to see them change
+let refreshes = 0;         // state refreshes rendered (data-refreshes on <body>, for tests)
 
 function secret() { return sessionStorage.getItem("rtcore-admin-secret"); }
 
@@ -28,7 +31,7 @@ function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else if (k === "checked" || k === "value" || k === "disabled") node[k] = v;
+    else if (k === "checked" || k === "value" || k === "disabled" || k === "hidden") node[k] = v;
     else node.setAttribute(k, v);
   }
   for (const child of children) node.append(child);
@@ -67,7 +70,11 @@ async function refresh(resetForm = false) {
   renderApps();
   renderChannels();
   renderIntegrations();
-  if (resetForm || !dirty) loadForm();
+  // The 2 s refresh re-renders the form only when the file's settings changed under it, and
+  // never clears the result of the last save: a generated key stays on screen to be copied.
+  if (resetForm) loadForm(true);
+  else if (!dirty && JSON.stringify(app().settings) !== loaded) loadForm(false);
+  document.body.dataset.refreshes = String(++refreshes);
 }
 
 function app() { return state.apps.find((a) => a.name === selected); }
@@ -113,10 +120,12 @@ function renderIntegrations() {
 
 // -- the settings form -----------------------------------------------------------------------
 
-function loadForm() {
+function loadForm(clearResult) {
+  loaded = JSON.stringify(app().settings);
   form = structuredClone(app().settings);
   form.api_keys = form.api_keys.map((k, i) => ({ ...k, keep: i }));
-  dirty = false; $("#dirty").textContent = ""; $("#result").replaceChildren();
+  dirty = false; $("#dirty").textContent = "";
+  if (clearResult) $("#result").replaceChildren();
   $("#settings-title").textContent = `Settings of ${selected}`;
   const editable = state.editable;
   $("#readonly-note").hidden = editable;
@@ -124,18 +133,55 @@ function loadForm() {
     const input = $(`input[name=${flag}]`);
     input.checked = Boolean(form[flag] ?? form.api_keys.length > 0);
     input.disabled = !editable;
-    input.onchange = () => { form[flag] = input.checked; markDirty(); };
+    input.onchange = () => { form[flag] = input.checked; markDirty(); renderKeyNote(); };
   }
   for (const id of ["#add-key", "#add-rule", "#add-limiter", "#save"]) $(id).disabled = !editable;
   renderKeys(); renderRules(); renderLimiters();
 }
 
+// "API key required" unset in the file means: required while the app has a key. The switch
+// shows that default live as keys are added or removed, and the page sends the flag only once
+// the operator sets it, so adding the first key protects the app (it used to save `false`).
+function keyRequired() { return form.api_key_required ?? form.api_keys.length > 0; }
+
+function renderKeyNote() {
+  const input = $("input[name=api_key_required]");
+  input.checked = keyRequired();
+  const open = form.api_keys.length > 0 && !keyRequired();
+  $("#keys-note").replaceChildren(
+    open ? el("span", { class: "notice" }, "These keys are not required: clients without a key are admitted. Turn on “API key required” to refuse them. ") : "",
+    "A generated key is written into the config file in plain text (and shown once). To keep it out of the file, take the key from an ",
+    el("b", {}, "environment variable"), " or a ", el("b", {}, "file"),
+    " instead (the variable must be set where rtcore runs; a relative path is relative to the config file).");
+}
+
+function keySource(k) {
+  if (!k.generate) return el("td", { class: "muted" }, k.source);
+  const ref = el("input", { type: "text", value: k.ref || "", "aria-label": "key source name", hidden: k.from === "generate",
+    placeholder: k.from === "file" ? "secrets/web.key" : "WEB_API_KEY", oninput: (e) => { k.ref = e.target.value; markDirty(); } });
+  const choose = el("select", { "aria-label": "key source", onchange: (e) => { k.from = e.target.value; markDirty(); renderKeys(); } },
+    ...[["generate", "generate (written to the file)"], ["env", "environment variable"], ["file", "file"]].map(([v, label]) =>
+      el("option", { value: v, ...(v === k.from ? { selected: "" } : {}) }, label)));
+  return el("td", {}, el("div", { class: "key-source" }, choose, ref));
+}
+
+/** A key's list restriction (origins, IPs) as one text input: entries separated by spaces or commas. */
+function listInput(key, field, label, placeholder) {
+  return el("input", { type: "text", value: (key[field] || []).join(" "), "aria-label": label, placeholder,
+    oninput: (e) => { key[field] = e.target.value.split(/[\s,]+/).filter(Boolean); markDirty(); } });
+}
+
 function renderKeys() {
+  renderKeyNote();
   $("#keys tbody").replaceChildren(...form.api_keys.map((k, i) => el("tr", {},
     el("td", {}, el("input", { type: "text", value: k.name || "", "aria-label": "key name", oninput: (e) => { k.name = e.target.value; markDirty(); } })),
     el("td", {}, el("input", { type: "datetime-local", value: (k.expires || "").slice(0, 16), "aria-label": "expires",
       oninput: (e) => { k.expires = e.target.value ? `${e.target.value}:00Z` : null; markDirty(); } })),
-    el("td", { class: "muted" }, k.generate ? "new (shown once after saving)" : k.source),
+    el("td", {}, listInput(k, "allowed_origins", "allowed origins", "any; e.g. https://app.example.com *.example.com")),
+    el("td", {}, listInput(k, "allowed_ips", "allowed IPs", "any; e.g. 10.0.0.0/8 192.0.2.7")),
+    el("td", {}, el("input", { type: "checkbox", checked: k.realtime !== false, "aria-label": "realtime connections",
+      title: "off: the key may not open realtime connections (4018)", onchange: (e) => { k.realtime = e.target.checked; markDirty(); } })),
+    keySource(k),
     el("td", {},
       el("button", { type: "button", class: "icon", title: "add a new key and let this one expire in 24 h", onclick: () => rotateKey(i) }, "Rotate"),
       " ",
@@ -145,13 +191,13 @@ function renderKeys() {
 function rotateKey(i) {
   const old = form.api_keys[i];
   old.expires = new Date(Date.now() + 24 * 3600e3).toISOString().slice(0, 19) + "Z";
-  form.api_keys.push({ generate: true, name: `${old.name || "key"}-new`, expires: null });
+  form.api_keys.push({ generate: true, from: "generate", name: `${old.name || "key"}-new`, expires: null });
   markDirty(); renderKeys();
 }
-$("#add-key").addEventListener("click", () => { form.api_keys.push({ generate: true, name: "", expires: null }); markDirty(); renderKeys(); });
+$("#add-key").addEventListener("click", () => { form.api_keys.push({ generate: true, from: "generate", name: "", expires: null }); markDirty(); renderKeys(); });
 
-function policySelect(value, onchange, withDefault = false) {
-  const options = (withDefault ? [["", "as join"]] : []).concat(POLICIES.map((p) => [p, p]));
+function policySelect(value, onchange, withDefault = false, values = POLICIES) {
+  const options = (withDefault ? [["", "as join"]] : []).concat(values.map((p) => [p, p]));
   return el("select", { onchange: (e) => { onchange(e.target.value || null); markDirty(); } },
     ...options.map(([v, label]) => el("option", { value: v, ...(v === (value ?? "") ? { selected: "" } : {}) }, label)));
 }
@@ -159,8 +205,8 @@ function policySelect(value, onchange, withDefault = false) {
 function renderRules() {
   $("#rules tbody").replaceChildren(...form.channels.map((r, i) => el("tr", {},
     el("td", {}, el("input", { type: "text", value: r.pattern || "", placeholder: "public-*", "aria-label": "pattern", oninput: (e) => { r.pattern = e.target.value; markDirty(); } })),
-    el("td", {}, policySelect(r.join ?? "anyone", (v) => { r.join = v; })),
-    el("td", {}, policySelect(r.send ?? "anyone", (v) => { r.send = v; })),
+    el("td", {}, policySelect(r.join ?? "anyone", (v) => { r.join = v; }, false, HOOKED)),
+    el("td", {}, policySelect(r.send ?? "anyone", (v) => { r.send = v; }, false, HOOKED)),
     el("td", {}, policySelect(r.presence, (v) => { r.presence = v; }, true)),
     el("td", {}, el("input", { type: "checkbox", "aria-label": "presence events", checked: r.presence_events ?? true,
       onchange: (e) => { r.presence_events = e.target.checked ? null : false; markDirty(); } })),
@@ -169,6 +215,8 @@ function renderRules() {
     el("td", {}, el("input", { type: "number", min: "0", step: "any", value: r.history_ttl ?? "", placeholder: "300", "aria-label": "history ttl",
       oninput: (e) => { r.history_ttl = e.target.value === "" ? null : Number(e.target.value); markDirty(); } })),
     el("td", {}, policySelect(r.history, (v) => { r.history = v; }, true)),
+    el("td", {}, el("input", { type: "checkbox", "aria-label": "user-limited", checked: r.user_limited ?? false,
+      onchange: (e) => { r.user_limited = e.target.checked ? true : null; markDirty(); } })),
     el("td", {}, el("button", { type: "button", class: "icon danger", onclick: () => { form.channels.splice(i, 1); markDirty(); renderRules(); } }, "Remove")))));
 }
 $("#add-rule").addEventListener("click", () => { form.channels.push({ pattern: "", join: "anyone", send: "anyone" }); markDirty(); renderRules(); });
@@ -218,10 +266,21 @@ $("#add-limiter").addEventListener("click", () => {
 function payload() {
   const out = {};
   for (const flag of FLAGS) out[flag] = $(`input[name=${flag}]`).checked;
-  out.api_keys = form.api_keys.map((k) => (k.generate
-    ? { generate: true, name: k.name, expires: k.expires }
-    : { keep: k.keep, name: k.name, expires: k.expires }));
-  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null }));
+  if (form.api_key_required === null) delete out.api_key_required; // the default: required iff keys
+  out.api_keys = form.api_keys.map((k) => {
+    const restrictions = {
+      name: k.name,
+      expires: k.expires,
+      allowed_origins: k.allowed_origins || [],
+      allowed_ips: k.allowed_ips || [],
+      realtime: k.realtime !== false,
+    };
+    if (!k.generate) return { keep: k.keep, ...restrictions };
+    if (k.from === "env") return { key_env: k.ref || "", ...restrictions };
+    if (k.from === "file") return { key_file: k.ref || "", ...restrictions };
+    return { generate: true, ...restrictions };
+  });
+  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null, user_limited: r.user_limited ?? null }));
   out.rate_limits = form.rate_limits;
   return out;
 }

@@ -1,4 +1,5 @@
-"""Load processes: subscribers that count deliveries, and a publisher / churner.
+"""Counting load processes (``python -m bench``'s Python load side): subscribers that count
+deliveries, and a publisher / churner.
 
 Each runs as its own OS process, driven by the harness over a pipe. Sockets are plain
 non-blocking sockets on an epoll selector; the setup phase decodes frames, the measured phase
@@ -16,7 +17,7 @@ from typing import Any
 
 import msgpack
 
-from bench import wire
+from rtcore.loadtest import wire
 
 HANDSHAKE_WINDOW = 256
 RECV = 256 * 1024
