@@ -70,19 +70,20 @@ def channel_rule(raw: object, where: str) -> ChannelRule:
     )
 
 
-def needs_session(rules: tuple[ChannelRule, ...], where: str) -> list[str]:
+def needs_session(rules: tuple[ChannelRule, ...], where: str, hooked: bool = False) -> list[str]:
     """A rule that checks grants or channel tokens, or is user-limited, in an app without
-    session settings could never admit anyone: say so."""
+    session settings could never admit anyone: say so. With a connect hook (``hooked``),
+    which gives users and grants, only channel tokens need them."""
     errors = []
     for i, rule in enumerate(rules):
         values = [v for v in (rule.join, rule.send, rule.presence, rule.history) if v]
-        for value in ("granted", "token"):
+        for value in ("token",) if hooked else ("granted", "token"):
             if value in values:
                 errors.append(
                     f"{where}[{i}]: {value!r} needs the app's session settings "
                     "([apps.session]) to check tokens"
                 )
-        if rule.user_limited:
+        if rule.user_limited and not hooked:
             errors.append(f"{where}[{i}].user_limited: needs the app's session settings")
     return errors
 

@@ -266,11 +266,15 @@ class Reader:
         }
         keys, required = self.app_keys(raw, where)
         session = None
+        hooked = isinstance(raw.get("hooks"), dict) and "connect_url" in raw["hooks"]
         if "session" in raw:
             session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
-        elif flags["session_required"]:
-            self.errors.append(f"{where}.session_required: true, but there is no {where}.session")
-        channels, limits = self.rules(raw, "session" in raw, where)
+        elif flags["session_required"] and not hooked:  # (a connect hook's user counts)
+            self.errors.append(
+                f"{where}.session_required: true, but there is no {where}.session "
+                f"(nor a {where}.hooks.connect_url)"
+            )
+        channels, limits = self.rules(raw, "session" in raw, hooked, where)
         hooks, webhooks = self.integrations(raw, channels, where)
         return AppConfig(
             name=name,
@@ -293,12 +297,13 @@ class Reader:
         )
 
     def rules(
-        self, raw: dict[str, Any], has_session: bool, where: str
+        self, raw: dict[str, Any], has_session: bool, hooked: bool, where: str
     ) -> tuple[tuple[ChannelRule, ...], list[Rule]]:
-        """An app's channel rules and rate limiters."""
+        """An app's channel rules and rate limiters (``hooked``: a connect hook gives users
+        and grants)."""
         channels = tuple(self.list_of(raw, "channels", channel_rule, where))
         if not has_session:
-            self.errors.extend(needs_session(channels, f"{where}.channels"))
+            self.errors.extend(needs_session(channels, f"{where}.channels", hooked))
         limits = self.list_of(raw, "rate_limits", rate_rule, where)
         if len({r.name for r in limits}) != len(limits):
             self.errors.append(f"{where}.rate_limits: limiter names must be unique")

@@ -54,6 +54,23 @@ def test_hooks_and_webhooks_are_read() -> None:
     assert not a.webhooks[0].wants("channel_occupied", "t-1")
 
 
+CONNECT = {"connect_url": "http://backend.example/c", "secret_env": "HOOKS"}
+
+
+def test_a_connect_hook_signs_users_in_without_session_settings() -> None:
+    """session_required and granted or user-limited rules need users and grants, which a
+    connect hook gives; channel tokens still need the session settings' key."""
+    raw = app(
+        hooks=CONNECT,
+        session_required=True,
+        channels=[{"pattern": "t-*", "join": "granted"}, {"pattern": "dm#*", "user_limited": True}],
+    )
+    (a,) = cfg.from_dict(raw, env=ENV).apps
+    assert a.session_required and a.session is None
+    refused = errors(app(hooks=CONNECT, channels=[{"pattern": "t-*", "join": "token"}]))
+    assert "apps[0].channels[0]: 'token' needs the app's session settings" in refused
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
