@@ -17,7 +17,7 @@ CONNS = [f"c{i}" for i in range(6)]
 USERS = [None, "alice", "bob"]
 SESSIONS = [None, "s1", "s2"]
 CHANNELS = ["a", "b", "c"]
-POLICIES = ["anyone", "signed_in", "nobody", "granted", "token"]
+POLICIES = ["anyone", "signed_in", "nobody", "granted", "token", "hook"]
 
 
 class ChannelTableMachine(RuleBasedStateMachine):
@@ -78,6 +78,7 @@ class ChannelTableMachine(RuleBasedStateMachine):
             "nobody": set(),
             "granted": {c for c in conns if channel in self.members[c].watching},
             "token": {c for c in conns if channel in self.members[c].watching},
+            "hook": {c for c in conns if channel in self.members[c].watching},
         }[policy]
         assert list(group) == [c for c in self.table.members(channel) if c in expected]
         for diffs in (False, True):  # split by how each member takes presence
