@@ -265,15 +265,8 @@ class Reader:
             for k, d in APP_FLAGS
         }
         keys, required = self.app_keys(raw, where)
-        session = None
         hooked = isinstance(raw.get("hooks"), dict) and "connect_url" in raw["hooks"]
-        if "session" in raw:
-            session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
-        elif flags["session_required"] and not hooked:  # (a connect hook's user counts)
-            self.errors.append(
-                f"{where}.session_required: true, but there is no {where}.session "
-                f"(nor a {where}.hooks.connect_url)"
-            )
+        session = self.app_session(raw, flags["session_required"], hooked, where)
         channels, limits = self.rules(raw, "session" in raw, hooked, where)
         hooks, webhooks = self.integrations(raw, channels, where)
         return AppConfig(
@@ -295,6 +288,20 @@ class Reader:
             webhooks=webhooks,
             **flags,
         )
+
+    def app_session(
+        self, raw: dict[str, Any], required: bool, hooked: bool, where: str
+    ) -> SessionSettings | None:
+        """An app's ``[apps.session]``; ``session_required`` needs it, or a connect hook
+        (``hooked``: its user counts as signed in)."""
+        if "session" in raw:
+            return self.attempt(lambda: self.session(raw["session"], f"{where}.session"), None)
+        if required and not hooked:
+            self.errors.append(
+                f"{where}.session_required: true, but there is no {where}.session "
+                f"(nor a {where}.hooks.connect_url)"
+            )
+        return None
 
     def rules(
         self, raw: dict[str, Any], has_session: bool, hooked: bool, where: str
