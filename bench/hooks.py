@@ -23,7 +23,7 @@ import h11
 import msgpack
 import trio
 
-from bench.wire import UPGRADE, frames, request
+from rtcore.loadtest.wire import UPGRADE, frames, request
 
 SECRET = "bench-hooks-secret-" + "x" * 20
 COLUMNS = (
