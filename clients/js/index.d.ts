@@ -305,8 +305,9 @@ export interface Frame {
 }
 
 export const frames: {
-  hello(fields: { app?: string | null; key?: string | null; token?: string | null; profile?: unknown; echo?: boolean }): Frame;
-  join(id: number, ch: string, echo?: boolean, recover?: Position, token?: string): Frame;
+  hello(fields: { app?: string | null; key?: string | null; token?: string | null; profile?: unknown; echo?: boolean; features?: string[]; data?: unknown }): Frame;
+  /** `data`: for the app's join hook (docs/hooks.md). */
+  join(id: number, ch: string, echo?: boolean, recover?: Position, token?: string, data?: unknown): Frame;
   leave(id: number, ch: string, echo?: boolean): Frame;
   members(id: number, ch: string, limit?: number, after?: number | null): Frame;
   profile(id: number, data: unknown, echo?: boolean): Frame;

@@ -46,7 +46,7 @@ export class RtcoreError extends Error {
 }
 
 /** Refusals for a passing reason that left no effect: the request may be sent again (§6). */
-export const RETRY_SAFE = Object.freeze(["broker_unavailable", "rate_limited"]);
+export const RETRY_SAFE = Object.freeze(["broker_unavailable", "hook_unavailable", "rate_limited"]);
 
 /**
  * The server refused a request with an `err` reply; `code` is the protocol's (§6).
@@ -123,11 +123,14 @@ const opt = (value) => value ?? undefined; // null and undefined both mean "abse
  * null or undefined are left out of the encoded map (the server's default applies).
  */
 export const frames = Object.freeze({
-  hello: ({ app, key, token, profile, echo, features }) => ({
+  hello: ({ app, key, token, profile, echo, features, data }) => ({
     t: "hello", v: PROTOCOL_VERSION, app: opt(app), key: opt(key), token: opt(token),
-    profile: opt(profile), echo: opt(echo), features: opt(features),
+    profile: opt(profile), echo: opt(echo), features: opt(features), data: opt(data),
   }),
-  join: (id, ch, echo, recover, token) => ({ t: "join", id, ch, echo: opt(echo), recover: opt(recover), token: opt(token) }),
+  // (`data`, of hello and join: for the app's connect and join hooks, docs/hooks.md)
+  join: (id, ch, echo, recover, token, data) => ({
+    t: "join", id, ch, echo: opt(echo), recover: opt(recover), token: opt(token), data: opt(data),
+  }),
   leave: (id, ch, echo) => ({ t: "leave", id, ch, echo: opt(echo) }),
   members: (id, ch, limit, after) => ({ t: "members", id, ch, limit: opt(limit), after: opt(after) }),
   profile: (id, data, echo) => ({ t: "profile", id, data: data ?? null, echo: opt(echo) }),

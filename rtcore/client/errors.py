@@ -21,7 +21,7 @@ class ClientError(RtcoreError):
     """Base of the client library's exceptions."""
 
 
-RETRY_SAFE = frozenset({"broker_unavailable", "rate_limited"})
+RETRY_SAFE = frozenset({"broker_unavailable", "hook_unavailable", "rate_limited"})
 """Refusals for a passing reason that left no effect: the same request may be sent again
 (protocol.md §6)."""
 
@@ -33,7 +33,8 @@ class RequestError(ClientError):
         code: the error code (see ``rtcore.ErrorCode``).
         message: the server's explanation.
         retry_safe: the refusal had no effect and its reason passes (``broker_unavailable``,
-            ``rate_limited``): sending the same request again later is safe.
+            ``hook_unavailable``, ``rate_limited``): sending the same request again later is
+            safe.
 
     ``rate_limited`` waits are milliseconds (``retry_after_ms``), one unit with the wire and
     the JavaScript client; ``retry_after`` gives the same in seconds.

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from rtcore.config.model import CHANNEL_RULE_KEYS, ChannelRule, ConfigError
 from rtcore.core import restrictions
 from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
-from rtcore.core.permissions import RULE_VALUES
+from rtcore.core.permissions import HOOK, HOOK_OPERATIONS, RULE_VALUES
 
 POLICIES = RULE_VALUES
 """What a channel rule's join, send, presence and history may be (protocol.md §4.1)."""
@@ -44,8 +44,9 @@ def channel_rule(raw: object, where: str) -> ChannelRule:
     if not isinstance(pattern, str) or not pattern:
         raise ConfigError(f'{where}.pattern: must be a glob such as "public-*"')
     for k in ("join", "send", "presence", "history"):
-        if raw.get(k, "anyone") not in POLICIES:
-            raise ConfigError(f"{where}.{k}: must be one of {', '.join(POLICIES)}")
+        allowed = (*POLICIES, HOOK) if k in HOOK_OPERATIONS else POLICIES
+        if raw.get(k, "anyone") not in allowed:
+            raise ConfigError(f"{where}.{k}: must be one of {', '.join(allowed)}")
     size = raw.get("history_size", 0)
     if type(size) is not int or not 0 <= size <= MAX_HISTORY_SIZE:
         raise ConfigError(
@@ -69,19 +70,20 @@ def channel_rule(raw: object, where: str) -> ChannelRule:
     )
 
 
-def needs_session(rules: tuple[ChannelRule, ...], where: str) -> list[str]:
+def needs_session(rules: tuple[ChannelRule, ...], where: str, hooked: bool = False) -> list[str]:
     """A rule that checks grants or channel tokens, or is user-limited, in an app without
-    session settings could never admit anyone: say so."""
+    session settings could never admit anyone: say so. With a connect hook (``hooked``),
+    which gives users and grants, only channel tokens need them."""
     errors = []
     for i, rule in enumerate(rules):
         values = [v for v in (rule.join, rule.send, rule.presence, rule.history) if v]
-        for value in ("granted", "token"):
+        for value in ("token",) if hooked else ("granted", "token"):
             if value in values:
                 errors.append(
                     f"{where}[{i}]: {value!r} needs the app's session settings "
                     "([apps.session]) to check tokens"
                 )
-        if rule.user_limited:
+        if rule.user_limited and not hooked:
             errors.append(f"{where}[{i}].user_limited: needs the app's session settings")
     return errors
 

@@ -46,6 +46,8 @@ APP_KEYS = frozenset(
         "server_secret_env",
         "server_secret_file",
         "revocation_ttl",
+        "hooks",
+        "webhooks",
         *(k for k, _ in APP_FLAGS),
     }
 )

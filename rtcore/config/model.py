@@ -17,6 +17,7 @@ import ipaddress
 
 import attrs
 
+from rtcore.config.hook_settings import HooksConfig, WebhookConfig
 from rtcore.core.auth import ApiKey, SessionSettings
 from rtcore.core.history import Retention
 from rtcore.core.limits.limiter import Rule
@@ -130,9 +131,10 @@ class ChannelRule:
     pattern: str
     join: str = "anyone"
     """``anyone``, ``signed_in`` (a valid session token), ``nobody``, ``granted`` (the
-    session token's grants allow it) or ``token`` (a channel token allows it):
-    rtcore.core.permissions.decide."""
+    session token's grants allow it), ``token`` (a channel token allows it) or ``hook``
+    (the app's ``join_url`` decides; docs/hooks.md): rtcore.core.permissions.decide."""
     send: str = "anyone"
+    """As ``join``; ``hook``: the app's ``publish_url`` decides (and may rewrite the data)."""
     presence: str | None = None
     """Who may list the members (``members`` request) and receive member_join, member_leave
     and member_update (a value as for ``join``); None: as ``join``. The server API lists
@@ -213,6 +215,10 @@ class AppConfig:
     """A profile_update user event also replaces the member profile of the user's connections."""
     revocation_ttl: float = 86_400.0
     """How long an ended session stays refused when its token has no (or a later) ``exp``."""
+    hooks: HooksConfig | None = None
+    """The backend asked at hello, join and send (``[apps.hooks]``, docs/hooks.md)."""
+    webhooks: tuple[WebhookConfig, ...] = ()
+    """The endpoints told of channel, member and connection events (``[[apps.webhooks]]``)."""
 
     def channel_rule(self, channel: str) -> ChannelRule | None:
         return next((r for r in self.channels if r.matches(channel)), None)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from rtcore.config import hook_reader
 from rtcore.config.checks import (
     IPNetwork,
     boolean,
@@ -35,6 +36,7 @@ from rtcore.config.checks import (
     seconds,
     strings,
 )
+from rtcore.config.hook_settings import HooksConfig, WebhookConfig
 from rtcore.config.keys import (
     API_KEY_KEYS,
     APP_FLAGS,
@@ -263,12 +265,10 @@ class Reader:
             for k, d in APP_FLAGS
         }
         keys, required = self.app_keys(raw, where)
-        session = None
-        if "session" in raw:
-            session = get(lambda: self.session(raw["session"], f"{where}.session"), None)
-        elif flags["session_required"]:
-            self.errors.append(f"{where}.session_required: true, but there is no {where}.session")
-        channels, limits = self.rules(raw, "session" in raw, where)
+        hooked = isinstance(raw.get("hooks"), dict) and "connect_url" in raw["hooks"]
+        session = self.app_session(raw, flags["session_required"], hooked, where)
+        channels, limits = self.rules(raw, "session" in raw, hooked, where)
+        hooks, webhooks = self.integrations(raw, channels, where)
         return AppConfig(
             name=name,
             api_keys=tuple(keys),
@@ -284,20 +284,51 @@ class Reader:
             max_connections=self.number(raw, "max_connections", 100_000, positive_int, where),
             server_secret=get(lambda: self.server_secret(raw, where), None),
             revocation_ttl=self.number(raw, "revocation_ttl", 86_400.0, positive_number, where),
+            hooks=hooks,
+            webhooks=webhooks,
             **flags,
         )
 
+    def app_session(
+        self, raw: dict[str, Any], required: bool, hooked: bool, where: str
+    ) -> SessionSettings | None:
+        """An app's ``[apps.session]``; ``session_required`` needs it, or a connect hook
+        (``hooked``: its user counts as signed in)."""
+        if "session" in raw:
+            return self.attempt(lambda: self.session(raw["session"], f"{where}.session"), None)
+        if required and not hooked:
+            self.errors.append(
+                f"{where}.session_required: true, but there is no {where}.session "
+                f"(nor a {where}.hooks.connect_url)"
+            )
+        return None
+
     def rules(
-        self, raw: dict[str, Any], has_session: bool, where: str
+        self, raw: dict[str, Any], has_session: bool, hooked: bool, where: str
     ) -> tuple[tuple[ChannelRule, ...], list[Rule]]:
-        """An app's channel rules and rate limiters."""
+        """An app's channel rules and rate limiters (``hooked``: a connect hook gives users
+        and grants)."""
         channels = tuple(self.list_of(raw, "channels", channel_rule, where))
         if not has_session:
-            self.errors.extend(needs_session(channels, f"{where}.channels"))
+            self.errors.extend(needs_session(channels, f"{where}.channels", hooked))
         limits = self.list_of(raw, "rate_limits", rate_rule, where)
         if len({r.name for r in limits}) != len(limits):
             self.errors.append(f"{where}.rate_limits: limiter names must be unique")
         return channels, limits
+
+    def integrations(
+        self, raw: dict[str, Any], channels: tuple[ChannelRule, ...], where: str
+    ) -> tuple[HooksConfig | None, tuple[WebhookConfig, ...]]:
+        """An app's ``[apps.hooks]`` and ``[[apps.webhooks]]`` (rtcore.config.hook_reader)."""
+        hooks = None
+        if "hooks" in raw:
+            hooks = self.attempt(
+                lambda: hook_reader.hooks(self, raw["hooks"], f"{where}.hooks"), None
+            )
+        self.errors += hook_reader.hooked_rules(channels, hooks, "hooks" in raw, where)
+        read = functools.partial(hook_reader.webhook, self)
+        webhooks = self.list_of(raw, "webhooks", read, where)
+        return hooks, tuple(w for w in webhooks if w is not None)
 
     def app_keys(self, raw: dict[str, Any], where: str) -> tuple[list[ApiKey], bool]:
         """An app's ``api_keys``, and whether it requires one."""

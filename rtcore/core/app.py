@@ -16,7 +16,9 @@ from typing import Any
 import attrs
 
 from rtcore.config.model import AppConfig
+from rtcore.core import webhooks
 from rtcore.core.history import Recovery, Retention, Slice, decide_recovery
+from rtcore.core.hooks.ports import NO_EVENTS, EventSink, HookCaller
 from rtcore.core.limits.limiter import Chain
 from rtcore.core.members import ChannelTable, Member, admits
 from rtcore.core.outbox import Pending
@@ -108,6 +110,10 @@ class App:
         """Channel -> its history retention (a cache of channel-rule lookups)."""
         self._history = any(r.history_size for r in settings.channels)
         """Whether any channel rule keeps history (else messages skip the lookup)."""
+        self.hooks: HookCaller | None = None
+        """The backend's hooks ([apps.hooks]; set by the server), None without them."""
+        self.events: EventSink = NO_EVENTS
+        """Where webhook events go ([[apps.webhooks]]; set by the server)."""
         self.server_channels = ServerChannels()
         """The channels the backend put users into (re-added at their hellos)."""
         self._revoked: dict[tuple[str, str], float] = {}
@@ -367,6 +373,10 @@ class App:
             self.broker.presence(self.name, "member_join", channel, member, skip)
         else:
             self.presence_event("member_join", channel, member.info(channel), first, skip)
+            if len(self.table.members(channel)) == 1:
+                self.cluster_transition(channel, "o")
+            if first and member.user is not None:
+                self.cluster_transition(channel, f"a:{member.user}")
         return True
 
     def _left(self, channel: str, member: Member, last: bool) -> None:
@@ -377,6 +387,16 @@ class App:
                 self.broker.unwant(self.name, channel)
         else:
             self.presence_event("member_leave", channel, member.info(channel), last, None)
+            if last and member.user is not None:
+                self.cluster_transition(channel, f"r:{member.user}")
+            if not self.table.members(channel):
+                self.cluster_transition(channel, "v")
+
+    def cluster_transition(self, channel: str, transition: str) -> None:
+        """A transition of ``channel`` for the whole cluster (made by this node): ``o``
+        occupied, ``v`` vacated, ``a:<user>`` the user's first connection in it, ``r:<user>``
+        their last left. Told to the webhooks (docs/hooks.md)."""
+        webhooks.transition(self.events, channel, transition)
 
     def leave(self, member: Member, channel: str, echo: bool) -> bool:
         """Leave; returns False if not a member (then nothing is sent).

@@ -69,9 +69,10 @@ class Member:
     """The connection takes presence as batched diffs (the ``presence_diffs`` feature)."""
     watching: set[str] = attrs.field(factory=set)
     """Channels whose presence this connection may see under a per-connection presence
-    value (``granted``, ``token``): decided at its join and at each refresh."""
+    value (``granted``, ``token``, ``hook``): decided at its join and at each refresh."""
     channel_info: dict[str, Any] = attrs.field(factory=dict)
-    """Channel -> the ``info`` its channel token gave it there (protocol.md §4.4.2)."""
+    """Channel -> the ``info`` its channel token (protocol.md §4.4.2) or the join hook
+    (docs/hooks.md) gave it there."""
 
     @property
     def session_key(self) -> tuple[str, str] | None:
@@ -82,7 +83,7 @@ class Member:
 
     def info(self, channel: str | None = None) -> dict[str, Any]:
         """The member as clients see it: ``{"id", "user", "data"}``, and in ``channel``
-        its channel token's ``info`` when it has one there."""
+        its ``info`` when it has one there (from its channel token or the join hook)."""
         found = {"id": self.id, "user": self.user, "data": self.profile}
         if channel is not None and channel in self.channel_info:
             found["info"] = self.channel_info[channel]
@@ -384,8 +385,9 @@ def _join_seq(channel: str) -> Callable[[Member], int]:
     return key
 
 
-_PER_CONNECTION = frozenset({"granted", "token"})
-"""Presence values decided per connection (``Member.watching``)."""
+_PER_CONNECTION = frozenset({"granted", "token", "hook"})
+"""Presence values decided per connection (``Member.watching``); ``hook``: the members the
+join hook let in (docs/hooks.md)."""
 
 
 def admits(policy: str, member: Member, channel: str) -> bool:

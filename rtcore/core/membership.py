@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from rtcore.core.app import App
 from rtcore.core.members import Member
+from rtcore.core.permissions import HOOK
 from rtcore.protocol import frames as f
 
 ADDED, ALREADY, FULL = "added", "already", "full"
@@ -32,6 +33,8 @@ def add(app: App, member: Member, channel: str, reason: str, max_channels: int, 
         message = f"not added to {channel!r}: the connection is in {max_channels} channels"
         app.tell(member, f.Left(channel, "removed", message))
         return FULL
+    if app.settings.presence_policy(channel) == HOOK:  # the channel's members see presence
+        member.watching.add(channel)
     app.join(member, channel, member.echo)
     epoch, offset = _position(app, channel, wall)
     app.tell(member, f.Joined(channel, reason, epoch, offset))

@@ -8,6 +8,11 @@ code, a bounded reason (a metrics label) and a message. It reads nothing else: n
 held channel token is unexpired: expired ones are removed before), no settings, no I/O. A
 new rule value is one more entry of ``_DECIDERS``.
 
+The value ``hook`` (docs/hooks.md) has a third outcome: for a join or a send it returns
+:data:`ASK_HOOK` -- the app's backend decides (``join_url``, ``publish_url``), which the
+session asks, deferred; for presence and history (which follow ``join = "hook"`` unless set)
+it admits the channel's members: those the join hook let in (:attr:`Subject.member`).
+
 Grants (a session token's ``channels`` claim) are compiled once per token
 (:func:`parse_grants`): exact channel names in a dict, ``prefix*`` patterns in one dict per
 prefix length, any other glob into one regular expression per operation; the operations a
@@ -32,7 +37,12 @@ from rtcore.protocol import ErrorCode
 OPERATIONS = ("join", "send", "presence", "history")
 """What a channel rule and a grant decide."""
 RULE_VALUES = ("anyone", "signed_in", "nobody", "granted", "token")
-"""What a channel rule's ``join``, ``send``, ``presence`` and ``history`` may be."""
+"""What a channel rule's ``join``, ``send``, ``presence`` and ``history`` may be; ``join``
+and ``send`` may also be :data:`HOOK`."""
+HOOK = "hook"
+"""The rule value that leaves a join or a send to the app's hooks (docs/hooks.md)."""
+HOOK_OPERATIONS = ("join", "send")
+"""The operations a rule may set to :data:`HOOK` (presence and history follow the join)."""
 DEFAULT_TOKEN_OPS = frozenset({"join", "presence", "history"})
 """What a channel token without ``ops`` allows."""
 MAX_GRANT_PATTERNS = 1024
@@ -142,6 +152,9 @@ class Subject:
     user: str | None
     grants: Grants = NO_GRANTS
     token: ChannelToken | None = None
+    member: bool = False
+    """The connection is in the channel (or is being let in): what ``hook`` asks of
+    presence and history."""
 
 
 @attrs.frozen
@@ -154,6 +167,15 @@ class Refusal:
     message: str
 
 
+@attrs.frozen
+class AskHook:
+    """The rule leaves the operation to the app's hook: the session asks it (deferred)."""
+
+
+ASK_HOOK = AskHook()
+Decision = Refusal | AskHook | None
+"""What :func:`decide` returns: None (allowed), a refusal, or "ask the app's hook"."""
+
 REFUSAL_REASONS = (
     "nobody",
     "signed_in",
@@ -162,6 +184,7 @@ REFUSAL_REASONS = (
     "token_ops",
     "user_limited",
     "invalid_channel_token",
+    "not_member",
 )
 """Every :attr:`Refusal.reason` (bounded: they label ``rtcore_permission_refusals``)."""
 
@@ -206,18 +229,29 @@ def _token(op: str, channel: str, who: Subject) -> Refusal | None:
     return None
 
 
-_DECIDERS: dict[str, Callable[[str, str, Subject], Refusal | None]] = {
+def _hook(op: str, channel: str, who: Subject) -> Decision:
+    if op in HOOK_OPERATIONS:
+        return ASK_HOOK
+    if who.member:  # presence, history: the members the join hook let in
+        return None
+    return Refusal(
+        ErrorCode.FORBIDDEN, "not_member", f"{_doing(op, channel)} is for the channel's members"
+    )
+
+
+_DECIDERS: dict[str, Callable[[str, str, Subject], Decision]] = {
     "anyone": _anyone,
     "signed_in": _signed_in,
     "nobody": _nobody,
     "granted": _granted,
     "token": _token,
+    HOOK: _hook,
 }
 
 
-def decide(value: str, op: str, channel: str, who: Subject) -> Refusal | None:
+def decide(value: str, op: str, channel: str, who: Subject) -> Decision:
     """Whether the rule value ``value`` for operation ``op`` lets ``who`` do it in
-    ``channel``: None (allowed) or the refusal."""
+    ``channel``: None (allowed), the refusal, or :data:`ASK_HOOK`."""
     return _DECIDERS[value](op, channel, who)
 
 

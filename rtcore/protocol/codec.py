@@ -111,6 +111,7 @@ _CLIENT_SPECS: dict[str, tuple[type[f.ClientFrame], tuple[_Field, ...]]] = {
             ("profile", "profile", "any", False),
             ("echo", "echo", "bool", False),
             ("features", "features", "strs", False),
+            ("data", "data", "any", False),
         ),
     ),
     "join": (
@@ -121,6 +122,7 @@ _CLIENT_SPECS: dict[str, tuple[type[f.ClientFrame], tuple[_Field, ...]]] = {
             _ECHO,
             ("recover", "recover", "map", False, True),
             ("token", "token", "str", False, True),
+            ("data", "data", "any", False),
         ),
     ),
     "leave": (f.Leave, _spec(_ID, _CH, _ECHO)),

@@ -45,6 +45,10 @@ class ErrorCode(enum.StrEnum):
     """A rate limiter refused the operation; the reply names it and says when to retry."""
     INTERNAL_ERROR = "internal_error"
     """The server failed while handling the request; it was logged."""
+    HOOK_UNAVAILABLE = "hook_unavailable"
+    """The app's backend hook (docs/hooks.md) did not answer in time, failed, answered
+    something that is not a valid answer, or its circuit breaker is open. The request had no
+    effect; retry later. (A hook that refuses answers with its own code instead.)"""
     BROKER_UNAVAILABLE = "broker_unavailable"
     """The answer is the cluster's and the broker (Redis) cannot give it now: it is
     unreachable or did not answer within ``[broker] command_timeout``. The request had no
@@ -113,3 +117,9 @@ class CloseCode(enum.IntEnum):
     INBOUND_FLOOD = 4031
     """The client sent frames (pings, pongs and fragments included) or bytes faster than its
     inbound budget."""
+    CONNECT_REFUSED = 4040
+    """The app's connect hook refused the connection; the reason is ``<code>: <message>``
+    with the backend's code (docs/hooks.md)."""
+    HOOK_UNAVAILABLE = 4041
+    """The app's connect hook could not answer (timeout, failure, breaker open): reconnect
+    later, with backoff."""

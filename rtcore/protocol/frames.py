@@ -40,6 +40,8 @@ class Hello:
     features: tuple[str, ...] = ()
     """Optional protocol features the client speaks (protocol.md §8): ``presence_diffs``.
     Names the server does not know are ignored."""
+    data: Any = None
+    """For the app's connect hook (docs/hooks.md): passed to it as is."""
 
 
 @attrs.frozen
@@ -53,6 +55,8 @@ class Join:
     received; the server replays what followed it (protocol.md §4.4.1)."""
     token: str | None = None
     """A channel token for this channel (protocol.md §4.4.2)."""
+    data: Any = None
+    """For the app's join hook (docs/hooks.md): passed to it as is."""
 
 
 @attrs.frozen

@@ -69,6 +69,11 @@ raw ceiling; bench/RESULTS.md). The price is fairness: a connection may hold the
 bounds how often."""
 
 
+HOOK_MARGIN = 1.0
+"""Seconds past a hook's timeout that its deferred request is given up by the connection
+(the hook client ends the call at its timeout: this only bounds a bug)."""
+
+
 class Host(observing.Reported, Protocol):
     """What a connection needs of the server (a Protocol: the Server is one). Read through
     ``self.server`` as before; the reader binds nothing more per frame than it did."""
@@ -329,6 +334,7 @@ class Connection(Transport):
             request, self.session.remote, config.trusted_proxies
         )
         self.session.origin = handshake.origin_of(request)
+        self.session.handshake = request.extra_headers  # for a connect hook, until hello
         if not handshake.origin_allowed(request, config.allowed_origins):
             await self._write_through(self._ws.send(RejectConnection(status_code=403)))
             return False
@@ -408,9 +414,12 @@ class Connection(Transport):
         return False
 
     async def _resume_deferred(self) -> None:
-        """Await the broker's answer to the deferred request (bounded), then reply."""
+        """Await the broker's (or the app's hook's) answer to the deferred request (bounded),
+        then reply."""
         while (deferred := self.session.deferred) is not None and self._close is None:
             timeout = math.inf if deferred.bounded else self.server.config.broker.command_timeout
+            if deferred.timeout is not None:  # a hook call ends by then itself: a backstop
+                timeout = deferred.timeout + HOOK_MARGIN
             value, failure = None, None
             with trio.move_on_after(timeout) as scope:
                 try:

@@ -34,6 +34,7 @@ from rtcore.core.outbox import Pending
 from rtcore.engines.base import Broker
 from rtcore.engines.memory import MemoryBroker
 from rtcore.observe.events import Observer, ServerStatistics
+from rtcore.observe.integration_metrics import IntegrationCollector
 from rtcore.observe.throttled_log import ThrottledLog
 from rtcore.protocol import CloseCode
 from rtcore.protocol.close import Close
@@ -52,6 +53,7 @@ from rtcore.server.heartbeat import Heartbeat
 from rtcore.server.http import router
 from rtcore.server.ids import ConnectionIds
 from rtcore.server.in_process import InProcessAPI, UnknownAppError
+from rtcore.server.integrations import Integrations
 from rtcore.server.startup import ListenError
 
 if TYPE_CHECKING:
@@ -127,9 +129,9 @@ class Server(InProcessAPI):
         self._ids = MessageIds(self.node)
         budget = config.limits.outbound_buffer_bytes
         self.flusher = Flusher(self.pending, budget, flush_window, self.observer)
-        self.redis = None
         self.broker: Broker = self._broker()
         self.apps: dict[str, App] = {a.name: self._new_app(a) for a in config.apps}
+        self.integrations = self._integrations()
         self.admission = Admission(config.limits, startup.open_files())
         self.api_connections = 0
         self._refusals = ThrottledLog(log)
@@ -146,12 +148,22 @@ class Server(InProcessAPI):
         self.config_overrides = {}
         self.on_settings_saved = None
 
+    def _integrations(self) -> Integrations:
+        """The apps' hooks and webhooks (docs/hooks.md), and their metrics."""
+        integrations = Integrations(self.node, lambda: self.wall())
+        integrations.apply(self.apps)
+        if self.metrics is not None:
+            collector = IntegrationCollector(integrations, trio.current_time)
+            self.metrics.registry.register(collector)
+        return integrations
+
     def _new_app(self, settings: AppConfig) -> App:
         return App(settings, self.pending, self._ids, self.broker, self.observer)
 
     def _broker(self) -> Broker:
         """``[broker]``: in process, or Redis (imported only then)."""
         limits = self.config.limits
+        self.redis = None
         if self.config.broker.kind == "memory":
             return MemoryBroker(MemoryHistory(limits.max_history_bytes, limits.history_meta_ttl))
         from rtcore.engines.redis.broker import RedisBroker
@@ -189,6 +201,7 @@ class Server(InProcessAPI):
         startup.log_capacity(self.config, self.admission)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.flusher.run)
+            await nursery.start(self.integrations.run)
             if self.redis is not None:
                 await nursery.start(self.redis.run)
             nursery.start_soon(self._heartbeat.run, self.config.limits.heartbeat_interval)
@@ -376,6 +389,7 @@ class Server(InProcessAPI):
         ):
             log.warning("reload: listen addresses and TLS changes take effect on restart")
         self._apply_apps(config.apps)
+        self.integrations.apply(self.apps)
         self.config = config
         self.admission.apply(config.limits)
         self.flusher.budget = config.limits.outbound_buffer_bytes

@@ -102,6 +102,10 @@ def table_rows(section: str) -> list[dict[str, str]]:
         (["bench.fanout_design", "-n", "20", "-m", "40", "--rounds", "1"], "| outbox |"),
         (["bench.value_cost", "--size", "2000", "--repeat", "2"], "| 60K empty arrays (refused) |"),
         (["bench.join_cost", "-n", "20", "--rounds", "1"], "| 256 grants | "),
+        (
+            ["bench.hooks", "--joins", "20", "--sends", "20", "--conns", "4"],
+            "webhook events delivered: ",
+        ),
     ],
 )
 def test_the_in_process_benchmarks_run(command: list[str], shows: str) -> None:

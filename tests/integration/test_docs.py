@@ -37,6 +37,7 @@ SECRET_ENV = {
     "CHAT_SERVER_SECRET": "a-server-secret-of-at-least-32-chars!",
     "RTCORE_REDIS_URL": "redis://:password@10.0.0.5:6379/0",
     "CHAT_JWT_SECRET": "a-jwt-secret-of-at-least-32-characters",
+    "RTCORE_HOOKS_SECRET": "a-hooks-secret-of-at-least-32-chars!",  # docs/hooks.md
 }
 RTCORE_COMMAND = re.compile(r"(?:^|[\s/])rtcore ((?:serve|check-config|token)\b[^\n&|;]*)")
 

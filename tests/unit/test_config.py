@@ -131,7 +131,8 @@ def test_several_apps_need_an_explicit_default() -> None:
         ),
         (
             {"apps": [{"name": "a", "session_required": True}]},
-            "apps[0].session_required: true, but there is no apps[0].session",
+            "apps[0].session_required: true, but there is no apps[0].session (nor a "
+            "apps[0].hooks.connect_url)",
         ),
         (
             {"apps": [{"name": "a", "session": {"secret": "short"}}]},

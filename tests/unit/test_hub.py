@@ -17,7 +17,9 @@ CONNS = [f"c{i}" for i in range(6)]
 USERS = [None, "alice", "bob"]
 SESSIONS = [None, "s1", "s2"]
 CHANNELS = ["a", "b", "c"]
-POLICIES = ["anyone", "signed_in", "nobody", "granted", "token"]
+POLICIES = ["anyone", "signed_in", "nobody", "granted", "token", "hook"]
+PER_CONNECTION = ("granted", "token", "hook")
+"""Presence values decided per connection: who has the channel in ``Member.watching``."""
 
 
 class ChannelTableMachine(RuleBasedStateMachine):
@@ -78,6 +80,7 @@ class ChannelTableMachine(RuleBasedStateMachine):
             "nobody": set(),
             "granted": {c for c in conns if channel in self.members[c].watching},
             "token": {c for c in conns if channel in self.members[c].watching},
+            "hook": {c for c in conns if channel in self.members[c].watching},
         }[policy]
         assert list(group) == [c for c in self.table.members(channel) if c in expected]
         for diffs in (False, True):  # split by how each member takes presence
@@ -204,7 +207,9 @@ class ChannelTableMachine(RuleBasedStateMachine):
             admitted = [
                 m
                 for m in channels[ch].values()
-                if split.policy == "anyone" or (split.policy == "signed_in" and m.user)
+                if split.policy == "anyone"
+                or (split.policy == "signed_in" and m.user)
+                or (split.policy in PER_CONNECTION and ch in m.watching)
             ]
             for diffs in (False, True):
                 assert list(split.sides[diffs]) == [m.id for m in admitted if m.diffs is diffs]

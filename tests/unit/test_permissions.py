@@ -3,16 +3,22 @@ grants compiled from a claim, user-limited channel names (sans-IO)."""
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from rtcore.core.permissions import (
+    ASK_HOOK,
+    HOOK,
+    HOOK_OPERATIONS,
     MAX_GRANT_PATTERNS,
     MAX_LISTED_USERS,
     NO_GRANTS,
     OPERATIONS,
+    REFUSAL_REASONS,
     RULE_VALUES,
     ChannelToken,
     GrantsError,
+    Refusal,
     Subject,
     check_listed,
     decide,
@@ -169,3 +175,21 @@ def test_only_listed_users_pass_a_user_limited_channel() -> None:
     bad = check_listed("join", "dm#" + ",".join(["u"] * (MAX_LISTED_USERS + 1)), "u")
     assert bad is not None and bad.code is ErrorCode.INVALID_CHANNEL
     assert "1-16 comma-separated user ids" in bad.message
+
+
+@pytest.mark.parametrize("state", sorted(STATES))
+def test_hook_asks_the_app_for_joins_and_sends_and_admits_members_to_the_rest(
+    state: str,
+) -> None:
+    """``hook``: join and send are the app's hook's to decide (whoever asks); presence and
+    history (following ``join = "hook"``) are for the channel's members only."""
+    who = STATES[state]
+    for op in HOOK_OPERATIONS:
+        assert decide(HOOK, op, CH, who) is ASK_HOOK
+    member = attrs.evolve(who, member=True)
+    for op in ("presence", "history"):
+        assert decide(HOOK, op, CH, member) is None
+        refusal = decide(HOOK, op, CH, who)
+        assert isinstance(refusal, Refusal) and refusal.code is ErrorCode.FORBIDDEN
+        assert refusal.reason == "not_member" and refusal.reason in REFUSAL_REASONS
+        assert "is for the channel's members" in refusal.message and CH in refusal.message

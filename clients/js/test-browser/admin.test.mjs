@@ -1,10 +1,12 @@
 // The Realtime settings page (/admin on the server-API port) in Debian's Chromium: an operator
 // turns on "session required" and an anonymous client is closed with 4013; adds a rate limiter
 // and a client is refused with the limiter's message. Both go through the page's form only.
+// The "Hooks & webhooks" panel shows a failing hook's breaker and a webhook's deliveries.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { launchChromium, ARTIFACTS } from "./chromium.mjs";
 import { startServer, client, next, cleanupAll, mintToken, nowSeconds } from "../test/helpers.mjs";
@@ -303,5 +305,72 @@ test("a save made stale by another change is refused with a clear message, then 
     assert.deepEqual(problems, []);
   } finally {
     await server.cleanup();
+  }
+});
+
+test("the Hooks & webhooks panel shows a failing join hook's breaker and a webhook's deliveries; a hook rule survives a save", T, async () => {
+  // The app's backend: the join hook answers 500 (a failure), the webhook endpoint 200.
+  const delivered = [];
+  const backend = createServer((req, res) => {
+    let body = "";
+    req.on("data", (chunk) => { body += chunk; });
+    req.on("end", () => {
+      if (req.url === "/events") { delivered.push(JSON.parse(body)); res.writeHead(200).end("{}"); }
+      else res.writeHead(500).end("the backend is down");
+    });
+  });
+  await new Promise((r) => backend.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${backend.address().port}`;
+  const config = `${CONFIG}
+[apps.hooks]
+join_url = "${base}/join"
+secret_env = "HOOKS_SECRET"
+breaker_failures = 1
+breaker_open = 600.0
+
+[[apps.channels]]
+pattern = "team-*"
+join = "hook"
+
+[[apps.webhooks]]
+url = "${base}/events"
+secret_env = "HOOKS_SECRET"
+events = ["connection_opened"]
+batch_window = 0.05
+`;
+  const server = await startServer({ config, env: { HOOKS_SECRET: "h".repeat(40) } });
+  try {
+    const c = client(server.url);
+    await c.open();
+    await assert.rejects(c.join("team-1"), (e) => e instanceof RequestError && e.code === "hook_unavailable");
+    for (let i = 0; i < 200 && delivered.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(delivered[0].events[0].name, "connection_opened");
+
+    const { page, problems } = await settingsPage(server);
+    await page.click('.tab[data-tab="integrations"]');
+    const hooks = page.locator("#hooks-table");
+    await hooks.waitFor({ state: "visible" });
+    assert.match(await hooks.locator("tr", { hasText: "join_url" }).textContent(), new RegExp(`${base}/join`));
+    assert.match(await hooks.locator("tr", { hasText: "breaker" }).textContent(), /open/);
+    assert.match(await hooks.locator("tr", { hasText: "outcomes" }).textContent(), /join:unavailable 1/);
+    assert.match(await hooks.locator("tr", { hasText: "last failure" }).textContent(), /HTTP 500/);
+    const webhook = page.locator("#webhooks-health table.webhook");
+    assert.match(await webhook.locator("tr", { hasText: "url" }).first().textContent(), new RegExp(`${base}/events`));
+    await webhook.locator("tr", { hasText: "delivered" }).locator("td", { hasText: /^[1-9]/ }).waitFor({ timeout: 10000 });
+    assert.match(await webhook.locator("tr", { hasText: "dropped" }).textContent(), /0/);
+
+    // The rule editor shows join = "hook" as it is, and a save keeps it.
+    await page.click('.tab[data-tab="settings"]');
+    const rule = page.locator("#rules tbody tr").first();
+    assert.equal(await rule.locator("select").first().inputValue(), "hook");
+    await page.locator("label.switch", { hasText: "Broadcast to everyone" }).click();
+    const file = () => readFileSync(join(server.configDir, "rtcore.toml"), "utf8");
+    await saveUntil(page, file, /^allow_client_broadcast = false$/m);
+    assert.match(file(), /^join = "hook"$/m);
+    await c.close();
+    assert.deepEqual(problems, []);
+  } finally {
+    await server.cleanup();
+    backend.close();
   }
 });

@@ -28,7 +28,7 @@ const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leav
 function build(v) {
   switch (v.t) {
     case "hello": return frames.hello(v);
-    case "join": return frames.join(v.id, v.ch, v.echo, v.recover, v.token);
+    case "join": return frames.join(v.id, v.ch, v.echo, v.recover, v.token, v.data);
     case "leave": return frames.leave(v.id, v.ch, v.echo);
     case "members": return frames.members(v.id, v.ch, v.limit, v.after);
     case "profile": return frames.profile(v.id, v.data, v.echo);

@@ -8,36 +8,60 @@ leeway), else :func:`expire` removes the connection from the channel (``left``,
 ``token_expired``). A refresh -- of the session token (new grants) or of a channel token --
 decides each affected channel again: a connection its new rights no longer admit is removed
 (``left``, ``grant_revoked``); its right to see presence follows.
+
+A rule value ``hook`` (docs/hooks.md) makes a join's or a send's permission "ask the app's
+hook": :func:`admit_join` and :func:`enforce` say so and the request handler asks it
+(rtcore.core.session.hooked). A refresh does not ask again: the hook's answer stands for
+as long as the connection stays in the channel.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from rtcore import observe
 from rtcore.core.channel_tokens import verify_channel_token
-from rtcore.core.permissions import NO_GRANTS, ChannelToken, Refusal, Subject, check_listed, decide
+from rtcore.core.permissions import (
+    NO_GRANTS,
+    ChannelToken,
+    Decision,
+    Refusal,
+    Subject,
+    check_listed,
+    decide,
+)
 from rtcore.core.session.context import Context, Result
 from rtcore.protocol import ErrorCode, RemoteProtocolError
 from rtcore.protocol import frames as f
 from rtcore.protocol.names import check_channel, refuse
 
 
-def subject(session: Context, channel: str, token: ChannelToken | None = None) -> Subject:
+def subject(
+    session: Context, channel: str, token: ChannelToken | None = None, entering: bool = False
+) -> Subject:
     """Who asks, for ``channel``: the user, the session token's grants, the channel token
-    (``token``, else the one the connection holds there)."""
+    (``token``, else the one the connection holds there), whether it is in the channel
+    (or ``entering`` it: its join was admitted)."""
     principal = session.principal
     held = token if token is not None else session.channel_tokens.get(channel)
+    member = entering or (session.member is not None and channel in session.member.channels)
     if principal is None:
-        return Subject(None, NO_GRANTS, held)
-    return Subject(principal.user, principal.grants, held)
+        return Subject(None, NO_GRANTS, held, member)
+    return Subject(principal.user, principal.grants, held, member)
 
 
 def verdict(
-    session: Context, op: str, channel: str, token: ChannelToken | None = None
-) -> Refusal | None:
-    """The channel rules' answer to ``op`` in ``channel`` for this connection."""
+    session: Context,
+    op: str,
+    channel: str,
+    token: ChannelToken | None = None,
+    entering: bool = False,
+) -> Decision:
+    """The channel rules' answer to ``op`` in ``channel`` for this connection: None
+    (allowed), a refusal, or ``ASK_HOOK``."""
     assert session.app is not None
     value, user_limited = session.app.settings.permission(channel, op)
-    who = subject(session, channel, token)
+    who = subject(session, channel, token, entering)
     if user_limited:
         refusal = check_listed(op, channel, who.user)
         if refusal is not None:
@@ -45,42 +69,47 @@ def verdict(
     return decide(value, op, channel, who)
 
 
-def allows(session: Context, op: str, channel: str) -> bool:
-    return verdict(session, op, channel) is None
+def allows(session: Context, op: str, channel: str, entering: bool = False) -> bool:
+    return verdict(session, op, channel, entering=entering) is None
 
 
-def enforce(session: Context, op: str, channel: str, token: ChannelToken | None = None) -> None:
-    """Refuse (an ``err`` reply, counted by operation and reason) unless allowed."""
-    refusal = verdict(session, op, channel, token)
-    if refusal is not None:
+def enforce(session: Context, op: str, channel: str, token: ChannelToken | None = None) -> bool:
+    """Refuse (an ``err`` reply, counted by operation and reason) unless allowed; True:
+    allowed if the app's hook allows it (a rule value ``hook``)."""
+    decision = verdict(session, op, channel, token)
+    if isinstance(decision, Refusal):
         assert session.app is not None
-        observe.permission_refused(session.app, op, refusal.reason)
-        raise refuse(refusal.code, refusal.message)
+        observe.permission_refused(session.app, op, decision.reason)
+        raise refuse(decision.code, decision.message)
+    return decision is not None
 
 
-def admit_join(session: Context, frame: f.Join, wall: float) -> ChannelToken | None:
+def admit_join(session: Context, frame: f.Join, wall: float) -> tuple[ChannelToken | None, bool]:
     """A join's permission: its channel token verified (when it carries one), then the
-    rules; returns the token."""
+    rules; returns the token, and whether the app's join hook must be asked."""
     assert session.member is not None
     if frame.channel not in session.member.channels:  # a join that did not complete left it
         session.channel_tokens.pop(frame.channel, None)
     token = None if frame.token is None else _verified(session, frame.channel, frame.token, wall)
-    enforce(session, "join", frame.channel, token)
-    return token
+    ask = enforce(session, "join", frame.channel, token)
+    return token, ask
 
 
-def enter(session: Context, channel: str, token: ChannelToken | None) -> None:
-    """Before the join itself: the token held there, its ``info``, and whether the member
-    sees the channel's presence (so the join's presence event carries them)."""
+def enter(session: Context, channel: str, token: ChannelToken | None, info: Any = None) -> None:
+    """Before the join itself: the token held there, the member's ``info`` (the join
+    hook's, else the token's), and whether the member sees the channel's presence (so the
+    join's presence event carries them)."""
     member = session.member
     assert member is not None
     member.channel_info.pop(channel, None)  # (what a join that did not complete left)
     member.watching.discard(channel)
     if token is not None:
         session.channel_tokens[channel] = token
-        if token.info is not None:
-            member.channel_info[channel] = token.info
-    if verdict(session, "presence", channel, token) is None:
+        if info is None:
+            info = token.info
+    if info is not None:
+        member.channel_info[channel] = info
+    if verdict(session, "presence", channel, token, entering=True) is None:
         member.watching.add(channel)
 
 
@@ -93,7 +122,7 @@ def recheck(session: Context, channels: list[str]) -> None:
         if channel not in member.channels:
             continue
         refusal = verdict(session, "join", channel)
-        if refusal is None:
+        if not isinstance(refusal, Refusal):  # (a hook's answer stands: not asked again)
             app.table.rewatch(member, channel, allows(session, "presence", channel))
             continue
         session.channel_tokens.pop(channel, None)

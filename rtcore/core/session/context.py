@@ -25,6 +25,8 @@ class Context(Protocol):
     """One established connection's session, as its requests see it."""
 
     conn_id: str
+    remote: str
+    """The peer's IP address."""
     app: App | None
     member: Member | None
     principal: Principal | None
@@ -43,6 +45,14 @@ class Context(Protocol):
 
     def error(self, request_id: int | None, code: ErrorCode, message: str) -> Close | None:
         """Reply ``err``."""
+        ...
+
+    def refuse(self, request_id: int, code: str, message: str) -> Close | None:
+        """Reply ``err`` with any code (a hook's own), counted as a refusal."""
+        ...
+
+    def answer(self, request_id: int, result: Result | Deferred) -> Close | None:
+        """Reply ``ok`` with ``result``, or defer again."""
         ...
 
 

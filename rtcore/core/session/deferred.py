@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 @attrs.define(slots=True)
 class Deferred:
-    """A request whose answer needs the broker: the server awaits ``wait()``, then calls
-    :meth:`Session.resume` with the value (or why there is none)."""
+    """A request whose answer needs the broker (or the app's hook): the server awaits
+    ``wait()``, then calls :meth:`Session.resume` with the value (or why there is none)."""
 
     request_id: int
     wait: Callable[[], Awaitable[Any]]
@@ -35,6 +35,9 @@ class Deferred:
     """``wait()`` bounds itself (a send to a channel with history: its outcome must be
     known before it is answered, protocol.md §4.8); the server does not cut it at
     ``command_timeout``."""
+    timeout: float | None = None
+    """Seconds the server waits for ``wait()`` (None: ``[broker] command_timeout``); a hook
+    call's is the hook's timeout (its client ends the call by then itself)."""
 
 
 def unused_then(value: object, now: float, wall: float) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def check_hello(
     principal = sign_in(app, frame.token, now, wall, config.limits.max_channels)
     if isinstance(principal, Close):
         return principal
-    close = admit(app, principal, reconnect=True)
+    close = admit(app, principal, reconnect=True, hook_signs_in=asks_connect(app))
     if close is not None:
         return close
     try:
@@ -106,10 +106,14 @@ def sign_in(
     return principal
 
 
-def admit(app: App, principal: Principal | None, *, reconnect: bool) -> Close | None:
-    """Steps 4-5 of §3.4: a session when the app requires one; the connection cap."""
+def admit(
+    app: App, principal: Principal | None, *, reconnect: bool, hook_signs_in: bool = False
+) -> Close | None:
+    """Steps 4-5 of §3.4: a session when the app requires one (unless the connect hook is
+    still to be asked: its user counts, and this is checked again after it answers); the
+    connection cap."""
     settings = app.settings
-    if settings.session_required and principal is None:
+    if settings.session_required and principal is None and not hook_signs_in:
         return Close(CloseCode.SESSION_MISSING, "this app requires a signed-in user")
     if reconnect and len(app.table) >= settings.max_connections:
         return Close(
@@ -117,6 +121,12 @@ def admit(app: App, principal: Principal | None, *, reconnect: bool) -> Close | 
             f"app {app.name!r} has reached its {settings.max_connections} connections",
         )
     return None
+
+
+def asks_connect(app: App) -> bool:
+    """Whether a hello to ``app`` is put to its connect hook (docs/hooks.md)."""
+    hooks = app.settings.hooks
+    return app.hooks is not None and hooks is not None and hooks.connect_url is not None
 
 
 def check_profile(profile: object, field: str, max_bytes: int) -> None:

@@ -43,7 +43,7 @@ def join_shared(
     assert session.app is not None and session.member is not None
     app, member, channel, conn = session.app, session.member, frame.channel, session.conn_id
     broker, echo = app.broker, wants_echo(session, frame.echo)
-    may = recover is not None and access.allows(session, "history", channel)
+    may = recover is not None and access.allows(session, "history", channel, entering=True)
     limit = session.limits.max_recovery + 1 if may else 0
     since = recover if may else None
 

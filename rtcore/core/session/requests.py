@@ -12,7 +12,8 @@ from typing import Any
 
 from rtcore.core.auth import CredentialError, verify_session
 from rtcore.core.history import parse_position
-from rtcore.core.session import access, history
+from rtcore.core.permissions import ChannelToken
+from rtcore.core.session import access, history, hooked
 from rtcore.core.session.context import Context, Result, wants_echo
 from rtcore.core.session.deferred import Deferred
 from rtcore.core.session.hello import check_profile
@@ -29,7 +30,7 @@ def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | D
     app, member = session.app, session.member
     assert app is not None and member is not None
     check_channel(frame.channel)
-    token = access.admit_join(session, frame, wall)
+    token, ask = access.admit_join(session, frame, wall)
     max_channels = session.limits.max_channels
     if frame.channel not in member.channels and len(member.channels) >= max_channels:
         raise refuse(
@@ -37,8 +38,28 @@ def join(session: Context, frame: f.Join, now: float, wall: float) -> Result | D
             f"a connection may be in at most {max_channels} channels",
         )
     recover = None if frame.recover is None else parse_position(frame.recover, "recover")
+    if ask and frame.channel not in member.channels:  # the app's join hook decides
+
+        def admitted(info: Any, wall: float) -> Result | Deferred:
+            return _admitted_join(session, frame, token, recover, wall, info)
+
+        return hooked.join(session, frame, now, wall, admitted)
+    return _admitted_join(session, frame, token, recover, wall)
+
+
+def _admitted_join(
+    session: Context,
+    frame: f.Join,
+    token: ChannelToken | None,
+    recover: Position | None,
+    wall: float,
+    info: Any = None,
+) -> Result | Deferred:
+    """A join its permission admitted (``info``: the join hook's for the member)."""
+    app, member = session.app, session.member
+    assert app is not None and member is not None
     if frame.channel not in member.channels:
-        access.enter(session, frame.channel, token)
+        access.enter(session, frame.channel, token, info)
     broker = app.broker
     retention = app.retention(frame.channel)
     if broker.shared and retention is not None and frame.channel not in member.channels:
@@ -106,13 +127,26 @@ def send(session: Context, frame: f.Send, now: float, wall: float) -> Result | D
     settings = app.settings
     if not settings.allow_client_send:
         raise refuse(ErrorCode.FORBIDDEN, f"app {app.name!r} does not allow client sends")
-    access.enforce(session, "send", frame.channel)
+    ask = access.enforce(session, "send", frame.channel)
     if frame.channel not in member.channels:
         raise refuse(ErrorCode.NOT_MEMBER, f"join {frame.channel!r} before sending to it")
+    if ask:  # the app's publish hook decides, and may rewrite the data
+
+        def admitted(data: Any, wall: float) -> Result | Deferred:
+            return _deliver(session, frame, data, wall)
+
+        return hooked.send(session, frame, admitted)
+    return _deliver(session, frame, frame.data, wall)
+
+
+def _deliver(session: Context, frame: f.Send, data: Any, wall: float) -> Result | Deferred:
+    """Send an admitted message; the reply waits for its place in the history if shared."""
+    app, member = session.app, session.member
+    assert app is not None and member is not None
     sent = app.send(
         frame.channel,
         frame.event,
-        frame.data,
+        data,
         wall=wall,
         sender=member,
         echo=wants_echo(session, frame.echo),
@@ -127,10 +161,30 @@ def send(session: Context, frame: f.Send, now: float, wall: float) -> Result | D
                     "Redis restarted while the message was on its way; whether it was "
                     "published is unknown (it may have reached some members)",
                 )
+            _told(session, frame, data, sent.mid)  # published: only now (a refusal is none)
             return {**reply, **position.to_wire()}
 
         return Deferred(frame.id, sent.sequenced, placed, bounded=True)
+    _told(session, frame, data, sent.mid)
     return reply if sent.position is None else {**reply, **sent.position.to_wire()}
+
+
+def _told(session: Context, frame: f.Send, data: Any, mid: str) -> None:
+    """The app's webhooks hear of a published client message (``client_message``)."""
+    app, member = session.app, session.member
+    assert app is not None and member is not None
+    if app.events.wants("client_message", frame.channel):
+        app.events.emit(
+            "client_message",
+            {
+                "channel": frame.channel,
+                "event": frame.event,
+                "data": data,
+                "user": member.user,
+                "conn": member.id,
+                "mid": mid,
+            },
+        )
 
 
 def refresh(session: Context, frame: f.Refresh, now: float, wall: float) -> Result:

@@ -34,7 +34,7 @@ the outbound budget); the hello's checks are in :mod:`.hello`, each request's ha
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rtcore import observe
@@ -47,11 +47,11 @@ from rtcore.core.limits.limiter import Refusal
 from rtcore.core.members import Member
 from rtcore.core.outbox import Outbox, Pending
 from rtcore.core.permissions import ChannelToken
-from rtcore.core.session import access, requests
+from rtcore.core.session import access, hooked, requests
 from rtcore.core.session import history as session_history
 from rtcore.core.session.context import Result
 from rtcore.core.session.deferred import Deferred, unused_then
-from rtcore.core.session.hello import admit, check_hello, open_to
+from rtcore.core.session.hello import admit, asks_connect, check_hello, open_to
 from rtcore.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
 from rtcore.protocol.close import Close
@@ -88,6 +88,7 @@ class Session:
         "_reply_bytes",
         "_presence",
         "deferred",
+        "handshake",
     )
 
     def __init__(
@@ -124,6 +125,9 @@ class Session:
         """Bytes queued for this connection as this pass's replies began, plus those replies."""
         self.deferred: Deferred | None = None
         """The request awaiting the broker's answer (the server resumes it); None mostly."""
+        self.handshake: Sequence[tuple[bytes, bytes]] = ()
+        """The upgrade request's headers until the hello is answered (the connect hook's
+        cookies and chosen headers), then nothing."""
         self._presence: TokenBucket | None = None
         """The connection's presence bucket (joins, profile updates), once it made one."""
 
@@ -233,13 +237,24 @@ class Session:
         try:
             result = _HANDLERS[type(frame)](self, frame, now, wall)
         except RemoteProtocolError as exc:
-            if self.app is not None:
-                observe.refused(self.app, self.conn_id, exc.code.value, frame.TYPE)
-            return self.error(frame.id, exc.code, exc.message)
+            code = getattr(exc, "backend_code", None) or exc.code.value  # a hook's own code
+            return self.refuse(frame.id, code, exc.message, frame.TYPE)
+        return self.answer(frame.id, result)
+
+    def answer(self, request_id: int, result: Result | Deferred) -> Close | None:
+        """Reply ``ok`` with ``result``, or defer it (see the module docstring)."""
         if isinstance(result, Deferred):
             self.deferred = result
             return None
-        return self._reply(f.Ok(frame.id, result))
+        return self._reply(f.Ok(request_id, result))
+
+    def refuse(
+        self, request_id: int, code: str, message: str, operation: str = "deferred"
+    ) -> Close | None:
+        """Reply ``err`` with ``code`` (one of protocol.md §6, or a hook's own), counted."""
+        if self.app is not None:
+            observe.refused(self.app, self.conn_id, code, operation)
+        return self._reply(f.Err(request_id, code, message))
 
     def resume(self, value: object, failure: str | None, now: float, wall: float) -> Close | None:
         """The broker answered the deferred request (``value``), or could not (``failure``
@@ -330,6 +345,10 @@ class Session:
         if self.member is not None and self.app is not None:
             self.app.disconnect(self.member)
             self.app.limiter.forget_connection(self.conn_id)
+            if self.app.events.wants("connection_closed"):
+                self.app.events.emit(
+                    "connection_closed", {"conn": self.conn_id, "user": self.member.user}
+                )
             self.member = None
 
     # -- hello (the checks: rtcore.core.session.hello) ---------------------------------
@@ -343,19 +362,40 @@ class Session:
         if isinstance(checked, Close):
             return checked
         app, principal = checked
+        if asks_connect(app):  # the backend's answer decides, then the welcome (§3.4)
+
+            def welcome(who: Principal | None, profile: object, wall: float) -> Close | None:
+                return self._welcome(app, who, frame, profile, wall)
+
+            asked = hooked.connect(app, self, frame, self.handshake, principal, welcome)
+            if isinstance(asked, Close):
+                return asked
+            self.deferred = asked
+            return None
+        return self._welcome(app, principal, frame, frame.profile, wall)
+
+    def _welcome(
+        self, app: App, principal: Principal | None, frame: f.Hello, profile: object, wall: float
+    ) -> Close | None:
+        """The hello is admitted: the connection joins its app."""
         self.app, self.principal, self._key = app, principal, frame.key
+        self.handshake = ()
         user = principal.user if principal else None
         features = tuple(x for x in f.FEATURES if x in frame.features)
         self.member = Member(
             self.conn_id,
             user,
-            frame.profile,
+            profile,
             self.outbox,
             echo=frame.echo,
             session=principal.session if principal else None,
             diffs="presence_diffs" in features,
         )
         app.connect(self.member)
+        if app.events.wants("connection_opened"):
+            app.events.emit(
+                "connection_opened", {"conn": self.conn_id, "user": user, "ip": self.remote}
+            )
         limits = self.limits
         close = self._reply(
             f.Welcome(

@@ -277,8 +277,9 @@ class RedisBroker(PresenceMixin, HistoryMixin, GapMixin):
             str(limit).encode(),
         ]
         # Through the write queue: after this node's earlier writes (read your writes).
-        rows = await self._call(lambda p: self._scripts["MEMBERS"](keys=keys, args=args, client=p))
-        return page_of(rows, limit)
+        found = await self._call(lambda p: self._scripts["MEMBERS"](keys=keys, args=args, client=p))
+        self._transitions(app, channel, found[0])
+        return page_of(found[1], limit)
 
     # -- the trio side -------------------------------------------------------------------------
 

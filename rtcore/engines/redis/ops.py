@@ -71,11 +71,16 @@ class Op:
     settle: Settle | None = None
     """A history publish: its outcome is settled, not failed, if the link breaks."""
 
+    settled: Callable[[Any], None] | None = None
+    """Given the result once written (a presence script's cluster transitions)."""
+
     finished: bool = False
     """Its answer came (or it failed): a broken link must not fail it again."""
 
     def finish(self, result: Any = None, failed: str | None = None) -> None:
         self.result, self.failed, self.finished = result, failed, True
+        if failed is None and self.settled is not None:
+            self.settled(result)
         if self.done is not None:
             self.done.set()
 
@@ -169,6 +174,9 @@ class BrokerCore:
             self._redis_offset = redis_ms - trio.current_time() * 1000
 
     def _enqueue(self, op: Op) -> bool:
+        raise NotImplementedError
+
+    def _transitions(self, app: str, channel: str, result: Any) -> None:
         raise NotImplementedError
 
     async def _call(self, send: Callable[[Any], Any]) -> Any:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import coredis
 import trio
 
 from rtcore.core.members import Member
@@ -63,6 +64,7 @@ class PresenceMixin(BrokerCore):
             blob = rp.member_blob(member.user, info)
             args, script = [*head, conn, blob, (skip or "").encode()], "UPDATE"
         op = Op(lambda p: self._scripts[script](keys=keys, args=args, client=p), local)
+        op.settled = lambda result: self._transitions(app, channel, result)
         if kind == "member_join":
             op.done, op.key = trio.Event(), key
             self._joining[op.key] = op
@@ -88,6 +90,16 @@ class PresenceMixin(BrokerCore):
             self._poke()
 
         return deliver
+
+    def _transitions(self, app: str, channel: str, result: Any) -> None:
+        """The cluster transitions a presence script of this node made (``'o'``, ``'v'``,
+        ``'a:<user>'``, ``'r:<user>'``): reported here only, so once for the cluster."""
+        target = self._apps.get(app)
+        if target is None or not isinstance(result, list):
+            return
+        for item in result:
+            if isinstance(item, bytes):
+                target.cluster_transition(channel, item.decode(errors="replace"))
 
     def _republished(self, channel: bytes, kind: str, info: Any, flag: Any) -> str | None:
         """The event this node's members get for a presence envelope: a join of a member
@@ -130,13 +142,16 @@ class PresenceMixin(BrokerCore):
                 channels = list(table.channels())
                 for i in range(0, len(channels), PIPELINE_MAX):
                     async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                        sent = []
                         for name in channels[i : i + PIPELINE_MAX]:
                             args = [self._publish_cmd, self.node.encode(), self._ttl_ms]
-                            self._scripts["REFRESH"](
+                            request = self._scripts["REFRESH"](
                                 keys=self.keys.presence(app, name),
                                 args=[*args, name.encode()],
                                 client=pipe,
                             )
+                            sent.append((name, request))
+                    await self._tell_transitions(app, sent)
 
     async def _resync_members(self) -> None:
         """After an outage: tell this node's members what changed in their channels while
@@ -208,8 +223,10 @@ class PresenceMixin(BrokerCore):
             await self._sync_channels(client, app, list(table.channels().items()))
 
     async def _sync_channels(self, client: Any, app: str, channels: list[Any]) -> None:
-        """SYNC each ``(channel, its members here)``: the node's entries become those."""
+        """SYNC each ``(channel, its members here)``: the node's entries become those (and
+        the cluster transitions that makes are told, ``_tell_transitions``)."""
         for i in range(0, len(channels), PIPELINE_MAX):
+            sent: list[tuple[str, Any]] = []
             async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
                 for name, group in channels[i : i + PIPELINE_MAX]:
                     args: list[Any] = [
@@ -221,9 +238,19 @@ class PresenceMixin(BrokerCore):
                     for m in group.values():
                         blob = rp.member_blob(m.user, m.info(name))
                         args += [m.id.encode(), blob, (m.user or "").encode()]
-                    self._scripts["SYNC"](
-                        keys=self.keys.presence(app, name), args=args, client=pipe
-                    )
+                    script = self._scripts["SYNC"]
+                    keys = self.keys.presence(app, name)
+                    sent.append((name, script(keys=keys, args=args, client=pipe)))
+            await self._tell_transitions(app, sent)
+
+    async def _tell_transitions(self, app: str, sent: list[tuple[str, Any]]) -> None:
+        """The transitions of pipelined presence scripts (a script's error: none)."""
+        for name, request in sent:
+            try:
+                result = await request
+            except coredis.exceptions.ResponseError:
+                continue
+            self._transitions(app, name, result)
 
 
 def listing_diff(

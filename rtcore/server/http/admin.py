@@ -42,7 +42,7 @@ from rtcore.config.model import Config, ConfigError
 from rtcore.core.app import App
 from rtcore.server import queries
 from rtcore.server.flusher import Flusher
-from rtcore.server.http import config_file
+from rtcore.server.http import admin_integrations, config_file
 from rtcore.server.http.messages import Answer, Request, Text
 
 log = logging.getLogger("rtcore.admin")
@@ -194,6 +194,7 @@ async def state(server: Administered) -> dict[str, Any]:
                 "top_channels": [{"name": ch, "members": n} for ch, n in largest],
                 # an app from overrides, not the file, is shown as it runs
                 "settings": view if view is not None else settings_file.view_config(app.settings),
+                "integrations": admin_integrations.health(server, name),
             }
         )
     return {

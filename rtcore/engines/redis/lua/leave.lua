@@ -4,4 +4,4 @@ local ms = now_ms()
 redis.call('SREM', KEYS[1]:sub(1, -2) .. 'c:' .. ARGV[2], ARGV[5])
 member_left(ARGV[5], ARGV[2])
 prune(ms)
-return 1
+return transitions

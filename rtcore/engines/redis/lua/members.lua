@@ -1,4 +1,5 @@
--- MEMBERS: a page of members, {seq, blob, seq, blob, ...} (up to limit + 1 rows).
+-- MEMBERS: {transitions, a page of members {seq, blob, seq, blob, ...} (up to limit + 1
+-- rows)}: the transitions of the members its prune removed.
 -- ARGV[4] channel, ARGV[5] after (a join sequence number, or '-inf'), ARGV[6] limit
 prune(now_ms())
 local after = ARGV[5] == '-inf' and '-inf' or '(' .. ARGV[5]
@@ -9,4 +10,4 @@ for i = 1, #rows, 2 do
   out[#out + 1] = rows[i + 1]
   out[#out + 1] = redis.call('HGET', KEYS[1], rows[i]) or ''
 end
-return out
+return {transitions, out}

@@ -2,6 +2,10 @@
 -- KEYS = m, o, u, n, seq, pubsub (rtcore.engines.redis.keys.Keys.presence); ARGV[1] = the
 -- publish command (PUBLISH on one Redis, SPUBLISH on a cluster), ARGV[2] = node,
 -- ARGV[3] = presence ttl (ms).
+-- The cluster's transitions this call made, returned to the calling node (which alone
+-- reports them as webhooks): 'o' occupied, 'v' vacated, 'a:<user>' a user's first
+-- connection, 'r:<user>' a user's last one.
+local transitions = {}
 local function member_left(conn, node_for_skip)
   local blob = redis.call('HGET', KEYS[1], conn)
   if not blob then return end
@@ -12,7 +16,9 @@ local function member_left(conn, node_for_skip)
   if user ~= '' then
     local left = redis.call('HINCRBY', KEYS[3], user, -1)
     if left <= 0 then redis.call('HDEL', KEYS[3], user) else last = false end
+    if last then transitions[#transitions + 1] = 'r:' .. user end
   end
+  if redis.call('HLEN', KEYS[1]) == 0 then transitions[#transitions + 1] = 'v' end
   redis.call(ARGV[1], KEYS[6], cmsgpack.pack({'P', node_for_skip, 'member_leave',
     ARGV[4], blob, last, ''}))
 end

@@ -1,6 +1,6 @@
 -- REFRESH: the node's heartbeat in one channel; prunes dead nodes' members.
 -- ARGV[4] channel.
 local ms = now_ms()
-local pruned = prune(ms)
+prune(ms)
 keep_alive(ms)
-return pruned
+return transitions

@@ -5,6 +5,7 @@
 const $ = (sel, root = document) => root.querySelector(sel);
 const OPERATIONS = ["join", "members", "profile", "send", "broadcast", "refresh", "history"];
 const POLICIES = ["anyone", "signed_in", "nobody", "granted", "token"];
+const HOOKED = POLICIES.concat(["hook"]); // join and send may be left to the app's hooks
 const FLAGS = ["enabled", "api_key_required", "session_required",
   "allow_client_join", "allow_client_send", "allow_client_broadcast"];
 
@@ -69,6 +70,7 @@ async function refresh(resetForm = false) {
   if (!selected || !data.apps.some((a) => a.name === selected)) { selected = data.apps[0]?.name; resetForm = true; }
   renderApps();
   renderChannels();
+  renderIntegrations();
   // The 2 s refresh re-renders the form only when the file's settings changed under it, and
   // never clears the result of the last save: a generated key stays on screen to be copied.
   if (resetForm) loadForm(true);
@@ -96,6 +98,26 @@ function renderChannels() {
 async function showMembers(channel) {
   const { data } = await call("GET", `/admin/api/apps/${encodeURIComponent(selected)}/channels/${encodeURIComponent(channel)}/members`);
   $("#members").replaceChildren(el("h2", {}, `Members of ${channel}`), el("pre", {}, JSON.stringify(data.members, null, 2)));
+}
+
+// -- hooks and webhooks (read-only health) ------------------------------------------------------
+
+function renderIntegrations() {
+  const { hooks, webhooks } = app().integrations;
+  const row = (k, v) => el("tr", {}, el("th", {}, k), el("td", {}, v == null ? "—" : String(v)));
+  $("#hooks-health").replaceChildren(hooks
+    ? el("table", { class: "grid", id: "hooks-table" },
+        ...Object.entries(hooks.urls).map(([k, url]) => row(`${k}_url`, url)),
+        row("breaker", hooks.breaker), row("in flight", hooks.in_flight),
+        row("outcomes", Object.entries(hooks.outcomes).map(([k, n]) => `${k} ${n}`).join(", ")),
+        row("last failure", hooks.last_failure))
+    : el("p", { class: "muted" }, "No hooks ([apps.hooks])."));
+  $("#webhooks-health").replaceChildren(...(webhooks.length ? webhooks.map((w) =>
+    el("table", { class: "grid webhook" },
+      row("url", w.url), row("events", w.events.join(", ")), row("queued", w.queued),
+      row("delivered", w.delivered), row("retries", w.retries), row("failed", w.failed),
+      row("dropped (queue full)", w.dropped), row("last failure", w.last_failure)))
+    : [el("p", { class: "muted" }, "No webhooks ([[apps.webhooks]]).")]));
 }
 
 // -- the settings form -----------------------------------------------------------------------
@@ -177,8 +199,8 @@ function rotateKey(i) {
 }
 $("#add-key").addEventListener("click", () => { form.api_keys.push({ generate: true, from: "generate", name: "", expires: null }); markDirty(); renderKeys(); });
 
-function policySelect(value, onchange, withDefault = false) {
-  const options = (withDefault ? [["", "as join"]] : []).concat(POLICIES.map((p) => [p, p]));
+function policySelect(value, onchange, withDefault = false, values = POLICIES) {
+  const options = (withDefault ? [["", "as join"]] : []).concat(values.map((p) => [p, p]));
   return el("select", { onchange: (e) => { onchange(e.target.value || null); markDirty(); } },
     ...options.map(([v, label]) => el("option", { value: v, ...(v === (value ?? "") ? { selected: "" } : {}) }, label)));
 }
@@ -186,8 +208,8 @@ function policySelect(value, onchange, withDefault = false) {
 function renderRules() {
   $("#rules tbody").replaceChildren(...form.channels.map((r, i) => el("tr", {},
     el("td", {}, el("input", { type: "text", value: r.pattern || "", placeholder: "public-*", "aria-label": "pattern", oninput: (e) => { r.pattern = e.target.value; markDirty(); } })),
-    el("td", {}, policySelect(r.join ?? "anyone", (v) => { r.join = v; })),
-    el("td", {}, policySelect(r.send ?? "anyone", (v) => { r.send = v; })),
+    el("td", {}, policySelect(r.join ?? "anyone", (v) => { r.join = v; }, false, HOOKED)),
+    el("td", {}, policySelect(r.send ?? "anyone", (v) => { r.send = v; }, false, HOOKED)),
     el("td", {}, policySelect(r.presence, (v) => { r.presence = v; }, true)),
     el("td", {}, el("input", { type: "checkbox", "aria-label": "presence events", checked: r.presence_events ?? true,
       onchange: (e) => { r.presence_events = e.target.checked ? null : false; markDirty(); } })),
