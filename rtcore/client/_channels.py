@@ -13,6 +13,7 @@ client was following. Each of these outcomes is reported as a :class:`Recovered`
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from rtcore.client._events import Recovered
 from rtcore.client._presence import MemberLists
@@ -23,11 +24,13 @@ from rtcore.protocol.position import Position
 class Channels:
     """The channels a client joined, their positions and member lists."""
 
-    __slots__ = ("rejoin", "positions", "members", "_report")
+    __slots__ = ("rejoin", "join_data", "positions", "members", "_report")
 
     def __init__(self, report: Callable[[Recovered], None]) -> None:
         self.rejoin: dict[str, bool | None] = {}
         """Channels to rejoin after a reconnect, with their join echo option."""
+        self.join_data: dict[str, Any] = {}
+        """Per channel joined with ``data`` (for the app's join hook): sent again on rejoins."""
         self.positions: dict[str, Position] = {}
         """Per joined channel with history: the last message received there."""
         self.members = MemberLists()
@@ -42,9 +45,14 @@ class Channels:
             self.positions.pop(channel, None)
 
     def left(self, channel: str) -> None:
-        self.rejoin.pop(channel, None)
+        self.forget(channel)
         self.positions.pop(channel, None)
         self.members.forget(channel)
+
+    def forget(self, channel: str) -> None:
+        """Not to be rejoined any more (left, or a rejoin refused for good)."""
+        self.rejoin.pop(channel, None)
+        self.join_data.pop(channel, None)
 
     def joined(self, channel: str, data: object) -> None:
         """A join's ok (its data): presence frames for ``channel`` update its member list

@@ -115,12 +115,14 @@ class Client(Registrations):
             token (protocol.md §4.4.2) from the app's backend, or None to join without one.
             Asked on every join and rejoin, and before a held token expires (then sent
             with a per-channel ``refresh``).
+        connect_data: for the app's connect hook (docs/hooks.md): sent as the hello's
+            ``data`` on every connection and reconnection.
 
     Raises:
         ValueError: ``url`` is not a ws:// or wss:// URL.
     """
 
-    # (The signature alone is 20 lines: one keyword argument a line, as documented above.)
+    # (The signature alone is 21 lines: one keyword argument a line, as documented above.)
     def __init__(
         self,
         url: str,
@@ -142,6 +144,7 @@ class Client(Registrations):
         pipeline_hello: bool = True,
         presence_diffs: bool = True,
         channel_token: ChannelTokenProvider | None = None,
+        connect_data: Any = None,
     ) -> None:
         parse_url(url)
         self.url, self.app, self.key, self.token, self.profile = url, app, key, token, profile
@@ -149,7 +152,7 @@ class Client(Registrations):
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.request_timeout, self.connect_timeout = request_timeout, connect_timeout
         self.buffer_limit, self.max_message_size = buffer_limit, max_message_size
-        self.ssl_context = ssl_context
+        self.ssl_context, self.connect_data = ssl_context, connect_data
         self.pipeline_hello, self.presence_diffs = pipeline_hello, presence_diffs
         self._handlers = Handlers()
         self._listeners = Listeners(self._check_loop, lambda: self._link.fatal)
@@ -250,7 +253,12 @@ class Client(Registrations):
     # -- requests -----------------------------------------------------------------------------
 
     async def join(
-        self, channel: str, echo: bool | None = None, recover: Position | None = None
+        self,
+        channel: str,
+        echo: bool | None = None,
+        recover: Position | None = None,
+        *,
+        data: Any = None,
     ) -> bool:
         """Join a channel; returns False if already a member. Rejoined after reconnects,
         recovering what was missed if the channel keeps history.
@@ -258,12 +266,16 @@ class Client(Registrations):
         ``recover``: a position in the channel's stream (say, ``positions[channel]`` saved by
         an earlier run): the server replays what followed it before the ``ok``, and a
         :class:`Recovered` event says whether that was everything.
+
+        ``data``: for the app's join hook (docs/hooks.md), sent as the join's ``data``; the
+        rejoins after reconnects send it again.
         """
         self._check_loop()
         self._channels.joining(channel, recover)
-        data = await self._link.join(channel, echo, recover)
+        reply = await self._link.join(channel, echo, recover, data)
         self._channels.rejoin[channel] = echo
-        return bool(data["joined"])
+        _set_or_drop(self._channels.join_data, channel, data)
+        return bool(reply["joined"])
 
     async def leave(self, channel: str, echo: bool | None = None) -> bool:
         """Leave a channel; returns False if not a member."""
@@ -385,6 +397,13 @@ class Client(Registrations):
         Connected, Disconnected. It raises EventOverflowError once ``maxsize`` events are
         unread."""
         return EventStream(self._listeners, maxsize)
+
+
+def _set_or_drop(values: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        values.pop(key, None)
+    else:
+        values[key] = value
 
 
 def _current_loop() -> object:

@@ -93,6 +93,7 @@ class Settings(Protocol):
     ssl_context: ssl.SSLContext | None
     pipeline_hello: bool
     presence_diffs: bool
+    connect_data: Any
 
 
 class Link:
@@ -150,21 +151,28 @@ class Link:
         raise RequestTimeout(f"no reply within {timeout} s")
 
     async def join(
-        self, channel: str, echo: bool | None, recover: Position | None, *, buffered: bool = True
+        self,
+        channel: str,
+        echo: bool | None,
+        recover: Position | None,
+        data: Any = None,
+        *,
+        buffered: bool = True,
     ) -> Any:
-        """Join ``channel`` with a channel token from the provider (when there is one); a
-        join with a token has its refresh scheduled before the token expires."""
+        """Join ``channel`` (``data`` for the app's join hook) with a channel token from the
+        provider (when there is one); a join with a token has its refresh scheduled before
+        the token expires."""
         if buffered:
             await self._wait_connected()
         token = await self.tokens.get(channel)
-        data = await self.request(
-            functools.partial(join_request, channel, echo, recover, token),
+        reply = await self.request(
+            functools.partial(join_request, channel, echo, recover, token, data),
             buffered=buffered,
             on_ok=functools.partial(self.channels.joined, channel),
         )
         if token is not None:
             self._schedule_refresh(channel, token)
-        return data
+        return reply
 
     def _schedule_refresh(self, channel: str, token: str) -> None:
         self.tokens.cancel(channel)
@@ -330,7 +338,9 @@ class Link:
     def _hello(self) -> f.Hello:
         s = self.settings
         features = ("presence_diffs", "history") if s.presence_diffs else ("history",)
-        return f.Hello(PROTOCOL_VERSION, s.app, s.key, s.token, s.profile, s.echo, features)
+        return f.Hello(
+            PROTOCOL_VERSION, s.app, s.key, s.token, s.profile, s.echo, features, s.connect_data
+        )
 
     async def _await_welcome(self, ws: WebSocket) -> None:
         welcome = codec.decode_server_frame(_binary(await ws.get_message()))
@@ -379,13 +389,13 @@ class Link:
         channels = self.channels
         if channel not in channels.rejoin:  # left meanwhile
             return True
-        echo = channels.rejoin[channel]
+        echo, data = channels.rejoin[channel], channels.join_data.get(channel)
         try:
-            await self.join(channel, echo, channels.positions.get(channel), buffered=False)
+            await self.join(channel, echo, channels.positions.get(channel), data, buffered=False)
         except RequestError as exc:
             self.handlers.emit("error", exc)
             if not exc.retry_safe:  # refused for good (say, forbidden now): forget it
-                channels.rejoin.pop(channel, None)
+                channels.forget(channel)
                 self._rejoined(channel)
                 return True
             reason = exc.code

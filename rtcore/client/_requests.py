@@ -107,9 +107,15 @@ def refresh_request(token: str, rid: int, channel: str | None = None) -> f.Refre
 
 
 def join_request(
-    channel: str, echo: bool | None, recover: Position | None, token: str | None, rid: int
+    channel: str,
+    echo: bool | None,
+    recover: Position | None,
+    token: str | None,
+    data: Any,
+    rid: int,
 ) -> f.Join:
-    return f.Join(rid, channel, echo, None if recover is None else recover.to_wire(), token)
+    wire = None if recover is None else recover.to_wire()
+    return f.Join(rid, channel, echo, wire, token, data)
 
 
 def history_request(

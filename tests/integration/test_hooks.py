@@ -13,9 +13,10 @@ import pytest
 import trio
 
 from rtcore import CloseCode, Server
+from rtcore.client import Connected, open_client
 from rtcore.config import AppConfig, ChannelRule
 from rtcore.config.hook_settings import HooksConfig
-from tests.integration.conftest import StartServer
+from tests.integration.conftest import StartServer, url
 from tests.integration.hookbackend import SECRET, Backend, Reply, ok
 from tests.integration.raw import RawClient
 
@@ -343,3 +344,34 @@ async def test_connect_hook_unavailable_closes_with_4041(
         await raw.send(t="hello", v=1)
         closed = await raw.closed()
         assert closed.code == CloseCode.HOOK_UNAVAILABLE and "HTTP 503" in closed.reason
+
+
+async def test_the_client_sends_connect_and_join_data_again_after_a_reconnect(
+    start_server: StartServer, backend: Backend
+) -> None:
+    """rtcore.client: ``connect_data`` reaches the connect hook on every connection, a
+    join's ``data`` the join hook on the join and on the rejoin after a reconnect."""
+    backend.routes["/connect"] = lambda p, b: ok(
+        {"allow": True, "user": (b["data"] or {}).get("user")}
+    )
+    backend.routes["/join"] = lambda p, b: ok({"allow": b["data"] == {"seat": 7}})
+    server = await start(start_server, backend, connect_url=f"{backend.url}/connect")
+    with trio.fail_after(10):
+        async with open_client(
+            url(server), app="a", connect_data={"user": "ann"}, backoff_initial=0.01
+        ) as c:
+            assert await c.join("team-red", data={"seat": 7})
+            assert await c.join("open-1")  # no hook: nothing sent, nothing remembered
+            events = c.events()
+            old = c.id
+            assert old is not None
+            server.connections[old].request_close(CloseCode.INTERNAL_ERROR, "test: drop")
+            async for event in events:
+                if isinstance(event, Connected):
+                    break
+            assert c.id != old and c.channels == {"team-red": None, "open-1": None}
+            connects = [(b["data"], b["conn"]) for b in backend.bodies("/connect")]
+            assert connects == [({"user": "ann"}, old), ({"user": "ann"}, c.id)]
+            joins = [(b["channel"], b["data"], b["conn"]) for b in backend.bodies("/join")]
+            assert joins == [("team-red", {"seat": 7}, old), ("team-red", {"seat": 7}, c.id)]
+            assert [m["user"] for m in server.members("a", "team-red")] == ["ann"]
