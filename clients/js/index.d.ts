@@ -157,6 +157,8 @@ export interface ClientOptions<P = unknown> {
    * join without one. Asked on every join and rejoin, and before a held token expires.
    */
   getChannelToken?: ((channel: string) => string | null | Promise<string | null>) | null;
+  /** For the app's connect hook (docs/hooks.md): sent as the hello's `data` on every connection. */
+  connectData?: unknown;
   /** The WebSocket implementation (default: globalThis.WebSocket). */
   WebSocket?: WebSocketConstructor;
 }
@@ -172,6 +174,8 @@ export class RealtimeClient<P = unknown> {
   profile: P | null;
   /** Channels rejoined after a reconnect, with their join echo option. */
   readonly channels: Map<string, boolean | undefined>;
+  /** Per channel joined with `data` (for the app's join hook): sent again on rejoins. */
+  readonly joinData: Map<string, unknown>;
   /** The welcome frame of the current (or last) connection. */
   readonly welcome: Welcome | null;
   /** Per joined channel with history: the last message received there. */
@@ -186,7 +190,8 @@ export class RealtimeClient<P = unknown> {
   getSocketId(): string | null;
 
   /** Join a channel; false if already a member. `recover`: replay what followed this position. */
-  join(channel: string, echo?: boolean, recover?: Position): Promise<boolean>;
+  /** `data`: for the app's join hook (docs/hooks.md); sent again on the rejoins after reconnects. */
+  join(channel: string, echo?: boolean, recover?: Position, options?: { data?: unknown }): Promise<boolean>;
   /** A page of a channel's history: oldest first after `since`, or newest first with `reverse`. */
   history<D = any>(
     channel: string,

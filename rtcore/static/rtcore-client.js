@@ -247,6 +247,7 @@ const DEFAULTS = Object.freeze({
   failFast: false,
   refreshBefore: 30000,
   getChannelToken: null,
+  connectData: undefined,
 });
 
 function defaultUrl() {
@@ -290,10 +291,14 @@ export class RealtimeClient {
      * join and rejoin, and before a held token expires (sent with a per-channel refresh).
      */
     this.getChannelToken = opts.getChannelToken;
+    /** For the app's connect hook (docs/hooks.md): the hello's `data`, on every connection. */
+    this.connectData = opts.connectData;
     /** Channels whose rejoin is being retried (sends to them wait): channel -> {done, release}. */
     this._rejoining = new Map();
     /** Channels to rejoin after a reconnect, with their join echo option. */
     this.channels = new Map();
+    /** Per channel joined with `data` (for the app's join hook): sent again on rejoins. */
+    this.joinData = new Map();
     /**
      * Per joined channel with history: `{epoch, offset}` of the last message received there
      * (or the channel's top at the join). Rejoins recover from it (protocol.md §4.4.1).
@@ -374,14 +379,17 @@ export class RealtimeClient {
    * Join a channel; resolves false if already a member. Rejoined after reconnects, recovering
    * what was missed if the channel keeps history. `recover` (`{epoch, offset}`, say a position
    * saved by an earlier page load) asks the server to replay what followed it; `onRecover`
-   * handlers hear whether that was everything.
+   * handlers hear whether that was everything. `data`: for the app's join hook
+   * (docs/hooks.md), sent as the join's `data`, and again on the rejoins after reconnects.
    */
-  async join(channel, echo, recover) {
+  async join(channel, echo, recover, { data } = {}) {
     if (recover != null) this.positions.set(channel, { epoch: recover.epoch, offset: recover.offset });
     else this.positions.delete(channel);
-    const data = await this._join(channel, echo, recover ?? undefined, true);
+    const reply = await this._join(channel, echo, recover ?? undefined, true, data);
     this.channels.set(channel, echo);
-    return Boolean(data.joined);
+    if (data == null) this.joinData.delete(channel);
+    else this.joinData.set(channel, data);
+    return Boolean(reply.joined);
   }
 
   /**
@@ -402,16 +410,16 @@ export class RealtimeClient {
     };
   }
 
-  /** A join, with a channel token from `getChannelToken` when there is one. */
-  async _join(channel, echo, recover, buffered) {
+  /** A join (`data` for the join hook), with a channel token from `getChannelToken` when there is one. */
+  async _join(channel, echo, recover, buffered, data) {
     if (buffered) await this._waitConnected();
     const token = this.getChannelToken ? await this.getChannelToken(channel) : null;
-    const data = await this._request((id) => frames.join(id, channel, echo, recover, token ?? undefined), {
+    const reply = await this._request((id) => frames.join(id, channel, echo, recover, token ?? undefined, data), {
       buffered,
       onOk: (ok) => this._track(channel, ok),
     });
     if (typeof token === "string") this._scheduleChannelRefresh(channel, token);
-    return data;
+    return reply;
   }
 
   /** A join's ok: the channel's position, and after a recovering join, how it went. */
@@ -443,6 +451,7 @@ export class RealtimeClient {
   /** Leave a channel; resolves false if not a member. */
   async leave(channel, echo) {
     this.channels.delete(channel);
+    this.joinData.delete(channel);
     this._cancelChannelRefresh(channel);
     this.positions.delete(channel);
     const data = await this._request((id) => frames.leave(id, channel, echo));
@@ -768,9 +777,9 @@ export class RealtimeClient {
     // cannot go with the upgrade request as the Python client's does (protocol.md §3.1).
     ws.addEventListener("open", () => {
       if (this._closed) return ws.close(1000, "client closed");
-      const { app, key, profile, echo } = this;
+      const { app, key, profile, echo, connectData: data } = this;
       const features = this.presenceDiffs ? ["presence_diffs", "history"] : ["history"];
-      ws.send(encodeFrame(frames.hello({ app, key, token, profile, echo, features })));
+      ws.send(encodeFrame(frames.hello({ app, key, token, profile, echo, features, data })));
     });
     ws.addEventListener("message", (event) => {
       if (localReason !== null) return;
@@ -844,7 +853,7 @@ export class RealtimeClient {
     if (!this.channels.has(channel) || this._ws !== ws) return this._ws === ws ? "joined" : "lost";
     const echo = this.channels.get(channel);
     try {
-      await this._join(channel, echo, this.positions.get(channel), false);
+      await this._join(channel, echo, this.positions.get(channel), false, this.joinData.get(channel));
       return "joined";
     } catch (err) {
       const timedOut = err instanceof RequestTimeoutError;
@@ -855,6 +864,7 @@ export class RealtimeClient {
       this._emit("error", err);
       if (refused && !err.retrySafe) {
         this.channels.delete(channel);
+        this.joinData.delete(channel);
         this._rejoined([channel]);
         return "dropped";
       }
@@ -935,6 +945,7 @@ export class RealtimeClient {
       }
       case "left":
         this.channels.delete(frame.ch);
+        this.joinData.delete(frame.ch);
         this._cancelChannelRefresh(frame.ch);
         this.positions.delete(frame.ch);
         this._emit("left", { channel: frame.ch, reason: frame.reason, msg: frame.msg ?? "" });
