@@ -104,25 +104,34 @@ def check_api_key(keys: tuple[ApiKey, ...], presented: str | None, wall: float) 
     return match
 
 
+def decode_jwt(settings: SessionSettings, token: str, *, require: str) -> dict[str, Any]:
+    """A token's claims, its signature, issuer and audience checked with the app's session
+    settings (a session or a channel token: ``require`` names the claim it must have); the
+    times are the caller's to check, with the leeway. Raises ``jwt.PyJWTError``."""
+    assert settings.key is not None
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        settings.key,
+        algorithms=list(settings.algorithms),
+        audience=settings.audience,
+        issuer=settings.issuer,
+        options={
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_aud": settings.audience is not None,
+            "require": [require],
+        },
+    )
+    return claims
+
+
 def verify_session(settings: SessionSettings, token: str, wall: float) -> Principal:
     """Verify a session token; CredentialError: invalid (4014) or expired (4015)."""
     if settings.key is None:
         raise CredentialError(CloseCode.SESSION_INVALID, "this app accepts no session tokens")
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            settings.key,
-            algorithms=list(settings.algorithms),
-            audience=settings.audience,
-            issuer=settings.issuer,
-            options={
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-                "verify_aud": settings.audience is not None,
-                "require": ["sub"],
-            },
-        )
+        claims = decode_jwt(settings, token, require="sub")
     except jwt.PyJWTError as exc:
         raise CredentialError(CloseCode.SESSION_INVALID, f"invalid session token: {exc}") from exc
     sub = claims.get("sub")

@@ -14,7 +14,7 @@ from typing import Any
 
 import jwt
 
-from rtcore.core.auth import SessionSettings
+from rtcore.core.auth import SessionSettings, decode_jwt
 from rtcore.core.permissions import DEFAULT_TOKEN_OPS, OPERATIONS, ChannelToken
 from rtcore.protocol import ErrorCode, RemoteProtocolError, codec
 from rtcore.protocol.names import refuse
@@ -56,25 +56,10 @@ def verify_channel_token(
 
 
 def _decode(settings: SessionSettings, token: str) -> dict[str, Any]:
-    assert settings.key is not None
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            settings.key,
-            algorithms=list(settings.algorithms),
-            audience=settings.audience,
-            issuer=settings.issuer,
-            options={
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iat": False,
-                "verify_aud": settings.audience is not None,
-                "require": ["exp"],
-            },
-        )
+        return decode_jwt(settings, token, require="exp")
     except jwt.PyJWTError as exc:
         raise _invalid(f"invalid channel token: {exc}") from None
-    return claims
 
 
 def _ops(claims: dict[str, Any]) -> frozenset[str]:
