@@ -15,6 +15,7 @@ let form = null;           // the edited settings of the selected app
 let dirty = false;
 let loaded = null;         // the settings the form was loaded from (JSON), to see them change
 let refreshes = 0;         // state refreshes rendered (data-refreshes on <body>, for tests)
+let stateRequests = 0;     // state requests made: only the latest one's answer is applied
 let formVersion = null;    // the config file's version the form was loaded at (sent on save)
 
 function secret() { return sessionStorage.getItem("rtcore-admin-secret"); }
@@ -60,7 +61,11 @@ $("#signout").addEventListener("click", () => signOut());
 // -- state --------------------------------------------------------------------------------
 
 async function refresh(resetForm = false) {
+  const asked = ++stateRequests;
   const { status, data } = await call("GET", "/admin/api/state");
+  // A state asked for before a later refresh (say, the 2 s poll overtaken by a save's) is
+  // stale: applying it would put the form back to the settings before the save.
+  if (asked !== stateRequests) return;
   if (status !== 200) throw new Error(data.message);
   state = data;
   $("#login").hidden = true; $("#app").hidden = false; $("#stats").hidden = false;
