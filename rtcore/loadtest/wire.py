@@ -70,26 +70,8 @@ def count_frames(data: bytes, skip: int) -> tuple[int, int, bytes]:
 
 def frames(data: bytes) -> tuple[list[bytes], bytes]:
     """Split complete server frames (payloads) from ``data``; returns them and the rest."""
-    out = []
-    p = 0
-    size = len(data)
-    while p + 2 <= size:
-        b = data[p + 1]
-        if b < 126:
-            start, length = p + 2, b
-        elif b == 126:
-            if p + 4 > size:
-                break
-            start, length = p + 4, (data[p + 2] << 8) | data[p + 3]
-        else:
-            if p + 10 > size:
-                break
-            start, length = p + 10, int.from_bytes(data[p + 2 : p + 10], "big")
-        if start + length > size:
-            break
-        out.append(data[start : start + length])
-        p = start + length
-    return out, data[p:]
+    framed, rest = frames_with_opcodes(data)
+    return [payload for _, payload in framed], rest
 
 
 def frames_with_opcodes(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
