@@ -150,6 +150,7 @@ def count_deliveries(
     total = 0
     first = last = 0.0
     latencies: list[float] = []
+    sampled_at: list[float] = []
     chunks = 0
     deadline = time.monotonic() + timeout
     closed = 0
@@ -170,7 +171,9 @@ def count_deliveries(
             if sample_every and p.skip == 0:
                 chunks += 1
                 if chunks % sample_every == 0:
-                    latencies.extend(_sample(data, received))
+                    got = _sample(data, received)
+                    latencies.extend(got)
+                    sampled_at.extend(received for _ in got)
             n, p.skip, p.left = wire.count_frames(data, p.skip)
             if n:
                 if not total:
@@ -184,6 +187,7 @@ def count_deliveries(
         "first": first,
         "last": last,
         "latencies": latencies,
+        "sampled_at": sampled_at,
         "closed": closed,
         "min_per_peer": min((p.count for p in peers), default=0),
     }

@@ -9,6 +9,7 @@ a cache directory, and bench's Python drivers of the first two (``cagent`` drive
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -29,17 +30,21 @@ def cache_dir() -> Path:
 
 
 def binary_path(name: str) -> Path:
-    return cache_dir() / name
+    """The compiled client ``name``, named after a hash of its source: trees with different
+    sources (branches, versions) never run each other's build, whatever the files' mtimes."""
+    source = resources.files("rtcore.loadtest").joinpath("csrc", f"{name}.c")
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    return cache_dir() / f"{name}-{digest}"
 
 
 def build(name: str = "csub") -> bool:
-    """Compile the C client ``name`` (csub, cstorm or cagent) unless it is current; False, with a
-    note on stderr, when there is no C compiler (or it failed)."""
+    """Compile the C client ``name`` (csub, cstorm or cagent) unless this source's build is
+    there; False, with a note on stderr, when there is no C compiler (or it failed)."""
     source = resources.files("rtcore.loadtest").joinpath("csrc", f"{name}.c")
     binary = binary_path(name)
+    if binary.exists():
+        return True
     with resources.as_file(source) as src:
-        if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
-            return True
         binary.parent.mkdir(parents=True, exist_ok=True)
         partial = binary.with_name(f"{name}.{os.getpid()}.tmp")
         try:
@@ -97,7 +102,8 @@ class CSubscriber:
         if line[0] == "quiet":
             return int(line[1])
         total, first, last, closed, minpeer, nsamples = line[1:]
-        latencies = [float(self.proc.stdout.readline()) for _ in range(int(nsamples))]
+        pairs = [self.proc.stdout.readline().split() for _ in range(int(nsamples))]
+        latencies = [float(lat) for lat, _ in pairs]
         return {
             "total": int(total),
             "first": float(first),
@@ -105,6 +111,7 @@ class CSubscriber:
             "closed": int(closed),
             "min_per_peer": int(minpeer),
             "latencies": latencies,
+            "sampled_at": [float(when) for _, when in pairs],
         }
 
     def stop(self) -> None:

@@ -9,11 +9,13 @@
  *   count EXPECTED TIMEOUT_S SAMPLE  count server frames until EXPECTED in total; every
  *                                    SAMPLE-th frame that lies whole in one read is searched
  *                                    for the publisher's "t0" float (CLOCK_MONOTONIC seconds)
- *                                    to give a latency sample
+ *                                    to give a latency sample; pings are answered
+ *                                    with pongs and not counted
  *   quit
  *
  * Answers are single lines on stdout: "ready SECONDS", "quiet BYTES",
- * "counted TOTAL FIRST LAST CLOSED MINPEER NSAMPLES" then NSAMPLES latency lines, or
+ * "counted TOTAL FIRST LAST CLOSED MINPEER NSAMPLES" then NSAMPLES lines "LATENCY WHEN"
+ * (seconds; WHEN is the CLOCK_MONOTONIC time the sample was read), or
  * "error MESSAGE". Frames are counted from their headers; payloads are not decoded.
  */
 #define _GNU_SOURCE
@@ -113,6 +115,15 @@ static int setup_frames(peer_t *p, int want_join) {
 }
 
 /* Count frames in data; optionally sample latencies. */
+/* A server ping lying whole in one read: answer with a pong echoing its payload (masked with
+ * the all-zero key); a ping split across reads goes unanswered (the next one is whole). */
+static void pong(peer_t *p, const unsigned char *payload, uint64_t plen) {
+    unsigned char out[6 + 125] = {0x8a, (unsigned char)(0x80 | plen), 0, 0, 0, 0};
+    memcpy(out + 6, payload, (size_t)plen);
+    ssize_t w = write(p->fd, out, 6 + (size_t)plen);
+    (void)w; /* a full socket or a gone peer: the server's heartbeat decides */
+}
+
 static long count_frames(peer_t *p, unsigned char *data, size_t len, double t, long *seen,
                          long sample, double *samples, long *nsamples, long cap) {
     long n = 0;
@@ -137,16 +148,21 @@ static long count_frames(peer_t *p, unsigned char *data, size_t len, double t, l
             for (int i = 0; i < 8; i++) plen = (plen << 8) | f[2 + i];
             off = 10;
         }
-        n++;
-        (*seen)++;
-        if (sample && *seen % sample == 0 && pos + off + plen <= len && *nsamples < cap) {
+        if ((f[0] & 0x0f) == 0x9) { /* a ping: not a delivery */
+            if (plen <= 125 && pos + off + plen <= len) pong(p, f + off, plen);
+        } else {
+            n++;
+            (*seen)++;
+        }
+        if ((f[0] & 0x0f) != 0x9 && sample && *seen % sample == 0 && pos + off + plen <= len && *nsamples < cap) {
             unsigned char *k = memmem(f + off, plen, "\xa2t0\xcb", 4);
             if (k && k + 12 <= f + off + plen) {
                 uint64_t bits = 0;
                 for (int i = 0; i < 8; i++) bits = (bits << 8) | k[4 + i];
                 double t0;
                 memcpy(&t0, &bits, 8);
-                samples[(*nsamples)++] = t - t0;
+                samples[2 * *nsamples] = t - t0;
+                samples[2 * (*nsamples)++ + 1] = t;
             }
         }
         if (pos + off + plen > len) {
@@ -245,7 +261,7 @@ int main(int argc, char **argv) {
 
     char line[256];
     long cap = 2000000;
-    double *samples = malloc(sizeof(double) * (size_t)cap);
+    double *samples = malloc(2 * sizeof(double) * (size_t)cap); /* (latency, when) pairs */
     while (fgets(line, sizeof line, stdin)) {
         if (!strncmp(line, "quit", 4)) break;
         if (!strncmp(line, "quiesce", 7)) {
@@ -306,7 +322,7 @@ int main(int argc, char **argv) {
         for (int i = 1; i < n; i++)
             if (peers[i].count < minpeer) minpeer = peers[i].count;
         printf("counted %ld %.6f %.6f %ld %ld %ld\n", total, first_t, last_t, closed, minpeer, nsamples);
-        for (long i = 0; i < nsamples; i++) printf("%.7f\n", samples[i]);
+        for (long i = 0; i < nsamples; i++) printf("%.7f %.6f\n", samples[2 * i], samples[2 * i + 1]);
         fflush(stdout);
     }
     return 0;
