@@ -156,6 +156,7 @@ def gather(subs: list[LoadProc], timeout: float) -> dict[str, Any]:
         "total": sum(r["total"] for r in results),
         "last": max(r["last"] for r in results),
         "latencies": [x for r in results for x in r["latencies"]],
+        "sampled_at": [x for r in results for x in r.get("sampled_at", ())],
         "closed": sum(r["closed"] for r in results),
     }
 

@@ -33,12 +33,16 @@ def measure_steady(
     expected = int(rate * seconds) * n
     cpu0 = server_cpu(servers)
     for s, share in subs:
-        s.call("count", expected=share * int(rate * seconds), timeout=seconds + 15, sample_every=7)
+        owed = share * int(rate * seconds)
+        # every 7th frame, fewer in long runs: the C client keeps at most 2M samples
+        every = max(7, math.ceil(owed / 1_500_000))
+        s.call("count", expected=owed, timeout=seconds + 15, sample_every=every)
     pub.call("steady", rate=rate, seconds=seconds, pad=pad_for(size))
     sent = pub.result(seconds + 60)
     got = gather([s for s, _ in subs], seconds + 15)
     elapsed = got["last"] - sent["start"]
     lat = sorted(got["latencies"])
+    worst = window_maxima(got["latencies"], got["sampled_at"], sent["start"], WINDOW)
     return {
         "N": n,
         "rate_in": rate,
@@ -49,10 +53,33 @@ def measure_steady(
         "p50": pct(lat, 50),
         "p99": pct(lat, 99),
         "p999": pct(lat, 99.9),
+        "max": lat[-1] * 1000 if lat else math.nan,
+        "windows": f"{sum(w > SLOW_MS for w in worst)}/{len(worst)}",
+        "window_max": worst,
         "samples": len(lat),
         **cpu_spent(cpu0, servers, elapsed),
         "rss_mb": sum(s.rss_bytes() for s in servers) / 2**20,
     }
+
+
+WINDOW = 10.0
+"""Seconds per window of the worst-latency count (``windows``)."""
+SLOW_MS = 10.0
+"""A window whose worst sampled delivery took longer than this (ms) counts as a slow one."""
+
+
+def window_maxima(
+    latencies: list[float], sampled_at: list[float], start: float, window: float
+) -> list[float]:
+    """The worst sampled latency (ms) in each ``window`` seconds from ``start``; empty when
+    the load side gave no sample times (the Python load before it did)."""
+    if len(sampled_at) != len(latencies):
+        return []
+    worst: dict[int, float] = {}
+    for lat, when in zip(latencies, sampled_at, strict=True):
+        k = max(0, int((when - start) // window))
+        worst[k] = max(worst.get(k, 0.0), lat * 1000)
+    return [worst.get(k, 0.0) for k in range(max(worst, default=-1) + 1)]
 
 
 def pct(sorted_values: list[float], p: float) -> float:
@@ -80,10 +107,15 @@ def steady(
             ("p50", "p50 ms", ".2f"),
             ("p99", "p99 ms", ".2f"),
             ("p999", "p99.9 ms", ".2f"),
+            ("max", "max ms", ".2f"),
+            ("windows", f"{WINDOW:g} s windows with max > {SLOW_MS:g} ms", ""),
             ("samples", "samples", "d"),
             ("cpu", "server CPU", ".0%"),
         ],
     )
+    for row in rows:
+        worst = ", ".join(f"{w:.1f}" for w in row["window_max"])
+        print(f"{row['server']}: worst sampled delivery per {WINDOW:g} s window, ms: {worst}")
 
 
 def add_parser(sub: Subparsers) -> None:
