@@ -23,6 +23,8 @@ log = logging.getLogger("rtcore.server")
 CHECKPOINT_EVERY = 1000
 """Connections a pass revalidates between two yields to other tasks."""
 PING = wsframe.ping_frame()
+PING_TICK = 0.05
+"""Seconds between two slices of a pass's pings (rtcore.server.heartbeat.Heartbeat._ping)."""
 
 
 class Heartbeat:
@@ -51,39 +53,72 @@ class Heartbeat:
         self._wall = wall
 
     async def run(self, interval: float) -> None:
-        """A pass every half ``interval``, forever."""
+        """A pass every quarter ``interval``, forever; a pass's pings are spread over the
+        quarter that follows it."""
+        period = interval / 4
         while True:
-            await trio.sleep(interval / 2)
+            await trio.sleep(period)
+            start = trio.current_time()
             try:
-                await self.beat(interval)
+                due = await self.beat(interval)
+                self._flusher.poke()
+                await self._ping(due, start + period, interval)
             except Exception:
                 log.exception("heartbeat pass failed")
             self._flusher.poke()
 
-    async def beat(self, interval: float) -> None:
-        """One pass over the server's state and every established connection."""
+    async def beat(self, interval: float) -> list[Connection]:
+        """One pass over the server's state and every established connection; returns the
+        connections due a ping (silent for ``interval``)."""
         now = trio.current_time()
         wall = self._wall()
         self._sweep(now, wall)
+        due: list[Connection] = []
         for i, conn in enumerate(list(self._connections.values())):
             if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
                 await trio.lowlevel.checkpoint()  # other tasks run during a long pass
             if not conn.established:
                 continue
             try:
-                self._check(conn, now, wall, interval)
+                if self._check(conn, now, wall, interval):
+                    due.append(conn)
             except Exception:
                 log.exception("heartbeat: connection %s (%s) failed", conn.id, conn.remote)
                 conn.request_close(CloseCode.INTERNAL_ERROR, "internal error (logged)")
+        return due
 
-    def _check(self, conn: Connection, now: float, wall: float, interval: float) -> None:
+    def _check(self, conn: Connection, now: float, wall: float, interval: float) -> bool:
+        """Close ``conn`` if it is due a close; True if it is due a ping."""
         close = conn.session.revalidate(wall)  # e.g. an API key that just expired
         if close is not None:
             conn.request_close(close.code, close.reason)
-            return
+            return False
         silent = now - conn.last_seen
         if silent >= 2 * interval:
             conn.request_close(CloseCode.HEARTBEAT_TIMEOUT, "no frame for two intervals")
-        elif silent >= interval and not conn.pinged:
-            conn.pinged = True
-            self._pending.push(conn.outbox, PING)
+            return False
+        return silent >= interval and not conn.pinged
+
+    async def _ping(self, due: list[Connection], until: float, interval: float) -> None:
+        """Ping ``due`` in slices spread until ``until`` (trio's clock).
+
+        Connections opened together fall silent together: pinged in one pass, their pongs
+        would all arrive at once, and the deliveries behind them would wait for a thousand
+        reads (the 36-64 ms outliers of bench/RESULTS.md's soak). One slice every
+        :data:`PING_TICK` seconds spreads them, and they stay spread: each connection's
+        silence then starts from its own pong.
+        """
+        if not due:
+            return
+        slices = max(1, int((until - trio.current_time()) / PING_TICK))
+        per = -(-len(due) // slices)  # ceil
+        for start in range(0, len(due), per):
+            if start:
+                await trio.sleep(PING_TICK)
+            now = trio.current_time()
+            for conn in due[start : start + per]:
+                # still silent and open? (it may have spoken or closed since the pass)
+                if conn.established and not conn.pinged and now - conn.last_seen >= interval:
+                    conn.pinged = True
+                    self._pending.push(conn.outbox, PING)
+            self._flusher.poke()
