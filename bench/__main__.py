@@ -64,14 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--servers",
         default="rtcore,naive,raw",
-        help="servers to run, comma-separated (rtcore, rtcore-metrics, rtcore-history, naive, "
-        "raw); rtcore-metrics is rtcore with its Prometheus metrics on, rtcore-history with "
-        "channel history on every channel (history_size 1000)",
+        help="servers to run, comma-separated (rtcore, rtcore-metrics, rtcore-history, "
+        "rtcore-nofreeze, naive, raw); rtcore-metrics is rtcore with its Prometheus metrics on, "
+        "rtcore-history with channel history on every channel (history_size 1000), "
+        "rtcore-nofreeze without the garbage collector's freezing (rtcore.server.gc_policy)",
     )
     parser.add_argument("--procs", type=int, default=1, help="subscriber load processes")
     parser.add_argument("--runs", type=int, default=1, help="runs per server; the median is shown")
     parser.add_argument(
         "--flush-window", type=float, default=0.002, help="rtcore's flush batching window, seconds"
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=600.0,
+        help="rtcore's heartbeat interval, seconds (default 600: past any run; the C load "
+        "client answers pings, so e.g. 25, rtcore's default, gives the pings a real server sends)",
     )
     parser.add_argument(
         "--load",
@@ -91,6 +99,7 @@ def configure(args: argparse.Namespace) -> None:
     """The options every scenario's processes take (the harness's module-level settings)."""
     harness.LOAD["c"] = args.load == "c" and harness.build_csub()
     harness.SERVER_ARGS[:] = ["--flush-window", str(args.flush_window)]
+    harness.SERVER_ARGS += ["--heartbeat", str(args.heartbeat)]
     nodes.PROCS["n"] = args.procs
 
 

@@ -1,10 +1,13 @@
 """Server processes for the harness:
-``python -m bench.servers {rtcore,rtcore-metrics,rtcore-history,naive,raw} --port P``.
+``python -m bench.servers {rtcore,rtcore-metrics,rtcore-history,rtcore-nofreeze,naive,raw}
+--port P``.
 
 ``rtcore-metrics`` is rtcore with its Prometheus metrics on (and the server API they are served
 on), ``rtcore`` without: the same invocation can compare the two. ``rtcore-history`` keeps
 channel history on every channel (``history_size`` 1000, ``history_ttl`` 300 s): every
-message is numbered and stored once (protocol.md §4.4.1).
+message is numbered and stored once (protocol.md §4.4.1). Each runs as ``rtcore serve`` does,
+with the garbage collector's freezing on (rtcore.server.gc_policy); ``rtcore-nofreeze`` is
+rtcore without it (an embedded server's default).
 
 Prints ``PORT <n>`` once listening; runs until killed.
 """
@@ -23,12 +26,19 @@ import rtcore
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "kind", choices=["rtcore", "rtcore-metrics", "rtcore-history", "naive", "raw"]
+        "kind",
+        choices=["rtcore", "rtcore-metrics", "rtcore-history", "rtcore-nofreeze", "naive", "raw"],
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--flush-window", type=float, default=0.002)
     parser.add_argument("--outbound-buffer", type=int, default=1024 * 1024)
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=600.0,
+        help="rtcore's heartbeat_interval (default: past any run, for load that answers no pings)",
+    )
     parser.add_argument(
         "--per-ip-limits",
         action="store_true",
@@ -67,9 +77,10 @@ def rtcore_config(args: argparse.Namespace) -> rtcore.Config:
     """The default configuration, but for what a load generator on 127.0.0.1 needs."""
     from rtcore.config import AppConfig, ChannelRule
 
-    # The load generator never answers pings (it only counts frames), so the heartbeat is
-    # pushed past any run's length; and all the load comes from 127.0.0.1, so the per-IP
-    # connection caps are lifted. Everything else is the default configuration.
+    # The Python load generator never answers pings (it only counts frames), so the heartbeat
+    # is pushed past any run's length unless asked (--heartbeat: the C one answers them); and
+    # all the load comes from 127.0.0.1, so the per-IP connection caps are lifted. Everything
+    # else is the default configuration.
     per_ip = (
         {}
         if args.per_ip_limits
@@ -82,7 +93,7 @@ def rtcore_config(args: argparse.Namespace) -> rtcore.Config:
     limits = attrs.evolve(
         rtcore.Limits(),
         outbound_buffer_bytes=args.outbound_buffer,
-        heartbeat_interval=600.0,
+        heartbeat_interval=args.heartbeat,
         **per_ip,
     )
     rules: tuple[ChannelRule, ...] = ()
@@ -106,7 +117,12 @@ def run_rtcore(args: argparse.Namespace) -> None:
     metrics = args.kind == "rtcore-metrics"
 
     async def serve() -> None:
-        server = rtcore.Server(config, flush_window=args.flush_window, metrics=metrics)
+        server = rtcore.Server(
+            config,
+            flush_window=args.flush_window,
+            metrics=metrics,
+            gc_freeze=args.kind != "rtcore-nofreeze",
+        )
         async with trio.open_nursery() as nursery:
             (_, port), *_ = await nursery.start(server.serve)
             ready(port)

@@ -79,6 +79,12 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="leave Python's garbage collector as it is (default: collections are kept short "
+        "by freezing what survived them, see docs/deploy.md)",
+    )
+    serve.add_argument(
         "--log-level",
         default="INFO",  # checked in main(): one line, not argparse's usage and error
         help="DEBUG adds refusals; INFO (default) connections, start and stop",
@@ -130,7 +136,7 @@ def _command(args: argparse.Namespace) -> int:
         return _supervise(conf, args, workers)
     logs.configure(logs.level_name(args.log_level), args.log_format, worker=args.worker)
     try:
-        trio.run(_serve, conf, args.config, overrides, args.supervisor_fd, args.worker is not None)
+        trio.run(_serve, conf, args.config, overrides, args.supervisor_fd, args)
     except (OSError, BaseExceptionGroup) as exc:
         reason = _listen_failure(exc)
         if reason is None:
@@ -214,7 +220,7 @@ def _worker_options(args: argparse.Namespace) -> list[str]:
     ):
         if value is not None:
             options += [flag, str(value)]
-    return options
+    return options + ["--no-gc-freeze"] * args.no_gc_freeze
 
 
 def _listen_failure(exc: BaseException) -> str | None:
@@ -268,14 +274,16 @@ async def _serve(
     conf: cfg.Config,
     path: str | None,
     overrides: dict[str, Any],
-    supervisor_fd: int | None = None,
-    reuse_port: bool = False,
+    supervisor_fd: int | None,
+    args: argparse.Namespace,
 ) -> None:
     """Serve until SIGINT or SIGTERM; as a worker (``supervisor_fd``), also until the
-    supervisor is gone, and tell it when serving starts."""
+    supervisor is gone, and tell it when serving starts. A worker listens with SO_REUSEPORT;
+    the collector is frozen unless ``--no-gc-freeze``."""
     from rtcore.server import Server  # imported only when serving
 
-    server = Server(conf, reuse_port=reuse_port)
+    reuse_port = args.worker is not None
+    server = Server(conf, reuse_port=reuse_port, gc_freeze=not args.no_gc_freeze)
     server.config_path = Path(path) if path is not None else None
     server.config_overrides = overrides
     supervisor = SupervisorLink(supervisor_fd) if supervisor_fd is not None else None

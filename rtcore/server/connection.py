@@ -52,7 +52,7 @@ from rtcore.observe.events import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
 from rtcore.protocol.assembly import MessageAssembler, MessageTooBig
 from rtcore.protocol.close import Close
-from rtcore.server import handshake, observing
+from rtcore.server import gc_policy, handshake, observing
 from rtcore.server.accept import peer_ip
 from rtcore.server.flusher import Flusher
 from rtcore.server.transport import Transport
@@ -222,6 +222,7 @@ class Connection(Transport):
             if self.tls is not None:
                 await trio.aclose_forcefully(self.tls)
             self.sock.close()
+            gc_policy.break_cycles(self.outbox, self._ws)
 
     async def _serve(self) -> None:
         """Upgrade and hello; ``run`` then reads until a close is decided (or requested: then

@@ -49,6 +49,7 @@ from rtcore.server.accept import (
 )
 from rtcore.server.connection import Connection
 from rtcore.server.flusher import Flusher
+from rtcore.server.gc_policy import GcFreezer
 from rtcore.server.heartbeat import Heartbeat
 from rtcore.server.http import router
 from rtcore.server.ids import ConnectionIds
@@ -91,6 +92,10 @@ class Server(InProcessAPI):
         observer: told of connections, refusals and flush passes too (rtcore.observe).
         reuse_port: listen with SO_REUSEPORT (Linux), sharing the client and server-API ports
             with other processes that do the same: the workers of ``rtcore serve --workers``.
+        gc_freeze: keep the garbage collector's pauses short by freezing, every second, what
+            survived a collection (rtcore.server.gc_policy; ``rtcore serve`` turns it on). It
+            changes the whole process's collector: an embedding application whose own objects
+            die in reference cycles keeps them until the frozen heap doubled.
     """
 
     redis: RedisBroker | None
@@ -116,10 +121,10 @@ class Server(InProcessAPI):
         metrics: bool | None = None,
         observer: Observer | None = None,
         reuse_port: bool = False,
+        gc_freeze: bool = False,
     ) -> None:
         self.config = config = config or Config()
-        self.reuse_port = reuse_port
-        self.wall = wall
+        self.reuse_port, self.gc_freeze, self.wall = reuse_port, gc_freeze, wall
         self.statistics = ServerStatistics()
         metrics = config.api_port is not None if metrics is None else metrics
         self.observer, self.log_observer, self.metrics = observing.setup(self, metrics, observer)
@@ -139,8 +144,7 @@ class Server(InProcessAPI):
         self._heartbeat = Heartbeat(
             self.connections, self.pending, self.flusher, self._sweep, lambda: self.wall()
         )
-        self._stop = trio.Event()
-        self._idle = trio.Event()
+        self._stop, self._idle = trio.Event(), trio.Event()
         self._idle.set()
         self.addresses: list[tuple[str, int]] = []
         self.api_addresses = []
@@ -205,6 +209,8 @@ class Server(InProcessAPI):
             if self.redis is not None:
                 await nursery.start(self.redis.run)
             nursery.start_soon(self._heartbeat.run, self.config.limits.heartbeat_interval)
+            if self.gc_freeze:  # after start-up: what it made is frozen at once
+                await nursery.start(GcFreezer().run)
             if api_listeners:
                 self._start_api(nursery, api_listeners)
             await self._serve_clients(listeners, nursery, task_status)
