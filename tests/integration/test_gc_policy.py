@@ -105,6 +105,20 @@ def test_the_valve_collects_cycles_that_died_frozen() -> None:
     assert len(ballast) > 0
 
 
+def test_churn_that_frees_what_was_frozen_opens_no_valve() -> None:
+    """Connections come and go: what they froze is freed by reference counting, the frozen
+    heap does not grow, so no full collection -- the estimate is checked and re-anchored."""
+    freezer = GcFreezer(growth=2.0, floor=0)
+    freezer.settle()
+    for _ in range(4):  # each round freezes, then frees, half as many objects as the heap holds
+        churned: list[Any] = [[] for _ in range(freezer.base // 2)]
+        freezer.settle()
+        del churned
+    freezer.settle()
+    assert freezer.valves == 0
+    assert freezer.estimate < 2 * freezer.base  # re-anchored on the real count
+
+
 async def test_passes_run_every_second_and_unfreeze_on_the_way_out(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
