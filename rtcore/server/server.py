@@ -49,7 +49,7 @@ from rtcore.server.accept import (
 )
 from rtcore.server.connection import Connection
 from rtcore.server.flusher import Flusher
-from rtcore.server.heartbeat import Heartbeat
+from rtcore.server.heartbeat import HandshakeDeadlines, Heartbeat
 from rtcore.server.http import router
 from rtcore.server.ids import ConnectionIds
 from rtcore.server.in_process import InProcessAPI, UnknownAppError
@@ -139,6 +139,7 @@ class Server(InProcessAPI):
         self._heartbeat = Heartbeat(
             self.connections, self.pending, self.flusher, self._sweep, lambda: self.wall()
         )
+        self._handshakes = HandshakeDeadlines()
         self._stop = trio.Event()
         self._idle = trio.Event()
         self._idle.set()
@@ -205,6 +206,7 @@ class Server(InProcessAPI):
             if self.redis is not None:
                 await nursery.start(self.redis.run)
             nursery.start_soon(self._heartbeat.run, self.config.limits.heartbeat_interval)
+            nursery.start_soon(self._handshakes.run)
             if api_listeners:
                 self._start_api(nursery, api_listeners)
             await self._serve_clients(listeners, nursery, task_status)
@@ -342,6 +344,8 @@ class Server(InProcessAPI):
             sock.close()
             return None
         self.connections[conn_id] = conn
+        if refusal is None:  # (a refused one has close_timeout to be told why)
+            self._handshakes.add(conn, conn.opened + self.config.limits.handshake_timeout)
         self.statistics.accepted += 1
         if self._idle.is_set():  # no longer idle
             self._idle = trio.Event()
