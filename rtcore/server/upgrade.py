@@ -26,11 +26,11 @@ WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
 _VCHAR = rb"[\x21-\x7e\x80-\xff]"
-_REQUEST_LINE = re.compile(rb"(%s) (%s+) HTTP/([0-9])\.([0-9])" % (_TOKEN, _VCHAR))
-_HEADER = re.compile(
-    rb"(%s):[ \t]*((?:%s+(?:[ \t]+%s+)*)?)[ \t]*" % (_TOKEN, _VCHAR, _VCHAR)
-)  # h11's field-name ":" OWS field-value OWS
-_SPLIT = re.compile(rb"\r?\n")
+_REQUEST_LINE = re.compile(rb"(%s) (%s+) HTTP/([0-9])\.([0-9])\r?\n" % (_TOKEN, _VCHAR))
+_HEADER = re.compile(rb"^(%s):([\t\x20-\x7e\x80-\xff]*)\r?\n" % _TOKEN, re.MULTILINE)
+"""A header line: field-name ":" field-value, the value's characters those of h11's
+field-content (visible characters, obs-text, spaces and tabs; no other control character),
+its surrounding whitespace stripped after."""
 
 DROPPED = frozenset({b"host", b"sec-websocket-extensions", b"sec-websocket-protocol"})
 """Headers not passed on with the others (to connect hooks and key restrictions): what
@@ -81,25 +81,24 @@ def head_end(data: bytes, start: int = 0) -> int:
 
 def parse(head: bytes) -> tuple[bytes, Headers]:
     """The Sec-WebSocket-Key and the headers (lowercase names, less :data:`DROPPED`) of a
-    valid upgrade request head; raises :class:`Refused`, with wsproto's status for each
-    case, for anything else."""
-    lines = _SPLIT.split(head.lstrip(b"\r\n"))
-    request = _REQUEST_LINE.fullmatch(lines[0])
+    valid upgrade request head (up to and including its blank line); raises
+    :class:`Refused`, with wsproto's status for each case, for anything else."""
+    head = head.lstrip(b"\r\n")
+    request = _REQUEST_LINE.match(head)
     if request is None:
         raise Refused(400, "malformed HTTP request line")
+    fields = _HEADER.findall(head, request.end())
+    if len(fields) != head.count(b"\n", request.end()) - 1:  # every line but the blank one
+        # (a folded line, obs-fold, is refused too: RFC 9112 §5.2 allows it)
+        raise Refused(400, "malformed HTTP header line")
     headers: Headers = []
     key: bytes | None = None
     version: bytes | None = None
     connection: list[bytes] = []
     upgrade: list[bytes] = []
     host = False
-    for line in lines[1:]:
-        if not line:
-            continue  # the blank line(s) that end the head
-        field = _HEADER.fullmatch(line)
-        if field is None:  # (a folded line, obs-fold, is refused: RFC 9112 §5.2 allows it)
-            raise Refused(400, "malformed HTTP header line")
-        name, value = field.group(1).lower(), field.group(2)
+    for name, value in fields:
+        name, value = name.lower(), value.strip(b" \t")
         if name == b"connection":
             connection += _tokens(value)
         elif name == b"upgrade":
