@@ -105,7 +105,10 @@ def test_the_101_is_wsprotos_and_rfc_6455s() -> None:
 
 def test_header_names_are_case_insensitive_and_values_trimmed() -> None:
     key, headers = upgrade.parse(
-        request(b"ORIGIN:  https://a.example  ", base=UPGRADE.replace(b"Sec-WebSocket-Key", b"SEC-WEBSOCKET-KEY"))
+        request(
+            b"ORIGIN:  https://a.example  ",
+            base=UPGRADE.replace(b"Sec-WebSocket-Key", b"SEC-WEBSOCKET-KEY"),
+        )
     )
     assert key == KEY
     assert (b"origin", b"https://a.example") in headers
@@ -146,7 +149,9 @@ def test_head_end_finds_the_blank_line_with_either_line_end() -> None:
     assert upgrade.head_end(raw) == len(request())
     assert upgrade.head_end(raw, len(request()) - 4) == len(request())
     assert upgrade.head_end(request()[:-1]) == -1
-    assert upgrade.head_end(b"GET / HTTP/1.1\nHost: x\n\nrest") == len(b"GET / HTTP/1.1\nHost: x\n\n")
+    assert upgrade.head_end(b"GET / HTTP/1.1\nHost: x\n\nrest") == len(
+        b"GET / HTTP/1.1\nHost: x\n\n"
+    )
     assert upgrade.head_end(b"GET / HTTP/1.1\nHost: x\n\n\r\n\r\n") == 24
 
 
@@ -170,7 +175,16 @@ def test_any_bytes_are_parsed_or_refused_with_a_status(junk: bytes) -> None:
         assert refused.status in upgrade.REASONS
 
 
-@given(st.lists(st.tuples(st.from_regex(rb"\A[A-Za-z][-A-Za-z0-9]{0,10}\Z"), st.from_regex(rb"\A[ -~]{0,20}\Z")), max_size=6))
-def test_extra_headers_come_through_as_wsproto_passed_them(fields: list[tuple[bytes, bytes]]) -> None:
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(rb"\A[A-Za-z][-A-Za-z0-9]{0,10}\Z"), st.from_regex(rb"\A[ -~]{0,20}\Z")
+        ),
+        max_size=6,
+    )
+)
+def test_extra_headers_come_through_as_wsproto_passed_them(
+    fields: list[tuple[bytes, bytes]],
+) -> None:
     raw = request(*(name + b": " + value for name, value in fields))
     assert ours(raw) == wsproto_answer(raw)
