@@ -355,6 +355,7 @@ class Connection(Transport):
             if more:  # one read brought a lot: let the flusher and other connections run first
                 await trio.lowlevel.checkpoint()
                 continue
+            handshake.release_buffer(self._ws)  # (idle memory)
             data = await self._receive()
             if not data:
                 self._close = Close(CloseCode.NORMAL, "peer closed the TCP connection")

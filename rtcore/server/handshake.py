@@ -70,6 +70,15 @@ def frame_connection(trailing: bytes) -> Any:
     return frames
 
 
+def release_buffer(frames: Any) -> None:
+    """Give back the read buffer's memory before an idle wait: wsproto's bytearray keeps the
+    capacity of the last read after its frames are consumed (~230 bytes per idle connection
+    after hello and join; bench/RESULTS.md, "Idle connections")."""
+    buffer = frames._proto._frame_decoder.buffer
+    if not buffer.buffer:  # all consumed (a partial frame stays where it is)
+        buffer.buffer = bytearray()
+
+
 class _EventQueue(list[Any]):
     """wsproto's per-connection event queue, smaller: an empty deque is a 64-slot block
     (760 bytes), held by every idle connection; wsproto only appends, pops from the left and

@@ -6,6 +6,7 @@ serving on."""
 from __future__ import annotations
 
 import logging
+import sys
 
 import msgpack
 import pytest
@@ -137,3 +138,21 @@ async def test_the_handshake_deadline_spares_connections_that_said_hello(
         assert b"joined" in await read_until(stream, b"joined")
         await stream.aclose()
         await silent.aclose()
+
+
+async def test_an_idle_connection_holds_no_read_buffer_capacity(server: Server) -> None:
+    """wsproto's bytearray keeps a read's capacity after its frames are consumed: it is
+    swapped for an empty one before the connection waits (idle memory); a frame split over
+    two reads is still put together."""
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(*server.addresses[0])
+        await stream.send_all(UPGRADE + frame({"t": "hello", "v": 1, "pad": "x" * 100}))
+        await read_until(stream, b"welcome")
+        [conn] = server.connections.values()
+        buffer = conn._ws._proto._frame_decoder.buffer.buffer
+        assert len(buffer) == 0 and sys.getsizeof(buffer) == sys.getsizeof(bytearray())
+        join = frame({"t": "join", "id": 1, "ch": "a"})
+        await stream.send_all(join[:5])  # (two writes: likely two reads)
+        await stream.send_all(join[5:])
+        assert b"joined" in await read_until(stream, b"joined")
+        await stream.aclose()
