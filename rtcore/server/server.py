@@ -139,8 +139,7 @@ class Server(InProcessAPI):
         self._heartbeat = Heartbeat(
             self.connections, self.pending, self.flusher, self._sweep, lambda: self.wall()
         )
-        self._handshakes = HandshakeDeadlines()
-        self._stop = trio.Event()
+        self._stop, self._handshakes = trio.Event(), HandshakeDeadlines()
         self._idle = trio.Event()
         self._idle.set()
         self.addresses: list[tuple[str, int]] = []
