@@ -29,18 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import trio
-import wsproto
 from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    Request,
-    TextMessage,
-)
-from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from rtcore.config.model import Config
 from rtcore.core.app import App
@@ -52,7 +42,7 @@ from rtcore.observe.events import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
 from rtcore.protocol.assembly import MessageAssembler, MessageTooBig
 from rtcore.protocol.close import Close
-from rtcore.server import gc_policy, handshake, observing
+from rtcore.server import gc_policy, handshake, observing, upgrade
 from rtcore.server.accept import peer_ip
 from rtcore.server.flusher import Flusher
 from rtcore.server.transport import Transport
@@ -139,7 +129,7 @@ class Connection(Transport):
     failed: bool
     """Writing to it failed once (a bug, logged); it is closing with 1011."""
     _ws: Any
-    """The handshake object until the upgrade is accepted, then its inner frame connection."""
+    """wsproto's frame-level connection once the upgrade is accepted (None until then)."""
     _abort: bool
     """End without a closing handshake (the peer is gone, or never upgraded)."""
 
@@ -166,7 +156,7 @@ class Connection(Transport):
         self.opened = self.last_seen
         self.budget = InboundBudget(server.config.limits, self.last_seen)
         self.failed = False
-        self._ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        self._ws: Any = None
         self._close: Close | None = None
         self._abort = False
         self._discard = False
@@ -226,27 +216,26 @@ class Connection(Transport):
 
     async def _serve(self) -> None:
         """Upgrade and hello; ``run`` then reads until a close is decided (or requested: then
-        cancelled)."""
-        limits = self.server.config.limits
+        cancelled). The handshake timeout is the server's (rtcore.server.heartbeat's
+        HandshakeDeadlines): no cancel scope per connection."""
         if self.refusal is not None:  # only say why: a minimal upgrade, then the close code
-            with trio.move_on_after(limits.close_timeout):
+            with trio.move_on_after(self.server.config.limits.close_timeout):
                 if await self._upgrade():
                     self._close = self.refusal
                     return
             self._abort = True
             return
-        with trio.move_on_after(limits.handshake_timeout) as handshake:
-            if not await self._upgrade():
-                self._abort = True
+        if self._close is not None:  # (timed out before the task ran)
+            return
+        if not await self._upgrade():
+            self._abort = True
+            return
+        if self.counted_ip is None:  # behind a trusted proxy: now the client is known
+            self._close = self.server.admission.admit(self.remote, trio.current_time())
+            if self._close is not None:
                 return
-            if self.counted_ip is None:  # behind a trusted proxy: now the client is known
-                self._close = self.server.admission.admit(self.remote, trio.current_time())
-                if self._close is not None:
-                    return
-                self.counted_ip = self.remote
-            await self._read(until_hello=True)
-        if handshake.cancelled_caught and self._close is None:
-            self._close = Close(CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout")
+            self.counted_ip = self.remote
+        await self._read(until_hello=True)
 
     def _observe_established(self) -> None:
         app, principal = self.session.app, self.session.principal
@@ -295,23 +284,27 @@ class Connection(Transport):
 
     async def _upgrade(self) -> bool:
         """The HTTP upgrade; returns False if it was refused or the peer went away."""
-        received = b""  # for a plain HTTP request (static.respond); wsproto bounds its size
+        received = b""  # (bounded: upgrade.MAX_HEAD)
         while True:
             data = await self._receive()
             if not data:
                 return False
+            searched = max(0, len(received) - 3)
             received += data
+            end = upgrade.head_end(received, searched)
             try:
-                self._ws.receive_data(data)
-                for event in self._ws.events():
-                    if isinstance(event, Request):
-                        return await self._accept(event)
-            except WSRemoteProtocolError as exc:
+                if end < 0:
+                    if len(received) > upgrade.MAX_HEAD:
+                        raise upgrade.TOO_LARGE
+                    continue
+                key, headers = upgrade.parse(received[:end])
+            except upgrade.Refused as refused:
                 # not an upgrade: a file? (only within the per-IP connection limits)
-                reply = handshake.refusal(self._ws, exc, received, self._admit_plain)
+                reply = handshake.refusal(refused, received, self._admit_plain)
                 with trio.move_on_after(1):
                     await self._write_through(reply)
                 return False
+            return await self._accept(key, headers, received[end:])
 
     def _admit_plain(self, forwarded: list[str]) -> str | None:
         """Whether a plain HTTP request (a static file) may be answered: the per-IP limits
@@ -328,20 +321,19 @@ class Connection(Transport):
         self.counted_ip = self.session.remote = ip
         return None
 
-    async def _accept(self, request: Request) -> bool:
+    async def _accept(self, key: bytes, headers: upgrade.Headers, trailing: bytes) -> bool:
         """Answer the upgrade request: 101, or 403 for an origin not allowed (False)."""
         config = self.server.config
-        self.session.remote = handshake.client_of(
-            request, self.session.remote, config.trusted_proxies
-        )
-        self.session.origin = handshake.origin_of(request)
-        self.session.handshake = request.extra_headers  # for a connect hook, until hello
-        if not handshake.origin_allowed(request, config.allowed_origins):
-            await self._write_through(self._ws.send(RejectConnection(status_code=403)))
+        session = self.session
+        session.remote = handshake.client_of(headers, session.remote, config.trusted_proxies)
+        session.origin = handshake.origin_of(headers)
+        session.handshake = headers  # for a connect hook, until hello
+        if not handshake.origin_allowed(headers, config.allowed_origins):
+            await self._write_through(upgrade.FORBIDDEN.response())
             return False
-        accept = self._ws.send(AcceptConnection())
-        self._ws, pipelined = handshake.frame_connection(self._ws)
-        if pipelined:
+        accept = upgrade.switching_protocols(key)
+        self._ws = handshake.frame_connection(trailing)
+        if trailing:
             # The hello came with the request: the 101 is queued, and the flusher writes it
             # with the welcome (one write, not two).
             self.server.pending.push(self.outbox, accept)
@@ -364,6 +356,7 @@ class Connection(Transport):
             if more:  # one read brought a lot: let the flusher and other connections run first
                 await trio.lowlevel.checkpoint()
                 continue
+            handshake.release_buffer(self._ws)  # (idle memory)
             data = await self._receive()
             if not data:
                 self._close = Close(CloseCode.NORMAL, "peer closed the TCP connection")
@@ -445,11 +438,14 @@ class Connection(Transport):
         self.server.flusher.poke()
         if self._discard:
             del self.outbox.items[1 if self._partial_head() else 0 :]
-        if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+        if self._ws is not None and self._ws.state in (
+            ConnectionState.OPEN,
+            ConnectionState.REMOTE_CLOSING,
+        ):
             self.outbox.items.append(self._ws.send(CloseConnection(close.code, close.reason)))
         with trio.move_on_after(self.server.config.limits.close_timeout):
             await self._write_through()
-            while self._ws.state is ConnectionState.LOCAL_CLOSING:
+            while self._ws is not None and self._ws.state is ConnectionState.LOCAL_CLOSING:
                 data = await self._receive()
                 if not data:
                     break

@@ -1,6 +1,8 @@
 """The heartbeat: one task for all connections pings the silent and closes the dead
 (protocol.md §3.3), revalidates sessions (an API key that just expired), and sweeps the
-server's expired state; idle connections hold no timer of their own.
+server's expired state; idle connections hold no timer of their own. Likewise one task
+(:class:`HandshakeDeadlines`) closes the connections still without a valid hello at their
+``handshake_timeout``: a connection in its handshake holds no cancel scope of its own.
 
 It never dies: a failure while checking one connection closes that connection (1011, logged
 once); a failure elsewhere in a pass is logged and the next pass comes anyway.
@@ -8,7 +10,10 @@ once); a failure elsewhere in a pass is logged and the next pass comes anyway.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import math
 from collections.abc import Callable, Mapping
 
 import trio
@@ -122,3 +127,42 @@ class Heartbeat:
                     conn.pinged = True
                     self._pending.push(conn.outbox, PING)
             self._flusher.poke()
+
+
+class HandshakeDeadlines:
+    """Connections in their handshake, by deadline; :meth:`run` closes each one that has
+    no valid hello by then with 4001 (protocol.md §3.1), on time.
+
+    A heap (deadlines come in order while ``handshake_timeout`` stays the same; a reload may
+    shorten it). A connection stays in it until its deadline even if it was established or
+    closed before (one tuple: bounded by the accept rate times the timeout).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Connection]] = []
+        self._order = itertools.count()
+        self._earlier = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, conn: Connection, deadline: float) -> None:
+        heap = self._heap
+        heapq.heappush(heap, (deadline, next(self._order), conn))
+        if heap[0][2] is conn:  # a new first deadline: the task sleeps until a later one
+            self._earlier.set()
+
+    async def run(self) -> None:
+        """Forever: close the connections whose deadline passed without a hello."""
+        heap = self._heap
+        while True:
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                conn = heapq.heappop(heap)[2]
+                if not conn.established and not conn.closing:
+                    conn.request_close(
+                        CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout"
+                    )
+            self._earlier = trio.Event()
+            with trio.move_on_at(heap[0][0] if heap else math.inf):
+                await self._earlier.wait()

@@ -50,7 +50,7 @@ from rtcore.server.accept import (
 from rtcore.server.connection import Connection
 from rtcore.server.flusher import Flusher
 from rtcore.server.gc_policy import GcFreezer
-from rtcore.server.heartbeat import Heartbeat
+from rtcore.server.heartbeat import HandshakeDeadlines, Heartbeat
 from rtcore.server.http import router
 from rtcore.server.ids import ConnectionIds
 from rtcore.server.in_process import InProcessAPI, UnknownAppError
@@ -145,6 +145,7 @@ class Server(InProcessAPI):
             self.connections, self.pending, self.flusher, self._sweep, lambda: self.wall()
         )
         self._stop, self._idle = trio.Event(), trio.Event()
+        self._handshakes = HandshakeDeadlines()
         self._idle.set()
         self.addresses: list[tuple[str, int]] = []
         self.api_addresses = []
@@ -209,6 +210,7 @@ class Server(InProcessAPI):
             if self.redis is not None:
                 await nursery.start(self.redis.run)
             nursery.start_soon(self._heartbeat.run, self.config.limits.heartbeat_interval)
+            nursery.start_soon(self._handshakes.run)
             if self.gc_freeze:  # after start-up: what it made is frozen at once
                 await nursery.start(GcFreezer().run)
             if api_listeners:
@@ -348,6 +350,8 @@ class Server(InProcessAPI):
             sock.close()
             return None
         self.connections[conn_id] = conn
+        if refusal is None:  # (a refused one has close_timeout to be told why)
+            self._handshakes.add(conn, conn.opened + self.config.limits.handshake_timeout)
         self.statistics.accepted += 1
         if self._idle.is_set():  # no longer idle
             self._idle = trio.Event()
