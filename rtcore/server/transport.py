@@ -77,37 +77,51 @@ class Transport:
     # -- reading ------------------------------------------------------------------------------
 
     async def _receive(self) -> bytes:
-        try:
-            if self.tls is not None:
-                data = await self.tls.receive_some(RECEIVE_SIZE)
-            else:
-                # What trio's sock.recv does, inline, so that an idle connection waits with
-                # three coroutines fewer (recv's wrapper, its non-blocking helper, and ours):
-                # read; if nothing was there, wait until readable (a checkpoint) and read
-                # again; if data was there at once, still yield, so a fast sender cannot
-                # starve the others.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                got = self._read_now()
-                if got is None:
-                    while got is None:
-                        await trio.lowlevel.wait_readable(self.sock)
-                        got = self._read_now()
-                else:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                data = got
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return b""
-        self.last_seen = trio.current_time()
-        self.pinged = False
-        return bytes(data)  # receive_some may hand out a bytearray
+        """The next bytes from the peer; b"" when it is gone."""
+        if self.tls is not None:
+            try:
+                data = bytes(await self.tls.receive_some(RECEIVE_SIZE))  # (may be a bytearray)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+            self._heard()
+            return data
+        # What trio's sock.recv does, inline, so that an idle connection waits with three
+        # coroutines fewer (recv's wrapper, its non-blocking helper, and ours): read; if
+        # nothing was there, wait until readable (a checkpoint) and read again; if data was
+        # there at once, still yield, so a fast sender cannot starve the others.
+        # (Connection._read does the same inline: one coroutine fewer again.)
+        got = self._take()
+        if got is not None:
+            await trio.lowlevel.checkpoint()
+        while got is None:
+            got = await self._readable()
+        return got
 
-    def _read_now(self) -> bytes | None:
-        """Read what the socket holds; None if nothing (returned, not raised, so that no
-        exception is kept alive while the connection then waits)."""
+    async def _readable(self) -> bytes | None:
+        """Wait until the socket is readable, then :meth:`_take`; b"" if it was closed."""
         try:
-            return os.read(self.fd, RECEIVE_SIZE)
+            await trio.lowlevel.wait_readable(self.sock)
+        except (OSError, trio.ClosedResourceError):
+            return b""
+        return self._take()
+
+    def _take(self) -> bytes | None:
+        """Read what the socket holds (plain sockets): the bytes, b"" if the peer is gone,
+        None if nothing is there yet (returned, not raised, so that no exception is kept alive
+        while the connection then waits)."""
+        try:
+            data = os.read(self.fd, RECEIVE_SIZE)
         except BlockingIOError:
             return None
+        except OSError:
+            return b""
+        if data:
+            self._heard()
+        return data
+
+    def _heard(self) -> None:
+        self.last_seen = trio.current_time()
+        self.pinged = False
 
     # -- writing ------------------------------------------------------------------------------
 
