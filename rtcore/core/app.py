@@ -416,8 +416,8 @@ class App:
             else:
                 own = f.MemberEvent("member_leave", channel, info, last=last)
             self._pending.push(member.outbox, framed(own))
-        member.channel_info.pop(channel, None)  # what its channel token gave it there
-        member.watching.discard(channel)
+        member.set_info(channel, None)  # what its channel token gave it there
+        member.watch(channel, False)
         return True
 
     def remove(self, member: Member, channel: str, reason: str, message: str) -> bool:

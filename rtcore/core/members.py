@@ -42,12 +42,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 from sortedcontainers import SortedKeyList
 
 from rtcore.core.outbox import Outbox, Pending
+
+_NO_INFO: Mapping[str, Any] = MappingProxyType({})
 
 
 @attrs.define(eq=False, slots=True)
@@ -67,12 +71,30 @@ class Member:
     """Channel -> join sequence number (the paging cursor of member listings)."""
     diffs: bool = False
     """The connection takes presence as batched diffs (the ``presence_diffs`` feature)."""
-    watching: set[str] = attrs.field(factory=set)
+    watching: AbstractSet[str] = frozenset()
     """Channels whose presence this connection may see under a per-connection presence
-    value (``granted``, ``token``, ``hook``): decided at its join and at each refresh."""
-    channel_info: dict[str, Any] = attrs.field(factory=dict)
+    value (``granted``, ``token``, ``hook``): decided at its join and at each refresh.
+    Changed only through :meth:`watch`; a set of its own only once it has one (most
+    connections never do: an empty set per connection is 216 bytes)."""
+    channel_info: Mapping[str, Any] = _NO_INFO
     """Channel -> the ``info`` its channel token (protocol.md §4.4.2) or the join hook
-    (docs/hooks.md) gave it there."""
+    (docs/hooks.md) gave it there. Changed only through :meth:`set_info` (shared while
+    empty, as :attr:`watching`)."""
+
+    def watch(self, channel: str, sees: bool) -> None:
+        """Whether this connection sees ``channel``'s presence (see :attr:`watching`)."""
+        if sees and channel not in self.watching:
+            self.watching = {*self.watching, channel}
+        elif not sees and channel in self.watching:
+            self.watching = self.watching - {channel} or frozenset()
+
+    def set_info(self, channel: str, info: Any) -> None:
+        """This connection's ``info`` in ``channel`` (None: none)."""
+        if info is not None:
+            self.channel_info = {**self.channel_info, channel: info}
+        elif channel in self.channel_info:
+            rest = {k: v for k, v in self.channel_info.items() if k != channel}
+            self.channel_info = rest or _NO_INFO
 
     @property
     def session_key(self) -> tuple[str, str] | None:
@@ -333,10 +355,7 @@ class ChannelTable:
         ``sees`` (a refreshed token): the groups built from it are rebuilt on next use."""
         if sees == (channel in member.watching):
             return
-        if sees:
-            member.watching.add(channel)
-        else:
-            member.watching.discard(channel)
+        member.watch(channel, sees)
         self._watching.pop(channel, None)
         self._split.pop(channel, None)
 

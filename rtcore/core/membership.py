@@ -34,7 +34,7 @@ def add(app: App, member: Member, channel: str, reason: str, max_channels: int, 
         app.tell(member, f.Left(channel, "removed", message))
         return FULL
     if app.settings.presence_policy(channel) == HOOK:  # the channel's members see presence
-        member.watching.add(channel)
+        member.watch(channel, True)
     app.join(member, channel, member.echo)
     epoch, offset = _position(app, channel, wall)
     app.tell(member, f.Joined(channel, reason, epoch, offset))

@@ -61,9 +61,9 @@ class ChannelTableMachine(RuleBasedStateMachine):
             self.table.rewatch(member, channel, sees)
             self.presence_reaches_whom_the_policy_says(channel)
         elif sees:
-            member.watching.add(channel)
+            member.watch(channel, True)
         else:
-            member.watching.discard(channel)
+            member.watch(channel, False)
 
     @rule(channel=st.sampled_from(CHANNELS), policy=st.sampled_from(POLICIES))
     def set_presence_policy(self, channel: str, policy: str) -> None:
@@ -365,7 +365,7 @@ def test_a_page_at_any_depth_does_not_scan_the_channel() -> None:
 def test_a_per_connection_presence_group_follows_rights_joins_and_leaves() -> None:
     table = ChannelTable(Pending(), lambda ch: "granted")
     ann, bob, cat = (Member(c, c, None, Outbox()) for c in ("ann", "bob", "cat"))
-    ann.watching.add("ch")
+    ann.watch("ch", True)
     for m in (ann, bob):
         table.connect(m)
         table.join(m, "ch")
@@ -374,9 +374,23 @@ def test_a_per_connection_presence_group_follows_rights_joins_and_leaves() -> No
     assert list(table.presence_group("ch")) == ["ann", "bob"]
     table.rewatch(ann, "ch", False)  # ...and took ann's
     assert list(table.presence_group("ch")) == ["bob"]
-    cat.watching.add("ch")
+    cat.watch("ch", True)
     table.connect(cat)
     table.join(cat, "ch")  # a kept group follows joins
     assert list(table.presence_group("ch")) == ["bob", "cat"]
     table.leave(bob, "ch")
     assert list(table.presence_group("ch")) == ["cat"]
+
+
+def test_a_member_shares_its_empty_tables_until_it_needs_its_own() -> None:
+    """Idle connections are what a server has most of: a member holds no set or dict of its
+    own for the presence it watches and the infos it has until it has one."""
+    a, b = Member("a", None, None, Outbox()), Member("b", None, None, Outbox())
+    assert a.watching is b.watching and a.channel_info is b.channel_info
+    a.watch("x", True)
+    a.set_info("x", {"role": "host"})
+    assert a.watching == {"x"} and a.channel_info == {"x": {"role": "host"}}
+    assert b.watching == frozenset() and dict(b.channel_info) == {}
+    a.watch("x", False)
+    a.set_info("x", None)
+    assert a.watching == frozenset() and a.channel_info is b.channel_info

@@ -17,6 +17,8 @@ as long as the connection stays in the channel.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from rtcore import observe
@@ -89,7 +91,7 @@ def admit_join(session: Context, frame: f.Join, wall: float) -> tuple[ChannelTok
     rules; returns the token, and whether the app's join hook must be asked."""
     assert session.member is not None
     if frame.channel not in session.member.channels:  # a join that did not complete left it
-        session.channel_tokens.pop(frame.channel, None)
+        _drop(session, frame.channel)
     token = None if frame.token is None else _verified(session, frame.channel, frame.token, wall)
     ask = enforce(session, "join", frame.channel, token)
     return token, ask
@@ -101,16 +103,12 @@ def enter(session: Context, channel: str, token: ChannelToken | None, info: Any 
     join's presence event carries them)."""
     member = session.member
     assert member is not None
-    member.channel_info.pop(channel, None)  # (what a join that did not complete left)
-    member.watching.discard(channel)
     if token is not None:
-        session.channel_tokens[channel] = token
+        _hold(session, channel, token)
         if info is None:
             info = token.info
-    if info is not None:
-        member.channel_info[channel] = info
-    if verdict(session, "presence", channel, token, entering=True) is None:
-        member.watching.add(channel)
+    member.set_info(channel, info)  # (None: clears what a join that did not complete left)
+    member.watch(channel, verdict(session, "presence", channel, token, entering=True) is None)
 
 
 def recheck(session: Context, channels: list[str]) -> None:
@@ -125,7 +123,7 @@ def recheck(session: Context, channels: list[str]) -> None:
         if not isinstance(refusal, Refusal):  # (a hook's answer stands: not asked again)
             app.table.rewatch(member, channel, allows(session, "presence", channel))
             continue
-        session.channel_tokens.pop(channel, None)
+        _drop(session, channel)
         app.remove(member, channel, "grant_revoked", f"{refusal.message} (after a refresh)")
 
 
@@ -137,7 +135,7 @@ def refresh_channel(session: Context, frame: f.Refresh, wall: float) -> Result:
     if channel not in member.channels:
         raise refuse(ErrorCode.NOT_MEMBER, f"refresh of {channel!r}: join it first")
     token = _verified(session, channel, frame.token, wall)
-    session.channel_tokens[channel] = token
+    _hold(session, channel, token)
     recheck(session, [channel])
     return {"expires": int(token.expires * 1000)}
 
@@ -151,9 +149,9 @@ def expire(session: Context, wall: float) -> None:
     leeway = app.settings.session.leeway if app.settings.session is not None else 0.0
     for channel, token in list(session.channel_tokens.items()):
         if channel not in member.channels:  # a join that did not complete
-            del session.channel_tokens[channel]
+            _drop(session, channel)
         elif wall > token.expires + leeway:
-            del session.channel_tokens[channel]
+            _drop(session, channel)
             message = f"the channel token for {channel!r} expired"
             app.remove(member, channel, "token_expired", message)
 
@@ -174,3 +172,18 @@ def _verified(session: Context, channel: str, token: str, wall: float) -> Channe
     except RemoteProtocolError:
         observe.permission_refused(app, "join", "invalid_channel_token")
         raise
+
+
+NO_TOKENS: Mapping[str, ChannelToken] = MappingProxyType({})
+"""A session's channel tokens until it holds one (shared: an empty dict per connection is 64
+bytes, and most never hold a token); :func:`_hold` gives it a table of its own."""
+
+
+def _hold(session: Context, channel: str, token: ChannelToken) -> None:
+    session.channel_tokens = {**session.channel_tokens, channel: token}
+
+
+def _drop(session: Context, channel: str) -> None:
+    if channel in session.channel_tokens:
+        rest = {k: v for k, v in session.channel_tokens.items() if k != channel}
+        session.channel_tokens = rest or NO_TOKENS

@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from rtcore.config.model import Limits
     from rtcore.core.app import App
     from rtcore.core.auth import Principal
@@ -31,8 +33,9 @@ class Context(Protocol):
     member: Member | None
     principal: Principal | None
     """The signed-in user; a ``refresh`` replaces it."""
-    channel_tokens: dict[str, ChannelToken]
-    """The channel tokens the connection holds, by channel (rtcore.core.session.access)."""
+    channel_tokens: Mapping[str, ChannelToken]
+    """The channel tokens the connection holds, by channel (rtcore.core.session.access
+    replaces it, never changes it)."""
     deferred: Deferred | None
     """A deferred request's resume may defer again (a history join waits for presence)."""
 

@@ -106,7 +106,7 @@ class Session:
         self.member: Member | None = None
         self.principal: Principal | None = None
         """The signed-in user, when the hello carried a valid session token."""
-        self.channel_tokens: dict[str, ChannelToken] = {}
+        self.channel_tokens: Mapping[str, ChannelToken] = access.NO_TOKENS
         """The channel tokens the connection holds (rtcore.core.session.access)."""
         self.remote = remote
         """The peer's IP address: the rate-limit key of anonymous clients."""
