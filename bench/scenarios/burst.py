@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bench import peers
 from bench.harness import LoadProc, cpu_spent, fleet, gather, pad_for, server_cpu, split
 from bench.scenarios import Subparsers
 from bench.tables import interleaved_runs, report
+
+SLOW = ("naive", "node-ws")
+"""Servers given the baseline's messages (--baseline-messages): tens of times slower than
+rtcore, their full burst would take minutes; rates compare."""
 
 
 def run_burst(kind: str, n: int, messages: int, size: int, procs: int) -> dict[str, Any]:
@@ -51,7 +56,7 @@ def burst(
     rows = interleaved_runs(
         args.runs,
         servers,
-        lambda k: run_burst(k, n, m_base if k == "naive" else m, size, args.procs),
+        lambda k: run_burst(k, n, m_base if k in SLOW else m, size, args.procs),
         scenario="burst",
     )
     report(
@@ -65,8 +70,20 @@ def burst(
             ("rate", "deliveries/s", ",.0f"),
             ("cpu", "server CPU", ".0%"),
             ("rss_mb", "server RSS MB", ".0f"),
+            *of_ceiling(rows),
         ],
     )
+
+
+def of_ceiling(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """With c-ceiling in the run: each row's rate as a share of the ceiling's (medians; the
+    issue's target: rtcore >= 35% of it), else no column."""
+    ceiling = next((r for r in rows if r["server"] == peers.CEILING), None)
+    if ceiling is None:
+        return []
+    for r in rows:
+        r["of_ceiling"] = r["rate"] / ceiling["rate"]
+    return [("of_ceiling", "of c-ceiling", ".1%")]
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -77,7 +94,8 @@ def add_parser(sub: Subparsers) -> None:
         "--baseline-messages",
         type=int,
         default=200,
-        help="messages for the naive baseline (it is ~50x slower; rates compare)",
+        help="messages for the naive baseline and node-ws (~50x and ~30x slower than rtcore; "
+        "rates compare)",
     )
     b.add_argument("--size", type=int, default=110, help="delivered frame size, bytes")
 
