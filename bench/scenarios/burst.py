@@ -51,12 +51,21 @@ def measure_burst(
 
 
 def burst(
-    servers: list[str], args: argparse.Namespace, n: int, m: int, size: int, m_base: int
+    servers: list[str],
+    args: argparse.Namespace,
+    n: int,
+    m: int,
+    size: int,
+    m_base: int,
+    m_ceiling: int | None = None,
 ) -> None:
+    """``m`` messages; ``m_base`` for the SLOW servers, ``m_ceiling`` (default 5 x ``m``) for
+    c-ceiling, whose ``m`` would take too short a time to measure."""
+    messages = {**dict.fromkeys(SLOW, m_base), peers.CEILING: m_ceiling or 5 * m}
     rows = interleaved_runs(
         args.runs,
         servers,
-        lambda k: run_burst(k, n, m_base if k in SLOW else m, size, args.procs),
+        lambda k: run_burst(k, n, messages.get(k, m), size, args.procs),
         scenario="burst",
     )
     report(
@@ -97,8 +106,22 @@ def add_parser(sub: Subparsers) -> None:
         help="messages for the naive baseline and node-ws (~50x and ~30x slower than rtcore; "
         "rates compare)",
     )
+    b.add_argument(
+        "--ceiling-messages",
+        type=int,
+        default=None,
+        help="messages for c-ceiling (default 5 x -m: at -m 2000 it takes ~50 ms; rates compare)",
+    )
     b.add_argument("--size", type=int, default=110, help="delivered frame size, bytes")
 
 
 def command(parser: argparse.ArgumentParser, args: argparse.Namespace, servers: list[str]) -> None:
-    burst(servers, args, args.subscribers, args.messages, args.size, args.baseline_messages)
+    burst(
+        servers,
+        args,
+        args.subscribers,
+        args.messages,
+        args.size,
+        args.baseline_messages,
+        args.ceiling_messages,
+    )

@@ -30,6 +30,7 @@ from wsproto.events import (
 
 from bench import peers
 from bench.harness import ServerProc
+from tests.integration.test_bench_smoke import table_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,17 +164,86 @@ def test_a_peer_closes_a_bad_first_frame_with_protocol_md_s_code(
     assert client.close_code() == code
 
 
-def smoke(*args: str) -> subprocess.CompletedProcess[str]:
+def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bench", "--servers", ",".join(available()), *args],
+        [sys.executable, "-m", "bench", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
     )
 
 
-def available() -> list[str]:
+def both() -> str:
     for kind in peers.PEERS:
         require(kind)
-    return list(peers.PEERS)
+    return ",".join(peers.PEERS)
+
+
+def test_burst_runs_the_peers_with_every_delivery_counted() -> None:
+    out = bench("--servers", both(), "burst", "-n", "20", "-m", "40", "--baseline-messages", "30")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "WARNING" not in out.stderr, out.stderr  # every expected delivery arrived
+    rows = table_rows(out.stdout.split("## burst", 1)[1])
+    # node-ws gets the baseline's messages, c-ceiling 5 x -m; 20 subscribers each
+    assert [(r["server"], r["messages"], r["deliveries"]) for r in rows] == [
+        ("node-ws", "30", "600"),
+        ("c-ceiling", "200", "4,000"),
+    ]
+    assert rows[1]["of c-ceiling"] == "100.0%"
+    assert float(rows[0]["of c-ceiling"].rstrip("%")) > 0
+
+
+def test_joins_and_connect_run_the_peers_with_ratios_to_node() -> None:
+    """joins: a peer named in --modes (here pipelined) and one added from --servers, every
+    client's join acked (the C client reports ready only then); connect: RSS per idle
+    connection of each peer's own process, as a ratio to Node's."""
+    out = bench("--servers", both(), "joins", "-n", "60", "--modes", "c-ceiling pipelined")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = table_rows(out.stdout.split("## joins", 1)[1])
+    assert [(r["presence"], r["clients"]) for r in rows] == [
+        ("c-ceiling pipelined", "60"),
+        ("node-ws", "60"),
+    ]
+    assert rows[1]["time vs node-ws"] == "1.00x"
+    out = bench("--servers", both(), "connect", "--counts", "40")
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = table_rows(out.stdout.split("## connect", 1)[1])
+    assert [(r["server"], r["connections"]) for r in rows] == [
+        ("node-ws", "40"),
+        ("c-ceiling", "40"),
+    ]
+    assert rows[0]["RSS/conn vs node-ws"] == "1.00x"
+    assert float(rows[0]["server RSS MB"]) > 10 > float(rows[1]["server RSS MB"])  # their own
+
+
+def test_a_missing_peer_is_said_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No node, no cc (an empty PATH, an empty build cache): each peer's problem names what
+    is missing, and a run that asks for one exits non-zero with that line, no traceback."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("RTCORE_LOADTEST_BUILD", str(tmp_path))
+    peers.problem.cache_clear()
+    try:
+        assert (peers.problem("node-ws") or "").startswith("node is not installed")
+        assert (peers.problem("c-ceiling") or "").startswith("no C compiler to build")
+    finally:
+        peers.problem.cache_clear()
+    out = bench("--servers", "rtcore,node-ws", "connect", "--counts", "10", env=dict(os.environ))
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == [
+        "python -m bench: node-ws: node is not installed (the node-ws peer needs Node >= 18)"
+    ]
+    assert "## connect" not in out.stdout
+
+
+def test_smoke_and_all_skip_a_missing_peer_with_a_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(peers, "problem", lambda kind: f"{kind} is missing here")
+    assert peers.usable(["rtcore", "node-ws", "raw"], skip=True) == ["rtcore", "raw"]
+    assert capsys.readouterr().out == "node-ws: SKIPPED (node-ws is missing here)\n"
+    with pytest.raises(SystemExit, match="python -m bench: c-ceiling: c-ceiling is missing"):
+        peers.usable(["c-ceiling"], skip=False)
