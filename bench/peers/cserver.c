@@ -25,6 +25,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -602,12 +603,22 @@ static void reap(void) {
     }
 }
 
+static int spare = -1; /* a descriptor kept for refusing connections when out of them */
+
 static void accept_all(int listener) {
     for (;;) {
         int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
-            if (errno == EMFILE || errno == ENFILE) { fprintf(stderr, "cserver: accept: %s\n", strerror(errno)); return; }
+            if ((errno == EMFILE || errno == ENFILE) && spare >= 0) {
+                /* out of descriptors: refuse this one (accept and close it with the spare
+                 * descriptor) rather than leave it to wake the loop forever */
+                fprintf(stderr, "cserver: accept: %s: a connection refused\n", strerror(errno));
+                close(spare);
+                close(accept(listener, NULL, NULL));
+                spare = open("/dev/null", O_RDONLY);
+                continue;
+            }
             die("accept");
         }
         int one = 1;
@@ -628,6 +639,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    spare = open("/dev/null", O_RDONLY);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2]))};
     if (inet_pton(AF_INET, argv[1], &addr.sin_addr) != 1) die("bad host");
     int listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
