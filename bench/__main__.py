@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bench import cluster, harness
+from bench import cluster, harness, peers
 from bench.scenarios import (
     Subparsers,
     burst,
@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--servers",
         default="rtcore,naive,raw",
         help="servers to run, comma-separated (rtcore, rtcore-metrics, rtcore-history, "
-        "rtcore-nofreeze, naive, raw); rtcore-metrics is rtcore with its Prometheus metrics on, "
-        "rtcore-history with channel history on every channel (history_size 1000), "
-        "rtcore-nofreeze without the garbage collector's freezing (rtcore.server.gc_policy)",
+        "rtcore-nofreeze, naive, raw, node-ws, c-ceiling); rtcore-metrics is rtcore with its "
+        "Prometheus metrics on, rtcore-history with channel history on every channel "
+        "(history_size 1000), rtcore-nofreeze without the garbage collector's freezing "
+        "(rtcore.server.gc_policy); node-ws and c-ceiling are the peers (bench/peers/: Node's "
+        "ws, and a C epoll server, the machine's limit), for burst, steady, connect and joins",
     )
     parser.add_argument("--procs", type=int, default=1, help="subscriber load processes")
     parser.add_argument("--runs", type=int, default=1, help="runs per server; the median is shown")
@@ -115,9 +117,10 @@ def every_scenario(args: argparse.Namespace, servers: list[str], tiny: bool) -> 
     )
     without_raw = [s for s in servers if s != "raw"]
     connect.connect(without_raw, args, [250] if tiny else [1000, 5000, 10000])
-    churn.churn(without_raw, args, 20 if tiny else 1000, 20 if tiny else 1000, 10 if tiny else 100)
+    presence = [s for s in without_raw if not peers.is_peer(s)]  # churn measures presence
+    churn.churn(presence, args, 20 if tiny else 1000, 20 if tiny else 1000, 10 if tiny else 100)
     modes = ["events off", *(["diffs", "member_*"] if c_load else [])]
-    joins.joins(args, 100 if tiny else 10_000, modes, 100 if tiny else 2000)
+    joins.joins(args, 100 if tiny else 10_000, modes, 100 if tiny else 2000, servers)
     if c_load:
         storm.storm(args, 50 if tiny else 10_000, 5 if tiny else 40)
     if cluster.redis_binary() is None:
@@ -138,7 +141,7 @@ def every_scenario(args: argparse.Namespace, servers: list[str], tiny: bool) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    servers = args.servers.split(",")
+    servers = peers.usable(args.servers.split(","), skip=args.scenario in ("all", "smoke"))
     configure(args)
     print(
         f"machine: {machine()}; load: {'C' if harness.LOAD['c'] else 'Python'} subscribers, "

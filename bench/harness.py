@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from bench import peers
 from rtcore.loadtest import counting as load
 from rtcore.loadtest import native
 from rtcore.loadtest.native import CSubscriber
@@ -30,8 +31,11 @@ class ServerProc:
         extra = [*SERVER_ARGS, *options] if kind.startswith("rtcore") else []
         if kind == "naive" and not presence:
             extra = ["--no-presence"]
+        argv = [sys.executable, "-m", "bench.servers", kind, *extra]
+        if peers.is_peer(kind):  # started directly: /proc's CPU and RSS are the peer's own
+            argv = peers.command(kind)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", kind, *extra],
+            argv,
             stdout=subprocess.PIPE,
             text=True,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from bench import peers
 from bench.harness import fleet, gather, split
 from bench.scenarios import Subparsers
 from bench.tables import median_run, report
@@ -63,4 +64,6 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def command(parser: argparse.ArgumentParser, args: argparse.Namespace, servers: list[str]) -> None:
+    if any(peers.is_peer(s) for s in servers):
+        parser.error("churn measures presence, which the peers (node-ws, c-ceiling) do not have")
     churn([s for s in servers if s != "raw"], args, args.members, args.pairs, args.baseline_pairs)

@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+from bench import peers
 from bench.harness import LoadProc, ServerProc, split, subscriber
 from bench.scenarios import Subparsers
 from bench.tables import check_meaningful, progress, table
@@ -60,11 +61,25 @@ def connect(servers: list[str], args: argparse.Namespace, counts: list[int]) -> 
                 ("rate", "connections/s", ",.0f"),
                 ("rss_per_conn", "RSS/conn bytes", ",.0f"),
                 ("rss_mb", "server RSS MB", ".0f"),
+                *vs_node(rows),
             ],
             baseline="",
         )
     )
     check_meaningful(rows)
+
+
+def vs_node(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """With node-ws in the run: each row's RSS per idle connection and rate as multiples of
+    Node's at the same N (the issue's target: RSS per connection at 10,000 <= Node's)."""
+    node = {r["N"]: r for r in rows if r["server"] == peers.NODE_BASELINE}
+    if not node:
+        return []
+    for r in rows:
+        base = node.get(r["N"])
+        r["rss_vs_node"] = f"{r['rss_per_conn'] / base['rss_per_conn']:.2f}x" if base else "—"
+        r["rate_vs_node"] = f"{r['rate'] / base['rate']:.2f}x" if base else "—"
+    return [("rss_vs_node", "RSS/conn vs node-ws", ""), ("rate_vs_node", "rate vs node-ws", "")]
 
 
 def add_parser(sub: Subparsers) -> None:

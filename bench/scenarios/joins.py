@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+from bench import peers
 from bench.harness import ServerProc, split, subscriber
 from bench.scenarios import Subparsers
 from bench.tables import median_run, runs_note, table
@@ -24,18 +25,11 @@ Python client does) instead of after the 101 (as browsers must)."""
 
 def run_joins(mode: str, n: int, procs: int, workers: int = 1) -> dict[str, Any]:
     """N connections (upgrade, hello, join) into one channel, from the first connect to the
-    last join's ok, with presence events off, as batched diffs, or one member_* per join.
-    ``workers`` > 1: ``rtcore serve --workers`` over a private Redis instead (bench.cluster)."""
+    last join's ok, with presence events off, as batched diffs, or one member_* per join; or
+    a peer's (``mode`` is its name). ``workers`` > 1: ``rtcore serve --workers`` over a
+    private Redis instead (bench.cluster)."""
     pipeline = mode.endswith(PIPELINED)
-    options, features = JOIN_MODES[mode.removesuffix(PIPELINED)]
-    server: Any
-    if workers > 1:
-        from bench.cluster import WorkersServer
-
-        server = WorkersServer(workers, presence_events="--no-presence-events" not in options)
-        mode = f"{mode}, {workers} workers"
-    else:
-        server = ServerProc("rtcore", options=options)
+    server, features, mode = joins_server(mode, workers)
     subs: list[Any] = []
     try:
         cpu0 = server.cpu_seconds()
@@ -50,7 +44,8 @@ def run_joins(mode: str, n: int, procs: int, workers: int = 1) -> dict[str, Any]
             "seconds": elapsed,
             "setup": setup,
             "rate": n / elapsed,
-            "cpu_s": server.cpu_seconds() - cpu0,
+            "cpu_s": (cpu := server.cpu_seconds() - cpu0),
+            "cpu_us": cpu / n * 1e6,
         }
     finally:
         for s in subs:
@@ -58,7 +53,30 @@ def run_joins(mode: str, n: int, procs: int, workers: int = 1) -> dict[str, Any]
         server.stop()
 
 
-def joins(args: argparse.Namespace, n: int, modes: list[str], member_frames_n: int) -> None:
+def joins_server(mode: str, workers: int) -> tuple[Any, tuple[str, ...], str]:
+    """The server a mode runs, the hello's features, and the mode's label."""
+    if peers.is_peer(mode):  # no presence: the same clients, hello (no features) and join
+        return ServerProc(mode.removesuffix(PIPELINED)), (), mode
+    options, features = JOIN_MODES[mode.removesuffix(PIPELINED)]
+    if workers > 1:
+        from bench.cluster import WorkersServer
+
+        server = WorkersServer(workers, presence_events="--no-presence-events" not in options)
+        return server, features, f"{mode}, {workers} workers"
+    return ServerProc("rtcore", options=options), features, mode
+
+
+def joins(
+    args: argparse.Namespace,
+    n: int,
+    modes: list[str],
+    member_frames_n: int,
+    servers: list[str] | tuple[str, ...] = (),
+) -> None:
+    """Each of ``modes`` (rtcore's presence modes, or a peer's name), then each peer in
+    ``servers`` that no mode names, at ``n`` clients (the member_* mode at its own N)."""
+    named = {m.removesuffix(PIPELINED) for m in modes}
+    modes = [*modes, *(s for s in servers if peers.is_peer(s) and s not in named)]
     rows = []
     for mode in modes:
         size = member_frames_n if mode == "member_*" else n
@@ -78,11 +96,26 @@ def joins(args: argparse.Namespace, n: int, modes: list[str], member_frames_n: i
                 ("seconds", "first connect to last join ok, s", ".2f"),
                 ("rate", "joins/s", ",.0f"),
                 ("cpu_s", "server CPU s", ".1f"),
+                ("cpu_us", "server CPU µs/client", ",.0f"),
+                *vs_node(rows),
             ],
             baseline="",
         )
     )
     runs_note(rows)
+
+
+def vs_node(rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """With node-ws in the run: each row's time as a multiple of Node's at the same N (the
+    issue's targets are such ratios), else no column."""
+    node = next((r for r in rows if r["server"] == peers.NODE_BASELINE), None)
+    node = node or next((r for r in rows if r["server"].startswith(peers.NODE_BASELINE)), None)
+    if node is None:
+        return []
+    for r in rows:
+        same_n = r["N"] == node["N"]
+        r["vs_node"] = f"{r['seconds'] / node['seconds']:.2f}x" if same_n else "— (other N)"
+    return [("vs_node", f"time vs {node['server']}", "")]
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -91,7 +124,8 @@ def add_parser(sub: Subparsers) -> None:
     j.add_argument(
         "--modes",
         default="events off,diffs",
-        help=f"of: {', '.join(JOIN_MODES)}; each may end in '{PIPELINED}' (hello and join "
+        help=f"of: {', '.join(JOIN_MODES)}, or a peer ({', '.join(peers.PEERS)}; also added "
+        f"when --servers names it); each may end in '{PIPELINED}' (hello and join "
         "sent right behind the upgrade request)",
     )
     j.add_argument(
@@ -110,4 +144,5 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def command(parser: argparse.ArgumentParser, args: argparse.Namespace, servers: list[str]) -> None:
-    joins(args, args.clients, args.modes.split(","), args.member_frames_n)
+    modes = peers.usable(args.modes.split(","), skip=False)
+    joins(args, args.clients, modes, args.member_frames_n, servers)
