@@ -31,7 +31,13 @@ from rtcore.client._channels import Channels
 from rtcore.client._events import Connected, Disconnected, Listeners, Rejoining
 from rtcore.client._handlers import MSG, Handlers
 from rtcore.client._presence import member_events
-from rtcore.client._requests import OnOk, Requests, join_request, refresh_request
+from rtcore.client._requests import (
+    OnOk,
+    Requests,
+    join_request,
+    members_request,
+    refresh_request,
+)
 from rtcore.client._websocket import WebSocket, WebSocketClosed, connect
 from rtcore.client.errors import (
     BufferFullError,
@@ -438,6 +444,15 @@ class Link:
                     self._member_event(event)
                 else:
                     self.channels.members.apply(event)
+        elif isinstance(frame, f.PresencePaused):
+            self.channels.members.pause(frame.channel)
+            self.handlers.emit("presence_paused", frame)
+            self.listeners.publish(frame)
+        elif isinstance(frame, f.PresenceResumed):
+            if self.channels.members.resume(frame.channel) and self.tasks is not None:
+                self.tasks.start_soon(self._relist, frame.channel)
+            self.handlers.emit("presence_resumed", frame)
+            self.listeners.publish(frame)
         elif isinstance(frame, f.UserEvent):
             self.handlers.emit("user_event", frame)
             self.listeners.publish(frame)
@@ -453,6 +468,23 @@ class Link:
         elif isinstance(frame, f.Gap):  # messages may have been missed (protocol.md §5.5)
             self.handlers.emit("gap", frame)
             self.listeners.publish(frame)
+
+    async def _relist(self, channel: str) -> None:
+        """After ``presence_resumed`` (protocol.md §5.2.2): list the channel again, each
+        page merged into its member list as it arrives; a failure is reported."""
+        merge = functools.partial(self.channels.members.merge_page, channel)
+        after: int | None = None
+        try:
+            while True:
+                limit = 1000
+                if self.welcome is not None:
+                    limit = min(limit, self.welcome.limits.get("max_members_page", limit))
+                page = functools.partial(members_request, channel, after, limit)
+                after = (await self.request(page, buffered=False, on_ok=merge))["next"]
+                if after is None:
+                    return
+        except (RequestError, RequestTimeout, NotConnectedError) as exc:
+            self.handlers.emit("error", exc)
 
     def _member_event(self, event: f.MemberEvent) -> None:
         self.channels.members.apply(event)
