@@ -35,7 +35,7 @@ from rtcore.client._requests import (
     OnOk,
     Requests,
     join_request,
-    members_request,
+    list_members,
     refresh_request,
 )
 from rtcore.client._websocket import WebSocket, WebSocketClosed, connect
@@ -444,14 +444,10 @@ class Link:
                     self._member_event(event)
                 else:
                     self.channels.members.apply(event)
-        elif isinstance(frame, f.PresencePaused):
-            self.channels.members.pause(frame.channel)
-            self.handlers.emit("presence_paused", frame)
-            self.listeners.publish(frame)
-        elif isinstance(frame, f.PresenceResumed):
-            if self.channels.members.resume(frame.channel) and self.tasks is not None:
+        elif isinstance(frame, f.PresencePaused | f.PresenceResumed):  # §5.2.2
+            if self.channels.members.told(frame) and self.tasks is not None:
                 self.tasks.start_soon(self._relist, frame.channel)
-            self.handlers.emit("presence_resumed", frame)
+            self.handlers.emit(frame.TYPE, frame)
             self.listeners.publish(frame)
         elif isinstance(frame, f.UserEvent):
             self.handlers.emit("user_event", frame)
@@ -470,19 +466,13 @@ class Link:
             self.listeners.publish(frame)
 
     async def _relist(self, channel: str) -> None:
-        """After ``presence_resumed`` (protocol.md §5.2.2): list the channel again, each
-        page merged into its member list as it arrives; a failure is reported."""
+        """After ``presence_resumed`` (§5.2.2): the channel listed again into its list."""
+        limit = min(
+            1000, (self.welcome.limits if self.welcome else {}).get("max_members_page", 1000)
+        )
         merge = functools.partial(self.channels.members.merge_page, channel)
-        after: int | None = None
         try:
-            while True:
-                limit = 1000
-                if self.welcome is not None:
-                    limit = min(limit, self.welcome.limits.get("max_members_page", limit))
-                page = functools.partial(members_request, channel, after, limit)
-                after = (await self.request(page, buffered=False, on_ok=merge))["next"]
-                if after is None:
-                    return
+            await list_members(self.request, channel, limit, merge)
         except (RequestError, RequestTimeout, NotConnectedError) as exc:
             self.handlers.emit("error", exc)
 

@@ -70,6 +70,13 @@ class MemberLists:
         kept.clear()
         return True
 
+    def told(self, frame: f.PresencePaused | f.PresenceResumed) -> bool:
+        """The channel's events paused or resumed; returns whether to list it again."""
+        if isinstance(frame, f.PresencePaused):
+            self.pause(frame.channel)
+            return False
+        return self.resume(frame.channel)
+
     def merge_page(self, channel: str, data: object) -> None:
         """A page of a ``members`` listing arrived (its ``ok`` data)."""
         kept = self._lists.get(channel)
