@@ -16,7 +16,16 @@ from rtcore.client.errors import (
     RequestError,
     RequestTimeout,
 )
-from rtcore.protocol.frames import Gap, Joined, Left, MemberEvent, Msg, UserEvent
+from rtcore.protocol.frames import (
+    Gap,
+    Joined,
+    Left,
+    MemberEvent,
+    Msg,
+    PresencePaused,
+    PresenceResumed,
+    UserEvent,
+)
 from rtcore.protocol.position import Position
 
 __all__ = [
@@ -39,6 +48,8 @@ __all__ = [
     "Joined",
     "Left",
     "MemberEvent",
+    "PresencePaused",
+    "PresenceResumed",
     "Msg",
     "NotConnectedError",
     "Position",

@@ -65,6 +65,8 @@ class Rejoining:
 Event = (
     f.Msg
     | f.MemberEvent
+    | f.PresencePaused
+    | f.PresenceResumed
     | f.UserEvent
     | f.Left
     | f.Joined

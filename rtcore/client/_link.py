@@ -31,7 +31,13 @@ from rtcore.client._channels import Channels
 from rtcore.client._events import Connected, Disconnected, Listeners, Rejoining
 from rtcore.client._handlers import MSG, Handlers
 from rtcore.client._presence import member_events
-from rtcore.client._requests import OnOk, Requests, join_request, refresh_request
+from rtcore.client._requests import (
+    OnOk,
+    Requests,
+    join_request,
+    list_members,
+    refresh_request,
+)
 from rtcore.client._websocket import WebSocket, WebSocketClosed, connect
 from rtcore.client.errors import (
     BufferFullError,
@@ -438,6 +444,11 @@ class Link:
                     self._member_event(event)
                 else:
                     self.channels.members.apply(event)
+        elif isinstance(frame, f.PresencePaused | f.PresenceResumed):  # §5.2.2
+            if self.channels.members.told(frame) and self.tasks is not None:
+                self.tasks.start_soon(self._relist, frame.channel)
+            self.handlers.emit(frame.TYPE, frame)
+            self.listeners.publish(frame)
         elif isinstance(frame, f.UserEvent):
             self.handlers.emit("user_event", frame)
             self.listeners.publish(frame)
@@ -453,6 +464,17 @@ class Link:
         elif isinstance(frame, f.Gap):  # messages may have been missed (protocol.md §5.5)
             self.handlers.emit("gap", frame)
             self.listeners.publish(frame)
+
+    async def _relist(self, channel: str) -> None:
+        """After ``presence_resumed`` (§5.2.2): the channel listed again into its list."""
+        limit = min(
+            1000, (self.welcome.limits if self.welcome else {}).get("max_members_page", 1000)
+        )
+        merge = functools.partial(self.channels.members.merge_page, channel)
+        try:
+            await list_members(self.request, channel, limit, merge)
+        except (RequestError, RequestTimeout, NotConnectedError) as exc:
+            self.handlers.emit("error", exc)
 
     def _member_event(self, event: f.MemberEvent) -> None:
         self.channels.members.apply(event)

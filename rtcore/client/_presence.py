@@ -7,6 +7,10 @@ arrival order, and each page of a listing is merged in as its reply arrives. App
 idempotent (a join or an update sets the member, a leave removes it), so a page and a frame
 that both reflect the same change agree, whatever order they arrive in; once a listing has
 completed after the join, the list equals the server's (the convergence test checks this).
+
+A connection without presence diffs gets no ``member_*`` frames of a channel past its
+``member_events_max`` (protocol.md §5.2.2): at ``presence_paused`` the list is emptied (it
+would go stale) until ``presence_resumed``, when it starts afresh and is listed again.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ Member = dict[str, Any]
 class MemberLists:
     """Joined channel -> member id -> member."""
 
-    __slots__ = ("_lists",)
+    __slots__ = ("_lists", "_paused")
 
     def __init__(self) -> None:
         self._lists: dict[str, dict[str, Member]] = {}
+        self._paused: set[str] = set()
 
     def members(self, channel: str) -> list[Member]:
         return list(self._lists.get(channel, {}).values())
@@ -39,13 +44,43 @@ class MemberLists:
         """Stop keeping one channel's list (left), or every list (a new connection)."""
         if channel is None:
             self._lists.clear()
+            self._paused.clear()
         else:
             self._lists.pop(channel, None)
+            self._paused.discard(channel)
+
+    def paused(self, channel: str) -> bool:
+        """Whether the server paused the channel's per-member events (§5.2.2)."""
+        return channel in self._paused
+
+    def pause(self, channel: str) -> None:
+        """``presence_paused``: the list would go stale; it is emptied until resumed."""
+        kept = self._lists.get(channel)
+        if kept is not None:
+            kept.clear()
+            self._paused.add(channel)
+
+    def resume(self, channel: str) -> bool:
+        """``presence_resumed``: the list starts afresh; returns whether it is kept (then
+        the channel must be listed again)."""
+        self._paused.discard(channel)
+        kept = self._lists.get(channel)
+        if kept is None:
+            return False
+        kept.clear()
+        return True
+
+    def told(self, frame: f.PresencePaused | f.PresenceResumed) -> bool:
+        """The channel's events paused or resumed; returns whether to list it again."""
+        if isinstance(frame, f.PresencePaused):
+            self.pause(frame.channel)
+            return False
+        return self.resume(frame.channel)
 
     def merge_page(self, channel: str, data: object) -> None:
         """A page of a ``members`` listing arrived (its ``ok`` data)."""
         kept = self._lists.get(channel)
-        if kept is not None and isinstance(data, dict):
+        if kept is not None and channel not in self._paused and isinstance(data, dict):
             for member in data.get("members") or ():
                 kept[member["id"]] = member
 

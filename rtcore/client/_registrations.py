@@ -45,6 +45,17 @@ class Registrations:
     def on_update(self, handler: Callable[[f.MemberEvent], object]) -> None:
         self._handlers.add("member_update", handler)
 
+    def on_presence_paused(self, handler: Callable[[f.PresencePaused], object]) -> None:
+        """``handler(event: PresencePaused)``: a channel past its ``member_events_max``
+        sends this connection no more join, leave and update events (protocol.md §5.2.2;
+        only with ``presence_diffs=False``); :meth:`members` is empty until resumed."""
+        self._handlers.add("presence_paused", handler)
+
+    def on_presence_resumed(self, handler: Callable[[f.PresenceResumed], object]) -> None:
+        """``handler(event: PresenceResumed)``: the channel's events are back; the client
+        lists its members again into :meth:`members`."""
+        self._handlers.add("presence_resumed", handler)
+
     def on_recover(self, handler: Callable[[Recovered], object]) -> None:
         """``handler(event: Recovered)`` after each rejoin of a channel this client had a
         position in (after a reconnect, or a join with ``recover``)."""

@@ -9,6 +9,7 @@ keys depend on the request, hence ``Any``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -100,6 +101,17 @@ class Requests:
 
 def members_request(channel: str, after: int | None, limit: int, rid: int) -> f.GetMembers:
     return f.GetMembers(rid, channel, after, limit)
+
+
+async def list_members(request: Callable[..., Any], channel: str, limit: int, merge: OnOk) -> None:
+    """Every page of ``channel``'s members, ``limit`` at a time, each handed to ``merge``
+    as its ``ok`` arrives (``request``: the link's, unbuffered: a lost connection ends it)."""
+    after: int | None = None
+    while True:
+        page = functools.partial(members_request, channel, after, limit)
+        after = (await request(page, buffered=False, on_ok=merge))["next"]
+        if after is None:
+            return
 
 
 def refresh_request(token: str, rid: int, channel: str | None = None) -> f.Refresh:

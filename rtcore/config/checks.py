@@ -11,7 +11,13 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
-from rtcore.config.model import CHANNEL_RULE_KEYS, ChannelRule, ConfigError
+from rtcore.config.model import (
+    CHANNEL_RULE_KEYS,
+    DEFAULT_MEMBER_EVENTS_MAX,
+    MAX_MEMBER_EVENTS_MAX,
+    ChannelRule,
+    ConfigError,
+)
 from rtcore.core import restrictions
 from rtcore.core.limits.limiter import LIMITER_KEYS, OPERATIONS, SCOPES, Rule
 from rtcore.core.permissions import HOOK, HOOK_OPERATIONS, RULE_VALUES
@@ -67,7 +73,17 @@ def channel_rule(raw: object, where: str) -> ChannelRule:
         float(ttl),
         raw.get("history"),
         boolean(raw.get("user_limited", False), f"{where}.user_limited"),
+        _member_events_max(raw.get("member_events_max", DEFAULT_MEMBER_EVENTS_MAX), where),
     )
+
+
+def _member_events_max(value: object, where: str) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_MEMBER_EVENTS_MAX:
+        raise ConfigError(
+            f"{where}.member_events_max: must be an integer from 1 to {MAX_MEMBER_EVENTS_MAX} "
+            "(members past which clients without presence diffs get no member_* events)"
+        )
+    return value
 
 
 def needs_session(rules: tuple[ChannelRule, ...], where: str, hooked: bool = False) -> list[str]:

@@ -109,6 +109,12 @@ class Limits:
         }
 
 
+DEFAULT_MEMBER_EVENTS_MAX = 1000
+"""A channel rule's ``member_events_max`` when it sets none (and for channels no rule
+matches)."""
+MAX_MEMBER_EVENTS_MAX = 100_000
+"""The largest ``member_events_max`` a rule may set."""
+
 CHANNEL_RULE_KEYS = (
     "pattern",
     "join",
@@ -119,6 +125,7 @@ CHANNEL_RULE_KEYS = (
     "history_ttl",
     "history",
     "user_limited",
+    "member_events_max",
 )
 """The keys of a ``[[apps.channels]]`` table (the fields of :class:`ChannelRule`)."""
 
@@ -156,6 +163,11 @@ class ChannelRule:
     user_limited: bool = False
     """Only the users listed after the channel name's last ``#`` (comma-separated) may
     join, send, list members and read history (``dm#alice,bob``)."""
+    member_events_max: int = 1000
+    """Past this many members, the channel's connections without presence diffs get no
+    more ``member_*`` frames for it: one ``presence_paused`` push, then a
+    ``presence_resumed`` once it is back to half of it (protocol.md §5.2.2). Each such
+    event goes to every member, so without this cap N joins cost O(N²) frames."""
 
     def value(self, op: str) -> str:
         """The rule's value for ``op`` (``join``, ``send``, ``presence``, ``history``)."""
@@ -269,6 +281,12 @@ class AppConfig:
         else true."""
         rule = self.channel_rule(channel)
         return True if rule is None else rule.presence_events
+
+    def member_events_max(self, channel: str) -> int:
+        """Past how many members ``channel``'s ``member_*`` events pause (protocol.md
+        §5.2.2): its rule's ``member_events_max``, else the default."""
+        rule = self.channel_rule(channel)
+        return DEFAULT_MEMBER_EVENTS_MAX if rule is None else rule.member_events_max
 
 
 @attrs.frozen

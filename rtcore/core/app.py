@@ -20,6 +20,7 @@ from rtcore.core import webhooks
 from rtcore.core.history import Recovery, Retention, Slice, decide_recovery
 from rtcore.core.hooks.ports import NO_EVENTS, EventSink, HookCaller
 from rtcore.core.limits.limiter import Chain
+from rtcore.core.member_events import MemberEvents, member_event
 from rtcore.core.members import ChannelTable, Member, admits
 from rtcore.core.outbox import Pending
 from rtcore.core.presence import PresenceBatcher
@@ -106,6 +107,8 @@ class App:
         self._ids = ids
         self.presence = PresenceBatcher(pending, self._publish_diff)
         """Presence diffs awaiting the next flush pass (or a message to their channel)."""
+        self.member_events = MemberEvents(self.table, pending, self.statistics)
+        """``member_*`` frames, paused in channels past ``member_events_max``."""
         self._retentions: dict[str, Retention | None] = {}
         """Channel -> its history retention (a cache of channel-rule lookups)."""
         self._history = any(r.history_size for r in settings.channels)
@@ -357,6 +360,7 @@ class App:
         """Drop the member; every channel it was in hears it leave."""
         for channel, last in self.table.disconnect(member):
             self._left(channel, member, last)
+        self.member_events.forget(member)
 
     def join(self, member: Member, channel: str, echo: bool) -> bool:
         """Join; returns False if already a member (then nothing is sent).
@@ -366,6 +370,7 @@ class App:
         first = self.table.join(member, channel)
         if first is None:
             return False
+        self.member_events.expect_reply(member)
         skip = None if echo else member.id
         if self.broker.shared:
             if len(self.table.members(channel)) == 1:
@@ -408,7 +413,8 @@ class App:
         if last is None:
             return False
         self._left(channel, member, last)
-        if echo and self.sees_presence(member, channel) and self.presence_events(channel):
+        hears = self.presence_events(channel) and not self.member_events.silenced(member, channel)
+        if echo and self.sees_presence(member, channel) and hears:
             own: f.PresenceDiff | f.MemberEvent
             info = member.info(channel)
             if member.diffs:
@@ -453,33 +459,28 @@ class App:
                 self.presence_event("member_update", channel, member.info(channel), None, skip)
         return len(member.channels)
 
-    def presence_event(
-        self, kind: str, channel: str, info: dict[str, Any], flag: bool | None, skip: str | None
-    ) -> None:
+    def presence_event(  # noqa: PLR0913
+        self, kind: str, channel: str, info: Any, flag: bool | None, skip: str | None,
+        members: int | None = None,
+    ) -> None:  # fmt: skip
         """Deliver one presence event to this node's members of ``channel``: at once as a
-        ``member_*`` frame to those who take those, and into the channel's pending diff for
-        those who take diffs (who get it whatever ``skip`` says: a diff is the same frame
-        for every member). ``flag`` is ``first`` for a join, ``last`` for a leave.
+        ``member_*`` frame to those who take those (unless the channel has more than its
+        ``member_events_max`` ``members``: rtcore.core.member_events), and into the
+        channel's pending diff for those who take diffs (who get it whatever ``skip`` says:
+        a diff is the same frame for every member). ``flag`` is ``first`` for a join,
+        ``last`` for a leave; ``members`` the channel's member count after the event (the
+        cluster's, from a shared broker; None: this node's).
 
         A shared broker calls this on every node for every event of the cluster."""
         if not self.settings.presence_events(channel):
             return
-        first = flag if kind == "member_join" else None
-        last = flag if kind == "member_leave" else None
-        if self.table.presence_receivers(channel, diffs=False):
-            data = framed(f.MemberEvent(kind, channel, info, first=first, last=last))
-            publication = Publication(self.name, Target.PRESENCE, channel, data, skip)
-            delivered = deliver_local(self.table, publication)
-            self.statistics.presence_deliveries += delivered
-            self.statistics.bytes_queued += len(data) * delivered
+        events = self.member_events
+        if self.table.presence_receivers(channel, diffs=False) or events.paused(channel):
+            count = len(self.table.members(channel)) if members is None else members
+            limit = self.settings.member_events_max(channel)
+            events.publish(member_event(kind, channel, info, flag), skip, count, limit)
         if self.table.takes_diffs(channel):
-            diff = self.presence.channel(channel)
-            if kind == "member_join":
-                diff.join(info, first)
-            elif kind == "member_leave":
-                diff.leave(info, last)
-            else:
-                diff.update(info)
+            self.presence.record(kind, channel, info, flag)
 
     def _publish_diff(self, channel: str, frame: f.PresenceDiff) -> int:
         """A batch of presence for this node's diff-taking members (every node batches the

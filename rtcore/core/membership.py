@@ -38,6 +38,7 @@ def add(app: App, member: Member, channel: str, reason: str, max_channels: int, 
     app.join(member, channel, member.echo)
     epoch, offset = _position(app, channel, wall)
     app.tell(member, f.Joined(channel, reason, epoch, offset))
+    app.member_events.replied(member)  # a paused channel's notice follows (§5.2.2)
     return ADDED
 
 

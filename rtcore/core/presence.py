@@ -163,6 +163,17 @@ class PresenceBatcher:
             diff = self._diffs[channel] = ChannelDiff()
         return diff
 
+    def record(self, kind: str, channel: str, info: Info, flag: bool | None) -> None:
+        """One presence event (``member_join``, ``member_leave`` or ``member_update``;
+        ``flag``: ``first`` for a join, ``last`` for a leave) into ``channel``'s diff."""
+        diff = self.channel(channel)
+        if kind == "member_join":
+            diff.join(info, flag)
+        elif kind == "member_leave":
+            diff.leave(info, flag)
+        else:
+            diff.update(info)
+
     def flush_channel(self, channel: str) -> None:
         """Send ``channel``'s pending diff now (before a message to it is queued)."""
         diff = self._diffs.pop(channel, None)

@@ -188,6 +188,11 @@ _SERVER_SPECS: dict[str, tuple[type[f.ServerFrame], tuple[_Field, ...]]] = {
             ("updates", "updates", "maps", False),
         ),
     ),
+    "presence_paused": (
+        f.PresencePaused,
+        _spec(_CH, ("members", "members", "uint"), ("max", "max", "uint")),
+    ),
+    "presence_resumed": (f.PresenceResumed, _spec(_CH, ("members", "members", "uint"))),
     "gap": (f.Gap, _spec(("ch", "channel", "str", True, True), ("reason", "reason", "str"))),
     "user": (
         f.UserEvent,

@@ -224,6 +224,34 @@ class PresenceDiff:
 
 
 @attrs.frozen
+class PresencePaused:
+    """Per-member presence events (``member_*``) of a channel are paused for this
+    connection: the channel has more members than its rule's ``member_events_max``
+    (protocol.md §5.2.2). Only connections without ``presence_diffs`` receive it; until a
+    :class:`PresenceResumed` for the channel, they get no ``member_*`` frame for it, so a
+    member list kept from those frames is no longer up to date."""
+
+    TYPE: ClassVar[str] = "presence_paused"
+    channel: str
+    members: int
+    """The channel's member count when the events were paused (or at this member's join)."""
+    max: int
+    """The channel's ``member_events_max``: events resume at half of it (at least 1)."""
+
+
+@attrs.frozen
+class PresenceResumed:
+    """Per-member presence events of a channel resume for this connection (protocol.md
+    §5.2.2): the ``member_*`` frames that follow are complete again, but what happened while
+    they were paused is not sent: list the channel's members (``members``) again."""
+
+    TYPE: ClassVar[str] = "presence_resumed"
+    channel: str
+    members: int
+    """The channel's member count when the events resumed."""
+
+
+@attrs.frozen
 class UserEvent:
     """An event about the connection's own user (sign-in, sign-out, ...), from the backend."""
 
@@ -294,6 +322,17 @@ class Gap:
 
 
 ServerFrame = (
-    Welcome | Ok | Err | Msg | MemberEvent | PresenceDiff | UserEvent | Left | Joined | Gap
+    Welcome
+    | Ok
+    | Err
+    | Msg
+    | MemberEvent
+    | PresenceDiff
+    | PresencePaused
+    | PresenceResumed
+    | UserEvent
+    | Left
+    | Joined
+    | Gap
 )
 Frame = ClientFrame | ServerFrame

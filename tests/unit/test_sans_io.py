@@ -57,6 +57,7 @@ CORE = [
     "rtcore.config.load",
     "rtcore.core.outbox",
     "rtcore.core.presence",
+    "rtcore.core.member_events",
     "rtcore.core.limits.flush_policy",
     "rtcore.config",
     "rtcore.config.reader",

@@ -438,6 +438,8 @@ class Session:
                 f"a reply would take the outbound buffer beyond {budget} bytes",
             )
         self._pending.push(self.outbox, data)
+        if self.app is not None and self.member is not None:
+            self.app.member_events.replied(self.member)  # a paused channel's notice (§5.2.2)
         return None
 
     def queue(self, data: bytes) -> None:

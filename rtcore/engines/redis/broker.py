@@ -427,12 +427,13 @@ class RedisBroker(PresenceMixin, HistoryMixin, GapMixin):
         elif envelope.kind == rp.HISTORY:
             self._history_message(app, channel, fields)
         elif envelope.kind == rp.PRESENCE:
-            kind, name, blob, flag, skip = fields
+            kind, name, blob, flag, skip = fields[:5]
+            members = fields[5] if len(fields) > 5 and type(fields[5]) is int else None
             _, info = rp.unpack_member(blob)
             event = self._republished(channel, kind.decode(), info, flag)
             if event is not None:
                 self._saw(channel, event, info)
-                app.presence_event(event, name.decode(), info, flag, rp.text(skip))
+                app.presence_event(event, name.decode(), info, flag, rp.text(skip), members)
         elif envelope.node != self.node:  # control: the sending node applied it already
             op, args = fields
             if op == "gap":

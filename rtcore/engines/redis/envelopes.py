@@ -4,9 +4,11 @@ Envelopes are msgpack arrays whose first element says what they are:
 
 * ``["M", node, target, name, user, skip, data]``: a publication; ``data`` is the framed
   WebSocket message, fanned out as is on every node (never re-encoded).
-* ``["P", node, kind, channel, member, flag, skip]``: a presence event built by a script
-  (so that ``first``/``last`` are the cluster's): ``member`` is a :func:`member_blob`,
-  ``flag`` is first (join) or last (leave) for the cluster, ``skip`` a member id or "".
+* ``["P", node, kind, channel, member, flag, skip, members]``: a presence event built by a
+  script (so that ``first``/``last`` are the cluster's): ``member`` is a :func:`member_blob`,
+  ``flag`` is first (join) or last (leave) for the cluster, ``skip`` a member id or "",
+  ``members`` the channel's member count in the cluster after the event (absent from the
+  envelopes of older nodes).
 * ``["C", node, op, args]``: a control operation every node applies to its own connections
   (user events, disconnects, ended sessions, server-side adds and removes).
 * ``["H", node, target, name, user, skip, offset, epoch, data]``: a message of a channel with

@@ -187,7 +187,7 @@ class PresenceMixin(BrokerCore):
                     withheld.append(ch)
                     continue
                 self._saw(ch, kind, info)
-                self._apps[app].presence_event(kind, channel, info, flag, None)
+                self._apps[app].presence_event(kind, channel, info, flag, None, len(listed))
             self._poke()
         return list(dict.fromkeys(withheld))
 

@@ -15,5 +15,5 @@ if ARGV[7] ~= '' then first = redis.call('HINCRBY', KEYS[3], ARGV[7], 1) == 1 en
 if first and ARGV[7] ~= '' then transitions[#transitions + 1] = 'a:' .. ARGV[7] end
 keep_alive(ms)
 redis.call(ARGV[1], KEYS[6], cmsgpack.pack({'P', ARGV[2], 'member_join', ARGV[4], ARGV[6],
-  first, ARGV[8]}))
+  first, ARGV[8], redis.call('HLEN', KEYS[1])}))
 return transitions

@@ -20,7 +20,7 @@ local function member_left(conn, node_for_skip)
   end
   if redis.call('HLEN', KEYS[1]) == 0 then transitions[#transitions + 1] = 'v' end
   redis.call(ARGV[1], KEYS[6], cmsgpack.pack({'P', node_for_skip, 'member_leave',
-    ARGV[4], blob, last, ''}))
+    ARGV[4], blob, last, '', redis.call('HLEN', KEYS[1])}))
 end
 local function prune(ms)
   local dead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ms)

@@ -16,7 +16,7 @@ for conn, m in pairs(want) do
   if old and old ~= m[2] then
     redis.call('HSET', KEYS[1], conn, m[2])
     redis.call(ARGV[1], KEYS[6], cmsgpack.pack({'P', ARGV[2], 'member_update', ARGV[4], m[2],
-      true, ''}))
+      true, '', redis.call('HLEN', KEYS[1])}))
   elseif not old then
     if redis.call('HLEN', KEYS[1]) == 0 then transitions[#transitions + 1] = 'o' end
     redis.call('HSET', KEYS[1], conn, m[2])
@@ -26,7 +26,7 @@ for conn, m in pairs(want) do
     if m[3] ~= '' then first = redis.call('HINCRBY', KEYS[3], m[3], 1) == 1 end
     if first and m[3] ~= '' then transitions[#transitions + 1] = 'a:' .. m[3] end
     redis.call(ARGV[1], KEYS[6], cmsgpack.pack({'P', ARGV[2], 'member_join', ARGV[4], m[2],
-      first, ''}))
+      first, '', redis.call('HLEN', KEYS[1])}))
   end
 end
 keep_alive(ms)

@@ -218,6 +218,8 @@ function renderRules() {
     el("td", {}, policySelect(r.presence, (v) => { r.presence = v; }, true)),
     el("td", {}, el("input", { type: "checkbox", "aria-label": "presence events", checked: r.presence_events ?? true,
       onchange: (e) => { r.presence_events = e.target.checked ? null : false; markDirty(); } })),
+    el("td", {}, el("input", { type: "number", min: "1", max: "100000", step: "1", value: r.member_events_max ?? "", placeholder: "1000", "aria-label": "member events max",
+      oninput: (e) => { r.member_events_max = e.target.value === "" ? null : Number(e.target.value); markDirty(); } })),
     el("td", {}, el("input", { type: "number", min: "0", step: "1", value: r.history_size ?? "", placeholder: "0", "aria-label": "history size",
       oninput: (e) => { r.history_size = e.target.value === "" ? null : Number(e.target.value); markDirty(); } })),
     el("td", {}, el("input", { type: "number", min: "0", step: "any", value: r.history_ttl ?? "", placeholder: "300", "aria-label": "history ttl",
@@ -288,7 +290,7 @@ function payload() {
     if (k.from === "file") return { key_file: k.ref || "", ...restrictions };
     return { generate: true, ...restrictions };
   });
-  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null, user_limited: r.user_limited ?? null }));
+  out.channels = form.channels.map((r) => ({ pattern: r.pattern, join: r.join, send: r.send, presence: r.presence ?? null, presence_events: r.presence_events ?? null, member_events_max: r.member_events_max ?? null, history_size: r.history_size ?? null, history_ttl: r.history_ttl ?? null, history: r.history ?? null, user_limited: r.user_limited ?? null }));
   out.rate_limits = form.rate_limits;
   out.version = formVersion;  // a save from an older version is refused (409), never lost
   return out;
