@@ -181,3 +181,19 @@ def test_the_rooms_scenario_runs_at_tiny_size() -> None:
     assert float(rows[2]["churn cycles/s"]) > 0 and float(rows[1]["churn cycles/s"]) == 0
     assert all(float(r["p99 ms"]) > 0 for r in rows[1:])  # latencies were sampled
     assert all(r["refused"] == "0" for r in rows)
+
+
+def test_the_send_cost_benchmark_runs_at_tiny_size() -> None:
+    """``python -m bench.send_cost`` (issue 22): the in-process cost of a message in small
+    rooms; it checks itself that each message queued its deliveries and its ok."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.send_cost", "--rooms", "2", "--room-size", "5"]
+        + ["-m", "10", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (row,) = table_rows(out.stdout.split("## send cost: 2 rooms of 5", 1)[1])
+    assert float(row["µs CPU per message"]) > 0
