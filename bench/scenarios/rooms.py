@@ -134,10 +134,14 @@ class Churn:
     def __init__(self, plan: p.Plan, server: ServerProc) -> None:
         self.run = MeasuredRun(plan, server)
         self.result: dict[str, Any] = {}
+        self.failure: Exception | None = None
         self.thread = threading.Thread(target=self._execute, daemon=True)
 
     def _execute(self) -> None:
-        self.result = self.run.execute()
+        try:
+            self.result = self.run.execute()
+        except Exception as exc:  # a load process failed: said by stop()
+            self.failure = exc
 
     def start(self, timeout: float = 30.0) -> None:
         """Start it; return once its churners are sending."""
@@ -156,6 +160,8 @@ class Churn:
     def stop(self) -> dict[str, Any]:
         self.run.deadline = time.monotonic()  # ends its sending phase; the agents stop
         self.thread.join(30.0)
+        if self.failure is not None or not self.result:
+            raise RuntimeError(f"the churn run failed: {self.failure or 'no result'}")
         return self.result
 
 
@@ -183,6 +189,8 @@ def run_rooms(args: argparse.Namespace, churn: bool, kind: str = "rtcore") -> di
         result = run.execute()
         churned = churner.stop() if churner else None
     finally:
+        if churner is not None:  # (stopped already, unless the chat run failed)
+            churner.run.deadline = time.monotonic()
         server.stop()
     row = rooms_row(args, churn, run.span, result, churned)
     if kind != "rtcore":  # its writes are socket sends, which syscw does not count
@@ -292,7 +300,7 @@ def rooms(args: argparse.Namespace) -> None:
         rows,
         COLUMNS,
     )
-    for row in rows[1:] if shapes[0] == "burst" else []:
+    for row in rows[1:] if base > 0 else []:  # (nan > 0 is False: no burst row)
         progress(f"{row['shape']}: {row['us_per_delivery_median'] / base:.2f}x burst's CPU")
 
 
