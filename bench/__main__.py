@@ -1,5 +1,5 @@
 """rtcore benchmark harness: ``python -m bench SCENARIO --help`` (burst, steady, connect, churn,
-joins, storm, nodes-burst, nodes-steady, bystander, all, smoke).
+joins, storm, nodes-burst, nodes-steady, bystander, rooms, all, smoke).
 
 Every scenario starts each server under test in its own process (``bench.servers``), drives it
 from separate load processes (``rtcore.loadtest``'s load clients, the ones ``rtcore loadtest``
@@ -24,6 +24,7 @@ from bench.scenarios import (
     connect,
     joins,
     nodes,
+    rooms,
     steady,
     storm,
 )
@@ -40,6 +41,7 @@ PARSERS: tuple[Callable[[Subparsers], None], ...] = (
     storm.add_parser,
     nodes.add_parser,  # nodes-burst and nodes-steady
     bystander.add_parser,
+    rooms.add_parser,
 )
 """Each scenario's subcommands, in the order ``--help`` lists them."""
 COMMANDS: dict[str, Command] = {
@@ -52,6 +54,7 @@ COMMANDS: dict[str, Command] = {
     "nodes-burst": nodes.command,
     "nodes-steady": nodes.command,
     "bystander": bystander.command,
+    "rooms": rooms.command,
 }
 
 

@@ -96,8 +96,45 @@ def check(value: object, field: str, budget: Budget = DATA) -> None:
     Cost: one Python step per array or map (at most ``budget.containers`` of them); their
     elements are checked in bulk (``set(map(type, ...))``, ``min``/``max``, ``str.isascii``),
     so a 60 KB message of small scalars costs about what 60 KB of binary does. Only a refused
-    container is walked element by element, to name the element in the message.
+    container is walked element by element, to name the element in the message. A small
+    flat map of ASCII keys and plain scalars (a chat message's data) is accepted in one pass
+    first (:func:`_flat`); anything else takes the walk (:func:`walk`).
     """
+    small = len(value) <= min(SMALL, budget.items) if type(value) is dict else False
+    if small and budget.containers >= 1 and _flat(value):  # type: ignore[arg-type]
+        return  # one map, one level deep, within the budget
+    walk(value, field, budget)
+
+
+_FLAT_SCALARS = frozenset({type(None), bool, bytes, bytearray})
+"""Scalars :func:`_flat` accepts as they are (its other ones need a look at the value)."""
+
+
+def _flat(mapping: dict[Any, Any]) -> bool:
+    """Whether every key is an ASCII string and every value a scalar accepted at a glance:
+    nil, bool, binary, an ASCII string, an int in range or a finite float. False says
+    nothing (the walk decides)."""
+    for key, v in mapping.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(v)
+        if kind is str:
+            if not v.isascii():
+                return False
+        elif kind is float:
+            if not math.isfinite(v):
+                return False
+        elif kind is int:
+            if not MIN_INT <= v <= MAX_INT:
+                return False
+        elif kind not in _FLAT_SCALARS:
+            return False
+    return True
+
+
+def walk(value: object, field: str, budget: Budget = DATA) -> None:
+    """:func:`check` without its shortcut for small flat maps: the definition the shortcut
+    must agree with (tests/unit/test_values.py)."""
     stack: list[tuple[Any, int, _Path]] = [(value, 0, field)]
     containers = items = 0
     while stack:

@@ -2,19 +2,35 @@
 
 Server-to-client frames are never masked, and rtcore negotiates no extensions, so the framed
 bytes of a message are the same for every recipient: a publish frames its payload once and the
-same ``bytes`` object is queued to every subscriber. wsproto's frame serializer does the work.
+same ``bytes`` object is queued to every subscriber. Data frames (every message and reply)
+get their header here directly -- the same bytes wsproto's frame serializer makes, at a
+fraction of its cost per message; control frames (close, ping) are wsproto's.
 """
 
 from __future__ import annotations
 
+import struct
+
 from wsproto.frame_protocol import CloseReason, FrameProtocol
 
 _SERVER = FrameProtocol(client=False, extensions=[])
+_FIN_BINARY = 0x82
+"""FIN set, no RSV bits, opcode 2 (binary)."""
+_HEADERS = tuple(bytes((_FIN_BINARY, n)) for n in range(126))
+"""Every header of a payload below 126 bytes (a 7-bit length): most messages and replies."""
+_HEADER_16 = struct.Struct("!BBH").pack
+_HEADER_64 = struct.Struct("!BBQ").pack
 
 
 def binary_frame(payload: bytes) -> bytes:
-    """One complete, unmasked binary frame carrying ``payload``."""
-    return bytes(_SERVER.send_data(payload, fin=True))
+    """One complete, unmasked binary frame carrying ``payload`` (RFC 6455 §5.2: the
+    shortest length encoding, as wsproto writes it)."""
+    n = len(payload)
+    if n < 126:
+        return _HEADERS[n] + payload
+    if n < 0x10000:
+        return _HEADER_16(_FIN_BINARY, 126, n) + payload
+    return _HEADER_64(_FIN_BINARY, 127, n) + payload
 
 
 def payload_of(frame: bytes) -> bytes:

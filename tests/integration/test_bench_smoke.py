@@ -155,3 +155,50 @@ def test_the_chaos_soak_command_line_parses_and_builds_its_load() -> None:
     assert "--aof" in out.stdout and "--minutes" in out.stdout
     args = chaos_soak.build_parser().parse_args(["--minutes", "0.5", "--aof"])
     assert (args.minutes, args.aof, args.subscribers, args.publishers) == (0.5, True, 100, 6)
+
+
+def test_the_rooms_scenario_runs_at_tiny_size() -> None:
+    """``python -m bench rooms`` (issue 22): the burst, the rooms with and without churn and the
+    raw server in one invocation, every delivery owed counted; its numbers are the lead's."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "rooms", "-n", "20", "--room-size", "10"]
+        + ["--senders", "2", "--rate", "20", "--seconds", "1", "--churn", "5", "--churners", "2"]
+        + ["--burst-n", "20", "--burst-m", "10000"]  # several clock ticks of CPU
+        + ["--shapes", "burst,rooms,rooms+churn,rooms-raw"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "WARNING" not in out.stderr, out.stderr  # every expected delivery arrived
+    rows = table_rows(out.stdout.split("## rooms: 20 members in rooms of 10", 1)[1])
+    assert [r["shape"] for r in rows] == [
+        "burst: 20 in one channel",
+        "20 in rooms of 10",
+        "20 in rooms of 10, churn",
+        "raw server: 20 in rooms of 10",
+    ]
+    # 2 rooms x 20 messages (2 senders x 10) x 9 other members; the burst 20 x 10,000
+    assert [r["deliveries"] for r in rows] == ["200,000", "360", "360", "360"]
+    assert rows[0]["µs/delivery vs burst"] == "1.00x"
+    assert all(r["µs/delivery vs burst"].endswith("x") for r in rows[1:])
+    assert float(rows[2]["churn cycles/s"]) > 0 and float(rows[1]["churn cycles/s"]) == 0
+    assert all(float(r["p99 ms"]) > 0 for r in rows[1:])  # latencies were sampled
+    assert all(r["refused"] == "0" for r in rows)
+
+
+def test_the_send_cost_benchmark_runs_at_tiny_size() -> None:
+    """``python -m bench.send_cost`` (issue 22): the in-process cost of a message in small
+    rooms; it checks itself that each message queued its deliveries and its ok."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.send_cost", "--rooms", "2", "--room-size", "5"]
+        + ["-m", "10", "--rounds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    (row,) = table_rows(out.stdout.split("## send cost: 2 rooms of 5", 1)[1])
+    assert float(row["µs CPU per message"]) > 0

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtcore.protocol import CloseCode, ErrorCode, RemoteProtocolError, codec
+from rtcore.protocol import CloseCode, ErrorCode, LocalProtocolError, RemoteProtocolError, codec
 from rtcore.protocol import frames as f
 
 ALL_TYPES = codec.CLIENT_TYPES | codec.SERVER_TYPES
@@ -185,3 +185,36 @@ def test_optional_none_fields_are_omitted_but_nullable_required_ones_are_sent() 
     assert codec.to_wire(f.Join(1, "a")) == {"t": "join", "id": 1, "ch": "a"}
     wire = codec.to_wire(f.Msg(None, "e", None, None, 1, "m"))
     assert wire["ch"] is None and wire["from"] is None and wire["data"] is None
+
+
+msgs_and_oks = st.one_of(
+    st.builds(
+        f.Msg,
+        st.none() | text,
+        text,
+        values | st.tuples(values, values),
+        st.none() | text,
+        uint,
+        text,
+        st.none() | uint,
+        st.none() | text,
+    ),
+    st.builds(f.Ok, uint, values | st.just(()) | st.tuples(values)),
+)
+
+
+@given(msgs_and_oks)
+def test_the_msg_and_ok_shortcuts_equal_the_spec_key_for_key_in_order(frame: f.Frame) -> None:
+    # to_wire writes msg and ok out by hand (they are framed once per message and reply); the
+    # bytes must be those of the generic, spec-driven encoding: same keys, same order
+    assert list(codec.to_wire(frame).items()) == list(codec.spec_to_wire(frame).items())
+    assert codec.encode(frame) == msgpack.packb(codec.spec_to_wire(frame), use_bin_type=True)
+
+
+@given(values)
+def test_pack_is_packb_and_a_failed_pack_leaves_nothing_behind(value: object) -> None:
+    # pack keeps one msgpack packer per thread: a value it cannot encode must not leave
+    # half a value in it for the next one
+    with pytest.raises(LocalProtocolError):
+        codec.pack({"a": [value, object()]})
+    assert codec.pack(value) == msgpack.packb(value, use_bin_type=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtcore.protocol import ErrorCode, RemoteProtocolError, codec, values
@@ -272,3 +272,50 @@ def test_find_key_names_the_first_matching_key_at_any_depth() -> None:
     value = {"a": [{"b": 1}, {"Password": 2}], "c": 3}
     assert values.find_key(value, "data", lambda k: k == "Password") == "data.a[1].Password"
     assert values.find_key(value, "data", lambda k: k == "nope") is None
+
+
+flat_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**65)
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["\ud800", "é", "x" * 12])
+    | st.binary(max_size=4)
+    | st.builds(bytearray, st.binary(max_size=4))
+    | st.builds(object)
+    | st.just(msgpack.ExtType(1, b"x"))
+)
+flat_maps = st.dictionaries(
+    st.text(max_size=4) | st.sampled_from(["\udc00", "ключ"]) | st.integers(-3, 3) | st.booleans(),
+    flat_scalars,
+    max_size=18,
+)
+
+
+def _verdict(check: Any, value: Any, budget: values.Budget) -> str | None:
+    try:
+        check(value, "data", budget)
+    except RemoteProtocolError as exc:
+        return exc.message
+    return None
+
+
+nearly_flat_maps = st.dictionaries(  # ASCII keys: the shortcut's own ground
+    st.text("abc", max_size=3),
+    st.floats() | st.integers(-(2**64), 2**65) | st.text("ab", max_size=3),
+    max_size=18,
+)
+
+
+@settings(max_examples=300)
+@given(
+    flat_maps
+    | nearly_flat_maps
+    | st.dictionaries(st.text("abc", max_size=3), st.text("aé\ud800", max_size=3), max_size=18),
+    st.sampled_from([values.DATA, values.PROFILE, values.Budget(1, 3)]),
+)
+def test_the_flat_map_shortcut_agrees_with_the_walk(value: Any, budget: values.Budget) -> None:
+    # check() accepts a small flat map of ASCII keys and plain scalars in one pass (a chat
+    # message's data); whatever it accepts or refuses, and why, must be the walk's verdict
+    assert _verdict(values.check, value, budget) == _verdict(values.walk, value, budget)
