@@ -22,7 +22,12 @@ const EXAMPLES = [...DOC.matchAll(/```(frame|wsframe)\n(.*?)\n\n(.*?)\n```/gs)].
 }));
 const FRAMES = EXAMPLES.filter((e) => e.kind === "frame");
 const CLIENT_TYPES = ["hello", "join", "leave", "members", "profile", "send", "broadcast", "refresh", "history"];
-const SERVER_TYPES = ["welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence", "user", "left", "joined", "gap"];
+// (presence_paused and presence_resumed go only to clients without presence diffs, §5.2.2:
+// this client always asks for them, but parses every documented frame)
+const SERVER_TYPES = [
+  "welcome", "ok", "err", "msg", "member_join", "member_leave", "member_update", "presence",
+  "presence_paused", "presence_resumed", "user", "left", "joined", "gap",
+];
 
 /** The client's frame builder called with the fields of a documented client frame. */
 function build(v) {
