@@ -86,6 +86,8 @@ class Host(observing.Reported, Protocol):
     @property
     def wall(self) -> Callable[[], float]: ...
 
+    def handshaken(self, conn: Connection) -> None: ...
+
     def forget(self, conn: Connection) -> None: ...
 
     def release_admission(self, peer: str, ip: str | None, refusal: Close | None) -> None: ...
@@ -239,6 +241,7 @@ class Connection(Transport):
 
     def _observe_established(self) -> None:
         app, principal = self.session.app, self.session.principal
+        self.server.handshaken(self)
         if app is not None:
             user = principal.user if principal else None
             self.server.observer.connected(Connected(self.id, self.remote, app.name, user))

@@ -10,10 +10,9 @@ once); a failure elsewhere in a pass is logged and the next pass comes anyway.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 import trio
@@ -130,39 +129,51 @@ class Heartbeat:
 
 
 class HandshakeDeadlines:
-    """Connections in their handshake, by deadline; :meth:`run` closes each one that has
-    no valid hello by then with 4001 (protocol.md §3.1), on time.
+    """Connections in their handshake, in the order they came -- so by deadline, the
+    timeout being the same for all; :meth:`run` closes each one still without a valid hello
+    at its deadline with 4001 (protocol.md §3.1), on time.
 
-    A heap (deadlines come in order while ``handshake_timeout`` stays the same; a reload may
-    shorten it). A connection stays in it until its deadline even if it was established or
-    closed before (one tuple: bounded by the accept rate times the timeout).
+    A connection leaves as soon as its hello was valid or it closed (:meth:`done`): an
+    established connection costs nothing here, and a closed one is not kept alive. The
+    deadline is ``opened`` plus the timeout read when it is due, so a reload that changes
+    ``handshake_timeout`` applies to the connections already waiting.
+
+    Args:
+        timeout: the current ``handshake_timeout`` (seconds).
     """
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Connection]] = []
-        self._order = itertools.count()
+    def __init__(self, timeout: Callable[[], float]) -> None:
+        self._timeout = timeout
+        self._waiting: OrderedDict[str, Connection] = OrderedDict()
         self._earlier = trio.Event()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._waiting)
 
-    def add(self, conn: Connection, deadline: float) -> None:
-        heap = self._heap
-        heapq.heappush(heap, (deadline, next(self._order), conn))
-        if heap[0][2] is conn:  # a new first deadline: the task sleeps until a later one
+    def add(self, conn: Connection) -> None:
+        self._waiting[conn.id] = conn
+        if len(self._waiting) == 1:  # a first deadline: the task may be sleeping for good
             self._earlier.set()
+
+    def done(self, conn: Connection) -> None:
+        """``conn`` said a valid hello, or closed: no deadline any more."""
+        self._waiting.pop(conn.id, None)
 
     async def run(self) -> None:
         """Forever: close the connections whose deadline passed without a hello."""
-        heap = self._heap
+        waiting = self._waiting
         while True:
-            now = trio.current_time()
-            while heap and heap[0][0] <= now:
-                conn = heapq.heappop(heap)[2]
+            now, timeout = trio.current_time(), self._timeout()
+            while waiting:
+                conn = next(iter(waiting.values()))
+                if conn.opened + timeout > now:
+                    break
+                del waiting[conn.id]
                 if not conn.established and not conn.closing:
                     conn.request_close(
                         CloseCode.HELLO_TIMEOUT, "no hello within the handshake timeout"
                     )
             self._earlier = trio.Event()
-            with trio.move_on_at(heap[0][0] if heap else math.inf):
+            first = next(iter(waiting.values()), None)
+            with trio.move_on_at(math.inf if first is None else first.opened + timeout):
                 await self._earlier.wait()

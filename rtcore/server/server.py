@@ -145,7 +145,7 @@ class Server(InProcessAPI):
             self.connections, self.pending, self.flusher, self._sweep, lambda: self.wall()
         )
         self._stop, self._idle = trio.Event(), trio.Event()
-        self._handshakes = HandshakeDeadlines()
+        self._handshakes = HandshakeDeadlines(lambda: self.config.limits.handshake_timeout)
         self._idle.set()
         self.addresses: list[tuple[str, int]] = []
         self.api_addresses = []
@@ -351,7 +351,7 @@ class Server(InProcessAPI):
             return None
         self.connections[conn_id] = conn
         if refusal is None:  # (a refused one has close_timeout to be told why)
-            self._handshakes.add(conn, conn.opened + self.config.limits.handshake_timeout)
+            self._handshakes.add(conn)
         self.statistics.accepted += 1
         if self._idle.is_set():  # no longer idle
             self._idle = trio.Event()
@@ -365,7 +365,12 @@ class Server(InProcessAPI):
             self.admission.explained(peer)
         self.admission.ended()
 
+    def handshaken(self, conn: Connection) -> None:
+        """``conn`` said a valid hello: its handshake deadline is gone."""
+        self._handshakes.done(conn)
+
     def forget(self, conn: Connection) -> None:
+        self._handshakes.done(conn)
         self.connections.pop(conn.id, None)
         if not self.connections:
             self._idle.set()

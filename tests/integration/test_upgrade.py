@@ -140,6 +140,31 @@ async def test_the_handshake_deadline_spares_connections_that_said_hello(
         await silent.aclose()
 
 
+async def test_a_connection_leaves_the_deadlines_at_its_hello_or_its_close(
+    start_server: StartServer,
+) -> None:
+    """An established connection costs the handshake deadlines nothing, and a closed one is
+    not kept alive by them (idle memory)."""
+    server = await start_server(handshake_timeout=60.0)
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(*server.addresses[0])
+        await stream.send_all(UPGRADE)
+        await read_until(stream, b"\r\n\r\n")
+        assert len(server._handshakes) == 1  # upgraded, no hello yet
+        await stream.send_all(frame({"t": "hello", "v": 1}))
+        await read_until(stream, b"welcome")
+        assert len(server._handshakes) == 0
+        gone = await trio.open_tcp_stream(*server.addresses[0])
+        await gone.send_all(UPGRADE)
+        await read_until(gone, b"\r\n\r\n")
+        assert len(server._handshakes) == 1
+        await gone.aclose()  # no hello: the connection ends before its deadline
+        while len(server.connections) > 1:  # noqa: ASYNC110 (no event for it: poll, bounded)
+            await trio.sleep(0.01)
+        assert len(server._handshakes) == 0
+        await stream.aclose()
+
+
 async def test_an_idle_connection_holds_no_read_buffer_capacity(server: Server) -> None:
     """wsproto's bytearray keeps a read's capacity after its frames are consumed: it is
     swapped for an empty one before the connection waits (idle memory); a frame split over
