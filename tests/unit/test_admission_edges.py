@@ -5,9 +5,12 @@ inbound budget whose buckets hold no more than their burst however long a connec
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rtcore.config import Limits
 from rtcore.core.limits.admission import EXPLAINED_REFUSALS_PER_IP, Admission, InboundBudget
+from rtcore.core.limits.bucket import TokenBucket
 from rtcore.core.limits.limiter import Chain, Rule
 from rtcore.protocol import CloseCode
 
@@ -107,3 +110,38 @@ def test_forgetting_a_connection_that_never_used_its_bucket() -> None:
     assert len(chain) == 2
     chain.forget_connection("conn-1")
     assert len(chain) == 1  # the client's bucket stays
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.just(0.0), st.floats(0.0, 3.0)),
+            st.sampled_from(["frame", "bytes"]),
+            st.integers(0, 700),
+        ),
+        max_size=60,
+    )
+)
+def test_the_inbound_budget_refills_and_charges_as_two_token_buckets(
+    steps: list[tuple[float, str, int]],
+) -> None:
+    """InboundBudget keeps its two buckets as numbers (idle memory): every charge is granted or
+    refused exactly as a TokenBucket for frames and one for bytes would."""
+    limits = Limits(
+        inbound_frame_burst=5,
+        inbound_frames_per_second=2.0,
+        inbound_byte_burst=1000,
+        inbound_bytes_per_second=300.0,
+    )
+    budget = InboundBudget(limits, 0.0)
+    frames, data = TokenBucket(5.0, 2.0, 0.0), TokenBucket(1000.0, 300.0, 0.0)
+    now = 0.0
+    for wait, kind, n in steps:
+        now += wait
+        budget.refill(now)
+        frames.refill(now)
+        data.refill(now)
+        if kind == "frame":
+            assert (budget.charge_frame() is None) == frames.spend()
+        else:
+            assert (budget.charge_bytes(n) is None) == data.spend(n)
