@@ -409,6 +409,11 @@ _PER_CONNECTION = frozenset({"granted", "token", "hook"})
 join hook let in (docs/hooks.md)."""
 
 
+def per_connection(policy: str) -> bool:
+    """Whether a presence policy is decided per connection (read from ``Member.watching``)."""
+    return policy in _PER_CONNECTION
+
+
 def admits(policy: str, member: Member, channel: str) -> bool:
     """Whether a presence policy lets ``member`` receive ``channel``'s presence."""
     if policy == "anyone":

@@ -275,3 +275,19 @@ def test_a_refresh_changes_who_sees_presence_without_leaving() -> None:
     do(bob, t="join", id=5, ch="team:red")
     assert joins(take(alice)) == []
     assert alice.member is not None and list(alice.member.channels) == ["team:red"]
+
+
+def test_only_per_connection_presence_values_give_a_member_its_own_watched_set() -> None:
+    """``Member.watching`` is read only under ``granted``, ``token`` and ``hook``: a join
+    elsewhere leaves the member on the shared empty set (idle memory: 216 bytes per
+    connection), and a granted channel's presence is still decided per connection."""
+    world = World(apps=(APP,))
+    alice = signed_in(world, "alice", channels={"team:red": ["join", "presence"]})
+    bob = signed_in(world, "bob", channels={"team:red": ["join"]})
+    assert alice.member is not None and bob.member is not None
+    shared = bob.member.watching
+    assert ok(alice, t="join", id=1, ch="lobby")["joined"]  # no rule: "anyone"
+    assert alice.member.watching is shared
+    assert ok(alice, t="join", id=2, ch="team:red")["joined"]
+    assert ok(bob, t="join", id=1, ch="team:red")["joined"]
+    assert alice.member.watching == {"team:red"} and bob.member.watching is shared

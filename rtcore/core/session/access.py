@@ -23,6 +23,7 @@ from typing import Any
 
 from rtcore import observe
 from rtcore.core.channel_tokens import verify_channel_token
+from rtcore.core.members import per_connection
 from rtcore.core.permissions import (
     NO_GRANTS,
     ChannelToken,
@@ -108,7 +109,19 @@ def enter(session: Context, channel: str, token: ChannelToken | None, info: Any 
         if info is None:
             info = token.info
     member.set_info(channel, info)  # (None: clears what a join that did not complete left)
-    member.watch(channel, verdict(session, "presence", channel, token, entering=True) is None)
+    member.watch(channel, _sees(session, channel, token, entering=True))
+
+
+def _sees(
+    session: Context, channel: str, token: ChannelToken | None = None, entering: bool = False
+) -> bool:
+    """Whether the connection sees ``channel``'s presence, where that is decided per
+    connection (``Member.watching``); False under the other values, which do not read it (so
+    a plain join leaves the member's shared empty set alone: 216 bytes per connection)."""
+    assert session.app is not None
+    if not per_connection(session.app.settings.presence_policy(channel)):
+        return False
+    return verdict(session, "presence", channel, token, entering=entering) is None
 
 
 def recheck(session: Context, channels: list[str]) -> None:
@@ -121,7 +134,7 @@ def recheck(session: Context, channels: list[str]) -> None:
             continue
         refusal = verdict(session, "join", channel)
         if not isinstance(refusal, Refusal):  # (a hook's answer stands: not asked again)
-            app.table.rewatch(member, channel, allows(session, "presence", channel))
+            app.table.rewatch(member, channel, _sees(session, channel))
             continue
         _drop(session, channel)
         app.remove(member, channel, "grant_revoked", f"{refusal.message} (after a refresh)")
