@@ -40,6 +40,19 @@ class MessageTooBig(RemoteProtocolError):
         self.limit = limit
 
 
+def whole(data: AnyStr, limit: int) -> AnyStr:
+    """A message that came in one piece, checked against ``limit`` as :meth:`MessageAssembler.add`
+    checks one: a caller needs an assembler only once a message comes in fragments (the
+    server makes one then: idle connections are what it has most of).
+
+    Raises:
+        MessageTooBig: the message exceeds ``limit``.
+    """
+    if len(data) > limit:
+        raise MessageTooBig(limit)
+    return data
+
+
 class MessageAssembler:
     """One connection's partly received message."""
 

@@ -40,7 +40,7 @@ from rtcore.core.session.session import Session
 from rtcore.engines.base import BrokerUnavailable
 from rtcore.observe.events import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
-from rtcore.protocol.assembly import MessageAssembler, MessageTooBig
+from rtcore.protocol.assembly import MessageAssembler, MessageTooBig, whole
 from rtcore.protocol.close import Close
 from rtcore.server import gc_policy, handshake, observing, upgrade
 from rtcore.server.accept import peer_ip
@@ -163,7 +163,8 @@ class Connection(Transport):
         self._abort = False
         self._discard = False
         self._nursery: trio.Nursery | None = None
-        self._assembly = MessageAssembler()
+        self._assembly: MessageAssembler | None = None
+        """The message coming in fragments, if one is (made for it: see ``assembly.whole``)."""
         self._left = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -389,12 +390,19 @@ class Connection(Transport):
             if self._close is not None:
                 return False
             if isinstance(event, BytesMessage):
+                limit = self.server.config.limits.max_message_bytes
+                message: bytes | None
                 try:
-                    message = self._assembly.add(
-                        bytes(event.data),
-                        event.message_finished,
-                        self.server.config.limits.max_message_bytes,
-                    )
+                    if self._assembly is None and event.message_finished:
+                        message = whole(bytes(event.data), limit)
+                    else:
+                        if self._assembly is None:
+                            self._assembly = MessageAssembler()
+                        message = self._assembly.add(
+                            bytes(event.data), event.message_finished, limit
+                        )
+                        if message is not None:
+                            self._assembly = None
                 except MessageTooBig as exc:
                     self._close = Close(CloseCode.MESSAGE_TOO_BIG, exc.message)
                     return False

@@ -567,3 +567,35 @@ async def test_an_idle_connection_holds_a_small_event_queue_and_frames_stay_in_o
             if isinstance(frame, (f.Ok, f.Err)):  # (beyond max_channels: too_many_channels)
                 ids.append(frame.id)
         assert ids == list(range(1, 201))
+
+
+async def test_a_request_in_fragments_is_assembled_and_its_size_limited(
+    start_server: StartServer,
+) -> None:
+    """A connection makes its assembler only when a message comes in fragments (idle memory):
+    fragments are joined into one request, the next whole message is read as before, and a
+    fragmented message over ``max_message_bytes`` is closed with 1009 like a whole one."""
+    server = await start_server(max_message_bytes=1000)
+    raw = await RawClient.connect(server.addresses[0])
+    with trio.fail_after(10):
+        await raw.hello()
+        join = codec.pack({"t": "join", "id": 1, "ch": "frag"})
+        parts = [join[:3], join[3:7], join[7:]]
+        await raw.send_raw(
+            b"".join(
+                raw.ws.send(Message(data=part, message_finished=i == len(parts) - 1))
+                for i, part in enumerate(parts)
+            )
+        )
+        answer = await reply(raw)
+        assert isinstance(answer, f.Ok) and answer.id == 1
+        await raw.send(t="leave", id=2, ch="frag")  # one piece again
+        answer = await reply(raw)
+        assert isinstance(answer, f.Ok) and answer.id == 2
+        big = codec.pack({"t": "send", "id": 3, "ch": "frag", "ev": "e", "data": "x" * 1200})
+        await raw.send_raw(
+            raw.ws.send(Message(data=big[:600], message_finished=False))
+            + raw.ws.send(Message(data=big[600:], message_finished=True))
+        )
+        assert (await raw.closed()).code == CloseCode.MESSAGE_TOO_BIG
+        await assert_still_serving(server)

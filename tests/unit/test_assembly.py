@@ -50,6 +50,14 @@ def test_the_limit_is_the_whole_message_exactly_at_the_boundary() -> None:
     assert caught.value.limit == 10
 
 
+def test_a_message_in_one_piece_needs_no_assembler_and_has_the_same_limit() -> None:
+    data = b"x" * 10
+    assert assembly.whole(data, 10) is data
+    with pytest.raises(MessageTooBig) as caught:
+        assembly.whole(b"x" * 11, 10)
+    assert caught.value.limit == 10 and caught.value.close_code == CloseCode.MESSAGE_TOO_BIG
+
+
 def test_a_completed_message_does_not_count_against_the_next() -> None:
     a = MessageAssembler()
     assert feed(a, [b"x" * 6, b"x" * 4], 10)[-1] == b"x" * 10
