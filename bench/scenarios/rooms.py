@@ -30,7 +30,7 @@ from rtcore.loadtest.runner import Run, aggregate
 
 FRAME_OVERHEAD = 98
 """Bytes of a delivered chat message frame without its padding (header, ids, ``t0``)."""
-SHAPES = ("burst", "rooms", "rooms+churn", "rooms-raw")
+SHAPES = ("burst", "rooms", "rooms+churn", "rooms-raw", "rooms-c")
 CHURN_OPS = 3
 """A churn cycle's operations: join, profile update, leave."""
 
@@ -279,6 +279,7 @@ def rooms(args: argparse.Namespace) -> None:
         "rooms": lambda: run_rooms(args, churn=False),
         "rooms+churn": lambda: run_rooms(args, churn=True),
         "rooms-raw": lambda: run_rooms(args, churn=False, kind="raw"),
+        "rooms-c": lambda: run_rooms(args, churn=False, kind="c-ceiling"),
     }
     rows = interleaved_runs(
         args.runs,
@@ -322,7 +323,8 @@ def add_parser(sub: Subparsers) -> None:
         default="burst,rooms,rooms+churn",
         help="rows, comma-separated: burst (the 1,000-subscriber burst, first: the ratios' "
         "base), rooms (no churn), rooms+churn, rooms-raw (the raw server: one write a "
-        "delivery and no per-request work, the floor of this shape's CPU per delivery)",
+        "delivery and no per-request work, the floor of this shape's CPU per delivery in "
+        "Python), rooms-c (the C ceiling, bench/peers/cserver.c: the machine's floor)",
     )
     r.add_argument("--churn", type=float, default=50.0, help="join/update/leave cycles/s")
     r.add_argument("--churners", type=int, default=50, help="churning connections")

@@ -159,12 +159,12 @@ def test_the_chaos_soak_command_line_parses_and_builds_its_load() -> None:
 
 def test_the_rooms_scenario_runs_at_tiny_size() -> None:
     """``python -m bench rooms`` (issue 22): the burst, the rooms with and without churn and the
-    raw server in one invocation, every delivery owed counted; its numbers are the lead's."""
+    raw and C servers in one invocation, every delivery owed counted; its numbers are the lead's."""
     out = subprocess.run(
         [sys.executable, "-m", "bench", "rooms", "-n", "20", "--room-size", "10"]
         + ["--senders", "2", "--rate", "20", "--seconds", "1", "--churn", "5", "--churners", "2"]
         + ["--burst-n", "20", "--burst-m", "10000"]  # several clock ticks of CPU
-        + ["--shapes", "burst,rooms,rooms+churn,rooms-raw"],
+        + ["--shapes", "burst,rooms,rooms+churn,rooms-raw,rooms-c"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -178,9 +178,10 @@ def test_the_rooms_scenario_runs_at_tiny_size() -> None:
         "20 in rooms of 10",
         "20 in rooms of 10, churn",
         "raw server: 20 in rooms of 10",
+        "c-ceiling server: 20 in rooms of 10",
     ]
     # 2 rooms x 20 messages (2 senders x 10) x 9 other members; the burst 20 x 10,000
-    assert [r["deliveries"] for r in rows] == ["200,000", "360", "360", "360"]
+    assert [r["deliveries"] for r in rows] == ["200,000", "360", "360", "360", "360"]
     assert rows[0]["µs/delivery vs burst"] == "1.00x"
     assert all(r["µs/delivery vs burst"].endswith("x") for r in rows[1:])
     assert float(rows[2]["churn cycles/s"]) > 0 and float(rows[1]["churn cycles/s"]) == 0
