@@ -84,3 +84,21 @@ class MessageAssembler:
             return None
         self._parts, self._size = None, 0
         return data[:0].join(cast("list[AnyStr]", parts))
+
+
+def assemble(
+    assembler: MessageAssembler | None, data: AnyStr, finished: bool, limit: int
+) -> tuple[MessageAssembler | None, AnyStr | None]:
+    """One data event's payload through ``assembler``: (the assembler to keep, the complete
+    message or None). ``assembler`` is None between messages: the caller holds one only
+    while a message comes in fragments (a server's connections are mostly idle ones).
+
+    Raises:
+        MessageTooBig: the message exceeds ``limit``.
+    """
+    if assembler is None:
+        if finished:
+            return None, whole(data, limit)
+        assembler = MessageAssembler()
+    message = assembler.add(data, finished, limit)
+    return (assembler if message is None else None), message

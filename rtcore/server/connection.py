@@ -40,7 +40,7 @@ from rtcore.core.session.session import Session
 from rtcore.engines.base import BrokerUnavailable
 from rtcore.observe.events import ABNORMAL_CLOSE, NO_CLOSE, Connected
 from rtcore.protocol import CloseCode
-from rtcore.protocol.assembly import MessageAssembler, MessageTooBig, whole
+from rtcore.protocol.assembly import MessageAssembler, MessageTooBig, assemble
 from rtcore.protocol.close import Close
 from rtcore.server import gc_policy, handshake, observing, upgrade
 from rtcore.server.accept import peer_ip
@@ -164,7 +164,7 @@ class Connection(Transport):
         self._discard = False
         self._nursery: trio.Nursery | None = None
         self._assembly: MessageAssembler | None = None
-        """The message coming in fragments, if one is (made for it: see ``assembly.whole``)."""
+        """The message coming in fragments, if one is (see ``assembly.assemble``)."""
         self._left = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -391,18 +391,10 @@ class Connection(Transport):
                 return False
             if isinstance(event, BytesMessage):
                 limit = self.server.config.limits.max_message_bytes
-                message: bytes | None
                 try:
-                    if self._assembly is None and event.message_finished:
-                        message = whole(bytes(event.data), limit)
-                    else:
-                        if self._assembly is None:
-                            self._assembly = MessageAssembler()
-                        message = self._assembly.add(
-                            bytes(event.data), event.message_finished, limit
-                        )
-                        if message is not None:
-                            self._assembly = None
+                    self._assembly, message = assemble(
+                        self._assembly, bytes(event.data), event.message_finished, limit
+                    )
                 except MessageTooBig as exc:
                     self._close = Close(CloseCode.MESSAGE_TOO_BIG, exc.message)
                     return False

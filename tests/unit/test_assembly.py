@@ -53,9 +53,20 @@ def test_the_limit_is_the_whole_message_exactly_at_the_boundary() -> None:
 def test_a_message_in_one_piece_needs_no_assembler_and_has_the_same_limit() -> None:
     data = b"x" * 10
     assert assembly.whole(data, 10) is data
+    assert assembly.assemble(None, data, True, 10) == (None, data)
     with pytest.raises(MessageTooBig) as caught:
-        assembly.whole(b"x" * 11, 10)
+        assembly.assemble(None, b"x" * 11, True, 10)
     assert caught.value.limit == 10 and caught.value.close_code == CloseCode.MESSAGE_TOO_BIG
+
+
+def test_an_assembler_is_held_only_while_a_message_comes_in_fragments() -> None:
+    held, message = assembly.assemble(None, b"ab", False, 10)
+    assert isinstance(held, MessageAssembler) and message is None
+    again, message = assembly.assemble(held, b"cd", False, 10)
+    assert again is held and message is None
+    assert assembly.assemble(held, b"e", True, 10) == (None, b"abcde")
+    with pytest.raises(MessageTooBig):
+        assembly.assemble(assembly.assemble(None, b"x" * 6, False, 10)[0], b"x" * 5, True, 10)
 
 
 def test_a_completed_message_does_not_count_against_the_next() -> None:
