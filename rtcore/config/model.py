@@ -189,6 +189,10 @@ class ChannelRule:
         return fnmatch.fnmatchcase(channel, self.pattern)
 
 
+RULE_CACHE = 4096
+"""Channels whose rule an app remembers (a bounded memo: any number of channel names)."""
+
+
 @attrs.frozen
 class AppConfig:
     """One app (tenant) and its realtime settings."""
@@ -232,8 +236,24 @@ class AppConfig:
     webhooks: tuple[WebhookConfig, ...] = ()
     """The endpoints told of channel, member and connection events (``[[apps.webhooks]]``)."""
 
+    _rule_of: dict[str, ChannelRule | None] = attrs.field(
+        factory=dict, init=False, eq=False, hash=False, repr=False
+    )
+    """``channel`` -> its rule, as :meth:`channel_rule` found it (a join asks four or five
+    times); cleared when it holds :data:`RULE_CACHE` channels."""
+
     def channel_rule(self, channel: str) -> ChannelRule | None:
-        return next((r for r in self.channels if r.matches(channel)), None)
+        """The first rule whose pattern matches ``channel`` (None: none does)."""
+        cache = self._rule_of
+        try:
+            return cache[channel]
+        except KeyError:
+            pass
+        rule = next((r for r in self.channels if r.matches(channel)), None)
+        if len(cache) >= RULE_CACHE:
+            cache.clear()
+        cache[channel] = rule
+        return rule
 
     def join_policy(self, channel: str) -> str:
         """Who may join ``channel``: its rule's, else per ``allow_client_join``."""

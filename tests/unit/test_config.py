@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from rtcore import config as cfg
+from rtcore.config import AppConfig, ChannelRule
+from rtcore.config.model import RULE_CACHE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -301,3 +303,18 @@ def test_the_documented_lower_bounds_of_ttls(toml: str, error: str) -> None:
     )
     conf = cfg.from_dict(tomllib.loads(small))
     assert (conf.broker.presence_ttl, conf.apps[0].channels[0].history_ttl) == (0.002, 0.001)
+
+
+def test_an_apps_channel_rule_is_remembered_bounded_and_first_match() -> None:
+    """``AppConfig.channel_rule`` memoises each channel's rule (a join asks several times):
+    the answer is the first matching rule, equal configs stay equal, and the memo is cleared
+    at ``RULE_CACHE`` channels rather than growing with every channel name."""
+    rules = (ChannelRule("team:*", presence_events=False), ChannelRule("*", history_size=5))
+    app, twin = AppConfig("a", channels=rules), AppConfig("a", channels=rules)
+    assert app.channel_rule("team:red") is rules[0] and app.channel_rule("lobby") is rules[1]
+    assert app.channel_rule("team:red") is rules[0]  # from the memo
+    assert AppConfig("b").channel_rule("x") is None
+    assert app == twin and hash(app) == hash(twin)  # the memo is not part of the value
+    for i in range(RULE_CACHE + 10):
+        assert app.channel_rule(f"team:{i}") is rules[0]
+    assert 0 < len(app._rule_of) <= RULE_CACHE
