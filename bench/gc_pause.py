@@ -22,6 +22,7 @@ import argparse
 import gc
 import subprocess
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -32,22 +33,15 @@ from rtcore.loadtest import native, wire
 from rtcore.server.gc_policy import GcFreezer
 
 
-def full_collection_ms(rounds: int) -> float:
+def best_ms(step: Callable[[], object], rounds: int) -> float:
+    """The shortest of ``rounds`` runs of ``step``, in ms of this thread's CPU: a full
+    collection (``gc.collect``), or a pass of rtcore.server.gc_policy (``GcFreezer.settle``: a
+    collection of what is not frozen, then a freeze -- with everything frozen, what a
+    collection costs the server from then on)."""
     best = float("inf")
     for _ in range(rounds):
         t0 = time.thread_time()
-        gc.collect()
-        best = min(best, time.thread_time() - t0)
-    return best * 1000
-
-
-def policy_pass_ms(freezer: GcFreezer, rounds: int) -> float:
-    """A pass of rtcore.server.gc_policy (a collection of what is not frozen, then a freeze):
-    with everything frozen, what a collection costs the server from then on."""
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.thread_time()
-        freezer.settle()
+        step()
         best = min(best, time.thread_time() - t0)
     return best * 1000
 
@@ -95,14 +89,14 @@ async def measure(n: int, rounds: int) -> None:
     async with trio.open_nursery() as nursery:
         (host, port), *_ = await nursery.start(server.serve)
         gc.collect()
-        base_ms, base_objects = full_collection_ms(rounds), len(gc.get_objects())
+        base_ms, base_objects = best_ms(gc.collect, rounds), len(gc.get_objects())
         csub = await open_connections(host, port, n)
         gc.collect()
         per_conn = (len(gc.get_objects()) - base_objects) / n
-        full_ms = full_collection_ms(rounds)
+        full_ms = best_ms(gc.collect, rounds)
         freezer = GcFreezer()
         freezer.settle()  # the first pass freezes what is there
-        pass_ms = policy_pass_ms(freezer, rounds)
+        pass_ms = best_ms(freezer.settle, rounds)
         gc.unfreeze()
         gc.collect()
         garbage = await close_all(csub, server)
