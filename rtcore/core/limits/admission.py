@@ -25,6 +25,7 @@ import math
 from collections.abc import Iterable
 
 from rtcore.config.model import Limits
+from rtcore.core.limits.bucket import refilled
 from rtcore.core.limits.limiter import Chain, Rule
 from rtcore.protocol import CloseCode
 from rtcore.protocol.close import Close
@@ -150,7 +151,7 @@ class InboundBudget:
     :meth:`charge_frame`; either returns the close once its bucket is overdrawn. The two
     buckets are held here as numbers with one refill time, not as two
     :class:`~rtcore.core.limits.bucket.TokenBucket` objects: every connection has them
-    (~130 bytes less per idle connection); they refill as a ``TokenBucket`` does.
+    (~130 bytes less per idle connection); they refill by the same rule (``refilled``).
     """
 
     __slots__ = ("_limits", "_frames", "_bytes", "_stamp")
@@ -166,10 +167,18 @@ class InboundBudget:
         elapsed = now - self._stamp
         if elapsed > 0:
             limits = self._limits
-            frames = self._frames + elapsed * limits.inbound_frames_per_second
-            self._frames = min(frames, float(limits.inbound_frame_burst))
-            held = self._bytes + elapsed * limits.inbound_bytes_per_second
-            self._bytes = min(held, float(limits.inbound_byte_burst))
+            self._frames = refilled(
+                self._frames,
+                float(limits.inbound_frame_burst),
+                limits.inbound_frames_per_second,
+                elapsed,
+            )
+            self._bytes = refilled(
+                self._bytes,
+                float(limits.inbound_byte_burst),
+                limits.inbound_bytes_per_second,
+                elapsed,
+            )
             self._stamp = now
 
     def charge_bytes(self, n: int) -> Close | None:

@@ -12,13 +12,21 @@ decreases).
 (:class:`rtcore.core.limits.limiter.Chain`) and, over Redis, the shared buckets of a client
 (``rtcore/engines/redis/lua/bucket.lua``, the same rule in Lua). The connection's inbound
 budget (:class:`rtcore.core.limits.admission.InboundBudget`) charges its two buckets one by
-one. ``tests/cases/bucket_cases.json`` is run against this module and against the Lua
-script on a real Redis, so the two cannot drift apart.
+one; it holds them as plain numbers (every connection has them), refilled by :func:`refilled`,
+the rule :meth:`TokenBucket.refill` applies too. ``tests/cases/bucket_cases.json`` is run
+against this module and against the Lua script on a real Redis, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+
+def refilled(tokens: float, capacity: float, rate: float, elapsed: float) -> float:
+    """What a bucket holding ``tokens`` holds ``elapsed`` (> 0) later: what it earned at
+    ``rate``, up to ``capacity``."""
+    tokens += elapsed * rate
+    return tokens if tokens < capacity else capacity
 
 
 class TokenBucket:
@@ -38,8 +46,7 @@ class TokenBucket:
         """Add the tokens earned since the last refill, up to ``capacity``."""
         elapsed = now - self.stamp
         if elapsed > 0:
-            tokens = self.tokens + elapsed * self.rate
-            self.tokens = tokens if tokens < self.capacity else self.capacity
+            self.tokens = refilled(self.tokens, self.capacity, self.rate, elapsed)
             self.stamp = now
 
     def spend(self, cost: float = 1.0) -> bool:
